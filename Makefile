@@ -1,0 +1,38 @@
+# The README's commands. Each builds .venv from nothing when it is missing or stale.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PKGS   := envelope crypto routing config gateway
+
+.PHONY: demo test lint bench clean vectors
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed-dev: pyproject.toml $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m gateway.demo
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check $(PKGS) tests bench
+	$(BIN)/ruff format --check $(PKGS) tests bench
+	$(BIN)/mypy $(PKGS)
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed-dev
+	$(BIN)/python -m bench
+
+vectors: $(BIN)/.installed-dev
+	$(BIN)/python -m tests.vectors.make_vectors
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,285 @@
+"""The envelope head: canonical XML out, hardened parse in.
+
+Rules:
+- :func:`serialize_head` is the only writer; :func:`parse_head` parses, checks the
+  format's rules, re-serialises and requires the same bytes (:class:`NonCanonical`
+  otherwise). The application then uses only values of the verified model.
+- The origin signs ``SIGNATURE_LABEL || <signed>...</signed>``: the exact bytes of
+  the ``signed`` element as they stand in the file.
+- The envelope digest (receipts, timestamps) is SHA-256 over the byte range from
+  ``<signed>`` to ``</signature>``; hop records are outside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from lxml.etree import _Element
+
+from crypto.recipes import SIGNATURE_BYTES, WRAP_BYTES, plaintext_size
+from envelope import limits
+from envelope import xmlsafe as x
+from envelope.errors import LimitExceeded, SchemaError
+from envelope.model import Head, HopRecord, Manifest, RecipientStanza, RoutingHeader, Segment
+from envelope.values import (
+    check_doc_class,
+    check_dossier,
+    check_key_id,
+    check_message_id,
+    check_priority,
+    check_site_id,
+    format_time,
+    parse_time,
+)
+
+FORMAT_VERSION = "1"
+SIGNATURE_LABEL = b"valise/v1/signature\x00"
+_ENVELOPE_OPEN = x.start("envelope", [("version", FORMAT_VERSION)], root=True)
+_ENVELOPE_OPEN_BYTES = _ENVELOPE_OPEN.encode()
+
+
+@dataclass(frozen=True)
+class ParsedHead:
+    """A head read from bytes, with the exact byte ranges that were signed."""
+
+    head: Head
+    signed_xml: bytes
+    signature_xml: bytes
+
+    @property
+    def signed_message(self) -> bytes:
+        return SIGNATURE_LABEL + self.signed_xml
+
+    @property
+    def digest(self) -> bytes:
+        return envelope_digest(self.signed_xml, self.signature_xml)
+
+
+def envelope_digest(signed_xml: bytes, signature_xml: bytes) -> bytes:
+    return hashlib.sha256(signed_xml + signature_xml).digest()
+
+
+# -- writing ----------------------------------------------------------------------
+
+
+def serialize_routing(r: RoutingHeader) -> str:
+    out = [x.start("routing"), x.leaf("id", r.message_id), x.leaf("origin", r.origin)]
+    out += [x.leaf("to", site) for site in r.destinations]
+    out += [
+        x.leaf("created", format_time(r.created)),
+        x.leaf("expires", format_time(r.expires)),
+        x.leaf("priority", r.priority.value),
+        x.leaf("class", r.doc_class),
+    ]
+    if r.dossier is not None:
+        out.append(x.leaf("dossier", r.dossier))
+    if r.in_reply_to is not None:
+        out.append(x.leaf("in-reply-to", r.in_reply_to))
+    out.append("</routing>")
+    return "".join(out)
+
+
+def _segment(name: str, s: Segment) -> str:
+    # Attributes in exc-c14n order: length, sha256.
+    return f'<{name} length="{s.length}" sha256="{s.sha256.hex()}"></{name}>'
+
+
+def serialize_signed(
+    routing: RoutingHeader, recipients: tuple[RecipientStanza, ...], manifest: Manifest
+) -> bytes:
+    """The exact bytes of the ``<signed>`` element. Raises :class:`SchemaError`."""
+    check_fields(routing, recipients, manifest)
+    stanzas = "".join(
+        x.leaf("recipient", x.b64encode(s.wrapped), [("site", s.site), ("key", s.key_id)])
+        for s in recipients
+    )
+    parts = "".join(_segment("part", s) for s in manifest.parts)
+    return (
+        "<signed>"
+        + serialize_routing(routing)
+        + f"<recipients>{stanzas}</recipients>"
+        + f"<manifest>{_segment('sealed-header', manifest.sealed_header)}{parts}</manifest>"
+        + "</signed>"
+    ).encode()
+
+
+def serialize_signature(key_id: str, signature: bytes) -> bytes:
+    check_key_id(key_id)
+    if len(signature) != SIGNATURE_BYTES:
+        raise SchemaError(f"a signature is {SIGNATURE_BYTES} bytes")
+    return x.leaf("signature", x.b64encode(signature), [("key", key_id)]).encode()
+
+
+def serialize_trace(trace: tuple[HopRecord, ...]) -> bytes:
+    if len(trace) > limits.MAX_HOPS:
+        raise LimitExceeded(f"more than {limits.MAX_HOPS} hop records")
+    hops = "".join(
+        x.leaf(
+            "hop",
+            x.b64encode(h.signature),
+            [
+                ("site", check_site_id(h.site)),
+                ("key", check_key_id(h.key_id)),
+                ("at", format_time(h.at)),
+                ("from", check_site_id(h.received_from)),
+            ],
+        )
+        for h in trace
+    )
+    return f"<trace>{hops}</trace>".encode()
+
+
+def assemble_head(signed_xml: bytes, signature_xml: bytes, trace_xml: bytes) -> bytes:
+    return _ENVELOPE_OPEN.encode() + signed_xml + signature_xml + trace_xml + b"</envelope>"
+
+
+def serialize_head(head: Head) -> bytes:
+    """The canonical XML head. Raises :class:`SchemaError` or :class:`LimitExceeded`."""
+    return assemble_head(
+        serialize_signed(head.routing, head.recipients, head.manifest),
+        serialize_signature(head.signature_key_id, head.signature),
+        serialize_trace(head.trace),
+    )
+
+
+# -- the format's rules, beyond the schema -----------------------------------------
+
+
+def check_fields(
+    r: RoutingHeader, recipients: tuple[RecipientStanza, ...], manifest: Manifest
+) -> None:
+    """Check every rule a valid head obeys. Raises :class:`SchemaError` / :class:`LimitExceeded`."""
+    check_message_id(r.message_id)
+    check_site_id(r.origin)
+    if not r.destinations:
+        raise SchemaError("an envelope needs at least one destination")
+    if len(r.destinations) > limits.MAX_DESTINATIONS:
+        raise LimitExceeded(f"more than {limits.MAX_DESTINATIONS} destinations")
+    for site in r.destinations:
+        check_site_id(site)
+    if len(set(r.destinations)) != len(r.destinations):
+        raise SchemaError("a destination is listed twice")
+    if r.expires <= r.created:
+        raise SchemaError("expires must be later than created")
+    check_priority(r.priority)
+    check_doc_class(r.doc_class)
+    if r.dossier is not None:
+        check_dossier(r.dossier)
+    if r.in_reply_to is not None:
+        check_message_id(r.in_reply_to)
+    _check_recipients(r.destinations, recipients)
+    _check_manifest(manifest)
+
+
+def _check_recipients(destinations: tuple[str, ...], stanzas: tuple[RecipientStanza, ...]) -> None:
+    if len(stanzas) > limits.MAX_RECIPIENT_STANZAS:
+        raise LimitExceeded(f"more than {limits.MAX_RECIPIENT_STANZAS} recipient stanzas")
+    seen: set[tuple[str, str]] = set()
+    for s in stanzas:
+        check_site_id(s.site)
+        check_key_id(s.key_id)
+        if s.site not in destinations:
+            raise SchemaError(f"recipient stanza for {s.site}, which is not a destination")
+        if (s.site, s.key_id) in seen:
+            raise SchemaError(f"two recipient stanzas for {s.site} key {s.key_id}")
+        if len(s.wrapped) != WRAP_BYTES:
+            raise SchemaError(f"a wrapped key is {WRAP_BYTES} bytes")
+        seen.add((s.site, s.key_id))
+    missing = set(destinations) - {site for site, _ in seen}
+    if missing:
+        raise SchemaError(f"no recipient stanza for destination {sorted(missing)[0]}")
+
+
+def _check_manifest(m: Manifest) -> None:
+    if len(m.parts) > limits.MAX_PARTS:
+        raise LimitExceeded(f"more than {limits.MAX_PARTS} parts")
+    for index, s in enumerate(m.segments):
+        if len(s.sha256) != 32:
+            raise SchemaError("a segment digest is 32 bytes")
+        try:
+            size = plaintext_size(s.length)
+        except ValueError:
+            raise SchemaError(f"segment {index} length {s.length} is impossible") from None
+        bound = limits.MAX_SEALED_HEADER_BYTES if index == 0 else limits.MAX_PART_BYTES
+        if size > bound:
+            raise LimitExceeded(f"segment {index} exceeds {bound} bytes")
+
+
+# -- reading ----------------------------------------------------------------------
+
+
+def parse_head(data: bytes) -> ParsedHead:
+    """Parse and check an envelope head. Raises an :class:`EnvelopeError` subclass."""
+    root = x.parse(data, root="envelope", max_bytes=limits.MAX_HEAD_XML_BYTES)
+    signed = x.child(root, "signed")
+    routing = _read_routing(x.child(signed, "routing"))
+    recipients = tuple(
+        RecipientStanza(
+            site=r.get("site", ""),
+            key_id=r.get("key", ""),
+            wrapped=x.b64decode(x.text(r), "a wrapped key"),
+        )
+        for r in x.children(x.child(signed, "recipients"), "recipient")
+    )
+    manifest_el = x.child(signed, "manifest")
+    manifest = Manifest(
+        sealed_header=_read_segment(x.child(manifest_el, "sealed-header")),
+        parts=tuple(_read_segment(p) for p in x.children(manifest_el, "part")),
+    )
+    sig_el = x.child(root, "signature")
+    trace = tuple(_read_hop(h) for h in x.children(x.child(root, "trace"), "hop"))
+    head = Head(
+        routing=routing,
+        recipients=recipients,
+        manifest=manifest,
+        signature_key_id=sig_el.get("key", ""),
+        signature=x.b64decode(x.text(sig_el), "the signature"),
+        trace=trace,
+    )
+    check_fields(routing, recipients, manifest)
+    if len(head.signature) != SIGNATURE_BYTES:
+        raise SchemaError(f"a signature is {SIGNATURE_BYTES} bytes")
+    if len(trace) > limits.MAX_HOPS:
+        raise LimitExceeded(f"more than {limits.MAX_HOPS} hop records")
+    # The document is canonical (checked by the parser), so the signed element and
+    # the signature are plain byte ranges: the root start tag is fixed, and "</"
+    # cannot occur inside text, where "<" is always escaped.
+    if not data.startswith(_ENVELOPE_OPEN_BYTES):
+        raise SchemaError("the envelope start tag is not the v1 form")
+    signed_end = data.index(b"</signed>") + len(b"</signed>")
+    signature_end = data.index(b"</signature>", signed_end) + len(b"</signature>")
+    return ParsedHead(
+        head,
+        data[len(_ENVELOPE_OPEN_BYTES) : signed_end],
+        data[signed_end:signature_end],
+    )
+
+
+def _read_routing(el: _Element) -> RoutingHeader:
+    t = x.texts(el)
+    return RoutingHeader(
+        message_id=t["id"][0],
+        origin=t["origin"][0],
+        destinations=tuple(t["to"]),
+        created=parse_time(t["created"][0], "created"),
+        expires=parse_time(t["expires"][0], "expires"),
+        priority=check_priority(t["priority"][0]),
+        doc_class=t["class"][0],
+        dossier=t["dossier"][0] if "dossier" in t else None,
+        in_reply_to=t["in-reply-to"][0] if "in-reply-to" in t else None,
+    )
+
+
+def _read_segment(el: _Element) -> Segment:
+    return Segment(length=int(el.get("length", "0")), sha256=bytes.fromhex(el.get("sha256", "")))
+
+
+def _read_hop(el: _Element) -> HopRecord:
+    return HopRecord(
+        site=el.get("site", ""),
+        key_id=el.get("key", ""),
+        at=parse_time(el.get("at", ""), "hop time"),
+        received_from=el.get("from", ""),
+        signature=x.b64decode(x.text(el), "a hop signature"),
+    )

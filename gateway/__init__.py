@@ -1,0 +1,1 @@
+"""The gateway: everything that touches files, sockets, the store and the terminal."""

@@ -1,0 +1,118 @@
+"""A site's key files on disk: generate, write (0600), load (refusing loose modes).
+
+Layout of a key folder:
+
+    SITE.signing.key      Ed25519 seed              0600
+    SITE.encryption.key   ML-KEM-768+X25519 seeds   0600
+    SITE.pub.xml          public key document       0644
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from crypto.armor import armor, load_decryption_key, load_signing_key
+from crypto.errors import KeyFormatError
+from crypto.keys import DecryptionKey, SigningKey
+from envelope.keydoc import PublicKeyDoc, parse_public_key_doc, write_public_key_doc
+from envelope.values import check_site_id, truncate_to_second
+
+DEFAULT_KEY_VALIDITY = timedelta(days=365)
+PRIVATE_MODE = 0o600
+
+
+class KeyStoreError(Exception):
+    """A key folder is missing, ambiguous, damaged or too readable."""
+
+
+@dataclass(frozen=True)
+class SiteKeys:
+    site: str
+    signing: SigningKey
+    decryption: DecryptionKey
+    public: PublicKeyDoc
+    public_xml: bytes
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_MODE)  # the umask cannot loosen it
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def generate_site_keys(
+    site: str, directory: Path, *, now: datetime | None = None, validity: timedelta | None = None
+) -> SiteKeys:
+    """Create a site's keys in ``directory``. Refuses to overwrite existing keys."""
+    check_site_id(site)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{site}.{kind}" for kind in ("signing.key", "encryption.key", "pub.xml")]
+    existing = [p for p in paths if p.exists()]
+    if existing:
+        raise KeyStoreError(f"{existing[0]} exists; refusing to overwrite keys")
+    signing, decryption = SigningKey.generate(), DecryptionKey.generate()
+    start = truncate_to_second(now or datetime.now(UTC))
+    doc = PublicKeyDoc(
+        site=site,
+        signing=signing.public,
+        encryption=decryption.public,
+        valid_from=start,
+        valid_until=start + (validity or DEFAULT_KEY_VALIDITY),
+    )
+    public_xml = write_public_key_doc(doc, signing)
+    _write_private(paths[0], armor(signing))
+    _write_private(paths[1], armor(decryption))
+    paths[2].write_bytes(public_xml)
+    return SiteKeys(site, signing, decryption, doc, public_xml)
+
+
+def _read_private(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyStoreError(f"{path} is missing") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyStoreError(
+            f"{path} is readable by others (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
+    return path.read_bytes()
+
+
+def load_site_keys(directory: Path) -> SiteKeys:
+    """Load the one site whose keys are in ``directory``. Raises :class:`KeyStoreError`."""
+    found = sorted(directory.glob("*.signing.key"))
+    if not found:
+        raise KeyStoreError(f"no site keys in {directory} (looked for SITE.signing.key)")
+    if len(found) > 1:
+        raise KeyStoreError(f"{directory} holds keys of several sites; give one site's folder")
+    site = found[0].name.removesuffix(".signing.key")
+    try:
+        signing = load_signing_key(_read_private(found[0]))
+        decryption = load_decryption_key(_read_private(directory / f"{site}.encryption.key"))
+    except KeyFormatError as exc:
+        raise KeyStoreError(f"{directory}: {exc}") from None
+    public_xml = read_public_doc_bytes(directory / f"{site}.pub.xml")
+    public = parse_public_key_doc(public_xml)
+    if public.signing != signing.public or public.encryption != decryption.public:
+        raise KeyStoreError(f"{site}.pub.xml does not match the private keys beside it")
+    return SiteKeys(site, signing, decryption, public, public_xml)
+
+
+def read_public_doc_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise KeyStoreError(f"{path} is missing") from None
+
+
+def load_public_doc(path: Path) -> PublicKeyDoc:
+    """Read and verify a SITE.pub.xml. Raises KeyStoreError or an EnvelopeError."""
+    return parse_public_key_doc(read_public_doc_bytes(path))
