@@ -64,18 +64,18 @@ def envelope_digest(signed_xml: bytes, signature_xml: bytes) -> bytes:
 
 
 def serialize_routing(r: RoutingHeader) -> str:
-    out = [x.start("routing"), x.leaf("id", r.message_id), x.leaf("origin", r.origin)]
-    out += [x.leaf("to", site) for site in r.destinations]
-    out += [
-        x.leaf("created", format_time(r.created)),
-        x.leaf("expires", format_time(r.expires)),
-        x.leaf("priority", r.priority.value),
-        x.leaf("class", r.doc_class),
+    # Every routing value is pattern-checked (check_fields) and so needs no escaping;
+    # f-strings keep sealing fast.
+    out = [
+        f"<routing><id>{r.message_id}</id><origin>{r.origin}</origin>",
+        *(f"<to>{site}</to>" for site in r.destinations),
+        f"<created>{format_time(r.created)}</created><expires>{format_time(r.expires)}</expires>",
+        f"<priority>{r.priority.value}</priority><class>{r.doc_class}</class>",
     ]
     if r.dossier is not None:
-        out.append(x.leaf("dossier", r.dossier))
+        out.append(f"<dossier>{r.dossier}</dossier>")
     if r.in_reply_to is not None:
-        out.append(x.leaf("in-reply-to", r.in_reply_to))
+        out.append(f"<in-reply-to>{r.in_reply_to}</in-reply-to>")
     out.append("</routing>")
     return "".join(out)
 
@@ -86,12 +86,21 @@ def _segment(name: str, s: Segment) -> str:
 
 
 def serialize_signed(
-    routing: RoutingHeader, recipients: tuple[RecipientStanza, ...], manifest: Manifest
+    routing: RoutingHeader,
+    recipients: tuple[RecipientStanza, ...],
+    manifest: Manifest,
+    *,
+    check: bool = True,
 ) -> bytes:
-    """The exact bytes of the ``<signed>`` element. Raises :class:`SchemaError`."""
-    check_fields(routing, recipients, manifest)
+    """The exact bytes of the ``<signed>`` element. Raises :class:`SchemaError`.
+
+    ``check=False`` is for a caller that has already run :func:`check_fields` on
+    these values.
+    """
+    if check:
+        check_fields(routing, recipients, manifest)
     stanzas = "".join(
-        x.leaf("recipient", x.b64encode(s.wrapped), [("site", s.site), ("key", s.key_id)])
+        f'<recipient key="{s.key_id}" site="{s.site}">{x.b64encode(s.wrapped)}</recipient>'
         for s in recipients
     )
     parts = "".join(_segment("part", s) for s in manifest.parts)
@@ -212,23 +221,24 @@ def _check_manifest(m: Manifest) -> None:
 def parse_head(data: bytes) -> ParsedHead:
     """Parse and check an envelope head. Raises an :class:`EnvelopeError` subclass."""
     root = x.parse(data, root="envelope", max_bytes=limits.MAX_HEAD_XML_BYTES)
-    signed = x.child(root, "signed")
-    routing = _read_routing(x.child(signed, "routing"))
+    # The schema fixed the order of every child, so read them by position.
+    signed, sig_el, trace_el = root
+    routing_el, recipients_el, manifest_el = signed
+    routing = _read_routing(routing_el)
     recipients = tuple(
         RecipientStanza(
             site=r.get("site", ""),
             key_id=r.get("key", ""),
             wrapped=x.b64decode(x.text(r), "a wrapped key"),
         )
-        for r in x.children(x.child(signed, "recipients"), "recipient")
+        for r in recipients_el
     )
-    manifest_el = x.child(signed, "manifest")
+    sealed_el, *part_els = manifest_el
     manifest = Manifest(
-        sealed_header=_read_segment(x.child(manifest_el, "sealed-header")),
-        parts=tuple(_read_segment(p) for p in x.children(manifest_el, "part")),
+        sealed_header=_read_segment(sealed_el),
+        parts=tuple(_read_segment(p) for p in part_els),
     )
-    sig_el = x.child(root, "signature")
-    trace = tuple(_read_hop(h) for h in x.children(x.child(root, "trace"), "hop"))
+    trace = tuple(_read_hop(h) for h in trace_el)
     head = Head(
         routing=routing,
         recipients=recipients,
@@ -256,18 +266,27 @@ def parse_head(data: bytes) -> ParsedHead:
     )
 
 
+_TO = x.qualified("to")
+_DOSSIER = x.qualified("dossier")
+
+
 def _read_routing(el: _Element) -> RoutingHeader:
-    t = x.texts(el)
+    # Schema order: id, origin, to+, created, expires, priority, class, dossier?, in-reply-to?
+    items = [(c.tag, c.text or "") for c in el]
+    n_to = sum(1 for tag, _ in items if tag == _TO)
+    created, expires, priority, doc_class, *optional = (t for _, t in items[2 + n_to :])
+    tags = [tag for tag, _ in items[6 + n_to :]]
+    dossier = optional.pop(0) if tags and tags[0] == _DOSSIER else None
     return RoutingHeader(
-        message_id=t["id"][0],
-        origin=t["origin"][0],
-        destinations=tuple(t["to"]),
-        created=parse_time(t["created"][0], "created"),
-        expires=parse_time(t["expires"][0], "expires"),
-        priority=check_priority(t["priority"][0]),
-        doc_class=t["class"][0],
-        dossier=t["dossier"][0] if "dossier" in t else None,
-        in_reply_to=t["in-reply-to"][0] if "in-reply-to" in t else None,
+        message_id=items[0][1],
+        origin=items[1][1],
+        destinations=tuple(t for _, t in items[2 : 2 + n_to]),
+        created=parse_time(created, "created"),
+        expires=parse_time(expires, "expires"),
+        priority=check_priority(priority),
+        doc_class=doc_class,
+        dossier=dossier,
+        in_reply_to=optional[0] if optional else None,
     )
 
 

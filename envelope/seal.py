@@ -34,6 +34,7 @@ from envelope.framing import frame_prefix
 from envelope.head import (
     SIGNATURE_LABEL,
     assemble_head,
+    check_fields,
     envelope_digest,
     serialize_signature,
     serialize_signed,
@@ -130,11 +131,29 @@ class Sealing:
                 len(self.sealed_header_ciphertext),
                 hashlib.sha256(self.sealed_header_ciphertext).digest(),
             )
-            self.head_bytes = len(
-                self._head(tuple(_ZERO_DIGEST for _ in sealed.parts), sign_it=False)
-            )
+            # Check every field now, so that a value the format cannot carry fails
+            # here, before the caller has written anything.
+            check_fields(routing, self.stanzas, self._manifest(self._zero_digests))
         except EnvelopeError as exc:
             raise UsageError(str(exc)) from None
+
+    @property
+    def _zero_digests(self) -> tuple[bytes, ...]:
+        return tuple(_ZERO_DIGEST for _ in self.sealed.parts)
+
+    @property
+    def head_bytes(self) -> int:
+        """The exact length of the framed head, known before any part is read.
+
+        Digests and the signature are fixed-width, so a head built with zeros in
+        their place has the final head's length.
+        """
+        head_xml = assemble_head(
+            self._signed_xml(self._zero_digests),
+            serialize_signature(self._sender.key_id, _ZERO_SIGNATURE),
+            serialize_trace(()),
+        )
+        return len(frame_prefix(head_xml)) + len(head_xml)
 
     @property
     def message_id(self) -> str:
@@ -150,30 +169,32 @@ class Sealing:
             raise UsageError(f"no part {index}")
         return StreamSealer(part_key(self._content_key, index))
 
-    def _head(self, part_digests: Sequence[bytes], *, sign_it: bool = True) -> bytes:
-        # Digests and the signature are fixed-width, so a head built with zeros in
-        # their place has the final head's exact length.
-        manifest = Manifest(
+    def _manifest(self, part_digests: Sequence[bytes]) -> Manifest:
+        return Manifest(
             sealed_header=self._sealed_segment,
             parts=tuple(
                 Segment(size, digest)
                 for size, digest in zip(self.part_ciphertext_sizes, part_digests, strict=True)
             ),
         )
-        signed_xml = serialize_signed(self.routing, self.stanzas, manifest)
-        signature = sign(self._sender, SIGNATURE_LABEL + signed_xml) if sign_it else _ZERO_SIGNATURE
-        signature_xml = serialize_signature(self._sender.key_id, signature)
-        self.digest = envelope_digest(signed_xml, signature_xml)
-        head_xml = assemble_head(signed_xml, signature_xml, serialize_trace(()))
-        return frame_prefix(head_xml) + head_xml
+
+    def _signed_xml(self, part_digests: Sequence[bytes]) -> bytes:
+        # The fields were checked in __init__; only the digests differ since.
+        manifest = self._manifest(part_digests)
+        return serialize_signed(self.routing, self.stanzas, manifest, check=False)
 
     def finish(self, part_digests: Sequence[bytes]) -> bytes:
         """The framed head (exactly ``head_bytes`` long) once every part's SHA-256 is known."""
         if len(part_digests) != len(self.sealed.parts):
             raise UsageError("one digest per part")
-        head = self._head(part_digests)
-        assert len(head) == self.head_bytes, "fixed-width digests keep the head's length"
-        return head
+        if any(len(d) != len(_ZERO_DIGEST) for d in part_digests):
+            raise UsageError("a part digest is a 32-byte SHA-256")
+        signed_xml = self._signed_xml(part_digests)
+        signature = sign(self._sender, SIGNATURE_LABEL + signed_xml)
+        signature_xml = serialize_signature(self._sender.key_id, signature)
+        self.digest = envelope_digest(signed_xml, signature_xml)
+        head_xml = assemble_head(signed_xml, signature_xml, serialize_trace(()))
+        return frame_prefix(head_xml) + head_xml
 
 
 def seal_parts(sealing: Sealing, index: int, plaintext: bytes) -> bytes:

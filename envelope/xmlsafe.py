@@ -129,6 +129,11 @@ def _check_shape(root: etree._Element) -> None:
     raise LimitExceeded(f"a text node exceeds {limits.MAX_XML_TEXT_CHARS} characters")
 
 
+def qualified(name: str) -> str:
+    """The lxml tag of a Valise element: ``{urn:valise:1}name``."""
+    return _NS + name
+
+
 def local_name(element: etree._Element) -> str:
     tag = element.tag
     assert isinstance(tag, str)

@@ -112,14 +112,18 @@ def seal_to_file(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.seek(sealing.head_bytes)
+            reserved = sealing.head_bytes
+            f.seek(reserved)
             f.write(sealing.sealed_header_ciphertext)
             digests = [
                 _seal_part(sealing, index, part.path, info.size, f)
                 for index, (part, info) in enumerate(zip(inputs, parts, strict=True), start=1)
             ]
+            head = sealing.finish(digests)
+            if len(head) != reserved:  # fixed-width fields make this impossible
+                raise RuntimeError("envelope head changed length while sealing")
             f.seek(0)
-            f.write(sealing.finish(digests))
+            f.write(head)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
