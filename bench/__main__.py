@@ -1,0 +1,64 @@
+"""``python -m bench [--quick]``: measure every row in one run, print the table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench import envelope4k, peers, rss, stream64m
+from bench.common import FULL, QUICK, Row, interleave
+from bench.report import table
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+def run(quick: bool, rounds: int | None) -> tuple[list[Row], list[str]]:
+    settings = QUICK if quick else FULL
+    rounds = rounds or settings.rounds
+    print(f"4 KiB envelopes, best of {rounds} rounds:", file=sys.stderr, flush=True)
+    payload = os.urandom(envelope4k.PAYLOAD_BYTES)  # the same payload for us and the peers
+    small = envelope4k.benches(payload, settings)
+    small += [peers.xmldsig_bench(payload, settings), peers.smime_bench(payload, settings)]
+    rows = interleave(small, rounds)
+
+    print(f"64 MiB payloads, best of {rounds} rounds:", file=sys.stderr, flush=True)
+    with stream64m.benches() as large:
+        rows += interleave(large, rounds)
+
+    if quick:
+        return rows, ["rss.*.1g skipped: --quick"]
+    print("1 GiB peak RSS:", file=sys.stderr, flush=True)
+    rss_rows, notes = rss.measure()
+    return rows + rss_rows, notes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds; no RSS rows")
+    parser.add_argument("--rounds", type=int, help="best of this many rounds (default 5, quick 2)")
+    parser.add_argument(
+        "--out", type=Path, help=f"JSON results file (default {RESULTS}; --quick writes none)"
+    )
+    args = parser.parse_args()
+    start = time.perf_counter()
+    rows, notes = run(args.quick, args.rounds)
+    print()
+    print(table(rows))
+    for note in notes:
+        print(f"note: {note}")
+    out = args.out or (None if args.quick else RESULTS)
+    if out is not None:
+        data = [{"name": r.name, "value": round(r.value, 2), "unit": r.unit} for r in rows]
+        tmp = out.with_name(out.name + ".tmp")  # replaced atomically: never half-written
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(out)
+        print(f"wrote {out}")
+    print(f"took {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
