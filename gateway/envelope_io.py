@@ -7,13 +7,14 @@ Rules:
   every segment's digest and last chunk have been checked. On any failure the
   temporaries are removed and nothing is left behind.
 - Memory is bounded by PIPELINE_DEPTH batches of BATCH_CHUNKS chunks, whatever
-  the size of the payload. Hashing (SHA-256, which releases the GIL) runs in one
-  worker thread beside the AEAD, so the two cores are used.
+  the size of the payload. Hashing and writing (both release the GIL) run in a
+  worker thread each, beside the reads and the AEAD, so both cores are used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -37,7 +38,7 @@ from envelope.open import Opening, chunk_layout
 from envelope.seal import Recipient, Sealing
 from envelope.sealed import DEFAULT_MEDIA_TYPE
 
-BATCH_CHUNKS = 4
+BATCH_CHUNKS = 8
 PIPELINE_DEPTH = 3
 
 
@@ -140,7 +141,7 @@ def _seal_part(sealing: Sealing, index: int, path: Path, size: int, out: BinaryI
     sealer = sealing.part_sealer(index)
     digest = hashlib.sha256()
     n = chunk_count(size)
-    pipeline = _Pipeline()
+    hasher, writer = _Pipeline(), _Pipeline()
     try:
         with path.open("rb") as f:
             done = 0
@@ -150,19 +151,26 @@ def _seal_part(sealing: Sealing, index: int, path: Path, size: int, out: BinaryI
                     chunk = f.read(CHUNK_BYTES)
                     done += 1
                     batch.append(sealer.seal(chunk, last=done == n))
-                data = b"".join(batch)
-
-                def work(data: bytes = data) -> None:
-                    digest.update(data)
-                    out.write(data)
-
-                pipeline.submit(work)
-            pipeline.drain()
+                hasher.submit(functools.partial(_hash_all, digest, batch))
+                writer.submit(functools.partial(_write_all, out, batch))
+            hasher.drain()
+            writer.drain()
             if f.read(1):
                 raise UsageError(f"{path} grew while it was being sealed")
     finally:
-        pipeline.close()
+        hasher.close()
+        writer.close()
     return digest.digest()
+
+
+def _hash_all(digest: hashlib._Hash, blocks: list[bytes]) -> None:
+    for block in blocks:
+        digest.update(block)
+
+
+def _write_all(out: BinaryIO, blocks: list[bytes]) -> None:
+    for block in blocks:
+        out.write(block)
 
 
 # -- opening --------------------------------------------------------------------
@@ -268,24 +276,21 @@ def _open_part(opening: Opening, index: int, f: BinaryIO, target: Path) -> None:
     segment = opening.parsed.head.manifest.parts[index - 1]
     opener = opening.part_opener(index)
     digest = hashlib.sha256()
-    pipeline = _Pipeline()
+    hasher, writer = _Pipeline(), _Pipeline()
     try:
         with target.open("wb") as out:
             for batch in _batches(f, segment.length):
-
-                def work(batch: list[tuple[bytes, bool]] = batch) -> None:
-                    for ciphertext, _ in batch:
-                        digest.update(ciphertext)
-
-                pipeline.submit(work)
+                hasher.submit(functools.partial(_hash_all, digest, [c for c, _ in batch]))
                 try:
-                    plaintext = b"".join(opener.open(c, last=last) for c, last in batch)
+                    plaintext = [opener.open(c, last=last) for c, last in batch]
                 except DecryptionError:
                     raise DecryptionFailed() from None
-                out.write(plaintext)
-            pipeline.drain()
+                writer.submit(functools.partial(_write_all, out, plaintext))
+            hasher.drain()
+            writer.drain()
             if not opener.finished:
                 raise DecryptionFailed()
     finally:
-        pipeline.close()
+        hasher.close()
+        writer.close()
     opening.check_part(index, digest.digest())
