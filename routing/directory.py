@@ -1,0 +1,211 @@
+"""The signed site directory: who the sites are, where they listen, and their keys.
+
+Rules:
+- HQ signs ``DIRECTORY_LABEL || <body>...</body>`` with its directory key; a site
+  trusts only directories that verify under the directory key it was enrolled with.
+- Versions only go forward: a site refuses a directory whose serial is lower than
+  the one it holds (rollback), and one with the same serial but other bytes.
+- A key's state is next, active, retiring or revoked; envelopes are sealed to the
+  active encryption key; signatures verify under active or retiring keys only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from lxml.etree import _Element
+
+from crypto.errors import KeyFormatError, SignatureError
+from crypto.keys import EncryptionKey, SigningKey, VerifyKey
+from crypto.recipes import sign, verify
+from envelope import xmlsafe as x
+from envelope.errors import EnvelopeError, SchemaError, SignatureInvalid
+from envelope.values import check_site_id, format_time, parse_time
+
+DIRECTORY_LABEL = b"valise/v1/directory\x00"
+MAX_DIRECTORY_BYTES = 1024 * 1024
+
+
+class KeyState(StrEnum):
+    NEXT = "next"
+    ACTIVE = "active"
+    RETIRING = "retiring"
+    REVOKED = "revoked"
+
+
+class DirectoryError(Exception):
+    """A directory was refused: forged, older than ours, or inconsistent."""
+
+
+@dataclass(frozen=True)
+class SiteEntry:
+    site: str
+    endpoint: str
+    signing: tuple[tuple[VerifyKey, KeyState], ...]
+    encryption: tuple[tuple[EncryptionKey, KeyState], ...]
+    tls_pins: tuple[str, ...]
+    active: bool = True
+
+    def verify_keys(self) -> dict[str, VerifyKey]:
+        """Keys whose signatures are accepted: active and retiring."""
+        usable = (KeyState.ACTIVE, KeyState.RETIRING)
+        return {k.key_id: k for k, s in self.signing if s in usable}
+
+    def active_encryption_key(self) -> EncryptionKey:
+        for key, state in self.encryption:
+            if state is KeyState.ACTIVE:
+                return key
+        raise DirectoryError(f"{self.site} has no active encryption key")
+
+
+@dataclass(frozen=True)
+class Directory:
+    serial: int
+    issued: datetime
+    hub: str
+    sites: tuple[SiteEntry, ...]
+    raw: bytes = field(default=b"", compare=False, repr=False)
+
+    def site(self, site_id: str) -> SiteEntry:
+        for entry in self.sites:
+            if entry.site == site_id:
+                return entry
+        raise DirectoryError(f"site {site_id} is not in directory serial {self.serial}")
+
+    def knows(self, site_id: str) -> bool:
+        return any(e.site == site_id and e.active for e in self.sites)
+
+    def site_for_pin(self, pin: str) -> str | None:
+        return next((e.site for e in self.sites if pin in e.tls_pins), None)
+
+
+def _body(d: Directory) -> bytes:
+    check_site_id(d.hub)
+    out = [
+        f"<body><serial>{d.serial}</serial><issued>{format_time(d.issued)}</issued>",
+        f"<hub>{d.hub}</hub>",
+    ]
+    seen = set()
+    for e in d.sites:
+        check_site_id(e.site)
+        if e.site in seen:
+            raise SchemaError(f"site {e.site} is listed twice")
+        seen.add(e.site)
+        status = "active" if e.active else "disabled"
+        out.append(
+            f'<site id="{e.site}" status="{status}">'
+            f"<endpoint>{x.escape_text(e.endpoint)}</endpoint>"
+        )
+        out += [
+            f'<signing-key id="{k.key_id}" state="{s.value}">{x.b64encode(k.raw)}</signing-key>'
+            for k, s in e.signing
+        ]
+        out += [
+            f'<encryption-key id="{k.key_id}" state="{s.value}">'
+            f"{x.b64encode(k.raw)}</encryption-key>"
+            for k, s in e.encryption
+        ]
+        out += [f"<tls-pin>{pin}</tls-pin>" for pin in e.tls_pins]
+        out.append("</site>")
+    if d.hub not in seen:
+        raise SchemaError("the hub must be listed")
+    out.append("</body>")
+    return "".join(out).encode()
+
+
+def write_directory(d: Directory, key: SigningKey) -> bytes:
+    body = _body(d)
+    signature = sign(key, DIRECTORY_LABEL + body)
+    return (
+        x.start("directory", [("version", "1")], root=True).encode()
+        + body
+        + f'<signature key="{key.key_id}">{x.b64encode(signature)}</signature>'.encode()
+        + b"</directory>"
+    )
+
+
+def parse_directory(data: bytes, trust: VerifyKey) -> Directory:
+    """Parse and verify a directory under ``trust``. Raises DirectoryError."""
+    try:
+        root = x.parse(data, root="directory", max_bytes=MAX_DIRECTORY_BYTES)
+        body_el, sig_el = root
+        if sig_el.get("key") != trust.key_id:
+            raise SignatureInvalid("the directory is not signed by the directory key we trust")
+        body = _read_body(body_el)
+        body_xml = _body(body)
+        if (
+            x.start("directory", [("version", "1")], root=True).encode() + body_xml
+            != data[: data.index(b"<signature ")]
+        ):
+            raise SchemaError("the directory is not in the v1 form")
+        try:
+            verify(
+                trust, x.b64decode(sig_el.text or "", "the signature"), DIRECTORY_LABEL + body_xml
+            )
+        except SignatureError:
+            raise SignatureInvalid("the directory signature does not verify") from None
+    except EnvelopeError as exc:
+        raise DirectoryError(f"directory refused: {exc}") from None
+    return Directory(body.serial, body.issued, body.hub, body.sites, raw=data)
+
+
+def _read_body(el: _Element) -> Directory:
+    serial_el, issued_el, hub_el, *site_els = el
+    sites = []
+    for s in site_els:
+        endpoint_el, *key_els = s
+        signing, encryption, pins = [], [], []
+        try:
+            for k in key_els:
+                name = x.local_name(k)
+                if name == "tls-pin":
+                    pins.append(k.text or "")
+                    continue
+                raw = x.b64decode(k.text or "", name)
+                state = KeyState(k.get("state", ""))
+                if name == "signing-key":
+                    vk = VerifyKey.from_bytes(raw)
+                    _check_id(vk.key_id, k.get("id"))
+                    signing.append((vk, state))
+                else:
+                    ek = EncryptionKey.from_bytes(raw)
+                    _check_id(ek.key_id, k.get("id"))
+                    encryption.append((ek, state))
+        except KeyFormatError as exc:
+            raise SchemaError(str(exc)) from None
+        sites.append(
+            SiteEntry(
+                site=s.get("id", ""),
+                endpoint=endpoint_el.text or "",
+                signing=tuple(signing),
+                encryption=tuple(encryption),
+                tls_pins=tuple(pins),
+                active=s.get("status") == "active",
+            )
+        )
+    return Directory(
+        serial=int(serial_el.text or "0"),
+        issued=parse_time(issued_el.text or "", "issued"),
+        hub=hub_el.text or "",
+        sites=tuple(sites),
+    )
+
+
+def _check_id(actual: str, claimed: str | None) -> None:
+    if actual != claimed:
+        raise SchemaError("a key id is not the digest of its key")
+
+
+def accept_update(held: Directory | None, new: Directory) -> bool:
+    """Whether to replace ``held`` with ``new``. Raises DirectoryError on rollback."""
+    if held is None or new.serial > held.serial:
+        return True
+    if new.serial < held.serial:
+        raise DirectoryError(
+            f"directory rollback refused: serial {new.serial} is older than {held.serial}"
+        )
+    if new.raw != held.raw:
+        raise DirectoryError(f"directory serial {new.serial} differs from the one we hold")
+    return False
