@@ -1,9 +1,10 @@
 """The envelope head: canonical XML out, hardened parse in.
 
 Rules:
-- :func:`serialize_head` is the only writer; :func:`parse_head` parses, checks the
-  format's rules, re-serialises and requires the same bytes (:class:`NonCanonical`
-  otherwise). The application then uses only values of the verified model.
+- :func:`serialize_head` is the only writer. :func:`parse_head` parses with the
+  hardened parser, which requires the exact canonical bytes (exc-c14n, no text
+  between elements: :class:`NonCanonical` otherwise), then checks the format's
+  rules. The application uses only values of the verified model.
 - The origin signs ``SIGNATURE_LABEL || <signed>...</signed>``: the exact bytes of
   the ``signed`` element as they stand in the file.
 - The envelope digest (receipts, timestamps) is SHA-256 over the byte range from

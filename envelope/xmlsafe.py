@@ -67,13 +67,13 @@ def parse(data: bytes, *, root: str, max_bytes: int) -> etree._Element:
         raise LimitExceeded(f"document of {len(data)} bytes exceeds the limit of {max_bytes}")
     if b"<!" in data:
         # DOCTYPE, ENTITY and CDATA all start so; none belongs in a Valise document.
-        raise MalformedXML("DTDs, entity declarations and CDATA sections are not allowed")
+        raise MalformedXML("DTDs, entities, comments and CDATA sections are not allowed")
     try:
         element = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
-        raise MalformedXML(f"not well-formed XML: {exc.msg}") from None
+        raise MalformedXML(f"not well-formed XML: {_one_line(exc.msg)}") from None
     except ValueError as exc:  # lxml refuses some inputs (e.g. an encoding declaration)
-        raise MalformedXML(f"not acceptable XML: {exc}") from None
+        raise MalformedXML(f"not acceptable XML: {_one_line(str(exc))}") from None
     tree = element.getroottree()
     if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
         raise MalformedXML("DTDs are not allowed")
@@ -83,7 +83,7 @@ def parse(data: bytes, *, root: str, max_bytes: int) -> etree._Element:
     if not _SCHEMA.validate(element):
         error = _SCHEMA.error_log.last_error
         message = error.message if error is not None else "schema violation"
-        raise SchemaError(f"schema: {message}")
+        raise SchemaError(f"schema: {_one_line(message)}")
     if etree.tostring(element, method="c14n", exclusive=True, with_comments=False) != data:
         raise NonCanonical(f"the <{root}> document is not in canonical form")
     return element
@@ -93,7 +93,12 @@ def parse(data: bytes, *, root: str, max_bytes: int) -> etree._Element:
 _TOO_DEEP = etree.XPath("boolean(/" + "/".join(["*"] * (limits.MAX_XML_DEPTH + 1)) + ")")
 _ELEMENT_COUNT = etree.XPath("count(//*)")
 _HAS_PI = etree.XPath("boolean(//processing-instruction() | //comment())")
-_PREFIXED = etree.XPath("boolean(//*[name() != local-name()])")
+_PREFIXED = etree.XPath("boolean(//*[name() != local-name()] | //@*[name() != local-name()])")
+# Text between elements (indentation, say) is not canonical Valise XML, even where
+# the XSD tolerates it; trace and sealed are the containers that may be empty.
+_TEXT_BETWEEN = etree.XPath(
+    "boolean(//*[*]/text() | //*[local-name() = 'trace' or local-name() = 'sealed']/text())"
+)
 _TOO_MANY_ATTRIBUTES = etree.XPath(f"boolean(//*[count(@*) > {limits.MAX_XML_ATTRIBUTES}])")
 _LONG_ATTRIBUTE = etree.XPath(f"boolean(//@*[string-length(.) > {limits.MAX_XML_ATTRIBUTE_CHARS}])")
 _LONG_TEXT = etree.XPath(f"boolean(//text()[string-length(.) > {limits.MAX_XML_TEXT_CHARS}])")
@@ -103,11 +108,17 @@ _ANY_SHAPE_FAULT = etree.XPath(
     "boolean(/"
     + "/".join(["*"] * (limits.MAX_XML_DEPTH + 1))
     + " | //processing-instruction() | //comment() | //*[name() != local-name()]"
+    + " | //@*[name() != local-name()] | //*[*]/text()"
+    + " | //*[local-name() = 'trace' or local-name() = 'sealed']/text()"
     + f" | //*[count(@*) > {limits.MAX_XML_ATTRIBUTES}]"
     + f" | //@*[string-length(.) > {limits.MAX_XML_ATTRIBUTE_CHARS}]"
     + f" | //text()[string-length(.) > {limits.MAX_XML_TEXT_CHARS}]"
     + f" | /descendant::*[{limits.MAX_XML_ELEMENTS + 1}])"
 )
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 def _check_shape(root: etree._Element) -> None:
@@ -118,6 +129,8 @@ def _check_shape(root: etree._Element) -> None:
         raise MalformedXML("comments and processing instructions are not allowed")
     if _PREFIXED(root):
         raise SchemaError("namespace prefixes are not allowed: one default namespace only")
+    if _TEXT_BETWEEN(root):
+        raise NonCanonical("text or whitespace between elements is not canonical")
     if _TOO_DEEP(root):
         raise LimitExceeded(f"elements nested deeper than {limits.MAX_XML_DEPTH}")
     if float(_ELEMENT_COUNT(root)) > limits.MAX_XML_ELEMENTS:
