@@ -359,5 +359,9 @@ def inspect(envelope: Path, as_json: bool) -> None:
 _ = parse_time  # re-exported for scripts that format times like the CLI
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+def _register_site_commands() -> None:
+    # The site commands live in their own module; importing it registers them.
+    import gateway.cli_site  # noqa: F401
+
+
+_register_site_commands()

@@ -29,7 +29,7 @@ def net(tmp_path: Path) -> Path:
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, check=False
     )
 
 

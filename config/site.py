@@ -1,0 +1,206 @@
+"""A site's configuration: ``DIR/valise.toml`` plus ``VALISE_*`` overrides, parsed once.
+
+    [site]
+    id = "M-PARIS"
+    role = "mission"                    # or "hub"
+    listen = "127.0.0.1:8444"           # the channel (mutual TLS)
+    endpoint = "https://127.0.0.1:8444" # how others reach it (in the directory)
+    hub = "HQ"
+    hub_endpoint = "https://127.0.0.1:8443"
+
+    [store]
+    backend = "sqlite"                  # or "postgres"
+    path = "store.sqlite"               # relative to DIR
+    dsn = ""                            # for postgres
+
+    [ops]
+    listen = "127.0.0.1:9444"           # /livez /readyz /metrics, loopback
+
+    [relay]
+    directory_poll_seconds = 30
+    batch_envelopes = 64
+    max_request_bytes = 67108864
+    retry_base_seconds = 1.0
+    retry_max_seconds = 300.0
+
+Environment overrides use the upper-case dotted path: ``VALISE_STORE_DSN``,
+``VALISE_SITE_LISTEN``, ``VALISE_OPS_LISTEN``, ``VALISE_RELAY_BATCH_ENVELOPES``...
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "valise.toml"
+_SITE_ID = re.compile(r"[A-Z][A-Z0-9-]{1,31}")
+_HOSTPORT = re.compile(r"(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})")
+
+
+class ConfigError(Exception):
+    """The configuration is missing, malformed or inconsistent. One line, names the key."""
+
+
+@dataclass(frozen=True)
+class SiteSection:
+    id: str
+    role: str
+    listen: str
+    endpoint: str
+    hub: str
+    hub_endpoint: str
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    backend: str = "sqlite"
+    path: str = "store.sqlite"
+    dsn: str = ""
+
+
+@dataclass(frozen=True)
+class OpsSection:
+    listen: str = "127.0.0.1:0"
+
+
+@dataclass(frozen=True)
+class RelaySection:
+    directory_poll_seconds: float = 30.0
+    batch_envelopes: int = 64
+    max_request_bytes: int = 64 * 1024 * 1024
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    lease_seconds: float = 60.0
+    request_timeout_seconds: float = 30.0
+    # Fault injection for the durability tests: the process SIGKILLs itself the
+    # first time it reaches this point (see gateway/faults.py). Empty in production.
+    crash_at: str = ""
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    directory: Path
+    site: SiteSection
+    store: StoreSection
+    ops: OpsSection
+    relay: RelaySection
+
+    @property
+    def is_hub(self) -> bool:
+        return self.site.role == "hub"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.directory / "keys"
+
+    @property
+    def store_path(self) -> Path:
+        return self.directory / self.store.path
+
+
+def split_hostport(value: str, what: str) -> tuple[str, int]:
+    m = _HOSTPORT.fullmatch(value)
+    if m is None or not 0 <= int(m["port"]) <= 65535:
+        raise ConfigError(f"{what} must be HOST:PORT, not {value!r}")
+    return m["host"].strip("[]"), int(m["port"])
+
+
+def _section(cls: type[Any], raw: Mapping[str, Any], name: str, env: Mapping[str, str]) -> Any:
+    values: dict[str, Any] = {}
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown setting [{name}] {key}")
+    for key, f in known.items():
+        env_value = env.get(f"VALISE_{name}_{key}".upper())
+        value = env_value if env_value is not None else raw.get(key)
+        if value is None:
+            continue
+        # Annotations are strings here (from __future__ import annotations).
+        if f.type == "int":
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"[{name}] {key} must be an integer") from None
+        elif f.type == "float":
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"[{name}] {key} must be a number") from None
+        elif not isinstance(value, str):
+            raise ConfigError(f"[{name}] {key} must be a string")
+        values[key] = value
+    try:
+        return cls(**values)
+    except TypeError:
+        missing = [
+            k for k, f in known.items() if k not in values and f.default is f.default_factory
+        ]
+        raise ConfigError(f"[{name}] is missing {', '.join(missing) or 'settings'}") from None
+
+
+def load_site_config(directory: Path, environ: Mapping[str, str] | None = None) -> SiteConfig:
+    """Read ``directory/valise.toml`` with VALISE_* overrides. Raises :class:`ConfigError`."""
+    env = os.environ if environ is None else environ
+    path = directory / CONFIG_NAME
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} not found: is {directory} a site folder? (valise init / join)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    for name in raw:
+        if name not in ("site", "store", "ops", "relay"):
+            raise ConfigError(f"unknown section [{name}] in {path}")
+    config = SiteConfig(
+        directory=directory,
+        site=_section(SiteSection, raw.get("site", {}), "site", env),
+        store=_section(StoreSection, raw.get("store", {}), "store", env),
+        ops=_section(OpsSection, raw.get("ops", {}), "ops", env),
+        relay=_section(RelaySection, raw.get("relay", {}), "relay", env),
+    )
+    return _check(config)
+
+
+def _check(c: SiteConfig) -> SiteConfig:
+    if _SITE_ID.fullmatch(c.site.id) is None or _SITE_ID.fullmatch(c.site.hub) is None:
+        raise ConfigError("[site] id and hub must be site ids like HQ or M-PARIS")
+    if c.site.role not in ("hub", "mission"):
+        raise ConfigError("[site] role must be hub or mission")
+    if (c.site.role == "hub") != (c.site.id == c.site.hub):
+        raise ConfigError("[site] the hub is the site whose role is hub")
+    split_hostport(c.site.listen, "[site] listen")
+    split_hostport(c.ops.listen, "[ops] listen")
+    if c.store.backend not in ("sqlite", "postgres"):
+        raise ConfigError("[store] backend must be sqlite or postgres")
+    if c.store.backend == "postgres" and not c.store.dsn:
+        raise ConfigError("[store] dsn is required for the postgres backend")
+    if c.relay.batch_envelopes < 1 or c.relay.max_request_bytes < 1024:
+        raise ConfigError("[relay] batch_envelopes and max_request_bytes must be positive")
+    return c
+
+
+def render_site_config(config: SiteConfig) -> str:
+    """The TOML text for ``config`` (used by init and join)."""
+
+    def section(name: str, obj: Any) -> str:
+        lines = [f"[{name}]"]
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            lines.append(f"{f.name} = {v!r}" if not isinstance(v, str) else f'{f.name} = "{v}"')
+        return "\n".join(lines)
+
+    return (
+        "\n\n".join(section(n, getattr(config, n)) for n in ("site", "store", "ops", "relay"))
+        + "\n"
+    )
+
+
+__all__ = ["ConfigError", "SiteConfig", "load_site_config", "render_site_config", "replace"]

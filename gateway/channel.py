@@ -1,0 +1,245 @@
+"""The channel: HTTPS, TLS 1.3, mutual certificates from the site CA.
+
+Server routes (one aiohttp application, resources under typed AppKeys):
+    POST /v1/hop         a batch of envelopes from a peer; answers one result each
+    GET  /v1/directory   the current signed directory (missions pull it)
+    POST /v1/enroll      HQ only: a joining mission's public keys (gateway/enroll.py)
+
+Rules:
+- Every request's TLS peer is identified by the site id in its certificate, and
+  that certificate's key must be pinned for that site in the directory.
+- Bodies are bounded (``max_request_bytes``) and must arrive within
+  ``request_timeout_seconds``: aiohttp has no slow-body timeout of its own.
+- A batch is validated envelope by envelope, then every accepted envelope is
+  committed in one transaction before any acknowledgement is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+
+from envelope.errors import EnvelopeError
+from gateway.faults import crash_point
+from gateway.hop import MEDIA_TYPE, Checked, HopRefused, check_envelope, split_batch
+from gateway.site import SiteContext
+from gateway.tls import TLSConfigError, peer_pin, peer_site_id
+
+log = logging.getLogger("valise.channel")
+CONTEXT = web.AppKey("context", SiteContext)
+WAKE = web.AppKey("wake", asyncio.Event)
+INBOUND = web.AppKey("inbound", asyncio.Event)
+ENROLL = web.AppKey("enroll", object)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _crash(ctx: SiteContext, point: str) -> None:
+    crash_point(ctx.config.relay.crash_at, point, ctx.config.directory)
+
+
+def _refuse(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+@web.middleware
+async def identify_peer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    try:
+        peer = peer_site_id(ssl_object)
+        pin = peer_pin(ssl_object)
+    except (TLSConfigError, Exception) as exc:  # no or unreadable certificate
+        log.warning(json.dumps({"event": "refused", "reason": f"peer certificate: {exc}"}))
+        return _refuse(403, "a site certificate is required")
+    request["peer"] = peer
+    if request.path == "/v1/enroll":
+        request["pin"] = pin
+        return await handler(request)
+    if not ctx.directory.knows(peer) or pin not in ctx.directory.site(peer).tls_pins:
+        log.warning(
+            json.dumps({"event": "refused", "peer": peer, "reason": "pin not in directory"})
+        )
+        return _refuse(403, f"certificate of {peer} is not pinned in the directory")
+    return await handler(request)
+
+
+async def _read_body(request: web.Request) -> bytes:
+    ctx = request.app[CONTEXT]
+    return await asyncio.wait_for(request.read(), ctx.config.relay.request_timeout_seconds)
+
+
+async def hop(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    peer: str = request["peer"]
+    if request.content_type != MEDIA_TYPE:
+        return _refuse(415, f"expected {MEDIA_TYPE}")
+    try:
+        body = await _read_body(request)
+    except TimeoutError:
+        return _refuse(408, "request body too slow")
+    now = datetime.now(UTC)
+    results: list[dict[str, Any]] = []
+    accepted: list[tuple[int, Checked]] = []
+    try:
+        envelopes = list(split_batch(body))
+    except EnvelopeError as exc:
+        return _refuse(400, f"batch refused: {exc}")
+    for data in envelopes:
+        try:
+            checked = check_envelope(
+                data,
+                peer=peer,
+                here=ctx.here,
+                key=ctx.keys.signing,
+                directory=ctx.directory,
+                now=now,
+            )
+        except (HopRefused, EnvelopeError) as exc:
+            results.append({"status": "refused", "reason": str(exc)})
+            log.warning(json.dumps({"event": "hop_refused", "peer": peer, "reason": str(exc)}))
+            continue
+        accepted.append((len(results), checked))
+        results.append({"status": "accepted", "id": checked.record.message_id})
+    if accepted:
+        _crash(ctx, "hop-before-commit")
+        outcomes = await ctx.store.accept_many(
+            [(c.record, c.next_hops, c.deliver_here, c.hop_ack) for _, c in accepted], now=now
+        )
+        for (index, checked), outcome in zip(accepted, outcomes, strict=True):
+            ack = outcome.hop_ack if outcome.hop_ack is not None else checked.hop_ack
+            results[index] = {
+                "status": "accepted" if outcome.new else "duplicate",
+                "id": checked.record.message_id,
+                "ack": json.loads(ack),
+            }
+            log.info(
+                json.dumps(
+                    {
+                        "event": "accepted" if outcome.new else "duplicate",
+                        "id": checked.record.message_id,
+                        "peer": peer,
+                    }
+                )
+            )
+        _crash(ctx, "hop-after-commit")
+        request.app[WAKE].set()
+        if any(c.deliver_here for _, c in accepted):
+            request.app[INBOUND].set()
+    return web.json_response({"results": results})
+
+
+async def directory(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    ctx.fetched[request["peer"]] = ctx.directory.serial
+    return web.Response(body=ctx.directory.raw, content_type="application/vnd.valise.directory+xml")
+
+
+def make_app(ctx: SiteContext, wake: asyncio.Event, inbound: asyncio.Event) -> web.Application:
+    app = web.Application(
+        middlewares=[identify_peer],
+        client_max_size=ctx.config.relay.max_request_bytes,
+        handler_args={"max_line_size": 8190, "max_field_size": 8190},
+    )
+    app[CONTEXT] = ctx
+    app[WAKE] = wake
+    app[INBOUND] = inbound
+    app.router.add_post("/v1/hop", hop)
+    app.router.add_get("/v1/directory", directory)
+    if ctx.config.is_hub:
+        from gateway.enroll import enroll_handler
+
+        app.router.add_post("/v1/enroll", enroll_handler)
+    return app
+
+
+# -- client ---------------------------------------------------------------------------
+
+
+class PeerError(Exception):
+    """The peer could not be reached or answered nonsense; the batch is deferred."""
+
+
+Expectation = Callable[[str], tuple[str, tuple[str, ...]] | None]
+
+
+class PinnedConnector(TCPConnector):
+    """A connector that checks, on every new TLS connection, that the server is the
+    site we meant to reach and that its key is pinned in the directory.
+
+    ``expect(origin)`` maps ``https://host:port`` to (site id, pins); pins may be
+    empty where the content is signed anyway (the directory fetch). aiohttp offers
+    no public hook with the TLS object, hence the override of ``_create_connection``.
+    """
+
+    def __init__(self, *, expect: Expectation, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._expect = expect
+
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        proto = await super()._create_connection(req, traces, timeout)
+        origin = f"{req.url.scheme}://{req.url.host}:{req.url.port}"
+        expected = self._expect(origin)
+        try:
+            ssl_object = proto.transport.get_extra_info("ssl_object") if proto.transport else None
+            if expected is None:
+                raise PeerError(f"{origin} is not a site endpoint in the directory")
+            site, pins = expected
+            actual = peer_site_id(ssl_object)
+            if actual != site:
+                raise PeerError(f"{origin} presented a certificate of {actual}, not {site}")
+            if pins and peer_pin(ssl_object) not in pins:
+                raise PeerError(f"the certificate of {site} is not pinned in the directory")
+        except Exception:
+            if proto.transport is not None:
+                proto.transport.close()
+            raise
+        return proto
+
+
+async def post_batch(
+    session: ClientSession,
+    endpoint: str,
+    peer: str,
+    envelopes: list[bytes],
+    timeout: float,
+) -> list[dict[str, Any]]:
+    """POST envelopes to ``peer``; return its per-envelope results. Raises PeerError."""
+    try:
+        async with session.post(
+            f"{endpoint}/v1/hop",
+            data=b"".join(envelopes),
+            headers={"Content-Type": MEDIA_TYPE},
+            timeout=ClientTimeout(total=timeout),
+        ) as resp:
+            if resp.status != 200:
+                raise PeerError(f"{peer} answered {resp.status}: {(await resp.text())[:200]}")
+            answer = await resp.json()
+    except (OSError, TimeoutError) as exc:
+        raise PeerError(f"{peer} unreachable: {exc}") from None
+    except Exception as exc:
+        if isinstance(exc, PeerError):
+            raise
+        raise PeerError(f"{peer}: {type(exc).__name__}: {exc}") from None
+    results = answer.get("results") if isinstance(answer, dict) else None
+    if not isinstance(results, list) or len(results) != len(envelopes):
+        raise PeerError(f"{peer} answered a malformed result list")
+    return results
+
+
+async def fetch_directory(session: ClientSession, endpoint: str, hub: str, timeout: float) -> bytes:
+    try:
+        async with session.get(
+            f"{endpoint}/v1/directory", timeout=ClientTimeout(total=timeout)
+        ) as resp:
+            if resp.status != 200:
+                raise PeerError(f"{hub} answered {resp.status}")
+            return await resp.read()
+    except (OSError, TimeoutError) as exc:
+        raise PeerError(f"{hub} unreachable: {exc}") from None

@@ -1,0 +1,355 @@
+"""``valise`` commands that act on a site: init, site, join, serve, send, status, inbox, queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import shutil
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from config.settings import CommandEnvironment
+from config.site import ConfigError
+from envelope.errors import SchemaError, UsageError
+from envelope.values import Priority, check_site_id, format_time
+from gateway.cli import EXIT_FILES, EXIT_USAGE, _fail, main, one_line_errors
+from gateway.enroll import EnrollError, add_site, init_hub, join
+from gateway.site import SiteContext, load_site
+from gateway.store.base import InState
+from routing.directory import DirectoryError
+
+T = TypeVar("T")
+DIR_OPTION = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The site folder (default: $VALISE_DIR, else the current folder).",
+)
+
+
+def site_dir(directory: Path | None) -> Path:
+    return directory or CommandEnvironment.from_environ().site_dir
+
+
+def with_site(directory: Path | None, fn: Callable[[SiteContext], Awaitable[T]]) -> T:
+    async def go() -> T:
+        try:
+            ctx = await load_site(site_dir(directory))
+        except (ConfigError, DirectoryError, EnrollError) as exc:
+            _fail(EXIT_FILES, str(exc))
+            raise
+        try:
+            return await fn(ctx)
+        finally:
+            await ctx.store.close()
+
+    return asyncio.run(go())
+
+
+def emit(rows: list[dict[str, Any]], as_json: bool, columns: list[tuple[str, str, int]]) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    click.echo("".join(f"{title:<{w}}" for _, title, w in columns).rstrip())
+    for row in rows:
+        click.echo("".join(f"{row.get(k, '')!s:<{w}}" for k, _, w in columns).rstrip())
+
+
+@main.command("init")
+@click.option("--site", required=True)
+@click.option("--role", type=click.Choice(["hub"]), default="hub", show_default=True)
+@DIR_OPTION
+@click.option("--listen", required=True, help="HOST:PORT of the mutual-TLS channel.")
+@click.option("--ops-listen", default="127.0.0.1:0", show_default=True)
+@one_line_errors
+def init(site: str, role: str, directory: Path | None, listen: str, ops_listen: str) -> None:
+    """Create HQ: config, keys, site CA, directory key and the first signed directory."""
+    try:
+        check_site_id(site)
+        init_hub(site_dir(directory), site=site, listen=listen, ops_listen=ops_listen)
+    except (SchemaError, EnrollError, ConfigError) as exc:
+        raise UsageError(str(exc)) from None
+    click.echo(f"valise: {site} created in {site_dir(directory)} (directory serial 1)", err=True)
+
+
+@main.group("site")
+def site_group() -> None:
+    """Sites in the directory (at HQ)."""
+
+
+@site_group.command("add")
+@click.argument("site")
+@click.option("--endpoint", required=True, help="https://HOST:PORT where the mission listens.")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@DIR_OPTION
+@one_line_errors
+def site_add(site: str, endpoint: str, out: Path, directory: Path | None) -> None:
+    """Register a mission and write its one-time enrollment bundle."""
+    try:
+        check_site_id(site)
+        add_site(site_dir(directory), site, endpoint, out)
+    except (SchemaError, EnrollError, ConfigError) as exc:
+        raise UsageError(str(exc)) from None
+    click.echo(str(out))
+    click.echo(f"valise: bundle for {site} written; give it to the mission (valise join)", err=True)
+
+
+@site_group.command("list")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def site_list(directory: Path | None, as_json: bool) -> None:
+    """Sites in the directory in force."""
+
+    async def go(ctx: SiteContext) -> list[dict[str, Any]]:
+        return [
+            {
+                "site": e.site,
+                "status": "active" if e.active else "disabled",
+                "endpoint": e.endpoint,
+                "signing": next(iter(e.verify_keys()), "-"),
+            }
+            for e in ctx.directory.sites
+        ]
+
+    emit(
+        with_site(directory, go),
+        as_json,
+        [
+            ("site", "SITE", 12),
+            ("status", "STATUS", 10),
+            ("endpoint", "ENDPOINT", 30),
+            ("signing", "SIGNING KEY", 34),
+        ],
+    )
+
+
+@main.command("join")
+@click.argument("bundle", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@DIR_OPTION
+@click.option("--listen", required=True)
+@click.option("--ops-listen", default="127.0.0.1:0", show_default=True)
+@one_line_errors
+def join_cmd(bundle: Path, directory: Path | None, listen: str, ops_listen: str) -> None:
+    """Create a mission from its enrollment bundle (HQ must be reachable)."""
+    try:
+        config = asyncio.run(
+            join(bundle, site_dir(directory), listen=listen, ops_listen=ops_listen)
+        )
+    except (EnrollError, ConfigError) as exc:
+        raise UsageError(str(exc)) from None
+    click.echo(f"valise: {config.site.id} joined {config.site.hub}", err=True)
+
+
+@main.command("serve")
+@DIR_OPTION
+@click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
+def serve_cmd(directory: Path | None, ready_file: Path | None) -> None:
+    """Run the site until SIGTERM."""
+    from gateway.serve import run
+
+    try:
+        run(site_dir(directory), ready_file)
+    except (ConfigError, DirectoryError, OSError) as exc:
+        _fail(EXIT_FILES, str(exc))
+
+
+@main.command("send")
+@click.option("--to", "to", required=True, multiple=True)
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False)
+)
+@click.option("--class", "doc_class", default="document", show_default=True)
+@click.option("--subject", default=None)
+@click.option("--priority", type=click.Choice([p.value for p in Priority]), default="routine")
+@DIR_OPTION
+@one_line_errors
+def send(
+    to: tuple[str, ...],
+    files: tuple[Path, ...],
+    doc_class: str,
+    subject: str | None,
+    priority: str,
+    directory: Path | None,
+) -> None:
+    """Seal FILES for the --to sites and queue them; prints the message id."""
+    from gateway.outbox import Document, send_documents
+
+    documents = [
+        Document(
+            f.name, mimetypes.guess_type(f.name)[0] or "application/octet-stream", f.read_bytes()
+        )
+        for f in files
+    ]
+
+    async def go(ctx: SiteContext) -> str:
+        return await send_documents(
+            ctx,
+            to,
+            documents,
+            now=datetime.now(UTC),
+            subject=subject,
+            priority=Priority(priority),
+            doc_class=doc_class,
+        )
+
+    click.echo(with_site(directory, go))
+
+
+@main.command("status")
+@click.argument("message_id")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def status(message_id: str, directory: Path | None, as_json: bool) -> None:
+    """A message's history and receipt."""
+
+    async def go(ctx: SiteContext) -> dict[str, Any]:
+        history = await ctx.store.history(message_id)
+        receipt = await ctx.store.receipt(message_id)
+        return {
+            "id": message_id,
+            "delivered": receipt is not None,
+            "history": [
+                {
+                    "at": format_time(t.at),
+                    "peer": t.peer or "",
+                    "state": t.state,
+                    "reason": t.reason,
+                }
+                for t in history
+            ],
+        }
+
+    info = with_site(directory, go)
+    if not info["history"]:
+        _fail(EXIT_USAGE, f"no message {message_id} at this site")
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    state = "delivered (receipt verified)" if info["delivered"] else "not delivered yet"
+    click.echo(f"{message_id}  {state}")
+    for t in info["history"]:
+        click.echo(f"  {t['at']}  {t['state']:<10} {t['peer']:<10} {t['reason']}")
+
+
+@main.group("inbox")
+def inbox_group() -> None:
+    """Documents delivered to this site."""
+
+
+@inbox_group.command("list")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def inbox_list(directory: Path | None, as_json: bool) -> None:
+    async def go(ctx: SiteContext) -> list[dict[str, Any]]:
+        rows = []
+        for item in await ctx.store.inbox(limit=1000):
+            if (
+                item.state == InState.RECEIVED.value
+                or not (ctx.config.directory / "inbox" / item.message_id).exists()
+            ):
+                continue
+            meta = json.loads(
+                (ctx.config.directory / "inbox" / item.message_id / ".valise.json").read_text()
+            )
+            rows.append(
+                {
+                    "id": item.message_id,
+                    "from": item.origin,
+                    "state": item.state,
+                    "received": format_time(item.received),
+                    "subject": meta["subject"] or "",
+                    "parts": len(meta["parts"]),
+                }
+            )
+        return rows
+
+    emit(
+        with_site(directory, go),
+        as_json,
+        [
+            ("id", "ID", 38),
+            ("from", "FROM", 10),
+            ("state", "STATE", 11),
+            ("received", "RECEIVED", 22),
+            ("parts", "PARTS", 6),
+            ("subject", "SUBJECT", 30),
+        ],
+    )
+
+
+@inbox_group.command("get")
+@click.argument("message_id")
+@click.option("--out-dir", type=click.Path(path_type=Path, file_okay=False), required=True)
+@DIR_OPTION
+@one_line_errors
+def inbox_get(message_id: str, out_dir: Path, directory: Path | None) -> None:
+    src = site_dir(directory) / "inbox" / message_id
+    if not src.is_dir():
+        _fail(EXIT_USAGE, f"no delivered document {message_id}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.iterdir()):
+        if f.name != ".valise.json":
+            shutil.copy2(f, out_dir / f.name)
+            click.echo(str(out_dir / f.name))
+
+
+@inbox_group.command("ack")
+@click.argument("message_id")
+@DIR_OPTION
+@one_line_errors
+def inbox_ack(message_id: str, directory: Path | None) -> None:
+    async def go(ctx: SiteContext) -> None:
+        await ctx.store.inbound_set(
+            message_id, InState.ACKED, reason="operator ack", now=datetime.now(UTC)
+        )
+
+    with_site(directory, go)
+
+
+@main.group("queue")
+def queue_group() -> None:
+    """The outbound queue, like mailq."""
+
+
+@queue_group.command("list")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def queue_list(directory: Path | None, as_json: bool) -> None:
+    async def go(ctx: SiteContext) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": q.message_id,
+                "peer": q.peer,
+                "state": q.state,
+                "attempts": q.attempts,
+                "size": q.size,
+                "origin": q.origin,
+                "to": ",".join(q.destinations),
+                "reason": q.last_reason,
+            }
+            for q in await ctx.store.queue()
+        ]
+
+    emit(
+        with_site(directory, go),
+        as_json,
+        [
+            ("id", "ID", 38),
+            ("peer", "NEXT HOP", 10),
+            ("state", "STATE", 11),
+            ("attempts", "TRIES", 6),
+            ("size", "SIZE", 9),
+            ("to", "TO", 16),
+            ("reason", "REASON", 30),
+        ],
+    )

@@ -1,0 +1,153 @@
+"""``valise serve``: run one site until SIGTERM (graceful) or SIGKILL (nothing lost).
+
+Two listeners: the channel (mutual TLS, ``[site] listen``) and the operations
+listener on loopback (``[ops] listen``): /livez, /readyz (store reachable, keys
+loaded, directory present and fresh) and /metrics (Prometheus text format).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+
+from config.site import split_hostport
+from gateway.channel import make_app
+from gateway.delivery import Workers
+from gateway.site import SiteContext, load_site
+from gateway.tls import server_context
+
+log = logging.getLogger("valise.serve")
+OPS_CONTEXT = web.AppKey("ops_context", SiteContext)
+DIRECTORY_STALE_SECONDS = 24 * 3600
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; messages that are JSON objects are merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        base = {
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        message = record.getMessage()
+        try:
+            extra = json.loads(message)
+            base.update(extra if isinstance(extra, dict) else {"msg": message})
+        except ValueError:
+            base["msg"] = message
+        return json.dumps(base)
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def livez(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ctx = request.app[OPS_CONTEXT]
+    checks: dict[str, str] = {}
+    try:
+        await ctx.store.ping()
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = f"unreachable: {exc}"
+    checks["keys"] = "ok" if ctx.keys.signing and ctx.keys.decryption else "missing"
+    age = (datetime.now(UTC) - ctx.directory.issued).total_seconds()
+    checks["directory"] = (
+        f"serial {ctx.directory.serial}"
+        if age < DIRECTORY_STALE_SECONDS or ctx.config.is_hub
+        else f"stale: serial {ctx.directory.serial} issued {int(age)} s ago"
+    )
+    ok = (
+        checks["store"] == "ok"
+        and checks["keys"] == "ok"
+        and not checks["directory"].startswith("stale")
+    )
+    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx = request.app[OPS_CONTEXT]
+    lines = [
+        "# HELP valise_queue_depth Deliveries per next hop and state.",
+        "# TYPE valise_queue_depth gauge",
+    ]
+    for (peer, state), n in sorted((await ctx.store.depths()).items()):
+        lines.append(f'valise_queue_depth{{peer="{peer}",state="{state}"}} {n}')
+    lines += [
+        "# HELP valise_directory_serial Serial of the directory in force.",
+        "# TYPE valise_directory_serial gauge",
+        f"valise_directory_serial {ctx.directory.serial}",
+    ]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def ops_app(ctx: SiteContext) -> web.Application:
+    app = web.Application()
+    app[OPS_CONTEXT] = ctx
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
+    ctx = await load_site(directory)
+    wake, inbound = asyncio.Event(), asyncio.Event()
+    workers = Workers(ctx, wake, inbound)
+    host, port = split_hostport(ctx.config.site.listen, "[site] listen")
+    ops_host, ops_port = split_hostport(ctx.config.ops.listen, "[ops] listen")
+    channel = web.AppRunner(make_app(ctx, wake, inbound), access_log=None, handle_signals=False)
+    ops = web.AppRunner(ops_app(ctx), access_log=None, handle_signals=False)
+    await channel.setup()
+    await ops.setup()
+    tls = server_context(ctx.tls.cert_pem, ctx.tls.key_pem, ctx.tls.ca_pem)
+    site = web.TCPSite(channel, host, port, ssl_context=tls, shutdown_timeout=5)
+    ops_site = web.TCPSite(ops, ops_host, ops_port)
+    await site.start()
+    await ops_site.start()
+    await workers.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ops_bound = ops_site._server.sockets[0].getsockname()[1] if ops_site._server else ops_port  # type: ignore[attr-defined]
+    log.info(
+        json.dumps(
+            {
+                "event": "serving",
+                "site": ctx.here,
+                "listen": ctx.config.site.listen,
+                "ops_port": ops_bound,
+                "directory": ctx.directory.serial,
+            }
+        )
+    )
+    if ready_file is not None:
+        ready_file.write_text(json.dumps({"ops_port": ops_bound}))
+    await stop.wait()
+    log.info(json.dumps({"event": "stopping", "site": ctx.here}))
+    await site.stop()
+    await workers.stop()
+    await channel.cleanup()
+    await ops.cleanup()
+    await ctx.store.close()
+
+
+def run(directory: Path, ready_file: Path | None = None) -> None:
+    setup_logging()
+    asyncio.run(serve(directory, ready_file=ready_file))

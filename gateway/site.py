@@ -1,0 +1,119 @@
+"""A site on disk and its runtime context.
+
+DIR/valise.toml          configuration (config/site.py)
+DIR/directory.xml        the last good signed directory
+DIR/keys/SITE.*          envelope keys (gateway/keystore.py)
+DIR/keys/tls.crt|.key    this site's TLS certificate and key (key 0600)
+DIR/keys/ca.crt          the HQ site CA
+DIR/keys/directory.pub   the directory key this site trusts (base64, raw Ed25519)
+DIR/keys/ca.key, directory.key     HQ only (0600)
+DIR/enrollments/SITE.json          HQ only: pending one-time enrollments
+DIR/inbox/ID/...                   opened documents at the destination
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config.site import SiteConfig, load_site_config
+from crypto.armor import load_signing_key
+from crypto.keys import SigningKey, VerifyKey
+from gateway.keystore import PRIVATE_MODE, SiteKeys, _read_private, load_site_keys
+from gateway.store.base import Store
+from routing.directory import Directory, DirectoryError, accept_update, parse_directory
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+
+@dataclass
+class SiteContext:
+    """Everything a running site needs; the directory is replaced as new versions arrive."""
+
+    config: SiteConfig
+    keys: SiteKeys
+    tls: TlsMaterial
+    trust: VerifyKey
+    directory: Directory
+    store: Store
+    directory_key: SigningKey | None = None  # HQ only
+    fetched: dict[str, int] = field(default_factory=dict)  # HQ: site -> serial fetched
+
+    @property
+    def here(self) -> str:
+        return self.config.site.id
+
+    def install_directory(self, data: bytes) -> bool:
+        """Verify and adopt ``data`` if newer; persist it. Raises DirectoryError."""
+        new = parse_directory(data, self.trust)
+        if not accept_update(self.directory, new):
+            return False
+        write_private(self.config.directory / "directory.xml", data, mode=0o644)
+        self.directory = new
+        return True
+
+
+def write_private(path: Path, data: bytes, *, mode: int = PRIVATE_MODE) -> None:
+    """Write atomically (temp file, fsync, rename) with ``mode``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+
+
+def read_trust(keys_dir: Path) -> VerifyKey:
+    return VerifyKey.from_bytes(base64.b64decode((keys_dir / "directory.pub").read_text().strip()))
+
+
+def load_directory(config: SiteConfig, trust: VerifyKey) -> Directory:
+    path = config.directory / "directory.xml"
+    try:
+        return parse_directory(path.read_bytes(), trust)
+    except FileNotFoundError:
+        raise DirectoryError(f"{path} is missing") from None
+
+
+async def open_store(config: SiteConfig) -> Store:
+    if config.store.backend == "postgres":
+        from gateway.store.postgres import PostgresStore
+
+        return await PostgresStore.open(config.store.dsn)
+    from gateway.store.sqlite import SqliteStore
+
+    return await SqliteStore.open(config.store_path)
+
+
+async def load_site(directory: Path) -> SiteContext:
+    """Load a site folder. Raises ConfigError, KeyStoreError, DirectoryError, OSError."""
+    config = load_site_config(directory)
+    keys = load_site_keys(config.keys_dir)
+    k = config.keys_dir
+    tls = TlsMaterial(
+        (k / "tls.crt").read_bytes(), _read_private(k / "tls.key"), (k / "ca.crt").read_bytes()
+    )
+    trust = read_trust(k)
+    directory_key = None
+    if config.is_hub:
+        directory_key = load_signing_key(_read_private(k / "directory.key"))
+    store = await open_store(config)
+    return SiteContext(
+        config=config,
+        keys=keys,
+        tls=tls,
+        trust=trust,
+        directory=load_directory(config, trust),
+        store=store,
+        directory_key=directory_key,
+    )

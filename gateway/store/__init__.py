@@ -1,0 +1,1 @@
+"""The store: one protocol (base.Store), two implementations (SQLite, PostgreSQL)."""

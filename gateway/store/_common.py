@@ -1,0 +1,59 @@
+"""What both backends share: the SQL files, the migration list, state sets, time checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from importlib import resources
+
+from gateway.store.base import EnvelopeRecord, OutState, StoreError
+
+# Migrations, oldest first: (version, file under sql/<backend>/). Version 1 is the whole
+# schema; a later version would be a file that upgrades a version n-1 database.
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema.sql"),)
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+# Deliveries still trying to reach their next hop: expire() and fail() act on these.
+# (The SQL spells some of these sets, and the precedence order flash, immediate,
+# priority, routine of envelope.values.Priority, out literally: keep them in step.)
+UNDELIVERED: tuple[str, ...] = (
+    OutState.QUEUED.value,
+    OutState.DEFERRED.value,
+    OutState.SENDING.value,
+    OutState.HELD.value,
+)
+HOLDABLE: tuple[str, ...] = (OutState.QUEUED.value, OutState.DEFERRED.value, OutState.SENDING.value)
+RETRYABLE: tuple[str, ...] = (OutState.DEFERRED.value, OutState.FAILED.value)
+
+RECEIPT_REASON = "receipt"
+EXPIRED_REASON = "expired"
+
+
+def load_sql(backend: str, name: str) -> str:
+    """The text of ``sql/<backend>/<name>`` shipped with this package."""
+    return resources.files("gateway.store").joinpath("sql", backend, name).read_text("utf-8")
+
+
+def aware(moment: datetime, what: str = "time") -> datetime:
+    """``moment`` in UTC; a naive datetime is refused (it names no instant)."""
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise StoreError(f"{what} must be a timezone-aware datetime, got {moment!r}")
+    return moment.astimezone(UTC)
+
+
+def check_record(record: EnvelopeRecord) -> None:
+    aware(record.created, "created")
+    aware(record.expires, "expires")
+    if not isinstance(record.data, bytes):
+        raise StoreError("envelope data must be bytes")
+
+
+def unique_hops(next_hops: Iterable[str]) -> list[str]:
+    """The next hops in order, each once."""
+    return list(dict.fromkeys(next_hops))
+
+
+def reclaim_reason(old_state: str, old_owner: str | None) -> str:
+    if old_state == OutState.SENDING:
+        return f"lease of {old_owner or '?'} expired"
+    return ""

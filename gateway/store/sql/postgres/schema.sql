@@ -1,0 +1,66 @@
+-- Valise store schema, version 1 (PostgreSQL).
+-- Created in the first schema of the search_path (the store's schema).
+-- Keep the tables and columns in step with ../sqlite/schema.sql.
+
+CREATE TABLE schema_version (
+    version     integer PRIMARY KEY,
+    applied_at  timestamptz NOT NULL
+);
+
+CREATE TABLE envelopes (
+    message_id    text PRIMARY KEY,
+    origin        text NOT NULL,
+    destinations  text[] NOT NULL,
+    digest        bytea NOT NULL,
+    created       timestamptz NOT NULL,
+    expires       timestamptz NOT NULL,
+    priority      text NOT NULL
+                  CHECK (priority IN ('flash', 'immediate', 'priority', 'routine')),
+    received_from text,
+    size          bigint NOT NULL,
+    data          bytea NOT NULL,
+    hop_ack       bytea,
+    receipt       bytea,
+    accepted_at   timestamptz NOT NULL
+);
+
+CREATE INDEX envelopes_expires ON envelopes (expires);
+
+CREATE TABLE deliveries (
+    message_id    text NOT NULL REFERENCES envelopes (message_id) ON DELETE CASCADE,
+    peer          text NOT NULL,
+    state         text NOT NULL
+                  CHECK (state IN ('queued', 'sending', 'forwarded', 'delivered',
+                                   'deferred', 'held', 'failed')),
+    attempts      integer NOT NULL DEFAULT 0,
+    next_attempt  timestamptz,
+    lease_owner   text,
+    lease_until   timestamptz,
+    last_reason   text NOT NULL DEFAULT '',
+    updated_at    timestamptz NOT NULL,
+    PRIMARY KEY (message_id, peer)
+);
+
+CREATE INDEX deliveries_peer_state ON deliveries (peer, state);
+CREATE INDEX deliveries_state_next ON deliveries (state, next_attempt);
+
+CREATE TABLE inbound (
+    message_id    text PRIMARY KEY REFERENCES envelopes (message_id) ON DELETE CASCADE,
+    state         text NOT NULL CHECK (state IN ('received', 'available', 'acked')),
+    received_at   timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL
+);
+
+CREATE INDEX inbound_state_received ON inbound (state, received_at);
+
+-- No foreign key: history outlives a deleted envelope.
+CREATE TABLE history (
+    id            bigserial PRIMARY KEY,
+    message_id    text NOT NULL,
+    peer          text,
+    state         text NOT NULL,
+    reason        text NOT NULL DEFAULT '',
+    at            timestamptz NOT NULL
+);
+
+CREATE INDEX history_message ON history (message_id, id);

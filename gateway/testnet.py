@@ -1,0 +1,146 @@
+"""A whole Valise network on loopback, as separate processes: for the demo, the
+end-to-end and kill -9 tests, and the relay benchmark.
+
+Each site runs ``python -m gateway.cli serve`` in its own process group, on free
+127.0.0.1 ports, with the embedded SQLite store (or PostgreSQL when a DSN is
+given). Sites stop by themselves when the Network is closed (SIGTERM, then
+SIGKILL), and ``kill()`` sends SIGKILL to test durability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from gateway.enroll import add_site, init_hub, join
+
+READY_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class SiteProcess:
+    site: str
+    directory: Path
+    port: int
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    ops_port: int = 0
+
+    def start(self) -> None:
+        ready = self.directory / ".ready"
+        ready.unlink(missing_ok=True)
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--dir",
+                str(self.directory),
+                "--ready-file",
+                str(ready),
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env={**os.environ, **self.env},
+        )
+        log.close()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.site} exited: see {self.log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.site} did not become ready: see {self.log}")
+            time.sleep(0.05)
+        self.ops_port = json.loads(ready.read_text())["ops_port"]
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Network:
+    """HQ plus missions in ``root``; use as a context manager."""
+
+    def __init__(
+        self,
+        root: Path,
+        missions: tuple[str, ...] = ("M-PARIS", "M-HANOI"),
+        *,
+        hub: str = "HQ",
+        env: dict[str, str] | None = None,
+        site_env: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        self.root = root
+        self.hub = hub
+        self.mission_ids = missions
+        self.env = env or {}
+        self.site_env = site_env or {}
+        self.sites: dict[str, SiteProcess] = {}
+
+    def _site(self, site: str) -> SiteProcess:
+        env = {**self.env, **self.site_env.get(site, {})}
+        return SiteProcess(site, self.root / site, free_port(), self.root / f"{site}.log", env)
+
+    def start(self) -> Network:
+        """Create and start every site. Call from synchronous code (it runs the joins)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        hq = self._site(self.hub)
+        init_hub(hq.directory, site=self.hub, listen=f"127.0.0.1:{hq.port}")
+        hq.start()
+        self.sites[self.hub] = hq
+        for mission in self.mission_ids:
+            m = self._site(mission)
+            bundle = self.root / f"{mission}.bundle"
+            add_site(hq.directory, mission, f"https://127.0.0.1:{m.port}", bundle)
+            asyncio.run(join(bundle, m.directory, listen=f"127.0.0.1:{m.port}"))
+            bundle.unlink()
+            self.sites[mission] = m
+        for mission in self.mission_ids:
+            self.sites[mission].start()
+        return self
+
+    def close(self) -> None:
+        for site in reversed(list(self.sites.values())):
+            site.stop()
+
+    def __enter__(self) -> Network:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,760 @@
+"""The Store contract, run against both backends (SQLite file, PostgreSQL schema).
+
+Every test taking ``store`` runs twice; the PostgreSQL run is skipped when the
+server is unreachable (and fails instead with CI=true, see conftest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from gateway.store._common import load_sql
+from gateway.store.base import (
+    Acceptance,
+    EnvelopeRecord,
+    InState,
+    OutState,
+    Store,
+    StoreError,
+)
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SqliteStore, _statements
+from tests.integration.conftest import PG_DSN
+
+T0 = datetime(2026, 12, 1, 9, 0, 0, tzinfo=UTC)
+PARIS = "M-PARIS"
+HANOI = "M-HANOI"
+HQ = "HQ"
+
+
+def mid(n: int) -> str:
+    return f"01900000-0000-7000-8000-{n:012x}"
+
+
+def record(
+    n: int,
+    *,
+    priority: str = "routine",
+    created: datetime = T0,
+    expires: datetime | None = None,
+    destinations: tuple[str, ...] = (PARIS,),
+    received_from: str | None = None,
+    data: bytes | None = None,
+) -> EnvelopeRecord:
+    return EnvelopeRecord(
+        message_id=mid(n),
+        origin=HQ,
+        destinations=destinations,
+        digest=bytes([n % 256]) * 32,
+        created=created,
+        expires=expires or created + timedelta(days=7),
+        priority=priority,
+        received_from=received_from,
+        data=data if data is not None else b"\x00ciphertext" + n.to_bytes(4, "big"),
+    )
+
+
+async def put(
+    store: Store,
+    n: int,
+    hops: tuple[str, ...] = (PARIS,),
+    *,
+    here: bool = False,
+    now: datetime = T0,
+    **kw: object,
+) -> str:
+    acc = await store.accept(
+        record(n, **kw),  # type: ignore[arg-type]
+        next_hops=hops,
+        deliver_here=here,
+        hop_ack=b"ack-%d" % n,
+        now=now,
+    )
+    assert acc == Acceptance(True, b"ack-%d" % n)
+    return mid(n)
+
+
+async def states(store: Store, message_id: str) -> dict[str, str]:
+    return {q.peer: q.state for q in await store.queue() if q.message_id == message_id}
+
+
+def steps(history: list) -> list[tuple[str | None, str, str]]:
+    return [(t.peer, t.state, t.reason) for t in history]
+
+
+def is_utc(moment: datetime) -> bool:
+    return moment.tzinfo is not None and moment.utcoffset() == timedelta(0)
+
+
+# -- accepting ----------------------------------------------------------------------
+
+
+async def test_accept_stores_the_envelope_as_given(store: Store) -> None:
+    rec = record(1, destinations=(PARIS, HANOI), received_from="M-ROME", data=b"\xff" * 5000)
+    acc = await store.accept(
+        rec, next_hops=[PARIS, HANOI], deliver_here=False, hop_ack=None, now=T0
+    )
+    assert acc == Acceptance(True, None)
+    got = await store.get_envelope(mid(1))
+    assert got == rec
+    assert got is not None and is_utc(got.created) and is_utc(got.expires)
+    assert await store.get_envelope(mid(2)) is None
+    assert await states(store, mid(1)) == {PARIS: "queued", HANOI: "queued"}
+    entry = (await store.queue(peer=PARIS))[0]
+    assert entry.size == 5000 and entry.destinations == (PARIS, HANOI)
+    assert entry.attempts == 0 and entry.last_reason == ""
+
+
+async def test_accept_converts_times_to_utc_and_refuses_naive(store: Store) -> None:
+    from datetime import timezone
+
+    paris_time = T0.astimezone(timezone(timedelta(hours=1)))
+    await store.accept(
+        record(1, created=paris_time), next_hops=[PARIS], deliver_here=False, hop_ack=None, now=T0
+    )
+    got = await store.get_envelope(mid(1))
+    assert got is not None and got.created == T0 and got.created.tzinfo == UTC
+    with pytest.raises(StoreError):
+        await store.accept(
+            record(2, created=T0.replace(tzinfo=None)),
+            next_hops=[PARIS],
+            deliver_here=False,
+            hop_ack=None,
+            now=T0,
+        )
+    with pytest.raises(StoreError):
+        await store.claim(
+            peer=PARIS, owner="a", limit=1, lease_seconds=1, now=T0.replace(tzinfo=None)
+        )
+
+
+async def test_accept_is_idempotent(store: Store) -> None:
+    await put(store, 1, (PARIS,), here=True)
+    before = (await store.queue(), await store.history(mid(1)), await store.inbox())
+    again = await store.accept(
+        record(1, data=b"other bytes"),
+        next_hops=[PARIS, HANOI],
+        deliver_here=True,
+        hop_ack=b"second ack",
+        now=T0 + timedelta(minutes=5),
+    )
+    assert again == Acceptance(new=False, hop_ack=b"ack-1")
+    assert (await store.queue(), await store.history(mid(1)), await store.inbox()) == before
+    got = await store.get_envelope(mid(1))
+    assert got is not None and got.data == record(1).data
+    assert await store.depths() == {(PARIS, "queued"): 1}
+
+
+async def test_accept_many_one_transaction_with_duplicates(store: Store) -> None:
+    await put(store, 2)
+    batch = [
+        (record(1), [PARIS], False, b"a1"),
+        (record(2), [PARIS, HANOI], True, b"a2-again"),  # already stored
+        (record(3), [HANOI], True, b"a3"),
+        (record(1), [HANOI], False, b"a1-again"),  # repeated within the batch
+    ]
+    results = await store.accept_many(batch, now=T0)
+    assert results == [
+        Acceptance(True, b"a1"),
+        Acceptance(False, b"ack-2"),
+        Acceptance(True, b"a3"),
+        Acceptance(False, b"a1"),
+    ]
+    assert await store.depths() == {(PARIS, "queued"): 2, (HANOI, "queued"): 1}
+    assert [i.message_id for i in await store.inbox()] == [mid(3)]
+    assert await store.accept_many([], now=T0) == []
+    if isinstance(store, PostgresStore):
+        # One commit: every row the batch wrote carries the same transaction id.
+        async with store._pool.acquire() as conn:
+            xids = await conn.fetch(
+                "SELECT DISTINCT xmin::text FROM envelopes WHERE message_id = ANY($1::text[])",
+                [mid(1), mid(3)],
+            )
+        assert len(xids) == 1
+
+
+async def test_accept_many_is_all_or_nothing(store: Store) -> None:
+    batch = [
+        (record(1), [PARIS], False, None),
+        (record(2, priority="urgent"), [PARIS], False, None),  # violates the schema
+        (record(3), [PARIS], False, None),
+    ]
+    with pytest.raises(StoreError):
+        await store.accept_many(batch, now=T0)
+    for n in (1, 2, 3):
+        assert await store.get_envelope(mid(n)) is None
+    assert await store.queue() == []
+    assert await store.history(mid(1)) == []
+    # The store is still usable after the rolled-back transaction.
+    await put(store, 1)
+
+
+# -- claiming -----------------------------------------------------------------------
+
+
+async def test_claim_leases_until_expiry(store: Store) -> None:
+    await put(store, 1, (PARIS, HANOI))
+    got = await store.claim(peer=PARIS, owner="a", limit=10, lease_seconds=30, now=T0)
+    assert [(c.message_id, c.peer, c.attempts) for c in got] == [(mid(1), PARIS, 1)]
+    assert got[0].data == record(1).data and got[0].expires == record(1).expires
+    assert is_utc(got[0].expires)
+    assert await states(store, mid(1)) == {PARIS: "sending", HANOI: "queued"}
+    # The lease is live: nobody else gets it, not even at its last instant.
+    for later in (1, 29, 30):
+        now = T0 + timedelta(seconds=later)
+        assert await store.claim(peer=PARIS, owner="b", limit=10, lease_seconds=30, now=now) == []
+    assert await store.peers_with_work(now=T0 + timedelta(seconds=30)) == [HANOI]
+    # Expired: claimable again, by anyone, one attempt more.
+    late = T0 + timedelta(seconds=31)
+    assert await store.peers_with_work(now=late) == [HANOI, PARIS]
+    again = await store.claim(peer=PARIS, owner="b", limit=10, lease_seconds=30, now=late)
+    assert [(c.message_id, c.attempts) for c in again] == [(mid(1), 2)]
+    assert steps(await store.history(mid(1)))[-1] == (PARIS, "sending", "lease of a expired")
+    assert await store.claim(peer=PARIS, owner="c", limit=10, lease_seconds=30, now=late) == []
+    assert await store.claim(peer=HANOI, owner="c", limit=0, lease_seconds=30, now=late) == []
+
+
+async def test_forwarded_by_a_stale_owner_is_ignored(store: Store) -> None:
+    await put(store, 1)
+    await store.claim(peer=PARIS, owner="a", limit=1, lease_seconds=10, now=T0)
+    late = T0 + timedelta(seconds=11)
+    await store.claim(peer=PARIS, owner="b", limit=1, lease_seconds=10, now=late)
+    await store.forwarded([(mid(1), PARIS)], owner="a", now=late)  # a lost the lease
+    await store.defer(
+        mid(1), PARIS, owner="a", reason="x", next_attempt=late + timedelta(hours=1), now=late
+    )
+    assert await states(store, mid(1)) == {PARIS: "sending"}
+    await store.forwarded([(mid(1), PARIS)], owner="b", now=late, reason="hop ack")
+    assert await states(store, mid(1)) == {PARIS: "forwarded"}
+    assert steps(await store.history(mid(1)))[-1] == (PARIS, "forwarded", "hop ack")
+    # Forwarding again (or an unknown pair) changes nothing.
+    n = len(await store.history(mid(1)))
+    await store.forwarded([(mid(1), PARIS), (mid(9), PARIS)], owner="b", now=late)
+    await store.forwarded([], owner="b", now=late)
+    assert len(await store.history(mid(1))) == n
+
+
+async def test_forwarded_marks_a_batch(store: Store) -> None:
+    for n in range(1, 6):
+        await put(store, n)
+    got = await store.claim(peer=PARIS, owner="a", limit=10, lease_seconds=60, now=T0)
+    assert len(got) == 5
+    await store.forwarded([(c.message_id, c.peer) for c in got[:3]], owner="a", now=T0)
+    assert await store.depths() == {(PARIS, "forwarded"): 3, (PARIS, "sending"): 2}
+
+
+async def test_defer_next_due_and_claim_when_due(store: Store) -> None:
+    await put(store, 1)
+    await put(store, 2)
+    assert await store.next_due(now=T0) is None
+    await store.claim(peer=PARIS, owner="a", limit=10, lease_seconds=60, now=T0)
+    retry_at = T0 + timedelta(minutes=5)
+    await store.defer(mid(1), PARIS, owner="a", reason="503 busy", next_attempt=retry_at, now=T0)
+    await store.defer(
+        mid(2),
+        PARIS,
+        owner="a",
+        reason="timeout",
+        next_attempt=retry_at + timedelta(hours=1),
+        now=T0,
+    )
+    due = await store.next_due(now=T0)
+    assert due == retry_at and due is not None and is_utc(due)
+    entry = (await store.queue(state="deferred"))[0]
+    assert (entry.message_id, entry.next_attempt, entry.last_reason) == (
+        mid(1),
+        retry_at,
+        "503 busy",
+    )
+    # Not yet due (the lease is gone too: deferring released it).
+    early = retry_at - timedelta(seconds=1)
+    assert await store.peers_with_work(now=early) == []
+    assert await store.claim(peer=PARIS, owner="b", limit=10, lease_seconds=60, now=early) == []
+    got = await store.claim(peer=PARIS, owner="b", limit=10, lease_seconds=60, now=retry_at)
+    assert [(c.message_id, c.attempts) for c in got] == [(mid(1), 2)]
+    assert await store.next_due(now=retry_at) == retry_at + timedelta(hours=1)
+
+
+async def test_claim_order_is_priority_then_age(store: Store) -> None:
+    order = [
+        (1, "routine", 0),
+        (2, "priority", 5),
+        (3, "flash", 9),
+        (4, "immediate", 3),
+        (5, "routine", -10),  # older routine
+        (6, "flash", 1),  # older flash
+    ]
+    for n, prio, minutes in order:
+        await put(store, n, priority=prio, created=T0 + timedelta(minutes=minutes))
+    first = await store.claim(peer=PARIS, owner="a", limit=2, lease_seconds=60, now=T0)
+    rest = await store.claim(peer=PARIS, owner="a", limit=10, lease_seconds=60, now=T0)
+    assert [c.message_id for c in first] == [mid(6), mid(3)]
+    assert [c.message_id for c in rest] == [mid(4), mid(2), mid(5), mid(1)]
+    assert [q.message_id for q in await store.queue()] == [mid(n) for n in (6, 3, 4, 2, 5, 1)]
+
+
+# -- failing and expiring -------------------------------------------------------------
+
+
+async def test_fail_one_peer_or_all_undelivered(store: Store) -> None:
+    await put(store, 1, (PARIS, HANOI, "M-ROME"))
+    await store.claim(peer="M-ROME", owner="a", limit=1, lease_seconds=60, now=T0)
+    await store.forwarded([(mid(1), "M-ROME")], owner="a", now=T0)
+    await store.fail(mid(1), PARIS, reason="rejected: bad hop", now=T0)
+    assert await states(store, mid(1)) == {PARIS: "failed", HANOI: "queued", "M-ROME": "forwarded"}
+    await store.fail(mid(1), None, reason="cancelled", now=T0)
+    assert await states(store, mid(1)) == {PARIS: "failed", HANOI: "failed", "M-ROME": "forwarded"}
+    assert steps(await store.history(mid(1)))[-2:] == [
+        (PARIS, "failed", "rejected: bad hop"),
+        (HANOI, "failed", "cancelled"),
+    ]
+    with pytest.raises(StoreError):
+        await store.fail(mid(9), None, reason="x", now=T0)
+
+
+async def test_expire_fails_undelivered_work_of_expired_envelopes(store: Store) -> None:
+    soon = T0 + timedelta(hours=1)
+    await put(store, 1, (PARIS, HANOI, "M-ROME", "M-OSLO"), expires=soon)
+    await put(store, 2, (PARIS,), expires=T0 + timedelta(days=1))
+    await put(store, 3, (HANOI,), expires=soon)
+    await store.claim(peer=HANOI, owner="a", limit=1, lease_seconds=60, now=T0)  # m1 by age
+    await store.claim(peer="M-ROME", owner="a", limit=1, lease_seconds=60, now=T0)
+    await store.forwarded([(mid(1), "M-ROME")], owner="a", now=T0)
+    await store.hold(mid(1), now=T0, reason="operator")  # PARIS, HANOI held
+    await store.release(mid(1), now=T0, reason="operator")
+    await store.claim(peer=HANOI, owner="a", limit=1, lease_seconds=60, now=T0)
+    await store.claim(peer="M-OSLO", owner="a", limit=1, lease_seconds=60, now=T0)
+    await store.defer(
+        mid(1), "M-OSLO", owner="a", reason="busy", next_attempt=T0 + timedelta(days=2), now=T0
+    )
+    assert await store.expire(now=soon - timedelta(seconds=1)) == []
+    assert await store.expire(now=soon) == [mid(1), mid(3)]
+    assert await states(store, mid(1)) == {
+        PARIS: "failed",
+        HANOI: "failed",
+        "M-ROME": "forwarded",
+        "M-OSLO": "failed",
+    }
+    assert await states(store, mid(2)) == {PARIS: "queued"}
+    assert {q.last_reason for q in await store.queue(state="failed")} == {"expired"}
+    assert await store.expire(now=soon + timedelta(days=5)) == [mid(2)]
+    assert await store.expire(now=soon + timedelta(days=5)) == []
+
+
+# -- receipts -------------------------------------------------------------------------
+
+
+async def test_delivered_stores_the_receipt_once(store: Store) -> None:
+    await put(store, 1, (HQ,))  # at the origin: the one delivery goes to HQ
+    await store.claim(peer=HQ, owner="a", limit=1, lease_seconds=60, now=T0)
+    await store.forwarded([(mid(1), HQ)], owner="a", now=T0)
+    assert await store.receipt(mid(1)) is None
+    t1 = T0 + timedelta(minutes=3)
+    assert await store.delivered(mid(1), receipt=b"signed receipt", now=t1) is True
+    assert await store.receipt(mid(1)) == b"signed receipt"
+    assert await states(store, mid(1)) == {HQ: "delivered"}
+    assert steps(await store.history(mid(1)))[-1] == (HQ, "delivered", "receipt")
+    assert await store.delivered(mid(1), receipt=b"another", now=t1) is False
+    assert await store.receipt(mid(1)) == b"signed receipt"
+    assert await store.receipt(mid(9)) is None
+    with pytest.raises(StoreError):
+        await store.delivered(mid(9), receipt=b"r", now=t1)
+
+
+async def test_delivered_without_deliveries_still_records_history(store: Store) -> None:
+    await put(store, 1, (), here=True)
+    assert await store.delivered(mid(1), receipt=b"r", now=T0) is True
+    assert steps(await store.history(mid(1)))[-1] == (None, "delivered", "receipt")
+
+
+# -- operator -------------------------------------------------------------------------
+
+
+async def test_hold_release_retry_delete_counts(store: Store) -> None:
+    peers = (PARIS, HANOI, "M-ROME", "M-OSLO")
+    await put(store, 1, peers, here=True)
+    await store.claim(peer=HANOI, owner="a", limit=1, lease_seconds=60, now=T0)
+    await store.claim(peer="M-ROME", owner="a", limit=1, lease_seconds=60, now=T0)
+    await store.claim(peer="M-OSLO", owner="a", limit=1, lease_seconds=60, now=T0)
+    await store.defer(
+        mid(1), "M-ROME", owner="a", reason="busy", next_attempt=T0 + timedelta(hours=1), now=T0
+    )
+    await store.forwarded([(mid(1), "M-OSLO")], owner="a", now=T0)
+    # queued, sending, deferred are held; forwarded is not.
+    assert await store.hold(mid(1), now=T0, reason="legal hold") == 3
+    assert await store.hold(mid(1), now=T0, reason="again") == 0
+    assert await store.claim(peer=PARIS, owner="b", limit=5, lease_seconds=60, now=T0) == []
+    late = T0 + timedelta(days=1)
+    assert await store.peers_with_work(now=late) == []
+    # The sender that had HANOI lost it to the hold.
+    await store.forwarded([(mid(1), HANOI)], owner="a", now=T0)
+    assert (await states(store, mid(1)))[HANOI] == "held"
+    assert await store.release(mid(1), now=T0, reason="lifted") == 3
+    assert await store.release(mid(1), now=T0, reason="again") == 0
+    assert await states(store, mid(1)) == {
+        PARIS: "queued",
+        HANOI: "queued",
+        "M-ROME": "queued",
+        "M-OSLO": "forwarded",
+    }
+    # retry: deferred and failed go back to queued, due now.
+    await store.fail(mid(1), PARIS, reason="rejected", now=T0)
+    await store.claim(peer=HANOI, owner="a", limit=1, lease_seconds=60, now=T0)
+    await store.defer(
+        mid(1), HANOI, owner="a", reason="busy", next_attempt=T0 + timedelta(hours=1), now=T0
+    )
+    t1 = T0 + timedelta(minutes=1)
+    assert await store.retry(mid(1), now=t1, reason="operator retry") == 2
+    assert await store.retry(mid(1), now=t1, reason="again") == 0
+    queued = {q.peer: q for q in await store.queue(state="queued")}
+    assert set(queued) == {PARIS, HANOI, "M-ROME"}
+    assert queued[PARIS].next_attempt == t1 and queued[HANOI].next_attempt == t1
+    assert queued[PARIS].last_reason == "operator retry"
+    assert await store.hold(mid(9), now=T0, reason="x") == 0
+    # delete: everything but the history goes.
+    n_history = len(await store.history(mid(1)))
+    assert await store.delete(mid(1), now=t1, reason="purge") == 4
+    assert await store.get_envelope(mid(1)) is None
+    assert await store.queue() == [] and await store.inbox() == [] and await store.depths() == {}
+    history = await store.history(mid(1))
+    assert len(history) == n_history + 1
+    assert steps(history)[-1] == (None, "deleted", "purge")
+    assert await store.delete(mid(1), now=t1, reason="again") == 0
+    assert len(await store.history(mid(1))) == n_history + 1
+    # The id may be accepted afresh after deletion.
+    await put(store, 1)
+
+
+async def test_queue_filters(store: Store) -> None:
+    await put(store, 1, (PARIS, HANOI))
+    await put(store, 2, (PARIS,))
+    await store.claim(peer=PARIS, owner="a", limit=1, lease_seconds=60, now=T0)
+    assert [(q.message_id, q.peer) for q in await store.queue(peer=PARIS)] == [
+        (mid(1), PARIS),
+        (mid(2), PARIS),
+    ]
+    assert [(q.message_id, q.peer) for q in await store.queue(state="queued")] == [
+        (mid(1), HANOI),
+        (mid(2), PARIS),
+    ]
+    assert [q.message_id for q in await store.queue(peer=PARIS, state=OutState.SENDING)] == [mid(1)]
+    assert await store.queue(peer="M-NOWHERE") == []
+
+
+async def test_depths(store: Store) -> None:
+    assert await store.depths() == {}
+    await put(store, 1, (PARIS, HANOI))
+    await put(store, 2, (PARIS,))
+    await put(store, 3, (PARIS,))
+    await store.claim(peer=PARIS, owner="a", limit=2, lease_seconds=60, now=T0)
+    await store.fail(mid(3), None, reason="x", now=T0)
+    assert await store.depths() == {
+        (PARIS, "sending"): 2,
+        (PARIS, "failed"): 1,
+        (HANOI, "queued"): 1,
+    }
+
+
+# -- history --------------------------------------------------------------------------
+
+
+async def test_history_records_every_transition_in_order(store: Store) -> None:
+    t = [T0 + timedelta(minutes=i) for i in range(12)]
+    await put(store, 1, (PARIS,), here=True, now=t[0])
+    await store.claim(peer=PARIS, owner="a", limit=1, lease_seconds=30, now=t[1])
+    await store.defer(mid(1), PARIS, owner="a", reason="busy", next_attempt=t[3], now=t[2])
+    await store.claim(peer=PARIS, owner="a", limit=1, lease_seconds=30, now=t[3])
+    await store.claim(peer=PARIS, owner="b", limit=1, lease_seconds=30, now=t[4])  # expired
+    await store.hold(mid(1), now=t[5], reason="check")
+    await store.release(mid(1), now=t[6], reason="ok")
+    await store.claim(peer=PARIS, owner="c", limit=1, lease_seconds=30, now=t[7])
+    await store.forwarded([(mid(1), PARIS)], owner="c", now=t[8], reason="hop ack")
+    await store.inbound_set(mid(1), InState.AVAILABLE, reason="decrypted", now=t[9])
+    await store.inbound_set(mid(1), InState.ACKED, reason="fetched", now=t[10])
+    await store.delivered(mid(1), receipt=b"r", now=t[11])
+    history = await store.history(mid(1))
+    assert steps(history) == [
+        (PARIS, "queued", ""),
+        (None, "received", ""),
+        (PARIS, "sending", ""),
+        (PARIS, "deferred", "busy"),
+        (PARIS, "sending", ""),
+        (PARIS, "sending", "lease of a expired"),
+        (PARIS, "held", "check"),
+        (PARIS, "queued", "ok"),
+        (PARIS, "sending", ""),
+        (PARIS, "forwarded", "hop ack"),
+        (None, "available", "decrypted"),
+        (None, "acked", "fetched"),
+        (PARIS, "delivered", "receipt"),
+    ]
+    assert [h.at for h in history] == [t[0], t[0], *t[1:12]]
+    assert all(is_utc(h.at) for h in history)
+    assert await store.history(mid(9)) == []
+
+
+# -- inbound --------------------------------------------------------------------------
+
+
+async def test_inbox_and_inbound_set(store: Store) -> None:
+    await put(store, 3, (), here=True, now=T0 + timedelta(minutes=2))
+    await put(store, 1, (), here=True, now=T0)
+    await put(store, 2, (PARIS,), here=False, now=T0 + timedelta(minutes=1))
+    await put(store, 4, (), here=True, now=T0 + timedelta(minutes=3), data=b"x" * 77)
+    inbox = await store.inbox()
+    assert [i.message_id for i in inbox] == [mid(1), mid(3), mid(4)]
+    assert inbox[0].origin == HQ and inbox[0].state == "received" and inbox[0].received == T0
+    assert is_utc(inbox[0].received) and inbox[2].size == 77
+    assert [i.message_id for i in await store.inbox(limit=2)] == [mid(1), mid(3)]
+    await store.inbound_set(mid(3), InState.AVAILABLE, reason="ready", now=T0)
+    assert [i.message_id for i in await store.inbox(state=InState.AVAILABLE)] == [mid(3)]
+    assert [i.message_id for i in await store.inbox(state=InState.RECEIVED)] == [mid(1), mid(4)]
+    assert await store.inbox(state=InState.ACKED) == []
+    assert steps(await store.history(mid(3)))[-1] == (None, "available", "ready")
+    # Setting the same state again is not a change and records nothing.
+    n = len(await store.history(mid(3)))
+    await store.inbound_set(mid(3), InState.AVAILABLE, reason="again", now=T0)
+    assert len(await store.history(mid(3))) == n
+    with pytest.raises(StoreError):
+        await store.inbound_set(mid(2), InState.ACKED, reason="no inbound item", now=T0)
+    with pytest.raises(StoreError):
+        await store.inbound_set(mid(9), InState.ACKED, reason="unknown", now=T0)
+
+
+# -- health ---------------------------------------------------------------------------
+
+
+async def test_durability_and_ping(store: Store) -> None:
+    await store.ping()
+    d = await store.durability()
+    if isinstance(store, SqliteStore):
+        assert d["backend"] == "sqlite"
+        assert d["journal_mode"] == "wal"
+        assert d["synchronous"] == "FULL" and d["synchronous_level"] == "2"
+        assert d["foreign_keys"] == "on"
+    else:
+        assert d["backend"] == "postgresql"
+        assert d["synchronous_commit"] == "on"
+        assert d["fsync"] == "on"
+        assert d["schema"] == store.schema
+
+
+async def test_a_closed_store_refuses_calls(sqlite_path: Path) -> None:
+    s = await SqliteStore.open(sqlite_path)
+    await s.close()
+    await s.close()  # idempotent
+    with pytest.raises(StoreError):
+        await s.ping()
+
+
+# -- SQLite specifics -----------------------------------------------------------------
+
+
+async def test_sqlite_reopen_sees_committed_data(sqlite_path: Path) -> None:
+    first = await SqliteStore.open(sqlite_path)
+    await put(first, 1, (PARIS, HANOI), here=True)
+    await first.claim(peer=PARIS, owner="a", limit=1, lease_seconds=60, now=T0)
+    await first.delivered(mid(1), receipt=b"r", now=T0)
+    queue, history = await first.queue(), await first.history(mid(1))
+    await first.close()
+    second = await SqliteStore.open(sqlite_path)
+    try:
+        assert await second.get_envelope(mid(1)) == record(1)
+        assert await second.queue() == queue
+        assert await second.history(mid(1)) == history
+        assert await second.receipt(mid(1)) == b"r"
+        assert [i.message_id for i in await second.inbox()] == [mid(1)]
+        again = await second.accept(
+            record(1), next_hops=[PARIS], deliver_here=False, hop_ack=b"x", now=T0
+        )
+        assert again == Acceptance(False, b"ack-1")
+    finally:
+        await second.close()
+    raw = sqlite3.connect(sqlite_path)
+    try:
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    finally:
+        raw.close()
+
+
+async def test_sqlite_two_stores_on_one_file_share_the_work(sqlite_path: Path) -> None:
+    a = await SqliteStore.open(sqlite_path)
+    b = await SqliteStore.open(sqlite_path)  # e.g. the daemon and the admin CLI
+    try:
+        await a.accept_many([(record(i), [PARIS], False, None) for i in range(60)], now=T0)
+
+        async def worker(s: SqliteStore, name: str) -> list[str]:
+            mine: list[str] = []
+            while got := await s.claim(peer=PARIS, owner=name, limit=4, lease_seconds=60, now=T0):
+                mine += [c.message_id for c in got]
+            return mine
+
+        results = await asyncio.gather(worker(a, "a"), worker(b, "b"))
+        claimed = [m for r in results for m in r]
+        assert sorted(claimed) == sorted(mid(i) for i in range(60))
+        assert await b.depths() == {(PARIS, "sending"): 60}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_sqlite_refuses_a_newer_schema(sqlite_path: Path) -> None:
+    s = await SqliteStore.open(sqlite_path)
+    await s.close()
+    raw = sqlite3.connect(sqlite_path)
+    with raw:
+        raw.execute("INSERT INTO schema_version VALUES (99, '2030-01-01T00:00:00.000000+00:00')")
+    raw.close()
+    with pytest.raises(StoreError, match="newer"):
+        await SqliteStore.open(sqlite_path)
+
+
+async def test_sqlite_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError):
+        await SqliteStore.open(tmp_path / "missing-dir" / "store.db")
+
+
+# -- PostgreSQL specifics -------------------------------------------------------------
+
+
+async def test_postgres_concurrent_claims_never_overlap(pg_schema: str) -> None:
+    a = await PostgresStore.open(PG_DSN, schema=pg_schema, max_size=5)
+    b = await PostgresStore.open(PG_DSN, schema=pg_schema, max_size=5)
+    try:
+        n = 300
+        batch = [(record(i), [PARIS], False, None) for i in range(n)]
+        await a.accept_many(batch, now=T0)
+
+        async def worker(s: PostgresStore, name: str) -> list[str]:
+            mine: list[str] = []
+            while got := await s.claim(peer=PARIS, owner=name, limit=7, lease_seconds=60, now=T0):
+                mine += [c.message_id for c in got]
+            return mine
+
+        results = await asyncio.gather(
+            *(worker(s, f"{s_name}{k}") for s, s_name in ((a, "a"), (b, "b")) for k in range(4))
+        )
+        claimed = [m for r in results for m in r]
+        assert len(claimed) == n and set(claimed) == {mid(i) for i in range(n)}
+        assert sum(1 for r in results if r) > 1  # the work really was shared
+        assert await a.depths() == {(PARIS, "sending"): n}
+        history = await b.history(mid(0))
+        assert steps(history) == [(PARIS, "queued", ""), (PARIS, "sending", "")]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_postgres_overrides_synchronous_commit_off(pg_schema: str) -> None:
+    sep = "&" if "?" in PG_DSN else "?"
+    s = await PostgresStore.open(f"{PG_DSN}{sep}synchronous_commit=off", schema=pg_schema)
+    try:
+        for _ in range(3):  # on every pooled session, also after a pool reset
+            assert (await s.durability())["synchronous_commit"] == "on"
+    finally:
+        await s.close()
+
+
+async def test_postgres_open_creates_the_schema_and_migrates_once(pg_dsn: str) -> None:
+    name = f"valise_new_{uuid.uuid4().hex[:12]}"
+    try:
+        # Two processes starting at once: one creates and migrates, the other waits.
+        first, second = await asyncio.gather(
+            PostgresStore.open(pg_dsn, schema=name), PostgresStore.open(pg_dsn, schema=name)
+        )
+        try:
+            await put(first, 1)
+            assert await second.get_envelope(mid(1)) == record(1)
+            async with second._pool.acquire() as conn:
+                assert await conn.fetchval("SELECT count(*) FROM schema_version") == 1
+        finally:
+            await first.close()
+            await second.close()
+        third = await PostgresStore.open(pg_dsn, schema=name)
+        try:
+            assert await third.get_envelope(mid(1)) == record(1)
+        finally:
+            await third.close()
+    finally:
+        conn = await asyncpg.connect(pg_dsn, timeout=5)
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        await conn.close()
+
+
+async def test_postgres_bad_schema_name_and_unreachable_server() -> None:
+    with pytest.raises(StoreError, match="schema name"):
+        await PostgresStore.open(PG_DSN, schema='x"; DROP TABLE y; --')
+    with pytest.raises(StoreError, match="connect"):
+        await PostgresStore.open("postgresql://postgres@127.0.0.1:1/test")
+
+
+# -- the two schemas agree --------------------------------------------------------------
+
+
+def _sqlite_tables() -> dict[str, tuple[list[str], list[str], set[str]]]:
+    """table -> (columns in order, primary key columns, NOT NULL columns)."""
+    conn = sqlite3.connect(":memory:")
+    for statement in _statements(load_sql("sqlite", "schema.sql")):
+        conn.execute(statement)
+    out = {}
+    names = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    ).fetchall()
+    for (table,) in names:
+        info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+        cols = [r[1] for r in info]
+        pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
+        # A SQLite primary key column is NOT NULL in practice (rowid or declared).
+        notnull = {r[1] for r in info if r[3] or r[5]}
+        out[table] = (cols, pk, notnull)
+    conn.close()
+    return out
+
+
+async def test_sqlite_and_postgres_schemas_define_the_same_tables(pg_schema: str) -> None:
+    s = await PostgresStore.open(PG_DSN, schema=pg_schema)
+    try:
+        async with s._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT table_name, column_name, is_nullable FROM information_schema.columns"
+                " WHERE table_schema = $1 ORDER BY table_name, ordinal_position",
+                pg_schema,
+            )
+            pks = await conn.fetch(
+                "SELECT tc.table_name, kcu.column_name"
+                " FROM information_schema.table_constraints tc"
+                " JOIN information_schema.key_column_usage kcu"
+                "  ON kcu.constraint_name = tc.constraint_name"
+                "  AND kcu.table_schema = tc.table_schema"
+                " WHERE tc.table_schema = $1 AND tc.constraint_type = 'PRIMARY KEY'"
+                " ORDER BY tc.table_name, kcu.ordinal_position",
+                pg_schema,
+            )
+    finally:
+        await s.close()
+    pg: dict[str, tuple[list[str], list[str], set[str]]] = {}
+    for r in rows:
+        cols, _pk, notnull = pg.setdefault(r["table_name"], ([], [], set()))
+        cols.append(r["column_name"])
+        if r["is_nullable"] == "NO":
+            notnull.add(r["column_name"])
+    for r in pks:
+        pg[r["table_name"]][1].append(r["column_name"])
+    lite = _sqlite_tables()
+    assert set(lite) == {"schema_version", "envelopes", "deliveries", "inbound", "history"}
+    assert pg == lite
+
+
+def test_schema_files_name_the_same_indexes() -> None:
+    def indexes(backend: str) -> set[str]:
+        return set(re.findall(r"CREATE INDEX (\w+) ON (\w+)", load_sql(backend, "schema.sql")))
+
+    assert indexes("sqlite") == indexes("postgres") != set()
