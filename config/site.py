@@ -12,6 +12,7 @@
     backend = "sqlite"                  # or "postgres"
     path = "store.sqlite"               # relative to DIR
     dsn = ""                            # for postgres
+    schema = ""                         # for postgres: this site's schema (default public)
 
     [ops]
     listen = "127.0.0.1:9444"           # /livez /readyz /metrics, loopback
@@ -61,6 +62,7 @@ class StoreSection:
     backend: str = "sqlite"
     path: str = "store.sqlite"
     dsn: str = ""
+    schema: str = ""  # postgres: the schema holding this site's tables (default: public)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ async def open_store(config: SiteConfig) -> Store:
     if config.store.backend == "postgres":
         from gateway.store.postgres import PostgresStore
 
-        return await PostgresStore.open(config.store.dsn)
+        return await PostgresStore.open(config.store.dsn, schema=config.store.schema or None)
     from gateway.store.sqlite import SqliteStore
 
     return await SqliteStore.open(config.store_path)

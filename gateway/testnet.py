@@ -17,10 +17,11 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
+from config.site import StoreSection, load_site_config, render_site_config
 from gateway.enroll import add_site, init_hub, join
 
 READY_TIMEOUT_S = 20.0
@@ -103,13 +104,30 @@ class Network:
         hub: str = "HQ",
         env: dict[str, str] | None = None,
         site_env: dict[str, dict[str, str]] | None = None,
+        postgres_dsn: str | None = None,
     ) -> None:
         self.root = root
         self.hub = hub
         self.mission_ids = missions
         self.env = env or {}
         self.site_env = site_env or {}
+        self.postgres_dsn = postgres_dsn
         self.sites: dict[str, SiteProcess] = {}
+
+    @staticmethod
+    def schema_of(site: SiteProcess) -> str:
+        return f"valise_{site.site.lower().replace('-', '_')}_{site.port}"
+
+    def _use_store(self, site: SiteProcess) -> None:
+        """Point the site at PostgreSQL (one schema per site and network) if asked."""
+        if self.postgres_dsn is None:
+            return
+        config = load_site_config(site.directory, {})
+        schema = self.schema_of(site)
+        store = StoreSection(backend="postgres", dsn=self.postgres_dsn, schema=schema)
+        (site.directory / "valise.toml").write_text(
+            render_site_config(replace(config, store=store))
+        )
 
     def _site(self, site: str) -> SiteProcess:
         env = {**self.env, **self.site_env.get(site, {})}
@@ -120,6 +138,7 @@ class Network:
         self.root.mkdir(parents=True, exist_ok=True)
         hq = self._site(self.hub)
         init_hub(hq.directory, site=self.hub, listen=f"127.0.0.1:{hq.port}")
+        self._use_store(hq)
         hq.start()
         self.sites[self.hub] = hq
         for mission in self.mission_ids:
@@ -128,6 +147,7 @@ class Network:
             add_site(hq.directory, mission, f"https://127.0.0.1:{m.port}", bundle)
             asyncio.run(join(bundle, m.directory, listen=f"127.0.0.1:{m.port}"))
             bundle.unlink()
+            self._use_store(m)
             self.sites[mission] = m
         for mission in self.mission_ids:
             self.sites[mission].start()
@@ -136,6 +156,19 @@ class Network:
     def close(self) -> None:
         for site in reversed(list(self.sites.values())):
             site.stop()
+        if self.postgres_dsn is not None:
+            asyncio.run(self._drop_schemas())
+
+    async def _drop_schemas(self) -> None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        conn = await asyncpg.connect(self.postgres_dsn)
+        try:
+            for site in self.sites.values():
+                schema = self.schema_of(site)
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
 
     def __enter__(self) -> Network:
         return self.start()
