@@ -130,6 +130,69 @@ def site_list(directory: Path | None, as_json: bool) -> None:
     )
 
 
+@site_group.command("show")
+@click.argument("site")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def site_show(site: str, directory: Path | None, as_json: bool) -> None:
+    """One site's entry in the directory: endpoint, keys and their states, TLS pins."""
+
+    async def go(ctx: SiteContext) -> dict[str, Any]:
+        try:
+            e = ctx.directory.site(site)
+        except DirectoryError as exc:
+            raise UsageError(str(exc)) from None
+        return {
+            "site": e.site,
+            "status": "active" if e.active else "disabled",
+            "endpoint": e.endpoint,
+            "directory_serial": ctx.directory.serial,
+            "signing_keys": [{"id": k.key_id, "state": s.value} for k, s in e.signing],
+            "encryption_keys": [{"id": k.key_id, "state": s.value} for k, s in e.encryption],
+            "tls_pins": list(e.tls_pins),
+        }
+
+    info = with_site(directory, go)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key in ("site", "status", "endpoint", "directory_serial"):
+        click.echo(f"{key:<18}{info[key]}")
+    for kind in ("signing_keys", "encryption_keys"):
+        for k in info[kind]:
+            click.echo(f"{kind[:-5] + ' key':<18}{k['id']}  {k['state']}")
+    for pin in info["tls_pins"]:
+        click.echo(f"{'tls pin':<18}{pin}")
+
+
+@main.group("directory")
+def directory_group() -> None:
+    """The signed site directory."""
+
+
+@directory_group.command("show")
+@DIR_OPTION
+@click.option("--xml", "as_xml", is_flag=True, help="Print the signed directory itself.")
+@one_line_errors
+def directory_show(directory: Path | None, as_xml: bool) -> None:
+    """The directory in force: serial, issue time, hub, sites."""
+
+    async def go(ctx: SiteContext) -> tuple[bytes, str]:
+        d = ctx.directory
+        lines = [
+            f"serial {d.serial}  issued {format_time(d.issued)}  hub {d.hub}  "
+            f"signed by {ctx.trust.key_id}"
+        ]
+        lines += [
+            f"  {e.site:<12}{'active' if e.active else 'disabled':<10}{e.endpoint}" for e in d.sites
+        ]
+        return d.raw, "\n".join(lines)
+
+    raw, text = with_site(directory, go)
+    click.echo(raw.decode() if as_xml else text)
+
+
 @main.command("join")
 @click.argument("bundle", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @DIR_OPTION
@@ -249,6 +312,8 @@ def inbox_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @one_line_errors
 def inbox_list(directory: Path | None, as_json: bool) -> None:
+    """Documents delivered here, oldest first."""
+
     async def go(ctx: SiteContext) -> list[dict[str, Any]]:
         rows = []
         for item in await ctx.store.inbox(limit=1000):
@@ -292,6 +357,7 @@ def inbox_list(directory: Path | None, as_json: bool) -> None:
 @DIR_OPTION
 @one_line_errors
 def inbox_get(message_id: str, out_dir: Path, directory: Path | None) -> None:
+    """Copy a delivered document's parts into OUT-DIR."""
     src = site_dir(directory) / "inbox" / message_id
     if not src.is_dir():
         _fail(EXIT_USAGE, f"no delivered document {message_id}")
@@ -307,6 +373,8 @@ def inbox_get(message_id: str, out_dir: Path, directory: Path | None) -> None:
 @DIR_OPTION
 @one_line_errors
 def inbox_ack(message_id: str, directory: Path | None) -> None:
+    """Mark a delivered document as taken by its integrator."""
+
     async def go(ctx: SiteContext) -> None:
         await ctx.store.inbound_set(
             message_id, InState.ACKED, reason="operator ack", now=datetime.now(UTC)
@@ -325,6 +393,8 @@ def queue_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @one_line_errors
 def queue_list(directory: Path | None, as_json: bool) -> None:
+    """Every delivery in the queue, one line each (like mailq)."""
+
     async def go(ctx: SiteContext) -> list[dict[str, Any]]:
         return [
             {

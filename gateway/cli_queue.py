@@ -1,0 +1,164 @@
+"""``valise queue``: the outbound queue, read like mailq / postsuper / qshape.
+
+queue list  [--peer P] [--state S] [--json]   one line per delivery (mailq)
+queue show  ID [--json]                       a message's deliveries and history
+queue hold|release|retry ID ... [--reason R]  postsuper -h / -H / -r
+queue delete ID ... --yes                     postsuper -d (keeps the history)
+queue shape [--json]                          deliveries by next hop and age (qshape)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from envelope.values import format_time
+from gateway.cli import EXIT_USAGE, _fail, one_line_errors
+from gateway.cli_site import DIR_OPTION, emit, queue_group, with_site
+from gateway.site import SiteContext
+
+# qshape's buckets, in minutes.
+AGE_BUCKETS_MIN = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
+
+
+def _operator(action: str, ids: tuple[str, ...], directory: Path | None, reason: str) -> None:
+    async def go(ctx: SiteContext) -> dict[str, int]:
+        fn = getattr(ctx.store, action)
+        now = datetime.now(UTC)
+        return {mid: await fn(mid, now=now, reason=f"operator: {reason}") for mid in ids}
+
+    counts = with_site(directory, go)
+    for mid, n in counts.items():
+        click.echo(f"{mid}\t{action}\t{n} deliver{'y' if n == 1 else 'ies'}")
+    if not any(counts.values()):
+        _fail(EXIT_USAGE, f"nothing to {action}: no matching deliveries")
+
+
+@queue_group.command("show")
+@click.argument("message_id")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def queue_show(message_id: str, directory: Path | None, as_json: bool) -> None:
+    """One message: its deliveries and its whole history."""
+
+    async def go(ctx: SiteContext) -> dict[str, Any]:
+        entries = [q for q in await ctx.store.queue() if q.message_id == message_id]
+        history = await ctx.store.history(message_id)
+        return {
+            "id": message_id,
+            "deliveries": [
+                {
+                    "peer": q.peer,
+                    "state": q.state,
+                    "attempts": q.attempts,
+                    "next_attempt": format_time(q.next_attempt) if q.next_attempt else None,
+                    "reason": q.last_reason,
+                    "size": q.size,
+                    "expires": format_time(q.expires),
+                }
+                for q in entries
+            ],
+            "history": [
+                {"at": t.at.isoformat(), "peer": t.peer, "state": t.state, "reason": t.reason}
+                for t in history
+            ],
+        }
+
+    info = with_site(directory, go)
+    if not info["history"]:
+        _fail(EXIT_USAGE, f"no message {message_id} at this site")
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(message_id)
+    for d in info["deliveries"]:
+        click.echo(
+            f"  to {d['peer']:<10} {d['state']:<10} tries {d['attempts']:<3} "
+            f"next {d['next_attempt'] or '-'}  {d['reason']}"
+        )
+    for t in info["history"]:
+        click.echo(f"  {t['at']}  {t['state']:<10} {t['peer'] or '':<10} {t['reason']}")
+
+
+@queue_group.command("hold")
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--reason", default="held")
+@DIR_OPTION
+@one_line_errors
+def queue_hold(ids: tuple[str, ...], reason: str, directory: Path | None) -> None:
+    """Stop delivery attempts for messages (postsuper -h)."""
+    _operator("hold", ids, directory, reason)
+
+
+@queue_group.command("release")
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--reason", default="released")
+@DIR_OPTION
+@one_line_errors
+def queue_release(ids: tuple[str, ...], reason: str, directory: Path | None) -> None:
+    """Release held messages (postsuper -H)."""
+    _operator("release", ids, directory, reason)
+
+
+@queue_group.command("retry")
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--reason", default="retry now")
+@DIR_OPTION
+@one_line_errors
+def queue_retry(ids: tuple[str, ...], reason: str, directory: Path | None) -> None:
+    """Retry deferred or failed deliveries now (postsuper -r)."""
+    _operator("retry", ids, directory, reason)
+
+
+@queue_group.command("delete")
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="Confirm: the envelope is removed (history is kept).")
+@click.option("--reason", default="deleted")
+@DIR_OPTION
+@one_line_errors
+def queue_delete(ids: tuple[str, ...], yes: bool, reason: str, directory: Path | None) -> None:
+    """Delete messages from the queue (postsuper -d). Needs --yes."""
+    if not yes:
+        _fail(EXIT_USAGE, "queue delete removes envelopes for good: add --yes")
+    _operator("delete", ids, directory, reason)
+
+
+@queue_group.command("shape")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def queue_shape(directory: Path | None, as_json: bool) -> None:
+    """Undelivered deliveries by next hop and age in minutes (like qshape)."""
+
+    async def go(ctx: SiteContext) -> list[dict[str, Any]]:
+        now = datetime.now(UTC)
+        table: dict[str, Counter[str]] = {}
+        for q in await ctx.store.queue():
+            if q.state in ("forwarded", "delivered"):
+                continue
+            age = (now - q.created).total_seconds() / 60
+            bucket = next((f"{b}" for b in AGE_BUCKETS_MIN if age < b), f"{AGE_BUCKETS_MIN[-1]}+")
+            row = table.setdefault(q.peer, Counter())
+            row[bucket] += 1
+            row["T"] += 1
+        return [{"peer": peer, **dict(c)} for peer, c in sorted(table.items())]
+
+    rows = with_site(directory, go)
+    columns = (
+        [("peer", "NEXT HOP", 12), ("T", "T", 6)]
+        + [(str(b), str(b), 6) for b in AGE_BUCKETS_MIN]
+        + [(f"{AGE_BUCKETS_MIN[-1]}+", f"{AGE_BUCKETS_MIN[-1]}+", 6)]
+    )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    total: Counter[str] = Counter()
+    for r in rows:
+        total.update({k: v for k, v in r.items() if k != "peer"})
+    emit([{"peer": "TOTAL", **dict(total)}, *rows], False, columns)

@@ -1,0 +1,104 @@
+"""The operator CLI against a running network: send, status, queue, inbox, site, directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.testnet import Network
+from tests.integration.test_relay import FAST
+
+
+def valise(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Network:
+    with Network(tmp_path_factory.mktemp("net"), env=FAST) as network:
+        yield network  # type: ignore[misc]
+
+
+def _wait_delivered(paris: Path, mid: str, timeout: float = 30) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        info = json.loads(valise("status", mid, "--dir", str(paris), "--json").stdout)
+        if info["delivered"] or time.monotonic() > deadline:
+            return info
+        time.sleep(0.2)
+
+
+def test_send_status_inbox(net: Network, tmp_path: Path) -> None:
+    paris, hanoi = net.sites["M-PARIS"].directory, net.sites["M-HANOI"].directory
+    doc = tmp_path / "note.txt"
+    doc.write_text("Note verbale 99\n")
+    sent = valise("send", "--dir", str(paris), "--to", "M-HANOI", "--subject", "NV 99", str(doc))
+    assert sent.returncode == 0, sent.stderr
+    mid = sent.stdout.strip()
+    info = _wait_delivered(paris, mid)
+    assert info["delivered"], info
+    assert [h["state"] for h in info["history"]][:1] == ["queued"]
+    text = valise("status", mid, "--dir", str(paris)).stdout
+    assert "delivered (receipt verified)" in text
+
+    inbox = json.loads(valise("inbox", "list", "--dir", str(hanoi), "--json").stdout)
+    row = next(r for r in inbox if r["id"] == mid)
+    assert row["from"] == "M-PARIS" and row["subject"] == "NV 99" and row["state"] == "available"
+    out = tmp_path / "got"
+    got = valise("inbox", "get", mid, "--dir", str(hanoi), "--out-dir", str(out))
+    assert got.returncode == 0 and (out / "note.txt").read_text() == "Note verbale 99\n"
+    assert valise("inbox", "ack", mid, "--dir", str(hanoi)).returncode == 0
+    inbox = json.loads(valise("inbox", "list", "--dir", str(hanoi), "--json").stdout)
+    assert next(r for r in inbox if r["id"] == mid)["state"] == "acked"
+
+
+def test_queue_hold_release_delete_shape(net: Network, tmp_path: Path) -> None:
+    paris = net.sites["M-PARIS"].directory
+    hq = net.sites["HQ"]
+    hq.stop()
+    try:
+        doc = tmp_path / "a.txt"
+        doc.write_text("x")
+        ids = [
+            valise("send", "--dir", str(paris), "--to", "M-HANOI", str(doc)).stdout.strip()
+            for _ in range(3)
+        ]
+        queue = json.loads(valise("queue", "list", "--dir", str(paris), "--json").stdout)
+        assert {q["id"] for q in queue if q["state"] != "delivered"} >= set(ids)
+        assert valise("queue", "hold", ids[0], "--dir", str(paris)).returncode == 0
+        shown = json.loads(valise("queue", "show", ids[0], "--dir", str(paris), "--json").stdout)
+        assert shown["deliveries"][0]["state"] == "held"
+        shape = json.loads(valise("queue", "shape", "--dir", str(paris), "--json").stdout)
+        assert next(r for r in shape if r["peer"] == "HQ")["T"] >= 3
+        refused = valise("queue", "delete", ids[1], "--dir", str(paris))
+        assert refused.returncode == 2 and "--yes" in refused.stderr
+        assert valise("queue", "delete", ids[1], "--yes", "--dir", str(paris)).returncode == 0
+        assert valise("queue", "release", ids[0], "--dir", str(paris)).returncode == 0
+        queue = json.loads(valise("queue", "list", "--dir", str(paris), "--json").stdout)
+        assert ids[1] not in {q["id"] for q in queue}
+        assert next(q for q in queue if q["id"] == ids[0])["state"] == "queued"
+    finally:
+        hq.start()
+    assert _wait_delivered(paris, ids[0])["delivered"]
+    assert _wait_delivered(paris, ids[2])["delivered"]
+    deleted = json.loads(valise("status", ids[1], "--dir", str(paris), "--json").stdout)
+    assert not deleted["delivered"] and deleted["history"][-1]["state"] == "deleted"
+
+
+def test_site_and_directory_views(net: Network) -> None:
+    hq = net.sites["HQ"].directory
+    listing = json.loads(valise("site", "list", "--dir", str(hq), "--json").stdout)
+    assert {r["site"] for r in listing} == {"HQ", "M-PARIS", "M-HANOI"}
+    show = json.loads(valise("site", "show", "M-PARIS", "--dir", str(hq), "--json").stdout)
+    assert show["signing_keys"][0]["state"] == "active" and len(show["tls_pins"]) == 1
+    text = valise("directory", "show", "--dir", str(net.sites["M-PARIS"].directory)).stdout
+    assert text.startswith("serial 3") and "M-HANOI" in text
+    unknown = valise("site", "show", "M-NOWHERE", "--dir", str(hq))
+    assert unknown.returncode == 2 and "not in directory" in unknown.stderr
