@@ -28,6 +28,7 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 from envelope.errors import EnvelopeError
 from gateway.faults import crash_point
 from gateway.hop import MEDIA_TYPE, Checked, HopRefused, check_envelope, split_batch
+from gateway.metrics import Metrics
 from gateway.site import SiteContext
 from gateway.tls import TLSConfigError, peer_pin, peer_site_id
 
@@ -35,6 +36,7 @@ log = logging.getLogger("valise.channel")
 CONTEXT = web.AppKey("context", SiteContext)
 WAKE = web.AppKey("wake", asyncio.Event)
 INBOUND = web.AppKey("inbound", asyncio.Event)
+METRICS = web.AppKey("metrics", Metrics)
 ENROLL = web.AppKey("enroll", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -103,6 +105,7 @@ async def hop(request: web.Request) -> web.Response:
             )
         except (HopRefused, EnvelopeError) as exc:
             results.append({"status": "refused", "reason": str(exc)})
+            request.app[METRICS].refused.labels(peer).inc()
             log.warning(json.dumps({"event": "hop_refused", "peer": peer, "reason": str(exc)}))
             continue
         accepted.append((len(results), checked))
@@ -119,6 +122,7 @@ async def hop(request: web.Request) -> web.Response:
                 "id": checked.record.message_id,
                 "ack": json.loads(ack),
             }
+            request.app[METRICS].accepted.labels(peer, "new" if outcome.new else "duplicate").inc()
             log.info(
                 json.dumps(
                     {
@@ -141,7 +145,9 @@ async def directory(request: web.Request) -> web.Response:
     return web.Response(body=ctx.directory.raw, content_type="application/vnd.valise.directory+xml")
 
 
-def make_app(ctx: SiteContext, wake: asyncio.Event, inbound: asyncio.Event) -> web.Application:
+def make_app(
+    ctx: SiteContext, wake: asyncio.Event, inbound: asyncio.Event, metrics: Metrics
+) -> web.Application:
     app = web.Application(
         middlewares=[identify_peer],
         client_max_size=ctx.config.relay.max_request_bytes,
@@ -150,6 +156,7 @@ def make_app(ctx: SiteContext, wake: asyncio.Event, inbound: asyncio.Event) -> w
     app[CONTEXT] = ctx
     app[WAKE] = wake
     app[INBOUND] = inbound
+    app[METRICS] = metrics
     app.router.add_post("/v1/hop", hop)
     app.router.add_get("/v1/directory", directory)
     if ctx.config.is_hub:

@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,7 @@ from envelope.values import Priority
 from gateway.channel import PeerError, PinnedConnector, fetch_directory, post_batch
 from gateway.faults import crash_point
 from gateway.hop import HopRefused, verify_ack
+from gateway.metrics import Metrics
 from gateway.site import SiteContext
 from gateway.store.base import Claimed, EnvelopeRecord, InState
 from gateway.tls import client_context
@@ -90,8 +92,11 @@ async def submit(ctx: SiteContext, data: bytes, now: datetime) -> None:
 class Workers:
     """All background loops of one running site."""
 
-    def __init__(self, ctx: SiteContext, wake: asyncio.Event, inbound: asyncio.Event) -> None:
+    def __init__(
+        self, ctx: SiteContext, wake: asyncio.Event, inbound: asyncio.Event, metrics: Metrics
+    ) -> None:
         self.ctx = ctx
+        self.metrics = metrics
         self.wake = wake
         self.inbound = inbound
         self.owner = f"{ctx.here}-{uuid.uuid4().hex[:8]}"
@@ -164,6 +169,7 @@ class Workers:
             if not claimed:
                 return
             self._crash("courier-after-claim")
+            started = time.monotonic()
             try:
                 entry = self.ctx.directory.site(peer)
                 results = await post_batch(
@@ -174,8 +180,10 @@ class Workers:
                     relay.request_timeout_seconds,
                 )
             except (PeerError, DirectoryError) as exc:
+                self.metrics.retries.labels(peer).inc()
                 await self._back_off(peer, claimed, str(exc))
                 return
+            self.metrics.hop_latency.labels(peer).observe(time.monotonic() - started)
             self.failures.pop(peer, None)
             done: list[tuple[str, str]] = []
             for c, result in zip(claimed, results, strict=True):
@@ -208,6 +216,7 @@ class Workers:
                         now=datetime.now(UTC),
                     )
             if done:
+                self.metrics.forwarded.labels(peer).inc(len(done))
                 self._crash("courier-after-post")
                 await self.ctx.store.forwarded(done, owner=self.owner, now=datetime.now(UTC))
                 for message_id, _ in done:
@@ -314,6 +323,7 @@ class Workers:
         self._crash("deliver-after-receipt")
         self.wake.set()
         await ctx.store.inbound_set(message_id, InState.AVAILABLE, reason="opened", now=now)
+        self.metrics.delivered.inc()
         log.info(
             json.dumps(
                 {
@@ -338,6 +348,7 @@ class Workers:
             raise EnvelopeError("receipt digest does not match the envelope sent")
         self._crash("receipt-before-mark")
         if await self.ctx.store.delivered(receipt.message_id, receipt=record.data, now=now):
+            self.metrics.receipts.inc()
             log.info(
                 json.dumps({"event": "delivered", "id": receipt.message_id, "by": receipt.site})
             )

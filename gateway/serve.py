@@ -20,11 +20,13 @@ from aiohttp import web
 from config.site import split_hostport
 from gateway.channel import make_app
 from gateway.delivery import Workers
+from gateway.metrics import Metrics
 from gateway.site import SiteContext, load_site
 from gateway.tls import server_context
 
 log = logging.getLogger("valise.serve")
 OPS_CONTEXT = web.AppKey("ops_context", SiteContext)
+OPS_METRICS = web.AppKey("ops_metrics", Metrics)
 DIRECTORY_STALE_SECONDS = 24 * 3600
 
 
@@ -82,23 +84,16 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[OPS_CONTEXT]
-    lines = [
-        "# HELP valise_queue_depth Deliveries per next hop and state.",
-        "# TYPE valise_queue_depth gauge",
-    ]
-    for (peer, state), n in sorted((await ctx.store.depths()).items()):
-        lines.append(f'valise_queue_depth{{peer="{peer}",state="{state}"}} {n}')
-    lines += [
-        "# HELP valise_directory_serial Serial of the directory in force.",
-        "# TYPE valise_directory_serial gauge",
-        f"valise_directory_serial {ctx.directory.serial}",
-    ]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    body = request.app[OPS_METRICS].render(
+        await ctx.store.depths(), ctx.keys.public.valid_until, ctx.directory.serial
+    )
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
-def ops_app(ctx: SiteContext) -> web.Application:
+def ops_app(ctx: SiteContext, metrics_: Metrics) -> web.Application:
     app = web.Application()
     app[OPS_CONTEXT] = ctx
+    app[OPS_METRICS] = metrics_
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -108,11 +103,14 @@ def ops_app(ctx: SiteContext) -> web.Application:
 async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
     ctx = await load_site(directory)
     wake, inbound = asyncio.Event(), asyncio.Event()
-    workers = Workers(ctx, wake, inbound)
+    stats = Metrics()
+    workers = Workers(ctx, wake, inbound, stats)
     host, port = split_hostport(ctx.config.site.listen, "[site] listen")
     ops_host, ops_port = split_hostport(ctx.config.ops.listen, "[ops] listen")
-    channel = web.AppRunner(make_app(ctx, wake, inbound), access_log=None, handle_signals=False)
-    ops = web.AppRunner(ops_app(ctx), access_log=None, handle_signals=False)
+    channel = web.AppRunner(
+        make_app(ctx, wake, inbound, stats), access_log=None, handle_signals=False
+    )
+    ops = web.AppRunner(ops_app(ctx, stats), access_log=None, handle_signals=False)
     await channel.setup()
     await ops.setup()
     tls = server_context(ctx.tls.cert_pem, ctx.tls.key_pem, ctx.tls.ca_pem)

@@ -102,3 +102,20 @@ def test_site_and_directory_views(net: Network) -> None:
     assert text.startswith("serial 3") and "M-HANOI" in text
     unknown = valise("site", "show", "M-NOWHERE", "--dir", str(hq))
     assert unknown.returncode == 2 and "not in directory" in unknown.stderr
+
+
+def test_ops_listener_livez_readyz_metrics(net: Network) -> None:
+    import urllib.request
+
+    paris = net.sites["M-PARIS"]
+    base = f"http://127.0.0.1:{paris.ops_port}"
+    with urllib.request.urlopen(f"{base}/livez", timeout=5) as r:
+        assert json.loads(r.read()) == {"status": "ok"}
+    with urllib.request.urlopen(f"{base}/readyz", timeout=5) as r:
+        ready = json.loads(r.read())
+    assert ready["ready"] and ready["checks"]["store"] == "ok"
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert 'valise_queue_depth{peer="HQ",state=' in text
+    assert "valise_hop_latency_seconds_bucket" in text
+    assert "valise_key_expiry_seconds" in text and "valise_directory_serial 3.0" in text
