@@ -8,6 +8,7 @@ reordered or moved to another envelope without breaking the ones after it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from crypto.errors import SignatureError
@@ -52,12 +53,19 @@ def append_hop(
     return head, assemble_head(parsed.signed_xml, parsed.signature_xml, serialize_trace(trace))
 
 
-def verify_trace(parsed: ParsedHead, keys: dict[str, VerifyKey]) -> None:
-    """Check every hop record against ``keys`` (key id -> key). Raises :class:`SignatureInvalid`."""
+def verify_trace(parsed: ParsedHead, keys: Mapping[str, Mapping[str, VerifyKey]]) -> None:
+    """Check every hop record against the keys of the site it names.
+
+    ``keys`` maps a site id to that site's usable keys (key id -> key). A record
+    signed by any other site's key is refused. Raises :class:`SignatureInvalid`.
+    """
     for index, hop in enumerate(parsed.head.trace):
-        key = keys.get(hop.key_id)
+        key = keys.get(hop.site, {}).get(hop.key_id)
         if key is None:
-            raise SignatureInvalid(f"hop {index + 1} ({hop.site}) is signed by unknown key")
+            raise SignatureInvalid(
+                f"hop {index + 1} ({hop.site}) is signed by unknown key {hop.key_id}, "
+                f"not a key of {hop.site}"
+            )
         try:
             verify(key, hop.signature, hop_message(parsed, hop, _previous(parsed, index)))
         except SignatureError:

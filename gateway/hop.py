@@ -87,9 +87,7 @@ def check_envelope(
         raise HopRefused(f"TLS peer {peer} is not the hop's sender {sender}")
     try:
         origin_keys = keys_of(directory, r.origin)
-        hop_keys: dict[str, VerifyKey] = {}
-        for hop in parsed.head.trace:
-            hop_keys.update(keys_of(directory, hop.site))
+        hop_keys = {hop.site: keys_of(directory, hop.site) for hop in parsed.head.trace}
     except DirectoryError as exc:
         raise HopRefused(str(exc)) from None
     signer = origin_keys.get(parsed.head.signature_key_id)
