@@ -1,4 +1,5 @@
-"""``python -m bench [--quick]``: measure every row in one run, print the table, write JSON."""
+"""``python -m bench [--quick] [--only relay]``: measure every row in one run, print the table,
+write JSON."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import envelope4k, peers, rss, stream64m
+from bench import envelope4k, peers, relay, rss, stream64m
 from bench.common import FULL, QUICK, Row, interleave
 from bench.report import table
 
@@ -30,29 +31,62 @@ def run(quick: bool, rounds: int | None) -> tuple[list[Row], list[str]]:
         rows += interleave(large, rounds)
 
     if quick:
-        return rows, ["rss.*.1g skipped: --quick"]
-    print("1 GiB peak RSS:", file=sys.stderr, flush=True)
-    rss_rows, notes = rss.measure()
-    return rows + rss_rows, notes
+        notes = ["rss.*.1g skipped: --quick"]
+    else:
+        print("1 GiB peak RSS:", file=sys.stderr, flush=True)
+        rss_rows, notes = rss.measure()
+        rows += rss_rows
+
+    relay_rows, relay_notes = run_relay(quick)
+    return rows + relay_rows, notes + relay_notes
+
+
+def run_relay(quick: bool) -> tuple[list[Row], list[str]]:
+    print("Relay, three gateways on loopback:", file=sys.stderr, flush=True)
+    return relay.measure(quick)
+
+
+def merged(out: Path, rows: list[Row]) -> list[dict[str, object]]:
+    """``rows`` in place of the same-named rows of ``out``, the others kept (for --only)."""
+    fresh = {r.name: {"name": r.name, "value": round(r.value, 2), "unit": r.unit} for r in rows}
+    try:
+        old = json.loads(out.read_text())
+    except (OSError, ValueError):
+        old = []
+    kept: list[dict[str, object]] = [fresh.pop(d["name"], d) for d in old if isinstance(d, dict)]
+    return kept + list(fresh.values())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds; no RSS rows")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer, shorter rounds; no RSS rows; tiny relay runs"
+    )
     parser.add_argument("--rounds", type=int, help="best of this many rounds (default 5, quick 2)")
     parser.add_argument(
         "--out", type=Path, help=f"JSON results file (default {RESULTS}; --quick writes none)"
     )
+    parser.add_argument(
+        "--only",
+        choices=("relay",),
+        help="measure only these rows; the JSON keeps the other rows it already has",
+    )
     args = parser.parse_args()
     start = time.perf_counter()
-    rows, notes = run(args.quick, args.rounds)
+    if args.only == "relay":
+        rows, notes = run_relay(args.quick)
+    else:
+        rows, notes = run(args.quick, args.rounds)
     print()
     print(table(rows))
     for note in notes:
         print(f"note: {note}")
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:
-        data = [{"name": r.name, "value": round(r.value, 2), "unit": r.unit} for r in rows]
+        if args.only:
+            data = merged(out, rows)
+        else:
+            data = [{"name": r.name, "value": round(r.value, 2), "unit": r.unit} for r in rows]
         tmp = out.with_name(out.name + ".tmp")  # replaced atomically: never half-written
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(out)

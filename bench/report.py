@@ -15,6 +15,7 @@ class Goal:
     min_vs_peer: float | None = None
     min_value: float | None = None
     max_value: float | None = None
+    at_most: float | None = None  # like max_value, the bound itself allowed
 
     def text(self, unit: str) -> str:
         out = []
@@ -22,6 +23,8 @@ class Goal:
             out.append(f">={self.min_value:g} {unit}")
         if self.max_value is not None:
             out.append(f"<{self.max_value:g} {unit}")
+        if self.at_most is not None:
+            out.append(f"<={self.at_most:g} {unit}")
         if self.min_vs_limit is not None:
             out.append(f">={self.min_vs_limit:g}x limit")
         if self.min_vs_peer is not None:
@@ -38,6 +41,8 @@ GOALS = {
     "open.64m": Goal("limit.aead.64m", ("peer.age.64m",), min_vs_limit=0.5, min_value=500),
     "rss.seal.1g": Goal(max_value=100),
     "rss.open.1g": Goal(max_value=100),
+    "relay.e2e.4k.pg": Goal("limit.pg.commit", min_value=1000),
+    "relay.p99ms.100": Goal(at_most=100),
 }
 
 
@@ -57,6 +62,8 @@ def _met(row: Row, goal: Goal, values: dict[str, float]) -> str:
         checks.append(row.value >= goal.min_value)
     if goal.max_value is not None:
         checks.append(row.value < goal.max_value)
+    if goal.at_most is not None:
+        checks.append(row.value <= goal.at_most)
     if goal.min_vs_limit is not None:
         if goal.limit not in values:
             return "n/a"

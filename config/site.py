@@ -17,6 +17,14 @@
     [ops]
     listen = "127.0.0.1:9444"           # /livez /readyz /metrics, loopback
 
+    [http]                              # the integrators' HTTP API
+    listen = "127.0.0.1:0"
+    [smtp]                              # the SMTP bridge
+    listen = "127.0.0.1:0"
+    domain = "valise.local"             # RCPT TO:<mailbox@site-id.valise.local>
+    [delivery]                          # documents received here: inbox | maildir | smtp
+    mode = "inbox"
+
     [relay]
     directory_poll_seconds = 30
     batch_envelopes = 64
@@ -85,12 +93,50 @@ class RelaySection:
 
 
 @dataclass(frozen=True)
+class HttpSection:
+    """The integrators' HTTP API (gateway/bridges/http_api.py), loopback by default."""
+
+    enabled: str = "yes"
+    listen: str = "127.0.0.1:0"
+    max_body_bytes: int = 64 * 1024 * 1024
+    webhook_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class SmtpSection:
+    """The SMTP bridge (gateway/bridges/smtp.py), loopback by default."""
+
+    enabled: str = "yes"
+    listen: str = "127.0.0.1:0"
+    domain: str = "valise.local"  # RCPT TO:<mailbox@site-id.domain>
+    max_message_bytes: int = 32 * 1024 * 1024
+    max_recipients: int = 50
+    timeout_seconds: float = 300.0
+    require_tls: str = "no"
+    require_auth: str = "no"
+
+
+@dataclass(frozen=True)
+class DeliverySection:
+    """Where documents received here go: left in the HTTP inbox, a Maildir, or SMTP."""
+
+    mode: str = "inbox"  # inbox | maildir | smtp
+    maildir: str = "maildir"  # relative to DIR
+    smarthost: str = ""  # HOST:PORT for mode = smtp
+    smarthost_starttls: str = "yes"
+    mailboxes: str = ""  # per-mailbox overrides: "alice=maildir, registry=smtp"
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     directory: Path
     site: SiteSection
     store: StoreSection
     ops: OpsSection
     relay: RelaySection
+    http: HttpSection = HttpSection()
+    smtp: SmtpSection = SmtpSection()
+    delivery: DeliverySection = DeliverySection()
 
     @property
     def is_hub(self) -> bool:
@@ -159,16 +205,33 @@ def load_site_config(directory: Path, environ: Mapping[str, str] | None = None) 
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     for name in raw:
-        if name not in ("site", "store", "ops", "relay"):
+        if name not in SECTIONS:
             raise ConfigError(f"unknown section [{name}] in {path}")
     config = SiteConfig(
         directory=directory,
-        site=_section(SiteSection, raw.get("site", {}), "site", env),
-        store=_section(StoreSection, raw.get("store", {}), "store", env),
-        ops=_section(OpsSection, raw.get("ops", {}), "ops", env),
-        relay=_section(RelaySection, raw.get("relay", {}), "relay", env),
+        **{name: _section(cls, raw.get(name, {}), name, env) for name, cls in SECTIONS.items()},
     )
     return _check(config)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "site": SiteSection,
+    "store": StoreSection,
+    "ops": OpsSection,
+    "relay": RelaySection,
+    "http": HttpSection,
+    "smtp": SmtpSection,
+    "delivery": DeliverySection,
+}
+
+
+def enabled(value: str) -> bool:
+    """A yes/no setting. Raises :class:`ConfigError` for anything else."""
+    if value.lower() in ("yes", "true", "on", "1"):
+        return True
+    if value.lower() in ("no", "false", "off", "0"):
+        return False
+    raise ConfigError(f"expected yes or no, not {value!r}")
 
 
 def _check(c: SiteConfig) -> SiteConfig:
@@ -186,6 +249,20 @@ def _check(c: SiteConfig) -> SiteConfig:
         raise ConfigError("[store] dsn is required for the postgres backend")
     if c.relay.batch_envelopes < 1 or c.relay.max_request_bytes < 1024:
         raise ConfigError("[relay] batch_envelopes and max_request_bytes must be positive")
+    for value in (
+        c.http.enabled,
+        c.smtp.enabled,
+        c.smtp.require_tls,
+        c.smtp.require_auth,
+        c.delivery.smarthost_starttls,
+    ):
+        enabled(value)
+    split_hostport(c.http.listen, "[http] listen")
+    split_hostport(c.smtp.listen, "[smtp] listen")
+    if c.delivery.mode not in ("inbox", "maildir", "smtp"):
+        raise ConfigError("[delivery] mode must be inbox, maildir or smtp")
+    if c.delivery.mode == "smtp" and not c.delivery.smarthost:
+        raise ConfigError("[delivery] smarthost is required for mode = smtp")
     return c
 
 
@@ -199,10 +276,7 @@ def render_site_config(config: SiteConfig) -> str:
             lines.append(f"{f.name} = {v!r}" if not isinstance(v, str) else f'{f.name} = "{v}"')
         return "\n".join(lines)
 
-    return (
-        "\n\n".join(section(n, getattr(config, n)) for n in ("site", "store", "ops", "relay"))
-        + "\n"
-    )
+    return "\n\n".join(section(n, getattr(config, n)) for n in SECTIONS) + "\n"
 
 
 __all__ = ["ConfigError", "SiteConfig", "load_site_config", "render_site_config", "replace"]

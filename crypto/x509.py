@@ -10,6 +10,8 @@ Rules:
 - A pin is the lowercase hex SHA-256 of the certificate's SubjectPublicKeyInfo exactly as
   encoded in the certificate (as HPKP's ``pin-sha256``, in hex), so it survives renewal
   with the same key and is what the signed directory pins.
+- HQ's time-stamp authority (RFC 3161, :mod:`crypto.tsa`) has its own certificate under
+  the same CA: CN = its name, no SAN, and only the critical EKU id-kp-timeStamping.
 - Pure: no files, no sockets. Inputs are bytes (PEM or DER); every failure is a
   :class:`CertificateError`.
 """
@@ -39,12 +41,14 @@ __all__ = [
     "CA_DAYS",
     "SITE_DAYS",
     "SITE_URI_PREFIX",
+    "TSA_DAYS",
     "CertificateError",
     "SiteCA",
     "certificate_not_after",
     "certificate_pin",
     "generate_site_key",
     "issue_site_certificate",
+    "issue_tsa_certificate",
     "site_id_from_certificate",
     "site_public_key",
 ]
@@ -54,6 +58,9 @@ SITE_URI_PREFIX = "urn:valise:site:"
 SITE_ID_RE = re.compile(r"[A-Z][A-Z0-9-]{1,31}")
 CA_DAYS = 3650
 SITE_DAYS = 90
+# A TSA certificate outlives the site certificates: its tokens are checked against it for
+# as long as the messages they stamp are kept (RFC 3161 verifiers check it at genTime).
+TSA_DAYS = 1095
 MAX_CERTIFICATE_BYTES = 64 * 1024
 SERIAL_BYTES = 20
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -471,6 +478,69 @@ def issue_site_certificate(
     cert_pem = _sign(builder, ca._key).public_bytes(serialization.Encoding.PEM)
     if private is None:
         return cert_pem, None
+    return cert_pem, _pkcs8_pem(private)
+
+
+def issue_tsa_certificate(
+    ca: SiteCA,
+    name: str,
+    *,
+    now: datetime,
+    days: int = TSA_DAYS,
+    rng: RandomSource = SYSTEM_RANDOM,
+) -> tuple[bytes, bytes]:
+    """Issue the certificate of HQ's time-stamp authority with a new ECDSA P-256 key.
+
+    The result is ``(cert_pem, key_pem)``, the key in unencrypted PKCS#8 PEM. The subject
+    is ``CN=<name>``; the profile is RFC 3161 2.3's: extendedKeyUsage with exactly
+    id-kp-timeStamping, marked critical; keyUsage digitalSignature and nonRepudiation
+    (critical); basicConstraints CA=false (critical); subject and authority key
+    identifiers. The certificate must lie within the CA's validity.
+    Raises :class:`CertificateError`.
+    """
+    if not isinstance(name, str) or not 0 < len(name) <= 64 or not name.isprintable():
+        raise CertificateError("a TSA name is 1 to 64 printable characters")
+    start = _check_now(now)
+    end = start + _check_days(days)
+    if start < ca.certificate.not_valid_before_utc or end > ca.not_after:
+        raise CertificateError("the certificate would not lie within the CA's validity")
+    private = _new_p256_key(rng)
+    subject_key = private.public_key()
+    ca_ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(subject_key)
+        .serial_number(_serial(rng))
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]),
+            critical=True,  # RFC 3161 2.3: "This extension MUST be critical."
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+            critical=False,
+        )
+    )
+    cert_pem = _sign(builder, ca._key).public_bytes(serialization.Encoding.PEM)
     return cert_pem, _pkcs8_pem(private)
 
 

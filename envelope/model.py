@@ -100,3 +100,6 @@ class SealedHeader:
     parts: tuple[PartInfo, ...]
     subject: str | None = None
     originator: str | None = None
+    # The recipient mailbox at the destination site (the SMTP bridge's RCPT local
+    # part, or an integrator's routing hint); None means the site's default.
+    mailbox: str | None = None

@@ -25,6 +25,12 @@ def check_sealed(sealed: SealedHeader) -> None:
         x.check_text(sealed.originator, "the originator")
         if len(sealed.originator) > limits.MAX_ORIGINATOR_CHARS:
             raise LimitExceeded(f"the originator exceeds {limits.MAX_ORIGINATOR_CHARS} characters")
+    if sealed.mailbox is not None:
+        x.check_text(sealed.mailbox, "the mailbox")
+        if not sealed.mailbox or len(sealed.mailbox) > limits.MAX_ORIGINATOR_CHARS:
+            raise LimitExceeded(
+                f"the mailbox must be 1 to {limits.MAX_ORIGINATOR_CHARS} characters"
+            )
     for part in sealed.parts:
         x.check_text(part.name, "a part name")
         if not part.name or len(part.name.encode()) > limits.MAX_NAME_BYTES:
@@ -42,6 +48,8 @@ def serialize_sealed(sealed: SealedHeader) -> bytes:
         out.append(x.leaf("subject", sealed.subject))
     if sealed.originator is not None:
         out.append(x.leaf("originator", sealed.originator))
+    if sealed.mailbox is not None:
+        out.append(x.leaf("mailbox", sealed.mailbox))
     for part in sealed.parts:
         out.append(
             "<part>"
@@ -60,6 +68,7 @@ def parse_sealed(data: bytes) -> SealedHeader:
     sealed = SealedHeader(
         subject=x.optional_text(root, "subject"),
         originator=x.optional_text(root, "originator"),
+        mailbox=x.optional_text(root, "mailbox"),
         parts=tuple(
             PartInfo(
                 name=x.text(x.child(p, "name")),

@@ -43,7 +43,9 @@ from envelope.receipt import (
 )
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority
+from gateway.bridges.local import DeliveryDeferred, deliver_locally
 from gateway.channel import PeerError, PinnedConnector, fetch_directory, post_batch
+from gateway.events import Event, EventBus
 from gateway.faults import crash_point
 from gateway.hop import HopRefused, verify_ack
 from gateway.metrics import Metrics
@@ -93,10 +95,16 @@ class Workers:
     """All background loops of one running site."""
 
     def __init__(
-        self, ctx: SiteContext, wake: asyncio.Event, inbound: asyncio.Event, metrics: Metrics
+        self,
+        ctx: SiteContext,
+        wake: asyncio.Event,
+        inbound: asyncio.Event,
+        metrics: Metrics,
+        events: EventBus | None = None,
     ) -> None:
         self.ctx = ctx
         self.metrics = metrics
+        self.events = events or EventBus()
         self.wake = wake
         self.inbound = inbound
         self.owner = f"{ctx.here}-{uuid.uuid4().hex[:8]}"
@@ -105,6 +113,8 @@ class Workers:
         self.failures: dict[str, int] = {}
         self.session: ClientSession | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.local_retry: dict[str, datetime] = {}
+        self.local_failures: dict[str, int] = {}
 
     async def start(self) -> None:
         ssl_ctx = client_context(self.ctx.tls.cert_pem, self.ctx.tls.key_pem, self.ctx.tls.ca_pem)
@@ -186,6 +196,7 @@ class Workers:
             self.metrics.hop_latency.labels(peer).observe(time.monotonic() - started)
             self.failures.pop(peer, None)
             done: list[tuple[str, str]] = []
+            acked_receipts: list[tuple[str, str]] = []
             for c, result in zip(claimed, results, strict=True):
                 status = result.get("status") if isinstance(result, dict) else None
                 try:
@@ -193,6 +204,10 @@ class Workers:
                         parsed, _ = parse_framed_head(c.data)
                         verify_ack(result.get("ack", {}), parsed, entry.verify_keys())
                         done.append((c.message_id, peer))
+                        r = parsed.head.routing
+                        if r.doc_class == RECEIPT_CLASS and r.origin == self.ctx.here:
+                            # Receipts get no receipts: the signed hop ack is their proof.
+                            acked_receipts.append((c.message_id, json.dumps(result["ack"])))
                         continue
                     reason = (
                         str(result.get("reason", "refused")) if isinstance(result, dict) else "?"
@@ -209,6 +224,14 @@ class Workers:
                             }
                         )
                     )
+                    await self.events.emit(
+                        Event(
+                            "failed",
+                            c.message_id,
+                            datetime.now(UTC),
+                            {"reason": f"refused by {peer}: {exc}"},
+                        )
+                    )
                     await self.ctx.store.fail(
                         c.message_id,
                         peer,
@@ -219,6 +242,10 @@ class Workers:
                 self.metrics.forwarded.labels(peer).inc(len(done))
                 self._crash("courier-after-post")
                 await self.ctx.store.forwarded(done, owner=self.owner, now=datetime.now(UTC))
+                for message_id, ack in acked_receipts:
+                    await self.ctx.store.delivered(
+                        message_id, receipt=ack.encode(), now=datetime.now(UTC)
+                    )
                 for message_id, _ in done:
                     log.info(json.dumps({"event": "forwarded", "id": message_id, "peer": peer}))
 
@@ -256,9 +283,32 @@ class Workers:
     async def _deliver_loop(self) -> None:
         while True:
             items = await self.ctx.store.inbox(state=InState.RECEIVED, limit=64)
+            now = datetime.now(UTC)
             for item in items:
+                if self.local_retry.get(item.message_id, now) > now:
+                    continue
                 try:
                     await self.deliver(item.message_id)
+                    self.local_retry.pop(item.message_id, None)
+                except DeliveryDeferred as exc:
+                    n = self.local_failures.get(item.message_id, 0) + 1
+                    self.local_failures[item.message_id] = n
+                    delay = jittered(
+                        self.ctx.config.relay.retry_base_seconds,
+                        n,
+                        self.ctx.config.relay.retry_max_seconds,
+                    )
+                    self.local_retry[item.message_id] = now + timedelta(seconds=delay)
+                    log.warning(
+                        json.dumps(
+                            {
+                                "event": "local_delivery_deferred",
+                                "id": item.message_id,
+                                "reason": str(exc),
+                                "retry_in_s": round(delay, 2),
+                            }
+                        )
+                    )
                 except Exception as exc:  # one bad envelope must not stop the loop
                     log.error(
                         json.dumps(
@@ -278,7 +328,7 @@ class Workers:
                         reason=f"undeliverable: {exc}",
                         now=datetime.now(UTC),
                     )
-            if not items:
+            if not items or all(self.local_retry.get(i.message_id, now) > now for i in items):
                 self.inbound.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.inbound.wait(), timeout=0.5)
@@ -302,8 +352,10 @@ class Workers:
             await self._receipt_arrived(record, parts, now)
             await ctx.store.inbound_set(message_id, InState.ACKED, reason="receipt", now=now)
             return
-        _write_inbox(ctx.config.directory / "inbox" / message_id, sealed, parts)
+        folder = ctx.config.directory / "inbox" / message_id
+        _write_inbox(folder, sealed, parts)
         self._crash("deliver-after-inbox")
+        await deliver_locally(ctx, message_id, sealed, folder)
         receipt = write_receipt(Receipt(r.message_id, parsed.digest, ctx.here, now))
         routing = new_routing(
             origin=ctx.here,
@@ -324,6 +376,7 @@ class Workers:
         self.wake.set()
         await ctx.store.inbound_set(message_id, InState.AVAILABLE, reason="opened", now=now)
         self.metrics.delivered.inc()
+        await self.events.emit(Event("received", message_id, now, {"origin": r.origin}))
         log.info(
             json.dumps(
                 {
@@ -349,6 +402,9 @@ class Workers:
         self._crash("receipt-before-mark")
         if await self.ctx.store.delivered(receipt.message_id, receipt=record.data, now=now):
             self.metrics.receipts.inc()
+            await self.events.emit(
+                Event("delivered", receipt.message_id, now, {"by": receipt.site})
+            )
             log.info(
                 json.dumps({"event": "delivered", "id": receipt.message_id, "by": receipt.site})
             )
@@ -357,8 +413,10 @@ class Workers:
 
     async def _expire_loop(self) -> None:
         while True:
-            for message_id in await self.ctx.store.expire(now=datetime.now(UTC)):
+            now = datetime.now(UTC)
+            for message_id in await self.ctx.store.expire(now=now):
                 log.warning(json.dumps({"event": "failed", "id": message_id, "reason": "expired"}))
+                await self.events.emit(Event("failed", message_id, now, {"reason": "expired"}))
             await asyncio.sleep(1.0)
 
     async def _directory_loop(self) -> None:

@@ -1,16 +1,29 @@
-"""Sending from a site: seal documents to their destinations' active keys and queue them."""
+"""Sending from a site: seal documents to their destinations' active keys and queue them.
+
+:func:`send_documents` seals documents held in memory; :func:`send_files` seals
+files (the HTTP API stages request bodies on disk) in a worker thread, streaming,
+and holds only the sealed envelope in memory, which the store keeps as bytes.
+Either returns once the envelope is durably queued. A caller may fix the message
+id in advance (``message_id``): the store accepts a message id once, so sealing the
+same submission again after a crash queues nothing twice.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from envelope.errors import SchemaError, UsageError
-from envelope.model import PartInfo, SealedHeader
+from envelope.model import PartInfo, RoutingHeader, SealedHeader
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
-from envelope.values import Priority
+from envelope.values import Priority, check_message_id
 from gateway.delivery import submit
+from gateway.envelope_io import InputPart, seal_to_file
 from gateway.site import SiteContext
 from routing.directory import DirectoryError
 
@@ -20,6 +33,37 @@ class Document:
     name: str
     media_type: str
     data: bytes
+
+
+def _address(
+    ctx: SiteContext,
+    to: Sequence[str],
+    *,
+    now: datetime,
+    priority: Priority,
+    doc_class: str,
+    dossier: str | None,
+    expires: datetime | None,
+    in_reply_to: str | None,
+    message_id: str | None,
+) -> tuple[list[Recipient], RoutingHeader]:
+    try:
+        recipients = [Recipient(s, ctx.directory.site(s).active_encryption_key()) for s in to]
+        routing = new_routing(
+            origin=ctx.here,
+            destinations=list(to),
+            now=now,
+            expires=expires,
+            priority=priority,
+            doc_class=doc_class,
+            dossier=dossier,
+            in_reply_to=in_reply_to,
+        )
+        if message_id is not None:
+            routing = dataclasses.replace(routing, message_id=check_message_id(message_id))
+    except (DirectoryError, SchemaError) as exc:
+        raise UsageError(str(exc)) from None
+    return recipients, routing
 
 
 async def send_documents(
@@ -33,20 +77,23 @@ async def send_documents(
     priority: Priority = Priority.ROUTINE,
     doc_class: str = "document",
     dossier: str | None = None,
+    expires: datetime | None = None,
+    in_reply_to: str | None = None,
+    mailbox: str | None = None,
+    message_id: str | None = None,
 ) -> str:
     """Seal and durably queue; return the message id. Raises UsageError."""
-    try:
-        recipients = [Recipient(s, ctx.directory.site(s).active_encryption_key()) for s in to]
-        routing = new_routing(
-            origin=ctx.here,
-            destinations=list(to),
-            now=now,
-            priority=priority,
-            doc_class=doc_class,
-            dossier=dossier,
-        )
-    except (DirectoryError, SchemaError) as exc:
-        raise UsageError(str(exc)) from None
+    recipients, routing = _address(
+        ctx,
+        to,
+        now=now,
+        priority=priority,
+        doc_class=doc_class,
+        dossier=dossier,
+        expires=expires,
+        in_reply_to=in_reply_to,
+        message_id=message_id,
+    )
     sealing = Sealing(
         routing=routing,
         sender=ctx.keys.signing,
@@ -55,7 +102,58 @@ async def send_documents(
             parts=tuple(PartInfo(d.name, d.media_type, len(d.data)) for d in documents),
             subject=subject,
             originator=originator,
+            mailbox=mailbox,
         ),
     )
     await submit(ctx, seal_bytes(sealing, [d.data for d in documents]), now)
+    return routing.message_id
+
+
+async def send_files(
+    ctx: SiteContext,
+    to: Sequence[str],
+    files: Sequence[InputPart],
+    *,
+    now: datetime,
+    workdir: Path,
+    subject: str | None = None,
+    originator: str | None = None,
+    priority: Priority = Priority.ROUTINE,
+    doc_class: str = "document",
+    dossier: str | None = None,
+    expires: datetime | None = None,
+    in_reply_to: str | None = None,
+    message_id: str | None = None,
+) -> str:
+    """Seal ``files`` (streaming, in a thread; the envelope is staged in ``workdir``) and
+    durably queue; return the message id. Raises UsageError or OSError."""
+    recipients, routing = _address(
+        ctx,
+        to,
+        now=now,
+        priority=priority,
+        doc_class=doc_class,
+        dossier=dossier,
+        expires=expires,
+        in_reply_to=in_reply_to,
+        message_id=message_id,
+    )
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=".seal-") as staging:
+        out = Path(staging) / "envelope.valise"
+
+        def seal() -> bytes:
+            seal_to_file(
+                out,
+                routing=routing,
+                sender=ctx.keys.signing,
+                recipients=recipients,
+                inputs=files,
+                subject=subject,
+                originator=originator,
+                durable=False,  # the store's commit is what makes it durable
+            )
+            return out.read_bytes()
+
+        data = await asyncio.to_thread(seal)
+    await submit(ctx, data, now)
     return routing.message_id

@@ -18,8 +18,10 @@ from pathlib import Path
 from aiohttp import web
 
 from config.site import split_hostport
+from gateway.bridges import make_bridges
 from gateway.channel import make_app
 from gateway.delivery import Workers
+from gateway.events import EventBus
 from gateway.metrics import Metrics
 from gateway.site import SiteContext, load_site
 from gateway.tls import server_context
@@ -104,7 +106,9 @@ async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
     ctx = await load_site(directory)
     wake, inbound = asyncio.Event(), asyncio.Event()
     stats = Metrics()
-    workers = Workers(ctx, wake, inbound, stats)
+    events = EventBus()
+    workers = Workers(ctx, wake, inbound, stats, events)
+    bridges = make_bridges(ctx, events)
     host, port = split_hostport(ctx.config.site.listen, "[site] listen")
     ops_host, ops_port = split_hostport(ctx.config.ops.listen, "[ops] listen")
     channel = web.AppRunner(
@@ -119,6 +123,8 @@ async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
     await site.start()
     await ops_site.start()
     await workers.start()
+    for bridge in bridges:
+        await bridge.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -135,11 +141,18 @@ async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
             }
         )
     )
+    ports = {"ops_port": ops_bound, **{f"{b.name}_port": b.port for b in bridges}}
+    log.info(json.dumps({"event": "bridges", **ports}))
     if ready_file is not None:
-        ready_file.write_text(json.dumps({"ops_port": ops_bound}))
+        # Written whole, then renamed: a watcher polling for the file never reads it empty.
+        staged = ready_file.with_name(ready_file.name + ".tmp")
+        staged.write_text(json.dumps(ports))
+        staged.replace(ready_file)
     await stop.wait()
     log.info(json.dumps({"event": "stopping", "site": ctx.here}))
     await site.stop()
+    for bridge in bridges:
+        await bridge.stop()
     await workers.stop()
     await channel.cleanup()
     await ops.cleanup()

@@ -43,6 +43,7 @@ class SiteProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     ops_port: int = 0
+    ports: dict[str, int] = field(default_factory=dict)  # ops, http, smtp
 
     def start(self) -> None:
         ready = self.directory / ".ready"
@@ -70,9 +71,11 @@ class SiteProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.site} exited: see {self.log}")
             if time.monotonic() > deadline:
+                self.kill()
                 raise RuntimeError(f"{self.site} did not become ready: see {self.log}")
             time.sleep(0.05)
-        self.ops_port = json.loads(ready.read_text())["ops_port"]
+        self.ports = {k.removesuffix("_port"): v for k, v in json.loads(ready.read_text()).items()}
+        self.ops_port = self.ports["ops"]
 
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to clean up."""
@@ -134,13 +137,21 @@ class Network:
         return SiteProcess(site, self.root / site, free_port(), self.root / f"{site}.log", env)
 
     def start(self) -> Network:
-        """Create and start every site. Call from synchronous code (it runs the joins)."""
+        """Create and start every site. Call from synchronous code (it runs the joins).
+        If any site fails to start, the ones already running are stopped."""
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> Network:
         self.root.mkdir(parents=True, exist_ok=True)
         hq = self._site(self.hub)
         init_hub(hq.directory, site=self.hub, listen=f"127.0.0.1:{hq.port}")
         self._use_store(hq)
-        hq.start()
         self.sites[self.hub] = hq
+        hq.start()
         for mission in self.mission_ids:
             m = self._site(mission)
             bundle = self.root / f"{mission}.bundle"

@@ -18,6 +18,11 @@ Rules:
 Outbound states (per message and next hop): queued, sending, forwarded,
 delivered, deferred, held, failed. Inbound states (at the destination):
 received, available, acked.
+
+The HTTP API's tables (gateway/bridges/): integrators (a bearer token's SHA-256,
+never the token), submissions (which integrator sent a message, under which
+Idempotency-Key) and the webhook outbox (pending, sending, sent, failed; claimed
+under a lease like outbound work).
 """
 
 from __future__ import annotations
@@ -116,6 +121,60 @@ class InboxItem:
     size: int
 
 
+@dataclass(frozen=True)
+class Integrator:
+    """An HTTP API client of this site; ``revoked`` is set once its token is revoked."""
+
+    name: str
+    webhook_url: str | None
+    webhook_secret: str | None  # the Standard Webhooks secret ("whsec_..."), shown once
+    created: datetime
+    revoked: datetime | None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A message submitted by an integrator (with the Idempotency-Key it came under)."""
+
+    message_id: str
+    integrator: str
+    idempotency_key: str | None
+    fingerprint: str  # SHA-256 hex of the normalised request: same key, same request
+    created: datetime
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """One webhook to POST: an event for one integrator, its JSON body fixed at enqueue."""
+
+    webhook_id: str
+    integrator: str
+    kind: str  # received | delivered | failed
+    message_id: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class ClaimedWebhook:
+    """A webhook leased to one sender, with where and how to send it (None: revoked)."""
+
+    event: WebhookEvent
+    attempts: int
+    url: str | None
+    secret: str | None
+
+
+@dataclass(frozen=True)
+class WebhookEntry:
+    webhook_id: str
+    integrator: str
+    kind: str
+    message_id: str
+    state: str  # pending | sending | sent | failed
+    attempts: int
+    last_reason: str
+
+
 class Store(Protocol):
     """The durable queue and inbox of one site."""
 
@@ -202,7 +261,15 @@ class Store(Protocol):
         self, message_id: str, state: InState, *, reason: str, now: datetime
     ) -> None: ...
 
-    async def inbox(self, *, state: InState | None = None, limit: int = 100) -> list[InboxItem]: ...
+    async def inbox(
+        self,
+        *,
+        state: InState | None = None,
+        limit: int = 100,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[InboxItem]:
+        """Inbound items oldest first; ``after`` (received, message id) pages on."""
+        ...
 
     # -- operator ---------------------------------------------------------------
     async def hold(self, message_id: str, *, now: datetime, reason: str) -> int: ...
@@ -227,3 +294,64 @@ class Store(Protocol):
     async def durability(self) -> dict[str, str]:
         """The settings that make commits durable (for doctor and readyz)."""
         ...
+
+    # -- integrators (the HTTP API) ------------------------------------------------
+    async def integrator_add(
+        self,
+        name: str,
+        *,
+        token_sha256: str,
+        webhook_url: str | None,
+        webhook_secret: str | None,
+        now: datetime,
+    ) -> None:
+        """Register an integrator. Raises StoreError if the name was ever used."""
+        ...
+
+    async def integrator_revoke(self, name: str, *, now: datetime) -> bool:
+        """Revoke the integrator's token; False if there is no active one of that name."""
+        ...
+
+    async def integrators(self) -> list[Integrator]: ...
+
+    async def integrator_for_token(self, token_sha256: str) -> Integrator | None:
+        """The active integrator holding the token of this SHA-256 (hex), if any."""
+        ...
+
+    async def submission_reserve(
+        self, submission: Submission, *, forget_before: datetime
+    ) -> Submission:
+        """Record ``submission``, or return the one already recorded under the same
+        (integrator, idempotency key); a key recorded before ``forget_before`` has
+        expired and is released (its message keeps its integrator)."""
+        ...
+
+    async def submission(self, message_id: str) -> Submission | None: ...
+
+    # -- the webhook outbox --------------------------------------------------------
+    async def webhook_enqueue(self, events: Sequence[WebhookEvent], *, now: datetime) -> None:
+        """Queue webhooks (state pending, due now), in one transaction."""
+        ...
+
+    async def webhook_claim(
+        self, *, owner: str, limit: int, lease_seconds: float, now: datetime
+    ) -> list[ClaimedWebhook]:
+        """Lease up to ``limit`` due webhooks (pending and due, or sending with an expired
+        lease), oldest first; mark them sending and count the attempt."""
+        ...
+
+    async def webhook_settle(
+        self,
+        webhook_id: str,
+        *,
+        owner: str,
+        state: str,
+        reason: str,
+        now: datetime,
+        next_attempt: datetime | None = None,
+    ) -> None:
+        """End an attempt: ``sent``, ``failed``, or ``pending`` again at ``next_attempt``.
+        Ignored unless ``owner`` still holds the lease."""
+        ...
+
+    async def webhooks(self, *, message_id: str | None = None) -> list[WebhookEntry]: ...

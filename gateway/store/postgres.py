@@ -48,6 +48,7 @@ from gateway.store.base import (
     StoreError,
     Transition,
 )
+from gateway.store.postgres_integrators import PostgresIntegrators
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
@@ -241,7 +242,7 @@ async def _create_pool(dsn: str, settings: dict[str, str], min_size: int, max_si
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
 
-class PostgresStore:
+class PostgresStore(PostgresIntegrators):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""
 
     def __init__(self, pool: Any, schema: str | None):
@@ -546,7 +547,10 @@ class PostgresStore:
                 "   lease_until = NULL, last_reason = $2, updated_at = $1"
                 "  FROM envelopes e"
                 "  WHERE e.message_id = d.message_id AND e.expires <= $1"
-                "   AND d.state = ANY($3::text[])"
+                "   AND (d.state = ANY($3::text[])"
+                # At the origin, a message forwarded but never receipted fails at expiry too.
+                "    OR (d.state = 'forwarded' AND e.received_from IS NULL"
+                "        AND e.receipt IS NULL))"
                 "  RETURNING d.message_id, d.peer"
                 "), logged AS ("
                 "  INSERT INTO history (message_id, peer, state, reason, at)"
@@ -625,17 +629,28 @@ class PostgresStore:
 
         await self._write(tx)
 
-    async def inbox(self, *, state: InState | None = None, limit: int = 100) -> list[InboxItem]:
+    async def inbox(
+        self,
+        *,
+        state: InState | None = None,
+        limit: int = 100,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[InboxItem]:
         wanted = None if state is None else InState(state).value
+        after_at = None if after is None else aware(after[0])
+        after_id = None if after is None else after[1]
 
         async def q(conn: Conn) -> list[InboxItem]:
             rows = await conn.fetch(
                 "SELECT i.message_id, e.origin, i.state, i.received_at, e.size"
                 " FROM inbound i JOIN envelopes e ON e.message_id = i.message_id"
                 " WHERE ($1::text IS NULL OR i.state = $1)"
+                " AND ($3::timestamptz IS NULL OR (i.received_at, i.message_id) > ($3, $4::text))"
                 " ORDER BY i.received_at, i.message_id LIMIT $2",
                 wanted,
                 limit,
+                after_at,
+                after_id,
             )
             return [
                 InboxItem(

@@ -46,6 +46,7 @@ from gateway.store.base import (
     StoreError,
     Transition,
 )
+from gateway.store.sqlite_integrators import SqliteIntegrators
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
@@ -220,7 +221,7 @@ def _set_state(
     return len(rows)
 
 
-class SqliteStore:
+class SqliteStore(SqliteIntegrators):
     """:class:`~gateway.store.base.Store` on one SQLite file."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, executor: ThreadPoolExecutor):
@@ -466,8 +467,11 @@ class SqliteStore:
             rows = c.execute(
                 "UPDATE deliveries SET state = 'failed', lease_owner = NULL, lease_until = NULL,"
                 " last_reason = :reason, updated_at = :now"
-                " WHERE state IN ('queued', 'deferred', 'sending', 'held') AND message_id IN"
-                " (SELECT message_id FROM envelopes WHERE expires <= :now)"
+                " WHERE (state IN ('queued', 'deferred', 'sending', 'held')"
+                # At the origin, a message forwarded but never receipted fails at expiry too.
+                "  OR (state = 'forwarded' AND message_id IN (SELECT message_id FROM envelopes"
+                "      WHERE received_from IS NULL AND receipt IS NULL)))"
+                " AND message_id IN (SELECT message_id FROM envelopes WHERE expires <= :now)"
                 " RETURNING message_id, peer",
                 {"reason": EXPIRED_REASON, "now": at},
             ).fetchall()
@@ -538,16 +542,26 @@ class SqliteStore:
 
         await self._write(tx)
 
-    async def inbox(self, *, state: InState | None = None, limit: int = 100) -> list[InboxItem]:
+    async def inbox(
+        self,
+        *,
+        state: InState | None = None,
+        limit: int = 100,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[InboxItem]:
         wanted = None if state is None else InState(state).value
+        after_at = None if after is None else _ts(after[0])
+        after_id = None if after is None else after[1]
 
         def q(c: sqlite3.Connection) -> list[InboxItem]:
             rows = c.execute(
                 "SELECT i.message_id, e.origin, i.state, i.received_at, e.size"
                 " FROM inbound i JOIN envelopes e ON e.message_id = i.message_id"
                 " WHERE (:state IS NULL OR i.state = :state)"
+                " AND (:after_at IS NULL OR i.received_at > :after_at"
+                "  OR (i.received_at = :after_at AND i.message_id > :after_id))"
                 " ORDER BY i.received_at, i.message_id LIMIT :limit",
-                {"state": wanted, "limit": limit},
+                {"state": wanted, "limit": limit, "after_at": after_at, "after_id": after_id},
             ).fetchall()
             return [InboxItem(r[0], r[1], r[2], _dt(r[3]), r[4]) for r in rows]
 

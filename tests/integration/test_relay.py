@@ -193,3 +193,18 @@ def test_expired_message_fails_with_a_reason(tmp_path: Path) -> None:
         while time.monotonic() < deadline and ("failed", "expired") not in asyncio.run(states()):
             time.sleep(0.3)
         assert ("failed", "expired") in asyncio.run(states())
+
+        async def origin_states() -> list[tuple[str, str]]:
+            ctx = await load_site(net.sites["M-PARIS"].directory)
+            try:
+                return [(t.state, t.reason) for t in await ctx.store.history(mid)]
+            finally:
+                await ctx.store.close()
+
+        # The origin learns by itself: forwarded, but no receipt before expiry.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and ("failed", "expired") not in asyncio.run(
+            origin_states()
+        ):
+            time.sleep(0.3)
+        assert ("failed", "expired") in asyncio.run(origin_states())

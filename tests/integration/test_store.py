@@ -24,6 +24,8 @@ from gateway.store.base import (
     OutState,
     Store,
     StoreError,
+    Submission,
+    WebhookEvent,
 )
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore, _statements
@@ -322,7 +324,8 @@ async def test_fail_one_peer_or_all_undelivered(store: Store) -> None:
 
 async def test_expire_fails_undelivered_work_of_expired_envelopes(store: Store) -> None:
     soon = T0 + timedelta(hours=1)
-    await put(store, 1, (PARIS, HANOI, "M-ROME", "M-OSLO"), expires=soon)
+    # m1 is relayed (received from a peer): once forwarded, its expiry is the next hop's job.
+    await put(store, 1, (PARIS, HANOI, "M-ROME", "M-OSLO"), expires=soon, received_from="HQ")
     await put(store, 2, (PARIS,), expires=T0 + timedelta(days=1))
     await put(store, 3, (HANOI,), expires=soon)
     await store.claim(peer=HANOI, owner="a", limit=1, lease_seconds=60, now=T0)  # m1 by age
@@ -347,6 +350,20 @@ async def test_expire_fails_undelivered_work_of_expired_envelopes(store: Store) 
     assert {q.last_reason for q in await store.queue(state="failed")} == {"expired"}
     assert await store.expire(now=soon + timedelta(days=5)) == [mid(2)]
     assert await store.expire(now=soon + timedelta(days=5)) == []
+
+
+async def test_expire_fails_a_message_sent_from_here_that_never_got_a_receipt(
+    store: Store,
+) -> None:
+    soon = T0 + timedelta(hours=1)
+    await put(store, 1, (HQ,), expires=soon)  # originated here (received_from None)
+    await put(store, 2, (HQ,), expires=soon)
+    await store.claim(peer=HQ, owner="a", limit=2, lease_seconds=60, now=T0)
+    await store.forwarded([(mid(1), HQ), (mid(2), HQ)], owner="a", now=T0)
+    assert await store.delivered(mid(2), receipt=b"receipt", now=T0)
+    assert await store.expire(now=soon) == [mid(1)]
+    assert await states(store, mid(1)) == {HQ: "failed"}
+    assert await states(store, mid(2)) == {HQ: "delivered"}
 
 
 # -- receipts -------------------------------------------------------------------------
@@ -527,6 +544,134 @@ async def test_inbox_and_inbound_set(store: Store) -> None:
         await store.inbound_set(mid(2), InState.ACKED, reason="no inbound item", now=T0)
     with pytest.raises(StoreError):
         await store.inbound_set(mid(9), InState.ACKED, reason="unknown", now=T0)
+
+
+async def test_inbox_pages_after_a_cursor(store: Store) -> None:
+    await put(store, 2, (), here=True, now=T0)
+    await put(store, 1, (), here=True, now=T0)  # same instant: the message id breaks the tie
+    await put(store, 3, (), here=True, now=T0 + timedelta(microseconds=1))
+    first = await store.inbox(limit=2)
+    assert [i.message_id for i in first] == [mid(1), mid(2)]
+    rest = await store.inbox(limit=2, after=(first[-1].received, first[-1].message_id))
+    assert [i.message_id for i in rest] == [mid(3)]
+    assert await store.inbox(after=(rest[-1].received, rest[-1].message_id)) == []
+
+
+# -- integrators, submissions, webhooks (the HTTP API) -----------------------------------
+
+
+async def test_integrators_add_list_revoke(store: Store) -> None:
+    await store.integrator_add(
+        "erp",
+        token_sha256="a" * 64,
+        webhook_url="http://127.0.0.1:1/h",
+        webhook_secret="whsec_x",
+        now=T0,
+    )
+    await store.integrator_add(
+        "dms", token_sha256="b" * 64, webhook_url=None, webhook_secret=None, now=T0
+    )
+    with pytest.raises(StoreError, match="exists"):
+        await store.integrator_add(
+            "erp", token_sha256="c" * 64, webhook_url=None, webhook_secret=None, now=T0
+        )
+    listed = await store.integrators()
+    assert [(i.name, i.webhook_url, i.revoked) for i in listed] == [
+        ("dms", None, None),
+        ("erp", "http://127.0.0.1:1/h", None),
+    ]
+    assert is_utc(listed[0].created)
+    found = await store.integrator_for_token("a" * 64)
+    assert found is not None and found.name == "erp" and found.webhook_secret == "whsec_x"
+    assert await store.integrator_for_token("f" * 64) is None
+    assert await store.integrator_revoke("erp", now=T0 + timedelta(hours=1))
+    assert not await store.integrator_revoke("erp", now=T0 + timedelta(hours=2))
+    assert not await store.integrator_revoke("nobody", now=T0)
+    assert await store.integrator_for_token("a" * 64) is None
+    revoked = {i.name: i.revoked for i in await store.integrators()}
+    assert revoked["erp"] == T0 + timedelta(hours=1) and revoked["dms"] is None
+    with pytest.raises(StoreError, match="exists"):  # a revoked name is never reused
+        await store.integrator_add(
+            "erp", token_sha256="d" * 64, webhook_url=None, webhook_secret=None, now=T0
+        )
+
+
+async def test_submission_reserve_is_idempotent_by_key(store: Store) -> None:
+    await store.integrator_add(
+        "erp", token_sha256="a" * 64, webhook_url=None, webhook_secret=None, now=T0
+    )
+    first = Submission(mid(1), "erp", "key-1", "f1", T0)
+    forget = T0 - timedelta(days=1)
+    assert await store.submission_reserve(first, forget_before=forget) == first
+    again = Submission(mid(2), "erp", "key-1", "f2", T0 + timedelta(seconds=1))
+    assert await store.submission_reserve(again, forget_before=forget) == first
+    assert await store.submission(mid(2)) is None
+    # Without a key every submission is new; the message keeps its integrator.
+    for n in (3, 4):
+        free = Submission(mid(n), "erp", None, "f", T0)
+        assert await store.submission_reserve(free, forget_before=forget) == free
+    got = await store.submission(mid(4))
+    assert got is not None and got.integrator == "erp" and got.idempotency_key is None
+    # Once the key has expired it is released, and the old message keeps its row.
+    later = Submission(mid(5), "erp", "key-1", "f5", T0 + timedelta(days=2))
+    released = await store.submission_reserve(later, forget_before=T0 + timedelta(days=1))
+    assert released == later
+    old = await store.submission(mid(1))
+    assert old is not None and old.idempotency_key is None and is_utc(old.created)
+
+
+async def test_webhook_outbox_claim_settle_and_lease(store: Store) -> None:
+    await store.integrator_add(
+        "erp",
+        token_sha256="a" * 64,
+        webhook_url="http://h/1",
+        webhook_secret="whsec_s",
+        now=T0,
+    )
+    await store.integrator_add(
+        "old",
+        token_sha256="b" * 64,
+        webhook_url="http://h/2",
+        webhook_secret="whsec_t",
+        now=T0,
+    )
+    events = [
+        WebhookEvent("wh-1", "erp", "delivered", mid(1), b'{"a":1}'),
+        WebhookEvent("wh-2", "old", "received", mid(2), b'{"b":2}'),
+    ]
+    await store.webhook_enqueue(events, now=T0)
+    await store.webhook_enqueue(events[:1], now=T0)  # a repeated id is stored once
+    await store.integrator_revoke("old", now=T0)
+    claimed = await store.webhook_claim(owner="a", limit=10, lease_seconds=30, now=T0)
+    assert [
+        (c.event, c.attempts, c.url, c.secret)
+        for c in sorted(claimed, key=lambda c: c.event.webhook_id)
+    ] == [
+        (events[0], 1, "http://h/1", "whsec_s"),
+        (events[1], 1, None, None),  # revoked: nowhere to send it
+    ]
+    assert await store.webhook_claim(owner="b", limit=10, lease_seconds=30, now=T0) == []
+    # An expired lease makes it claimable again; the old owner can no longer settle it.
+    later = T0 + timedelta(seconds=31)
+    again = await store.webhook_claim(owner="b", limit=1, lease_seconds=30, now=later)
+    assert len(again) == 1 and again[0].attempts == 2
+    wid = again[0].event.webhook_id
+    await store.webhook_settle(wid, owner="a", state="sent", reason="stale", now=later)
+    retry_at = later + timedelta(seconds=5)
+    await store.webhook_settle(
+        wid, owner="b", state="pending", reason="HTTP 503", now=later, next_attempt=retry_at
+    )
+    assert await store.webhook_claim(owner="b", limit=10, lease_seconds=30, now=later) != []
+    due = await store.webhook_claim(owner="c", limit=10, lease_seconds=30, now=retry_at)
+    assert [c.event.webhook_id for c in due] == [wid] and due[0].attempts == 3
+    await store.webhook_settle(wid, owner="c", state="sent", reason="HTTP 204", now=retry_at)
+    entries = {e.webhook_id: e for e in await store.webhooks()}
+    assert entries[wid].state == "sent" and entries[wid].last_reason == "HTTP 204"
+    assert [e.webhook_id for e in await store.webhooks(message_id=mid(1))] == ["wh-1"]
+    with pytest.raises(StoreError):
+        await store.webhook_settle(wid, owner="c", state="pending", reason="", now=T0)
+    with pytest.raises(StoreError):
+        await store.webhook_settle(wid, owner="c", state="bogus", reason="", now=T0)
 
 
 # -- health ---------------------------------------------------------------------------
@@ -749,7 +894,16 @@ async def test_sqlite_and_postgres_schemas_define_the_same_tables(pg_schema: str
     for r in pks:
         pg[r["table_name"]][1].append(r["column_name"])
     lite = _sqlite_tables()
-    assert set(lite) == {"schema_version", "envelopes", "deliveries", "inbound", "history"}
+    assert set(lite) == {
+        "schema_version",
+        "envelopes",
+        "deliveries",
+        "inbound",
+        "history",
+        "integrators",
+        "submissions",
+        "webhooks",
+    }
     assert pg == lite
 
 

@@ -64,3 +64,45 @@ CREATE TABLE history (
 );
 
 CREATE INDEX history_message ON history (message_id, id);
+
+-- The HTTP API's integrators: the SHA-256 (hex) of the bearer token, never the token,
+-- and an optional webhook URL with its signing secret. Revoked rows are kept.
+CREATE TABLE integrators (
+    name            text PRIMARY KEY,
+    token_sha256    text NOT NULL UNIQUE,
+    webhook_url     text,
+    webhook_secret  text,
+    created_at      timestamptz NOT NULL,
+    revoked_at      timestamptz
+);
+
+-- Messages submitted over the HTTP API: who sent each (for its webhooks) and the
+-- Idempotency-Key it came under (set to NULL once the key has expired).
+CREATE TABLE submissions (
+    message_id       text PRIMARY KEY,
+    integrator       text NOT NULL REFERENCES integrators (name),
+    idempotency_key  text,
+    fingerprint      text NOT NULL,
+    created_at       timestamptz NOT NULL,
+    UNIQUE (integrator, idempotency_key)
+);
+
+-- The webhook outbox: one row per event and integrator, retried with backoff.
+CREATE TABLE webhooks (
+    id            text PRIMARY KEY,
+    integrator    text NOT NULL REFERENCES integrators (name),
+    kind          text NOT NULL CHECK (kind IN ('received', 'delivered', 'failed')),
+    message_id    text NOT NULL,
+    body          bytea NOT NULL,
+    state         text NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'failed')),
+    attempts      integer NOT NULL DEFAULT 0,
+    next_attempt  timestamptz NOT NULL,
+    lease_owner   text,
+    lease_until   timestamptz,
+    last_reason   text NOT NULL DEFAULT '',
+    created_at    timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL
+);
+
+CREATE INDEX webhooks_state_next ON webhooks (state, next_attempt);
+CREATE INDEX webhooks_message ON webhooks (message_id);

@@ -65,3 +65,45 @@ CREATE TABLE history (
 );
 
 CREATE INDEX history_message ON history (message_id, id);
+
+-- The HTTP API's integrators: the SHA-256 (hex) of the bearer token, never the token,
+-- and an optional webhook URL with its signing secret. Revoked rows are kept.
+CREATE TABLE integrators (
+    name            TEXT PRIMARY KEY,
+    token_sha256    TEXT NOT NULL UNIQUE,
+    webhook_url     TEXT,
+    webhook_secret  TEXT,
+    created_at      TEXT NOT NULL,
+    revoked_at      TEXT
+);
+
+-- Messages submitted over the HTTP API: who sent each (for its webhooks) and the
+-- Idempotency-Key it came under (set to NULL once the key has expired).
+CREATE TABLE submissions (
+    message_id       TEXT PRIMARY KEY,
+    integrator       TEXT NOT NULL REFERENCES integrators (name),
+    idempotency_key  TEXT,
+    fingerprint      TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    UNIQUE (integrator, idempotency_key)
+);
+
+-- The webhook outbox: one row per event and integrator, retried with backoff.
+CREATE TABLE webhooks (
+    id            TEXT PRIMARY KEY,
+    integrator    TEXT NOT NULL REFERENCES integrators (name),
+    kind          TEXT NOT NULL CHECK (kind IN ('received', 'delivered', 'failed')),
+    message_id    TEXT NOT NULL,
+    body          BLOB NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'failed')),
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    next_attempt  TEXT NOT NULL,
+    lease_owner   TEXT,
+    lease_until   TEXT,
+    last_reason   TEXT NOT NULL DEFAULT '',
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+
+CREATE INDEX webhooks_state_next ON webhooks (state, next_attempt);
+CREATE INDEX webhooks_message ON webhooks (message_id);

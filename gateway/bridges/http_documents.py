@@ -1,0 +1,285 @@
+"""``POST /v1/documents`` (submit) and ``GET /v1/documents/{id}`` (status, history, receipt).
+
+Rules:
+- ``202`` is answered only after the envelope is durably queued (send_files returns
+  after the store's commit); ``Location`` names the status resource.
+- With an ``Idempotency-Key`` the message id is reserved in the store before
+  sealing: the same key with the same request (same fingerprint) answers the same
+  id and queues nothing more, even after a crash between reserving and queueing
+  (the store accepts a message id once); with a different request it is 409.
+- Every value is checked before the key is reserved, so a refused request never
+  burns its key.
+- An integrator sees the status of the messages it submitted, and no others.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from envelope.errors import EnvelopeError
+from envelope.model import PartInfo, SealedHeader
+from envelope.open import parse_framed_head
+from envelope.sealed import check_sealed
+from envelope.values import (
+    MESSAGE_ID_RE,
+    Priority,
+    check_doc_class,
+    check_dossier,
+    check_message_id,
+    check_site_id,
+    format_time,
+    new_message_id,
+)
+from gateway.bridges.http_common import ApiError, integrator, json_response, state
+from gateway.bridges.http_staging import Budget, Staged, Stager, stage
+from gateway.bridges.integrators import (
+    IDEMPOTENCY_TTL,
+    IntegratorError,
+    check_idempotency_key,
+    fingerprint,
+)
+from gateway.envelope_io import InputPart
+from gateway.outbox import send_files
+from gateway.site import SiteContext
+from gateway.store.base import Submission
+from routing.directory import DirectoryError
+
+ENVELOPE_MEDIA_TYPE = "application/vnd.valise.envelope"
+METADATA_KEYS = {"to", "class", "subject", "priority", "dossier", "expires", "in_reply_to"}
+
+
+@dataclass(frozen=True)
+class Metadata:
+    to: tuple[str, ...]
+    doc_class: str
+    subject: str | None
+    priority: Priority
+    dossier: str | None
+    expires: datetime | None
+    in_reply_to: str | None
+
+    def normalised(self) -> dict[str, Any]:
+        return {
+            "to": list(self.to),
+            "class": self.doc_class,
+            "subject": self.subject,
+            "priority": self.priority.value,
+            "dossier": self.dossier,
+            "expires": None if self.expires is None else format_time(self.expires),
+            "in_reply_to": self.in_reply_to,
+        }
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(422, "invalid_metadata", message)
+
+
+def _optional_str(meta: dict[str, Any], key: str) -> str | None:
+    value = meta.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _invalid(f"{key} must be a string")
+    return value or None
+
+
+def check_metadata(meta: dict[str, Any], ctx: SiteContext, now: datetime) -> Metadata:
+    """Validate submission metadata. Raises ApiError (422)."""
+    unknown = sorted(set(meta) - METADATA_KEYS)
+    if unknown:
+        raise _invalid(f"unknown metadata {', '.join(unknown)}")
+    to = meta.get("to")
+    if isinstance(to, str):
+        to = [to]
+    if not isinstance(to, list) or not to or not all(isinstance(s, str) for s in to):
+        raise _invalid("to must be a non-empty list of site ids")
+    missing = []
+    for site in to:
+        try:
+            ctx.directory.site(check_site_id(site)).active_encryption_key()
+        except (EnvelopeError, DirectoryError):
+            missing.append(site)
+    if missing:
+        raise ApiError(
+            422, "unknown_site", f"not sites of the directory in force: {', '.join(missing)}"
+        )
+    priority = meta.get("priority") or "routine"
+    if priority not in {p.value for p in Priority}:
+        raise _invalid("priority must be one of flash, immediate, priority, routine")
+    expires = _expires(_optional_str(meta, "expires"), now)
+    try:
+        doc_class = check_doc_class(_optional_str(meta, "class") or "document")
+        dossier = _optional_str(meta, "dossier")
+        in_reply_to = _optional_str(meta, "in_reply_to")
+        if dossier is not None:
+            check_dossier(dossier)
+        if in_reply_to is not None:
+            check_message_id(in_reply_to)
+    except EnvelopeError as exc:
+        raise _invalid(str(exc)) from None
+    return Metadata(
+        to=tuple(dict.fromkeys(to)),
+        doc_class=doc_class,
+        subject=_optional_str(meta, "subject"),
+        priority=Priority(priority),
+        dossier=dossier,
+        expires=expires,
+        in_reply_to=in_reply_to,
+    )
+
+
+def _expires(value: str | None, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _invalid(f"expires {value!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise _invalid("expires must carry a time zone (e.g. Z)")
+    if moment <= now:
+        raise _invalid("expires is in the past")
+    return moment
+
+
+def _check_sealable(meta: Metadata, staged: Staged) -> None:
+    parts = tuple(PartInfo(p.name, p.media_type, p.size) for p in staged.parts)
+    try:
+        check_sealed(SealedHeader(parts, meta.subject, staged.originator))
+    except EnvelopeError as exc:
+        raise _invalid(str(exc)) from None
+
+
+async def submit_document(request: web.Request) -> web.Response:
+    api, who = state(request), integrator(request)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        try:
+            check_idempotency_key(key)
+        except IntegratorError as exc:
+            raise ApiError(400, "invalid_idempotency_key", str(exc)) from None
+    folder = Path(tempfile.mkdtemp(dir=api.workdir, prefix="req-"))
+    try:
+        staged = await stage(request, Stager(folder, Budget(api.max_body_bytes)))
+        now = datetime.now(UTC)
+        meta = check_metadata(staged.metadata, api.ctx, now)
+        if not staged.parts:
+            raise ApiError(422, "no_documents", "the submission has no document part")
+        _check_sealable(meta, staged)
+        print_ = fingerprint(
+            {**meta.normalised(), "originator": staged.originator},
+            [(p.name, p.media_type, p.sha256) for p in staged.parts],
+        )
+        fresh = Submission(new_message_id(now, secrets.token_bytes(10)), who.name, key, print_, now)
+        kept = await api.ctx.store.submission_reserve(fresh, forget_before=now - IDEMPOTENCY_TTL)
+        if kept.fingerprint != print_:
+            raise ApiError(
+                409, "idempotency_conflict", "this Idempotency-Key was used for another request"
+            )
+        replayed = kept.message_id != fresh.message_id
+        if not (replayed and await api.ctx.store.get_envelope(kept.message_id) is not None):
+            await send_files(
+                api.ctx,
+                meta.to,
+                [InputPart(p.path, p.name, p.media_type) for p in staged.parts],
+                now=now,
+                workdir=folder,
+                subject=meta.subject,
+                originator=staged.originator,
+                priority=meta.priority,
+                doc_class=meta.doc_class,
+                dossier=meta.dossier,
+                expires=meta.expires,
+                in_reply_to=meta.in_reply_to,
+                message_id=kept.message_id,
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    location = f"/v1/documents/{kept.message_id}"
+    body = {"id": kept.message_id, "status": "queued", "location": location}
+    extra = {"Idempotent-Replayed": "true"} if replayed else {}
+    return json_response(body, 202, Location=location, **extra)
+
+
+def _status(latest: dict[str, str], delivered: bool, deleted: bool) -> str:
+    states = set(latest.values())
+    if delivered:
+        return "delivered"
+    if deleted:
+        return "deleted"
+    for s in ("failed", "held", "deferred", "sending", "queued"):
+        if s in states:
+            return s
+    return "forwarded" if states else "queued"
+
+
+async def _own_message(request: web.Request) -> str:
+    mid = request.match_info["id"]
+    sub = None
+    if MESSAGE_ID_RE.fullmatch(mid):
+        sub = await state(request).ctx.store.submission(mid)
+    if sub is None or sub.integrator != integrator(request).name:
+        raise ApiError(404, "not_found", f"no document {mid} submitted by this integrator")
+    return mid
+
+
+async def document_status(request: web.Request) -> web.Response:
+    mid = await _own_message(request)
+    store = state(request).ctx.store
+    record = await store.get_envelope(mid)
+    history = await store.history(mid)
+    if record is None and not history:
+        raise ApiError(404, "not_found", f"document {mid} was never queued")
+    receipt = await store.receipt(mid)
+    latest: dict[str, str] = {}
+    for t in history:
+        if t.peer is not None:
+            latest[t.peer] = t.state
+    body: dict[str, Any] = {
+        "id": mid,
+        "status": _status(
+            latest, receipt is not None, bool(history) and history[-1].state == "deleted"
+        ),
+        "hops": latest,
+        "history": [
+            {"at": format_time(t.at), "peer": t.peer, "state": t.state, "reason": t.reason}
+            for t in history
+        ],
+        "receipt": None,
+    }
+    if record is not None:
+        r = parse_framed_head(record.data)[0].head.routing
+        body.update(
+            to=list(r.destinations),
+            created=format_time(r.created),
+            expires=format_time(r.expires),
+            priority=r.priority.value,
+            **{"class": r.doc_class},
+            dossier=r.dossier,
+            in_reply_to=r.in_reply_to,
+        )
+    if receipt is not None:
+        body["receipt"] = {
+            "href": f"/v1/documents/{mid}/receipt",
+            "media_type": ENVELOPE_MEDIA_TYPE,
+            "size": len(receipt),
+        }
+    return json_response(body)
+
+
+async def document_receipt(request: web.Request) -> web.Response:
+    mid = await _own_message(request)
+    receipt = await state(request).ctx.store.receipt(mid)
+    if receipt is None:
+        raise ApiError(404, "not_found", f"no receipt for {mid} yet")
+    return web.Response(
+        body=receipt,
+        content_type=ENVELOPE_MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{mid}.receipt.valise"'},
+    )

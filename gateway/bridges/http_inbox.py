@@ -1,0 +1,241 @@
+"""The HTTP inbox: documents delivered to this site, listed by cursor, fetched, acknowledged.
+
+Rules:
+- An item is visible once local delivery made it ``available`` (its parts are
+  under DIR/inbox/ID/); receipts and items still being opened are not listed.
+- The cursor is opaque to clients: the (received, id) of the last item looked at,
+  so paging is stable while new documents arrive (they sort after).
+- Parts are streamed from disk with their sealed media type and file name.
+- The inbox is the site's: every integrator of the site sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from envelope.open import parse_framed_head
+from envelope.values import MESSAGE_ID_RE, format_time
+from gateway.bridges import edxml
+from gateway.bridges.http_common import ApiError, integrator, json_response, state
+from gateway.site import SiteContext
+from gateway.store.base import InboxItem, InState
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+PART_CHUNK_BYTES = 256 * 1024
+STATES = {"available": InState.AVAILABLE, "acked": InState.ACKED, "all": None}
+
+
+def _cursor(after: tuple[datetime, str]) -> str:
+    raw = json.dumps([after[0].isoformat(), after[1]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str | None) -> tuple[datetime, str] | None:
+    if not cursor:
+        return None
+    try:
+        at, mid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None or not isinstance(mid, str):
+            raise ValueError(cursor)
+    except (ValueError, TypeError, binascii.Error):
+        raise ApiError(400, "malformed_request", "the cursor is not one this API gave") from None
+    return moment, mid
+
+
+def _meta(ctx: SiteContext, message_id: str) -> dict[str, Any] | None:
+    path = ctx.config.directory / "inbox" / message_id / ".valise.json"
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta
+
+
+def _int(value: str | None, default: int, low: int, high: int, what: str) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise ApiError(400, "malformed_request", f"{what} must be an integer {low}..{high}")
+    return int(value)
+
+
+async def inbox_list(request: web.Request) -> web.Response:
+    ctx = state(request).ctx
+    q = request.query
+    limit = _int(q.get("limit"), DEFAULT_PAGE, 1, MAX_PAGE, "limit")
+    wanted = q.get("state", "available")
+    if wanted not in STATES:
+        raise ApiError(400, "malformed_request", "state must be available, acked or all")
+    after, more = _after(q.get("cursor")), True
+    items: list[dict[str, Any]] = []
+    while more and len(items) < limit:
+        batch = await ctx.store.inbox(state=STATES[wanted], limit=limit, after=after)
+        more = len(batch) == limit
+        for row in batch:
+            after = (row.received, row.message_id)
+            meta = None if row.state == InState.RECEIVED else _meta(ctx, row.message_id)
+            if meta is not None:
+                items.append(_summary(row, meta))
+            if len(items) == limit:
+                more = more or row is not batch[-1]
+                break
+    next_cursor = _cursor(after) if more and after is not None else None
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+def _summary(row: InboxItem, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row.message_id,
+        "from": row.origin,
+        "state": row.state,
+        "received": format_time(row.received),
+        "subject": meta.get("subject"),
+        "parts": len(meta["parts"]),
+        "size": sum(int(p["size"]) for p in meta["parts"]),
+        "href": f"/v1/inbox/{row.message_id}",
+    }
+
+
+async def _item(request: web.Request) -> tuple[str, str, dict[str, Any]]:
+    """The item's id, inbound state and .valise.json, or 404."""
+    ctx, mid = state(request).ctx, request.match_info["id"]
+    if MESSAGE_ID_RE.fullmatch(mid):
+        inbound = [t.state for t in await ctx.store.history(mid) if t.state in set(InState)]
+        meta = _meta(ctx, mid)
+        if inbound and inbound[-1] != InState.RECEIVED and meta is not None:
+            return mid, inbound[-1], meta
+    raise ApiError(404, "not_found", f"no document {mid} in this inbox")
+
+
+def _wants_edxml(request: web.Request) -> bool:
+    fmt = request.query.get("format")
+    if fmt is not None:
+        if fmt not in ("json", "edxml"):
+            raise ApiError(406, "not_acceptable", "format must be json or edxml")
+        return fmt == "edxml"
+    accept = request.headers.get("Accept", "")
+    return edxml.MEDIA_TYPE in accept and "application/json" not in accept
+
+
+async def inbox_item(request: web.Request) -> web.StreamResponse:
+    ctx = state(request).ctx
+    mid, inbound, meta = await _item(request)
+    record = await ctx.store.get_envelope(mid)
+    if record is None:
+        raise ApiError(404, "not_found", f"no document {mid} in this inbox")
+    r = parse_framed_head(record.data)[0].head.routing
+    received = [t.at for t in await ctx.store.history(mid) if t.state == InState.RECEIVED]
+    if _wants_edxml(request):
+        facts = edxml.Facts(
+            message_id=mid,
+            origin=r.origin,
+            here=ctx.here,
+            created=r.created,
+            subject=meta.get("subject") or "",
+            doc_class=r.doc_class,
+            dossier=r.dossier or "",
+            priority=r.priority.value,
+            originator="",
+        )
+        body = await asyncio.to_thread(_edxml_of, ctx.config.directory / "inbox" / mid, meta, facts)
+        return web.Response(body=body, content_type=edxml.MEDIA_TYPE)
+    return json_response(
+        {
+            "id": mid,
+            "from": r.origin,
+            "to": list(r.destinations),
+            "state": inbound,
+            "received": format_time(received[0]) if received else None,
+            "created": format_time(r.created),
+            "expires": format_time(r.expires),
+            "priority": r.priority.value,
+            "class": r.doc_class,
+            "dossier": r.dossier,
+            "in_reply_to": r.in_reply_to,
+            "subject": meta.get("subject"),
+            "parts": [
+                {
+                    "n": n,
+                    "name": p["name"],
+                    "media_type": p["media_type"],
+                    "size": p["size"],
+                    "href": f"/v1/inbox/{mid}/parts/{n}",
+                }
+                for n, p in enumerate(meta["parts"])
+            ],
+            "edxml": f"/v1/inbox/{mid}?format=edxml",
+        }
+    )
+
+
+def _edxml_of(folder: Path, meta: dict[str, Any], facts: edxml.Facts) -> bytes:
+    header: bytes | None = None
+    attachments = []
+    for p in meta["parts"]:
+        data = (folder / p["name"]).read_bytes()
+        if p["media_type"] == edxml.HEADER_MEDIA_TYPE and header is None:
+            header = data
+        else:
+            attachments.append((p["name"], p["media_type"], data))
+    try:
+        return edxml.build_edxml(header_xml=header, facts=facts, attachments=attachments)
+    except edxml.EdxmlError:  # a kept header that does not parse: make one instead
+        return edxml.build_edxml(header_xml=None, facts=facts, attachments=attachments)
+
+
+def content_disposition(name: str) -> str:
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+async def inbox_part(request: web.Request) -> web.StreamResponse:
+    ctx = state(request).ctx
+    mid, _, meta = await _item(request)
+    n = request.match_info["n"]
+    if not n.isdigit() or int(n) >= len(meta["parts"]):
+        raise ApiError(404, "not_found", f"document {mid} has no part {n}")
+    part = meta["parts"][int(n)]
+    folder = ctx.config.directory / "inbox" / mid
+    path = folder / part["name"]
+    if path.parent != folder or not path.is_file():
+        raise ApiError(404, "not_found", f"part {n} of {mid} is missing")
+    # Streamed by hand: FileResponse would serve a sibling "NAME.gz" part to a client
+    # that accepts gzip, and a delivered document may well hold both.
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": part["media_type"],
+            "Content-Disposition": content_disposition(part["name"]),
+        }
+    )
+    response.content_length = path.stat().st_size
+    await response.prepare(request)
+    with path.open("rb") as f:
+        while chunk := await asyncio.to_thread(f.read, PART_CHUNK_BYTES):
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def inbox_ack(request: web.Request) -> web.Response:
+    ctx = state(request).ctx
+    mid, _, _ = await _item(request)
+    await ctx.store.inbound_set(
+        mid,
+        InState.ACKED,
+        reason=f"acked by {integrator(request).name}",
+        now=datetime.now(UTC),
+    )
+    return json_response({"id": mid, "state": InState.ACKED.value})

@@ -1,0 +1,224 @@
+"""The SMTP bridge: local mail clients submit documents; failures bounce back as DSNs.
+
+``[smtp]`` settings: ``listen`` (loopback by default), ``domain`` (addresses are
+``mailbox@site-id.<domain>``), ``max_message_bytes`` (advertised as SIZE and
+enforced, ``552 5.3.4``), ``max_recipients`` (``452 4.5.3`` beyond), ``timeout_seconds``
+(an idle connection is closed), ``require_tls`` (nothing but EHLO/NOOP/QUIT before
+STARTTLS) and ``require_auth`` (no mail without AUTH; AUTH works only after STARTTLS).
+
+STARTTLS presents the site's own TLS certificate (DIR/keys/tls.crt, issued by the
+HQ site CA: clients that verify it trust DIR/keys/ca.crt), TLS 1.2 or later.
+
+The pieces: gateway/bridges/smtp_server.py (the strict protocol),
+smtp_handler.py (MAIL/RCPT/DATA to envelopes), smtp_address.py (addresses),
+smtp_message.py (what is read from a message), smtp_auth.py (AUTH),
+smtp_sent.py (the sender records), dsn.py (the DSN) and mail_delivery.py (where
+mail goes at a site: received documents and DSNs).
+
+DSNs: the bridge subscribes to the site's events. ``failed`` for a message it
+queued marks its record failed and sends the sender a DSN through this site's
+outbound delivery (the sender's mailbox's ``[delivery]`` mode: smarthost or
+Maildir); a DSN that cannot be delivered yet is retried. ``delivered`` (a receipt)
+forgets the record. A sweep at start and every SWEEP_SECONDS finishes what a
+crash interrupted, and bounces messages that expired beyond this site (a relay's
+failure is not reported back to the origin, so the origin's own clock decides):
+undelivered EXPIRED_GRACE after their expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from config.site import enabled, split_hostport
+from gateway.bridges.dsn import Bounce, build_dsn
+from gateway.bridges.local import DeliveryDeferred
+from gateway.bridges.mail_delivery import MailRefused, deliver_dsn, gateway_name
+from gateway.bridges.smtp_auth import authenticate
+from gateway.bridges.smtp_handler import SmtpHandler
+from gateway.bridges.smtp_sent import SentRecord, SentRecords
+from gateway.bridges.smtp_server import CALL_LIMITS, ValiseSMTP
+from gateway.events import Event, EventBus
+from gateway.site import SiteContext
+from gateway.tls import _load_chain
+
+log = logging.getLogger("valise.smtp")
+SWEEP_SECONDS = 300.0
+EXPIRED_GRACE = timedelta(hours=1)  # a receipt may still be on its way after expiry
+STALE_RECORD = timedelta(minutes=10)  # a record whose message never reached the store
+STOP_TIMEOUT_SECONDS = 5.0
+
+
+def starttls_context(ctx: SiteContext) -> ssl.SSLContext:
+    """A server context with the site's certificate, TLS 1.2+, no client certificate."""
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_chain(tls, ctx.tls.cert_pem, ctx.tls.key_pem, None)
+    return tls
+
+
+class SmtpBridge:
+    name = "smtp"
+
+    def __init__(self, ctx: SiteContext, events: EventBus) -> None:
+        self.ctx = ctx
+        self.records = SentRecords(ctx.config.directory)
+        self._server: asyncio.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[str] = set()  # failed messages whose DSN is still to go
+        self._wake = asyncio.Event()
+        events.subscribe(self._on_event)
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            return 0
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        cfg = self.ctx.config.smtp
+        host, port = split_hostport(cfg.listen, "[smtp] listen")
+        logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd logs every command
+        loop = asyncio.get_running_loop()
+        tls = starttls_context(self.ctx)
+        handler = SmtpHandler(self.ctx, self.records)
+
+        async def login(user: bytes, password: bytes) -> str | None:
+            return await authenticate(self.ctx, user, password)
+
+        def protocol() -> ValiseSMTP:
+            return ValiseSMTP(
+                handler,
+                login=login,
+                data_size_limit=cfg.max_message_bytes,
+                hostname=gateway_name(self.ctx),
+                ident="Valise ESMTP",
+                tls_context=tls,
+                require_starttls=enabled(cfg.require_tls),
+                auth_required=enabled(cfg.require_auth),
+                auth_require_tls=True,
+                timeout=cfg.timeout_seconds,
+                command_call_limit=CALL_LIMITS,
+                loop=loop,
+            )
+
+        self._server = await loop.create_server(protocol, host, port)
+        await self._sweep()
+        self._task = asyncio.create_task(self._dsn_loop(), name="smtp-dsn")
+        log.info(json.dumps({"event": "smtp_listening", "host": host, "port": self.port}))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), STOP_TIMEOUT_SECONDS)
+
+    # -- events -----------------------------------------------------------------------
+    async def _on_event(self, event: Event) -> None:
+        if event.kind == "delivered":
+            await asyncio.to_thread(self.records.remove, event.message_id)
+        elif event.kind == "failed":
+            reason = event.detail.get("reason", "failed")
+            # The record was written before the envelope was committed, so before
+            # anything could fail: no record means not a message of this bridge.
+            record = await asyncio.to_thread(self.records.read, event.message_id)
+            if record is not None:
+                await self._mark_failed(record, reason, event.at)
+
+    async def _mark_failed(self, record: SentRecord, reason: str, at: datetime) -> None:
+        if record.failed_reason is None:
+            record = replace(record, failed_reason=reason, failed_at=at)
+            await asyncio.to_thread(self.records.write, record)
+        self._pending.add(record.message_id)
+        self._wake.set()
+
+    # -- DSNs -------------------------------------------------------------------------
+    async def _dsn_loop(self) -> None:
+        relay = self.ctx.config.relay
+        retry = min(max(relay.retry_max_seconds, 1.0), 60.0)
+        last_sweep = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=retry)
+            self._wake.clear()
+            try:
+                for message_id in sorted(self._pending):
+                    await self._send_dsn(message_id)
+                if time.monotonic() - last_sweep >= SWEEP_SECONDS:
+                    last_sweep = time.monotonic()
+                    await self._sweep()
+            except Exception as exc:  # never let one bad record stop the bounces
+                log.error(json.dumps({"event": "dsn_error", "reason": f"{exc!r}"}))
+
+    async def _send_dsn(self, message_id: str) -> None:
+        record = await asyncio.to_thread(self.records.read, message_id)
+        if record is None or record.failed_reason is None:
+            self._pending.discard(message_id)
+            return
+        if record.sender is None:  # never bounce a message from the null sender
+            await self._done(message_id, "dsn_skipped", "null sender")
+            return
+        dsn = build_dsn(
+            Bounce(
+                message_id=message_id,
+                sender=record.sender,
+                recipients=record.recipients,
+                reason=record.failed_reason,
+                reporting_mta=gateway_name(self.ctx),
+                arrival=record.arrival,
+                failed_at=record.failed_at or datetime.now(UTC),
+                original_headers=record.headers,
+            )
+        )
+        try:
+            delivered = await deliver_dsn(self.ctx, message_id, record.sender, dsn)
+        except DeliveryDeferred as exc:
+            log.warning(json.dumps({"event": "dsn_deferred", "id": message_id, "reason": str(exc)}))
+            return
+        except MailRefused as exc:
+            await self._done(message_id, "dsn_refused", str(exc))
+            return
+        if delivered:
+            await self._done(message_id, "dsn_sent", record.failed_reason)
+        else:
+            await self._done(message_id, "dsn_not_deliverable", "sender's mailbox mode is inbox")
+
+    async def _done(self, message_id: str, event: str, reason: str) -> None:
+        await asyncio.to_thread(self.records.remove, message_id)
+        self._pending.discard(message_id)
+        log.info(json.dumps({"event": event, "id": message_id, "reason": reason}))
+
+    async def _sweep(self) -> None:
+        """Finish what a crash left: failures not yet bounced, receipts not yet
+        forgotten, records of messages never queued, messages expired elsewhere."""
+        store = self.ctx.store
+        now = datetime.now(UTC)
+        for record in await asyncio.to_thread(lambda: list(self.records.all())):
+            mid = record.message_id
+            if record.failed_reason is not None:
+                self._pending.add(mid)
+                continue
+            history = await store.history(mid)
+            outbound = [t for t in history if t.peer is not None]
+            if not history:
+                if now - record.arrival > STALE_RECORD:
+                    await asyncio.to_thread(self.records.remove, mid)
+            elif any(t.state == "delivered" for t in history):
+                await asyncio.to_thread(self.records.remove, mid)
+            elif outbound and outbound[-1].state == "failed":
+                await self._mark_failed(record, outbound[-1].reason, outbound[-1].at)
+            elif now > record.expires + EXPIRED_GRACE:
+                await self._mark_failed(record, "expired", now)
+        if self._pending:
+            self._wake.set()

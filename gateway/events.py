@@ -1,0 +1,52 @@
+"""Message events inside one running site, for integrators' webhooks and the logs.
+
+Kinds: ``received`` (a document became available here), ``delivered`` (a receipt
+for a message sent from here verified), ``failed`` (a message sent from or
+relayed by here failed for good). Subscribers are async callables; a subscriber's
+failure is logged and never stops delivery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+log = logging.getLogger("valise.events")
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # received | delivered | failed
+    message_id: str
+    at: datetime
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+Subscriber = Callable[[Event], Awaitable[None]]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, fn: Subscriber) -> None:
+        self._subscribers.append(fn)
+
+    async def emit(self, event: Event) -> None:
+        for fn in self._subscribers:
+            try:
+                await fn(event)
+            except Exception as exc:  # a broken subscriber must not stop delivery
+                log.error(
+                    json.dumps(
+                        {
+                            "event": "subscriber_error",
+                            "id": event.message_id,
+                            "kind": event.kind,
+                            "reason": f"{type(exc).__name__}: {exc}",
+                        }
+                    )
+                )
