@@ -361,6 +361,7 @@ _ = parse_time  # re-exported for scripts that format times like the CLI
 
 def _register_site_commands() -> None:
     # The site commands live in their own module; importing it registers them.
+    import gateway.cli_doctor
     import gateway.cli_integrator
     import gateway.cli_queue
     import gateway.cli_site  # noqa: F401
