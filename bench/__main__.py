@@ -1,5 +1,5 @@
-"""``python -m bench [--quick] [--only relay]``: measure every row in one run, print the table,
-write JSON."""
+"""``python -m bench [--quick] [--only relay|bridges]``: measure every row in one run, print
+the table, write JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import envelope4k, peers, relay, rss, stream64m
+from bench import bridges, envelope4k, peers, relay, rss, stream64m
 from bench.common import FULL, QUICK, Row, interleave
 from bench.report import table
 
@@ -38,12 +38,18 @@ def run(quick: bool, rounds: int | None) -> tuple[list[Row], list[str]]:
         rows += rss_rows
 
     relay_rows, relay_notes = run_relay(quick)
-    return rows + relay_rows, notes + relay_notes
+    bridge_rows, bridge_notes = run_bridges(quick)
+    return rows + relay_rows + bridge_rows, notes + relay_notes + bridge_notes
 
 
 def run_relay(quick: bool) -> tuple[list[Row], list[str]]:
     print("Relay, three gateways on loopback:", file=sys.stderr, flush=True)
     return relay.measure(quick)
+
+
+def run_bridges(quick: bool) -> tuple[list[Row], list[str]]:
+    print("Bridges, 16 clients on loopback:", file=sys.stderr, flush=True)
+    return bridges.measure(quick)
 
 
 def merged(out: Path, rows: list[Row]) -> list[dict[str, object]]:
@@ -68,13 +74,15 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=("relay",),
+        choices=("relay", "bridges"),
         help="measure only these rows; the JSON keeps the other rows it already has",
     )
     args = parser.parse_args()
     start = time.perf_counter()
     if args.only == "relay":
         rows, notes = run_relay(args.quick)
+    elif args.only == "bridges":
+        rows, notes = run_bridges(args.quick)
     else:
         rows, notes = run(args.quick, args.rounds)
     print()

@@ -43,6 +43,7 @@ GOALS = {
     "rss.open.1g": Goal(max_value=100),
     "relay.e2e.4k.pg": Goal("limit.pg.commit", min_value=1000),
     "relay.p99ms.100": Goal(at_most=100),
+    "bridge.smtp.submit.4k": Goal(peers=("peer.postfix.smtp.4k",)),
 }
 
 
