@@ -24,8 +24,8 @@ RATE_HZ = 100
 _OURS = ("gateway/", "envelope/", "crypto/", "routing/", "config/")
 # What a leaf frame's file says the process was doing (first match wins).
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("SQLite call wrappers (the SQL itself runs without the GIL)", ("gateway/store/sqlite.py",)),
-    ("PostgreSQL client (asyncpg)", ("asyncpg", "gateway/store/postgres.py")),
+    ("SQLite call wrappers (the SQL itself runs without the GIL)", ("gateway/store/sqlite",)),
+    ("PostgreSQL client (asyncpg)", ("asyncpg", "gateway/store/postgres")),
     ("XML head parse/serialise", ("envelope/xmlsafe.py", "envelope/head.py", "xml/", "expat")),
     ("crypto (HPKE, Ed25519, AEAD, hashes)", ("crypto/", "hashlib", "hmac")),
     ("other envelope code", ("envelope/",)),

@@ -137,6 +137,21 @@ def open_bytes(
 ) -> tuple[ParsedHead, SealedHeader, list[bytes]]:
     """Open a whole envelope held in memory. Raises an :class:`EnvelopeError` subclass."""
     parsed, offset = parse_framed_head(data)
+    sealed, parts = open_parsed(data, parsed, offset, sender=sender, site=site, key=key)
+    return parsed, sealed, parts
+
+
+def open_parsed(
+    data: bytes,
+    parsed: ParsedHead,
+    offset: int,
+    *,
+    sender: VerifyKey,
+    site: str,
+    key: DecryptionKey,
+) -> tuple[SealedHeader, list[bytes]]:
+    """:func:`open_bytes` of an envelope whose head the caller has parsed already
+    (``parsed, offset = parse_framed_head(data)``), without parsing it again."""
     manifest = parsed.head.manifest
     if len(data) != offset + manifest.total_length:
         raise FramingError(
@@ -162,4 +177,4 @@ def open_bytes(
             raise DecryptionFailed() from None
         parts.append(b"".join(chunks))
         offset += segment.length
-    return parsed, sealed, parts
+    return sealed, parts

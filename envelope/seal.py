@@ -192,6 +192,7 @@ class Sealing:
         signed_xml = self._signed_xml(part_digests)
         signature = sign(self._sender, SIGNATURE_LABEL + signed_xml)
         signature_xml = serialize_signature(self._sender.key_id, signature)
+        self.signature = signature
         self.digest = envelope_digest(signed_xml, signature_xml)
         head_xml = assemble_head(signed_xml, signature_xml, serialize_trace(()))
         return frame_prefix(head_xml) + head_xml

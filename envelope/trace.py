@@ -24,8 +24,14 @@ HOP_LABEL = b"valise/v1/hop\x00"
 
 
 def hop_message(parsed: ParsedHead, hop: HopRecord, previous_signature: bytes) -> bytes:
+    return hop_message_of(parsed.digest, hop, previous_signature)
+
+
+def hop_message_of(digest: bytes, hop: HopRecord, previous_signature: bytes) -> bytes:
+    """What ``hop`` signs, for the envelope of this digest whose last signature (the
+    previous hop record's, else the origin's) is ``previous_signature``."""
     fields = f"{hop.site}\x00{hop.key_id}\x00{format_time(hop.at)}\x00{hop.received_from}\x00"
-    return HOP_LABEL + parsed.digest + fields.encode() + previous_signature
+    return HOP_LABEL + digest + fields.encode() + previous_signature
 
 
 def _previous(parsed: ParsedHead, index: int) -> bytes:

@@ -17,26 +17,32 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
+from crypto.x509 import certificate_pin, site_id_from_certificate
 from envelope.errors import EnvelopeError
+from gateway import logjson
 from gateway.faults import crash_point
-from gateway.hop import MEDIA_TYPE, Checked, HopRefused, check_envelope, split_batch
+from gateway.hop import MEDIA_TYPE, Checked, HeadCache, HopRefused, check_envelope, split_batch
 from gateway.metrics import Metrics
 from gateway.site import SiteContext
-from gateway.tls import TLSConfigError, peer_pin, peer_site_id
+from gateway.tls import TLSConfigError, peer_certificate, peer_pin, peer_site_id
 
 log = logging.getLogger("valise.channel")
 CONTEXT = web.AppKey("context", SiteContext)
 WAKE = web.AppKey("wake", asyncio.Event)
 INBOUND = web.AppKey("inbound", asyncio.Event)
 METRICS = web.AppKey("metrics", Metrics)
+HEADS = web.AppKey("heads", HeadCache)
+POKE = web.AppKey("poke", object)  # Callable[[Iterable[str]], None]: start these couriers
 ENROLL = web.AppKey("enroll", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -55,8 +61,7 @@ async def identify_peer(request: web.Request, handler: Handler) -> web.StreamRes
     ctx = request.app[CONTEXT]
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     try:
-        peer = peer_site_id(ssl_object)
-        pin = peer_pin(ssl_object)
+        peer, pin = _identity(peer_certificate(ssl_object))
     except (TLSConfigError, Exception) as exc:  # no or unreadable certificate
         log.warning(json.dumps({"event": "refused", "reason": f"peer certificate: {exc}"}))
         return _refuse(403, "a site certificate is required")
@@ -70,6 +75,13 @@ async def identify_peer(request: web.Request, handler: Handler) -> web.StreamRes
         )
         return _refuse(403, f"certificate of {peer} is not pinned in the directory")
     return await handler(request)
+
+
+@functools.lru_cache(maxsize=256)
+def _identity(der: bytes) -> tuple[str, str]:
+    """(site id, SPKI pin) of a peer certificate the handshake verified (DER): read
+    once per certificate, not once per request."""
+    return site_id_from_certificate(der), certificate_pin(der)
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -87,13 +99,13 @@ async def hop(request: web.Request) -> web.Response:
     except TimeoutError:
         return _refuse(408, "request body too slow")
     now = datetime.now(UTC)
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, Any] | _Raw] = []
     accepted: list[tuple[int, Checked]] = []
     try:
         envelopes = list(split_batch(body))
     except EnvelopeError as exc:
         return _refuse(400, f"batch refused: {exc}")
-    for data in envelopes:
+    for data, parsed in envelopes:
         try:
             checked = check_envelope(
                 data,
@@ -102,11 +114,12 @@ async def hop(request: web.Request) -> web.Response:
                 key=ctx.keys.signing,
                 directory=ctx.directory,
                 now=now,
+                parsed=parsed,
             )
         except (HopRefused, EnvelopeError) as exc:
             results.append({"status": "refused", "reason": str(exc)})
             request.app[METRICS].refused.labels(peer).inc()
-            log.warning(json.dumps({"event": "hop_refused", "peer": peer, "reason": str(exc)}))
+            logjson.event(log, logging.WARNING, "hop_refused", peer=peer, reason=str(exc))
             continue
         accepted.append((len(results), checked))
         results.append({"status": "accepted", "id": checked.record.message_id})
@@ -115,28 +128,60 @@ async def hop(request: web.Request) -> web.Response:
         outcomes = await ctx.store.accept_many(
             [(c.record, c.next_hops, c.deliver_here, c.hop_ack) for _, c in accepted], now=now
         )
+        counts = {"new": 0, "duplicate": 0}
+        rows: dict[str, list[dict[str, str]]] = {"accepted": [], "duplicate": []}
+        heads = request.app.get(HEADS)
         for (index, checked), outcome in zip(accepted, outcomes, strict=True):
             ack = outcome.hop_ack if outcome.hop_ack is not None else checked.hop_ack
-            results[index] = {
-                "status": "accepted" if outcome.new else "duplicate",
-                "id": checked.record.message_id,
-                "ack": json.loads(ack),
-            }
-            request.app[METRICS].accepted.labels(peer, "new" if outcome.new else "duplicate").inc()
-            log.info(
-                json.dumps(
-                    {
-                        "event": "accepted" if outcome.new else "duplicate",
-                        "id": checked.record.message_id,
-                        "peer": peer,
-                    }
-                )
-            )
+            status = "accepted" if outcome.new else "duplicate"
+            results[index] = _Raw(status, checked.record.message_id, ack)
+            if outcome.new and checked.deliver_here and heads is not None:
+                r = checked.record
+                heads.put(r.message_id, checked.parsed, checked.offset, r.data)
+            counts["new" if outcome.new else "duplicate"] += 1
+            rows[status].append({"id": checked.record.message_id})
+        accepted_total = request.app[METRICS].accepted
+        for kind, n in counts.items():
+            if n:
+                accepted_total.labels(peer, kind).inc(n)
+        for status, ids in rows.items():
+            logjson.each(log, logging.INFO, status, ids, peer=peer)
         _crash(ctx, "hop-after-commit")
-        request.app[WAKE].set()
+        poke = request.app.get(POKE)
+        if callable(poke):
+            poke(
+                {
+                    hop
+                    for (_, c), o in zip(accepted, outcomes, strict=True)
+                    if o.new
+                    for hop in c.next_hops
+                }
+            )
+        else:
+            request.app[WAKE].set()
         if any(c.deliver_here for _, c in accepted):
             request.app[INBOUND].set()
-    return web.json_response({"results": results})
+    return web.Response(body=_results_json(results), content_type="application/json")
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """An accepted result whose ack is the JSON the store holds (no decode/encode)."""
+
+    status: str
+    message_id: str
+    ack: bytes
+
+
+def _results_json(results: Sequence[dict[str, Any] | _Raw]) -> bytes:
+    out = []
+    for r in results:
+        if isinstance(r, _Raw):
+            head = json.dumps({"status": r.status, "id": r.message_id})[:-1]
+            out.append(head.encode() + b', "ack": ' + r.ack + b"}")
+        else:
+            out.append(json.dumps(r).encode())
+    return b'{"results": [' + b", ".join(out) + b"]}"
 
 
 async def directory(request: web.Request) -> web.Response:
@@ -146,7 +191,12 @@ async def directory(request: web.Request) -> web.Response:
 
 
 def make_app(
-    ctx: SiteContext, wake: asyncio.Event, inbound: asyncio.Event, metrics: Metrics
+    ctx: SiteContext,
+    wake: asyncio.Event,
+    inbound: asyncio.Event,
+    metrics: Metrics,
+    heads: HeadCache | None = None,
+    poke: Callable[[Iterable[str]], None] | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[identify_peer],
@@ -157,6 +207,10 @@ def make_app(
     app[WAKE] = wake
     app[INBOUND] = inbound
     app[METRICS] = metrics
+    if heads is not None:
+        app[HEADS] = heads
+    if poke is not None:
+        app[POKE] = poke
     app.router.add_post("/v1/hop", hop)
     app.router.add_get("/v1/directory", directory)
     if ctx.config.is_hub:

@@ -9,9 +9,10 @@ Points:
     hop-after-commit      receiver: committed, acknowledgement not yet sent
     courier-after-claim   sender: batch leased, not yet posted
     courier-after-post    sender: peer acknowledged, not yet marked forwarded
-    deliver-after-inbox   destination: parts written, receipt not yet queued
-    deliver-after-receipt destination: receipt queued, item not yet available
-    receipt-before-mark   origin: receipt verified, not yet recorded
+    deliver-after-inbox   destination: a batch's parts written, its receipts not yet queued
+    deliver-after-receipt destination: the batch's receipts queued and its items made
+                          available (one commit), their couriers not yet started
+    receipt-before-mark   origin: a batch's receipts verified, not yet recorded
 """
 
 from __future__ import annotations

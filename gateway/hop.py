@@ -19,19 +19,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from crypto.errors import SignatureError
 from crypto.keys import SigningKey, VerifyKey
+from crypto.recipes import verify
 from envelope.errors import EnvelopeError, FramingError
 from envelope.framing import PREFIX_BYTES, frame_prefix, read_prefix
 from envelope.head import ParsedHead, parse_head
 from envelope.model import HopRecord
 from envelope.open import verify_origin
-from envelope.trace import append_hop, hop_message, verify_trace
+from envelope.trace import append_hop, hop_message_of, verify_trace
 from envelope.values import format_time, parse_time
 from gateway.store.base import EnvelopeRecord
 from routing.decision import Action, route
 from routing.directory import Directory, DirectoryError
 
 MEDIA_TYPE = "application/vnd.valise.envelopes"
+HEAD_CACHE_SIZE = 1024
 
 
 class HopRefused(Exception):
@@ -46,10 +49,35 @@ class Checked:
     next_hops: tuple[str, ...]
     deliver_here: bool
     hop_ack: bytes
+    parsed: ParsedHead  # the head of record.data (with our hop record), as parse_head reads it
+    offset: int  # where record.data's segments start
 
 
-def split_batch(body: bytes) -> Iterator[bytes]:
-    """The framed envelopes of a request body, each whole. Raises FramingError."""
+class HeadCache:
+    """Heads the hop handler parsed (and checked) of envelopes to be delivered here,
+    kept in memory for a while so that local delivery need not parse them again.
+    An entry is used only if the stored envelope starts with exactly the head bytes it
+    was made from; anything missing or evicted is simply parsed."""
+
+    def __init__(self, size: int = HEAD_CACHE_SIZE) -> None:
+        self.size = size
+        self._heads: dict[str, tuple[ParsedHead, int, bytes]] = {}
+
+    def put(self, message_id: str, parsed: ParsedHead, offset: int, data: bytes) -> None:
+        self._heads[message_id] = (parsed, offset, data[:offset])
+        while len(self._heads) > self.size:
+            del self._heads[next(iter(self._heads))]
+
+    def take(self, record: EnvelopeRecord) -> tuple[ParsedHead, int] | None:
+        entry = self._heads.pop(record.message_id, None)
+        if entry is None or record.data[: entry[1]] != entry[2]:
+            return None
+        return entry[0], entry[1]
+
+
+def split_batch(body: bytes) -> Iterator[tuple[bytes, ParsedHead]]:
+    """The framed envelopes of a request body, each whole, with its parsed head (for
+    :func:`check_envelope`, which then need not parse it again). Raises EnvelopeError."""
     pos = 0
     while pos < len(body):
         length = read_prefix(body[pos : pos + PREFIX_BYTES])
@@ -60,7 +88,7 @@ def split_batch(body: bytes) -> Iterator[bytes]:
         end = head_end + parsed.head.manifest.total_length
         if end > len(body):
             raise FramingError("truncated envelope in batch")
-        yield body[pos:end]
+        yield body[pos:end], parsed
         pos = end
 
 
@@ -76,11 +104,14 @@ def check_envelope(
     key: SigningKey,
     directory: Directory,
     now: datetime,
+    parsed: ParsedHead | None = None,
 ) -> Checked:
-    """Validate one envelope received from ``peer``. Raises HopRefused or EnvelopeError."""
+    """Validate one envelope received from ``peer`` (``parsed``: its head, if the caller
+    parsed it already, as split_batch does). Raises HopRefused or EnvelopeError."""
     length = read_prefix(data[:PREFIX_BYTES])
     offset = PREFIX_BYTES + length
-    parsed = parse_head(data[PREFIX_BYTES:offset])
+    if parsed is None:
+        parsed = parse_head(data[PREFIX_BYTES:offset])
     r = parsed.head.routing
     sender = parsed.head.trace[-1].site if parsed.head.trace else r.origin
     if sender != peer:
@@ -104,7 +135,10 @@ def check_envelope(
     next_hops = tuple(sorted({d.next_hop for d in decisions if d.next_hop and d.next_hop != peer}))
     deliver_here = any(d.action is Action.DELIVER for d in decisions)
     head, head_xml = append_hop(parsed, site=here, key=key, received_from=peer, at=now)
-    relayed = frame_prefix(head_xml) + head_xml + data[offset:]
+    prefix = frame_prefix(head_xml)
+    relayed = prefix + head_xml + data[offset:]
+    # The same bytes parse_head would find in the relayed head: ours, for local delivery.
+    relayed_head = ParsedHead(head, parsed.signed_xml, parsed.signature_xml)
     record = EnvelopeRecord(
         message_id=r.message_id,
         origin=r.origin,
@@ -115,8 +149,11 @@ def check_envelope(
         priority=r.priority.value,
         received_from=peer,
         data=relayed,
+        doc_class=r.doc_class,
+        chain=head.trace[-1].signature,
     )
-    return Checked(record, next_hops, deliver_here, encode_ack(r.message_id, head.trace[-1]))
+    ack = encode_ack(r.message_id, head.trace[-1])
+    return Checked(record, next_hops, deliver_here, ack, relayed_head, len(prefix) + len(head_xml))
 
 
 def encode_ack(message_id: str, hop: HopRecord) -> bytes:
@@ -135,6 +172,18 @@ def encode_ack(message_id: str, hop: HopRecord) -> bytes:
 
 def verify_ack(ack: dict[str, object], parsed: ParsedHead, peer_keys: dict[str, VerifyKey]) -> None:
     """The sender's check of a hop acknowledgement. Raises HopRefused."""
+    previous = parsed.head.trace[-1].signature if parsed.head.trace else parsed.head.signature
+    verify_hop_ack(ack, parsed.digest, previous, peer_keys)
+
+
+def verify_hop_ack(
+    ack: object, digest: bytes, previous: bytes, peer_keys: dict[str, VerifyKey]
+) -> None:
+    """verify_ack of the envelope of this ``digest`` whose last signature (the last hop
+    record's, else the origin's) is ``previous``: what the store keeps (Claimed), so the
+    sender need not parse the head again. Raises HopRefused."""
+    if not isinstance(ack, dict):
+        raise HopRefused("malformed hop acknowledgement: not an object")
     try:
         hop = HopRecord(
             site=str(ack["site"]),
@@ -146,11 +195,7 @@ def verify_ack(ack: dict[str, object], parsed: ParsedHead, peer_keys: dict[str, 
         key = peer_keys[hop.key_id]
     except (KeyError, ValueError, EnvelopeError) as exc:
         raise HopRefused(f"malformed hop acknowledgement: {exc}") from None
-    previous = parsed.head.trace[-1].signature if parsed.head.trace else parsed.head.signature
-    from crypto.errors import SignatureError
-    from crypto.recipes import verify
-
     try:
-        verify(key, hop.signature, hop_message(parsed, hop, previous))
+        verify(key, hop.signature, hop_message_of(digest, hop, previous))
     except SignatureError:
         raise HopRefused("hop acknowledgement signature does not verify") from None

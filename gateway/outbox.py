@@ -22,9 +22,9 @@ from envelope.errors import SchemaError, UsageError
 from envelope.model import PartInfo, RoutingHeader, SealedHeader
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority, check_message_id
-from gateway.delivery import submit
 from gateway.envelope_io import InputPart, seal_to_file
 from gateway.site import SiteContext
+from gateway.submit import submit, submit_sealed
 from routing.directory import DirectoryError
 
 
@@ -105,7 +105,7 @@ async def send_documents(
             mailbox=mailbox,
         ),
     )
-    await submit(ctx, seal_bytes(sealing, [d.data for d in documents]), now)
+    await submit_sealed(ctx, sealing, seal_bytes(sealing, [d.data for d in documents]), now)
     return routing.message_id
 
 

@@ -22,6 +22,7 @@ from gateway.bridges import make_bridges
 from gateway.channel import make_app
 from gateway.delivery import Workers
 from gateway.events import EventBus
+from gateway.logjson import JsonFormatter
 from gateway.metrics import Metrics
 from gateway.site import SiteContext, load_site
 from gateway.tls import server_context
@@ -30,24 +31,6 @@ log = logging.getLogger("valise.serve")
 OPS_CONTEXT = web.AppKey("ops_context", SiteContext)
 OPS_METRICS = web.AppKey("ops_metrics", Metrics)
 DIRECTORY_STALE_SECONDS = 24 * 3600
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; messages that are JSON objects are merged in."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        base = {
-            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-        }
-        message = record.getMessage()
-        try:
-            extra = json.loads(message)
-            base.update(extra if isinstance(extra, dict) else {"msg": message})
-        except ValueError:
-            base["msg"] = message
-        return json.dumps(base)
 
 
 def setup_logging() -> None:
@@ -112,7 +95,9 @@ async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
     host, port = split_hostport(ctx.config.site.listen, "[site] listen")
     ops_host, ops_port = split_hostport(ctx.config.ops.listen, "[ops] listen")
     channel = web.AppRunner(
-        make_app(ctx, wake, inbound, stats), access_log=None, handle_signals=False
+        make_app(ctx, wake, inbound, stats, workers.local.heads, workers.couriers.poke),
+        access_log=None,
+        handle_signals=False,
     )
     ops = web.AppRunner(ops_app(ctx, stats), access_log=None, handle_signals=False)
     await channel.setup()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,11 @@ class SiteContext:
     store: Store
     directory_key: SigningKey | None = None  # HQ only
     fetched: dict[str, int] = field(default_factory=dict)  # HQ: site -> serial fetched
+    # Called with the next hops once work is durably queued (gateway.submit): a running
+    # site's workers set it to start those couriers (and local delivery) at once.
+    notify: Callable[[Sequence[str]], None] = field(
+        default=lambda peers: None, repr=False, compare=False
+    )
 
     @property
     def here(self) -> str:

@@ -10,7 +10,9 @@ from gateway.store.base import EnvelopeRecord, OutState, StoreError
 
 # Migrations, oldest first: (version, file under sql/<backend>/). Version 1 is the whole
 # schema; a later version would be a file that upgrades a version n-1 database.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema.sql"),)
+# Version 2 stores each delivery's claim order (priority rank, created) on the delivery,
+# under an index a claim reads in order.
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema.sql"), (2, "v2_claim_order.sql"))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # Deliveries still trying to reach their next hop: expire() and fail() act on these.
@@ -24,6 +26,9 @@ UNDELIVERED: tuple[str, ...] = (
 )
 HOLDABLE: tuple[str, ...] = (OutState.QUEUED.value, OutState.DEFERRED.value, OutState.SENDING.value)
 RETRYABLE: tuple[str, ...] = (OutState.DEFERRED.value, OutState.FAILED.value)
+
+# The claim order's priority rank (deliveries.rank): lower goes first.
+RANKS: dict[str, int] = {"flash": 0, "immediate": 1, "priority": 2, "routine": 3}
 
 RECEIPT_REASON = "receipt"
 EXPIRED_REASON = "expired"
@@ -46,6 +51,13 @@ def check_record(record: EnvelopeRecord) -> None:
     aware(record.expires, "expires")
     if not isinstance(record.data, bytes):
         raise StoreError("envelope data must be bytes")
+
+
+def rank(priority: str) -> int:
+    try:
+        return RANKS[str(priority)]
+    except KeyError:
+        raise StoreError(f"unknown priority {priority!r}") from None
 
 
 def unique_hops(next_hops: Iterable[str]) -> list[str]:

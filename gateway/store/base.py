@@ -27,7 +27,7 @@ under a lease like outbound work).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -67,6 +67,10 @@ class EnvelopeRecord:
     priority: str
     received_from: str | None  # None when this site is the origin
     data: bytes  # the whole framed envelope, ciphertext only
+    doc_class: str = "document"  # the routing header's class ("receipt" for receipts)
+    # The last signature in the head (the last hop record's, else the origin's): the one
+    # a next hop's record signs over. None if unknown (the courier reads the head then).
+    chain: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,40 @@ class Claimed:
     attempts: int
     data: bytes
     expires: datetime
+    # What the courier checks the peer's hop acknowledgement against (see EnvelopeRecord).
+    origin: str = ""
+    digest: bytes = b""
+    doc_class: str = "document"
+    chain: bytes | None = None
+
+
+@dataclass(frozen=True)
+class InboundOutcome:
+    """What local delivery did with one inbound item, for :meth:`Store.inbound_settle`.
+
+    The item moves from ``received`` to ``state`` (``available`` once opened here,
+    ``acked`` for a receipt or an undeliverable envelope). With it, in the same
+    transaction: ``receipt`` (a receipt envelope sealed here, and its next hops) is
+    queued; ``delivered`` (original message id, receipt envelope) records a verified
+    receipt for a message sent from here, as :meth:`Store.delivered` does (an unknown
+    original is skipped); ``failed`` fails every undelivered delivery of the item's
+    message with that reason, as :meth:`Store.fail` does.
+    """
+
+    message_id: str
+    state: InState
+    reason: str
+    receipt: tuple[EnvelopeRecord, tuple[str, ...]] | None = None
+    delivered: tuple[str, bytes] | None = None
+    failed: str | None = None
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What :meth:`Store.inbound_settle` did with one outcome."""
+
+    applied: bool  # the item was still ``received``; it is now in its new state
+    delivered: bool  # the outcome's receipt was newly recorded (False: already, or not applied)
 
 
 @dataclass(frozen=True)
@@ -225,9 +263,17 @@ class Store(Protocol):
         ...
 
     async def forwarded(
-        self, items: Sequence[tuple[str, str]], *, owner: str, now: datetime, reason: str = ""
+        self,
+        items: Sequence[tuple[str, str]],
+        *,
+        owner: str,
+        now: datetime,
+        reason: str = "",
+        receipts: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        """Mark (message_id, peer) pairs forwarded (the peer acknowledged)."""
+        """Mark (message_id, peer) pairs forwarded (the peer acknowledged); in the same
+        transaction, record ``receipts`` (message_id, receipt) as :meth:`delivered` does
+        (a receipt envelope's own proof of delivery is its signed hop acknowledgement)."""
         ...
 
     async def defer(
@@ -256,6 +302,12 @@ class Store(Protocol):
 
     async def receipt(self, message_id: str) -> bytes | None: ...
 
+    async def sent_digests(
+        self, message_ids: Sequence[str]
+    ) -> dict[str, tuple[tuple[str, ...], bytes]]:
+        """(destinations, envelope digest) of each of these messages that is stored here."""
+        ...
+
     # -- inbound ----------------------------------------------------------------
     async def inbound_set(
         self, message_id: str, state: InState, *, reason: str, now: datetime
@@ -269,6 +321,25 @@ class Store(Protocol):
         after: tuple[datetime, str] | None = None,
     ) -> list[InboxItem]:
         """Inbound items oldest first; ``after`` (received, message id) pages on."""
+        ...
+
+    async def inbound_received(self, *, limit: int, max_bytes: int) -> list[EnvelopeRecord]:
+        """The envelopes of the oldest items still ``received`` (to open here): at most
+        ``limit``, and no more than ``max_bytes`` of envelopes in all (at least one)."""
+        ...
+
+    async def inbound_settle(
+        self, outcomes: Sequence[InboundOutcome], *, now: datetime
+    ) -> list[Settled]:
+        """Apply local delivery's outcomes in ONE transaction (one commit), each only if
+        its item is still ``received`` (see :class:`InboundOutcome`)."""
+        ...
+
+    # -- change notices ------------------------------------------------------------
+    async def watch(self, on_change: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        """Call ``on_change`` (on the event loop) soon after another process queued work
+        in this store (``accept``: the CLI, another process's bridge); return the stop
+        function. In-process callers are woken directly (SiteContext.notify)."""
         ...
 
     # -- operator ---------------------------------------------------------------

@@ -17,44 +17,47 @@ the sessions' ``search_path``; without it the server's search_path decides.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
 from gateway.store._common import (
     EXPIRED_REASON,
-    HOLDABLE,
     LATEST_VERSION,
     MIGRATIONS,
-    RECEIPT_REASON,
-    RETRYABLE,
     UNDELIVERED,
     aware,
     check_record,
     load_sql,
-    unique_hops,
 )
-from gateway.store.base import (
-    Acceptance,
-    Claimed,
-    EnvelopeRecord,
-    InboxItem,
-    InState,
-    OutState,
-    QueueEntry,
-    StoreError,
-    Transition,
+from gateway.store.base import Acceptance, Claimed, EnvelopeRecord, StoreError
+from gateway.store.postgres_common import (
+    CLAIM,
+    FORWARDED,
+    PEERS,
+    AcceptItem,
+    Conn,
+    accept_rows,
+    fail_undelivered,
+    opt_utc,
+    record_receipts,
+    utc,
 )
+from gateway.store.postgres_inbound import PostgresInbound
 from gateway.store.postgres_integrators import PostgresIntegrators
+from gateway.store.postgres_operator import PostgresOperator
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
 
+log = logging.getLogger("valise.store")
 T = TypeVar("T")
-Conn = Any  # asyncpg.Connection (asyncpg ships no type information)
 
 SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CONNECT_TIMEOUT = 10.0
@@ -69,164 +72,14 @@ _RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
 )
-_NOT_DELIVERED = [s.value for s in OutState if s != OutState.DELIVERED]
-
-_CLAIM = """
-WITH due AS (
-    SELECT d.message_id, d.peer, d.state AS old_state, d.lease_owner AS old_owner
-    FROM deliveries d JOIN envelopes e ON e.message_id = d.message_id
-    WHERE d.peer = $1
-      AND (d.state = 'queued'
-           OR (d.state = 'deferred' AND d.next_attempt <= $2)
-           OR (d.state = 'sending' AND d.lease_until < $2))
-    ORDER BY CASE e.priority WHEN 'flash' THEN 0 WHEN 'immediate' THEN 1
-                             WHEN 'priority' THEN 2 ELSE 3 END,
-             e.created, d.message_id
-    LIMIT $3
-    FOR UPDATE OF d SKIP LOCKED
-), claimed AS (
-    UPDATE deliveries d
-    SET state = 'sending', lease_owner = $4, lease_until = $5,
-        attempts = d.attempts + 1, updated_at = $2
-    FROM due
-    WHERE d.message_id = due.message_id AND d.peer = due.peer
-    RETURNING d.message_id, d.peer, d.attempts, due.old_state, due.old_owner
-), logged AS (
-    INSERT INTO history (message_id, peer, state, reason, at)
-    SELECT message_id, peer, 'sending',
-           CASE WHEN old_state = 'sending'
-                THEN 'lease of ' || coalesce(old_owner, '?') || ' expired' ELSE '' END,
-           $2
-    FROM claimed ORDER BY message_id
-)
-SELECT c.message_id, c.peer, c.attempts, e.data, e.expires
-FROM claimed c JOIN envelopes e ON e.message_id = c.message_id
-ORDER BY CASE e.priority WHEN 'flash' THEN 0 WHEN 'immediate' THEN 1
-                         WHEN 'priority' THEN 2 ELSE 3 END,
-         e.created, c.message_id
-"""
-
-_SET_STATE = """
-WITH moved AS (
-    UPDATE deliveries
-    SET state = $2, next_attempt = $3, lease_owner = NULL, lease_until = NULL,
-        last_reason = $4, updated_at = $5
-    WHERE message_id = $1 AND state = ANY($6::text[])
-    RETURNING peer
-), logged AS (
-    INSERT INTO history (message_id, peer, state, reason, at)
-    SELECT $1, peer, $2, $4, $5 FROM moved ORDER BY peer
-)
-SELECT count(*) FROM moved
-"""
-
-_QUEUE = """
-SELECT d.message_id, d.peer, d.state, d.attempts, d.next_attempt, d.last_reason,
-       e.origin, e.destinations, e.created, e.expires, e.priority, e.size
-FROM deliveries d JOIN envelopes e ON e.message_id = d.message_id
-WHERE ($1::text IS NULL OR d.peer = $1) AND ($2::text IS NULL OR d.state = $2)
-ORDER BY CASE e.priority WHEN 'flash' THEN 0 WHEN 'immediate' THEN 1
-                         WHEN 'priority' THEN 2 ELSE 3 END,
-         e.created, d.message_id, d.peer
-"""
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)
-
-
-def _opt_utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(UTC)
-
-
-async def _history(
-    conn: Conn, message_id: str, peer: str | None, state: str, reason: str, at: datetime
-) -> None:
-    await conn.execute(
-        "INSERT INTO history (message_id, peer, state, reason, at) VALUES ($1, $2, $3, $4, $5)",
-        message_id,
-        peer,
-        state,
-        reason,
-        at,
-    )
-
-
-async def _accept_one(
-    conn: Conn,
-    record: EnvelopeRecord,
-    next_hops: Sequence[str],
-    deliver_here: bool,
-    hop_ack: bytes | None,
-    at: datetime,
-) -> Acceptance:
-    inserted = await conn.fetchval(
-        "INSERT INTO envelopes (message_id, origin, destinations, digest, created, expires,"
-        " priority, received_from, size, data, hop_ack, receipt, accepted_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12)"
-        " ON CONFLICT (message_id) DO NOTHING RETURNING true",
-        record.message_id,
-        record.origin,
-        list(record.destinations),
-        record.digest,
-        aware(record.created),
-        aware(record.expires),
-        str(record.priority),
-        record.received_from,
-        len(record.data),
-        record.data,
-        hop_ack,
-        at,
-    )
-    if not inserted:
-        first = await conn.fetchval(
-            "SELECT hop_ack FROM envelopes WHERE message_id = $1", record.message_id
-        )
-        return Acceptance(new=False, hop_ack=first)
-    hops = unique_hops(next_hops)
-    if hops:
-        await conn.execute(
-            "WITH hops AS (SELECT p, n FROM unnest($2::text[]) WITH ORDINALITY AS t(p, n)),"
-            " queued AS (INSERT INTO deliveries (message_id, peer, state, attempts, updated_at)"
-            "  SELECT $1, p, 'queued', 0, $3 FROM hops)"
-            " INSERT INTO history (message_id, peer, state, reason, at)"
-            " SELECT $1, p, 'queued', '', $3 FROM hops ORDER BY n",
-            record.message_id,
-            hops,
-            at,
-        )
-    if deliver_here:
-        await conn.execute(
-            "INSERT INTO inbound (message_id, state, received_at, updated_at)"
-            " VALUES ($1, 'received', $2, $2)",
-            record.message_id,
-            at,
-        )
-        await _history(conn, record.message_id, None, InState.RECEIVED.value, "", at)
-    return Acceptance(new=True, hop_ack=hop_ack)
-
-
-async def _set_state(
-    conn: Conn,
-    message_id: str,
-    *,
-    to: str,
-    from_states: Sequence[str],
-    reason: str,
-    at: datetime,
-    next_attempt: datetime | None = None,
-) -> int:
-    """Move the message's deliveries in ``from_states`` to ``to`` (lease dropped); history."""
-    moved = await conn.fetchval(
-        _SET_STATE,
-        message_id,
-        to,
-        next_attempt,
-        reason,
-        at,
-        [str(s) for s in from_states],
-    )
-    return int(moved)
+def notify_channel(schema: str | None) -> str:
+    """The LISTEN/NOTIFY channel of a store (an identifier: at most 63 bytes)."""
+    name = f"valise_work_{schema}" if schema else "valise_work"
+    if len(name) > 63:
+        name = "valise_work_" + hashlib.sha256(name.encode()).hexdigest()[:32]
+    return name
 
 
 async def _create_pool(dsn: str, settings: dict[str, str], min_size: int, max_size: int) -> Any:
@@ -242,12 +95,17 @@ async def _create_pool(dsn: str, settings: dict[str, str], min_size: int, max_si
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
 
-class PostgresStore(PostgresIntegrators):
+class PostgresStore(PostgresInbound, PostgresOperator, PostgresIntegrators):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""
 
-    def __init__(self, pool: Any, schema: str | None):
+    def __init__(
+        self, pool: Any, schema: str | None, dsn: str = "", settings: dict[str, str] | None = None
+    ):
         self._pool: Any = pool
         self.schema = schema
+        self._dsn = dsn
+        self._settings = dict(settings or {})
+        self.channel = notify_channel(schema)
 
     @classmethod
     async def open(
@@ -276,7 +134,7 @@ class PostgresStore(PostgresIntegrators):
             await pool.close()
             settings["synchronous_commit"] = "on"
             pool = await _create_pool(dsn, settings, min_size, max_size)
-        store = cls(pool, schema)
+        store = cls(pool, schema, dsn, settings)
         try:
             await store._write(store._migrate)
         except BaseException:
@@ -359,10 +217,13 @@ class PostgresStore(PostgresIntegrators):
     ) -> Acceptance:
         check_record(record)
         at = aware(now)
-        hops = list(next_hops)
+        item: AcceptItem = (record, list(next_hops), deliver_here, hop_ack)
 
         async def tx(conn: Conn) -> Acceptance:
-            return await _accept_one(conn, record, hops, deliver_here, hop_ack, at)
+            (result,) = await accept_rows(conn, [item], at)
+            if result.new and next_hops:  # wake the site's dispatcher (see watch)
+                await conn.execute("SELECT pg_notify($1, '')", self.channel)
+            return result
 
         return await self._write(tx)
 
@@ -372,7 +233,7 @@ class PostgresStore(PostgresIntegrators):
         *,
         now: datetime,
     ) -> list[Acceptance]:
-        batch = [(r, list(h), d, a) for r, h, d, a in items]
+        batch: list[AcceptItem] = [(r, list(h), d, a) for r, h, d, a in items]
         for record, _, _, _ in batch:
             check_record(record)
         at = aware(now)
@@ -380,7 +241,7 @@ class PostgresStore(PostgresIntegrators):
             return []
 
         async def tx(conn: Conn) -> list[Acceptance]:
-            return [await _accept_one(conn, r, h, d, a, at) for r, h, d, a in batch]
+            return await accept_rows(conn, batch, at)
 
         return await self._write(tx)
 
@@ -388,7 +249,7 @@ class PostgresStore(PostgresIntegrators):
         async def q(conn: Conn) -> EnvelopeRecord | None:
             r = await conn.fetchrow(
                 "SELECT message_id, origin, destinations, digest, created, expires, priority,"
-                " received_from, data FROM envelopes WHERE message_id = $1",
+                " received_from, data, doc_class, chain FROM envelopes WHERE message_id = $1",
                 message_id,
             )
             if r is None:
@@ -398,11 +259,13 @@ class PostgresStore(PostgresIntegrators):
                 origin=r["origin"],
                 destinations=tuple(r["destinations"]),
                 digest=r["digest"],
-                created=_utc(r["created"]),
-                expires=_utc(r["expires"]),
+                created=utc(r["created"]),
+                expires=utc(r["expires"]),
                 priority=r["priority"],
                 received_from=r["received_from"],
                 data=r["data"],
+                doc_class=r["doc_class"],
+                chain=r["chain"],
             )
 
         return await self._read(q)
@@ -417,9 +280,19 @@ class PostgresStore(PostgresIntegrators):
             return []
 
         async def tx(conn: Conn) -> list[Claimed]:
-            rows = await conn.fetch(_CLAIM, peer, at, limit, owner, until)
+            rows = await conn.fetch(CLAIM, peer, at, limit, owner, until)
             return [
-                Claimed(r["message_id"], r["peer"], r["attempts"], r["data"], _utc(r["expires"]))
+                Claimed(
+                    r["message_id"],
+                    r["peer"],
+                    r["attempts"],
+                    r["data"],
+                    utc(r["expires"]),
+                    r["origin"],
+                    r["digest"],
+                    r["doc_class"],
+                    r["chain"],
+                )
                 for r in rows
             ]
 
@@ -429,13 +302,7 @@ class PostgresStore(PostgresIntegrators):
         at = aware(now)
 
         async def q(conn: Conn) -> list[str]:
-            rows = await conn.fetch(
-                "SELECT DISTINCT peer FROM deliveries WHERE state = 'queued'"
-                " OR (state = 'deferred' AND next_attempt <= $1)"
-                " OR (state = 'sending' AND lease_until < $1) ORDER BY peer",
-                at,
-            )
-            return [r["peer"] for r in rows]
+            return [r["peer"] for r in await conn.fetch(PEERS, at)]
 
         return await self._read(q)
 
@@ -446,36 +313,31 @@ class PostgresStore(PostgresIntegrators):
             first = await conn.fetchval(
                 "SELECT min(next_attempt) FROM deliveries WHERE state = 'deferred'"
             )
-            return _opt_utc(first)
+            return opt_utc(first)
 
         return await self._read(q)
 
     async def forwarded(
-        self, items: Sequence[tuple[str, str]], *, owner: str, now: datetime, reason: str = ""
+        self,
+        items: Sequence[tuple[str, str]],
+        *,
+        owner: str,
+        now: datetime,
+        reason: str = "",
+        receipts: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         at = aware(now)
         pairs = list(items)
-        if not pairs:
+        proofs = list(receipts)
+        if not pairs and not proofs:
             return
 
         async def tx(conn: Conn) -> None:
-            await conn.execute(
-                "WITH items AS ("
-                "  SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(mid, peer, n)"
-                "), moved AS ("
-                "  UPDATE deliveries d SET state = 'forwarded', lease_owner = NULL,"
-                "   lease_until = NULL, next_attempt = NULL, last_reason = $4, updated_at = $5"
-                "  FROM items i WHERE d.message_id = i.mid AND d.peer = i.peer"
-                "   AND d.state = 'sending' AND d.lease_owner = $3"
-                "  RETURNING d.message_id, d.peer, i.n"
-                ") INSERT INTO history (message_id, peer, state, reason, at)"
-                " SELECT message_id, peer, 'forwarded', $4, $5 FROM moved ORDER BY n",
-                [m for m, _ in pairs],
-                [p for _, p in pairs],
-                owner,
-                reason,
-                at,
-            )
+            if pairs:
+                await conn.execute(
+                    FORWARDED, [m for m, _ in pairs], [p for _, p in pairs], owner, reason, at
+                )
+            await record_receipts(conn, proofs, at)
 
         await self._write(tx)
 
@@ -519,21 +381,7 @@ class PostgresStore(PostgresIntegrators):
                 "SELECT true FROM envelopes WHERE message_id = $1", message_id
             ):
                 raise StoreError(f"unknown message {message_id}")
-            await conn.execute(
-                "WITH moved AS ("
-                "  UPDATE deliveries SET state = 'failed', lease_owner = NULL, lease_until = NULL,"
-                "   last_reason = $3, updated_at = $4"
-                "  WHERE message_id = $1 AND state = ANY($5::text[])"
-                "   AND ($2::text IS NULL OR peer = $2)"
-                "  RETURNING peer"
-                ") INSERT INTO history (message_id, peer, state, reason, at)"
-                " SELECT $1, peer, 'failed', $3, $4 FROM moved ORDER BY peer",
-                message_id,
-                peer,
-                reason,
-                at,
-                list(UNDELIVERED),
-            )
+            await fail_undelivered(conn, message_id, peer, reason, at)
 
         await self._write(tx)
 
@@ -569,29 +417,11 @@ class PostgresStore(PostgresIntegrators):
         at = aware(now)
 
         async def tx(conn: Conn) -> bool:
-            stored = await conn.fetchval(
-                "UPDATE envelopes SET receipt = $2 WHERE message_id = $1 AND receipt IS NULL"
-                " RETURNING true",
-                message_id,
-                receipt,
-            )
-            if not stored:
-                if await conn.fetchval(
-                    "SELECT true FROM envelopes WHERE message_id = $1", message_id
-                ):
-                    return False
-                raise StoreError(f"unknown message {message_id}")
-            moved = await _set_state(
-                conn,
-                message_id,
-                to=OutState.DELIVERED.value,
-                from_states=_NOT_DELIVERED,
-                reason=RECEIPT_REASON,
-                at=at,
-            )
-            if not moved:
-                await _history(conn, message_id, None, OutState.DELIVERED.value, RECEIPT_REASON, at)
-            return True
+            if await record_receipts(conn, [(message_id, receipt)], at):
+                return True
+            if await conn.fetchval("SELECT true FROM envelopes WHERE message_id = $1", message_id):
+                return False
+            raise StoreError(f"unknown message {message_id}")
 
         return await self._write(tx)
 
@@ -604,196 +434,29 @@ class PostgresStore(PostgresIntegrators):
 
         return await self._read(q)
 
-    # -- inbound ----------------------------------------------------------------
-    async def inbound_set(
-        self, message_id: str, state: InState, *, reason: str, now: datetime
-    ) -> None:
-        at = aware(now)
-        new = InState(state).value
-
-        async def tx(conn: Conn) -> None:
-            old = await conn.fetchval(
-                "SELECT state FROM inbound WHERE message_id = $1 FOR UPDATE", message_id
+    # -- change notices -----------------------------------------------------------
+    async def watch(self, on_change: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        """LISTEN on the store's channel, on a connection of its own: accept() notifies
+        it in the accepting transaction, so a notice means committed work."""
+        self._live()
+        try:
+            conn = await asyncpg.connect(
+                self._dsn, timeout=CONNECT_TIMEOUT, server_settings=self._settings
             )
-            if old is None:
-                raise StoreError(f"no inbound item {message_id}")
-            if old == new:
-                return
-            await conn.execute(
-                "UPDATE inbound SET state = $2, updated_at = $3 WHERE message_id = $1",
-                message_id,
-                new,
-                at,
-            )
-            await _history(conn, message_id, None, new, reason, at)
+            await conn.add_listener(self.channel, lambda *_: on_change())
+        except _ERRORS as exc:
+            log.warning(f"no change notices from PostgreSQL ({exc}): polling only")
 
-        await self._write(tx)
+            async def nothing() -> None:
+                return None
 
-    async def inbox(
-        self,
-        *,
-        state: InState | None = None,
-        limit: int = 100,
-        after: tuple[datetime, str] | None = None,
-    ) -> list[InboxItem]:
-        wanted = None if state is None else InState(state).value
-        after_at = None if after is None else aware(after[0])
-        after_id = None if after is None else after[1]
+            return nothing
 
-        async def q(conn: Conn) -> list[InboxItem]:
-            rows = await conn.fetch(
-                "SELECT i.message_id, e.origin, i.state, i.received_at, e.size"
-                " FROM inbound i JOIN envelopes e ON e.message_id = i.message_id"
-                " WHERE ($1::text IS NULL OR i.state = $1)"
-                " AND ($3::timestamptz IS NULL OR (i.received_at, i.message_id) > ($3, $4::text))"
-                " ORDER BY i.received_at, i.message_id LIMIT $2",
-                wanted,
-                limit,
-                after_at,
-                after_id,
-            )
-            return [
-                InboxItem(
-                    r["message_id"], r["origin"], r["state"], _utc(r["received_at"]), r["size"]
-                )
-                for r in rows
-            ]
+        async def stop() -> None:
+            with contextlib.suppress(*_ERRORS):
+                await conn.close(timeout=5)
 
-        return await self._read(q)
-
-    # -- operator ---------------------------------------------------------------
-    async def _move(
-        self,
-        message_id: str,
-        *,
-        to: str,
-        from_states: Sequence[str],
-        reason: str,
-        now: datetime,
-        next_attempt: datetime | None = None,
-    ) -> int:
-        at = aware(now)
-
-        async def tx(conn: Conn) -> int:
-            return await _set_state(
-                conn,
-                message_id,
-                to=to,
-                from_states=from_states,
-                reason=reason,
-                at=at,
-                next_attempt=next_attempt,
-            )
-
-        return await self._write(tx)
-
-    async def hold(self, message_id: str, *, now: datetime, reason: str) -> int:
-        return await self._move(
-            message_id, to=OutState.HELD.value, from_states=HOLDABLE, reason=reason, now=now
-        )
-
-    async def release(self, message_id: str, *, now: datetime, reason: str) -> int:
-        return await self._move(
-            message_id,
-            to=OutState.QUEUED.value,
-            from_states=[OutState.HELD.value],
-            reason=reason,
-            now=now,
-        )
-
-    async def retry(self, message_id: str, *, now: datetime, reason: str) -> int:
-        return await self._move(
-            message_id,
-            to=OutState.QUEUED.value,
-            from_states=RETRYABLE,
-            reason=reason,
-            now=now,
-            next_attempt=aware(now),
-        )
-
-    async def delete(self, message_id: str, *, now: datetime, reason: str) -> int:
-        at = aware(now)
-
-        async def tx(conn: Conn) -> int:
-            removed = await conn.fetchval(
-                "WITH gone AS (DELETE FROM deliveries WHERE message_id = $1 RETURNING 1)"
-                " SELECT count(*) FROM gone",
-                message_id,
-            )
-            inbound = await conn.fetchval(
-                "DELETE FROM inbound WHERE message_id = $1 RETURNING true", message_id
-            )
-            envelope = await conn.fetchval(
-                "DELETE FROM envelopes WHERE message_id = $1 RETURNING true", message_id
-            )
-            if removed or inbound or envelope:
-                await _history(conn, message_id, None, "deleted", reason, at)
-            return int(removed)
-
-        return await self._write(tx)
-
-    async def queue(self, *, peer: str | None = None, state: str | None = None) -> list[QueueEntry]:
-        wanted = None if state is None else str(state)
-
-        async def q(conn: Conn) -> list[QueueEntry]:
-            rows = await conn.fetch(_QUEUE, peer, wanted)
-            return [
-                QueueEntry(
-                    message_id=r["message_id"],
-                    peer=r["peer"],
-                    state=r["state"],
-                    attempts=r["attempts"],
-                    next_attempt=_opt_utc(r["next_attempt"]),
-                    last_reason=r["last_reason"],
-                    origin=r["origin"],
-                    destinations=tuple(r["destinations"]),
-                    created=_utc(r["created"]),
-                    expires=_utc(r["expires"]),
-                    priority=r["priority"],
-                    size=r["size"],
-                )
-                for r in rows
-            ]
-
-        return await self._read(q)
-
-    async def history(self, message_id: str) -> list[Transition]:
-        async def q(conn: Conn) -> list[Transition]:
-            rows = await conn.fetch(
-                "SELECT at, peer, state, reason FROM history WHERE message_id = $1 ORDER BY id",
-                message_id,
-            )
-            return [Transition(_utc(r["at"]), r["peer"], r["state"], r["reason"]) for r in rows]
-
-        return await self._read(q)
-
-    async def depths(self) -> dict[tuple[str, str], int]:
-        async def q(conn: Conn) -> dict[tuple[str, str], int]:
-            rows = await conn.fetch(
-                "SELECT peer, state, count(*) AS n FROM deliveries GROUP BY peer, state"
-            )
-            return {(r["peer"], r["state"]): int(r["n"]) for r in rows}
-
-        return await self._read(q)
-
-    async def ping(self) -> None:
-        async def q(conn: Conn) -> None:
-            await conn.fetchval("SELECT 1")
-
-        await self._read(q)
-
-    async def durability(self) -> dict[str, str]:
-        async def q(conn: Conn) -> dict[str, str]:
-            r = await conn.fetchrow(
-                "SELECT current_setting('synchronous_commit') AS synchronous_commit,"
-                " current_setting('fsync') AS fsync,"
-                " current_setting('full_page_writes') AS full_page_writes,"
-                " current_setting('server_version') AS server_version,"
-                " coalesce(current_schema(), '') AS schema"
-            )
-            return {"backend": "postgresql", **{k: str(v) for k, v in r.items()}}
-
-        return await self._read(q)
+        return stop
 
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gateway.store._common import load_sql
+from gateway.store._common import LATEST_VERSION, MIGRATIONS, load_sql
 from gateway.store.base import (
     Acceptance,
     EnvelopeRecord,
@@ -725,7 +725,8 @@ async def test_sqlite_reopen_sees_committed_data(sqlite_path: Path) -> None:
         await second.close()
     raw = sqlite3.connect(sqlite_path)
     try:
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        versions = raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert versions == [(v,) for v, _ in MIGRATIONS]
     finally:
         raw.close()
 
@@ -819,7 +820,7 @@ async def test_postgres_open_creates_the_schema_and_migrates_once(pg_dsn: str) -
             await put(first, 1)
             assert await second.get_envelope(mid(1)) == record(1)
             async with second._pool.acquire() as conn:
-                assert await conn.fetchval("SELECT count(*) FROM schema_version") == 1
+                assert await conn.fetchval("SELECT count(*) FROM schema_version") == LATEST_VERSION
         finally:
             await first.close()
             await second.close()
@@ -847,8 +848,9 @@ async def test_postgres_bad_schema_name_and_unreachable_server() -> None:
 def _sqlite_tables() -> dict[str, tuple[list[str], list[str], set[str]]]:
     """table -> (columns in order, primary key columns, NOT NULL columns)."""
     conn = sqlite3.connect(":memory:")
-    for statement in _statements(load_sql("sqlite", "schema.sql")):
-        conn.execute(statement)
+    for _, name in MIGRATIONS:
+        for statement in _statements(load_sql("sqlite", name)):
+            conn.execute(statement)
     out = {}
     names = conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
@@ -908,7 +910,23 @@ async def test_sqlite_and_postgres_schemas_define_the_same_tables(pg_schema: str
 
 
 def test_schema_files_name_the_same_indexes() -> None:
-    def indexes(backend: str) -> set[str]:
-        return set(re.findall(r"CREATE INDEX (\w+) ON (\w+)", load_sql(backend, "schema.sql")))
+    def indexes(backend: str) -> set[tuple[str, str]]:
+        """The indexes the migrations leave, in order: created, less those dropped."""
+        out: dict[str, str] = {}
+        for _, name in MIGRATIONS:
+            sql = load_sql(backend, name)
+            for m in re.finditer(r"CREATE INDEX (\w+) ON (\w+)|DROP INDEX (\w+)", sql):
+                if m[3]:
+                    del out[m[3]]
+                else:
+                    out[m[1]] = m[2]
+        return set(out.items())
 
     assert indexes("sqlite") == indexes("postgres") != set()
+    assert ("deliveries_claim", "deliveries") in indexes("sqlite")
+
+
+def test_migration_files_are_shipped_for_both_backends() -> None:
+    assert [v for v, _ in MIGRATIONS] == list(range(1, LATEST_VERSION + 1))
+    for _, name in MIGRATIONS:
+        assert load_sql("sqlite", name) and load_sql("postgres", name)

@@ -1,0 +1,304 @@
+"""What the PostgreSQL store's modules share: time conversion and the transaction bodies
+that more than one call runs (accepting, recording receipts, failing, moving states).
+
+Each function takes a connection inside a transaction the caller opened, and works on
+whole batches in a few set-based statements (``unnest`` of parallel arrays): one round
+trip per kind of row, not one per envelope.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.store._common import RECEIPT_REASON, UNDELIVERED, aware, rank, unique_hops
+from gateway.store.base import Acceptance, EnvelopeRecord
+
+Conn = Any  # asyncpg.Connection (asyncpg ships no type information)
+AcceptItem = tuple[EnvelopeRecord, Sequence[str], bool, bytes | None]
+
+_INSERT_ENVELOPES = """
+INSERT INTO envelopes (message_id, origin, destinations, digest, created, expires,
+                       priority, received_from, size, data, hop_ack, receipt, accepted_at,
+                       doc_class, chain)
+SELECT t.mid, t.origin, ARRAY(SELECT jsonb_array_elements_text(t.dest::jsonb)), t.digest,
+       t.created, t.expires, t.priority, t.rfrom, t.size, t.data, t.ack, NULL, $12,
+       t.doc_class, t.chain
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[],
+            $6::timestamptz[], $7::text[], $8::text[], $9::bigint[], $10::bytea[], $11::bytea[],
+            $13::text[], $14::bytea[])
+     WITH ORDINALITY AS t(mid, origin, dest, digest, created, expires, priority, rfrom, size,
+                          data, ack, doc_class, chain, n)
+ORDER BY t.n
+ON CONFLICT (message_id) DO NOTHING
+RETURNING message_id
+"""
+
+_QUEUE_DELIVERIES = """
+WITH q AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[])
+    WITH ORDINALITY AS t(mid, peer, rank, created, n)
+), queued AS (
+    INSERT INTO deliveries (message_id, peer, state, attempts, updated_at, rank, created)
+    SELECT mid, peer, 'queued', 0, $5, rank, created FROM q
+)
+INSERT INTO history (message_id, peer, state, reason, at)
+SELECT mid, peer, 'queued', '', $5 FROM q ORDER BY n
+"""
+
+_ADD_INBOUND = """
+WITH q AS (SELECT * FROM unnest($1::text[]) WITH ORDINALITY AS t(mid, n)),
+added AS (
+    INSERT INTO inbound (message_id, state, received_at, updated_at)
+    SELECT mid, 'received', $2, $2 FROM q
+)
+INSERT INTO history (message_id, peer, state, reason, at)
+SELECT mid, NULL, 'received', '', $2 FROM q ORDER BY n
+"""
+
+_RECORD_RECEIPTS = """
+WITH r AS (
+    SELECT * FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS t(mid, receipt, n)
+), stored AS (
+    UPDATE envelopes e SET receipt = r.receipt
+    FROM r WHERE e.message_id = r.mid AND e.receipt IS NULL
+    RETURNING e.message_id, r.n
+), moved AS (
+    UPDATE deliveries d
+    SET state = 'delivered', next_attempt = NULL, lease_owner = NULL, lease_until = NULL,
+        last_reason = $3, updated_at = $4
+    FROM stored s WHERE d.message_id = s.message_id AND d.state <> 'delivered'
+    RETURNING d.message_id, d.peer, s.n
+), logged AS (
+    INSERT INTO history (message_id, peer, state, reason, at)
+    SELECT message_id, peer, 'delivered', $3, $4 FROM (
+        SELECT message_id, peer, n FROM moved
+        UNION ALL
+        SELECT s.message_id, NULL, s.n FROM stored s
+        WHERE NOT EXISTS (SELECT 1 FROM moved m WHERE m.message_id = s.message_id)
+    ) x ORDER BY n, peer
+)
+SELECT n FROM stored
+"""
+
+SET_STATE = """
+WITH moved AS (
+    UPDATE deliveries
+    SET state = $2, next_attempt = $3, lease_owner = NULL, lease_until = NULL,
+        last_reason = $4, updated_at = $5
+    WHERE message_id = $1 AND state = ANY($6::text[])
+    RETURNING peer
+), logged AS (
+    INSERT INTO history (message_id, peer, state, reason, at)
+    SELECT $1, peer, $2, $4, $5 FROM moved ORDER BY peer
+)
+SELECT count(*) FROM moved
+"""
+
+_FAIL = """
+WITH moved AS (
+    UPDATE deliveries SET state = 'failed', lease_owner = NULL, lease_until = NULL,
+        last_reason = $3, updated_at = $4
+    WHERE message_id = $1 AND state = ANY($5::text[]) AND ($2::text IS NULL OR peer = $2)
+    RETURNING peer
+)
+INSERT INTO history (message_id, peer, state, reason, at)
+SELECT $1, peer, 'failed', $3, $4 FROM moved ORDER BY peer
+"""
+
+
+# Due work of one peer, in claim order: each branch reads the deliveries_claim index
+# (peer, state, rank, created, message_id) in order and stops at the limit, skipping
+# rows another claimer holds; the union keeps the first ``limit`` of them.
+CLAIM = """
+WITH q AS (
+    SELECT message_id, peer, state AS old_state, lease_owner AS old_owner, rank, created
+    FROM deliveries WHERE peer = $1 AND state = 'queued'
+    ORDER BY rank, created, message_id LIMIT $3 FOR UPDATE SKIP LOCKED
+), f AS (
+    SELECT message_id, peer, state AS old_state, lease_owner AS old_owner, rank, created
+    FROM deliveries WHERE peer = $1 AND state = 'deferred' AND next_attempt <= $2
+    ORDER BY rank, created, message_id LIMIT $3 FOR UPDATE SKIP LOCKED
+), s AS (
+    SELECT message_id, peer, state AS old_state, lease_owner AS old_owner, rank, created
+    FROM deliveries WHERE peer = $1 AND state = 'sending' AND lease_until < $2
+    ORDER BY rank, created, message_id LIMIT $3 FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT * FROM q UNION ALL SELECT * FROM f UNION ALL SELECT * FROM s
+    ORDER BY rank, created, message_id LIMIT $3
+), claimed AS (
+    UPDATE deliveries d
+    SET state = 'sending', lease_owner = $4, lease_until = $5,
+        attempts = d.attempts + 1, updated_at = $2
+    FROM due
+    WHERE d.message_id = due.message_id AND d.peer = due.peer
+    RETURNING d.message_id, d.peer, d.attempts, d.rank, d.created, due.old_state, due.old_owner
+), logged AS (
+    INSERT INTO history (message_id, peer, state, reason, at)
+    SELECT message_id, peer, 'sending',
+           CASE WHEN old_state = 'sending'
+                THEN 'lease of ' || coalesce(old_owner, '?') || ' expired' ELSE '' END,
+           $2
+    FROM claimed ORDER BY rank, created, message_id
+)
+SELECT c.message_id, c.peer, c.attempts, e.data, e.expires, e.origin, e.digest, e.doc_class,
+       e.chain
+FROM claimed c JOIN envelopes e ON e.message_id = c.message_id
+ORDER BY c.rank, c.created, c.message_id
+"""
+
+# Peers with due work: the distinct peers by a skip scan of deliveries_claim (a few
+# index seeks per peer, whatever the table holds), then one seek each for queued work;
+# deferred-and-due and expired leases by the (state, next_attempt) index.
+PEERS = """
+WITH RECURSIVE peers(peer) AS (
+    SELECT min(peer) FROM deliveries
+    UNION ALL
+    SELECT (SELECT min(d.peer) FROM deliveries d WHERE d.peer > peers.peer)
+    FROM peers WHERE peers.peer IS NOT NULL
+)
+SELECT peer FROM peers WHERE peer IS NOT NULL AND EXISTS (
+    SELECT 1 FROM deliveries d WHERE d.peer = peers.peer AND d.state = 'queued')
+UNION
+SELECT peer FROM deliveries WHERE state = 'deferred' AND next_attempt <= $1
+UNION
+SELECT peer FROM deliveries WHERE state = 'sending' AND lease_until < $1
+ORDER BY 1
+"""
+
+FORWARDED = (
+    "WITH items AS ("
+    "  SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(mid, peer, n)"
+    "), moved AS ("
+    "  UPDATE deliveries d SET state = 'forwarded', lease_owner = NULL,"
+    "   lease_until = NULL, next_attempt = NULL, last_reason = $4, updated_at = $5"
+    "  FROM items i WHERE d.message_id = i.mid AND d.peer = i.peer"
+    "   AND d.state = 'sending' AND d.lease_owner = $3"
+    "  RETURNING d.message_id, d.peer, i.n"
+    ") INSERT INTO history (message_id, peer, state, reason, at)"
+    " SELECT message_id, peer, 'forwarded', $4, $5 FROM moved ORDER BY n"
+)
+
+
+def utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def opt_utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
+
+
+async def add_history(
+    conn: Conn, message_id: str, peer: str | None, state: str, reason: str, at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO history (message_id, peer, state, reason, at) VALUES ($1, $2, $3, $4, $5)",
+        message_id,
+        peer,
+        state,
+        reason,
+        at,
+    )
+
+
+async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> list[Acceptance]:
+    """accept() of every item, in order (a message id repeated within the batch is a
+    duplicate of its first occurrence), in four statements at most."""
+    records = [item[0] for item in items]
+    ranks = [rank(r.priority) for r in records]  # refuses an unknown priority first
+    inserted = await conn.fetch(
+        _INSERT_ENVELOPES,
+        [r.message_id for r in records],
+        [r.origin for r in records],
+        [json.dumps(list(r.destinations)) for r in records],
+        [r.digest for r in records],
+        [aware(r.created) for r in records],
+        [aware(r.expires) for r in records],
+        [str(r.priority) for r in records],
+        [r.received_from for r in records],
+        [len(r.data) for r in records],
+        [r.data for r in records],
+        [item[3] for item in items],
+        at,
+        [r.doc_class for r in records],
+        [r.chain for r in records],
+    )
+    new = {row["message_id"] for row in inserted}
+    first_ack: dict[str, bytes | None] = {}
+    queued: list[tuple[str, str, int, datetime]] = []
+    here: list[str] = []
+    results: list[Acceptance | None] = []
+    for (record, hops, deliver_here, hop_ack), order in zip(items, ranks, strict=True):
+        mid = record.message_id
+        if mid in new and mid not in first_ack:
+            first_ack[mid] = hop_ack
+            results.append(Acceptance(new=True, hop_ack=hop_ack))
+            queued += [(mid, p, order, aware(record.created)) for p in unique_hops(hops)]
+            if deliver_here:
+                here.append(mid)
+        else:
+            results.append(None)
+    earlier = [
+        r.message_id
+        for r, a in zip(records, results, strict=True)
+        if a is None and r.message_id not in first_ack
+    ]
+    if earlier:
+        rows = await conn.fetch(
+            "SELECT message_id, hop_ack FROM envelopes WHERE message_id = ANY($1::text[])",
+            earlier,
+        )
+        first_ack.update({row["message_id"]: row["hop_ack"] for row in rows})
+    if queued:
+        await conn.execute(
+            _QUEUE_DELIVERIES,
+            [q[0] for q in queued],
+            [q[1] for q in queued],
+            [q[2] for q in queued],
+            [q[3] for q in queued],
+            at,
+        )
+    if here:
+        await conn.execute(_ADD_INBOUND, here, at)
+    return [
+        a if a is not None else Acceptance(new=False, hop_ack=first_ack.get(r.message_id))
+        for r, a in zip(records, results, strict=True)
+    ]
+
+
+async def record_receipts(conn: Conn, items: Sequence[tuple[str, bytes]], at: datetime) -> set[int]:
+    """Store verified receipts and mark every delivery of their messages delivered, as
+    delivered() does; return the indexes of the items newly recorded (an unknown message
+    or one already receipted is not)."""
+    if not items:
+        return set()
+    rows = await conn.fetch(
+        _RECORD_RECEIPTS, [m for m, _ in items], [r for _, r in items], RECEIPT_REASON, at
+    )
+    return {int(row["n"]) - 1 for row in rows}
+
+
+async def set_state(
+    conn: Conn,
+    message_id: str,
+    *,
+    to: str,
+    from_states: Sequence[str],
+    reason: str,
+    at: datetime,
+    next_attempt: datetime | None = None,
+) -> int:
+    """Move the message's deliveries in ``from_states`` to ``to`` (lease dropped); history."""
+    moved = await conn.fetchval(
+        SET_STATE, message_id, to, next_attempt, reason, at, [str(s) for s in from_states]
+    )
+    return int(moved)
+
+
+async def fail_undelivered(
+    conn: Conn, message_id: str, peer: str | None, reason: str, at: datetime
+) -> None:
+    """Fail the message's undelivered deliveries (to ``peer``, or all)."""
+    await conn.execute(_FAIL, message_id, peer, reason, at, list(UNDELIVERED))

@@ -1,0 +1,169 @@
+"""The operator's part of the PostgreSQL store: hold, release, retry, delete, and the
+read-only views (queue, history, depths, ping, durability).
+
+A mixin of :class:`gateway.store.postgres.PostgresStore`: every call runs through
+the store's ``_read`` / ``_write`` (one transaction, retried on a deadlock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from gateway.store._common import HOLDABLE, RETRYABLE, aware
+from gateway.store.base import OutState, QueueEntry, Transition
+from gateway.store.postgres_common import Conn, add_history, opt_utc, set_state, utc
+
+T = TypeVar("T")
+
+_QUEUE = """
+SELECT d.message_id, d.peer, d.state, d.attempts, d.next_attempt, d.last_reason,
+       e.origin, e.destinations, e.created, e.expires, e.priority, e.size
+FROM deliveries d JOIN envelopes e ON e.message_id = d.message_id
+WHERE ($1::text IS NULL OR d.peer = $1) AND ($2::text IS NULL OR d.state = $2)
+ORDER BY d.rank, d.created, d.message_id, d.peer
+"""
+
+
+class PostgresOperator:
+    """The operator and read-only methods of the Store protocol."""
+
+    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        raise NotImplementedError  # provided by PostgresStore
+
+    async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        raise NotImplementedError  # provided by PostgresStore
+
+    async def _move(
+        self,
+        message_id: str,
+        *,
+        to: str,
+        from_states: Sequence[str],
+        reason: str,
+        now: datetime,
+        next_attempt: datetime | None = None,
+    ) -> int:
+        at = aware(now)
+
+        async def tx(conn: Conn) -> int:
+            return await set_state(
+                conn,
+                message_id,
+                to=to,
+                from_states=from_states,
+                reason=reason,
+                at=at,
+                next_attempt=next_attempt,
+            )
+
+        return await self._write(tx)
+
+    async def hold(self, message_id: str, *, now: datetime, reason: str) -> int:
+        return await self._move(
+            message_id, to=OutState.HELD.value, from_states=HOLDABLE, reason=reason, now=now
+        )
+
+    async def release(self, message_id: str, *, now: datetime, reason: str) -> int:
+        return await self._move(
+            message_id,
+            to=OutState.QUEUED.value,
+            from_states=[OutState.HELD.value],
+            reason=reason,
+            now=now,
+        )
+
+    async def retry(self, message_id: str, *, now: datetime, reason: str) -> int:
+        return await self._move(
+            message_id,
+            to=OutState.QUEUED.value,
+            from_states=RETRYABLE,
+            reason=reason,
+            now=now,
+            next_attempt=aware(now),
+        )
+
+    async def delete(self, message_id: str, *, now: datetime, reason: str) -> int:
+        at = aware(now)
+
+        async def tx(conn: Conn) -> int:
+            removed = await conn.fetchval(
+                "WITH gone AS (DELETE FROM deliveries WHERE message_id = $1 RETURNING 1)"
+                " SELECT count(*) FROM gone",
+                message_id,
+            )
+            inbound = await conn.fetchval(
+                "DELETE FROM inbound WHERE message_id = $1 RETURNING true", message_id
+            )
+            envelope = await conn.fetchval(
+                "DELETE FROM envelopes WHERE message_id = $1 RETURNING true", message_id
+            )
+            if removed or inbound or envelope:
+                await add_history(conn, message_id, None, "deleted", reason, at)
+            return int(removed)
+
+        return await self._write(tx)
+
+    async def queue(self, *, peer: str | None = None, state: str | None = None) -> list[QueueEntry]:
+        wanted = None if state is None else str(state)
+
+        async def q(conn: Conn) -> list[QueueEntry]:
+            rows = await conn.fetch(_QUEUE, peer, wanted)
+            return [
+                QueueEntry(
+                    message_id=r["message_id"],
+                    peer=r["peer"],
+                    state=r["state"],
+                    attempts=r["attempts"],
+                    next_attempt=opt_utc(r["next_attempt"]),
+                    last_reason=r["last_reason"],
+                    origin=r["origin"],
+                    destinations=tuple(r["destinations"]),
+                    created=utc(r["created"]),
+                    expires=utc(r["expires"]),
+                    priority=r["priority"],
+                    size=r["size"],
+                )
+                for r in rows
+            ]
+
+        return await self._read(q)
+
+    async def history(self, message_id: str) -> list[Transition]:
+        async def q(conn: Conn) -> list[Transition]:
+            rows = await conn.fetch(
+                "SELECT at, peer, state, reason FROM history WHERE message_id = $1 ORDER BY id",
+                message_id,
+            )
+            return [Transition(utc(r["at"]), r["peer"], r["state"], r["reason"]) for r in rows]
+
+        return await self._read(q)
+
+    async def depths(self) -> dict[tuple[str, str], int]:
+        async def q(conn: Conn) -> dict[tuple[str, str], int]:
+            rows = await conn.fetch(
+                "SELECT peer, state, count(*) AS n FROM deliveries GROUP BY peer, state"
+            )
+            return {(r["peer"], r["state"]): int(r["n"]) for r in rows}
+
+        return await self._read(q)
+
+    async def ping(self) -> None:
+        async def q(conn: Conn) -> None:
+            await conn.fetchval("SELECT 1")
+
+        await self._read(q)
+
+    async def durability(self) -> dict[str, str]:
+        async def q(conn: Conn) -> dict[str, str]:
+            r = await conn.fetchrow(
+                "SELECT current_setting('synchronous_commit') AS synchronous_commit,"
+                " current_setting('fsync') AS fsync,"
+                " current_setting('full_page_writes') AS full_page_writes,"
+                " current_setting('server_version') AS server_version,"
+                " coalesce(current_schema(), '') AS schema"
+            )
+            return {"backend": "postgresql", **{k: str(v) for k, v in r.items()}}
+
+        return await self._read(q)

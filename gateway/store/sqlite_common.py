@@ -1,0 +1,206 @@
+"""What the SQLite store's modules share: the time encoding and the transaction bodies
+that more than one call runs (accepting, recording a receipt, failing, moving states).
+
+Each function takes the store's connection inside a transaction the caller opened.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from gateway.store._common import RECEIPT_REASON, UNDELIVERED, aware, rank, unique_hops
+from gateway.store.base import Acceptance, EnvelopeRecord, InState, OutState, StoreError
+
+# Due work of one peer, in claim order: each branch reads the deliveries_claim index
+# (peer, state, rank, created, message_id) in order and stops at the limit.
+DUE = """
+SELECT u.message_id, u.state, u.lease_owner, u.attempts, e.data, e.expires,
+       e.origin, e.digest, e.doc_class, e.chain
+FROM (
+    SELECT * FROM (SELECT message_id, state, lease_owner, attempts, rank, created
+        FROM deliveries WHERE peer = :peer AND state = 'queued'
+        ORDER BY rank, created, message_id LIMIT :limit)
+    UNION ALL
+    SELECT * FROM (SELECT message_id, state, lease_owner, attempts, rank, created
+        FROM deliveries WHERE peer = :peer AND state = 'deferred' AND next_attempt <= :now
+        ORDER BY rank, created, message_id LIMIT :limit)
+    UNION ALL
+    SELECT * FROM (SELECT message_id, state, lease_owner, attempts, rank, created
+        FROM deliveries WHERE peer = :peer AND state = 'sending' AND lease_until < :now
+        ORDER BY rank, created, message_id LIMIT :limit)
+) u JOIN envelopes e ON e.message_id = u.message_id
+ORDER BY u.rank, u.created, u.message_id LIMIT :limit
+"""
+
+# Peers with due work: the distinct peers by a skip scan of deliveries_claim (a few
+# index seeks per peer, whatever the table holds), then one seek each for queued work;
+# deferred-and-due and expired leases by the (state, next_attempt) index.
+PEERS = """
+WITH RECURSIVE peers(peer) AS (
+    SELECT min(peer) FROM deliveries
+    UNION ALL
+    SELECT (SELECT min(d.peer) FROM deliveries d WHERE d.peer > peers.peer)
+    FROM peers WHERE peers.peer IS NOT NULL
+)
+SELECT peer FROM peers WHERE peer IS NOT NULL AND EXISTS (
+    SELECT 1 FROM deliveries d WHERE d.peer = peers.peer AND d.state = 'queued')
+UNION
+SELECT peer FROM deliveries WHERE state = 'deferred' AND next_attempt <= :now
+UNION
+SELECT peer FROM deliveries WHERE state = 'sending' AND lease_until < :now
+ORDER BY 1
+"""
+
+
+def ts(moment: datetime) -> str:
+    return aware(moment).isoformat(timespec="microseconds")
+
+
+def dt(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def opt_dt(text: str | None) -> datetime | None:
+    return None if text is None else dt(text)
+
+
+def add_history(
+    c: sqlite3.Connection,
+    message_id: str,
+    peer: str | None,
+    state: str,
+    reason: str,
+    at: str,
+) -> None:
+    c.execute(
+        "INSERT INTO history (message_id, peer, state, reason, at) VALUES (?, ?, ?, ?, ?)",
+        (message_id, peer, state, reason, at),
+    )
+
+
+def accept_one(
+    c: sqlite3.Connection,
+    record: EnvelopeRecord,
+    next_hops: Sequence[str],
+    deliver_here: bool,
+    hop_ack: bytes | None,
+    at: str,
+) -> Acceptance:
+    created = ts(record.created)
+    cur = c.execute(
+        "INSERT INTO envelopes (message_id, origin, destinations, digest, created, expires,"
+        " priority, received_from, size, data, hop_ack, receipt, accepted_at, doc_class, chain)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)"
+        " ON CONFLICT (message_id) DO NOTHING",
+        (
+            record.message_id,
+            record.origin,
+            json.dumps(list(record.destinations)),
+            record.digest,
+            created,
+            ts(record.expires),
+            str(record.priority),
+            record.received_from,
+            len(record.data),
+            record.data,
+            hop_ack,
+            at,
+            record.doc_class,
+            record.chain,
+        ),
+    )
+    if cur.rowcount == 0:
+        row = c.execute(
+            "SELECT hop_ack FROM envelopes WHERE message_id = ?", (record.message_id,)
+        ).fetchone()
+        return Acceptance(new=False, hop_ack=row[0])
+    order = rank(record.priority)
+    hops = unique_hops(next_hops)
+    if hops:
+        c.executemany(
+            "INSERT INTO deliveries (message_id, peer, state, attempts, updated_at, rank, created)"
+            " VALUES (?, ?, 'queued', 0, ?, ?, ?)",
+            [(record.message_id, peer, at, order, created) for peer in hops],
+        )
+        c.executemany(
+            "INSERT INTO history (message_id, peer, state, reason, at)"
+            " VALUES (?, ?, 'queued', '', ?)",
+            [(record.message_id, peer, at) for peer in hops],
+        )
+    if deliver_here:
+        c.execute(
+            "INSERT INTO inbound (message_id, state, received_at, updated_at)"
+            " VALUES (?, 'received', ?, ?)",
+            (record.message_id, at, at),
+        )
+        add_history(c, record.message_id, None, InState.RECEIVED.value, "", at)
+    return Acceptance(new=True, hop_ack=hop_ack)
+
+
+def set_state(
+    c: sqlite3.Connection,
+    message_id: str,
+    *,
+    to: str,
+    from_states: Sequence[str],
+    reason: str,
+    at: str,
+    next_attempt: str | None = None,
+) -> int:
+    """Move the message's deliveries in ``from_states`` to ``to`` (lease dropped); history."""
+    rows = c.execute(
+        "UPDATE deliveries SET state = ?, next_attempt = ?, lease_owner = NULL,"
+        " lease_until = NULL, last_reason = ?, updated_at = ?"
+        " WHERE message_id = ? AND state IN (SELECT value FROM json_each(?)) RETURNING peer",
+        (to, next_attempt, reason, at, message_id, json.dumps([str(s) for s in from_states])),
+    ).fetchall()
+    for (peer,) in sorted(rows):
+        add_history(c, message_id, peer, to, reason, at)
+    return len(rows)
+
+
+_NOT_DELIVERED = [s.value for s in OutState if s != OutState.DELIVERED]
+
+
+def record_receipt(c: sqlite3.Connection, message_id: str, receipt: bytes, at: str) -> bool:
+    """Store a verified receipt and mark every delivery of the message delivered;
+    False if one was recorded already. Raises StoreError for an unknown message."""
+    cur = c.execute(
+        "UPDATE envelopes SET receipt = ? WHERE message_id = ? AND receipt IS NULL",
+        (receipt, message_id),
+    )
+    if cur.rowcount == 0:
+        if c.execute("SELECT 1 FROM envelopes WHERE message_id = ?", (message_id,)).fetchone():
+            return False
+        raise StoreError(f"unknown message {message_id}")
+    moved = set_state(
+        c,
+        message_id,
+        to=OutState.DELIVERED.value,
+        from_states=_NOT_DELIVERED,
+        reason=RECEIPT_REASON,
+        at=at,
+    )
+    if not moved:
+        add_history(c, message_id, None, OutState.DELIVERED.value, RECEIPT_REASON, at)
+    return True
+
+
+def fail_undelivered(
+    c: sqlite3.Connection, message_id: str, peer: str | None, reason: str, at: str
+) -> None:
+    """Fail the message's undelivered deliveries (to ``peer``, or all). Raises StoreError."""
+    if not c.execute("SELECT 1 FROM envelopes WHERE message_id = ?", (message_id,)).fetchone():
+        raise StoreError(f"unknown message {message_id}")
+    rows = c.execute(
+        "UPDATE deliveries SET state = 'failed', lease_owner = NULL,"
+        " lease_until = NULL, last_reason = ?, updated_at = ?"
+        " WHERE message_id = ? AND state IN (SELECT value FROM json_each(?))"
+        " AND (? IS NULL OR peer = ?) RETURNING peer",
+        (reason, at, message_id, json.dumps(list(UNDELIVERED)), peer, peer),
+    ).fetchall()
+    for (p,) in sorted(rows):
+        add_history(c, message_id, p, OutState.FAILED.value, reason, at)

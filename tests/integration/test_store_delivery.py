@@ -1,0 +1,320 @@
+"""The Store calls of batched delivery, run against both backends: reading a batch of
+received envelopes, settling it in one transaction, receipts recorded with forwarding,
+the claim order index, change notices, and the upgrade of a version 1 store.
+
+Fixtures and helpers are those of test_store.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from gateway.store._common import LATEST_VERSION, load_sql
+from gateway.store.base import Acceptance, InboundOutcome, InState, Settled, Store
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SqliteStore, _statements
+from gateway.store.sqlite_common import DUE
+from tests.integration.conftest import PG_DSN, pg_test_schema
+from tests.integration.test_store import HANOI, HQ, PARIS, T0, mid, put, record, steps
+
+
+async def test_accept_keeps_the_class_and_chain_and_claim_returns_them(store: Store) -> None:
+    rec = record(1)
+    rec = type(rec)(**{**rec.__dict__, "doc_class": "receipt", "chain": b"\x07" * 64})
+    await store.accept(rec, next_hops=[PARIS], deliver_here=False, hop_ack=None, now=T0)
+    assert await store.get_envelope(mid(1)) == rec
+    (claimed,) = await store.claim(peer=PARIS, owner="a", limit=5, lease_seconds=9, now=T0)
+    assert (claimed.origin, claimed.digest, claimed.doc_class, claimed.chain) == (
+        HQ,
+        rec.digest,
+        "receipt",
+        b"\x07" * 64,
+    )
+    await put(store, 2)
+    (plain,) = await store.claim(peer=PARIS, owner="a", limit=5, lease_seconds=9, now=T0)
+    assert (plain.doc_class, plain.chain) == ("document", None)
+
+
+async def test_inbound_received_takes_the_oldest_within_a_byte_budget(store: Store) -> None:
+    await put(store, 1, (), here=True, now=T0, data=b"a" * 100)
+    await put(store, 2, (), here=True, now=T0 + timedelta(seconds=1), data=b"b" * 100)
+    await put(store, 3, (), here=True, now=T0 + timedelta(seconds=2), data=b"c" * 100)
+    await put(store, 4, (PARIS,), here=False, now=T0)  # relayed only: not inbound
+    await put(store, 5, (), here=True, now=T0 - timedelta(seconds=1), data=b"e" * 500)
+    await store.inbound_set(mid(5), InState.AVAILABLE, reason="done", now=T0)
+    got = await store.inbound_received(limit=10, max_bytes=10_000)
+    assert got == [
+        record(1, data=b"a" * 100),
+        record(2, data=b"b" * 100),
+        record(3, data=b"c" * 100),
+    ]
+    assert [r.message_id for r in await store.inbound_received(limit=2, max_bytes=10_000)] == [
+        mid(1),
+        mid(2),
+    ]
+    assert [r.message_id for r in await store.inbound_received(limit=10, max_bytes=250)] == [
+        mid(1),
+        mid(2),
+    ]
+    # The first always comes, even over the budget.
+    assert [r.message_id for r in await store.inbound_received(limit=10, max_bytes=1)] == [mid(1)]
+    assert await store.inbound_received(limit=0, max_bytes=100) == []
+
+
+async def test_inbound_settle_applies_a_batch_in_one_transaction(store: Store) -> None:
+    # At a site that is both a destination and an origin:
+    await put(store, 1, (), here=True)  # a document, opened
+    await put(store, 2, (), here=True)  # a receipt for message 5, verified
+    await put(store, 3, (HANOI,), here=True)  # undeliverable (and relayed on too)
+    await put(store, 4, (), here=True)  # already available (another worker got it)
+    await put(store, 6, (), here=True)  # a receipt for a message this site never sent
+    await store.inbound_set(mid(4), InState.AVAILABLE, reason="opened", now=T0)
+    await put(store, 5, (PARIS,))  # sent from here, forwarded
+    await store.claim(peer=PARIS, owner="a", limit=1, lease_seconds=60, now=T0)
+    await store.forwarded([(mid(5), PARIS)], owner="a", now=T0)
+    reply = record(10, priority="immediate")
+    later = T0 + timedelta(seconds=5)
+    outcomes = [
+        InboundOutcome(mid(1), InState.AVAILABLE, "opened", receipt=(reply, (HQ,))),
+        InboundOutcome(mid(2), InState.ACKED, "receipt", delivered=(mid(5), b"receipt-5")),
+        InboundOutcome(mid(3), InState.ACKED, "undeliverable: bad", failed="bad"),
+        InboundOutcome(mid(4), InState.AVAILABLE, "opened", receipt=(record(11), (HQ,))),
+        InboundOutcome(mid(6), InState.ACKED, "receipt", delivered=(mid(9), b"receipt-9")),
+    ]
+    assert await store.inbound_settle(outcomes, now=later) == [
+        Settled(applied=True, delivered=False),
+        Settled(applied=True, delivered=True),
+        Settled(applied=True, delivered=False),
+        Settled(applied=False, delivered=False),
+        Settled(applied=True, delivered=False),
+    ]
+    states = {i.message_id: i.state for i in await store.inbox()}
+    assert states == {
+        mid(1): "available",
+        mid(2): "acked",
+        mid(3): "acked",
+        mid(4): "available",
+        mid(6): "acked",
+    }
+    # The receipt is queued like any envelope sealed here; the one of the item that was
+    # no longer received is not.
+    assert await store.get_envelope(mid(10)) == reply
+    assert await store.get_envelope(mid(11)) is None
+    assert await store.receipt(mid(5)) == b"receipt-5"
+    depths = await store.depths()
+    assert depths == {(HQ, "queued"): 1, (PARIS, "delivered"): 1, (HANOI, "failed"): 1}
+    assert steps(await store.history(mid(1)))[-1] == (None, "available", "opened")
+    assert steps(await store.history(mid(3)))[-2:] == [
+        (HANOI, "failed", "bad"),
+        (None, "acked", "undeliverable: bad"),
+    ] or steps(await store.history(mid(3)))[-2:] == [
+        (None, "acked", "undeliverable: bad"),
+        (HANOI, "failed", "bad"),
+    ]
+    assert steps(await store.history(mid(5)))[-1] == (PARIS, "delivered", "receipt")
+    assert all(t.at == later for t in (await store.history(mid(10))))
+    # Settling the same batch again changes nothing.
+    again = await store.inbound_settle(outcomes, now=later)
+    assert again == [Settled(applied=False, delivered=False)] * 5
+    assert await store.depths() == depths
+    assert await store.inbound_settle([], now=later) == []
+    if isinstance(store, PostgresStore):
+        async with store._pool.acquire() as conn:
+            xids = await conn.fetch(
+                "SELECT DISTINCT xmin::text FROM inbound WHERE message_id = ANY($1::text[])",
+                [mid(1), mid(2), mid(3), mid(6)],
+            )
+        assert len(xids) == 1
+
+
+async def test_forwarded_records_acknowledged_receipts_in_the_same_call(store: Store) -> None:
+    await put(store, 1)
+    await put(store, 2)
+    await store.claim(peer=PARIS, owner="a", limit=5, lease_seconds=60, now=T0)
+    await store.forwarded(
+        [(mid(1), PARIS), (mid(2), PARIS)], owner="a", now=T0, receipts=[(mid(2), b"ack-json")]
+    )
+    assert await store.depths() == {(PARIS, "forwarded"): 1, (PARIS, "delivered"): 1}
+    assert await store.receipt(mid(2)) == b"ack-json"
+    assert steps(await store.history(mid(2)))[-2:] == [
+        (PARIS, "forwarded", ""),
+        (PARIS, "delivered", "receipt"),
+    ]
+    await store.forwarded([], owner="a", now=T0, receipts=[(mid(2), b"again")])
+    assert await store.receipt(mid(2)) == b"ack-json"
+
+
+async def test_sent_digests(store: Store) -> None:
+    await put(store, 1, destinations=(PARIS, HANOI))
+    await put(store, 2)
+    got = await store.sent_digests([mid(1), mid(2), mid(9), mid(1)])
+    assert got == {mid(1): ((PARIS, HANOI), record(1).digest), mid(2): ((PARIS,), record(2).digest)}
+    assert await store.sent_digests([]) == {}
+
+
+async def test_peers_with_work_across_many_peers_and_states(store: Store) -> None:
+    peers = [f"M-P{i:02d}" for i in range(12)]
+    for n, peer in enumerate(peers):
+        await put(store, n + 1, (peer,))
+    # P00 forwarded, P01 deferred (due later), P02 sending (lease live), P03 held.
+    for peer in peers[:3]:
+        await store.claim(peer=peer, owner="a", limit=5, lease_seconds=60, now=T0)
+    await store.forwarded([(mid(1), peers[0])], owner="a", now=T0)
+    due = T0 + timedelta(seconds=30)
+    await store.defer(mid(2), peers[1], owner="a", reason="x", next_attempt=due, now=T0)
+    await store.hold(mid(4), now=T0, reason="check")
+    assert await store.peers_with_work(now=T0) == peers[4:]
+    assert await store.peers_with_work(now=due) == [peers[1], *peers[4:]]
+    late = T0 + timedelta(minutes=2)  # the lease has run out
+    assert await store.peers_with_work(now=late) == [peers[1], peers[2], *peers[4:]]
+
+
+async def test_claim_takes_due_work_of_every_kind_in_claim_order(store: Store) -> None:
+    await put(store, 1, priority="routine", created=T0)
+    await put(store, 2, priority="flash", created=T0 + timedelta(minutes=1))
+    await put(store, 3, priority="routine", created=T0 - timedelta(minutes=1))
+    await store.claim(peer=PARIS, owner="a", limit=3, lease_seconds=10, now=T0)
+    await store.defer(mid(3), PARIS, owner="a", reason="x", next_attempt=T0, now=T0)
+    await put(store, 4, priority="immediate", created=T0)
+    late = T0 + timedelta(seconds=11)  # 1 and 2 are sending under an expired lease
+    got = await store.claim(peer=PARIS, owner="b", limit=10, lease_seconds=10, now=late)
+    assert [c.message_id for c in got] == [mid(2), mid(4), mid(3), mid(1)]
+    assert [c.attempts for c in got] == [2, 1, 2, 2]
+
+
+def test_sqlite_claim_reads_the_claim_index(sqlite_path: Path) -> None:
+    conn = sqlite3.connect(":memory:")
+    for name in ("schema.sql", "v2_claim_order.sql"):
+        for statement in _statements(load_sql("sqlite", name)):
+            conn.execute(statement)
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN " + DUE, {"peer": PARIS, "now": "x", "limit": 64}
+    ).fetchall()
+    details = " ".join(str(r[-1]) for r in plan)
+    assert "deliveries_claim" in details and "TEMP B-TREE" not in details.split("UNION")[0]
+
+
+# -- watch ---------------------------------------------------------------------------
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_sqlite_watch_sees_commits_of_other_connections_only(sqlite_path: Path) -> None:
+    a = await SqliteStore.open(sqlite_path)
+    b = await SqliteStore.open(sqlite_path)
+    seen = asyncio.Event()
+    stop = await a.watch(seen.set)
+    try:
+        await put(a, 1)  # its own commit
+        assert not await _wait(seen, 0.4)
+        await put(b, 2)
+        assert await _wait(seen, 2)
+    finally:
+        await stop()
+        await a.close()
+        await b.close()
+
+
+async def test_postgres_watch_hears_accepts_of_other_processes(pg_schema: str) -> None:
+    a = await PostgresStore.open(PG_DSN, schema=pg_schema, max_size=2)
+    b = await PostgresStore.open(PG_DSN, schema=pg_schema, max_size=2)
+    seen = asyncio.Event()
+    stop = await a.watch(seen.set)
+    try:
+        await b.accept_many([(record(1), [PARIS], False, None)], now=T0)  # relayed: no notice
+        assert not await _wait(seen, 0.4)
+        await put(b, 2)
+        assert await _wait(seen, 2)
+    finally:
+        await stop()
+        await a.close()
+        await b.close()
+
+
+# -- upgrading a version 1 store ------------------------------------------------------
+
+_V1_ROWS = [
+    "INSERT INTO schema_version (version, applied_at) VALUES (1, '2026-12-01T09:00:00+00:00')",
+    "INSERT INTO envelopes (message_id, origin, destinations, digest, created, expires,"
+    " priority, received_from, size, data, hop_ack, receipt, accepted_at)"
+    " VALUES ('{m1}', 'HQ', {dest}, {digest}, '2026-12-01T09:05:00+00:00',"
+    " '2026-12-08T09:00:00+00:00', 'flash', NULL, 1, {data}, NULL, NULL,"
+    " '2026-12-01T09:00:00+00:00')",
+    "INSERT INTO envelopes (message_id, origin, destinations, digest, created, expires,"
+    " priority, received_from, size, data, hop_ack, receipt, accepted_at)"
+    " VALUES ('{m2}', 'HQ', {dest}, {digest}, '2026-12-01T09:00:00+00:00',"
+    " '2026-12-08T09:00:00+00:00', 'routine', NULL, 1, {data}, NULL, NULL,"
+    " '2026-12-01T09:00:00+00:00')",
+    "INSERT INTO deliveries (message_id, peer, state, attempts, updated_at)"
+    " VALUES ('{m1}', 'M-PARIS', 'queued', 0, '2026-12-01T09:00:00+00:00')",
+    "INSERT INTO deliveries (message_id, peer, state, attempts, updated_at)"
+    " VALUES ('{m2}', 'M-PARIS', 'queued', 0, '2026-12-01T09:00:00+00:00')",
+]
+
+
+def _v1_rows(dest: str, digest: str, data: str) -> list[str]:
+    return [s.format(m1=mid(1), m2=mid(2), dest=dest, digest=digest, data=data) for s in _V1_ROWS]
+
+
+async def _check_upgraded(store: Store) -> None:
+    got = await store.claim(peer=PARIS, owner="a", limit=5, lease_seconds=60, now=T0)
+    assert [c.message_id for c in got] == [mid(1), mid(2)]  # flash first, then by age
+    assert all(c.chain is None and c.doc_class == "document" for c in got)
+    assert [q.message_id for q in await store.queue()] == [mid(1), mid(2)]
+    assert await store.accept(
+        record(3), next_hops=[PARIS], deliver_here=False, hop_ack=None, now=T0
+    ) == Acceptance(True, None)
+
+
+async def test_sqlite_upgrades_a_version_1_store(sqlite_path: Path) -> None:
+    raw = sqlite3.connect(sqlite_path)
+    with raw:
+        for statement in _statements(load_sql("sqlite", "schema.sql")):
+            raw.execute(statement)
+        for statement in _v1_rows("'[\"M-PARIS\"]'", "x'00'", "x'00'"):
+            raw.execute(statement)
+    raw.close()
+    store = await SqliteStore.open(sqlite_path)
+    try:
+        await _check_upgraded(store)
+    finally:
+        await store.close()
+    raw = sqlite3.connect(sqlite_path)
+    versions = raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    raw.close()
+    assert versions == [(v,) for v in range(1, LATEST_VERSION + 1)]
+
+
+async def test_postgres_upgrades_a_version_1_store() -> None:
+    async with pg_test_schema() as schema:
+        conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
+        try:
+            await conn.execute(load_sql("postgres", "schema.sql"))
+            for statement in _v1_rows("ARRAY['M-PARIS']", "'\\x00'::bytea", "'\\x00'::bytea"):
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+        store = await PostgresStore.open(PG_DSN, schema=schema, max_size=2)
+        try:
+            await _check_upgraded(store)
+            async with store._pool.acquire() as c:
+                assert await c.fetchval("SELECT max(version) FROM schema_version") == LATEST_VERSION
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migration_files_exist(backend: str) -> None:
+    assert "deliveries_claim" in load_sql(backend, "v2_claim_order.sql")
