@@ -4,6 +4,8 @@ the client tried to send it.
 
 The SMTP part: 100 messages from M-PARIS to M-HANOI (Maildir), M-PARIS SIGKILLed
 twice while they are being submitted, by a client that retries whatever got no 250.
+The HTTP part: 100 documents with an Idempotency-Key each, same kills, same checks
+(200 in all over the two bridges).
 """
 
 from __future__ import annotations
@@ -102,3 +104,74 @@ def test_kill_9_during_smtp_submissions(tmp_path: Path) -> None:
         assert len(outcome.acked) == MESSAGES, outcome.failures[-5:]
         assert outcome.failures, "the kills never interrupted a submission"
         check_exactly_once(net.sites["M-HANOI"].directory, outcome)
+
+
+def test_kill_9_during_http_submissions(tmp_path: Path) -> None:
+    """The HTTP part: 100 documents submitted to M-PARIS's API with an Idempotency-Key
+    each, by a client that retries whatever got no 202; M-PARIS SIGKILLed twice."""
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    with Network(tmp_path, env=FAST) as net:
+        paris, hanoi = net.sites["M-PARIS"], net.sites["M-HANOI"]
+        token = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "integrator",
+                "add",
+                "crash-dms",
+                "--dir",
+                str(paris.directory),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()[0]
+
+        def send(i: int) -> list[str]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{paris.ports['http']}/v1/documents",
+                data=f"document {i}\n".encode(),
+                method="POST",
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "text/plain",
+                    "Valise-To": "M-HANOI",
+                    "Valise-Filename": f"doc-{i}.txt",
+                    "Idempotency-Key": f"crash-{i}",
+                },
+            )
+            with urllib.request.urlopen(request, timeout=10) as r:
+                assert r.status == 202
+                return [json.loads(r.read())["id"]]
+
+        outcome, submitter = in_background(send, MESSAGES)
+        for n in KILL_AFTER:
+            wait_count(outcome, n)
+            paris.kill()
+            time.sleep(0.3)
+            paris.start()
+        submitter.join(timeout=120)
+        assert not submitter.is_alive(), outcome.failures[-5:]
+        assert len(outcome.acked) == MESSAGES, outcome.failures[-5:]
+        assert outcome.failures, "the kills never interrupted a submission"
+        acked = outcome.acked_ids
+        assert len(set(acked)) == MESSAGES  # a retried key never became a second message
+        inbox = hanoi.directory / "inbox"
+        deadline = time.monotonic() + 90
+
+        def arrived() -> set[str]:
+            return {p.name for p in inbox.iterdir()} if inbox.exists() else set()
+
+        while not set(acked) <= arrived():
+            assert time.monotonic() < deadline, "acknowledged documents not delivered"
+            time.sleep(0.2)
+        time.sleep(2)
+        delivered = sorted(p.name for p in inbox.iterdir() if not p.name.startswith("."))
+        assert delivered == sorted(acked), "a document was lost or delivered twice"
+        counts = asyncio.run(received_counts(hanoi.directory, delivered))
+        assert set(counts.values()) == {1}
