@@ -85,7 +85,9 @@ class Plan:
 # The brief asked for 20,000; one SQLite run of that took 305 s (66/s), so the full run
 # pre-fills 5,000 to keep the relay rows within ~6 minutes (python -m bench.relay --count).
 ASKED_PREFILL = 20_000
-FULL_PLAN = Plan(prefill=ASKED_PREFILL, rate=100, send_seconds=16, warmup_seconds=1, commit_seconds=2.5)
+FULL_PLAN = Plan(
+    prefill=ASKED_PREFILL, rate=100, send_seconds=16, warmup_seconds=1, commit_seconds=2.5
+)
 QUICK_PLAN = Plan(prefill=200, rate=100, send_seconds=3, warmup_seconds=0.5, commit_seconds=0.5)
 
 SCENARIOS = ("commit", "e2e.sqlite", "e2e.pg", "latency")

@@ -9,6 +9,7 @@ opens them outside the store, and settles the whole batch in one transaction
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
@@ -72,11 +73,13 @@ SELECT n FROM moved
 class PostgresInbound:
     """The inbound methods of the Store protocol."""
 
-    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        raise NotImplementedError  # provided by PostgresStore
+    @abstractmethod
+    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...  # provided by PostgresStore
 
-    async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        raise NotImplementedError  # provided by PostgresStore
+    @abstractmethod
+    async def _write(
+        self, fn: Callable[[Conn], Awaitable[T]]
+    ) -> T: ...  # provided by PostgresStore
 
     async def inbound_set(
         self, message_id: str, state: InState, *, reason: str, now: datetime

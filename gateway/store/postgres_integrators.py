@@ -8,6 +8,7 @@ gateway processes on one database never post the same webhook at once.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -77,11 +78,13 @@ _SUBMISSION = (
 class PostgresIntegrators:
     """The integrator, submission and webhook methods of the Store protocol."""
 
-    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        raise NotImplementedError  # provided by PostgresStore
+    @abstractmethod
+    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...  # provided by PostgresStore
 
-    async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        raise NotImplementedError  # provided by PostgresStore
+    @abstractmethod
+    async def _write(
+        self, fn: Callable[[Conn], Awaitable[T]]
+    ) -> T: ...  # provided by PostgresStore
 
     # -- integrators ------------------------------------------------------------
     async def integrator_add(

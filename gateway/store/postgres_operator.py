@@ -7,6 +7,7 @@ the store's ``_read`` / ``_write`` (one transaction, retried on a deadlock).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
@@ -29,11 +30,13 @@ ORDER BY d.rank, d.created, d.message_id, d.peer
 class PostgresOperator:
     """The operator and read-only methods of the Store protocol."""
 
-    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        raise NotImplementedError  # provided by PostgresStore
+    @abstractmethod
+    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...  # provided by PostgresStore
 
-    async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        raise NotImplementedError  # provided by PostgresStore
+    @abstractmethod
+    async def _write(
+        self, fn: Callable[[Conn], Awaitable[T]]
+    ) -> T: ...  # provided by PostgresStore
 
     async def _move(
         self,

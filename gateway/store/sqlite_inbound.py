@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
@@ -79,11 +80,15 @@ def _settle_one(c: sqlite3.Connection, o: InboundOutcome, at: str) -> Settled:
 class SqliteInbound:
     """The inbound methods of the Store protocol."""
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError  # provided by SqliteStore
+    @abstractmethod
+    async def _read(
+        self, fn: Callable[[sqlite3.Connection], T]
+    ) -> T: ...  # provided by SqliteStore
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError  # provided by SqliteStore
+    @abstractmethod
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T]
+    ) -> T: ...  # provided by SqliteStore
 
     async def inbound_set(
         self, message_id: str, state: InState, *, reason: str, now: datetime

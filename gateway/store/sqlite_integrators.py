@@ -8,6 +8,7 @@ the same time encoding (UTC ISO 8601 text with microseconds).
 from __future__ import annotations
 
 import sqlite3
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -61,11 +62,15 @@ _SUBMISSION_COLUMNS = "message_id, integrator, idempotency_key, fingerprint, cre
 class SqliteIntegrators:
     """The integrator, submission and webhook methods of the Store protocol."""
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError  # provided by SqliteStore
+    @abstractmethod
+    async def _read(
+        self, fn: Callable[[sqlite3.Connection], T]
+    ) -> T: ...  # provided by SqliteStore
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError  # provided by SqliteStore
+    @abstractmethod
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T]
+    ) -> T: ...  # provided by SqliteStore
 
     # -- integrators ------------------------------------------------------------
     async def integrator_add(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from abc import abstractmethod
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -27,11 +28,15 @@ class SqliteOperator:
 
     path: Path
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError  # provided by SqliteStore
+    @abstractmethod
+    async def _read(
+        self, fn: Callable[[sqlite3.Connection], T]
+    ) -> T: ...  # provided by SqliteStore
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError  # provided by SqliteStore
+    @abstractmethod
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T]
+    ) -> T: ...  # provided by SqliteStore
 
     async def hold(self, message_id: str, *, now: datetime, reason: str) -> int:
         at = ts(now)
