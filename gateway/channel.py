@@ -186,7 +186,9 @@ def _results_json(results: Sequence[dict[str, Any] | _Raw]) -> bytes:
 
 async def directory(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    ctx.fetched[request["peer"]] = ctx.directory.serial
+    peer, serial = request["peer"], ctx.directory.serial
+    ctx.fetched[peer] = serial
+    await ctx.store.directory_fetched(peer, serial, now=datetime.now(UTC))
     return web.Response(body=ctx.directory.raw, content_type="application/vnd.valise.directory+xml")
 
 

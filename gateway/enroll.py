@@ -46,9 +46,9 @@ from crypto.x509 import (
 )
 from envelope.keydoc import parse_public_key_doc
 from gateway.keystore import _read_private, generate_site_keys
-from gateway.site import SiteContext, write_private
+from gateway.site import SiteContext, archive_directory, read_trust, write_private
 from gateway.tls import client_context
-from routing.directory import Directory, KeyState, SiteEntry, write_directory
+from routing.directory import Directory, KeyState, SiteEntry, parse_directory, write_directory
 
 BOOTSTRAP_DAYS = 7
 
@@ -95,7 +95,9 @@ def init_hub(directory: Path, *, site: str, listen: str, ops_listen: str = "127.
     d = Directory(
         serial=1, issued=now, hub=site, sites=(_entry(site, endpoint, keys.public_xml, tls_cert),)
     )
-    write_private(directory / "directory.xml", write_directory(d, directory_key), mode=0o644)
+    first = write_directory(d, directory_key)
+    write_private(directory / "directory.xml", first, mode=0o644)
+    archive_directory(directory, 1, first)
     (directory / "enrollments").mkdir(mode=0o700)
     _write_config(
         SiteConfig(
@@ -236,7 +238,11 @@ async def join(
     (keys_dir / "tls.crt").write_text(answer["certificate"])
     (keys_dir / "ca.crt").write_text(b.ca_pem)
     (keys_dir / "directory.pub").write_text(b.directory_key)
-    (directory / "directory.xml").write_bytes(base64.b64decode(answer["directory"]))
+    directory_xml = base64.b64decode(answer["directory"])
+    (directory / "directory.xml").write_bytes(directory_xml)
+    archive_directory(
+        directory, parse_directory(directory_xml, read_trust(keys_dir)).serial, directory_xml
+    )
     config = SiteConfig(
         directory=directory,
         site=SiteSection(

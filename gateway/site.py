@@ -2,6 +2,7 @@
 
 DIR/valise.toml          configuration (config/site.py)
 DIR/directory.xml        the last good signed directory
+DIR/directories/N.xml    every directory version this site has held (evidence)
 DIR/keys/SITE.*          envelope keys (gateway/keystore.py)
 DIR/keys/tls.crt|.key    this site's TLS certificate and key (key 0600)
 DIR/keys/ca.crt          the HQ site CA
@@ -61,9 +62,27 @@ class SiteContext:
         new = parse_directory(data, self.trust)
         if not accept_update(self.directory, new):
             return False
+        archive_directory(self.config.directory, new.serial, data)
         write_private(self.config.directory / "directory.xml", data, mode=0o644)
         self.directory = new
         return True
+
+
+def archive_directory(site_dir: Path, serial: int, data: bytes) -> None:
+    """Keep directory version ``serial`` as DIR/directories/SERIAL.xml (evidence needs
+    the keys that were in force when a message was sent)."""
+    folder = site_dir / "directories"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    path = folder / f"{serial}.xml"
+    if not path.exists():
+        write_private(path, data, mode=0o644)
+
+
+def archived_directories(site_dir: Path) -> list[tuple[int, Path]]:
+    """(serial, path) of every archived directory version, oldest first."""
+    folder = site_dir / "directories"
+    found = [(int(p.stem), p) for p in folder.glob("*.xml") if p.stem.isdigit()]
+    return sorted(found)
 
 
 def write_private(path: Path, data: bytes, *, mode: int = PRIVATE_MODE) -> None:

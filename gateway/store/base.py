@@ -213,6 +213,31 @@ class WebhookEntry:
     last_reason: str
 
 
+@dataclass(frozen=True)
+class TimestampRecord:
+    """An RFC 3161 TimeStampToken kept with a message (gateway/timestamping.py).
+
+    kind: ``sent`` (the origin asked HQ's TSA for its outgoing envelope), ``relayed``
+    (HQ stamped it as it passed), ``delivered`` (HQ stamped the delivery receipt it
+    relayed back; message_id is the original message's, digest the receipt's).
+    """
+
+    message_id: str
+    kind: str
+    digest: bytes  # the SHA-256 the token's messageImprint covers
+    token: bytes  # DER ContentInfo (SignedData) of the TimeStampToken
+    at: datetime  # when it was stored here
+
+
+@dataclass(frozen=True)
+class DirectoryFetch:
+    """HQ: the last directory version a site fetched, and when."""
+
+    site: str
+    serial: int
+    at: datetime
+
+
 class Store(Protocol):
     """The durable queue and inbox of one site."""
 
@@ -426,3 +451,19 @@ class Store(Protocol):
         ...
 
     async def webhooks(self, *, message_id: str | None = None) -> list[WebhookEntry]: ...
+
+    # -- time-stamp tokens (gateway/timestamping.py) ------------------------------
+    async def timestamp_add(self, records: Sequence[TimestampRecord]) -> None:
+        """Store tokens; a (message_id, kind, digest) already stored is left as it is."""
+        ...
+
+    async def timestamps(self, message_id: str) -> list[TimestampRecord]:
+        """Every token stored for ``message_id``, oldest first."""
+        ...
+
+    # -- directory fetches (HQ) --------------------------------------------------------
+    async def directory_fetched(self, site: str, serial: int, *, now: datetime) -> None:
+        """Record that ``site`` fetched directory ``serial`` (the highest one is kept)."""
+        ...
+
+    async def directory_fetches(self) -> list[DirectoryFetch]: ...

@@ -52,6 +52,7 @@ from gateway.store.postgres_common import (
 from gateway.store.postgres_inbound import PostgresInbound
 from gateway.store.postgres_integrators import PostgresIntegrators
 from gateway.store.postgres_operator import PostgresOperator
+from gateway.store.postgres_trust import PostgresTrust
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
@@ -95,7 +96,7 @@ async def _create_pool(dsn: str, settings: dict[str, str], min_size: int, max_si
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
 
-class PostgresStore(PostgresInbound, PostgresOperator, PostgresIntegrators):
+class PostgresStore(PostgresInbound, PostgresOperator, PostgresIntegrators, PostgresTrust):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""
 
     def __init__(

@@ -54,6 +54,7 @@ from gateway.store.sqlite_common import (
 from gateway.store.sqlite_inbound import SqliteInbound
 from gateway.store.sqlite_integrators import SqliteIntegrators
 from gateway.store.sqlite_operator import SqliteOperator
+from gateway.store.sqlite_trust import SqliteTrust
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
@@ -134,7 +135,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-class SqliteStore(SqliteInbound, SqliteOperator, SqliteIntegrators):
+class SqliteStore(SqliteInbound, SqliteOperator, SqliteIntegrators, SqliteTrust):
     """:class:`~gateway.store.base.Store` on one SQLite file."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, executor: ThreadPoolExecutor):
