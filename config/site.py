@@ -32,6 +32,11 @@
     retry_base_seconds = 1.0
     retry_max_seconds = 300.0
 
+    [tsa]                               # RFC 3161 time-stamps (gateway/timestamping.py)
+    policy = "1.3.6.1.4.1.57264.1.1"    # HQ: the TSA policy OID its tokens carry
+    batch_max = 64                      # requests per batch (at most 256)
+    batch_wait_ms = 20                  # how long a batch waits to fill
+
 Environment overrides use the upper-case dotted path: ``VALISE_STORE_DSN``,
 ``VALISE_SITE_LISTEN``, ``VALISE_OPS_LISTEN``, ``VALISE_RELAY_BATCH_ENVELOPES``...
 """
@@ -128,6 +133,43 @@ class DeliverySection:
 
 
 @dataclass(frozen=True)
+class KeysSection:
+    """Key lifecycle (gateway/keys_lifecycle.py): overlap windows and TLS renewal."""
+
+    overlap_seconds: float = 7 * 86400.0  # how long a replaced key stays retiring
+    tls_days: int = 365  # validity of a TLS certificate HQ issues on rotation
+    tls_renew_days: int = 30  # renew the TLS certificate this long before it expires
+    check_seconds: float = 60.0  # how often a running site looks at its keys
+
+
+# The TSA policy OID HQ stamps under unless configured. A PLACEHOLDER under a private
+# enterprise arc: the ministry replaces it with an OID of its own arc, which its
+# time-stamping policy document defines.
+DEFAULT_TSA_POLICY = "1.3.6.1.4.1.57264.1.1"
+# The most time-stamp requests one batch may carry (HQ's /v1/timestamp refuses more:
+# gateway/timestamp_batch.py MAX_BATCH_REQUESTS).
+MAX_TSA_BATCH = 256
+_OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]{0,17})){1,31}")
+
+
+@dataclass(frozen=True)
+class TsaSection:
+    """RFC 3161 time-stamping (gateway/timestamping.py): HQ's policy, and batching."""
+
+    policy: str = DEFAULT_TSA_POLICY  # HQ: the policy OID of the tokens it issues
+    batch_max: int = 64  # time-stamp requests gathered into one batch
+    batch_wait_ms: int = 20  # how long new work waits for more before a batch goes
+
+
+@dataclass(frozen=True)
+class AuditSection:
+    """The audit log (gateway/audit.py): how often a running site signs a checkpoint."""
+
+    checkpoint_every: int = 1000  # entries not yet covered that call for a checkpoint
+    checkpoint_seconds: float = 300.0  # or this long after the last one, if any are new
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     directory: Path
     site: SiteSection
@@ -137,6 +179,9 @@ class SiteConfig:
     http: HttpSection = HttpSection()
     smtp: SmtpSection = SmtpSection()
     delivery: DeliverySection = DeliverySection()
+    keys: KeysSection = KeysSection()
+    tsa: TsaSection = TsaSection()
+    audit: AuditSection = AuditSection()
 
     @property
     def is_hub(self) -> bool:
@@ -222,6 +267,9 @@ SECTIONS: dict[str, type[Any]] = {
     "http": HttpSection,
     "smtp": SmtpSection,
     "delivery": DeliverySection,
+    "keys": KeysSection,
+    "tsa": TsaSection,
+    "audit": AuditSection,
 }
 
 
@@ -263,6 +311,18 @@ def _check(c: SiteConfig) -> SiteConfig:
         raise ConfigError("[delivery] mode must be inbox, maildir or smtp")
     if c.delivery.mode == "smtp" and not c.delivery.smarthost:
         raise ConfigError("[delivery] smarthost is required for mode = smtp")
+    if c.keys.overlap_seconds < 0 or c.keys.tls_days < 1 or c.keys.check_seconds <= 0:
+        raise ConfigError("[keys] overlap_seconds, tls_days and check_seconds must be positive")
+    if _OID.fullmatch(c.tsa.policy) is None:
+        raise ConfigError(
+            f"[tsa] policy must be a dotted OID like 1.3.6.1.4.1.N.1, not {c.tsa.policy!r}"
+        )
+    if not 1 <= c.tsa.batch_max <= MAX_TSA_BATCH or not 0 <= c.tsa.batch_wait_ms <= 60_000:
+        raise ConfigError(
+            f"[tsa] batch_max must be 1 to {MAX_TSA_BATCH} and batch_wait_ms 0 to 60000"
+        )
+    if c.audit.checkpoint_every < 1 or c.audit.checkpoint_seconds <= 0:
+        raise ConfigError("[audit] checkpoint_every and checkpoint_seconds must be positive")
     return c
 
 

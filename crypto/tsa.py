@@ -1,10 +1,13 @@
-"""RFC 3161 time-stamping: HQ's time-stamp authority, and a verifier for its tokens.
+"""RFC 3161 time-stamping: HQ's time-stamp authority, its requests and its responses.
 
 HQ stamps every envelope it relays or delivers: a TimeStampToken over the envelope
 digest (SHA-256), signed with the TSA's own key, whose certificate the site CA issued
-(:func:`crypto.x509.issue_tsa_certificate`). Tokens are kept with the messages;
+(:func:`crypto.x509.issue_tsa_certificate`). Missions ask for tokens over what they send
+with a TimeStampReq (:func:`request`); HQ reads it (:func:`parse_request`) and answers
+with a TimeStampResp (:func:`response` or :func:`rejection`), which the mission reads
+back (:func:`parse_response`). Tokens are kept with the messages;
 ``openssl ts -verify -data FILE -in TOKEN -token_in -CAfile ca.pem`` verifies them, as
-does :func:`verify_token`.
+does :func:`crypto.tsa_verify.verify_token`.
 
 Rules:
 - One profile. The imprint is SHA-256 (32 octets); the TSA key is ECDSA P-256 and signs
@@ -27,8 +30,7 @@ Rules:
   So a batch (:meth:`TimeStampAuthority.issue_many`) costs little more than its
   signatures (measured: about 0.1 ms a token, against 1.8 ms when every token was built
   wholly through pyasn1).
-- Verifying decodes with pyasn1 and insists on DER: every layer must re-encode to the
-  very bytes given, so that the bytes checked are the bytes signed.
+- Reading (requests, responses) decodes with pyasn1 and insists on DER.
 - Pure: no files, no sockets, no clock (``now`` is a parameter). Every failure, on any
   input bytes, is a :class:`TimestampError`.
 """
@@ -36,105 +38,65 @@ Rules:
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
-from cryptography.x509.verification import (
-    Criticality,
-    ExtensionPolicy,
-    Policy,
-    PolicyBuilder,
-    Store,
-    VerificationError,
-)
-from pyasn1.codec.ber import encoder as ber_encoder  # type: ignore[import-untyped]
-from pyasn1.codec.der import decoder, encoder  # type: ignore[import-untyped]
-from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
 from pyasn1.type import char, univ, useful  # type: ignore[import-untyped]
 from pyasn1_modules import rfc2634, rfc3161, rfc5035, rfc5280, rfc5652  # type: ignore[import-untyped]
 
-from crypto.errors import CryptoError
+from crypto.tsa_asn1 import (
+    _ASN1_ERRORS,
+    _FAILURES,
+    _OID_CONTENT_TYPE,
+    _OID_ECDSA_SHA256,
+    _OID_MESSAGE_DIGEST,
+    _OID_SHA256,
+    _OID_SIGNED_DATA,
+    _OID_SIGNING_CERTIFICATE_V2,
+    _OID_SIGNING_TIME,
+    _OID_TST_INFO,
+    IMPRINT_BYTES,
+    MAX_FRACTION_DIGITS,
+    MAX_NONCE,
+    MAX_REQUEST_BYTES,
+    MAX_SERIAL,
+    MAX_TOKEN_BYTES,
+    TimestampError,
+    _algorithm,
+    _Asn1,
+    _bytes,
+    _check_tsa_extensions,
+    _decode,
+    _encode,
+    _has,
+    _int,
+    _is_sha256,
+    _str,
+    _tlv,
+)
 from crypto.x509 import _PARSE_ERRORS, CertificateError, _load_certificate, _load_private_key
 
 __all__ = [
     "MAX_REQUEST_BYTES",
+    "MAX_RESPONSE_BYTES",
     "MAX_TOKEN_BYTES",
     "TimeStampAuthority",
     "TimeStampRequest",
     "TimestampError",
-    "TokenInfo",
     "parse_request",
+    "parse_response",
     "rejection",
+    "request",
     "response",
-    "verify_token",
 ]
 
-MAX_TOKEN_BYTES = 64 * 1024
-MAX_REQUEST_BYTES = 16 * 1024
-IMPRINT_BYTES = 32
-MAX_SERIAL = 1 << 160
-MAX_NONCE = 1 << 256
-MAX_FRACTION_DIGITS = 6
-
-# pyasn1 is untyped: its objects are ``Any`` here, and reach typed code only through the
-# small converters below (``_str``, ``_int``, ``_bytes``, ``_encode``, ``_has``).
-_Asn1 = Any
-
-_OID_SHA256 = "2.16.840.1.101.3.4.2.1"
-_OID_ECDSA_SHA256 = "1.2.840.10045.4.3.2"
-_OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
-_OID_TST_INFO = "1.2.840.113549.1.9.16.1.4"
-_OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
-_OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
-_OID_SIGNING_TIME = "1.2.840.113549.1.9.5"
-_OID_SIGNING_CERTIFICATE_V2 = "1.2.840.113549.1.9.16.2.47"
-
-_FAILURES = (
-    "badAlg",
-    "badRequest",
-    "badDataFormat",
-    "timeNotAvailable",
-    "unacceptedPolicy",
-    "unacceptedExtension",
-    "addInfoNotAvailable",
-    "systemFailure",
-)
-
-# What pyasn1 may raise on hostile input besides its own PyAsn1Error (its decoders are
-# plain Python: a malformed length or tag can surface as any of these).
-_ASN1_ERRORS = (
-    PyAsn1Error,
-    ValueError,
-    TypeError,
-    IndexError,
-    KeyError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-    UnicodeError,
-)
-
-_GENERALIZED_TIME_RE = re.compile(r"(\d{14})(?:\.(\d*[1-9]))?Z")
-
-
-class TimestampError(CryptoError):
-    """A time-stamp request, token or authority is not acceptable.
-
-    ``failure`` names the RFC 3161 PKIFailureInfo bit that a TSA answers with
-    (:func:`rejection`); it means little for a refused token.
-    """
-
-    def __init__(self, message: str, *, failure: str = "badRequest") -> None:
-        super().__init__(message)
-        self.failure = failure if failure in _FAILURES else "badRequest"
+# A response is its status (at most 1024 characters of text) and a token.
+MAX_RESPONSE_BYTES = MAX_TOKEN_BYTES + 8 * 1024
 
 
 class TimeStampRequest(NamedTuple):
@@ -143,116 +105,6 @@ class TimeStampRequest(NamedTuple):
     imprint: bytes
     nonce: int | None
     cert_req: bool
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """What a verified token says (:func:`verify_token`)."""
-
-    gen_time: datetime
-    serial: int
-    policy: str
-    message_imprint: bytes
-    nonce: int | None
-    accuracy: timedelta | None
-    tsa_name: str
-    tsa_certificate: bytes  # PEM
-
-
-# --- small typed helpers ----------------------------------------------------------------
-
-
-def _str(value: _Asn1) -> str:
-    return str(value)
-
-
-def _int(value: _Asn1) -> int:
-    return int(value)
-
-
-def _bytes(value: _Asn1) -> bytes:
-    return bytes(value)
-
-
-# pyasn1's DER encoder rewrites times: it drops every zero among the first three digits
-# of a fraction (".05Z" becomes ".5Z", another time) and refuses a fourth digit. Times are
-# encoded as given instead (genTime is checked by _parse_generalized_time), so that a
-# token re-encodes to the bytes it came in.
-_TIME_ENCODER = ber_encoder.OctetStringEncoder()
-_DER = encoder.Encoder(
-    {
-        **encoder.TAG_MAP,
-        useful.GeneralizedTime.tagSet: _TIME_ENCODER,
-        useful.UTCTime.tagSet: _TIME_ENCODER,
-    },
-    {
-        **encoder.TYPE_MAP,
-        useful.GeneralizedTime.typeId: _TIME_ENCODER,
-        useful.UTCTime.typeId: _TIME_ENCODER,
-    },
-)
-
-
-def _encode(value: _Asn1) -> bytes:
-    return bytes(_DER(value))
-
-
-_ABSENT = object()
-
-
-def _has(value: _Asn1, name: str) -> bool:
-    """Whether the optional component ``name`` of a decoded SEQUENCE is present."""
-    return _present(value.getComponentByName(name, default=_ABSENT, instantiate=False))
-
-
-def _present(component: _Asn1) -> bool:
-    # Not ``value[name].isValue``: reading a component makes an absent one, and so does
-    # encoding (which _decode does): a SEQUENCE of optional components (Accuracy) then
-    # turns up empty, and counts as a value. DER has no empty SEQUENCE where an
-    # OPTIONAL one can be left out, and _decode has checked DER: empty means absent.
-    if component is _ABSENT or not component.isValue:
-        return False
-    if isinstance(component, univ.Sequence | univ.Set):
-        return any(
-            _present(component.getComponentByPosition(i, default=_ABSENT, instantiate=False))
-            for i in range(len(component.componentType))
-        )
-    return True
-
-
-def _decode(der: bytes, spec: _Asn1, what: str) -> _Asn1:
-    """Decode ``der`` as ``spec``, wholly and in DER (it must re-encode to the same bytes)."""
-    try:
-        value, rest = decoder.decode(der, asn1Spec=spec)
-        if rest:
-            raise TimestampError(f"{what}: trailing bytes after the DER", failure="badDataFormat")
-        if _encode(value) != der:
-            raise TimestampError(f"{what} is not in DER", failure="badDataFormat")
-    except _ASN1_ERRORS as exc:
-        raise TimestampError(f"{what} is not readable ASN.1", failure="badDataFormat") from exc
-    return value
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    """One DER element with a single-octet tag."""
-    n = len(content)
-    if n < 0x80:
-        return bytes((tag, n)) + content
-    length = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((tag, 0x80 | len(length))) + length + content
-
-
-def _algorithm(oid: str) -> _Asn1:
-    alg = rfc5280.AlgorithmIdentifier()
-    alg["algorithm"] = univ.ObjectIdentifier(oid)
-    return alg
-
-
-def _is_sha256(alg: _Asn1) -> bool:
-    """SHA-256 with its parameters absent or NULL (RFC 5754 3: accept both)."""
-    if _str(alg["algorithm"]) != _OID_SHA256:
-        return False
-    return not _has(alg, "parameters") or _bytes(alg["parameters"]) == b"\x05\x00"
 
 
 def _check_now(now: datetime) -> datetime:
@@ -300,19 +152,6 @@ def _generalized_time(moment: datetime, digits: int) -> str:
     return f"{text}.{fraction}Z" if fraction else f"{text}Z"
 
 
-def _parse_generalized_time(text: str) -> datetime:
-    """genTime as RFC 3161 2.4.2 wants it: UTC, seconds, no trailing zeros in fractions."""
-    match = _GENERALIZED_TIME_RE.fullmatch(text)
-    if match is None:
-        raise TimestampError(f"genTime {text!r} is not YYYYMMDDhhmmss[.f]Z")
-    try:
-        moment = datetime.strptime(match.group(1), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        raise TimestampError(f"genTime {text!r} is not a date") from None
-    fraction = match.group(2) or ""
-    return moment.replace(microsecond=int(fraction[:6].ljust(6, "0")))
-
-
 def _signing_time(moment: datetime) -> _Asn1:
     """RFC 5652 11.3: UTCTime from 1950 to 2049, GeneralizedTime otherwise."""
     if 1950 <= moment.year < 2050:
@@ -353,54 +192,6 @@ def _key_matches(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> boo
         return cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt)
     except _PARSE_ERRORS:
         return False
-
-
-def _check_tsa_extensions(cert: x509.Certificate) -> None:
-    """RFC 3161 2.3: EKU exactly id-kp-timeStamping, critical; keyUsage for signing only.
-
-    As OpenSSL checks a TSA certificate (X509_PURPOSE_TIMESTAMP_SIGN), so that what
-    :func:`verify_token` accepts, ``openssl ts -verify`` accepts too.
-    """
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
-    except x509.ExtensionNotFound:
-        raise TimestampError("the TSA certificate has no extendedKeyUsage") from None
-    except _PARSE_ERRORS as exc:
-        raise TimestampError("the TSA certificate's extensions are malformed") from exc
-    if not eku.critical:
-        raise TimestampError("the TSA certificate's extendedKeyUsage is not critical")
-    _check_eku(eku.value)
-    try:
-        usage: x509.KeyUsage | None = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        usage = None
-    _check_key_usage(usage)
-    try:
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return
-    if constraints.ca:
-        raise TimestampError("the TSA certificate is a CA certificate")
-
-
-def _check_eku(eku: x509.ExtendedKeyUsage) -> None:
-    if list(eku) != [ExtendedKeyUsageOID.TIME_STAMPING]:
-        raise TimestampError("the TSA certificate's extendedKeyUsage is not only timeStamping")
-
-
-def _check_key_usage(usage: x509.KeyUsage | None) -> None:
-    if usage is None:
-        return
-    signing = usage.digital_signature or usage.content_commitment
-    other = (
-        usage.key_encipherment
-        or usage.data_encipherment
-        or usage.key_agreement
-        or usage.key_cert_sign
-        or usage.crl_sign
-    )
-    if not signing or other:
-        raise TimestampError("the TSA certificate's keyUsage is not digitalSignature only")
 
 
 # --- the authority ----------------------------------------------------------------------
@@ -747,326 +538,73 @@ def rejection(failure: str = "badRequest", text: str | None = None) -> bytes:
     return _tlv(0x30, _status_info(2, failure, text))
 
 
-# --- verifying --------------------------------------------------------------------------
-
-
-def verify_token(
-    token_der: bytes,
-    data_digest_sha256: bytes,
-    ca_cert_pem: bytes,
+def request(
+    message_imprint_sha256: bytes,
     *,
-    tsa_certificate: bytes | None = None,
     nonce: int | None = None,
+    cert_req: bool = True,
     policy: str | None = None,
-) -> TokenInfo:
-    """Verify a DER TimeStampToken over ``data_digest_sha256`` under the CA ``ca_cert_pem``.
+) -> bytes:
+    """A DER TimeStampReq v1 for the SHA-256 digest ``message_imprint_sha256``.
 
-    Checks that the token is DER SignedData over a TSTInfo v1 with one signer; that its
-    imprint is SHA-256 of exactly this digest; that the messageDigest attribute is the
-    SHA-256 of the encapsulated TSTInfo and the contentType attribute id-ct-TSTInfo;
-    that signingCertificateV2 names the signer's certificate (by SHA-256, and by issuer
-    and serial when it gives them) and the SignerInfo names the same; that the
-    ECDSA-SHA256 signature over the signed attributes verifies under that certificate;
-    that the certificate chains to the CA at genTime (pyca's verifier) and is a TSA
-    certificate (only the critical EKU timeStamping; keyUsage, if any, for signing). When
-    the token carries no certificate, ``tsa_certificate`` (PEM or DER) supplies it.
-    ``nonce`` and ``policy``, when given, must be the token's.
-
-    Revocation is not checked, nor genTime against a clock. Raises
-    :class:`TimestampError` on any failure and any input bytes.
+    What a mission sends HQ's TSA (and what ``openssl ts -query -digest`` makes). The
+    hash algorithm's parameters are absent (RFC 5754 3). Raises :class:`TimestampError`
+    for an imprint that is not 32 bytes, a bad nonce or a policy that is not an OID.
     """
-    if not isinstance(token_der, bytes | bytearray | memoryview):
-        raise TimestampError("a token is given as bytes")
-    token = bytes(token_der)
-    if len(token) > MAX_TOKEN_BYTES:
-        raise TimestampError("the token is too large")
-    if not isinstance(data_digest_sha256, bytes | bytearray) or len(data_digest_sha256) != 32:
-        raise TimestampError("the data digest is a SHA-256 digest (32 bytes)")
+    imprint = _check_imprint(message_imprint_sha256)
+    checked_nonce = _check_nonce(nonce)
+    if not isinstance(cert_req, bool):
+        raise TimestampError("cert_req is a boolean")
+    req = rfc3161.TimeStampReq()
+    req["version"] = 1
+    req["messageImprint"]["hashAlgorithm"] = _algorithm(_OID_SHA256)
+    req["messageImprint"]["hashedMessage"] = imprint
+    if policy is not None:
+        req["reqPolicy"] = univ.ObjectIdentifier(_check_policy(policy))
+    if checked_nonce is not None:
+        req["nonce"] = checked_nonce
+    if cert_req:
+        req["certReq"] = True
+    return _encode(req)
+
+
+def parse_response(der: bytes) -> bytes:
+    """The DER TimeStampToken a TimeStampResp grants (RFC 3161 2.4.2).
+
+    A response with status granted or grantedWithMods must carry a token, and only
+    then; any other status raises :class:`TimestampError` whose ``failure`` is the
+    first PKIFailureInfo bit the TSA set (badRequest when it set none) and whose message
+    carries the TSA's status text. The token itself is not verified here
+    (:func:`crypto.tsa_verify.verify_token` does that). Raises :class:`TimestampError` on
+    any bytes that are not such a response.
+    """
+    if not isinstance(der, bytes | bytearray | memoryview):
+        raise TimestampError("a time-stamp response is given as bytes")
+    data = bytes(der)
+    if len(data) > MAX_RESPONSE_BYTES:
+        raise TimestampError("the time-stamp response is too large", failure="badDataFormat")
     try:
-        ca = _load_certificate(ca_cert_pem)
-        extra = None if tsa_certificate is None else _load_certificate(tsa_certificate)
-    except CertificateError as exc:
-        raise TimestampError(f"verifying a token: {exc}") from exc
-    try:
-        is_ca = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except (x509.ExtensionNotFound, *_PARSE_ERRORS):
-        is_ca = False
-    if not is_ca:
-        raise TimestampError("the trust anchor given is not a CA certificate")
-    try:
-        return _verify(token, bytes(data_digest_sha256), ca, extra, nonce, policy)
-    except (*_ASN1_ERRORS, *_PARSE_ERRORS) as exc:
-        raise TimestampError("the token is malformed") from exc
-
-
-def _verify(
-    token: bytes,
-    digest: bytes,
-    ca: x509.Certificate,
-    extra: x509.Certificate | None,
-    nonce: int | None,
-    policy: str | None,
-) -> TokenInfo:
-    content_info = _decode(token, rfc5652.ContentInfo(), "the token")
-    if _str(content_info["contentType"]) != _OID_SIGNED_DATA:
-        raise TimestampError("the token is not SignedData")
-    signed_data = _decode(_bytes(content_info["content"]), rfc5652.SignedData(), "SignedData")
-    if _int(signed_data["version"]) != 3:
-        raise TimestampError("the token's SignedData is not version 3")
-    algorithms = signed_data["digestAlgorithms"]
-    if len(algorithms) != 1 or not _is_sha256(algorithms[0]):
-        raise TimestampError("the token's digest algorithm is not SHA-256 alone")
-    encap = signed_data["encapContentInfo"]
-    if _str(encap["eContentType"]) != _OID_TST_INFO or not _has(encap, "eContent"):
-        raise TimestampError("the token does not encapsulate a TSTInfo")
-    tst_der = _bytes(encap["eContent"])
-    tst_info = _decode(tst_der, rfc3161.TSTInfo(), "TSTInfo")
-    signer_infos = signed_data["signerInfos"]
-    if len(signer_infos) != 1:
-        raise TimestampError("the token does not have exactly one signer")
-    signer_info = signer_infos[0]
-
-    # The signer and its algorithms.
-    if not _is_sha256(signer_info["digestAlgorithm"]):
-        raise TimestampError("the signer's digest algorithm is not SHA-256")
-    signature_algorithm = signer_info["signatureAlgorithm"]
-    if _str(signature_algorithm["algorithm"]) != _OID_ECDSA_SHA256 or _has(
-        signature_algorithm, "parameters"
-    ):
-        raise TimestampError("the token is not signed with ECDSA-SHA256")
-    if not _has(signer_info, "signedAttrs"):
-        raise TimestampError("the token has no signed attributes")
-    attributes = _attributes(signer_info["signedAttrs"])
-
-    # The signed attributes.
-    content_type = _single(attributes, _OID_CONTENT_TYPE, "contentType")
-    if _str(_decode(content_type, univ.ObjectIdentifier(), "contentType")) != _OID_TST_INFO:
-        raise TimestampError("the contentType attribute is not id-ct-TSTInfo")
-    message_digest = _single(attributes, _OID_MESSAGE_DIGEST, "messageDigest")
-    if _bytes(_decode(message_digest, univ.OctetString(), "messageDigest")) != (
-        hashlib.sha256(tst_der).digest()
-    ):
-        raise TimestampError("the messageDigest attribute does not match the TSTInfo")
-    cert_id = _signing_cert_id(attributes)
-
-    # The signer's certificate: the one signingCertificateV2 names.
-    cert_der, cert_asn1 = _find_certificate(signed_data, extra, _bytes(cert_id["certHash"]))
-    try:
-        cert = _load_certificate(cert_der)
-    except CertificateError as exc:
-        raise TimestampError(f"the TSA certificate: {exc}") from exc
-    _check_issuer_serial(cert_id, cert_asn1)
-    _check_sid(signer_info, cert_asn1, cert)
-
-    # The signature over the signed attributes (DER SET OF, as re-encoded = as given).
-    signed = b"\x31" + _encode(signer_info["signedAttrs"])[1:]
-    public = cert.public_key()
-    if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(
-        public.curve, ec.SECP256R1
-    ):
-        raise TimestampError("the TSA key is not ECDSA P-256")
-    try:
-        public.verify(_bytes(signer_info["signature"]), signed, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        raise TimestampError("the token's signature does not verify") from None
-
-    # TSTInfo.
-    info = _read_tst_info(tst_info, digest, cert_asn1)
-    if nonce is not None and info.nonce != nonce:
-        raise TimestampError("the token's nonce is not the one asked for")
-    if policy is not None and info.policy != policy:
-        raise TimestampError("the token's policy is not the one expected")
-
-    # The certificate: a TSA certificate under the CA, valid at genTime.
-    _check_tsa_extensions(cert)
-    _check_chain(cert, ca, info.gen_time)
-    subject = cert.subject.rfc4514_string()
-    return TokenInfo(
-        gen_time=info.gen_time,
-        serial=info.serial,
-        policy=info.policy,
-        message_imprint=digest,
-        nonce=info.nonce,
-        accuracy=info.accuracy,
-        tsa_name=subject,
-        tsa_certificate=cert.public_bytes(serialization.Encoding.PEM),
-    )
-
-
-def _attributes(signed_attrs: _Asn1) -> dict[str, list[bytes]]:
-    """The signed attributes by type; RFC 5652 5.3 allows each type once."""
-    attributes: dict[str, list[bytes]] = {}
-    for attribute in signed_attrs:
-        oid = _str(attribute["attrType"])
-        if oid in attributes:
-            raise TimestampError(f"the signed attribute {oid} occurs twice")
-        attributes[oid] = [_bytes(value) for value in attribute["attrValues"]]
-    return attributes
-
-
-def _single(attributes: dict[str, list[bytes]], oid: str, name: str) -> bytes:
-    values = attributes.get(oid)
-    if values is None:
-        raise TimestampError(f"the token has no {name} attribute")
-    if len(values) != 1:
-        raise TimestampError(f"the {name} attribute does not have exactly one value")
-    return values[0]
-
-
-def _signing_cert_id(attributes: dict[str, list[bytes]]) -> _Asn1:
-    """The first ESSCertIDv2 of signingCertificateV2: the signer's (RFC 5816, RFC 5035)."""
-    value = _single(attributes, _OID_SIGNING_CERTIFICATE_V2, "signingCertificateV2")
-    signing_certificate = _decode(
-        value, rfc5035.SigningCertificateV2(), "the signingCertificateV2 attribute"
-    )
-    certs = signing_certificate["certs"]
-    if len(certs) == 0:
-        raise TimestampError("signingCertificateV2 names no certificate")
-    cert_id = certs[0]
-    # An absent hashAlgorithm decodes as its default, SHA-256.
-    if _str(cert_id["hashAlgorithm"]["algorithm"]) != _OID_SHA256:
-        raise TimestampError("signingCertificateV2 does not use SHA-256")
-    return cert_id
-
-
-def _find_certificate(
-    signed_data: _Asn1, extra: x509.Certificate | None, cert_hash: bytes
-) -> tuple[bytes, _Asn1]:
-    """The DER and the TBSCertificate of the certificate whose SHA-256 is ``cert_hash``."""
-    if _has(signed_data, "certificates"):
-        for choice in signed_data["certificates"]:
-            if choice.getName() != "certificate":
-                continue
-            der = _encode(choice["certificate"])
-            if hashlib.sha256(der).digest() == cert_hash:
-                return der, choice["certificate"]["tbsCertificate"]
-    if extra is not None:
-        der = extra.public_bytes(serialization.Encoding.DER)
-        if hashlib.sha256(der).digest() == cert_hash:
-            parsed = _decode(der, rfc5280.Certificate(), "the TSA certificate")
-            return der, parsed["tbsCertificate"]
-    raise TimestampError("the token's signing certificate is not in it (nor given)")
-
-
-def _check_issuer_serial(cert_id: _Asn1, tbs: _Asn1) -> None:
-    if not _has(cert_id, "issuerSerial"):
-        return
-    issuer_serial = cert_id["issuerSerial"]
-    names = issuer_serial["issuer"]
-    issuer = _encode(tbs["issuer"])
-    if (
-        len(names) != 1
-        or names[0].getName() != "directoryName"
-        or _encode(names[0]["directoryName"]["rdnSequence"]) != issuer
-        or _int(issuer_serial["serialNumber"]) != _int(tbs["serialNumber"])
-    ):
-        raise TimestampError("signingCertificateV2's issuer and serial are not the certificate's")
-
-
-def _check_sid(signer_info: _Asn1, tbs: _Asn1, cert: x509.Certificate) -> None:
-    sid = signer_info["sid"]
-    version = _int(signer_info["version"])
-    if sid.getName() == "issuerAndSerialNumber":
-        named = sid["issuerAndSerialNumber"]
-        if version != 1:
-            raise TimestampError("a SignerInfo with issuerAndSerialNumber is version 1")
-        if _encode(named["issuer"]) != _encode(tbs["issuer"]) or _int(
-            named["serialNumber"]
-        ) != _int(tbs["serialNumber"]):
-            raise TimestampError("the SignerInfo names another certificate")
-        return
-    if version != 3:
-        raise TimestampError("a SignerInfo with subjectKeyIdentifier is version 3")
-    try:
-        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
+        resp = _decode(data, rfc3161.TimeStampResp(), "the time-stamp response")
+        status = resp["status"]
+        code = _int(status["status"])
+        has_token = _has(resp, "timeStampToken")
+        if code in (0, 1):
+            if not has_token:
+                raise TimestampError("a granted time-stamp response carries no token")
+            return _encode(resp["timeStampToken"])
+        texts = []
+        if _has(status, "statusString"):
+            texts = [_str(text) for text in status["statusString"]]
+        failure = "badRequest"
+        if _has(status, "failInfo"):
+            bits = list(status["failInfo"])
+            names = {bit: name for name, bit in rfc3161.PKIFailureInfo.namedValues.items()}
+            failure = next(
+                (names[i] for i, bit in enumerate(bits) if bit and i in names), "badRequest"
+            )
+    except _ASN1_ERRORS as exc:
         raise TimestampError(
-            "the SignerInfo names a key identifier the certificate lacks"
-        ) from None
-    if _bytes(sid["subjectKeyIdentifier"]) != ski:
-        raise TimestampError("the SignerInfo names another certificate")
-
-
-class _TstFields(NamedTuple):
-    gen_time: datetime
-    serial: int
-    policy: str
-    nonce: int | None
-    accuracy: timedelta | None
-
-
-def _read_tst_info(tst_info: _Asn1, digest: bytes, tbs: _Asn1) -> _TstFields:
-    if _int(tst_info["version"]) != 1:
-        raise TimestampError("TSTInfo is not version 1")
-    imprint = tst_info["messageImprint"]
-    if not _is_sha256(imprint["hashAlgorithm"]):
-        raise TimestampError("the token's imprint is not SHA-256")
-    if _bytes(imprint["hashedMessage"]) != digest:
-        raise TimestampError("the token does not stamp this digest")
-    gen_time = _parse_generalized_time(_bytes(tst_info["genTime"]).decode("ascii"))
-    accuracy = None
-    if _has(tst_info, "accuracy"):
-        value = tst_info["accuracy"]
-        parts = [
-            _int(value[name]) if _has(value, name) else 0
-            for name in ("seconds", "millis", "micros")
-        ]
-        if parts[0] < 0 or parts[0] > 1 << 32:
-            raise TimestampError("the token's accuracy is out of range")
-        accuracy = timedelta(seconds=parts[0], milliseconds=parts[1], microseconds=parts[2])
-    if _has(tst_info, "tsa"):
-        name = tst_info["tsa"]
-        if name.getName() != "directoryName" or _encode(
-            name["directoryName"]["rdnSequence"]
-        ) != _encode(tbs["subject"]):
-            raise TimestampError("the token's tsa name is not its certificate's subject")
-    if _has(tst_info, "extensions"):
-        for extension in tst_info["extensions"]:
-            if bool(extension["critical"]):
-                raise TimestampError("the token has a critical extension")
-    return _TstFields(
-        gen_time=gen_time,
-        serial=_int(tst_info["serialNumber"]),
-        policy=_str(tst_info["policy"]),
-        nonce=_int(tst_info["nonce"]) if _has(tst_info, "nonce") else None,
-        accuracy=accuracy,
-    )
-
-
-def _eku_validator(_policy: Policy, _cert: x509.Certificate, eku: x509.ExtendedKeyUsage) -> None:
-    _check_eku(eku)
-
-
-def _key_usage_validator(
-    _policy: Policy, _cert: x509.Certificate, usage: x509.KeyUsage | None
-) -> None:
-    _check_key_usage(usage)
-
-
-def _basic_constraints_validator(
-    _policy: Policy, _cert: x509.Certificate, constraints: x509.BasicConstraints | None
-) -> None:
-    if constraints is not None and constraints.ca:
-        raise TimestampError("the TSA certificate is a CA certificate")
-
-
-def _check_chain(cert: x509.Certificate, ca: x509.Certificate, at: datetime) -> None:
-    """The TSA certificate is issued by the CA and both are valid at ``at`` (RFC 5280)."""
-    leaf_policy = (
-        ExtensionPolicy.permit_all()
-        .require_present(x509.ExtendedKeyUsage, Criticality.CRITICAL, _eku_validator)
-        .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _key_usage_validator)
-        .may_be_present(x509.BasicConstraints, Criticality.AGNOSTIC, _basic_constraints_validator)
-    )
-    verifier = (
-        PolicyBuilder()
-        .store(Store([ca]))
-        .time(at)
-        .max_chain_depth(0)
-        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=leaf_policy)
-        .build_client_verifier()
-    )
-    try:
-        verifier.verify(cert, [])
-    except VerificationError as exc:
-        raise TimestampError(f"the TSA certificate does not chain to the CA: {exc}") from exc
+            "the time-stamp response is malformed", failure="badDataFormat"
+        ) from exc
+    detail = "; ".join(texts) if texts else "no reason given"
+    raise TimestampError(f"the TSA refused the request (status {code}): {detail}", failure=failure)

@@ -653,3 +653,13 @@ def _spki_from_tbs(tbs: bytes) -> bytes:
         raise CertificateError("the certificate has no SubjectPublicKeyInfo")
     # Elements are contiguous: the key info starts where the subject ends.
     return tbs[fields[4][2] : fields[5][2]]
+
+
+def public_key_pin(public_key: bytes) -> str:
+    """The pin (as :func:`certificate_pin`) of a P-256 public key, PEM or DER SPKI, or of
+    the public half of a private key PEM: the pin its certificates will have."""
+    try:
+        key = _load_private_key(public_key, None).public_key()
+    except CertificateError:
+        key = _load_public_key(public_key)
+    return hashlib.sha256(_spki_der(key)).hexdigest()

@@ -4,6 +4,8 @@ Server routes (one aiohttp application, resources under typed AppKeys):
     POST /v1/hop         a batch of envelopes from a peer; answers one result each
     GET  /v1/directory   the current signed directory (missions pull it)
     POST /v1/enroll      HQ only: a joining mission's public keys (gateway/enroll.py)
+    POST /v1/keys        HQ only: a site's signed key changes (gateway/key_updates.py)
+    POST /v1/timestamp   HQ only: RFC 3161 requests, a batch (gateway/timestamping.py)
 
 Rules:
 - Every request's TLS peer is identified by the site id in its certificate, and
@@ -31,7 +33,15 @@ from crypto.x509 import certificate_pin, site_id_from_certificate
 from envelope.errors import EnvelopeError
 from gateway import logjson
 from gateway.faults import crash_point
-from gateway.hop import MEDIA_TYPE, Checked, HeadCache, HopRefused, check_envelope, split_batch
+from gateway.hop import (
+    MEDIA_TYPE,
+    Checked,
+    HeadCache,
+    HopRefused,
+    HopUnknownKey,
+    check_envelope,
+    split_batch,
+)
 from gateway.metrics import Metrics
 from gateway.site import SiteContext
 from gateway.tls import TLSConfigError, peer_certificate, peer_pin, peer_site_id
@@ -46,6 +56,8 @@ POKE = web.AppKey("poke", object)  # Callable[[Iterable[str]], None]: start thes
 ENROLL = web.AppKey("enroll", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Paths a site certificate of the CA may use without its key pinned (identify_peer).
+UNPINNED_PATHS = ("/v1/enroll", "/v1/keys", "/v1/directory")
 
 
 def _crash(ctx: SiteContext, point: str) -> None:
@@ -66,14 +78,22 @@ async def identify_peer(request: web.Request, handler: Handler) -> web.StreamRes
         log.warning(json.dumps({"event": "refused", "reason": f"peer certificate: {exc}"}))
         return _refuse(403, "a site certificate is required")
     request["peer"] = peer
-    if request.path == "/v1/enroll":
+    if request.path in UNPINNED_PATHS:
+        # Enrollment checks its one-time token; a key update its signature by one of the
+        # site's accepted signing keys; the directory is signed and public. So a site
+        # whose TLS key was revoked still learns it, and publishes the replacement
+        # (gateway/key_updates.py). Documents (/v1/hop) need a pinned key.
         request["pin"] = pin
         return await handler(request)
     if not ctx.directory.knows(peer) or pin not in ctx.directory.site(peer).tls_pins:
         log.warning(
             json.dumps({"event": "refused", "peer": peer, "reason": "pin not in directory"})
         )
-        return _refuse(403, f"certificate of {peer} is not pinned in the directory")
+        refused = _refuse(403, f"certificate of {peer} is not pinned in the directory")
+        # Close the connection: a peer that has rotated its TLS key then reconnects with
+        # the new one instead of reusing a kept-alive connection made with the old one.
+        refused.force_close()
+        return refused
     return await handler(request)
 
 
@@ -116,6 +136,10 @@ async def hop(request: web.Request) -> web.Response:
                 now=now,
                 parsed=parsed,
             )
+        except HopUnknownKey as exc:
+            results.append({"status": "retry", "reason": str(exc)})
+            logjson.event(log, logging.INFO, "hop_retry", peer=peer, reason=str(exc))
+            continue
         except (HopRefused, EnvelopeError) as exc:
             results.append({"status": "refused", "reason": str(exc)})
             request.app[METRICS].refused.labels(peer).inc()
@@ -219,6 +243,12 @@ def make_app(
         from gateway.enroll import enroll_handler
 
         app.router.add_post("/v1/enroll", enroll_handler)
+        from gateway.key_updates import keys_handler
+
+        app.router.add_post("/v1/keys", keys_handler)
+        from gateway.timestamping import timestamp_handler
+
+        app.router.add_post("/v1/timestamp", timestamp_handler(ctx))
     return app
 
 

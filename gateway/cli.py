@@ -27,6 +27,7 @@ from envelope.errors import EnvelopeError, UsageError
 from envelope.head import ParsedHead
 from envelope.seal import Recipient, new_routing
 from envelope.values import Priority, check_doc_class, check_dossier, format_time, parse_time
+from gateway.cli_record import AuditedGroup
 from gateway.envelope_io import InputPart, inspect_file, open_to_dir, seal_to_file
 from gateway.keystore import KeyStoreError, generate_site_keys, load_public_doc, load_site_keys
 
@@ -62,7 +63,7 @@ def one_line_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=AuditedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="valise-gateway")
 def main() -> None:
     """Valise: signed, end-to-end encrypted document exchange between sites."""
@@ -361,10 +362,14 @@ _ = parse_time  # re-exported for scripts that format times like the CLI
 
 def _register_site_commands() -> None:
     # The site commands live in their own module; importing it registers them.
+    import gateway.cli_audit
     import gateway.cli_doctor
+    import gateway.cli_evidence
     import gateway.cli_integrator
+    import gateway.cli_keys
     import gateway.cli_queue
-    import gateway.cli_site  # noqa: F401
+    import gateway.cli_site
+    import gateway.cli_timestamp  # noqa: F401
 
 
 _register_site_commands()

@@ -37,7 +37,7 @@ from envelope.receipt import RECEIPT_CLASS
 from gateway import logjson
 from gateway.channel import PeerError, post_batch
 from gateway.events import Event, EventBus
-from gateway.hop import HopRefused, verify_ack, verify_hop_ack
+from gateway.hop import HopRefused, HopUnknownKey, verify_ack, verify_hop_ack
 from gateway.metrics import Metrics
 from gateway.site import SiteContext
 from gateway.store.base import Claimed
@@ -182,16 +182,25 @@ class Couriers:
         self.failures.pop(peer, None)
         keys = entry.verify_keys()
         done: list[tuple[str, str]] = []
+        later: list[Claimed] = []
+        reason = ""
         acked_receipts: list[tuple[str, bytes]] = []
         for c, result in zip(claimed, results, strict=True):
             status = result.get("status") if isinstance(result, dict) else None
             try:
+                if status == "retry":
+                    raise HopUnknownKey(str(result.get("reason", "retry")))
                 if status not in ("accepted", "duplicate"):
                     reason = (
                         str(result.get("reason", "refused")) if isinstance(result, dict) else "?"
                     )
                     raise HopRefused(reason)
                 origin, doc_class = _check_ack(c, result.get("ack"), keys)
+            except HopUnknownKey as exc:
+                # A key newer than one of the two directories: try again after a poll.
+                later.append(c)
+                reason = str(exc)
+                continue
             except HopRefused as exc:
                 await self._refused(c, peer, str(exc))
                 continue
@@ -206,6 +215,14 @@ class Couriers:
                 done, owner=self.owner, now=datetime.now(UTC), receipts=acked_receipts
             )
             logjson.each(log, logging.INFO, "forwarded", [{"id": m} for m, _ in done], peer=peer)
+        if later:
+            now = datetime.now(UTC)
+            until = now + timedelta(seconds=self.ctx.config.relay.directory_poll_seconds)
+            for c in later:
+                await self.ctx.store.defer(
+                    c.message_id, peer, owner=self.owner, reason=reason, next_attempt=until, now=now
+                )
+            logjson.event(log, logging.INFO, "deferred", peer=peer, count=len(later), reason=reason)
         return True
 
     async def _refused(self, c: Claimed, peer: str, reason: str) -> None:

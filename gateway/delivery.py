@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -21,14 +22,17 @@ from datetime import UTC, datetime
 from aiohttp import ClientSession
 
 from gateway import logjson
+from gateway.audit import AuditCheckpointer
 from gateway.channel import PeerError, PinnedConnector, fetch_directory
 from gateway.courier import Couriers, jittered
 from gateway.events import Event, EventBus
 from gateway.faults import crash_point
+from gateway.key_watch import KeyWatcher, audit_directory
 from gateway.local_delivery import LocalDelivery
 from gateway.metrics import Metrics
 from gateway.site import SiteContext
 from gateway.submit import record_for, submit, submit_sealed
+from gateway.timestamping import Stamper
 from gateway.tls import client_context
 from routing.directory import DirectoryError
 
@@ -71,6 +75,10 @@ class Workers:
             crash=self._crash,
         )
         self.session: ClientSession | None = None
+        # The channel server's TLS context (set by gateway/serve.py before start): key
+        # rotation makes it present the new certificate (gateway/key_watch.py).
+        self.server_tls: ssl.SSLContext | None = None
+        self.keys: KeyWatcher | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self._unwatch: Callable[[], Awaitable[None]] | None = None
 
@@ -97,8 +105,15 @@ class Workers:
             asyncio.create_task(self.local.loop(), name="deliver"),
             asyncio.create_task(self._expire_loop(), name="expire"),
         ]
+        stamper = Stamper(self.ctx, self.session)
+        self.tasks.append(asyncio.create_task(stamper.loop(), name="timestamp"))
         if not self.ctx.config.is_hub:
             self.tasks.append(asyncio.create_task(self._directory_loop(), name="directory"))
+        contexts = [ssl_ctx, *([self.server_tls] if self.server_tls is not None else [])]
+        self.keys = KeyWatcher(self.ctx, self.session, contexts)
+        self.tasks.append(asyncio.create_task(self.keys.loop(), name="keys"))
+        checkpointer = AuditCheckpointer(self.ctx, stamp=stamper.stamp_data)
+        self.tasks.append(asyncio.create_task(checkpointer.loop(), name="audit"))
 
     def _crash(self, point: str) -> None:
         crash_point(self.ctx.config.relay.crash_at, point, self.ctx.config.directory)
@@ -148,6 +163,9 @@ class Workers:
                 )
                 if self.ctx.install_directory(data):
                     logjson.event(log, logging.INFO, "directory", serial=self.ctx.directory.serial)
+                    await audit_directory(self.ctx, self.ctx.directory.serial)
+                    if self.keys is not None:
+                        self.keys.kick.set()
             except (PeerError, DirectoryError) as exc:
                 logjson.event(
                     log,

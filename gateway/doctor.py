@@ -37,10 +37,12 @@ from crypto.x509 import SITE_DAYS, SiteCA, certificate_not_after
 from envelope.errors import EnvelopeError
 from envelope.values import format_time
 from gateway.channel import PinnedConnector
+from gateway.keyring import RING, load_ring
 from gateway.keystore import PRIVATE_MODE, KeyStoreError, _read_private, load_public_doc
 from gateway.site import TlsMaterial, load_directory, open_store, read_trust
+from gateway.timestamping import TSA_KEY
 from gateway.tls import client_context
-from routing.directory import Directory, DirectoryError, parse_directory
+from routing.directory import USABLE, Directory, DirectoryError, parse_directory
 
 # Expiry: warn at each of these many days ahead (the smallest one passed is named).
 EXPIRY_WARN_DAYS = (30, 14, 7)
@@ -284,14 +286,46 @@ def disk_check(path: Path, free: int, total: int) -> Check:
 
 
 def private_key_files(config: SiteConfig) -> list[Path]:
-    """The private key files a site needs, and any other *.key file beside them."""
+    """The private key files a site needs, and any other *.key file beside them.
+
+    With a key ring (keys/ring.json) the envelope and TLS keys are those of the ring:
+    the file of every usable (next, active, retiring) key, and every other *.key in
+    keys/ring/ (a retired or revoked key not pruned yet). Without one, the legacy
+    SITE.signing.key, SITE.encryption.key and tls.key. HQ adds ca.key, directory.key
+    and tsa.key (when present: a hub made before time-stamping creates it at start)."""
     k = config.keys_dir
     site = config.site.id
-    names = [f"{site}.signing.key", f"{site}.encryption.key", "tls.key"]
+    ring_files: list[Path] = []
+    if (k / RING).exists():
+        names: list[str] = []
+        try:
+            ring = load_ring(k)
+        except KeyStoreError:
+            pass  # reported by the expiry rows; still check the modes of what is there
+        else:
+            ring_files = [ring.path(key) for key in ring.keys if key.key_state in USABLE]
+        ring_dir = k / "ring"
+        found = sorted(ring_dir.glob("*.key")) if ring_dir.is_dir() else []
+        ring_files += [p for p in found if p not in ring_files]
+    else:
+        names = [f"{site}.signing.key", f"{site}.encryption.key", "tls.key"]
     if config.is_hub:
         names += ["ca.key", "directory.key"]
+        if (k / TSA_KEY).exists():
+            names.append(TSA_KEY)
     extra = sorted(p.name for p in k.glob("*.key") if p.name not in names) if k.is_dir() else []
-    return [k / n for n in [*names, *extra]]
+    return [*(k / n for n in [*names, *extra]), *ring_files]
+
+
+def _tls_files(k: Path) -> tuple[Path, Path]:
+    """(certificate, key) paths of the site's TLS key in force: the ring's active TLS
+    key when keys/ring.json exists, else keys/tls.crt and keys/tls.key. Raises
+    KeyStoreError for a damaged ring."""
+    if not (k / RING).exists():
+        return k / "tls.crt", k / "tls.key"
+    ring = load_ring(k)
+    active = ring.active("tls")
+    return ring.path(active, ".crt"), ring.path(active, ".key")
 
 
 def _mode(path: Path) -> int | None:
@@ -319,14 +353,22 @@ def expiry_checks(config: SiteConfig, now: datetime) -> list[Check]:
     except (KeyStoreError, EnvelopeError) as exc:
         checks.append(Check("expiry key document", Status.FAIL, str(exc)))
     ca_not_after: datetime | None = None
-    for name, file in (("expiry tls certificate", "tls.crt"), ("expiry ca certificate", "ca.crt")):
+    try:
+        tls_cert: Path | None = _tls_files(k)[0]
+    except KeyStoreError as exc:
+        tls_cert = None
+        checks.append(Check("expiry tls certificate", Status.FAIL, str(exc)))
+    files = [("expiry ca certificate", k / "ca.crt")]
+    if tls_cert is not None:
+        files.insert(0, ("expiry tls certificate", tls_cert))
+    for name, path in files:
         try:
-            not_after = certificate_not_after((k / file).read_bytes())
+            not_after = certificate_not_after(path.read_bytes())
         except (OSError, CryptoError) as exc:
-            checks.append(Check(name, Status.FAIL, f"{k / file}: {exc}"))
+            checks.append(Check(name, Status.FAIL, f"{path}: {exc}"))
             continue
-        checks.append(expiry_check(name, file, not_after, now))
-        if file == "ca.crt":
+        checks.append(expiry_check(name, path.name, not_after, now))
+        if path == k / "ca.crt":
             ca_not_after = not_after
     if config.is_hub:
         # Read even when too readable: the mode has its own row, this one is about time.
@@ -433,10 +475,9 @@ async def run_checks(directory: Path, *, now: datetime | None = None) -> list[Ch
         endpoint = config.site.hub_endpoint
         answer: HubAnswer | None = None
         try:
+            cert_path, key_path = _tls_files(k)
             tls = TlsMaterial(
-                (k / "tls.crt").read_bytes(),
-                _read_private(k / "tls.key"),
-                (k / "ca.crt").read_bytes(),
+                cert_path.read_bytes(), _read_private(key_path), (k / "ca.crt").read_bytes()
             )
         except (OSError, KeyStoreError) as exc:
             checks.append(hq_reachable_check(endpoint, f"no TLS material: {_describe(exc)}"))

@@ -47,6 +47,7 @@ from crypto.x509 import (
 from envelope.keydoc import parse_public_key_doc
 from gateway.keystore import _read_private, generate_site_keys
 from gateway.site import SiteContext, archive_directory, read_trust, write_private
+from gateway.timestamping import write_tsa_files
 from gateway.tls import client_context
 from routing.directory import Directory, KeyState, SiteEntry, parse_directory, write_directory
 
@@ -70,7 +71,7 @@ def _entry(site: str, endpoint: str, keys_doc: bytes, cert_pem: bytes) -> SiteEn
         endpoint=endpoint,
         signing=((doc.signing, KeyState.ACTIVE),),
         encryption=((doc.encryption, KeyState.ACTIVE),),
-        tls_pins=(certificate_pin(cert_pem),),
+        tls=((certificate_pin(cert_pem), KeyState.ACTIVE),),
     )
 
 
@@ -90,6 +91,7 @@ def init_hub(directory: Path, *, site: str, listen: str, ops_listen: str = "127.
     write_private(keys_dir / "tls.key", tls_key)
     (keys_dir / "tls.crt").write_bytes(tls_cert)
     write_private(keys_dir / "directory.key", armor(directory_key))
+    write_tsa_files(keys_dir, ca, site=site, now=now)  # keys/tsa.key, keys/tsa.crt
     (keys_dir / "directory.pub").write_text(base64.b64encode(directory_key.public.raw).decode())
     endpoint = f"https://{listen}"
     d = Directory(
@@ -194,10 +196,28 @@ async def enroll_handler(request: web.Request) -> web.Response:
         entry = _entry(peer, record["endpoint"], keys_doc, cert)
     except Exception as exc:
         return web.json_response({"error": f"enrollment refused: {exc}"}, status=403)
-    assert ctx.directory_key is not None
-    sites = (*tuple(s for s in ctx.directory.sites if s.site != peer), entry)
-    new = Directory(serial=ctx.directory.serial + 1, issued=now, hub=ctx.here, sites=sites)
-    ctx.install_directory(write_directory(new, ctx.directory_key))
+    from gateway.publish import publish
+
+    def add(held: Directory, at: datetime) -> Directory:
+        sites = (*tuple(s for s in held.sites if s.site != peer), entry)
+        return Directory(serial=held.serial + 1, issued=at, hub=held.hub, sites=sites)
+
+    published, _ = publish(ctx.config.directory, add)
+    ctx.install_directory(published.raw)
+    from gateway import audit
+
+    try:
+        await audit.record(
+            ctx.store,
+            actor=ctx.here,
+            action="directory.publish",
+            subject=str(published.serial),
+            detail={"enrolled": peer},
+        )
+    except audit.AuditError as exc:  # the enrollment stands; the log says why not
+        import logging
+
+        logging.getLogger("valise.enroll").warning("audit log not written: %s", exc)
     pending.unlink()
     return web.json_response(
         {"certificate": cert.decode(), "directory": base64.b64encode(ctx.directory.raw).decode()}

@@ -41,6 +41,24 @@ class HopRefused(Exception):
     """This envelope is refused; the reason goes back to the sender."""
 
 
+class HopUnknownKey(HopRefused):
+    """Signed with a key our directory does not list at all: most likely a key newer
+    than our copy of the directory. Not a refusal for good: the sender tries again
+    later (status ``retry``), by when we have fetched the directory announcing it."""
+
+
+def check_known(directory: Directory, site: str, key_id: str, what: str) -> None:
+    """Raise HopUnknownKey if ``key_id`` is not listed for ``site`` in any state."""
+    try:
+        known = key_id in directory.site(site).states()
+    except DirectoryError:
+        return
+    if not known:
+        raise HopUnknownKey(
+            f"{what} key {key_id} of {site} is not in our directory (serial {directory.serial})"
+        )
+
+
 @dataclass(frozen=True)
 class Checked:
     """An envelope that passed every check, ready to commit."""
@@ -121,9 +139,13 @@ def check_envelope(
         hop_keys = {hop.site: keys_of(directory, hop.site) for hop in parsed.head.trace}
     except DirectoryError as exc:
         raise HopRefused(str(exc)) from None
+    check_known(directory, r.origin, parsed.head.signature_key_id, "origin signing")
+    for hop in parsed.head.trace:
+        check_known(directory, hop.site, hop.key_id, "hop record")
     signer = origin_keys.get(parsed.head.signature_key_id)
     if signer is None:
-        raise HopRefused(f"signed by key {parsed.head.signature_key_id}, not a key of {r.origin}")
+        refusal = directory.site(r.origin).refusal(parsed.head.signature_key_id)
+        raise HopRefused(f"origin signature refused: {refusal}")
     verify_origin(parsed, signer)
     verify_trace(parsed, hop_keys)
     if r.expires <= now:
@@ -192,9 +214,14 @@ def verify_hop_ack(
             received_from=str(ack["from"]),
             signature=base64.b64decode(str(ack["signature"]), validate=True),
         )
-        key = peer_keys[hop.key_id]
     except (KeyError, ValueError, EnvelopeError) as exc:
         raise HopRefused(f"malformed hop acknowledgement: {exc}") from None
+    key = peer_keys.get(hop.key_id)
+    if key is None:
+        raise HopUnknownKey(
+            f"hop acknowledgement signed by key {hop.key_id} of {hop.site},"
+            " which our directory does not accept"
+        )
     try:
         verify(key, hop.signature, hop_message_of(digest, hop, previous))
     except SignatureError:

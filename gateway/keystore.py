@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +29,11 @@ class KeyStoreError(Exception):
     """A key folder is missing, ambiguous, damaged or too readable."""
 
 
+class KeyNotHeld(KeyStoreError):
+    """Sealed to a key this site's loaded keys do not include: maybe one the ring gained
+    after they were loaded (another process rotated it); load them again and retry."""
+
+
 @dataclass(frozen=True)
 class SiteKeys:
     site: str
@@ -36,6 +41,25 @@ class SiteKeys:
     decryption: DecryptionKey
     public: PublicKeyDoc
     public_xml: bytes
+    # Every usable decryption key by id (active, next and retiring: gateway/keyring.py);
+    # empty for a single-generation key folder, where ``decryption`` is the only one.
+    decryptions: dict[str, DecryptionKey] = field(default_factory=dict)
+    # Encryption key ids no longer usable here -> their state (retired, revoked).
+    unusable: dict[str, str] = field(default_factory=dict)
+
+    def decryption_for(self, key_id: str) -> DecryptionKey:
+        """The private key for a recipient stanza's key id. Raises KeyStoreError with
+        the specific reason when that key is retired, revoked or unknown here."""
+        if key_id == self.decryption.key_id:
+            return self.decryption
+        if key_id in self.decryptions:
+            return self.decryptions[key_id]
+        if key_id in self.unusable:
+            state = self.unusable[key_id]
+            raise KeyStoreError(
+                f"sealed to encryption key {key_id} of {self.site}, which is {state}"
+            )
+        raise KeyNotHeld(f"sealed to encryption key {key_id}, which {self.site} does not hold")
 
 
 def _write_private(path: Path, data: bytes) -> None:

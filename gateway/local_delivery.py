@@ -55,8 +55,9 @@ from gateway.bridges.local import DeliveryDeferred, deliver_locally
 from gateway.courier import jittered
 from gateway.events import Event, EventBus
 from gateway.hop import HeadCache
+from gateway.keystore import KeyNotHeld
 from gateway.metrics import Metrics
-from gateway.site import SiteContext
+from gateway.site import SiteContext, load_keys
 from gateway.store.base import EnvelopeRecord, InboundOutcome, InState, Settled
 from gateway.submit import route_here, sealed_record
 from routing.directory import Directory
@@ -122,9 +123,16 @@ def open_one(
         origin = directory.site(record.origin)
         signer = origin.verify_keys().get(parsed.head.signature_key_id)
         if signer is None:
-            raise EnvelopeError(f"signed by a key that is not {record.origin}'s")
+            refusal = origin.refusal(parsed.head.signature_key_id)
+            raise EnvelopeError(f"origin signature refused: {refusal}")
+        key_id = _stanza_key(parsed, ctx.here)
+        try:
+            key = ctx.keys.decryption_for(key_id)
+        except KeyNotHeld:  # a key rotated in by another process: load the ring again
+            ctx.keys, ctx.tls = load_keys(ctx.config)
+            key = ctx.keys.decryption_for(key_id)
         sealed, parts = open_parsed(
-            record.data, parsed, offset, sender=signer, site=ctx.here, key=ctx.keys.decryption
+            record.data, parsed, offset, sender=signer, site=ctx.here, key=key
         )
         r = parsed.head.routing
         if r.doc_class == RECEIPT_CLASS:
@@ -135,6 +143,14 @@ def open_one(
         return Opened(record, r, sealed, folder, reply=reply)
     except Exception as exc:  # one bad envelope must not stop the batch
         return Opened(record, error=exc)
+
+
+def _stanza_key(parsed: ParsedHead, site: str) -> str:
+    """The key id of the (first) recipient stanza for ``site``."""
+    for stanza in parsed.head.recipients:
+        if stanza.site == site:
+            return stanza.key_id
+    raise EnvelopeError(f"no recipient stanza for {site}")
 
 
 def write_inbox(folder: Path, sealed: SealedHeader, parts: list[bytes]) -> None:

@@ -107,6 +107,7 @@ async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
     ops_site = web.TCPSite(ops, ops_host, ops_port)
     await site.start()
     await ops_site.start()
+    workers.server_tls = tls
     await workers.start()
     for bridge in bridges:
         await bridge.start()

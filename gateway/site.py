@@ -3,8 +3,9 @@
 DIR/valise.toml          configuration (config/site.py)
 DIR/directory.xml        the last good signed directory
 DIR/directories/N.xml    every directory version this site has held (evidence)
-DIR/keys/SITE.*          envelope keys (gateway/keystore.py)
-DIR/keys/tls.crt|.key    this site's TLS certificate and key (key 0600)
+DIR/keys/SITE.*          envelope keys (gateway/keystore.py), until the first rotation
+DIR/keys/tls.crt|.key    this site's TLS certificate and key (key 0600), likewise
+DIR/keys/ring.json, ring/   every generation of those keys (gateway/keyring.py)
 DIR/keys/ca.crt          the HQ site CA
 DIR/keys/directory.pub   the directory key this site trusts (base64, raw Ed25519)
 DIR/keys/ca.key, directory.key     HQ only (0600)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from pathlib import Path
 from config.site import SiteConfig, load_site_config
 from crypto.armor import load_signing_key
 from crypto.keys import SigningKey, VerifyKey
-from gateway.keystore import PRIVATE_MODE, SiteKeys, _read_private, load_site_keys
+from gateway.keystore import PRIVATE_MODE, SiteKeys, _read_private
 from gateway.store.base import Store
 from routing.directory import Directory, DirectoryError, accept_update, parse_directory
 
@@ -87,7 +89,9 @@ def archived_directories(site_dir: Path) -> list[tuple[int, Path]]:
 
 def write_private(path: Path, data: bytes, *, mode: int = PRIVATE_MODE) -> None:
     """Write atomically (temp file, fsync, rename) with ``mode``."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    # A temp name of our own: another process may be writing the same file (the admin
+    # CLI and the running gateway both install directories); the last rename wins.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.fchmod(fd, mode)
@@ -120,14 +124,20 @@ async def open_store(config: SiteConfig) -> Store:
     return await SqliteStore.open(config.store_path)
 
 
+def load_keys(config: SiteConfig) -> tuple[SiteKeys, TlsMaterial]:
+    """The site's envelope keys and TLS material from its key ring (gateway/keyring.py)."""
+    from gateway.keyring import load_ring, ring_site_keys, tls_files
+
+    ring = load_ring(config.keys_dir)
+    cert, key = tls_files(ring)
+    return ring_site_keys(ring), TlsMaterial(cert, key, (config.keys_dir / "ca.crt").read_bytes())
+
+
 async def load_site(directory: Path) -> SiteContext:
     """Load a site folder. Raises ConfigError, KeyStoreError, DirectoryError, OSError."""
     config = load_site_config(directory)
-    keys = load_site_keys(config.keys_dir)
+    keys, tls = load_keys(config)
     k = config.keys_dir
-    tls = TlsMaterial(
-        (k / "tls.crt").read_bytes(), _read_private(k / "tls.key"), (k / "ca.crt").read_bytes()
-    )
     trust = read_trust(k)
     directory_key = None
     if config.is_hub:

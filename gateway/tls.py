@@ -230,3 +230,9 @@ def require_peer_site(source: PeerSource, expected: str) -> str:
     if site != expected:
         raise CertificateError(f"the peer is {site!r}, not {expected!r}")
     return site
+
+
+def reload_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Present ``cert_pem`` from now on: new handshakes use it, open connections keep
+    theirs (key rotation without a restart). Raises :class:`TLSConfigError`."""
+    _load_chain(ctx, cert_pem, key_pem, None)

@@ -5,8 +5,14 @@ Rules:
   trusts only directories that verify under the directory key it was enrolled with.
 - Versions only go forward: a site refuses a directory whose serial is lower than
   the one it holds (rollback), and one with the same serial but other bytes.
-- A key's state is next, active, retiring or revoked; envelopes are sealed to the
-  active encryption key; signatures verify under active or retiring keys only.
+- A key's state is next, active, retiring, retired or revoked (the same states for
+  signing keys, encryption keys and TLS key pins). Envelopes are sealed to the
+  active encryption key and signed with the active signing key; signatures verify,
+  and TLS peers are accepted, under next, active or retiring keys: a key is
+  published as ``next`` before its owner starts using it, so every site that has
+  the directory announcing it accepts it before the first use, whichever of the two
+  versions (next, then active) it holds. Retired and revoked keys are refused, each
+  with its own reason (:meth:`SiteEntry.refusal`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,12 @@ class KeyState(StrEnum):
     NEXT = "next"
     ACTIVE = "active"
     RETIRING = "retiring"
+    RETIRED = "retired"
     REVOKED = "revoked"
+
+
+# States in which a published key is accepted (signatures, TLS pins, decryption).
+USABLE: tuple[KeyState, ...] = (KeyState.NEXT, KeyState.ACTIVE, KeyState.RETIRING)
 
 
 class DirectoryError(Exception):
@@ -45,13 +56,32 @@ class SiteEntry:
     endpoint: str
     signing: tuple[tuple[VerifyKey, KeyState], ...]
     encryption: tuple[tuple[EncryptionKey, KeyState], ...]
-    tls_pins: tuple[str, ...]
+    tls: tuple[tuple[str, KeyState], ...]  # SHA-256 SPKI pins of the site's TLS keys
     active: bool = True
 
     def verify_keys(self) -> dict[str, VerifyKey]:
-        """Keys whose signatures are accepted: active and retiring."""
-        usable = (KeyState.ACTIVE, KeyState.RETIRING)
-        return {k.key_id: k for k, s in self.signing if s in usable}
+        """Keys whose signatures are accepted: next, active and retiring."""
+        return {k.key_id: k for k, s in self.signing if s in USABLE}
+
+    @property
+    def tls_pins(self) -> tuple[str, ...]:
+        """Pins of the TLS keys accepted for this site: next, active and retiring."""
+        return tuple(pin for pin, s in self.tls if s in USABLE)
+
+    def states(self) -> dict[str, tuple[str, KeyState]]:
+        """Every key id (TLS keys by pin) of this site -> (kind, state)."""
+        out: dict[str, tuple[str, KeyState]] = {}
+        out.update({k.key_id: ("signing", s) for k, s in self.signing})
+        out.update({k.key_id: ("encryption", s) for k, s in self.encryption})
+        out.update({pin: ("tls", s) for pin, s in self.tls})
+        return out
+
+    def refusal(self, key_id: str) -> str:
+        """Why ``key_id`` is not accepted for this site (for a refusal's reason)."""
+        kind, state = self.states().get(key_id, ("", None))
+        if state is None:
+            return f"key {key_id} is not a key of {self.site}"
+        return f"{kind} key {key_id} of {self.site} is {state.value}"
 
     def active_encryption_key(self) -> EncryptionKey:
         for key, state in self.encryption:
@@ -107,7 +137,7 @@ def _body(d: Directory) -> bytes:
             f"{x.b64encode(k.raw)}</encryption-key>"
             for k, s in e.encryption
         ]
-        out += [f"<tls-pin>{pin}</tls-pin>" for pin in e.tls_pins]
+        out += [f'<tls-pin state="{s.value}">{pin}</tls-pin>' for pin, s in e.tls]
         out.append("</site>")
     if d.hub not in seen:
         raise SchemaError("the hub must be listed")
@@ -156,15 +186,17 @@ def _read_body(el: _Element) -> Directory:
     sites = []
     for s in site_els:
         endpoint_el, *key_els = s
-        signing, encryption, pins = [], [], []
+        signing: list[tuple[VerifyKey, KeyState]] = []
+        encryption: list[tuple[EncryptionKey, KeyState]] = []
+        pins: list[tuple[str, KeyState]] = []
         try:
             for k in key_els:
                 name = x.local_name(k)
+                state = KeyState(k.get("state", ""))
                 if name == "tls-pin":
-                    pins.append(k.text or "")
+                    pins.append((k.text or "", state))
                     continue
                 raw = x.b64decode(k.text or "", name)
-                state = KeyState(k.get("state", ""))
                 if name == "signing-key":
                     vk = VerifyKey.from_bytes(raw)
                     _check_id(vk.key_id, k.get("id"))
@@ -181,7 +213,7 @@ def _read_body(el: _Element) -> Directory:
                 endpoint=endpoint_el.text or "",
                 signing=tuple(signing),
                 encryption=tuple(encryption),
-                tls_pins=tuple(pins),
+                tls=tuple(pins),
                 active=s.get("status") == "active",
             )
         )

@@ -33,6 +33,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from gateway.store.audit_chain import AuditCheckpoint, AuditDraft, AuditEntry
+
 
 class OutState(StrEnum):
     QUEUED = "queued"
@@ -220,6 +222,9 @@ class TimestampRecord:
     kind: ``sent`` (the origin asked HQ's TSA for its outgoing envelope), ``relayed``
     (HQ stamped it as it passed), ``delivered`` (HQ stamped the delivery receipt it
     relayed back; message_id is the original message's, digest the receipt's).
+    ``digested`` is the byte range whose SHA-256 is ``digest`` (envelope/digested.py:
+    what ``openssl ts -verify -data`` reads), kept so that the token can be checked
+    after the envelope is gone; empty when not kept.
     """
 
     message_id: str
@@ -227,6 +232,24 @@ class TimestampRecord:
     digest: bytes  # the SHA-256 the token's messageImprint covers
     token: bytes  # DER ContentInfo (SignedData) of the TimeStampToken
     at: datetime  # when it was stored here
+    digested: bytes = b""
+
+
+@dataclass(frozen=True)
+class PendingStamp:
+    """An envelope stored here whose time-stamp is still to be settled.
+
+    Every envelope is stored pending (in the accepting transaction, so a crash never
+    loses one); gateway/timestamping.py decides from ``received_from`` and
+    ``doc_class`` which token, if any, it gets here.
+    """
+
+    message_id: str
+    origin: str
+    received_from: str | None  # None when this site is the origin
+    doc_class: str
+    digest: bytes
+    head: bytes  # the envelope's prefix and head XML (not its segments)
 
 
 @dataclass(frozen=True)
@@ -461,9 +484,52 @@ class Store(Protocol):
         """Every token stored for ``message_id``, oldest first."""
         ...
 
+    async def timestamp_pending(self, *, limit: int) -> list[PendingStamp]:
+        """Up to ``limit`` envelopes still awaiting their time-stamp, oldest accepted
+        first (an index over the pending ones: cheap when there are none)."""
+        ...
+
+    async def timestamp_settle(
+        self, records: Sequence[TimestampRecord], *, done: Sequence[str]
+    ) -> None:
+        """In one transaction: store ``records`` as :meth:`timestamp_add` does and mark
+        the envelopes ``done`` (message ids) no longer pending; unknown ids are skipped."""
+        ...
+
     # -- directory fetches (HQ) --------------------------------------------------------
     async def directory_fetched(self, site: str, serial: int, *, now: datetime) -> None:
         """Record that ``site`` fetched directory ``serial`` (the highest one is kept)."""
         ...
 
     async def directory_fetches(self) -> list[DirectoryFetch]: ...
+
+    # -- audit log (gateway/audit.py; the chain: gateway/store/audit_chain.py) ----------
+    # Every history row gets its entry in the same transaction (a database trigger).
+    async def audit_identify(self, site: str) -> None:
+        """Name the actor of automatic entries from now on: this store's site id."""
+        ...
+
+    async def audit_append(self, draft: AuditDraft) -> AuditEntry:
+        """Append one entry after the last one, in its own transaction."""
+        ...
+
+    async def audit_head(self) -> AuditEntry | None:
+        """The last entry (None: the log is empty)."""
+        ...
+
+    async def audit_entries(self, *, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        """Entries with seq > ``after`` in seq order, at most ``limit``."""
+        ...
+
+    async def audit_checkpoint_add(self, checkpoint: AuditCheckpoint, entry: AuditDraft) -> bool:
+        """Store ``checkpoint`` and append ``entry`` (its record) in one transaction;
+        False (nothing stored) if there is a checkpoint at that seq already."""
+        ...
+
+    async def audit_checkpoints(
+        self, *, after: int = 0, limit: int = 1000
+    ) -> list[AuditCheckpoint]:
+        """Checkpoints with seq > ``after`` in seq order, at most ``limit``."""
+        ...
+
+    async def audit_last_checkpoint(self) -> AuditCheckpoint | None: ...

@@ -37,6 +37,7 @@ from gateway.store._common import (
     load_sql,
 )
 from gateway.store.base import Acceptance, Claimed, EnvelopeRecord, StoreError
+from gateway.store.postgres_audit import PostgresAudit
 from gateway.store.postgres_common import (
     CLAIM,
     FORWARDED,
@@ -96,7 +97,9 @@ async def _create_pool(dsn: str, settings: dict[str, str], min_size: int, max_si
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
 
-class PostgresStore(PostgresInbound, PostgresOperator, PostgresIntegrators, PostgresTrust):
+class PostgresStore(
+    PostgresInbound, PostgresOperator, PostgresIntegrators, PostgresTrust, PostgresAudit
+):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""
 
     def __init__(

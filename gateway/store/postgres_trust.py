@@ -1,5 +1,10 @@
 """The trust part of the PostgreSQL store: time-stamp tokens and directory fetches.
 
+Envelopes awaiting a time-stamp carry ``stamp_pending`` (the column default, so the
+accepting transaction sets it) under a partial index; settling clears it in the same
+transaction that stores the tokens (sql/postgres/v4_timestamps.sql). Two workers of one
+site may both stamp an envelope: the second token is dropped (ON CONFLICT DO NOTHING).
+
 A mixin of :class:`gateway.store.postgres.PostgresStore` (``_read`` / ``_write``: one
 transaction each, retried on a deadlock).
 """
@@ -11,8 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from envelope.limits import MAX_HEAD_XML_BYTES
 from gateway.store._common import aware
-from gateway.store.base import DirectoryFetch, TimestampRecord
+from gateway.store.base import DirectoryFetch, PendingStamp, TimestampRecord
 
 T = TypeVar("T")
 Conn = Any  # asyncpg.Connection
@@ -30,27 +36,66 @@ class PostgresTrust:
     ) -> T: ...  # provided by PostgresStore
 
     async def timestamp_add(self, records: Sequence[TimestampRecord]) -> None:
-        rows = [(r.message_id, r.kind, r.digest, r.token, aware(r.at)) for r in records]
+        await self.timestamp_settle(records, done=())
+
+    async def timestamp_settle(
+        self, records: Sequence[TimestampRecord], *, done: Sequence[str]
+    ) -> None:
+        rows = [
+            (r.message_id, r.kind, r.digest, r.token, aware(r.at), r.digested or None)
+            for r in records
+        ]
+        ids = list(done)
 
         async def tx(conn: Conn) -> None:
-            await conn.executemany(
-                "INSERT INTO timestamps (message_id, kind, digest, token, at)"
-                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                rows,
-            )
+            if rows:
+                await conn.executemany(
+                    "INSERT INTO timestamps (message_id, kind, digest, token, at, digested)"
+                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    rows,
+                )
+            if ids:
+                await conn.execute(
+                    "UPDATE envelopes SET stamp_pending = false"
+                    " WHERE message_id = ANY($1::text[]) AND stamp_pending",
+                    ids,
+                )
 
-        if rows:
+        if rows or ids:
             await self._write(tx)
+
+    async def timestamp_pending(self, *, limit: int) -> list[PendingStamp]:
+        async def q(conn: Conn) -> list[PendingStamp]:
+            # The head's length is in the prefix (envelope/framing.py): read just it.
+            rows = await conn.fetch(
+                "SELECT message_id, origin, received_from, doc_class, digest,"
+                " substring(data from 1 for (12 + least($2::bigint, CASE WHEN length(data) < 12"
+                " THEN 0 ELSE (get_byte(data, 8)::bigint << 24) | (get_byte(data, 9) << 16)"
+                " | (get_byte(data, 10) << 8) | get_byte(data, 11) END))::int)"
+                " FROM envelopes WHERE stamp_pending ORDER BY accepted_at, message_id LIMIT $1",
+                limit,
+                MAX_HEAD_XML_BYTES,
+            )
+            return [PendingStamp(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5])) for r in rows]
+
+        return await self._read(q)
 
     async def timestamps(self, message_id: str) -> list[TimestampRecord]:
         async def q(conn: Conn) -> list[TimestampRecord]:
             rows = await conn.fetch(
-                "SELECT message_id, kind, digest, token, at FROM timestamps"
+                "SELECT message_id, kind, digest, token, at, digested FROM timestamps"
                 " WHERE message_id = $1 ORDER BY at, kind",
                 message_id,
             )
             return [
-                TimestampRecord(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4].astimezone(UTC))
+                TimestampRecord(
+                    r[0],
+                    r[1],
+                    bytes(r[2]),
+                    bytes(r[3]),
+                    r[4].astimezone(UTC),
+                    bytes(r[5] or b""),
+                )
                 for r in rows
             ]
 

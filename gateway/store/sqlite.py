@@ -40,6 +40,7 @@ from gateway.store.base import (
     OutState,
     StoreError,
 )
+from gateway.store.sqlite_audit import SqliteAudit, register_audit_functions
 from gateway.store.sqlite_common import (
     DUE,
     PEERS,
@@ -96,6 +97,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise StoreError(f"{path}: could not switch to WAL (journal_mode is {mode})")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        register_audit_functions(conn)  # the history trigger hashes with them
         _migrate(conn)
     except BaseException:
         conn.close()
@@ -135,7 +137,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-class SqliteStore(SqliteInbound, SqliteOperator, SqliteIntegrators, SqliteTrust):
+class SqliteStore(SqliteInbound, SqliteOperator, SqliteIntegrators, SqliteTrust, SqliteAudit):
     """:class:`~gateway.store.base.Store` on one SQLite file."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, executor: ThreadPoolExecutor):

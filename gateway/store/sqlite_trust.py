@@ -1,5 +1,9 @@
 """The trust part of the SQLite store: time-stamp tokens and directory fetches.
 
+Envelopes awaiting a time-stamp carry ``stamp_pending = 1`` (the column default, so the
+accepting transaction sets it) under a partial index; settling clears it in the same
+transaction that stores the tokens (sql/sqlite/v4_timestamps.sql).
+
 A mixin of :class:`gateway.store.sqlite.SqliteStore` (see sqlite_integrators.py for
 the conventions: ``_read`` / ``_write`` on the store's thread, times as ISO text).
 """
@@ -12,8 +16,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from envelope.framing import PREFIX_BYTES
+from envelope.limits import MAX_HEAD_XML_BYTES
 from gateway.store._common import aware
-from gateway.store.base import DirectoryFetch, TimestampRecord
+from gateway.store.base import DirectoryFetch, PendingStamp, TimestampRecord
 
 T = TypeVar("T")
 
@@ -40,26 +46,64 @@ class SqliteTrust:
     ) -> T: ...  # provided by SqliteStore
 
     async def timestamp_add(self, records: Sequence[TimestampRecord]) -> None:
-        rows = [(r.message_id, r.kind, r.digest, r.token, _ts(r.at)) for r in records]
+        await self.timestamp_settle(records, done=())
+
+    async def timestamp_settle(
+        self, records: Sequence[TimestampRecord], *, done: Sequence[str]
+    ) -> None:
+        rows = [
+            (r.message_id, r.kind, r.digest, r.token, _ts(r.at), r.digested or None)
+            for r in records
+        ]
+        ids = [(message_id,) for message_id in done]
 
         def tx(c: sqlite3.Connection) -> None:
             c.executemany(
-                "INSERT INTO timestamps (message_id, kind, digest, token, at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO timestamps (message_id, kind, digest, token, at, digested)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 rows,
             )
+            c.executemany(
+                "UPDATE envelopes SET stamp_pending = 0 WHERE message_id = ? AND stamp_pending = 1",
+                ids,
+            )
 
-        if rows:
+        if rows or ids:
             await self._write(tx)
+
+    async def timestamp_pending(self, *, limit: int) -> list[PendingStamp]:
+        def q(c: sqlite3.Connection) -> list[PendingStamp]:
+            rows = c.execute(
+                "SELECT message_id, origin, received_from, doc_class, digest,"
+                " substr(data, 1, ?) FROM envelopes"
+                " WHERE stamp_pending = 1 ORDER BY accepted_at, message_id LIMIT ?",
+                (PREFIX_BYTES, limit),
+            ).fetchall()
+            out = []
+            for r in rows:
+                # The head's length is in the prefix (envelope/framing.py): read just it.
+                prefix = bytes(r[5])
+                length = int.from_bytes(prefix[-4:], "big") if len(prefix) == PREFIX_BYTES else 0
+                head = c.execute(
+                    "SELECT substr(data, 1, ?) FROM envelopes WHERE message_id = ?",
+                    (PREFIX_BYTES + min(length, MAX_HEAD_XML_BYTES), r[0]),
+                ).fetchone()
+                out.append(PendingStamp(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(head[0])))
+            return out
+
+        return await self._read(q)
 
     async def timestamps(self, message_id: str) -> list[TimestampRecord]:
         def q(c: sqlite3.Connection) -> list[TimestampRecord]:
             rows = c.execute(
-                "SELECT message_id, kind, digest, token, at FROM timestamps"
+                "SELECT message_id, kind, digest, token, at, digested FROM timestamps"
                 " WHERE message_id = ? ORDER BY at, kind",
                 (message_id,),
             ).fetchall()
-            return [TimestampRecord(r[0], r[1], bytes(r[2]), bytes(r[3]), _dt(r[4])) for r in rows]
+            return [
+                TimestampRecord(r[0], r[1], bytes(r[2]), bytes(r[3]), _dt(r[4]), bytes(r[5] or b""))
+                for r in rows
+            ]
 
         return await self._read(q)
 

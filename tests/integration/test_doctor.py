@@ -38,6 +38,7 @@ from gateway.doctor import (
     key_mode_check,
     store_durability_checks,
 )
+from gateway.keyring import generate_key, load_ring, save_ring
 from gateway.store.sqlite import SqliteStore
 from gateway.testnet import Network, free_port
 from tests.integration.test_relay import FAST
@@ -278,6 +279,7 @@ def test_fresh_network_is_all_ok(net: Network) -> None:
         assert f"key mode {site}.signing.key" in rows and "key mode tls.key" in rows
     _, hq = doctor_json(net.sites["HQ"].directory)
     assert {"key mode ca.key", "key mode directory.key", "expiry ca key"} <= set(hq)
+    assert hq["key mode tsa.key"]["status"] == "ok"
     assert "clock skew" not in hq
     _, paris = doctor_json(net.sites["M-PARIS"].directory)
     assert {"hq reachable", "clock skew"} <= set(paris)
@@ -317,6 +319,44 @@ def test_a_certificate_ending_in_10_days_warns(net: Network, tmp_path: Path) -> 
     assert row["status"] == "warn" and "14-day threshold" in row["detail"], row
     # Same key, so the same pin: HQ still accepts the renewed certificate.
     assert rows["hq reachable"]["status"] == "ok"
+
+
+def test_a_key_ring_is_checked(net: Network, tmp_path: Path) -> None:
+    """After the first rotation the keys live in keys/ring/: their modes are checked,
+    the legacy files are not asked for, and the TLS certificate and key in force are
+    the ring's active ones (for the expiry row and for reaching HQ)."""
+    paris = _copy_site(net, "M-PARIS", tmp_path)
+    keys = paris / "keys"
+    ring = load_ring(keys)
+    save_ring(ring)  # migrate: the legacy files go
+    new = generate_key(ring, "signing", now=datetime.now(UTC))
+    save_ring(ring)
+    assert not (keys / "tls.crt").exists() and not (keys / "M-PARIS.signing.key").exists()
+    tls = ring.active("tls")
+    # A renewed certificate for the same key, in the ring only.
+    hq_keys = net.sites["HQ"].directory / "keys"
+    ca = SiteCA.from_pem((hq_keys / "ca.crt").read_bytes(), (hq_keys / "ca.key").read_bytes())
+    public = site_public_key(ring.path(tls).read_bytes())
+    cert, _ = issue_site_certificate(ca, "M-PARIS", public, now=datetime.now(UTC), days=10)
+    ring.path(tls, ".crt").write_bytes(cert)
+    loose = ring.path(new)
+    loose.chmod(0o644)
+
+    code, rows = doctor_json(paris)
+    assert code == 1, rows
+    row = rows[f"key mode {loose.name}"]
+    assert row["status"] == "fail" and "0644" in row["detail"] and str(loose) in row["detail"]
+    for k in ring.keys:
+        if k.id != new.id:
+            assert rows[f"key mode {ring.path(k).name}"]["status"] == "ok", k
+    assert "key mode M-PARIS.signing.key" not in rows and "key mode tls.key" not in rows
+    expiry = rows["expiry tls certificate"]
+    assert expiry["status"] == "warn" and "14-day threshold" in expiry["detail"], expiry
+    assert ring.path(tls, ".crt").name in expiry["detail"]
+    assert rows["expiry key document"]["status"] == "ok"
+    assert rows["hq reachable"]["status"] == "ok", rows["hq reachable"]
+    failed = [name for name, r in rows.items() if r["status"] == "fail"]
+    assert failed == [f"key mode {loose.name}"], rows
 
 
 def test_hq_unreachable_warns(net: Network) -> None:

@@ -905,6 +905,12 @@ async def test_sqlite_and_postgres_schemas_define_the_same_tables(pg_schema: str
         "integrators",
         "submissions",
         "webhooks",
+        "audit",
+        "audit_checkpoints",
+        "audit_site",
+        "audit_flush",
+        "timestamps",
+        "directory_fetches",
     }
     assert pg == lite
 

@@ -1,4 +1,4 @@
-"""crypto.tsa against the real tool: ``openssl ts`` verifies HQ's tokens, and we verify its.
+"""crypto.tsa and crypto.tsa_verify against the real tool: `openssl ts` verifies our tokens.
 
 The certificates start a day before the real clock, so that ``openssl ts -verify`` (which
 checks validity at the current time unless told ``-attime``) and ``openssl ts -reply``
@@ -21,8 +21,8 @@ from crypto.tsa import (
     TimestampError,
     parse_request,
     response,
-    verify_token,
 )
+from crypto.tsa_verify import verify_token
 from crypto.x509 import SiteCA, issue_tsa_certificate
 from tests.conftest import require_tool
 

@@ -32,7 +32,7 @@ def entry(s: Site, port: int) -> SiteEntry:
         endpoint=f"https://127.0.0.1:{port}",
         signing=((s.signing.public, KeyState.ACTIVE),),
         encryption=((s.decryption.public, KeyState.ACTIVE),),
-        tls_pins=("ab" * 32,),
+        tls=(("ab" * 32, KeyState.ACTIVE),),
     )
 
 

@@ -1,4 +1,4 @@
-"""crypto.tsa: RFC 3161 tokens issued by HQ's TSA, and their verification."""
+"""crypto.tsa and crypto.tsa_verify: RFC 3161 tokens from HQ's TSA, and their verification."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from crypto.tsa import (
     parse_request,
     rejection,
     response,
-    verify_token,
 )
+from crypto.tsa_verify import verify_token
 from crypto.x509 import (
     TSA_DAYS,
     CertificateError,

@@ -1,0 +1,226 @@
+"""``valise keys`` lifecycle commands and ``valise directory status``.
+
+keys list [--json]                                   every key, its state and times
+keys rotate --kind signing|encryption|tls [--overlap DURATION] [--dry-run]
+keys activate KEYID [--overlap DURATION] [--dry-run]  one step of a rotation
+keys retire KEYID [--dry-run]                         end a key's overlap now
+keys revoke KEYID --reason TEXT [--dry-run]           now, everywhere (HQ: any site's key)
+directory status [--json]                             HQ: who has fetched which version
+
+Each step is idempotent (run again, it does nothing) and prints what it did; with
+``--dry-run`` what it would do, changing nothing. A running gateway picks the
+changes up by itself within ``[keys] check_seconds``: no restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from config.site import ConfigError, load_site_config
+from envelope.values import format_time
+from gateway.cli import EXIT_FILES, EXIT_USAGE, _fail, keys, one_line_errors
+from gateway.cli_site import DIR_OPTION, directory_group, emit, site_dir, with_site
+from gateway.keys_lifecycle import (
+    KeyOpError,
+    KeyOps,
+    Outcome,
+    audit_key_event,
+    describe,
+    hub_keys,
+    parse_duration,
+)
+from gateway.keystore import KeyStoreError
+from gateway.site import SiteContext
+from routing.directory import DirectoryError
+
+DRY_RUN = click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
+OVERLAP = click.option(
+    "--overlap",
+    default=None,
+    help="How long the replaced key stays retiring (90s, 30m, 12h, 7d; default [keys]"
+    " overlap_seconds).",
+)
+
+
+def _ops(directory: Path | None) -> KeyOps:
+    try:
+        return KeyOps(load_site_config(site_dir(directory)))
+    except ConfigError as exc:
+        _fail(EXIT_FILES, str(exc))
+        raise
+
+
+def _overlap(ops: KeyOps, text: str | None) -> timedelta:
+    if text is None:
+        return timedelta(seconds=ops.config.keys.overlap_seconds)
+    try:
+        return parse_duration(text)
+    except KeyOpError as exc:
+        _fail(EXIT_USAGE, str(exc))
+        raise
+
+
+def _run(
+    step: Callable[[], Coroutine[Any, Any, Outcome]], ops: KeyOps, action: str, subject: str
+) -> None:
+    try:
+        out = asyncio.run(step())
+    except (KeyOpError, KeyStoreError, DirectoryError) as exc:
+        asyncio.run(audit_key_event(ops.config, action, subject, Outcome([str(exc)]), "error"))
+        _fail(EXIT_USAGE, str(exc))
+        return
+    if not any(line.startswith("would ") for line in out.steps):
+        asyncio.run(audit_key_event(ops.config, action, subject, out, "ok"))
+    for line in out.steps:
+        click.echo(line)
+    if out.serial is not None:
+        click.echo(f"directory serial {out.serial}")
+
+
+@keys.command("list")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def keys_list(directory: Path | None, as_json: bool) -> None:
+    """Every key of the site: kind, id, state, created, activated, expiry."""
+    ops = _ops(directory)
+    try:
+        rows: list[dict[str, Any]] = describe(ops.ring())
+        if ops.config.is_hub:
+            rows += hub_keys(ops.config.directory)
+    except KeyStoreError as exc:
+        _fail(EXIT_FILES, str(exc))
+        return
+    columns = [
+        ("kind", "KIND", 12),
+        ("id", "ID", 20),
+        ("state", "STATE", 10),
+        ("created", "CREATED", 27),
+        ("activated", "ACTIVATED", 27),
+        ("expires", "EXPIRES", 27),
+    ]
+    if not as_json:
+        rows = [{**r, "id": r["id"][:16] + "…"} for r in rows]
+    emit(rows, as_json, columns)
+
+
+@keys.command("rotate")
+@click.option("--kind", type=click.Choice(["signing", "encryption", "tls"]), required=True)
+@OVERLAP
+@DRY_RUN
+@DIR_OPTION
+@one_line_errors
+def keys_rotate(kind: str, overlap: str | None, dry_run: bool, directory: Path | None) -> None:
+    """Replace the active KIND key: new key, publish, activate, old one retiring."""
+    ops = _ops(directory)
+    _run(lambda: ops.rotate(kind, _overlap(ops, overlap), dry_run=dry_run), ops, "key.rotate", kind)
+
+
+@keys.command("activate")
+@click.argument("key_id")
+@OVERLAP
+@DRY_RUN
+@DIR_OPTION
+@one_line_errors
+def keys_activate(key_id: str, overlap: str | None, dry_run: bool, directory: Path | None) -> None:
+    """Make a published next key active; the key it replaces starts retiring."""
+    ops = _ops(directory)
+    _run(
+        lambda: ops.activate(key_id, _overlap(ops, overlap), dry_run=dry_run),
+        ops,
+        "key.activate",
+        key_id,
+    )
+
+
+@keys.command("retire")
+@click.argument("key_id")
+@DRY_RUN
+@DIR_OPTION
+@one_line_errors
+def keys_retire(key_id: str, dry_run: bool, directory: Path | None) -> None:
+    """Retire a retiring key now (its overlap ends): refused everywhere from then on."""
+    ops = _ops(directory)
+    _run(lambda: ops.retire(key_id, dry_run=dry_run), ops, "key.retire", key_id)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--reason", required=True, help="Why (kept in the ring and the audit log).")
+@DRY_RUN
+@DIR_OPTION
+@one_line_errors
+def keys_revoke(key_id: str, reason: str, dry_run: bool, directory: Path | None) -> None:
+    """Revoke a key at once (an own active key is replaced by a new one)."""
+    ops = _ops(directory)
+    _run(lambda: ops.revoke(key_id, reason, dry_run=dry_run), ops, "key.revoke", key_id)
+
+
+@directory_group.command("status")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def directory_status(directory: Path | None, as_json: bool) -> None:
+    """HQ: which directory version each site has fetched, and when."""
+
+    async def go(ctx: SiteContext) -> list[dict[str, Any]]:
+        if not ctx.config.is_hub:
+            _fail(EXIT_USAGE, "directory status runs at HQ")
+        fetched = {f.site: f for f in await ctx.store.directory_fetches()}
+        now = datetime.now(UTC)
+        rows = []
+        for entry in ctx.directory.sites:
+            f = fetched.get(entry.site)
+            if entry.site == ctx.here:
+                rows.append(
+                    _status_row(
+                        entry.site, ctx.directory.serial, ctx.directory.serial, now, "publisher"
+                    )
+                )
+                continue
+            rows.append(
+                _status_row(
+                    entry.site,
+                    ctx.directory.serial,
+                    f.serial if f else None,
+                    f.at if f else None,
+                    None,
+                )
+            )
+        return rows
+
+    rows = with_site(directory, go)
+    emit(
+        rows,
+        as_json,
+        [
+            ("site", "SITE", 14),
+            ("fetched", "FETCHED", 9),
+            ("current", "CURRENT", 9),
+            ("behind", "BEHIND", 8),
+            ("at", "AT", 22),
+            ("status", "STATUS", 10),
+        ],
+    )
+
+
+def _status_row(
+    site: str, current: int, fetched: int | None, at: datetime | None, status: str | None
+) -> dict[str, Any]:
+    behind = None if fetched is None else current - fetched
+    if status is None:
+        status = "never" if fetched is None else ("current" if behind == 0 else "behind")
+    return {
+        "site": site,
+        "fetched": fetched,
+        "current": current,
+        "behind": behind,
+        "at": format_time(at) if at else None,
+        "status": status,
+    }

@@ -1,0 +1,460 @@
+"""Evidence bundles: export everything that proves, offline, what became of one message.
+
+``valise evidence ID --out DIR`` writes, for one message held in this site's store:
+
+    MANIFEST.json        packing list: format, message id, site, export time, SHA-256 of
+                         every other file (a check against damage, not a signature)
+    EXPLANATION.txt      plain text: what was sent, when, by whom, to whom, what proves it,
+                         and the exact openssl commands that check the pieces they can
+    envelope.vlz         the envelope exactly as stored here (ciphertext only)
+    envelope.digested    the byte range the envelope digest covers (SPEC 4.3): the bytes
+                         of <signed>…</signed> ‖ <signature…>…</signature> of its head
+    hops/message-NN-SITE.xml   each hop record of the envelope's trace, as in the head
+    hops/receipt-NN-SITE.xml   each hop record of the receipt envelope's trace
+    hops/ack-SITE.json   for a receipt sealed here: the next hop's signed acknowledgement
+    receipt.vlz          the delivery receipt envelope the origin verified (origin only)
+    receipt.digested     its digested byte range (what the "delivered" token stamps)
+    receipt.xml          the receipt document, opened with this site's key, and
+    receipt.key          the receipt envelope's content key (hex): with it anyone can
+                         check that receipt.xml is what the destination signed
+    timestamps/KIND.tsr  the RFC 3161 tokens (sent, relayed, delivered; KIND-2.tsr, ...)
+    directory/SERIAL.xml the signed directory versions in force at each signed moment,
+                         and the current one; directory/directory.pub the trust anchor
+    keys.json            the public keys (ids, states) of every site involved, per version
+    certs/ca.crt         the HQ site CA; certs/tsa.crt (tsa-2.crt, ...) the certificates
+                         of HQ's time-stamp authority: this site's, and each token's
+    openssl/             the origin's (and the receipt's) signed bytes, signatures and
+                         Ed25519 public keys in PEM, for ``openssl pkeyutl -verify``
+    history.json         this site's own log of the message (informative: not signed)
+
+Rules:
+- Nothing is re-signed or re-encoded: every piece is the stored bytes (or a byte range
+  of them), so it proves what it proves by the signatures it already carries.
+- The directory in force at a moment is the highest archived serial issued at or
+  before it (DIR/directories/). The bundle holds the one in force when the message was
+  created, at each hop and when the receipt was created, and the current one.
+- The receipt's content key is disclosed only for a receipt envelope addressed to this
+  site; a receipt envelope carries nothing but the receipt document, so this reveals
+  nothing of the message itself. The message's own content key is never disclosed.
+- Only time-stamp tokens that verify at export, over the digest of the envelope or of
+  its receipt, are included; any other is named in EXPLANATION.txt and left out.
+- The output folder must be new or empty; the bundle is written to a sibling staging
+  folder and renamed into place, so a half-written bundle is never left at DIR.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from crypto.errors import CryptoError, DecryptionError
+from crypto.keys import DecryptionKey, VerifyKey
+from crypto.recipes import open_segment, part_key, unwrap
+from crypto.tsa_verify import TokenInfo, verify_token
+from envelope.digested import digested_bytes
+from envelope.errors import EnvelopeError
+from envelope.framing import MAGIC
+from envelope.head import ParsedHead, serialize_trace
+from envelope.model import HopRecord
+from envelope.open import parse_framed_head
+from envelope.receipt import RECEIPT_CLASS, RECEIPT_NAME, Receipt, parse_receipt
+from envelope.seal import wrap_info
+from envelope.sealed import parse_sealed
+from envelope.values import format_time
+from gateway.site import SiteContext, archived_directories
+from gateway.store.base import TimestampRecord, Transition
+from routing.directory import Directory, DirectoryError, parse_directory
+
+FORMAT = "valise-evidence/1"
+MANIFEST = "MANIFEST.json"
+EXPLANATION = "EXPLANATION.txt"
+ENVELOPE = "envelope.vlz"
+ENVELOPE_DIGESTED = "envelope.digested"
+RECEIPT = "receipt.vlz"
+RECEIPT_DIGESTED = "receipt.digested"
+RECEIPT_XML = "receipt.xml"
+RECEIPT_KEY = "receipt.key"
+HOPS = "hops"
+TIMESTAMPS = "timestamps"
+DIRECTORIES = "directory"
+TRUST = "directory/directory.pub"
+KEYS = "keys.json"
+CA = "certs/ca.crt"
+TSA = "certs/tsa.crt"
+TSA_NAME_RE = re.compile(r"tsa(?:-[1-9][0-9]*)?\.crt")
+HISTORY = "history.json"
+OPENSSL = "openssl"
+# openssl/ files: the signed message, the raw signature and the signer's key, per envelope.
+OPENSSL_FILES = {
+    "envelope": ("openssl/envelope.signed", "openssl/envelope.sig", "openssl/envelope-signer.pem"),
+    "receipt": ("openssl/receipt.signed", "openssl/receipt.sig", "openssl/receipt-signer.pem"),
+}
+# Which digested range each token kind stamps.
+TOKEN_DATA = {
+    "sent": ENVELOPE_DIGESTED,
+    "relayed": ENVELOPE_DIGESTED,
+    "delivered": RECEIPT_DIGESTED,
+}
+# RFC 8410: the SubjectPublicKeyInfo of an Ed25519 key is this prefix and the 32 raw bytes.
+ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+SITE_RE = re.compile(r"[A-Z][A-Z0-9-]{1,31}")
+
+
+class EvidenceError(Exception):
+    """An evidence bundle could not be made or read (one line of text)."""
+
+
+class UnknownMessage(EvidenceError):
+    """This site's store holds no envelope of that message id."""
+
+
+class OutputNotEmpty(EvidenceError):
+    """The --out folder exists and is not empty (a bundle never overwrites)."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export_evidence` wrote, and what it could not include (``notes``)."""
+
+    out: Path
+    message_id: str
+    files: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+
+# -- pieces shared with the verifier ---------------------------------------------------
+
+
+def hop_xml(hop: HopRecord) -> bytes:
+    """One hop record as its <hop> element appears in the head's <trace>."""
+    return serialize_trace((hop,)).removeprefix(b"<trace>").removesuffix(b"</trace>")
+
+
+def hop_files(prefix: str, trace: Sequence[HopRecord]) -> dict[str, bytes]:
+    """hops/PREFIX-NN-SITE.xml for each record of ``trace``, in order from 01."""
+    return {
+        f"{HOPS}/{prefix}-{i:02d}-{hop.site}.xml": hop_xml(hop)
+        for i, hop in enumerate(trace, start=1)
+    }
+
+
+def ed25519_pem(key: VerifyKey) -> bytes:
+    """The key as an RFC 8410 SubjectPublicKeyInfo PEM (what openssl reads)."""
+    der = base64.b64encode(ED25519_SPKI_PREFIX + key.raw).decode()
+    return f"-----BEGIN PUBLIC KEY-----\n{der}\n-----END PUBLIC KEY-----\n".encode()
+
+
+def openssl_files(kind: str, parsed: ParsedHead, signer: VerifyKey) -> dict[str, bytes]:
+    """The openssl/ files of one envelope: what ``openssl pkeyutl -verify -rawin`` checks."""
+    signed, sig, pem = OPENSSL_FILES[kind]
+    return {signed: parsed.signed_message, sig: parsed.head.signature, pem: ed25519_pem(signer)}
+
+
+def in_force(directories: Iterable[Directory], moment: datetime) -> Directory | None:
+    """The directory in force at ``moment``: the highest serial issued at or before it."""
+    candidates = [d for d in directories if d.issued <= moment]
+    return max(candidates, key=lambda d: d.serial, default=None)
+
+
+def public_keys(directories: Iterable[Directory], sites: Iterable[str]) -> dict[str, Any]:
+    """keys.json: per directory serial, the signing and encryption keys (id, state) of
+    each of ``sites`` that it lists."""
+    wanted = sorted(set(sites))
+    out: dict[str, Any] = {}
+    for d in sorted(directories, key=lambda d: d.serial):
+        entries: dict[str, Any] = {}
+        for site in wanted:
+            try:
+                e = d.site(site)
+            except DirectoryError:
+                continue
+            entries[site] = {
+                "status": "active" if e.active else "disabled",
+                "signing": [{"id": k.key_id, "state": s.value} for k, s in e.signing],
+                "encryption": [{"id": k.key_id, "state": s.value} for k, s in e.encryption],
+            }
+        out[str(d.serial)] = {"issued": format_time(d.issued), "sites": entries}
+    return {"directories": out}
+
+
+def involved_sites(message: ParsedHead, receipt: ParsedHead | None) -> set[str]:
+    """The origin, destinations and hop sites of the message and of its receipt."""
+    heads = [message] if receipt is None else [message, receipt]
+    sites: set[str] = set()
+    for p in heads:
+        r = p.head.routing
+        sites |= {r.origin, *r.destinations, *(h.site for h in p.head.trace)}
+    return sites
+
+
+def signed_moments(message: ParsedHead, receipt: ParsedHead | None) -> list[datetime]:
+    """Every moment a signature in the bundle claims: creations and hop times."""
+    heads = [message] if receipt is None else [message, receipt]
+    return [t for p in heads for t in (p.head.routing.created, *(h.at for h in p.head.trace))]
+
+
+def tsa_name(n: int) -> str:
+    """certs/tsa.crt for the first TSA certificate, certs/tsa-N.crt for the Nth."""
+    return TSA if n == 1 else f"certs/tsa-{n}.crt"
+
+
+def pem_body(pem: bytes) -> bytes:
+    """The base64 body of a PEM block without line breaks (to compare certificates)."""
+    lines = [line.strip() for line in pem.splitlines()]
+    return b"".join(line for line in lines if line and not line.startswith(b"-----"))
+
+
+def sha256_file(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- export ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Draft:
+    """The files of a bundle being assembled, and what the explanation will say."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    tokens: list[tuple[str, TimestampRecord, TokenInfo]] = field(default_factory=list)
+    receipt_doc: Receipt | None = None
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputNotEmpty(f"{out} exists and is not an empty folder; refusing to overwrite")
+
+
+def _parse(data: bytes, what: str) -> ParsedHead:
+    try:
+        return parse_framed_head(data)[0]
+    except EnvelopeError as exc:
+        raise EvidenceError(f"the stored {what} is damaged: {exc}") from None
+
+
+def _directories(ctx: SiteContext, moments: Sequence[datetime]) -> list[Directory]:
+    """The archived versions in force at ``moments``, and the current one."""
+    held: dict[int, Directory] = {ctx.directory.serial: ctx.directory}
+    for serial, path in archived_directories(ctx.config.directory):
+        try:
+            held.setdefault(serial, parse_directory(path.read_bytes(), ctx.trust))
+        except (DirectoryError, OSError):
+            continue  # a damaged archive copy proves nothing; the others may
+    chosen = {ctx.directory.serial}
+    for moment in moments:
+        d = in_force(held.values(), moment)
+        if d is not None:
+            chosen.add(d.serial)
+    return [held[s] for s in sorted(chosen)]
+
+
+def _signer(directories: Sequence[Directory], parsed: ParsedHead) -> VerifyKey | None:
+    """The origin's key named by the signature, from the directory in force at creation."""
+    r = parsed.head.routing
+    d = in_force(directories, r.created) or max(directories, key=lambda d: d.serial)
+    try:
+        return d.site(r.origin).verify_keys().get(parsed.head.signature_key_id)
+    except DirectoryError:
+        return None
+
+
+def _open_receipt(
+    data: bytes, parsed: ParsedHead, here: str, key: DecryptionKey
+) -> tuple[bytes, bytes, Receipt]:
+    """Unwrap the receipt envelope's content key with this site's key and decrypt its
+    one part: (content key, receipt.xml, parsed receipt). Raises EvidenceError."""
+    head = parsed.head
+    stanza = next((s for s in head.recipients if s.site == here and s.key_id == key.key_id), None)
+    if stanza is None:
+        raise EvidenceError(f"the receipt is not addressed to this site's key {key.key_id}")
+    sealed_len = head.manifest.sealed_header.length
+    try:
+        _, offset = parse_framed_head(data)
+        info = wrap_info(head.routing.message_id, here, key.key_id)
+        content_key = unwrap(stanza.wrapped, key, info)
+        sealed_xml = open_segment(part_key(content_key, 0), data[offset : offset + sealed_len])
+        sealed = parse_sealed(sealed_xml)
+        names = [p.name for p in sealed.parts]
+        if len(head.manifest.parts) != 1 or names != [RECEIPT_NAME]:
+            raise EvidenceError("the receipt envelope does not hold one receipt.xml")
+        start = offset + sealed_len
+        part = data[start : start + head.manifest.parts[0].length]
+        document = open_segment(part_key(content_key, 1), part)
+        return content_key, document, parse_receipt(document)
+    except (DecryptionError, EnvelopeError) as exc:
+        raise EvidenceError(f"the receipt could not be opened here: {exc}") from None
+
+
+def _add_tokens(
+    draft: _Draft, records: Sequence[TimestampRecord], ca: bytes | None, digests: dict[bytes, str]
+) -> None:
+    counts: dict[str, int] = {}
+    for rec in records:
+        data_name = digests.get(rec.digest)
+        if data_name is None or TOKEN_DATA.get(rec.kind) != data_name:
+            held = "the receipt" if RECEIPT_DIGESTED in digests.values() else "no receipt"
+            draft.notes.append(
+                f"the {rec.kind} time-stamp token over digest {rec.digest.hex()[:16]}… is not "
+                f"over what its kind names in this bundle (which holds {held}); it was left "
+                "out (the origin's bundle holds the receipt a 'delivered' token stamps)"
+            )
+            continue
+        if ca is None:
+            draft.notes.append(f"the {rec.kind} token was left out: this site has no keys/ca.crt")
+            continue
+        try:
+            info = verify_token(rec.token, rec.digest, ca)
+        except CryptoError as exc:
+            draft.notes.append(f"the {rec.kind} token does not verify ({exc}); it was left out")
+            continue
+        counts[rec.kind] = counts.get(rec.kind, 0) + 1
+        n = counts[rec.kind]
+        name = f"{TIMESTAMPS}/{rec.kind}{'' if n == 1 else f'-{n}'}.tsr"
+        draft.files[name] = rec.token
+        draft.tokens.append((name, rec, info))
+
+
+def _ack_site(ack: bytes) -> str:
+    """The site named by a stored hop acknowledgement (``peer`` if it names none)."""
+    try:
+        site = json.loads(ack).get("site")
+    except (ValueError, AttributeError):
+        return "peer"
+    return site if isinstance(site, str) and SITE_RE.fullmatch(site) else "peer"
+
+
+def _history(transitions: Sequence[Transition]) -> bytes:
+    rows = [
+        {"at": t.at.isoformat(), "peer": t.peer, "state": t.state, "reason": t.reason}
+        for t in transitions
+    ]
+    return json.dumps(rows, indent=2).encode() + b"\n"
+
+
+async def export_evidence(
+    ctx: SiteContext, message_id: str, out: Path, *, now: datetime
+) -> Exported:
+    """Write the evidence bundle of ``message_id`` to the new or empty folder ``out``.
+
+    Raises :class:`UnknownMessage`, :class:`OutputNotEmpty`, :class:`EvidenceError`
+    (a stored piece is damaged) or OSError.
+    """
+    from gateway.evidence_text import explain
+
+    _check_out(out)
+    record = await ctx.store.get_envelope(message_id)
+    if record is None:
+        raise UnknownMessage(f"no envelope {message_id} in this site's store")
+    message = _parse(record.data, "envelope")
+    draft = _Draft()
+    f = draft.files
+    f[ENVELOPE] = record.data
+    f[ENVELOPE_DIGESTED] = digested_bytes(message)
+    f.update(hop_files("message", message.head.trace))
+
+    stored_receipt = await ctx.store.receipt(message_id)
+    receipt: ParsedHead | None = None
+    if stored_receipt is not None and stored_receipt.startswith(MAGIC):
+        receipt = _parse(stored_receipt, "receipt")
+        f[RECEIPT] = stored_receipt
+        f[RECEIPT_DIGESTED] = digested_bytes(receipt)
+        f.update(hop_files("receipt", receipt.head.trace))
+    elif stored_receipt is not None and message.head.routing.doc_class == RECEIPT_CLASS:
+        # A receipt sealed here: the next hop's signed acknowledgement is its proof.
+        f[f"{HOPS}/ack-{_ack_site(stored_receipt)}.json"] = stored_receipt
+    elif message.head.routing.origin == ctx.here:
+        draft.notes.append("no delivery receipt has been recorded here for this message")
+
+    directories = _directories(ctx, signed_moments(message, receipt))
+    for d in directories:
+        f[f"{DIRECTORIES}/{d.serial}.xml"] = d.raw
+    f[TRUST] = (ctx.config.keys_dir / "directory.pub").read_bytes()
+    f[KEYS] = (
+        json.dumps(public_keys(directories, involved_sites(message, receipt)), indent=2).encode()
+        + b"\n"
+    )
+    for kind, parsed in (("envelope", message), ("receipt", receipt)):
+        if parsed is None:
+            continue
+        signer = _signer(directories, parsed)
+        if signer is None:
+            draft.notes.append(f"the {kind}'s signing key is not in the directory in force")
+        else:
+            f.update(openssl_files(kind, parsed, signer))
+
+    if receipt is not None:
+        try:
+            content_key, document, draft.receipt_doc = _open_receipt(
+                stored_receipt or b"", receipt, ctx.here, ctx.keys.decryption
+            )
+            f[RECEIPT_XML] = document
+            f[RECEIPT_KEY] = content_key.hex().encode() + b"\n"
+        except EvidenceError as exc:
+            draft.notes.append(f"{exc}; receipt.xml is not in the bundle")
+
+    ca_path = ctx.config.keys_dir / "ca.crt"
+    ca = ca_path.read_bytes() if ca_path.exists() else None
+    if ca is not None:
+        f[CA] = ca
+    digests = {message.digest: ENVELOPE_DIGESTED}
+    if receipt is not None:
+        digests[receipt.digest] = RECEIPT_DIGESTED
+    _add_tokens(draft, await ctx.store.timestamps(message_id), ca, digests)
+    tsa_path = ctx.config.keys_dir / "tsa.crt"
+    certs = [tsa_path.read_bytes()] if tsa_path.exists() else []
+    for _, _, info in draft.tokens:
+        if pem_body(info.tsa_certificate) not in {pem_body(c) for c in certs}:
+            certs.append(info.tsa_certificate)
+    for n, cert in enumerate(certs, start=1):
+        f[tsa_name(n)] = cert
+    f[HISTORY] = _history(await ctx.store.history(message_id))
+
+    f[EXPLANATION] = explain(
+        here=ctx.here,
+        now=now,
+        message=message,
+        receipt=receipt,
+        receipt_doc=draft.receipt_doc,
+        directories=directories,
+        tokens=[(name, rec.kind, info) for name, rec, info in draft.tokens],
+        history=await ctx.store.history(message_id),
+        files=f,
+        notes=draft.notes,
+    ).encode()
+    manifest = {
+        "format": FORMAT,
+        "message": message_id,
+        "site": ctx.here,
+        "exported": format_time(now),
+        "files": {name: sha256_file(data) for name, data in sorted(f.items())},
+    }
+    f[MANIFEST] = json.dumps(manifest, indent=2).encode() + b"\n"
+    _write(out, f)
+    return Exported(out, message_id, tuple(sorted(f)), tuple(draft.notes))
+
+
+def _write(out: Path, files: dict[str, bytes]) -> None:
+    """Write into a sibling staging folder, then rename it to ``out`` (which must be
+    absent or an empty folder: renaming over a non-empty one fails)."""
+    staging = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for name, data in files.items():
+            path = staging / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        _check_out(out)
+        staging.replace(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,478 @@
+"""The checks of an evidence bundle, one function each (run by gateway/evidence_verify.py).
+
+Each check reads only the bundle's files through :class:`BundleState`, records what it
+established there for the checks after it, and returns one line saying what it proved;
+it raises :class:`Failed` (the reason) or :class:`Skipped` (the piece is not in the
+bundle). The rules they enforce are stated in gateway/evidence_verify.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+
+from crypto.errors import CryptoError
+from crypto.keys import VerifyKey
+from crypto.recipes import open_segment, part_key, verify
+from crypto.tsa_verify import TokenInfo, verify_token
+from envelope.digested import digested_bytes
+from envelope.head import ParsedHead
+from envelope.open import parse_framed_head, verify_origin
+from envelope.receipt import RECEIPT_CLASS, RECEIPT_MEDIA_TYPE, RECEIPT_NAME, parse_receipt
+from envelope.sealed import parse_sealed
+from envelope.trace import hop_message
+from envelope.values import format_time, parse_time
+from gateway.evidence import (
+    CA,
+    DIRECTORIES,
+    ENVELOPE,
+    ENVELOPE_DIGESTED,
+    FORMAT,
+    HOPS,
+    KEYS,
+    MANIFEST,
+    OPENSSL_FILES,
+    RECEIPT,
+    RECEIPT_DIGESTED,
+    RECEIPT_KEY,
+    RECEIPT_XML,
+    TIMESTAMPS,
+    TOKEN_DATA,
+    TRUST,
+    TSA_NAME_RE,
+    hop_files,
+    in_force,
+    involved_sites,
+    openssl_files,
+    pem_body,
+    public_keys,
+)
+from gateway.evidence_text import gen_time
+from gateway.hop import verify_hop_ack
+from routing.directory import Directory, DirectoryError, parse_directory
+
+MAX_FILE_BYTES = 1 << 30  # no bundle piece is read beyond this
+TOKEN_NAME_RE = re.compile(r"(sent|relayed|delivered)(?:-([2-9]|[1-9][0-9]+))?\.tsr")
+
+
+class Failed(Exception):
+    """This check failed, for the reason given."""
+
+
+class Skipped(Exception):
+    """This check does not apply: the piece is not in the bundle."""
+
+
+@dataclass
+class BundleState:
+    """What the checks so far established, for the checks after them."""
+
+    folder: Path
+    trust_pin: VerifyKey | None
+    ca_pin: bytes | None
+    manifest_id: str | None = None
+    trust: VerifyKey | None = None
+    directories: list[Directory] = field(default_factory=list)
+    message: ParsedHead | None = None
+    message_data: bytes = b""
+    receipt: ParsedHead | None = None
+    receipt_data: bytes = b""
+    tokens: list[tuple[str, TokenInfo]] = field(default_factory=list)
+
+    def path(self, name: str) -> Path:
+        return self.folder.joinpath(*PurePosixPath(name).parts)
+
+    def has(self, name: str) -> bool:
+        path = self.path(name)
+        return path.is_file() and self._inside(path)
+
+    def _inside(self, path: Path) -> bool:
+        """Is ``path`` (symlinks followed) inside the bundle? Nothing outside is read."""
+        return path.resolve().is_relative_to(self.folder.resolve())
+
+    def read(self, name: str) -> bytes:
+        path = self.path(name)
+        if not path.is_file():
+            raise Failed(f"{name} is missing")
+        if not self._inside(path):
+            raise Failed(f"{name} points outside the bundle")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise Failed(f"{name} is larger than {MAX_FILE_BYTES} bytes")
+        return path.read_bytes()
+
+    def need_message(self) -> ParsedHead:
+        if self.message is None:
+            raise Failed(f"cannot check: {ENVELOPE} did not verify")
+        return self.message
+
+    def need_directories(self) -> list[Directory]:
+        if not self.directories:
+            raise Failed("cannot check: no directory in the bundle verified")
+        return self.directories
+
+
+def _safe_name(name: object) -> str:
+    """A manifest path: relative, POSIX, inside the bundle. Raises Failed."""
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        raise Failed(f"MANIFEST.json lists a bad path {name!r}")
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or any(p in ("..", ".") for p in parts) or name == MANIFEST:
+        raise Failed(f"MANIFEST.json lists a path outside the bundle: {name!r}")
+    return name
+
+
+def _bundle_files(folder: Path) -> set[str]:
+    return {
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()
+    } - {MANIFEST}
+
+
+def check_manifest(s: BundleState) -> str:
+    try:
+        manifest = json.loads(s.read(MANIFEST))
+    except ValueError:
+        raise Failed("MANIFEST.json is not JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise Failed(f"MANIFEST.json is not a {FORMAT} manifest")
+    message, files = manifest.get("message"), manifest.get("files")
+    if not isinstance(message, str) or not isinstance(files, dict):
+        raise Failed("MANIFEST.json has no message id or no file list")
+    s.manifest_id = message
+    problems = []
+    for name, digest in files.items():
+        name = _safe_name(name)
+        if not s.has(name):
+            problems.append(f"{name} is listed but missing")
+        elif not isinstance(digest, str) or not hmac.compare_digest(
+            hashlib.sha256(s.read(name)).hexdigest(), digest
+        ):
+            problems.append(f"{name} does not match its SHA-256 in MANIFEST.json")
+    problems += [
+        f"{name} is not listed in MANIFEST.json"
+        for name in sorted(_bundle_files(s.folder) - set(files))
+    ]
+    if problems:
+        raise Failed(
+            "; ".join(problems[:3])
+            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        )
+    return f"{len(files)} files, every SHA-256 matches"
+
+
+def check_trust(s: BundleState) -> str:
+    try:
+        raw = base64.b64decode(s.read(TRUST).strip(), validate=True)
+        trust = VerifyKey.from_bytes(raw)
+    except (ValueError, CryptoError):
+        raise Failed(f"{TRUST} is not a base64 Ed25519 public key") from None
+    if s.trust_pin is not None and s.trust_pin.raw != trust.raw:
+        s.trust = s.trust_pin  # the directories are then checked under the key given
+        raise Failed(
+            f"{TRUST} ({trust.key_id}) is not the trust anchor given ({s.trust_pin.key_id})"
+        )
+    s.trust = trust
+    how = (
+        "matches the one given"
+        if s.trust_pin is not None
+        else "the bundle's copy: compare it with HQ's"
+    )
+    return f"HQ directory key {trust.key_id} ({how})"
+
+
+def check_directories(s: BundleState) -> str:
+    if s.trust is None:
+        raise Failed("cannot check: no trust anchor")
+    folder = s.path(DIRECTORIES)
+    names = sorted(p.name for p in folder.glob("*.xml")) if folder.is_dir() else []
+    if not names:
+        raise Failed(f"no {DIRECTORIES}/SERIAL.xml in the bundle")
+    problems = []
+    for name in names:
+        try:
+            d = parse_directory(s.read(f"{DIRECTORIES}/{name}"), s.trust)
+        except DirectoryError as exc:
+            problems.append(f"{DIRECTORIES}/{name}: {exc}")
+            continue
+        if name != f"{d.serial}.xml":
+            problems.append(f"{DIRECTORIES}/{name} holds serial {d.serial}")
+            continue
+        s.directories.append(d)
+    if problems:
+        raise Failed("; ".join(problems))
+    return (
+        "serials "
+        + ", ".join(str(d.serial) for d in s.directories)
+        + " verify under the trust anchor"
+    )
+
+
+def _segments_match(data: bytes, parsed: ParsedHead, offset: int, what: str) -> None:
+    manifest = parsed.head.manifest
+    if len(data) != offset + manifest.total_length:
+        raise Failed(
+            f"{what} is truncated"
+            if len(data) < offset + manifest.total_length
+            else f"{what} is followed by trailing data"
+        )
+    for i, segment in enumerate(manifest.segments):
+        if not hmac.compare_digest(
+            hashlib.sha256(data[offset : offset + segment.length]).digest(), segment.sha256
+        ):
+            raise Failed(f"{what}: ciphertext segment {i} does not match the signed manifest")
+        offset += segment.length
+
+
+def check_envelope(s: BundleState) -> str:
+    data = s.read(ENVELOPE)
+    parsed, offset = parse_framed_head(data)
+    r = parsed.head.routing
+    if s.manifest_id is not None and r.message_id != s.manifest_id:
+        raise Failed(f"{ENVELOPE} is message {r.message_id}, not {s.manifest_id}")
+    _segments_match(data, parsed, offset, ENVELOPE)
+    if s.read(ENVELOPE_DIGESTED) != digested_bytes(parsed):
+        raise Failed(f"{ENVELOPE_DIGESTED} is not the digested range of {ENVELOPE}'s head")
+    s.message, s.message_data = parsed, data
+    to = ", ".join(r.destinations)
+    return f"message {r.message_id} from {r.origin} to {to}, digest {parsed.digest.hex()}"
+
+
+def _key_at(
+    s: BundleState, site: str, key_id: str, moment: datetime, what: str
+) -> tuple[VerifyKey, Directory]:
+    d = in_force(s.need_directories(), moment)
+    if d is None:
+        raise Failed(f"{what}: no directory in the bundle was in force at {format_time(moment)}")
+    try:
+        key = d.site(site).verify_keys().get(key_id)
+    except DirectoryError as exc:
+        raise Failed(f"{what}: {exc}") from None
+    if key is None:
+        raise Failed(
+            f"{what}: key {key_id} is not an active or retiring key of {site} "
+            f"in directory serial {d.serial}"
+        )
+    return key, d
+
+
+def check_origin(s: BundleState) -> str:
+    m = s.need_message()
+    r = m.head.routing
+    key, d = _key_at(s, r.origin, m.head.signature_key_id, r.created, "origin signature")
+    verify_origin(m, key)
+    return (
+        f"signed by {r.origin} with key {key.key_id} "
+        f"(directory serial {d.serial}, in force at {format_time(r.created)})"
+    )
+
+
+def _verify_trace(s: BundleState, parsed: ParsedHead, prefix: str) -> list[str]:
+    trace = parsed.head.trace
+    for i, hop in enumerate(trace):
+        key, _ = _key_at(s, hop.site, hop.key_id, hop.at, f"{prefix} hop {i + 1} ({hop.site})")
+        previous = trace[i - 1].signature if i else parsed.head.signature
+        try:
+            verify(key, hop.signature, hop_message(parsed, hop, previous))
+        except CryptoError:
+            raise Failed(
+                f"{prefix} hop {i + 1} ({hop.site}): the signature does not verify"
+            ) from None
+    expected = hop_files(prefix, trace)
+    folder = s.path(HOPS)
+    present = (
+        {f"{HOPS}/{p.name}" for p in folder.glob(f"{prefix}-*.xml")} if folder.is_dir() else set()
+    )
+    if present != set(expected):
+        raise Failed(
+            f"{HOPS}/{prefix}-*.xml are not the {len(trace)} hop record(s) of the {prefix}'s trace"
+        )
+    for name, xml in expected.items():
+        if s.read(name) != xml:
+            raise Failed(f"{name} is not the hop record in the {prefix}'s trace")
+    return [f"{h.site} at {format_time(h.at)}" for h in trace]
+
+
+def check_hops(s: BundleState) -> str:
+    m = s.need_message()
+    seen = _verify_trace(s, m, "message")
+    if s.receipt is not None:
+        seen += [f"receipt: {x}" for x in _verify_trace(s, s.receipt, "receipt")]
+    folder = s.path(HOPS)
+    for ack_path in sorted(folder.glob("ack-*.json")) if folder.is_dir() else []:
+        ack = json.loads(s.read(f"{HOPS}/{ack_path.name}"))
+        site, at = str(ack.get("site", "")), str(ack.get("at", ""))
+        moment = parse_time(at, "acknowledgement time")
+        chain = m.head.trace[-1].signature if m.head.trace else m.head.signature
+        key, _ = _key_at(s, site, str(ack.get("key", "")), moment, f"acknowledgement by {site}")
+        verify_hop_ack(ack, m.digest, chain, {key.key_id: key})
+        seen.append(f"acknowledged by {site} at {at}")
+    if not seen:
+        raise Skipped("no hop records in the bundle (the origin's copy carries none)")
+    return "; ".join(seen)
+
+
+def check_keys(s: BundleState) -> str:
+    m = s.need_message()
+    listed = json.loads(s.read(KEYS))
+    expected = public_keys(s.need_directories(), involved_sites(m, s.receipt))
+    if listed != expected:
+        raise Failed(f"{KEYS} does not list the keys of the directories in the bundle")
+    return f"{len(involved_sites(m, s.receipt))} sites, as in the directories"
+
+
+def check_receipt(s: BundleState) -> str:
+    if not s.has(RECEIPT):
+        if s.message is not None and s.message.head.routing.doc_class == RECEIPT_CLASS:
+            raise Skipped("a receipt is not receipted: its hop acknowledgement is its proof")
+        raise Skipped("no receipt in the bundle: delivery is not proven")
+    m = s.need_message()
+    data = s.read(RECEIPT)
+    parsed, offset = parse_framed_head(data)
+    r, mr = parsed.head.routing, m.head.routing
+    if r.doc_class != RECEIPT_CLASS:
+        raise Failed(f"{RECEIPT} is of class {r.doc_class}, not a receipt")
+    if r.in_reply_to != mr.message_id:
+        raise Failed(f"{RECEIPT} answers message {r.in_reply_to}, not {mr.message_id}")
+    if r.origin not in mr.destinations:
+        raise Failed(f"{RECEIPT} is signed by {r.origin}, not a destination of the message")
+    if mr.origin not in r.destinations:
+        raise Failed(
+            f"{RECEIPT} is addressed to {', '.join(r.destinations)}, not the origin {mr.origin}"
+        )
+    _segments_match(data, parsed, offset, RECEIPT)
+    if s.read(RECEIPT_DIGESTED) != digested_bytes(parsed):
+        raise Failed(f"{RECEIPT_DIGESTED} is not the digested range of {RECEIPT}'s head")
+    key, d = _key_at(s, r.origin, parsed.head.signature_key_id, r.created, "receipt signature")
+    verify_origin(parsed, key)
+    s.receipt, s.receipt_data = parsed, data
+    return (
+        f"receipt {r.message_id} signed by {r.origin} with key {key.key_id} "
+        f"(directory serial {d.serial}) at {format_time(r.created)}"
+    )
+
+
+def check_receipt_content(s: BundleState) -> str:
+    if not s.has(RECEIPT):
+        raise Skipped("no receipt in the bundle")
+    if not s.has(RECEIPT_XML) or not s.has(RECEIPT_KEY):
+        raise Skipped("the receipt document was not disclosed: the digest it names is not checked")
+    if s.receipt is None:
+        raise Failed(f"cannot check: {RECEIPT} did not verify")
+    m, parsed = s.need_message(), s.receipt
+    content_key = bytes.fromhex(s.read(RECEIPT_KEY).decode("ascii").strip())
+    if len(content_key) != 32:
+        raise Failed(f"{RECEIPT_KEY} is not a 32-byte content key in hex")
+    _, offset = parse_framed_head(s.receipt_data)
+    manifest = parsed.head.manifest
+    sealed_len = manifest.sealed_header.length
+    try:
+        sealed = parse_sealed(
+            open_segment(part_key(content_key, 0), s.receipt_data[offset : offset + sealed_len])
+        )
+        if len(manifest.parts) != 1 or [(p.name, p.media_type) for p in sealed.parts] != [
+            (RECEIPT_NAME, RECEIPT_MEDIA_TYPE)
+        ]:
+            raise Failed(f"{RECEIPT} does not hold one {RECEIPT_NAME}")
+        start = offset + sealed_len
+        plain = open_segment(
+            part_key(content_key, 1), s.receipt_data[start : start + manifest.parts[0].length]
+        )
+    except CryptoError:
+        raise Failed(f"{RECEIPT_KEY} does not decrypt {RECEIPT}") from None
+    if plain != s.read(RECEIPT_XML):
+        raise Failed(f"{RECEIPT_XML} is not the document the destination signed in {RECEIPT}")
+    doc = parse_receipt(plain)
+    digest = hashlib.sha256(s.read(ENVELOPE_DIGESTED)).digest()
+    if doc.message_id != m.head.routing.message_id:
+        raise Failed(
+            f"{RECEIPT_XML} names message {doc.message_id}, not {m.head.routing.message_id}"
+        )
+    if doc.site != parsed.head.routing.origin:
+        raise Failed(
+            f"{RECEIPT_XML} names site {doc.site}, not its signer {parsed.head.routing.origin}"
+        )
+    if not hmac.compare_digest(doc.envelope_digest, digest):
+        raise Failed(
+            f"{RECEIPT_XML} names envelope digest {doc.envelope_digest.hex()}, "
+            f"not SHA-256 of {ENVELOPE_DIGESTED} ({digest.hex()})"
+        )
+    return f"{doc.site} received envelope digest {digest.hex()} at {format_time(doc.at)}"
+
+
+def token_check(name: str) -> Callable[[BundleState], str]:
+    def check(s: BundleState) -> str:
+        match = TOKEN_NAME_RE.fullmatch(name)
+        if match is None:
+            raise Failed(f"{TIMESTAMPS}/{name} is not named KIND.tsr (sent, relayed, delivered)")
+        data_name = TOKEN_DATA[match.group(1)]
+        if data_name == RECEIPT_DIGESTED and s.receipt is None:
+            raise Failed(f"cannot check: {RECEIPT} did not verify")
+        s.need_message()
+        if not s.has(CA):
+            raise Failed(f"cannot check: {CA} is missing")
+        token, ca = s.read(f"{TIMESTAMPS}/{name}"), s.read(CA)
+        digest = hashlib.sha256(s.read(data_name)).digest()
+        # The token must verify on its own, with the certificate it carries, as the
+        # openssl command in EXPLANATION.txt checks it.
+        info = verify_token(token, digest, ca)
+        s.tokens.append((f"{TIMESTAMPS}/{name}", info))
+        return f"over {data_name}, genTime {gen_time(info)}, serial {info.serial}, chains to {CA}"
+
+    return check
+
+
+def check_certificates(s: BundleState) -> str:
+    if not s.has(CA):
+        raise Skipped(f"no {CA} in the bundle")
+    ca = s.read(CA)
+    said = []
+    if s.ca_pin is not None:
+        if pem_body(s.ca_pin) != pem_body(ca):
+            raise Failed(f"{CA} is not the CA certificate given")
+        said.append(f"{CA} matches the one given")
+    folder = s.path("certs")
+    names = sorted(p.name for p in folder.iterdir() if TSA_NAME_RE.fullmatch(p.name))
+    certs = {pem_body(s.read(f"certs/{name}")): f"certs/{name}" for name in names}
+    for token, info in s.tokens:
+        if pem_body(info.tsa_certificate) not in certs:
+            raise Failed(f"the certificate that signed {token} is not among certs/tsa*.crt")
+    counts = Counter(certs[pem_body(info.tsa_certificate)] for _, info in s.tokens)
+    said += [
+        f"{name} signed {counts[name]} token(s) and chains to {CA}"
+        if counts[name]
+        else f"{name} signed no token in the bundle (not checked)"
+        for name in certs.values()
+    ]
+    return "; ".join(said) or f"{CA} present (not compared with a known CA)"
+
+
+def check_openssl(s: BundleState) -> str:
+    m = s.need_message()
+    done = []
+    for kind, parsed in (("envelope", m), ("receipt", s.receipt)):
+        names = OPENSSL_FILES[kind]
+        if parsed is None or not any(s.has(n) for n in names):
+            continue
+        key, _ = _key_at(
+            s,
+            parsed.head.routing.origin,
+            parsed.head.signature_key_id,
+            parsed.head.routing.created,
+            f"{kind} signer",
+        )
+        for name, data in openssl_files(kind, parsed, key).items():
+            if s.read(name) != data:
+                raise Failed(
+                    f"{name} is not taken from {ENVELOPE if kind == 'envelope' else RECEIPT}"
+                )
+        done.append(kind)
+    if not done:
+        raise Skipped("no openssl/ files in the bundle")
+    return "openssl/ files are the signed bytes, signatures and keys of the " + " and ".join(done)

@@ -1,0 +1,149 @@
+"""``valise evidence verify DIR``: check an evidence bundle offline, without any store.
+
+Rules:
+- Only the bundle's own files are read (and, when given, a trust anchor and a CA to
+  compare the bundle's copies with). Nothing is fetched; no store is opened.
+- Every check runs, in order, and reports ``ok``, ``failed`` (with the reason) or
+  ``skipped`` (the piece is not in the bundle, so nothing about it is proven). A check
+  whose prerequisite failed fails too, saying so. The bundle verifies when no check
+  failed.
+- Signatures are checked under the keys of the directory in force at the moment each
+  one claims (the highest serial issued at or before it), and only active or retiring
+  keys count; every directory must verify under the trust anchor.
+- The envelope digest is recomputed from the envelope's own bytes; the receipt must
+  name the message, be signed by one of its destinations, and (when its content key is
+  disclosed) decrypt to a receipt.xml that names that digest.
+- Any input, however damaged, gives a report: a bad file is a failed check, never an
+  exception. Only a folder that cannot be read at all raises :class:`NotABundle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crypto.errors import CryptoError
+from crypto.keys import VerifyKey
+from envelope.errors import EnvelopeError
+from gateway.evidence import TIMESTAMPS, EvidenceError
+from gateway.evidence_checks import (
+    BundleState,
+    Failed,
+    Skipped,
+    check_certificates,
+    check_directories,
+    check_envelope,
+    check_hops,
+    check_keys,
+    check_manifest,
+    check_openssl,
+    check_origin,
+    check_receipt,
+    check_receipt_content,
+    check_trust,
+    token_check,
+)
+from gateway.hop import HopRefused
+from routing.directory import DirectoryError
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+# What a damaged file can raise while a check parses it: each is the input's fault.
+_INPUT_ERRORS = (
+    EnvelopeError,
+    DirectoryError,
+    CryptoError,
+    HopRefused,
+    EvidenceError,
+    ValueError,
+    LookupError,
+    OSError,
+)
+
+
+class NotABundle(EvidenceError):
+    """The folder does not exist or cannot be listed."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of a bundle: its name, ``ok`` / ``failed`` / ``skipped``, and why."""
+
+    name: str
+    status: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Every check of one bundle; it verifies when none failed."""
+
+    folder: Path
+    message_id: str | None
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != FAILED for c in self.checks)
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.status == FAILED)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "message": self.message_id,
+            "ok": self.ok,
+            "checks": [
+                {"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks
+            ],
+        }
+
+
+def _run(s: BundleState, name: str, fn: Callable[[BundleState], str]) -> Check:
+    try:
+        return Check(name, OK, fn(s))
+    except Skipped as exc:
+        return Check(name, SKIPPED, str(exc))
+    except Failed as exc:
+        return Check(name, FAILED, str(exc))
+    except _INPUT_ERRORS as exc:
+        return Check(name, FAILED, f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+def verify_bundle(
+    folder: Path, *, trust: VerifyKey | None = None, ca_pem: bytes | None = None
+) -> Verification:
+    """Check the bundle in ``folder``; ``trust`` and ``ca_pem``, when given, must be the
+    bundle's trust anchor and CA. Raises :class:`NotABundle` only if the folder cannot
+    be read at all; every other problem is a failed check."""
+    if not folder.is_dir():
+        raise NotABundle(f"{folder} is not a folder")
+    try:
+        next(folder.iterdir(), None)
+    except OSError as exc:
+        raise NotABundle(f"{folder} cannot be read: {exc.strerror or exc}") from None
+    s = BundleState(folder, trust, ca_pem)
+    steps: list[tuple[str, Callable[[BundleState], str]]] = [
+        ("manifest", check_manifest),
+        ("trust-anchor", check_trust),
+        ("directories", check_directories),
+        ("envelope", check_envelope),
+        ("origin-signature", check_origin),
+        ("receipt-signature", check_receipt),
+        ("receipt-content", check_receipt_content),
+        ("hops", check_hops),
+        ("keys", check_keys),
+    ]
+    checks = [_run(s, name, fn) for name, fn in steps]
+    token_folder = s.path(TIMESTAMPS)
+    tokens = sorted(p.name for p in token_folder.iterdir()) if token_folder.is_dir() else []
+    checks += [_run(s, f"timestamp {name}", token_check(name)) for name in tokens]
+    if not tokens:
+        checks.append(Check("timestamps", SKIPPED, "no time-stamp tokens in the bundle"))
+    checks.append(_run(s, "certificates", check_certificates))
+    checks.append(_run(s, "openssl-files", check_openssl))
+    message_id = s.message.head.routing.message_id if s.message is not None else s.manifest_id
+    return Verification(folder, message_id, tuple(checks))

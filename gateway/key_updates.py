@@ -1,0 +1,226 @@
+"""A mission sending its key changes to HQ: POST /v1/keys over the channel.
+
+Wire form (JSON): ``{"request": base64(R), "key": KEYID, "signature": base64(S)}``
+where R is the UTF-8 JSON ``{"site", "at", "changes": [{"kind", "id", "state",
+"public"}], "tls_public_key"}`` and S the Ed25519 signature, by a signing key of the
+site that the directory accepts (next, active or retiring), over
+``"valise/v1/key-update\\x00" ‖ R``.
+
+HQ's rules:
+- The TLS peer must be the site the request is for, and the signature must verify
+  under one of that site's accepted signing keys: a stolen TLS key alone cannot
+  publish keys, nor can a stolen signing key without the site's TLS key.
+- ``at`` must be within ``MAX_SKEW`` of HQ's clock (a replay later is refused; one
+  within the window changes nothing, since changes are idempotent).
+- Changes are for the requesting site only and follow routing/key_changes.py.
+- A new TLS key (a ``next`` change of kind tls) comes with its public key; HQ issues
+  its certificate under the site CA and answers it with the directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, web
+
+from crypto.errors import KeyFormatError, SignatureError
+from crypto.keys import SigningKey, VerifyKey
+from crypto.recipes import sign, verify
+from crypto.x509 import SiteCA, issue_site_certificate, public_key_pin
+from gateway.keystore import _read_private
+from gateway.publish import publish
+from routing.directory import Directory, DirectoryError, KeyState
+from routing.key_changes import KeyChange, apply_changes
+
+LABEL = b"valise/v1/key-update\x00"
+MAX_SKEW = timedelta(minutes=5)
+MAX_BODY = 64 * 1024
+MAX_CHANGES = 16
+
+
+class KeyUpdateError(Exception):
+    """A key update was refused; one line says why."""
+
+
+@dataclass(frozen=True)
+class KeyUpdate:
+    site: str
+    at: datetime
+    changes: tuple[KeyChange, ...]
+    tls_public_key: bytes = b""  # PEM, with a tls ``next`` change
+
+
+def encode_update(update: KeyUpdate, signer: SigningKey) -> bytes:
+    request = json.dumps(
+        {
+            "site": update.site,
+            "at": update.at.astimezone(UTC).isoformat(),
+            "changes": [
+                {
+                    "kind": c.kind,
+                    "id": c.key_id,
+                    "state": c.state.value,
+                    "public": base64.b64encode(c.public).decode(),
+                }
+                for c in update.changes
+            ],
+            "tls_public_key": update.tls_public_key.decode(),
+        },
+        sort_keys=True,
+    ).encode()
+    return json.dumps(
+        {
+            "request": base64.b64encode(request).decode(),
+            "key": signer.key_id,
+            "signature": base64.b64encode(sign(signer, LABEL + request)).decode(),
+        }
+    ).encode()
+
+
+def decode_update(
+    body: bytes, *, peer: str, directory: Directory, now: datetime, pinned: bool = False
+) -> KeyUpdate:
+    """Check a key update from TLS peer ``peer``. Raises KeyUpdateError."""
+    if len(body) > MAX_BODY:
+        raise KeyUpdateError("key update too large")
+    try:
+        outer = json.loads(body)
+        request = base64.b64decode(outer["request"], validate=True)
+        signature = base64.b64decode(outer["signature"], validate=True)
+        key_id = str(outer["key"])
+        inner = json.loads(request)
+        site = str(inner["site"])
+        at = datetime.fromisoformat(str(inner["at"]))
+        changes = tuple(
+            KeyChange(
+                site=site,
+                kind=str(c["kind"]),
+                key_id=str(c["id"]),
+                state=KeyState(str(c["state"])),
+                public=base64.b64decode(str(c.get("public", "")), validate=True),
+            )
+            for c in inner["changes"]
+        )
+        tls_public = str(inner.get("tls_public_key", "")).encode()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyUpdateError(f"malformed key update: {exc}") from None
+    if site != peer:
+        raise KeyUpdateError(f"TLS peer {peer} may not change the keys of {site}")
+    if at.utcoffset() is None or abs(now - at) > MAX_SKEW:
+        raise KeyUpdateError("key update time is too far from HQ's clock (replay or skew)")
+    if not 1 <= len(changes) <= MAX_CHANGES:
+        raise KeyUpdateError(f"a key update holds 1 to {MAX_CHANGES} changes")
+    try:
+        entry = directory.site(site)
+    except DirectoryError as exc:
+        raise KeyUpdateError(str(exc)) from None
+    signer = entry.verify_keys().get(key_id)
+    introduced = next(
+        (
+            c
+            for c in changes
+            if c.kind == "signing" and c.key_id == key_id and c.state is KeyState.NEXT
+        ),
+        None,
+    )
+    if signer is None and introduced is not None and pinned and key_id not in entry.states():
+        # A site whose signing keys were all revoked, over a TLS key still pinned: the new
+        # key signs its own introduction (proof of possession).
+        try:
+            signer = VerifyKey.from_bytes(introduced.public)
+        except KeyFormatError as exc:
+            raise KeyUpdateError(f"new signing key: {exc}") from None
+        if signer.key_id != key_id or entry.verify_keys():
+            raise KeyUpdateError(
+                "a new signing key may sign its own introduction only when"
+                " the site has no accepted signing key left"
+            )
+    if signer is None:
+        raise KeyUpdateError(f"key update signed by a refused key: {entry.refusal(key_id)}")
+    try:
+        verify(signer, signature, LABEL + request)
+    except SignatureError:
+        raise KeyUpdateError("key update signature does not verify") from None
+    return KeyUpdate(site, at, changes, tls_public)
+
+
+def apply_update(site_dir: Path, update: KeyUpdate) -> tuple[Directory, bytes]:
+    """Publish ``update`` at HQ; issue the certificate of a new TLS key. Returns (the
+    directory in force, the new certificate PEM or b""). Raises KeyUpdateError."""
+    cert = b""
+    new_tls = [c for c in update.changes if c.kind == "tls" and c.state is KeyState.NEXT]
+    if new_tls:
+        if len(new_tls) > 1 or not update.tls_public_key:
+            raise KeyUpdateError("a new TLS key comes alone, with its public key")
+        try:
+            pin = public_key_pin(update.tls_public_key)
+        except Exception as exc:
+            raise KeyUpdateError(f"new TLS key: {exc}") from None
+        if pin != new_tls[0].key_id:
+            raise KeyUpdateError("new TLS key: its pin is not the id given")
+        cert = issue_tls_certificate(site_dir, update.site, update.tls_public_key)
+    try:
+        directory, _ = publish(site_dir, lambda d, now: apply_changes(d, update.changes, now=now))
+    except DirectoryError as exc:
+        raise KeyUpdateError(str(exc)) from None
+    return directory, cert
+
+
+def issue_tls_certificate(site_dir: Path, site: str, public_pem: bytes, days: int = 365) -> bytes:
+    """HQ: a TLS certificate for ``site``'s key under the site CA."""
+    k = site_dir / "keys"
+    ca = SiteCA.from_pem((k / "ca.crt").read_bytes(), _read_private(k / "ca.key"))
+    cert, _ = issue_site_certificate(ca, site, public_pem, now=datetime.now(UTC), days=days)
+    return cert
+
+
+async def keys_handler(request: web.Request) -> web.Response:
+    """HQ's POST /v1/keys."""
+    from gateway.channel import CONTEXT
+
+    ctx = request.app[CONTEXT]
+    try:
+        body = await request.content.read(MAX_BODY + 1)
+        peer = request["peer"]
+        pinned = ctx.directory.knows(peer) and request["pin"] in ctx.directory.site(peer).tls_pins
+        update = decode_update(
+            body, peer=peer, directory=ctx.directory, now=datetime.now(UTC), pinned=pinned
+        )
+        directory, cert = apply_update(ctx.config.directory, update)
+    except KeyUpdateError as exc:
+        return web.json_response({"error": str(exc)}, status=403)
+    ctx.install_directory(directory.raw)
+    return web.json_response(
+        {"directory": base64.b64encode(directory.raw).decode(), "certificate": cert.decode()}
+    )
+
+
+async def post_update(
+    session: ClientSession, hub_endpoint: str, body: bytes, timeout: float = 30.0
+) -> tuple[bytes, bytes]:
+    """Send a key update to HQ; (the directory HQ now serves, the certificate or b"").
+    Raises KeyUpdateError."""
+    try:
+        async with session.post(
+            f"{hub_endpoint}/v1/keys",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            timeout=ClientTimeout(total=timeout),
+        ) as resp:
+            answer: Any = await resp.json(content_type=None)
+            if resp.status != 200:
+                error = answer.get("error") if isinstance(answer, dict) else None
+                raise KeyUpdateError(f"HQ refused the key update: {error or resp.status}")
+            return (
+                base64.b64decode(answer["directory"]),
+                str(answer.get("certificate", "")).encode(),
+            )
+    except (OSError, TimeoutError) as exc:
+        raise KeyUpdateError(f"HQ at {hub_endpoint} unreachable: {exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyUpdateError(f"HQ answered nonsense: {exc}") from None

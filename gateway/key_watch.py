@@ -1,0 +1,192 @@
+"""A running site keeping up with its keys: the loop of gateway/keys_lifecycle.py.
+
+Every ``[keys] check_seconds`` (and at once after a directory change):
+- HQ serves a directory version another process (the admin CLI) published on disk;
+- the site adopts HQ's revocations of its own keys (replacing an active one);
+- retiring keys whose overlap is over are retired (and published);
+- the TLS certificate is renewed ``[keys] tls_renew_days`` before it ends;
+- when the key ring changed (this loop, or ``valise keys …`` in another process),
+  the keys are loaded again and both TLS contexts present the active certificate
+  from the next handshake on: no restart;
+- deliveries of envelopes sealed to an encryption key the directory now shows
+  revoked are put on hold (``valise queue reseal`` / ``release`` after review).
+A failure is logged and tried again on the next round; it never stops the site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import ClientSession
+
+from envelope.errors import EnvelopeError
+from envelope.open import parse_framed_head
+from gateway import logjson
+from gateway.keys_lifecycle import KeyOpError, KeyOps, Outcome, audit_key_event
+from gateway.keystore import KeyStoreError
+from gateway.site import SiteContext, load_keys
+from gateway.store.base import StoreError
+from gateway.tls import TLSConfigError, reload_chain
+from routing.directory import DirectoryError, KeyState, parse_directory
+
+log = logging.getLogger("valise.keys")
+
+HOLD_REASON = "sealed to revoked encryption key"
+
+
+class KeyWatcher:
+    def __init__(
+        self,
+        ctx: SiteContext,
+        session: ClientSession | None,
+        contexts: list[ssl.SSLContext],
+    ) -> None:
+        self.ctx = ctx
+        self.ops = KeyOps(ctx.config, session)
+        self.contexts = contexts  # the server's and the client's: reloaded on rotation
+        self.kick = asyncio.Event()
+        self._ring_seen = self._ring_stamp()
+        self._held_for: set[str] = set()  # revoked encryption key ids already swept
+        self.installed: list[int] = []  # directory serials adopted, for the audit log
+
+    def _ring_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self.ctx.config.keys_dir / "ring.json").stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    async def loop(self) -> None:
+        while True:
+            try:
+                await self.round(datetime.now(UTC))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # logged; the next round tries again
+                logjson.event(log, logging.WARNING, "keys_round_failed", reason=f"{exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.kick.wait(), self.ctx.config.keys.check_seconds)
+            self.kick.clear()
+
+    async def round(self, now: datetime) -> None:
+        ctx = self.ctx
+        if ctx.config.is_hub:
+            self._adopt_disk_directory()
+        overlap = timedelta(seconds=ctx.config.keys.overlap_seconds)
+        for action, step in (
+            ("key.reconcile", self.ops.reconcile(ctx.directory)),
+            ("key.retire", self.ops.retire_due(now)),
+            ("key.renew-tls", self.ops.renew_tls_if_due(now, overlap)),
+        ):
+            try:
+                out = await step
+            except (KeyOpError, KeyStoreError, DirectoryError) as exc:
+                logjson.event(log, logging.WARNING, "keys_step_failed", reason=str(exc))
+                out = Outcome([str(exc)])
+                await audit_key_event(ctx.config, action, "", out, "error", store=ctx.store)
+                continue
+            if out.steps:
+                self._log(out)
+                await audit_key_event(ctx.config, action, "", out, "ok", store=ctx.store)
+        if ctx.config.is_hub:
+            self._adopt_disk_directory()
+        else:
+            self._adopt_disk_directory(mission=True)
+        for serial in self.installed:
+            await audit_directory(ctx, serial)
+        self.installed.clear()
+        self._reload_if_changed()
+        await self._hold_revoked()
+
+    def _log(self, out: Outcome) -> None:
+        for step in out.steps:
+            logjson.event(log, logging.INFO, "keys", site=self.ctx.here, step=step)
+
+    def _adopt_disk_directory(self, *, mission: bool = False) -> None:
+        """Serve (HQ) or use (a mission, after ``valise keys …`` got one from HQ) a newer
+        directory written to disk by another process."""
+        path = self.ctx.config.directory / "directory.xml"
+        try:
+            data = path.read_bytes()
+            if parse_directory(data, self.ctx.trust).serial > self.ctx.directory.serial:
+                self.ctx.install_directory(data)
+                logjson.event(log, logging.INFO, "directory", serial=self.ctx.directory.serial)
+                self.installed.append(self.ctx.directory.serial)
+        except (OSError, DirectoryError) as exc:
+            logjson.event(log, logging.WARNING, "directory_kept", reason=str(exc))
+
+    def _reload_if_changed(self) -> None:
+        stamp = self._ring_stamp()
+        if stamp == self._ring_seen:
+            return
+        try:
+            keys, tls = load_keys(self.ctx.config)
+            for context in self.contexts:
+                reload_chain(context, tls.cert_pem, tls.key_pem)
+        except (KeyStoreError, TLSConfigError, OSError) as exc:
+            logjson.event(log, logging.ERROR, "keys_reload_failed", reason=str(exc))
+            return
+        self.ctx.keys, self.ctx.tls = keys, tls
+        self._ring_seen = stamp
+        logjson.event(
+            log,
+            logging.INFO,
+            "keys_loaded",
+            signing=keys.signing.key_id,
+            encryption=keys.decryption.key_id,
+        )
+
+    async def _hold_revoked(self) -> None:
+        revoked = {
+            k.key_id
+            for entry in self.ctx.directory.sites
+            for k, state in entry.encryption
+            if state is KeyState.REVOKED
+        } - self._held_for
+        if not revoked:
+            return
+        held = await hold_sealed_to(self.ctx, revoked, datetime.now(UTC))
+        self._held_for |= revoked
+        for message_id in held:
+            logjson.event(log, logging.WARNING, "held", id=message_id, reason=HOLD_REASON)
+
+
+async def hold_sealed_to(ctx: SiteContext, key_ids: set[str], now: datetime) -> list[str]:
+    """Put on hold every waiting delivery of an envelope with a recipient stanza for one
+    of ``key_ids``. Returns the message ids held."""
+    held: list[str] = []
+    for state in ("queued", "deferred"):
+        try:
+            entries = await ctx.store.queue(state=state)
+        except StoreError:
+            continue
+        for entry in entries:
+            record = await ctx.store.get_envelope(entry.message_id)
+            if record is None:
+                continue
+            try:
+                parsed, _ = parse_framed_head(record.data)
+            except EnvelopeError:
+                continue
+            hit = next((s for s in parsed.head.recipients if s.key_id in key_ids), None)
+            if hit is not None and entry.message_id not in held:
+                reason = f"{HOLD_REASON} {hit.key_id} of {hit.site}"
+                if await ctx.store.hold(entry.message_id, now=now, reason=reason):
+                    held.append(entry.message_id)
+    return held
+
+
+async def audit_directory(ctx: SiteContext, serial: int) -> None:
+    """Record that this site now uses directory ``serial``."""
+    from gateway import audit
+
+    try:
+        await audit.record(
+            ctx.store, actor=ctx.here, action="directory.install", subject=str(serial)
+        )
+    except audit.AuditError as exc:
+        logjson.event(log, logging.WARNING, "audit_failed", reason=str(exc))

@@ -1,0 +1,379 @@
+"""A site's key ring on disk: every generation of its signing, encryption and TLS keys.
+
+Layout (beside the files of gateway/keystore.py):
+
+    keys/ring.json                 the ring: one entry per key, with its state and times
+    keys/ring/signing-ID.key       Ed25519 seed                      0600
+    keys/ring/encryption-ID.key    ML-KEM-768+X25519 seeds           0600
+    keys/ring/tls-PIN.key|.crt     P-256 TLS key (0600) and certificate
+    keys/SITE.pub.xml              public key document of the active signing and
+                                   encryption keys, rewritten on every activation
+
+Rules:
+- A site created before the ring has one generation in the legacy files
+  (SITE.signing.key, SITE.encryption.key, tls.key, tls.crt); they are read as the
+  active keys, and the first change moves them into ring/.
+- States go next -> active -> retiring -> retired, and any -> revoked; nothing comes
+  back. One key per kind is active. A retired or revoked key's private file is
+  deleted once the directory shows its new state (:func:`prune`): it can no longer
+  open or sign anything (its entry stays, for the reason).
+- Key files are written first, ring.json last (temp file, fsync, rename): ring.json
+  is the commit point, so a crash leaves the old ring or the new one. Read-modify-
+  write of the ring is under an exclusive lock (keys/ring.lock), shared by the
+  running gateway and the admin CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from crypto.armor import armor, load_decryption_key, load_signing_key
+from crypto.errors import CryptoError, KeyFormatError
+from crypto.keys import DecryptionKey, SigningKey
+from crypto.x509 import certificate_not_after, certificate_pin
+from envelope.keydoc import PublicKeyDoc, parse_public_key_doc, write_public_key_doc
+from envelope.values import truncate_to_second
+from gateway.keystore import (
+    DEFAULT_KEY_VALIDITY,
+    PRIVATE_MODE,
+    KeyStoreError,
+    SiteKeys,
+    _read_private,
+)
+from routing.directory import USABLE, Directory, KeyState
+
+KINDS = ("signing", "encryption", "tls")
+RING = "ring.json"
+
+
+@dataclass(frozen=True)
+class RingKey:
+    kind: str  # signing | encryption | tls
+    id: str  # key id (signing, encryption) or SPKI pin (tls)
+    state: str
+    created: str
+    expires: str
+    activated: str = ""
+    retire_after: str = ""  # set when the key became retiring: end of the overlap
+    retired: str = ""
+    revoked: str = ""
+    reason: str = ""
+
+    @property
+    def key_state(self) -> KeyState:
+        return KeyState(self.state)
+
+
+@dataclass
+class KeyRing:
+    """The ring of one site (mutable; :func:`save_ring` commits it)."""
+
+    folder: Path
+    site: str
+    keys: list[RingKey] = field(default_factory=list)
+    legacy: bool = False  # read from the pre-ring files; the first save moves them
+    leftovers: list[Path] = field(default_factory=list)  # legacy files to drop on save
+
+    # -- queries ------------------------------------------------------------------
+    def get(self, key_id: str) -> RingKey:
+        for k in self.keys:
+            if k.id == key_id:
+                return k
+        raise KeyStoreError(f"no key {key_id} in the key ring of {self.site}")
+
+    def find(self, key_id: str) -> RingKey | None:
+        return next((k for k in self.keys if k.id == key_id), None)
+
+    def of(self, kind: str, state: KeyState) -> list[RingKey]:
+        return [k for k in self.keys if k.kind == kind and k.state == state.value]
+
+    def active(self, kind: str) -> RingKey:
+        found = self.of(kind, KeyState.ACTIVE)
+        if len(found) != 1:
+            raise KeyStoreError(f"{self.site} has {len(found)} active {kind} keys, not one")
+        return found[0]
+
+    def path(self, k: RingKey, suffix: str = ".key") -> Path:
+        if self.legacy:
+            legacy = {
+                ("signing", ".key"): f"{self.site}.signing.key",
+                ("encryption", ".key"): f"{self.site}.encryption.key",
+                ("tls", ".key"): "tls.key",
+                ("tls", ".crt"): "tls.crt",
+            }
+            return self.folder / legacy[(k.kind, suffix)]
+        return self.folder / "ring" / f"{k.kind}-{k.id}{suffix}"
+
+    # -- changes (in memory; save_ring commits) -------------------------------------
+    def replace(self, k: RingKey, **changes: str) -> RingKey:
+        new = replace(k, **changes)
+        self.keys[self.keys.index(k)] = new
+        return new
+
+
+def _now_text(now: datetime) -> str:
+    return truncate_to_second(now.astimezone(UTC)).isoformat()
+
+
+def parse_when(text: str) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+@contextlib.contextmanager
+def ring_lock(folder: Path) -> Iterator[None]:
+    """Hold the ring's exclusive lock (blocking) for a read-modify-write."""
+    fd = os.open(folder / "ring.lock", os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def load_ring(folder: Path) -> KeyRing:
+    """The ring in ``folder`` (a site's keys/). Raises :class:`KeyStoreError`."""
+    path = folder / RING
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return _legacy_ring(folder)
+    except (OSError, ValueError) as exc:
+        raise KeyStoreError(f"{path} is damaged: {exc}") from None
+    try:
+        keys = [RingKey(**entry) for entry in raw["keys"]]
+        ring = KeyRing(folder, str(raw["site"]), keys)
+        for kind in KINDS:
+            ring.active(kind)
+        for k in keys:
+            KeyState(k.state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KeyStoreError(f"{path} is damaged: {exc}") from None
+    return ring
+
+
+def _legacy_ring(folder: Path) -> KeyRing:
+    found = sorted(folder.glob("*.signing.key"))
+    if len(found) != 1:
+        raise KeyStoreError(f"no key ring and no single SITE.signing.key in {folder}")
+    site = found[0].name.removesuffix(".signing.key")
+    try:
+        doc = parse_public_key_doc((folder / f"{site}.pub.xml").read_bytes())
+        cert = (folder / "tls.crt").read_bytes()
+        tls_expires = certificate_not_after(cert)
+        pin = certificate_pin(cert)
+    except (OSError, CryptoError, ValueError) as exc:
+        raise KeyStoreError(f"{folder}: {exc}") from None
+    created, expires = doc.valid_from.isoformat(), doc.valid_until.isoformat()
+    active = KeyState.ACTIVE.value
+    keys = [
+        RingKey("signing", doc.signing.key_id, active, created, expires, activated=created),
+        RingKey("encryption", doc.encryption.key_id, active, created, expires, activated=created),
+        RingKey("tls", pin, active, created, tls_expires.isoformat(), activated=created),
+    ]
+    return KeyRing(folder, site, keys, legacy=True)
+
+
+def _write(path: Path, data: bytes, mode: int = PRIVATE_MODE) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+
+
+def _migrate(ring: KeyRing) -> None:
+    """Copy the legacy files into ring/ (the old files go once ring.json is written)."""
+    (ring.folder / "ring").mkdir(mode=0o700, exist_ok=True)
+    for k in ring.keys:
+        suffixes = (".key", ".crt") if k.kind == "tls" else (".key",)
+        for suffix in suffixes:
+            source = ring.path(k, suffix)
+            ring.leftovers.append(source)
+            mode = PRIVATE_MODE if suffix == ".key" else 0o644
+            data = _read_private(source) if suffix == ".key" else source.read_bytes()
+            _write(ring.folder / "ring" / f"{k.kind}-{k.id}{suffix}", data, mode)
+    ring.legacy = False
+
+
+def save_ring(ring: KeyRing) -> None:
+    """Commit the ring: ring.json (atomically), then drop files no entry needs."""
+    if ring.legacy:
+        _migrate(ring)
+    body = {"site": ring.site, "keys": [asdict(k) for k in ring.keys]}
+    _write(ring.folder / RING, json.dumps(body, indent=2).encode(), 0o600)
+    for path in ring.leftovers:  # the pre-ring files, copied into ring/ by _migrate
+        path.unlink(missing_ok=True)
+    ring.leftovers.clear()
+    _write_public_doc(ring)
+
+
+def prune(ring: KeyRing, directory: Directory) -> list[RingKey]:
+    """Delete the private file of every retired or revoked key whose state the
+    directory shows already (until then it may still have to sign the update that
+    publishes it). Returns the keys pruned."""
+    published = directory.site(ring.site).states()
+    pruned = []
+    for k in ring.keys:
+        shown = published.get(k.id)
+        unusable = k.key_state not in USABLE
+        if unusable and (shown is None or shown[1] is k.key_state) and ring.path(k).exists():
+            ring.path(k).unlink()
+            pruned.append(k)
+    return pruned
+
+
+def add_key(
+    ring: KeyRing,
+    kind: str,
+    private: bytes,
+    key_id: str,
+    *,
+    now: datetime,
+    expires: datetime,
+    cert: bytes | None = None,
+) -> RingKey:
+    """Add a new key as ``next`` (its private file written now, the entry on save)."""
+    if kind not in KINDS:
+        raise KeyStoreError(f"unknown key kind {kind!r} (signing, encryption or tls)")
+    if ring.find(key_id) is not None:
+        raise KeyStoreError(f"key {key_id} is in the ring already")
+    if ring.legacy:
+        _migrate(ring)
+    (ring.folder / "ring").mkdir(mode=0o700, exist_ok=True)
+    k = RingKey(kind, key_id, KeyState.NEXT.value, _now_text(now), _now_text(expires))
+    _write(ring.path(k, ".key"), private)
+    if cert is not None:
+        _write(ring.path(k, ".crt"), cert, 0o644)
+    ring.keys.append(k)
+    return k
+
+
+def generate_key(
+    ring: KeyRing, kind: str, *, now: datetime, validity: timedelta = DEFAULT_KEY_VALIDITY
+) -> RingKey:
+    """Generate a signing or encryption key as ``next`` (TLS keys: gateway/keys_lifecycle.py)."""
+    if kind == "signing":
+        sk = SigningKey.generate()
+        return add_key(ring, kind, armor(sk), sk.key_id, now=now, expires=now + validity)
+    if kind == "encryption":
+        dk = DecryptionKey.generate()
+        return add_key(ring, kind, armor(dk), dk.key_id, now=now, expires=now + validity)
+    raise KeyStoreError(f"generate_key makes signing or encryption keys, not {kind}")
+
+
+def activate(ring: KeyRing, key_id: str, *, now: datetime, overlap: timedelta) -> list[RingKey]:
+    """Make ``key_id`` (next) active; the key it replaces becomes retiring until
+    ``now + overlap``. Returns the entries changed; [] if it is active already."""
+    k = ring.get(key_id)
+    if k.key_state is KeyState.ACTIVE:
+        return []
+    if k.key_state is not KeyState.NEXT:
+        raise KeyStoreError(f"{k.kind} key {key_id} is {k.state}; only a next key can be activated")
+    when = _now_text(now)
+    changed = [
+        ring.replace(old, state=KeyState.RETIRING.value, retire_after=_now_text(now + overlap))
+        for old in ring.of(k.kind, KeyState.ACTIVE)  # none when the active one was revoked
+    ]
+    changed.append(ring.replace(k, state=KeyState.ACTIVE.value, activated=when))
+    return changed
+
+
+def retire(ring: KeyRing, key_id: str, *, now: datetime) -> list[RingKey]:
+    """Retire a retiring key (its overlap may be cut short); [] if retired already."""
+    k = ring.get(key_id)
+    if k.key_state is KeyState.RETIRED:
+        return []
+    if k.key_state is not KeyState.RETIRING:
+        raise KeyStoreError(f"{k.kind} key {key_id} is {k.state}; only a retiring key is retired")
+    return [ring.replace(k, state=KeyState.RETIRED.value, retired=_now_text(now))]
+
+
+def revoke(ring: KeyRing, key_id: str, *, now: datetime, reason: str) -> list[RingKey]:
+    """Revoke a key of any state; [] if revoked already."""
+    k = ring.get(key_id)
+    if k.key_state is KeyState.REVOKED:
+        return []
+    if k.key_state is KeyState.ACTIVE:
+        raise KeyStoreError(f"activate a replacement before revoking active key {key_id}")
+    return [ring.replace(k, state=KeyState.REVOKED.value, revoked=_now_text(now), reason=reason)]
+
+
+def due_for_retirement(ring: KeyRing, now: datetime) -> list[RingKey]:
+    return [
+        k
+        for kind in KINDS
+        for k in ring.of(kind, KeyState.RETIRING)
+        if k.retire_after and datetime.fromisoformat(k.retire_after) <= now
+    ]
+
+
+# -- loading the keys a running site uses -----------------------------------------------
+
+
+def signing_key(ring: KeyRing, k: RingKey) -> SigningKey:
+    try:
+        return load_signing_key(_read_private(ring.path(k)))
+    except KeyFormatError as exc:
+        raise KeyStoreError(f"{ring.path(k)}: {exc}") from None
+
+
+def decryption_key(ring: KeyRing, k: RingKey) -> DecryptionKey:
+    try:
+        return load_decryption_key(_read_private(ring.path(k)))
+    except KeyFormatError as exc:
+        raise KeyStoreError(f"{ring.path(k)}: {exc}") from None
+
+
+def ring_site_keys(ring: KeyRing) -> SiteKeys:
+    """The site's keys: the active ones, and every usable decryption key by id."""
+    signing = signing_key(ring, ring.active("signing"))
+    active_enc = ring.active("encryption")
+    decryptions = {
+        k.id: decryption_key(ring, k)
+        for k in ring.keys
+        if k.kind == "encryption" and k.key_state in USABLE
+    }
+    public_xml = (ring.folder / f"{ring.site}.pub.xml").read_bytes()
+    public = parse_public_key_doc(public_xml)
+    if public.signing != signing.public or public.encryption != decryptions[active_enc.id].public:
+        raise KeyStoreError(f"{ring.site}.pub.xml does not match the active keys of the ring")
+    unusable = {
+        k.id: k.state for k in ring.keys if k.kind == "encryption" and k.key_state not in USABLE
+    }
+    return SiteKeys(
+        ring.site, signing, decryptions[active_enc.id], public, public_xml, decryptions, unusable
+    )
+
+
+def tls_files(ring: KeyRing) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) of the active TLS key."""
+    k = ring.active("tls")
+    return ring.path(k, ".crt").read_bytes(), _read_private(ring.path(k, ".key"))
+
+
+def _write_public_doc(ring: KeyRing) -> None:
+    """Rewrite SITE.pub.xml for the active signing and encryption keys (if it changed)."""
+    signing = signing_key(ring, ring.active("signing"))
+    enc = ring.active("encryption")
+    decryption = decryption_key(ring, enc)
+    path = ring.folder / f"{ring.site}.pub.xml"
+    with contextlib.suppress(OSError, ValueError, Exception):
+        current = parse_public_key_doc(path.read_bytes())
+        if current.signing == signing.public and current.encryption == decryption.public:
+            return
+    s_entry = ring.active("signing")
+    valid_from = max(datetime.fromisoformat(s_entry.created), datetime.fromisoformat(enc.created))
+    valid_until = min(datetime.fromisoformat(s_entry.expires), datetime.fromisoformat(enc.expires))
+    doc = PublicKeyDoc(ring.site, signing.public, decryption.public, valid_from, valid_until)
+    _write(path, write_public_key_doc(doc, signing), 0o644)
