@@ -19,7 +19,7 @@ from envelope.errors import SchemaError, UsageError
 from envelope.values import Priority, check_site_id, format_time
 from gateway.cli import EXIT_FILES, EXIT_USAGE, _fail, main, one_line_errors
 from gateway.enroll import EnrollError, add_site, init_hub, join
-from gateway.site import SiteContext, load_site
+from gateway.site import SiteContext, create_store, load_site
 from gateway.store.base import InState
 from routing.directory import DirectoryError
 
@@ -73,6 +73,7 @@ def init(site: str, role: str, directory: Path | None, listen: str, ops_listen: 
     try:
         check_site_id(site)
         init_hub(site_dir(directory), site=site, listen=listen, ops_listen=ops_listen)
+        asyncio.run(create_store(site_dir(directory)))
     except (SchemaError, EnrollError, ConfigError) as exc:
         raise UsageError(str(exc)) from None
     click.echo(f"valise: {site} created in {site_dir(directory)} (directory serial 1)", err=True)
@@ -205,6 +206,7 @@ def join_cmd(bundle: Path, directory: Path | None, listen: str, ops_listen: str)
         config = asyncio.run(
             join(bundle, site_dir(directory), listen=listen, ops_listen=ops_listen)
         )
+        asyncio.run(create_store(site_dir(directory)))
     except (EnrollError, ConfigError) as exc:
         raise UsageError(str(exc)) from None
     click.echo(f"valise: {config.site.id} joined {config.site.hub}", err=True)

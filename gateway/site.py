@@ -124,6 +124,12 @@ async def open_store(config: SiteConfig) -> Store:
     return await SqliteStore.open(config.store_path)
 
 
+async def create_store(directory: Path) -> None:
+    """Create (and migrate) a new site's store, so that its log starts with its creation."""
+    store = await open_store(load_site_config(directory))
+    await store.close()
+
+
 def load_keys(config: SiteConfig) -> tuple[SiteKeys, TlsMaterial]:
     """The site's envelope keys and TLS material from its key ring (gateway/keyring.py)."""
     from gateway.keyring import load_ring, ring_site_keys, tls_files

@@ -296,3 +296,34 @@ async def _post_hop(port: int, cert: bytes, key: bytes, site_dir: Path) -> int:
 
 
 _ = (KeyState, _check_exactly_once)
+
+
+def test_tls_certificates_renew_by_themselves_and_directory_status_shows_the_fetches(
+    tmp_path: Path,
+) -> None:
+    # Renew when the certificate ends within 400 days: at once, for a 365-day one.
+    site_env = {"M-HANOI": {"VALISE_KEYS_TLS_RENEW_DAYS": "400"}}
+    with Network(tmp_path, env=ENV, site_env=site_env) as net:
+        hq, hanoi = net.sites["HQ"], net.sites["M-HANOI"]
+        first = active(hanoi.directory, "tls")
+        wait_for("M-HANOI to renew its TLS key", lambda: active(hanoi.directory, "tls") != first)
+        renewed = active(hanoi.directory, "tls")
+        assert directory_state(hq.directory, "M-HANOI", renewed) == "active"
+        assert directory_state(hq.directory, "M-HANOI", first) == "retiring"
+        mid = asyncio.run(send_one(net.sites["M-PARIS"].directory, "M-HANOI", "after-renewal"))
+        assert not asyncio.run(_wait_receipts(net, "M-PARIS", [mid], 45))
+
+        def status() -> dict[str, dict[str, object]]:
+            out = valise("directory", "status", "--json", "--dir", str(hq.directory)).stdout
+            return {row["site"]: row for row in json.loads(out)}
+
+        wait_for(
+            "every mission to fetch the current directory",
+            lambda: all(r["status"] in ("current", "publisher") for r in status().values()),
+        )
+        rows = status()
+        assert set(rows) == {"HQ", "M-PARIS", "M-HANOI"}
+        assert rows["M-HANOI"]["fetched"] == rows["M-HANOI"]["current"]
+        assert rows["M-PARIS"]["at"] is not None
+        text = valise("directory", "status", "--dir", str(hq.directory)).stdout
+        assert "M-PARIS" in text and "current" in text
