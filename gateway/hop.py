@@ -49,11 +49,11 @@ class HopUnknownKey(HopRefused):
 
 def check_known(directory: Directory, site: str, key_id: str, what: str) -> None:
     """Raise HopUnknownKey if ``key_id`` is not listed for ``site`` in any state."""
-    try:
-        known = key_id in directory.site(site).states()
-    except DirectoryError:
+    # A key listed for any site is not "newer than our directory": a key of one site
+    # claimed for another is a forgery, refused for good by the checks that follow.
+    if any(key_id in entry.states() for entry in directory.sites):
         return
-    if not known:
+    if directory.knows(site):
         raise HopUnknownKey(
             f"{what} key {key_id} of {site} is not in our directory (serial {directory.serial})"
         )

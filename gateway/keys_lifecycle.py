@@ -305,6 +305,8 @@ class KeyOps:
     async def renew_tls_if_due(self, now: datetime, overlap: timedelta) -> Outcome:
         """Rotate the TLS key when its certificate ends within [keys] tls_renew_days."""
         ring = self.ring()
+        if ring.of("tls", KeyState.RETIRING):
+            return Outcome()  # renewed already: the old key is in its overlap
         k = ring.active("tls")
         not_after = certificate_not_after(ring.path(k, ".crt").read_bytes())
         if not_after - now > timedelta(days=self.config.keys.tls_renew_days):
