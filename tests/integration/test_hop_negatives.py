@@ -154,11 +154,15 @@ async def post(
             world.url, data=body, headers={"Content-Type": content_type}, timeout=CLIENT_TIMEOUT
         ) as resp,
     ):
-        text = await resp.text()
-        try:
-            return resp.status, json.loads(text)
-        except ValueError:
-            return resp.status, text
+        text, status = await resp.text(), resp.status
+    # aiohttp's documented graceful close: let the TLS transport close (the server
+    # may have closed the connection: a refused peer is disconnected) before
+    # asyncio.run() ends the loop, or the socket is reported unclosed.
+    await asyncio.sleep(0.25)
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
 
 
 def post_sync(
