@@ -522,6 +522,9 @@ def test_a_message_that_expires_bounces_to_its_sender(tmp_path: Path) -> None:
         (message_id,) = submit(port, SENDER, [ARCHIVE], message)
         paris = net.sites["M-PARIS"].directory
         dsn = wait_file(maildir_file(paris, "alice", f"dsn-{message_id}"), timeout=30)
+        # The sender record goes right after the DSN is written (not in the same step).
+        sent_record = paris / "smtp-sent" / f"{message_id}.json"
+        wait_for(lambda: not sent_record.exists(), 30)
     assert dsn.startswith(b"Return-Path: <>\r\n")  # the null sender
     report = message_from_bytes(dsn, policy=default)
     assert report.get_content_type() == "multipart/report"
@@ -532,4 +535,4 @@ def test_a_message_that_expires_bounces_to_its_sender(tmp_path: Path) -> None:
     assert f"Final-Recipient: rfc822; {ARCHIVE}" in status
     assert "Action: failed" in status and "Status: 5.4.7" in status
     assert b"Subject: short-lived" in parts[2].get_payload(decode=True)
-    assert not (paris / "smtp-sent" / f"{message_id}.json").exists()
+    assert not sent_record.exists()
