@@ -22,6 +22,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +57,9 @@ POKE = web.AppKey("poke", object)  # Callable[[Iterable[str]], None]: start thes
 ENROLL = web.AppKey("enroll", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A site fetching the same directory version again is recorded at most this often
+# (valise directory status shows the version and the time of the last record).
+FETCH_RECORD_SECONDS = 60.0
 # Paths a site certificate of the CA may use without its key pinned (identify_peer).
 UNPINNED_PATHS = ("/v1/enroll", "/v1/keys", "/v1/directory")
 
@@ -211,8 +215,10 @@ def _results_json(results: Sequence[dict[str, Any] | _Raw]) -> bytes:
 async def directory(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     peer, serial = request["peer"], ctx.directory.serial
-    ctx.fetched[peer] = serial
-    await ctx.store.directory_fetched(peer, serial, now=datetime.now(UTC))
+    last = ctx.fetched.get(peer)
+    if last is None or last[0] != serial or time.monotonic() - last[1] > FETCH_RECORD_SECONDS:
+        await ctx.store.directory_fetched(peer, serial, now=datetime.now(UTC))
+        ctx.fetched[peer] = (serial, time.monotonic())
     return web.Response(body=ctx.directory.raw, content_type="application/vnd.valise.directory+xml")
 
 

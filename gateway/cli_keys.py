@@ -24,7 +24,9 @@ import click
 
 from config.site import ConfigError, load_site_config
 from envelope.values import format_time
+from gateway.audit import AuditError
 from gateway.cli import EXIT_FILES, EXIT_USAGE, _fail, keys, one_line_errors
+from gateway.cli_record import operator
 from gateway.cli_site import DIR_OPTION, directory_group, emit, site_dir, with_site
 from gateway.keys_lifecycle import (
     KeyOpError,
@@ -37,6 +39,7 @@ from gateway.keys_lifecycle import (
 )
 from gateway.keystore import KeyStoreError
 from gateway.site import SiteContext
+from gateway.store.base import StoreError
 from routing.directory import DirectoryError
 
 DRY_RUN = click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
@@ -72,15 +75,24 @@ def _run(
     try:
         out = asyncio.run(step())
     except (KeyOpError, KeyStoreError, DirectoryError) as exc:
-        asyncio.run(audit_key_event(ops.config, action, subject, Outcome([str(exc)]), "error"))
+        _audit(ops, action, subject, Outcome([str(exc)]), "error")
         _fail(EXIT_USAGE, str(exc))
         return
     if not any(line.startswith("would ") for line in out.steps):
-        asyncio.run(audit_key_event(ops.config, action, subject, out, "ok"))
+        _audit(ops, action, subject, out, "ok")
     for line in out.steps:
         click.echo(line)
     if out.serial is not None:
         click.echo(f"directory serial {out.serial}")
+
+
+def _audit(ops: KeyOps, action: str, subject: str, out: Outcome, result: str) -> None:
+    """The key event in the audit log; a failure to write it is a warning, not an error
+    (the key change is made and published)."""
+    try:
+        asyncio.run(audit_key_event(ops.config, action, subject, out, result, actor=operator()))
+    except (AuditError, StoreError) as exc:
+        click.echo(f"valise: warning: not in the audit log: {exc}", err=True)
 
 
 @keys.command("list")

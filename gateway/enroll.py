@@ -45,8 +45,14 @@ from crypto.x509 import (
     site_public_key,
 )
 from envelope.keydoc import parse_public_key_doc
-from gateway.keystore import _read_private, generate_site_keys
-from gateway.site import SiteContext, archive_directory, read_trust, write_private
+from gateway.keystore import generate_site_keys
+from gateway.site import (
+    SiteContext,
+    archive_directory,
+    load_site_ca,
+    read_trust,
+    write_private,
+)
 from gateway.timestamping import write_tsa_files
 from gateway.tls import client_context
 from routing.directory import Directory, KeyState, SiteEntry, parse_directory, write_directory
@@ -143,7 +149,7 @@ def add_site(hub_dir: Path, site: str, endpoint: str, out: Path) -> Bundle:
         raise EnrollError("--endpoint must be https://HOST:PORT")
     now = datetime.now(UTC)
     k = config.keys_dir
-    ca = SiteCA.from_pem((k / "ca.crt").read_bytes(), _read_private(k / "ca.key"))
+    ca = load_site_ca(k)
     cert, key = issue_site_certificate(ca, site, now=now, days=BOOTSTRAP_DAYS)
     token = secrets.token_urlsafe(32)
     pending = hub_dir / "enrollments" / f"{site}.json"
@@ -190,7 +196,7 @@ async def enroll_handler(request: web.Request) -> web.Response:
         return web.json_response({"error": f"enrollment refused: {exc}"}, status=403)
     k = ctx.config.keys_dir
     now = datetime.now(UTC)
-    ca = SiteCA.from_pem((k / "ca.crt").read_bytes(), _read_private(k / "ca.key"))
+    ca = load_site_ca(k)
     cert, _ = issue_site_certificate(ca, peer, tls_public, now=now)
     try:
         entry = _entry(peer, record["endpoint"], keys_doc, cert)

@@ -51,7 +51,7 @@ def check_known(directory: Directory, site: str, key_id: str, what: str) -> None
     """Raise HopUnknownKey if ``key_id`` is not listed for ``site`` in any state."""
     # A key listed for any site is not "newer than our directory": a key of one site
     # claimed for another is a forgery, refused for good by the checks that follow.
-    if any(key_id in entry.states() for entry in directory.sites):
+    if key_id in directory.key_owners:
         return
     if directory.knows(site):
         raise HopUnknownKey(

@@ -31,9 +31,9 @@ from aiohttp import ClientSession, ClientTimeout, web
 from crypto.errors import KeyFormatError, SignatureError
 from crypto.keys import SigningKey, VerifyKey
 from crypto.recipes import sign, verify
-from crypto.x509 import SiteCA, issue_site_certificate, public_key_pin
-from gateway.keystore import _read_private
+from crypto.x509 import issue_site_certificate, public_key_pin
 from gateway.publish import publish
+from gateway.site import load_site_ca
 from routing.directory import Directory, DirectoryError, KeyState
 from routing.key_changes import KeyChange, apply_changes
 
@@ -174,7 +174,7 @@ def apply_update(site_dir: Path, update: KeyUpdate) -> tuple[Directory, bytes]:
 def issue_tls_certificate(site_dir: Path, site: str, public_pem: bytes, days: int = 365) -> bytes:
     """HQ: a TLS certificate for ``site``'s key under the site CA."""
     k = site_dir / "keys"
-    ca = SiteCA.from_pem((k / "ca.crt").read_bytes(), _read_private(k / "ca.key"))
+    ca = load_site_ca(k)
     cert, _ = issue_site_certificate(ca, site, public_pem, now=datetime.now(UTC), days=days)
     return cert
 

@@ -26,6 +26,7 @@ from aiohttp import ClientSession
 from envelope.errors import EnvelopeError
 from envelope.open import parse_framed_head
 from gateway import logjson
+from gateway.audit import AuditError, record
 from gateway.keys_lifecycle import KeyOpError, KeyOps, Outcome, audit_key_event
 from gateway.keystore import KeyStoreError
 from gateway.site import SiteContext, load_keys
@@ -74,8 +75,7 @@ class KeyWatcher:
 
     async def round(self, now: datetime) -> None:
         ctx = self.ctx
-        if ctx.config.is_hub:
-            self._adopt_disk_directory()
+        self._adopt_disk_directory()
         overlap = timedelta(seconds=ctx.config.keys.overlap_seconds)
         for action, step in (
             ("key.reconcile", self.ops.reconcile(ctx.directory)),
@@ -83,30 +83,34 @@ class KeyWatcher:
             ("key.renew-tls", self.ops.renew_tls_if_due(now, overlap)),
         ):
             try:
-                out = await step
+                out, result = await step, "ok"
             except (KeyOpError, KeyStoreError, DirectoryError) as exc:
                 logjson.event(log, logging.WARNING, "keys_step_failed", reason=str(exc))
-                out = Outcome([str(exc)])
-                await audit_key_event(ctx.config, action, "", out, "error", store=ctx.store)
-                continue
+                out, result = Outcome([str(exc)]), "error"
             if out.steps:
                 self._log(out)
-                await audit_key_event(ctx.config, action, "", out, "ok", store=ctx.store)
-        if ctx.config.is_hub:
-            self._adopt_disk_directory()
-        else:
-            self._adopt_disk_directory(mission=True)
+                await self._audit(action, out, result)
+        self._adopt_disk_directory()  # what the steps published
         for serial in self.installed:
             await audit_directory(ctx, serial)
         self.installed.clear()
         self._reload_if_changed()
         await self._hold_revoked()
 
+    async def _audit(self, action: str, out: Outcome, result: str) -> None:
+        ctx = self.ctx
+        try:
+            await audit_key_event(
+                ctx.config, action, "", out, result, actor=ctx.here, store=ctx.store
+            )
+        except (AuditError, StoreError) as exc:
+            logjson.event(log, logging.WARNING, "audit_failed", reason=str(exc))
+
     def _log(self, out: Outcome) -> None:
         for step in out.steps:
             logjson.event(log, logging.INFO, "keys", site=self.ctx.here, step=step)
 
-    def _adopt_disk_directory(self, *, mission: bool = False) -> None:
+    def _adopt_disk_directory(self) -> None:
         """Serve (HQ) or use (a mission, after ``valise keys …`` got one from HQ) a newer
         directory written to disk by another process."""
         path = self.ctx.config.directory / "directory.xml"
@@ -182,11 +186,7 @@ async def hold_sealed_to(ctx: SiteContext, key_ids: set[str], now: datetime) -> 
 
 async def audit_directory(ctx: SiteContext, serial: int) -> None:
     """Record that this site now uses directory ``serial``."""
-    from gateway import audit
-
     try:
-        await audit.record(
-            ctx.store, actor=ctx.here, action="directory.install", subject=str(serial)
-        )
-    except audit.AuditError as exc:
+        await record(ctx.store, actor=ctx.here, action="directory.install", subject=str(serial))
+    except AuditError as exc:
         logjson.event(log, logging.WARNING, "audit_failed", reason=str(exc))

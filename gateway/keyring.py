@@ -26,10 +26,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +35,7 @@ from crypto.armor import armor, load_decryption_key, load_signing_key
 from crypto.errors import CryptoError, KeyFormatError
 from crypto.keys import DecryptionKey, SigningKey
 from crypto.x509 import certificate_not_after, certificate_pin
+from envelope.errors import EnvelopeError
 from envelope.keydoc import PublicKeyDoc, parse_public_key_doc, write_public_key_doc
 from envelope.values import truncate_to_second
 from gateway.keystore import (
@@ -47,6 +45,7 @@ from gateway.keystore import (
     SiteKeys,
     _read_private,
 )
+from gateway.site import file_lock, write_private
 from routing.directory import USABLE, Directory, KeyState
 
 KINDS = ("signing", "encryption", "tls")
@@ -122,19 +121,9 @@ def _now_text(now: datetime) -> str:
     return truncate_to_second(now.astimezone(UTC)).isoformat()
 
 
-def parse_when(text: str) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
-
-
-@contextlib.contextmanager
-def ring_lock(folder: Path) -> Iterator[None]:
+def ring_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the ring's exclusive lock (blocking) for a read-modify-write."""
-    fd = os.open(folder / "ring.lock", os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return file_lock(folder / "ring.lock")
 
 
 def load_ring(folder: Path) -> KeyRing:
@@ -180,18 +169,6 @@ def _legacy_ring(folder: Path) -> KeyRing:
     return KeyRing(folder, site, keys, legacy=True)
 
 
-def _write(path: Path, data: bytes, mode: int = PRIVATE_MODE) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-
-
 def _migrate(ring: KeyRing) -> None:
     """Copy the legacy files into ring/ (the old files go once ring.json is written)."""
     (ring.folder / "ring").mkdir(mode=0o700, exist_ok=True)
@@ -202,7 +179,7 @@ def _migrate(ring: KeyRing) -> None:
             ring.leftovers.append(source)
             mode = PRIVATE_MODE if suffix == ".key" else 0o644
             data = _read_private(source) if suffix == ".key" else source.read_bytes()
-            _write(ring.folder / "ring" / f"{k.kind}-{k.id}{suffix}", data, mode)
+            write_private(ring.folder / "ring" / f"{k.kind}-{k.id}{suffix}", data, mode=mode)
     ring.legacy = False
 
 
@@ -211,7 +188,7 @@ def save_ring(ring: KeyRing) -> None:
     if ring.legacy:
         _migrate(ring)
     body = {"site": ring.site, "keys": [asdict(k) for k in ring.keys]}
-    _write(ring.folder / RING, json.dumps(body, indent=2).encode(), 0o600)
+    write_private(ring.folder / RING, json.dumps(body, indent=2).encode())
     for path in ring.leftovers:  # the pre-ring files, copied into ring/ by _migrate
         path.unlink(missing_ok=True)
     ring.leftovers.clear()
@@ -252,9 +229,9 @@ def add_key(
         _migrate(ring)
     (ring.folder / "ring").mkdir(mode=0o700, exist_ok=True)
     k = RingKey(kind, key_id, KeyState.NEXT.value, _now_text(now), _now_text(expires))
-    _write(ring.path(k, ".key"), private)
+    write_private(ring.path(k, ".key"), private)
     if cert is not None:
-        _write(ring.path(k, ".crt"), cert, 0o644)
+        write_private(ring.path(k, ".crt"), cert, mode=0o644)
     ring.keys.append(k)
     return k
 
@@ -368,7 +345,7 @@ def _write_public_doc(ring: KeyRing) -> None:
     enc = ring.active("encryption")
     decryption = decryption_key(ring, enc)
     path = ring.folder / f"{ring.site}.pub.xml"
-    with contextlib.suppress(OSError, ValueError, Exception):
+    with contextlib.suppress(OSError, EnvelopeError):
         current = parse_public_key_doc(path.read_bytes())
         if current.signing == signing.public and current.encryption == decryption.public:
             return
@@ -376,4 +353,4 @@ def _write_public_doc(ring: KeyRing) -> None:
     valid_from = max(datetime.fromisoformat(s_entry.created), datetime.fromisoformat(enc.created))
     valid_until = min(datetime.fromisoformat(s_entry.expires), datetime.fromisoformat(enc.expires))
     doc = PublicKeyDoc(ring.site, signing.public, decryption.public, valid_from, valid_until)
-    _write(path, write_public_key_doc(doc, signing), 0o644)
+    write_private(path, write_public_key_doc(doc, signing), mode=0o644)

@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from aiohttp import ClientSession, TCPConnector
 
@@ -38,6 +37,7 @@ from crypto.x509 import (
     public_key_pin,
     site_public_key,
 )
+from gateway import audit
 from gateway.key_updates import (
     KeyUpdate,
     KeyUpdateError,
@@ -63,19 +63,30 @@ from gateway.keyring import (
     signing_key,
 )
 from gateway.keystore import KeyStoreError, _read_private
-from gateway.site import archive_directory, read_trust, write_private
+from gateway.publish import publish
+from gateway.site import (
+    install_directory_file,
+    load_directory,
+    load_keys,
+    open_store,
+    read_trust,
+    write_private,
+)
+from gateway.store.base import Store
 from gateway.tls import client_context
 from routing.directory import (
     USABLE,
     Directory,
     KeyState,
-    accept_update,
-    parse_directory,
 )
-from routing.key_changes import KeyChange
+from routing.key_changes import KeyChange, apply_changes, key_site
 
-# Order in which a sync sends changes: a new key is announced before it is activated.
-_ORDER = {"next": 0, "active": 1, "retiring": 2, "retired": 3, "revoked": 4}
+
+def _rank(state: str | KeyState) -> int:
+    """A state's place in a key's life (KeyState lists them in order): a sync sends
+    changes in this order, so a new key is announced before it is activated, and
+    only ever forward."""
+    return list(KeyState).index(KeyState(state))
 
 
 class KeyOpError(Exception):
@@ -124,8 +135,7 @@ class KeyOps:
         return load_ring(self.keys_dir)
 
     def directory(self) -> Directory:
-        data = (self.config.directory / "directory.xml").read_bytes()
-        return parse_directory(data, read_trust(self.keys_dir))
+        return load_directory(self.config, read_trust(self.keys_dir))
 
     # -- the steps -----------------------------------------------------------------
     async def rotate(self, kind: str, overlap: timedelta, *, dry_run: bool = False) -> Outcome:
@@ -249,9 +259,6 @@ class KeyOps:
             raise KeyOpError(
                 f"key {key_id} is not a key of {self.site}; only HQ revokes another site's keys"
             )
-        from gateway.publish import publish
-        from routing.key_changes import apply_changes, key_site
-
         found = key_site(self.directory(), key_id)
         if found is None:
             raise KeyOpError(f"no key {key_id} in the directory")
@@ -315,10 +322,6 @@ class KeyOps:
         out.steps.insert(0, f"TLS certificate ends {not_after.isoformat()}: renewing")
         return out
 
-    async def sync(self, *, dry_run: bool = False) -> Outcome:
-        out = Outcome()
-        return await self._finish(out, dry_run)
-
     # -- internals -----------------------------------------------------------------
     def _generate(self, kind: str) -> str:
         with ring_lock(self.keys_dir):
@@ -354,7 +357,7 @@ class KeyOps:
         states = directory.site(self.site).states()
         changes: list[KeyChange] = []
         tls_public = b""
-        for k in sorted(ring.keys, key=lambda k: _ORDER[k.state]):
+        for k in sorted(ring.keys, key=lambda k: _rank(k.state)):
             published = states.get(k.id)
             if published is None:
                 if k.key_state not in USABLE:
@@ -366,7 +369,7 @@ class KeyOps:
                     tls_public = site_public_key(_read_private(ring.path(k)))
                 if k.key_state is not KeyState.NEXT:
                     changes.append(KeyChange(self.site, k.kind, k.id, k.key_state))
-            elif _ORDER[k.state] > _ORDER[published[1].value]:
+            elif _rank(k.state) > _rank(published[1]):
                 # Only forward: a key HQ revoked (or retired) stays so, whatever the ring
                 # says until reconcile() catches up.
                 changes.append(KeyChange(self.site, k.kind, k.id, k.key_state))
@@ -400,17 +403,17 @@ class KeyOps:
                 new, cert = apply_update(self.config.directory, update)
             except KeyUpdateError as exc:
                 raise KeyOpError(str(exc)) from None
-            data = new.raw
         else:
             data, cert = await self._post(encode_update(update, self._signer(ring, directory)))
-            self._install(data)
+            # Adopt HQ's answer (a running gateway sees it on disk).
+            trust = read_trust(self.keys_dir)
+            new = install_directory_file(self.config.directory, trust, directory, data) or directory
         if cert:
             self._store_certificate(cert)
-        serial = parse_directory(data, read_trust(self.keys_dir)).serial
-        out.add(f"published: {described} (directory {serial})")
-        out.serial = serial
+        out.add(f"published: {described} (directory {new.serial})")
+        out.serial = new.serial
         with ring_lock(self.keys_dir):
-            prune(self.ring(), self.directory())
+            prune(self.ring(), new)
 
     def _signer(self, ring: KeyRing, directory: Directory) -> SigningKey:
         """A signing key the directory accepts now, whose private file we still hold:
@@ -433,22 +436,12 @@ class KeyOps:
         try:
             if self._session is not None:
                 return await post_update(self._session, cfg.hub_endpoint, body)
-            from gateway.site import load_keys
-
             _, tls = load_keys(self.config)
             ssl_ctx = client_context(tls.cert_pem, tls.key_pem, tls.ca_pem, expect_site=cfg.hub)
             async with ClientSession(connector=TCPConnector(ssl=ssl_ctx)) as session:
                 return await post_update(session, cfg.hub_endpoint, body)
         except KeyUpdateError as exc:
             raise KeyOpError(str(exc)) from None
-
-    def _install(self, data: bytes) -> None:
-        """Adopt the directory HQ answered (the running gateway will see it on disk)."""
-        trust = read_trust(self.keys_dir)
-        new = parse_directory(data, trust)
-        if accept_update(self.directory(), new):
-            archive_directory(self.config.directory, new.serial, data)
-            write_private(self.config.directory / "directory.xml", data, mode=0o644)
 
     def _store_certificate(self, cert: bytes) -> None:
         pin = certificate_pin(cert)
@@ -477,42 +470,30 @@ _COLUMNS = (
 
 
 async def audit_key_event(
-    config: SiteConfig, action: str, subject: str, out: Outcome, result: str, store: Any = None
+    config: SiteConfig,
+    action: str,
+    subject: str,
+    out: Outcome,
+    result: str,
+    *,
+    actor: str,
+    store: Store | None = None,
 ) -> None:
-    """Record a key operation in the audit log (opening the site's store if need be).
-    A store that can't be opened or written is reported, never fatal: the key change
-    is done and published either way."""
-    from gateway import audit
-    from gateway.site import open_store
-
+    """Record a key operation in the audit log (opening the site's store when none is
+    given). Raises AuditError or StoreError: the caller reports it; the key change is
+    done and published either way."""
     detail = {"steps": "; ".join(out.steps)}
     if out.serial is not None:
         detail["directory"] = str(out.serial)
-    opened = store is None
+    own = store is None
+    used = await open_store(config) if store is None else store
     try:
-        store = store if store is not None else await open_store(config)
-        try:
-            await audit.record(
-                store,
-                actor=config.site.id if not opened else _operator(),
-                action=action,
-                subject=subject,
-                result=result,
-                detail=detail,
-            )
-        finally:
-            if opened:
-                await store.close()
-    except Exception as exc:  # the audit log must not undo a key change
-        import sys
-
-        print(f"valise: warning: audit log not written: {exc}", file=sys.stderr)
-
-
-def _operator() -> str:
-    import getpass
-
-    return f"operator:{getpass.getuser()}"
+        await audit.record(
+            used, actor=actor, action=action, subject=subject, result=result, detail=detail
+        )
+    finally:
+        if own:
+            await used.close()
 
 
 def describe(ring: KeyRing) -> list[dict[str, str]]:

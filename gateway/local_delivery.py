@@ -129,7 +129,7 @@ def open_one(
         try:
             key = ctx.keys.decryption_for(key_id)
         except KeyNotHeld:  # a key rotated in by another process: load the ring again
-            ctx.keys, ctx.tls = load_keys(ctx.config)
+            ctx.keys = load_keys(ctx.config)[0]
             key = ctx.keys.decryption_for(key_id)
         sealed, parts = open_parsed(
             record.data, parsed, offset, sender=signer, site=ctx.here, key=key

@@ -10,27 +10,14 @@ keys_lifecycle.py) and serves it from then on.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from crypto.armor import load_signing_key
 from gateway.keystore import _read_private
-from gateway.site import archive_directory, read_trust, write_private
+from gateway.site import archive_directory, file_lock, read_trust, write_private
 from routing.directory import Directory, parse_directory, write_directory
-
-
-@contextlib.contextmanager
-def directory_lock(site_dir: Path) -> Iterator[None]:
-    fd = os.open(site_dir / "directory.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def publish(
@@ -40,7 +27,7 @@ def publish(
     new version. Returns (the directory now in force, whether it is new). HQ only.
     Raises DirectoryError (from ``change``) with nothing written."""
     keys = site_dir / "keys"
-    with directory_lock(site_dir):
+    with file_lock(site_dir / "directory.lock"):
         held = parse_directory((site_dir / "directory.xml").read_bytes(), read_trust(keys))
         now = datetime.now(UTC)
         new = change(held, now)

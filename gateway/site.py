@@ -16,15 +16,18 @@ DIR/inbox/ID/...                   opened documents at the destination
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.site import SiteConfig, load_site_config
 from crypto.armor import load_signing_key
 from crypto.keys import SigningKey, VerifyKey
+from crypto.x509 import SiteCA
 from gateway.keystore import PRIVATE_MODE, SiteKeys, _read_private
 from gateway.store.base import Store
 from routing.directory import Directory, DirectoryError, accept_update, parse_directory
@@ -48,7 +51,9 @@ class SiteContext:
     directory: Directory
     store: Store
     directory_key: SigningKey | None = None  # HQ only
-    fetched: dict[str, int] = field(default_factory=dict)  # HQ: site -> serial fetched
+    # HQ: site -> (directory serial, monotonic time) last written to the store's
+    # directory_fetches, so that a poll of an unchanged version costs no write each time.
+    fetched: dict[str, tuple[int, float]] = field(default_factory=dict)
     # Called with the next hops once work is durably queued (gateway.submit): a running
     # site's workers set it to start those couriers (and local delivery) at once.
     notify: Callable[[Sequence[str]], None] = field(
@@ -61,13 +66,42 @@ class SiteContext:
 
     def install_directory(self, data: bytes) -> bool:
         """Verify and adopt ``data`` if newer; persist it. Raises DirectoryError."""
-        new = parse_directory(data, self.trust)
-        if not accept_update(self.directory, new):
+        new = install_directory_file(self.config.directory, self.trust, self.directory, data)
+        if new is None:
             return False
-        archive_directory(self.config.directory, new.serial, data)
-        write_private(self.config.directory / "directory.xml", data, mode=0o644)
         self.directory = new
         return True
+
+
+def install_directory_file(
+    site_dir: Path, trust: VerifyKey, held: Directory | None, data: bytes
+) -> Directory | None:
+    """Verify ``data``; if it is newer than ``held``, archive it and make it the site's
+    DIR/directory.xml. Returns it, or None when it is ``held`` again. Raises
+    DirectoryError (a forgery or a rollback) with nothing written."""
+    new = parse_directory(data, trust)
+    if not accept_update(held, new):
+        return None
+    archive_directory(site_dir, new.serial, data)
+    write_private(site_dir / "directory.xml", data, mode=0o644)
+    return new
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created 0600) for a read-modify-write shared
+    by the running gateway and the admin CLI. Blocks until it is free."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def load_site_ca(keys_dir: Path) -> SiteCA:
+    """HQ's site CA (keys/ca.crt and the 0600 keys/ca.key)."""
+    return SiteCA.from_pem((keys_dir / "ca.crt").read_bytes(), _read_private(keys_dir / "ca.key"))
 
 
 def archive_directory(site_dir: Path, serial: int, data: bytes) -> None:

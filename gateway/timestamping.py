@@ -65,7 +65,7 @@ from envelope.receipt import RECEIPT_CLASS
 from gateway import logjson
 from gateway.courier import jittered
 from gateway.keystore import KeyStoreError, _read_private
-from gateway.site import SiteContext, write_private
+from gateway.site import SiteContext, load_site_ca, write_private
 from gateway.store.base import PendingStamp, StoreError, TimestampRecord
 from gateway.timestamp_batch import (
     REQUEST_MEDIA_TYPE,
@@ -139,7 +139,7 @@ def load_authority(config: SiteConfig, *, now: datetime) -> TimeStampAuthority:
     k = config.keys_dir
     if not (k / TSA_CERT).exists() or not (k / TSA_KEY).exists():
         try:
-            ca = SiteCA.from_pem((k / "ca.crt").read_bytes(), _read_private(k / "ca.key"))
+            ca = load_site_ca(k)
         except CertificateError as exc:
             raise TimestampingError(f"the site CA in {k}: {exc}") from exc
         write_tsa_files(k, ca, site=config.site.id, now=now)

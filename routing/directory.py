@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from enum import StrEnum
 
@@ -106,6 +107,16 @@ class Directory:
 
     def knows(self, site_id: str) -> bool:
         return any(e.site == site_id and e.active for e in self.sites)
+
+    @cached_property
+    def key_owners(self) -> dict[str, tuple[str, str, KeyState]]:
+        """Every key id (TLS keys by pin) in this version -> (site, kind, state), built
+        once per version: the hop checks look keys up for every envelope."""
+        return {
+            key_id: (entry.site, kind, state)
+            for entry in self.sites
+            for key_id, (kind, state) in entry.states().items()
+        }
 
     def site_for_pin(self, pin: str) -> str | None:
         return next((e.site for e in self.sites if pin in e.tls_pins), None)

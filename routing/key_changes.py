@@ -120,8 +120,4 @@ def apply_changes(d: Directory, changes: Sequence[KeyChange], *, now: datetime) 
 
 def key_site(d: Directory, key_id: str) -> tuple[str, str, KeyState] | None:
     """(site, kind, state) of a key id or TLS pin anywhere in the directory."""
-    for entry in d.sites:
-        found = entry.states().get(key_id)
-        if found is not None:
-            return entry.site, found[0], found[1]
-    return None
+    return d.key_owners.get(key_id)
