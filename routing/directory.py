@@ -18,9 +18,9 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 
 from lxml.etree import _Element
 
