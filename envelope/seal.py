@@ -45,6 +45,7 @@ from envelope.sealed import serialize_sealed
 from envelope.values import Priority, new_message_id, truncate_to_second
 
 WRAP_INFO_LABEL = b"valise/v1/wrap\x00"
+ESCROW_INFO_LABEL = b"valise/v1/escrow\x00"
 DEFAULT_TTL = timedelta(days=30)
 _ZERO_DIGEST = bytes(32)
 _ZERO_SIGNATURE = bytes(SIGNATURE_BYTES)
@@ -63,6 +64,12 @@ class Recipient:
 def wrap_info(message_id: str, site: str, key_id: str) -> bytes:
     """HPKE ``info``: binds a wrap to its envelope, site and key."""
     return WRAP_INFO_LABEL + f"{message_id}\x00{site}\x00{key_id}".encode()
+
+
+def escrow_info(message_id: str, key_id: str) -> bytes:
+    """HPKE ``info`` of the origin's escrow wrap: a label of its own, so an escrow can
+    never pass for a recipient stanza, nor a stanza for an escrow."""
+    return ESCROW_INFO_LABEL + f"{message_id}\x00{key_id}".encode()
 
 
 def new_routing(
@@ -136,6 +143,11 @@ class Sealing:
             check_fields(routing, self.stanzas, self._manifest(self._zero_digests))
         except EnvelopeError as exc:
             raise UsageError(str(exc)) from None
+
+    def escrow(self, key: EncryptionKey) -> bytes:
+        """The content key wrapped to ``key`` (the origin's own encryption key), for
+        re-sealing later (envelope/reseal.py); never part of the envelope."""
+        return wrap(self._content_key, key, escrow_info(self.routing.message_id, key.key_id))
 
     @property
     def _zero_digests(self) -> tuple[bytes, ...]:

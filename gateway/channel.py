@@ -44,6 +44,7 @@ from gateway.hop import (
     split_batch,
 )
 from gateway.metrics import Metrics
+from gateway.reseal import take_resealed_copy
 from gateway.site import SiteContext
 from gateway.tls import TLSConfigError, peer_certificate, peer_pin, peer_site_id
 
@@ -156,12 +157,29 @@ async def hop(request: web.Request) -> web.Response:
         outcomes = await ctx.store.accept_many(
             [(c.record, c.next_hops, c.deliver_here, c.hop_ack) for _, c in accepted], now=now
         )
+        resealed = {
+            c.record.message_id
+            for (_, c), o in zip(accepted, outcomes, strict=True)
+            if not o.new
+            and await take_resealed_copy(
+                ctx,
+                c.record.message_id,
+                data=c.record.data,
+                digest=c.record.digest,
+                chain=c.record.chain or b"",
+                hop_ack=c.hop_ack,
+                now=now,
+            )
+        }
+        if resealed:
+            logjson.each(log, logging.INFO, "resealed", [{"id": m} for m in resealed], peer=peer)
         counts = {"new": 0, "duplicate": 0}
         rows: dict[str, list[dict[str, str]]] = {"accepted": [], "duplicate": []}
         heads = request.app.get(HEADS)
         for (index, checked), outcome in zip(accepted, outcomes, strict=True):
-            ack = outcome.hop_ack if outcome.hop_ack is not None else checked.hop_ack
-            status = "accepted" if outcome.new else "duplicate"
+            fresh = outcome.new or checked.record.message_id in resealed
+            ack = checked.hop_ack if fresh or outcome.hop_ack is None else outcome.hop_ack
+            status = "accepted" if fresh else "duplicate"
             results[index] = _Raw(status, checked.record.message_id, ack)
             if outcome.new and checked.deliver_here and heads is not None:
                 r = checked.record
@@ -181,7 +199,7 @@ async def hop(request: web.Request) -> web.Response:
                 {
                     hop
                     for (_, c), o in zip(accepted, outcomes, strict=True)
-                    if o.new
+                    if o.new or c.record.message_id in resealed
                     for hop in c.next_hops
                 }
             )

@@ -5,6 +5,7 @@ queue show  ID [--json]                       a message's deliveries and history
 queue hold|release|retry ID ... [--reason R]  postsuper -h / -H / -r
 queue delete ID ... --yes                     postsuper -d (keeps the history)
 queue shape [--json]                          deliveries by next hop and age (qshape)
+queue reseal ID ... | --all [--dry-run]       re-seal mail sealed to a revoked key
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import click
 from envelope.values import format_time
 from gateway.cli import EXIT_USAGE, _fail, one_line_errors
 from gateway.cli_site import DIR_OPTION, emit, queue_group, with_site
+from gateway.reseal import ResealResult, candidates, reseal_message
 from gateway.site import SiteContext
 
 # qshape's buckets, in minutes.
@@ -127,6 +129,34 @@ def queue_delete(ids: tuple[str, ...], yes: bool, reason: str, directory: Path |
     if not yes:
         _fail(EXIT_USAGE, "queue delete removes envelopes for good: add --yes")
     _operator("delete", ids, directory, reason)
+
+
+@queue_group.command("reseal")
+@click.argument("message_ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every message sent from here to a stale key.")
+@click.option("--dry-run", is_flag=True, help="Say what would be re-sealed; change nothing.")
+@DIR_OPTION
+@one_line_errors
+def queue_reseal(
+    message_ids: tuple[str, ...], every: bool, dry_run: bool, directory: Path | None
+) -> None:
+    """Seal again, to the destinations' keys in force, messages sealed here to a key
+    since revoked or retired (gateway/reseal.py); they are then sent again."""
+    if bool(message_ids) == every:
+        _fail(EXIT_USAGE, "give message ids or --all")
+
+    async def go(ctx: SiteContext) -> list[ResealResult]:
+        ids = list(message_ids) or await candidates(ctx)
+        now = datetime.now(UTC)
+        return [await reseal_message(ctx, mid, now=now, dry_run=dry_run) for mid in ids]
+
+    results = with_site(directory, go)
+    for r in results:
+        click.echo(f"{r.message_id}\t{'resealed' if r.done else 'skipped'}\t{r.detail}")
+    if not results:
+        click.echo("nothing to re-seal: no message sent from here waits on a stale key")
+    if message_ids and not any(r.done for r in results) and not dry_run:
+        _fail(EXIT_USAGE, "nothing re-sealed")
 
 
 @queue_group.command("shape")

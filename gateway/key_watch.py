@@ -29,14 +29,13 @@ from gateway import logjson
 from gateway.audit import AuditError, record
 from gateway.keys_lifecycle import KeyOpError, KeyOps, Outcome, audit_key_event
 from gateway.keystore import KeyStoreError
+from gateway.reseal import HOLD_REASON
 from gateway.site import SiteContext, load_keys
 from gateway.store.base import StoreError
 from gateway.tls import TLSConfigError, reload_chain
 from routing.directory import DirectoryError, KeyState, parse_directory
 
 log = logging.getLogger("valise.keys")
-
-HOLD_REASON = "sealed to revoked encryption key"
 
 
 class KeyWatcher:

@@ -24,7 +24,7 @@ from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority, check_message_id
 from gateway.envelope_io import InputPart, seal_to_file
 from gateway.site import SiteContext
-from gateway.submit import submit, submit_sealed
+from gateway.submit import submit_sealed
 from routing.directory import DirectoryError
 
 
@@ -141,8 +141,8 @@ async def send_files(
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".seal-") as staging:
         out = Path(staging) / "envelope.valise"
 
-        def seal() -> bytes:
-            seal_to_file(
+        def seal() -> tuple[Sealing, bytes]:
+            sealing = seal_to_file(
                 out,
                 routing=routing,
                 sender=ctx.keys.signing,
@@ -152,8 +152,8 @@ async def send_files(
                 originator=originator,
                 durable=False,  # the store's commit is what makes it durable
             )
-            return out.read_bytes()
+            return sealing, out.read_bytes()
 
-        data = await asyncio.to_thread(seal)
-    await submit(ctx, data, now)
+        sealing, data = await asyncio.to_thread(seal)
+    await submit_sealed(ctx, sealing, data, now)
     return routing.message_id

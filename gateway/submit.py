@@ -8,8 +8,10 @@ site's dispatcher sends it at once.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
+from crypto.keys import EncryptionKey
 from envelope.head import ParsedHead
 from envelope.model import RoutingHeader
 from envelope.open import parse_framed_head
@@ -31,9 +33,16 @@ def parsed_record(parsed: ParsedHead, received_from: str | None, data: bytes) ->
     return _record(head.routing, parsed.digest, received_from, data, chain)
 
 
-def sealed_record(sealing: Sealing, data: bytes) -> EnvelopeRecord:
-    """The record of an envelope just sealed here (``seal_bytes(sealing, ...)``)."""
-    return _record(sealing.routing, sealing.digest, None, data, sealing.signature)
+def sealed_record(
+    sealing: Sealing, data: bytes, escrow_to: EncryptionKey | None = None
+) -> EnvelopeRecord:
+    """The record of an envelope just sealed here (``seal_bytes(sealing, ...)``); with
+    ``escrow_to`` (this site's own encryption key) it keeps the content key wrapped to
+    it, so the envelope can be re-sealed (gateway/reseal.py)."""
+    record = _record(sealing.routing, sealing.digest, None, data, sealing.signature)
+    if escrow_to is None:
+        return record
+    return replace(record, escrow=sealing.escrow(escrow_to))
 
 
 def _record(
@@ -74,5 +83,7 @@ async def submit(ctx: SiteContext, data: bytes, now: datetime) -> None:
 
 
 async def submit_sealed(ctx: SiteContext, sealing: Sealing, data: bytes, now: datetime) -> None:
-    """Queue ``data`` = ``seal_bytes(sealing, ...)`` without parsing its head again."""
-    await _queue(ctx, sealed_record(sealing, data), sealing.routing, now)
+    """Queue ``data`` = ``seal_bytes(sealing, ...)`` (or the file seal_to_file wrote)
+    without parsing its head again, with its escrow."""
+    record = sealed_record(sealing, data, escrow_to=ctx.keys.decryption.public)
+    await _queue(ctx, record, sealing.routing, now)

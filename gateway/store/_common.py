@@ -12,13 +12,15 @@ from gateway.store.base import EnvelopeRecord, OutState, StoreError
 # schema; a later version would be a file that upgrades a version n-1 database.
 # Version 2 stores each delivery's claim order (priority rank, created) on the delivery,
 # under an index a claim reads in order.
-# Version 3 is the audit log, 4 the time-stamp tokens, 5 the directory fetch record.
+# Version 3 is the audit log, 4 the time-stamp tokens, 5 the directory fetch record,
+# 6 the origin's escrowed content keys (re-sealing).
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, "schema.sql"),
     (2, "v2_claim_order.sql"),
     (3, "v3_audit.sql"),
     (4, "v4_timestamps.sql"),
     (5, "v5_keys.sql"),
+    (6, "v6_reseal.sql"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

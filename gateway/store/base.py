@@ -73,6 +73,9 @@ class EnvelopeRecord:
     # The last signature in the head (the last hop record's, else the origin's): the one
     # a next hop's record signs over. None if unknown (the courier reads the head then).
     chain: bytes | None = None
+    # At the origin: the content key wrapped to the origin's own encryption key
+    # (envelope/reseal.py), kept to re-seal the envelope if a destination key is revoked.
+    escrow: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -494,6 +497,31 @@ class Store(Protocol):
     ) -> None:
         """In one transaction: store ``records`` as :meth:`timestamp_add` does and mark
         the envelopes ``done`` (message ids) no longer pending; unknown ids are skipped."""
+        ...
+
+    # -- re-sealing (gateway/reseal.py) ------------------------------------------------
+    async def escrow(self, message_id: str) -> bytes | None:
+        """The escrowed content key of an envelope this site sealed (None: none kept)."""
+        ...
+
+    async def replace_sealed(
+        self,
+        message_id: str,
+        *,
+        data: bytes,
+        digest: bytes,
+        chain: bytes,
+        hop_ack: bytes | None,
+        requeue: Sequence[str],
+        held_for: str | None,
+        now: datetime,
+        reason: str,
+    ) -> int:
+        """Put a re-sealed copy of the envelope in place of the stored one (same id, no
+        receipt yet) and move its deliveries in ``requeue`` states back to queued.
+        With ``held_for``, only if a delivery is held with a reason starting so (a relay
+        taking a re-sealed copy in place of the one it held). Returns the deliveries
+        requeued; 0 and nothing changed otherwise."""
         ...
 
     # -- directory fetches (HQ) --------------------------------------------------------

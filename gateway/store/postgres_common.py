@@ -22,15 +22,15 @@ AcceptItem = tuple[EnvelopeRecord, Sequence[str], bool, bytes | None]
 _INSERT_ENVELOPES = """
 INSERT INTO envelopes (message_id, origin, destinations, digest, created, expires,
                        priority, received_from, size, data, hop_ack, receipt, accepted_at,
-                       doc_class, chain)
+                       doc_class, chain, escrow)
 SELECT t.mid, t.origin, ARRAY(SELECT jsonb_array_elements_text(t.dest::jsonb)), t.digest,
        t.created, t.expires, t.priority, t.rfrom, t.size, t.data, t.ack, NULL, $12,
-       t.doc_class, t.chain
+       t.doc_class, t.chain, t.escrow
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[],
             $6::timestamptz[], $7::text[], $8::text[], $9::bigint[], $10::bytea[], $11::bytea[],
-            $13::text[], $14::bytea[])
+            $13::text[], $14::bytea[], $15::bytea[])
      WITH ORDINALITY AS t(mid, origin, dest, digest, created, expires, priority, rfrom, size,
-                          data, ack, doc_class, chain, n)
+                          data, ack, doc_class, chain, escrow, n)
 ORDER BY t.n
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id
@@ -224,6 +224,7 @@ async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> 
         at,
         [r.doc_class for r in records],
         [r.chain for r in records],
+        [r.escrow for r in records],
     )
     new = {row["message_id"] for row in inserted}
     first_ack: dict[str, bytes | None] = {}

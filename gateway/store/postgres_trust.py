@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from envelope.limits import MAX_HEAD_XML_BYTES
 from gateway.store._common import aware
 from gateway.store.base import DirectoryFetch, PendingStamp, TimestampRecord
+from gateway.store.postgres_common import set_state
 
 T = TypeVar("T")
 Conn = Any  # asyncpg.Connection
@@ -120,3 +121,62 @@ class PostgresTrust:
             return [DirectoryFetch(r[0], int(r[1]), r[2].astimezone(UTC)) for r in rows]
 
         return await self._read(q)
+
+    async def escrow(self, message_id: str) -> bytes | None:
+        async def q(conn: Conn) -> bytes | None:
+            value = await conn.fetchval(
+                "SELECT escrow FROM envelopes WHERE message_id = $1", message_id
+            )
+            return None if value is None else bytes(value)
+
+        return await self._read(q)
+
+    async def replace_sealed(
+        self,
+        message_id: str,
+        *,
+        data: bytes,
+        digest: bytes,
+        chain: bytes,
+        hop_ack: bytes | None,
+        requeue: Sequence[str],
+        held_for: str | None,
+        now: datetime,
+        reason: str,
+    ) -> int:
+        at = aware(now)
+
+        async def tx(conn: Conn) -> int:
+            if held_for is not None:
+                held = await conn.fetchval(
+                    "SELECT 1 FROM deliveries WHERE message_id = $1 AND state = 'held'"
+                    " AND starts_with(last_reason, $2)",
+                    message_id,
+                    held_for,
+                )
+                if held is None:
+                    return 0
+            changed = await conn.fetchval(
+                "WITH r AS (UPDATE envelopes SET data = $2, digest = $3, chain = $4,"
+                " hop_ack = $5, size = $6 WHERE message_id = $1 AND receipt IS NULL"
+                " AND digest != $3 RETURNING 1) SELECT count(*) FROM r",
+                message_id,
+                data,
+                digest,
+                chain,
+                hop_ack,
+                len(data),
+            )
+            if not changed:
+                return 0
+            return await set_state(
+                conn,
+                message_id,
+                to="queued",
+                from_states=requeue,
+                reason=reason,
+                at=at,
+                next_attempt=at,
+            )
+
+        return await self._write(tx)

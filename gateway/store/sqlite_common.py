@@ -92,8 +92,8 @@ def accept_one(
     created = ts(record.created)
     cur = c.execute(
         "INSERT INTO envelopes (message_id, origin, destinations, digest, created, expires,"
-        " priority, received_from, size, data, hop_ack, receipt, accepted_at, doc_class, chain)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)"
+        " priority, received_from, size, data, hop_ack, receipt, accepted_at, doc_class, chain,"
+        " escrow) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)"
         " ON CONFLICT (message_id) DO NOTHING",
         (
             record.message_id,
@@ -110,6 +110,7 @@ def accept_one(
             at,
             record.doc_class,
             record.chain,
+            record.escrow,
         ),
     )
     if cur.rowcount == 0:

@@ -20,6 +20,7 @@ from envelope.framing import PREFIX_BYTES
 from envelope.limits import MAX_HEAD_XML_BYTES
 from gateway.store._common import aware
 from gateway.store.base import DirectoryFetch, PendingStamp, TimestampRecord
+from gateway.store.sqlite_common import set_state
 
 T = TypeVar("T")
 
@@ -126,3 +127,55 @@ class SqliteTrust:
             return [DirectoryFetch(r[0], int(r[1]), _dt(r[2])) for r in rows.fetchall()]
 
         return await self._read(q)
+
+    async def escrow(self, message_id: str) -> bytes | None:
+        def q(c: sqlite3.Connection) -> bytes | None:
+            row = c.execute(
+                "SELECT escrow FROM envelopes WHERE message_id = ?", (message_id,)
+            ).fetchone()
+            return None if row is None or row[0] is None else bytes(row[0])
+
+        return await self._read(q)
+
+    async def replace_sealed(
+        self,
+        message_id: str,
+        *,
+        data: bytes,
+        digest: bytes,
+        chain: bytes,
+        hop_ack: bytes | None,
+        requeue: Sequence[str],
+        held_for: str | None,
+        now: datetime,
+        reason: str,
+    ) -> int:
+        at = _ts(now)
+
+        def tx(c: sqlite3.Connection) -> int:
+            if held_for is not None:
+                held = c.execute(
+                    "SELECT 1 FROM deliveries WHERE message_id = ? AND state = 'held'"
+                    " AND substr(last_reason, 1, length(?)) = ?",
+                    (message_id, held_for, held_for),
+                ).fetchone()
+                if held is None:
+                    return 0
+            cur = c.execute(
+                "UPDATE envelopes SET data = ?, digest = ?, chain = ?, hop_ack = ?, size = ?"
+                " WHERE message_id = ? AND receipt IS NULL AND digest != ?",
+                (data, digest, chain, hop_ack, len(data), message_id, digest),
+            )
+            if cur.rowcount == 0:
+                return 0
+            return set_state(
+                c,
+                message_id,
+                to="queued",
+                from_states=requeue,
+                reason=reason,
+                at=at,
+                next_attempt=at,
+            )
+
+        return await self._write(tx)

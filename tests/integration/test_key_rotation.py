@@ -332,3 +332,43 @@ def test_tls_certificates_renew_by_themselves_and_directory_status_shows_the_fet
         assert rows["M-PARIS"]["at"] is not None
         text = valise("directory", "status", "--dir", str(hq.directory)).stdout
         assert "M-PARIS" in text and "current" in text
+
+
+def test_mail_held_for_a_revoked_key_is_resealed_by_its_origin(tmp_path: Path) -> None:
+    with Network(tmp_path, env=ENV) as net:
+        hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
+        old_enc = active(hanoi.directory, "encryption")
+        hanoi.stop()  # the document waits at HQ, sealed to old_enc
+        mid = asyncio.run(send_one(paris.directory, "M-HANOI", "to-be-resealed"))
+
+        def at_hq(state: str) -> bool:
+            rows = json.loads(valise("queue", "list", "--json", "--dir", str(hq.directory)).stdout)
+            return any(r["id"] == mid and r["state"] == state for r in rows)
+
+        wait_for(
+            "HQ to hold the document for M-HANOI", lambda: at_hq("deferred") or at_hq("queued")
+        )
+        valise("keys", "revoke", old_enc, "--reason", "drill: key lost", "--dir", str(hq.directory))
+        wait_for("HQ to put it on hold (sealed to a revoked key)", lambda: at_hq("held"))
+        reasons = asyncio.run(history_reasons(hq.directory, mid))
+        assert any("sealed to revoked encryption key" in r and old_enc in r for r in reasons)
+        # Nothing to re-seal while M-HANOI has no new key published.
+        hanoi.start()  # it sees its key revoked and publishes a replacement
+        wait_for(
+            "M-HANOI's new encryption key at M-PARIS",
+            lambda: _active_enc_elsewhere(paris.directory, "M-HANOI") not in (None, old_enc),
+        )
+        dry = valise("queue", "reseal", "--all", "--dry-run", "--dir", str(paris.directory))
+        assert mid in dry.stdout and "would re-seal" in dry.stdout
+        out = valise("queue", "reseal", "--all", "--dir", str(paris.directory))
+        assert f"{mid}\tresealed" in out.stdout, out.stdout
+        # HQ takes the re-sealed copy in place of the held one; M-HANOI opens it.
+        assert not asyncio.run(_wait_receipts(net, "M-PARIS", [mid], 45))
+        asyncio.run(_check_exactly_once_subset(net, "M-HANOI", [mid]))
+        again = valise("queue", "reseal", mid, "--dir", str(paris.directory), check=False)
+        assert again.returncode != 0 and "nothing to do" in again.stdout
+
+
+def _active_enc_elsewhere(site_dir: Path, site: str) -> str | None:
+    d = parse_directory((site_dir / "directory.xml").read_bytes(), read_trust(site_dir / "keys"))
+    return next((k.key_id for k, s in d.site(site).encryption if s is KeyState.ACTIVE), None)
