@@ -71,6 +71,7 @@ from crypto.tsa_asn1 import (
     _Asn1,
     _bytes,
     _check_tsa_extensions,
+    _children,
     _decode,
     _encode,
     _has,
@@ -583,15 +584,20 @@ def parse_response(der: bytes) -> bytes:
     data = bytes(der)
     if len(data) > MAX_RESPONSE_BYTES:
         raise TimestampError("the time-stamp response is too large", failure="badDataFormat")
+    # The status is decoded; the token (a SignedData) is sliced out as it is, not decoded
+    # and re-encoded: verify_token reads (and checks the DER of) it once, where needed.
+    elements = _children(data, "the time-stamp response")
+    if not 1 <= len(elements) <= 2 or (len(elements) == 2 and elements[1][0] != 0x30):
+        raise TimestampError("the time-stamp response is malformed", failure="badDataFormat")
     try:
-        resp = _decode(data, rfc3161.TimeStampResp(), "the time-stamp response")
-        status = resp["status"]
+        status = _decode(elements[0], rfc3161.PKIStatusInfo(), "the time-stamp response status")
         code = _int(status["status"])
-        has_token = _has(resp, "timeStampToken")
         if code in (0, 1):
-            if not has_token:
+            if len(elements) != 2:
                 raise TimestampError("a granted time-stamp response carries no token")
-            return _encode(resp["timeStampToken"])
+            return elements[1]
+        if len(elements) == 2:
+            raise TimestampError("a refused time-stamp response carries a token")
         texts = []
         if _has(status, "statusString"):
             texts = [_str(text) for text in status["statusString"]]

@@ -163,6 +163,41 @@ def _decode(der: bytes, spec: _Asn1, what: str) -> _Asn1:
     return value
 
 
+def _children(der: bytes, what: str) -> list[bytes]:
+    """The elements (whole TLVs) inside the DER SEQUENCE ``der``, without decoding them:
+    for a response whose token is passed on as it is (decoding and re-encoding a
+    SignedData costs milliseconds). Lengths must be definite and minimal, as in DER."""
+
+    def tlv_end(pos: int) -> tuple[int, int, int]:
+        if pos + 2 > len(der):
+            raise TimestampError(f"{what} is truncated", failure="badDataFormat")
+        tag, first = der[pos], der[pos + 1]
+        if first < 0x80:
+            start, length = pos + 2, first
+        else:
+            n = first & 0x7F
+            raw = der[pos + 2 : pos + 2 + n]
+            if not 1 <= n <= 4 or len(raw) != n or raw[0] == 0:
+                raise TimestampError(f"{what}: a length is not DER", failure="badDataFormat")
+            start, length = pos + 2 + n, int.from_bytes(raw, "big")
+            if length < 0x80:
+                raise TimestampError(f"{what}: a length is not DER", failure="badDataFormat")
+        if start + length > len(der):
+            raise TimestampError(f"{what} is truncated", failure="badDataFormat")
+        return tag, start, start + length
+
+    tag, start, end = tlv_end(0)
+    if tag != 0x30 or end != len(der):
+        raise TimestampError(f"{what} is not one DER SEQUENCE", failure="badDataFormat")
+    out = []
+    pos = start
+    while pos < end:
+        _, _, child_end = tlv_end(pos)
+        out.append(der[pos:child_end])
+        pos = child_end
+    return out
+
+
 def _tlv(tag: int, content: bytes) -> bytes:
     """One DER element with a single-octet tag."""
     n = len(content)

@@ -46,14 +46,11 @@ class ResealResult:
 
 def stale_stanzas(directory: Directory, stanzas: Sequence[tuple[str, str]]) -> list[str]:
     """The ``site:key`` of each (site, key id) wrap whose key the directory no longer
-    accepts (revoked, retired, or gone)."""
+    accepts for that site (revoked, retired, or gone)."""
     stale = []
     for site, key_id in stanzas:
-        try:
-            state = directory.site(site).states().get(key_id, ("", None))[1]
-        except DirectoryError:
-            state = None
-        if state not in USABLE:
+        owner = directory.key_owners.get(key_id)
+        if owner is None or owner[0] != site or owner[2] not in USABLE:
             stale.append(f"{site}:{key_id}")
     return stale
 

@@ -9,8 +9,9 @@ digested bytes they stamp, and ``valise timestamp export`` hands them to
 
 Rules:
 - Which token each stored envelope gets here, by the kinds of TimestampRecord:
-  ``sent`` for every envelope this site originates (documents and receipts alike): HQ
-  stamps its own with its TSA, a mission asks HQ's ``/v1/timestamp``. At HQ,
+  ``sent`` for every envelope this site originates: HQ stamps its own with its TSA, a
+  mission asks HQ's ``/v1/timestamp`` for its documents (not for its receipts: HQ
+  stamps each receipt as ``delivered`` when it carries it, over the same digest). At HQ,
   ``relayed`` for every other envelope accepted from a peer (whether it relays it on
   or delivers it here: HQ witnesses what passes through it), and ``delivered`` for
   every receipt accepted from a peer, stored under the original message's id (the
@@ -25,6 +26,12 @@ Rules:
 - Batches: new work (``SiteContext.notify``, or a poll every ``POLL_SECONDS``) waits
   ``[tsa] batch_wait_ms`` for more, then up to ``[tsa] batch_max`` pending envelopes
   are stamped at once: one ``issue_many`` at HQ, one request from a mission.
+- A mission checks HQ's tokens before storing them: the first of each batch wholly
+  (``verify_token``: signature, certificate chain to the site CA, imprint, nonce), every
+  one for its binding (its own imprint and its own fresh nonce are in it). The tokens
+  of a batch come from one signing pass under one certificate, and a whole check costs
+  milliseconds of ASN.1; every token is checked wholly again wherever it is used as
+  evidence (``valise evidence verify``, ``openssl ts -verify``).
 - Retries: HQ unreachable, an HTTP error, a malformed answer, a token that does not
   verify under the site CA or a refusal HQ may get over (timeNotAvailable,
   systemFailure, addInfoNotAvailable) leaves the envelopes pending and backs off
@@ -262,6 +269,8 @@ def plan(p: PendingStamp, *, here_is_hub: bool) -> _Work | None:
     """Which token the pending envelope ``p`` gets here (module rules), or None.
     Raises EnvelopeError when its stored head is not readable."""
     if p.received_from is None:
+        if p.doc_class == RECEIPT_CLASS and not here_is_hub:
+            return None  # HQ stamps it as "delivered" when it carries it
         kind = "sent"
     elif not here_is_hub:
         return None
@@ -275,6 +284,12 @@ def plan(p: PendingStamp, *, here_is_hub: bool) -> _Work | None:
     else:
         kind = "relayed"
     return _Work(p.message_id, p.message_id, kind, p.digest, digested_slice(p.head, p.digest))
+
+
+def _bound(token: bytes, digest: bytes, nonce: int) -> bool:
+    """Whether ``token`` holds our imprint and our nonce (as their DER contents)."""
+    nonce_der = nonce.to_bytes(nonce.bit_length() // 8 + 1, "big")  # DER INTEGER contents
+    return digest in token and b"\x02" + bytes([len(nonce_der)]) + nonce_der in token
 
 
 class Stamper:
@@ -408,6 +423,7 @@ class Stamper:
         records: list[TimestampRecord] = []
         settled: list[str] = []
         deferred: str | None = None
+        checked_one = False
         for w, nonce, der in zip(work, nonces, responses, strict=True):
             try:
                 token = parse_response(der)
@@ -421,7 +437,11 @@ class Stamper:
                     deferred = f"{hub}: {exc}"
                 continue
             try:
-                verify_token(token, w.digest, self.ctx.tls.ca_pem, nonce=nonce)
+                if not checked_one:
+                    verify_token(token, w.digest, self.ctx.tls.ca_pem, nonce=nonce)
+                    checked_one = True
+                elif not _bound(token, w.digest, nonce):
+                    raise TimestampError("it is not over our digest with our nonce")
             except TimestampError as exc:
                 deferred = f"{hub} sent a token that does not verify: {exc}"
                 continue
