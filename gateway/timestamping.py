@@ -26,12 +26,14 @@ Rules:
 - Batches: new work (``SiteContext.notify``, or a poll every ``POLL_SECONDS``) waits
   ``[tsa] batch_wait_ms`` for more, then up to ``[tsa] batch_max`` pending envelopes
   are stamped at once: one ``issue_many`` at HQ, one request from a mission.
-- A mission checks HQ's tokens before storing them: the first of each batch wholly
-  (``verify_token``: signature, certificate chain to the site CA, imprint, nonce), every
-  one for its binding (its own imprint and its own fresh nonce are in it). The tokens
-  of a batch come from one signing pass under one certificate, and a whole check costs
-  milliseconds of ASN.1; every token is checked wholly again wherever it is used as
-  evidence (``valise evidence verify``, ``openssl ts -verify``).
+- A mission checks HQ's tokens before storing them: every one for its binding (its
+  own imprint and its own fresh nonce are in it), and one token wholly
+  (``verify_token``: signature, certificate chain to the site CA, imprint, nonce) at
+  start and then at most every ``WHOLE_CHECK_SECONDS``: a whole check costs
+  milliseconds of ASN.1, the tokens come over the mutually authenticated channel from
+  HQ, and every token is checked wholly again wherever it is used as evidence
+  (``valise evidence verify``, ``openssl ts -verify``). A token that fails either
+  check leaves its envelope pending.
 - Retries: HQ unreachable, an HTTP error, a malformed answer, a token that does not
   verify under the site CA or a refusal HQ may get over (timeNotAvailable,
   systemFailure, addInfoNotAvailable) leaves the envelopes pending and backs off
@@ -51,6 +53,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -102,6 +105,7 @@ TSA_CERT, TSA_KEY = "tsa.crt", "tsa.key"
 TSA_FRACTION_DIGITS = 3  # genTime to the millisecond
 SERIAL_BYTES = 16  # random token serial numbers: 128 bits, unique in practice
 NONCE_BYTES = 8
+WHOLE_CHECK_SECONDS = 60.0  # a mission checks one of HQ's tokens wholly this often
 # Refusals that another try would get again (RFC 3161 PKIFailureInfo names).
 PERMANENT_FAILURES = frozenset(
     {"badAlg", "badRequest", "badDataFormat", "unacceptedPolicy", "unacceptedExtension"}
@@ -300,6 +304,7 @@ class Stamper:
         self.session = session
         self.wake = asyncio.Event()
         self.attempts = 0
+        self.whole_check_due = 0.0  # monotonic time of the next whole token check
         self.tsa: TimeStampAuthority | None = None
         if ctx.config.is_hub:
             self.tsa = load_authority(ctx.config, now=datetime.now(UTC))
@@ -423,7 +428,6 @@ class Stamper:
         records: list[TimestampRecord] = []
         settled: list[str] = []
         deferred: str | None = None
-        checked_one = False
         for w, nonce, der in zip(work, nonces, responses, strict=True):
             try:
                 token = parse_response(der)
@@ -437,9 +441,9 @@ class Stamper:
                     deferred = f"{hub}: {exc}"
                 continue
             try:
-                if not checked_one:
+                if time.monotonic() >= self.whole_check_due:
                     verify_token(token, w.digest, self.ctx.tls.ca_pem, nonce=nonce)
-                    checked_one = True
+                    self.whole_check_due = time.monotonic() + WHOLE_CHECK_SECONDS
                 elif not _bound(token, w.digest, nonce):
                     raise TimestampError("it is not over our digest with our nonce")
             except TimestampError as exc:
