@@ -1,4 +1,5 @@
-"""Small envelopes in memory: seal.4k, open.4k, their primitive limits, and seal.4k.r97.
+"""Small envelopes in memory: seal.4k, open.4k, their primitive limits, seal.4k.r97, and
+seal.4k.escrow (seal.4k plus the origin's escrow wrap, what a gateway's origin does).
 
 One envelope is a 4 KiB payload, one part, one recipient, the default (only) suite,
 sealed with :func:`envelope.seal.seal_bytes` and opened with :func:`envelope.open.open_bytes`.
@@ -42,16 +43,24 @@ _SEALED = SealedHeader(
 
 
 def seal_one(
-    payload: bytes, sender: SigningKey, sites: Sequence[str], keys: Sequence[DecryptionKey]
+    payload: bytes,
+    sender: SigningKey,
+    sites: Sequence[str],
+    keys: Sequence[DecryptionKey],
+    escrow_to: DecryptionKey | None = None,
 ) -> bytes:
-    """A whole new envelope: fresh routing header, content key, wraps and signature."""
+    """A whole new envelope: fresh routing header, content key, wraps and signature (and,
+    with ``escrow_to``, the content key wrapped to the origin's own key: gateway/submit.py)."""
     sealing = Sealing(
         routing=new_routing(origin=ORIGIN, destinations=sites, now=datetime.now(UTC)),
         sender=sender,
         recipients=[Recipient(s, k.public) for s, k in zip(sites, keys, strict=True)],
         sealed=_SEALED,
     )
-    return seal_bytes(sealing, [payload])
+    data = seal_bytes(sealing, [payload])
+    if escrow_to is not None:
+        sealing.escrow(escrow_to.public)
+    return data
 
 
 def benches(payload: bytes, settings: Settings) -> list[Bench]:
@@ -75,6 +84,11 @@ def benches(payload: bytes, settings: Settings) -> list[Bench]:
 
     def open_4k() -> None:
         open_bytes(pool[next(counter) % POOL], sender=sender.public, site=SITE, key=key)
+
+    own = DecryptionKey.generate()
+
+    def seal_4k_escrow() -> None:
+        seal_one(payload, sender, [SITE], [key], escrow_to=own)
 
     def seal_4k_r97() -> None:
         seal_one(payload, sender, many_sites, many_keys)
@@ -106,4 +120,5 @@ def benches(payload: bytes, settings: Settings) -> list[Bench]:
         Bench("open.4k", "env/s", lambda: ops_per_second(open_4k, b)),
         Bench("limit.open.4k", "env/s", lambda: ops_per_second(limit_open, b)),
         Bench("seal.4k.r97", "env/s", lambda: ops_per_second(seal_4k_r97, b)),
+        Bench("seal.4k.escrow", "env/s", lambda: ops_per_second(seal_4k_escrow, b)),
     ]

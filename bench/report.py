@@ -37,6 +37,7 @@ GOALS = {
     "seal.4k": Goal("limit.seal.4k", _PEERS_4K, min_vs_limit=0.75, min_vs_peer=4),
     "open.4k": Goal("limit.open.4k", _PEERS_4K, min_vs_limit=0.75, min_vs_peer=4),
     "seal.4k.r97": Goal(),
+    "seal.4k.escrow": Goal("limit.seal.4k", _PEERS_4K),
     "seal.64m": Goal("limit.aead.64m", ("peer.age.64m",), min_vs_limit=0.5, min_value=500),
     "open.64m": Goal("limit.aead.64m", ("peer.age.64m",), min_vs_limit=0.5, min_value=500),
     "rss.seal.1g": Goal(max_value=100),
