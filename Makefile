@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PKGS   := envelope crypto routing config gateway
 
-.PHONY: demo test lint bench clean vectors
+.PHONY: demo test test-fast lint bench clean vectors
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: $(BIN)/.installed-dev
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The inner loop (under 2 minutes): lint, then the unit tests and vectors only; no
+# sockets, no processes, no database. `make test` runs everything.
+test-fast: lint
+	$(BIN)/python -m pytest -q -x tests/unit
 
 bench: $(BIN)/.installed-dev
 	$(BIN)/python -m bench
