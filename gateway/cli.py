@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import mimetypes
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from envelope.values import Priority, check_doc_class, check_dossier, format_tim
 from gateway.cli_record import AuditedGroup
 from gateway.envelope_io import InputPart, inspect_file, open_to_dir, seal_to_file
 from gateway.keystore import KeyStoreError, generate_site_keys, load_public_doc, load_site_keys
+from gateway.site_modes import SITE_UMASK
 
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
@@ -67,6 +69,8 @@ def one_line_errors(fn: F) -> F:
 @click.version_option(package_name="valise-gateway")
 def main() -> None:
     """Valise: signed, end-to-end encrypted document exchange between sites."""
+    # Every file a command creates (exports, a new site, SQLite's -wal/-shm) is private.
+    os.umask(SITE_UMASK)
 
 
 # -- keys -------------------------------------------------------------------------

@@ -217,11 +217,13 @@ def join_cmd(bundle: Path, directory: Path | None, listen: str, ops_listen: str)
 @click.option("--ready-file", type=click.Path(path_type=Path), default=None, hidden=True)
 def serve_cmd(directory: Path | None, ready_file: Path | None) -> None:
     """Run the site until SIGTERM."""
+    from gateway.keystore import KeyStoreError
     from gateway.serve import run
+    from gateway.site_modes import SiteModeError
 
     try:
         run(site_dir(directory), ready_file)
-    except (ConfigError, DirectoryError, OSError) as exc:
+    except (ConfigError, DirectoryError, KeyStoreError, SiteModeError, OSError) as exc:
         _fail(EXIT_FILES, str(exc))
 
 

@@ -40,6 +40,7 @@ from gateway.channel import PinnedConnector
 from gateway.keyring import RING, load_ring
 from gateway.keystore import PRIVATE_MODE, KeyStoreError, _read_private, load_public_doc
 from gateway.site import TlsMaterial, load_directory, open_store, read_trust
+from gateway.site_modes import Private, private_paths
 from gateway.timestamping import TSA_KEY
 from gateway.tls import client_context
 from routing.directory import USABLE, Directory, DirectoryError, parse_directory
@@ -118,6 +119,14 @@ def key_mode_check(path: Path, mode: int | None) -> Check:
         # Owner-only but not rw: the gateway accepts it, rotation may not write it.
         return Check(name, Status.WARN, f"{path} is mode {bits:04o}, expected 0600")
     return Check(name, Status.OK, "mode 0600")
+
+
+def site_mode_check(found: Private) -> Check:
+    """The site folder, its store, inbox or Maildir: ``serve`` refuses any bit for others."""
+    name = f"mode {found.what}"
+    if found.loose:
+        return Check(name, Status.FAIL, f"{found.reason}; valise serve refuses it")
+    return Check(name, Status.OK, f"mode {stat.S_IMODE(found.mode):04o}")
 
 
 def expiry_check(
@@ -462,6 +471,7 @@ async def run_checks(directory: Path, *, now: datetime | None = None) -> list[Ch
     now = now or datetime.now(UTC)
     k = config.keys_dir
     checks = [key_mode_check(p, _mode(p)) for p in private_key_files(config)]
+    checks += [site_mode_check(p) for p in private_paths(config)]
     checks += expiry_checks(config, now)
 
     local: Directory | None = None

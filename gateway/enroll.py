@@ -53,6 +53,7 @@ from gateway.site import (
     read_trust,
     write_private,
 )
+from gateway.site_modes import make_private_dir
 from gateway.timestamping import write_tsa_files
 from gateway.tls import client_context
 from routing.directory import Directory, KeyState, SiteEntry, parse_directory, write_directory
@@ -65,7 +66,7 @@ class EnrollError(Exception):
 
 
 def _write_config(config: SiteConfig) -> None:
-    (config.directory / "valise.toml").write_text(render_site_config(config))
+    write_private(config.directory / "valise.toml", render_site_config(config).encode())
 
 
 def _entry(site: str, endpoint: str, keys_doc: bytes, cert_pem: bytes) -> SiteEntry:
@@ -85,6 +86,7 @@ def init_hub(directory: Path, *, site: str, listen: str, ops_listen: str = "127.
     """Create HQ: config, keys, site CA, directory key and the first directory."""
     if (directory / "valise.toml").exists():
         raise EnrollError(f"{directory} already holds a site")
+    make_private_dir(directory)  # before any key is written into it
     now = datetime.now(UTC)
     keys_dir = directory / "keys"
     keys = generate_site_keys(site, keys_dir)
@@ -93,18 +95,18 @@ def init_hub(directory: Path, *, site: str, listen: str, ops_listen: str = "127.
     tls_cert, tls_key = issue_site_certificate(ca, site, now=now)
     directory_key = SigningKey.generate()
     write_private(keys_dir / "ca.key", ca_key)
-    (keys_dir / "ca.crt").write_bytes(ca_cert)
+    write_private(keys_dir / "ca.crt", ca_cert)
     write_private(keys_dir / "tls.key", tls_key)
-    (keys_dir / "tls.crt").write_bytes(tls_cert)
+    write_private(keys_dir / "tls.crt", tls_cert)
     write_private(keys_dir / "directory.key", armor(directory_key))
     write_tsa_files(keys_dir, ca, site=site, now=now)  # keys/tsa.key, keys/tsa.crt
-    (keys_dir / "directory.pub").write_text(base64.b64encode(directory_key.public.raw).decode())
+    write_private(keys_dir / "directory.pub", base64.b64encode(directory_key.public.raw))
     endpoint = f"https://{listen}"
     d = Directory(
         serial=1, issued=now, hub=site, sites=(_entry(site, endpoint, keys.public_xml, tls_cert),)
     )
     first = write_directory(d, directory_key)
-    write_private(directory / "directory.xml", first, mode=0o644)
+    write_private(directory / "directory.xml", first)
     archive_directory(directory, 1, first)
     (directory / "enrollments").mkdir(mode=0o700)
     _write_config(
@@ -240,6 +242,7 @@ async def join(
         b = Bundle(**json.loads(bundle_path.read_text()))
     except (OSError, ValueError, TypeError) as exc:
         raise EnrollError(f"{bundle_path} is not an enrollment bundle: {exc}") from None
+    make_private_dir(directory)  # before any key is written into it
     keys_dir = directory / "keys"
     keys = generate_site_keys(b.site, keys_dir)
     tls_key = generate_site_key()
@@ -261,11 +264,11 @@ async def join(
         except OSError as exc:
             raise EnrollError(f"HQ at {b.hub_endpoint} unreachable: {exc}") from None
     write_private(keys_dir / "tls.key", tls_key)
-    (keys_dir / "tls.crt").write_text(answer["certificate"])
-    (keys_dir / "ca.crt").write_text(b.ca_pem)
-    (keys_dir / "directory.pub").write_text(b.directory_key)
+    write_private(keys_dir / "tls.crt", answer["certificate"].encode())
+    write_private(keys_dir / "ca.crt", b.ca_pem.encode())
+    write_private(keys_dir / "directory.pub", b.directory_key.encode())
     directory_xml = base64.b64decode(answer["directory"])
-    (directory / "directory.xml").write_bytes(directory_xml)
+    write_private(directory / "directory.xml", directory_xml)
     archive_directory(
         directory, parse_directory(directory_xml, read_trust(keys_dir)).serial, directory_xml
     )

@@ -5,7 +5,7 @@ Layout (beside the files of gateway/keystore.py):
     keys/ring.json                 the ring: one entry per key, with its state and times
     keys/ring/signing-ID.key       Ed25519 seed                      0600
     keys/ring/encryption-ID.key    ML-KEM-768+X25519 seeds           0600
-    keys/ring/tls-PIN.key|.crt     P-256 TLS key (0600) and certificate
+    keys/ring/tls-PIN.key|.crt     P-256 TLS key and certificate     0600
     keys/SITE.pub.xml              public key document of the active signing and
                                    encryption keys, rewritten on every activation
 
@@ -40,7 +40,6 @@ from envelope.keydoc import PublicKeyDoc, parse_public_key_doc, write_public_key
 from envelope.values import truncate_to_second
 from gateway.keystore import (
     DEFAULT_KEY_VALIDITY,
-    PRIVATE_MODE,
     KeyStoreError,
     SiteKeys,
     _read_private,
@@ -177,9 +176,8 @@ def _migrate(ring: KeyRing) -> None:
         for suffix in suffixes:
             source = ring.path(k, suffix)
             ring.leftovers.append(source)
-            mode = PRIVATE_MODE if suffix == ".key" else 0o644
             data = _read_private(source) if suffix == ".key" else source.read_bytes()
-            write_private(ring.folder / "ring" / f"{k.kind}-{k.id}{suffix}", data, mode=mode)
+            write_private(ring.folder / "ring" / f"{k.kind}-{k.id}{suffix}", data)
     ring.legacy = False
 
 
@@ -231,7 +229,7 @@ def add_key(
     k = RingKey(kind, key_id, KeyState.NEXT.value, _now_text(now), _now_text(expires))
     write_private(ring.path(k, ".key"), private)
     if cert is not None:
-        write_private(ring.path(k, ".crt"), cert, mode=0o644)
+        write_private(ring.path(k, ".crt"), cert)
     ring.keys.append(k)
     return k
 
@@ -353,4 +351,4 @@ def _write_public_doc(ring: KeyRing) -> None:
     valid_from = max(datetime.fromisoformat(s_entry.created), datetime.fromisoformat(enc.created))
     valid_until = min(datetime.fromisoformat(s_entry.expires), datetime.fromisoformat(enc.expires))
     doc = PublicKeyDoc(ring.site, signing.public, decryption.public, valid_from, valid_until)
-    write_private(path, write_public_key_doc(doc, signing), mode=0o644)
+    write_private(path, write_public_key_doc(doc, signing))

@@ -450,7 +450,7 @@ class KeyOps:
             k = ring.find(pin)
             if k is None:
                 raise KeyStoreError(f"HQ issued a certificate for a TLS key we don't hold ({pin})")
-            write_private(ring.path(k, ".crt"), cert, mode=0o644)
+            write_private(ring.path(k, ".crt"), cert)
             ring.replace(k, expires=certificate_not_after(cert).isoformat())
             save_ring(ring)
 

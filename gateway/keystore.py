@@ -4,7 +4,7 @@ Layout of a key folder:
 
     SITE.signing.key      Ed25519 seed              0600
     SITE.encryption.key   ML-KEM-768+X25519 seeds   0600
-    SITE.pub.xml          public key document       0644
+    SITE.pub.xml          public key document       0600 (the site folder is private)
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def generate_site_keys(
 ) -> SiteKeys:
     """Create a site's keys in ``directory``. Refuses to overwrite existing keys."""
     check_site_id(site)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = [directory / f"{site}.{kind}" for kind in ("signing.key", "encryption.key", "pub.xml")]
     existing = [p for p in paths if p.exists()]
     if existing:
@@ -94,7 +94,7 @@ def generate_site_keys(
     public_xml = write_public_key_doc(doc, signing)
     _write_private(paths[0], armor(signing))
     _write_private(paths[1], armor(decryption))
-    paths[2].write_bytes(public_xml)
+    _write_private(paths[2], public_xml)  # public, but the folder is the owner's alone
     return SiteKeys(site, signing, decryption, doc, public_xml)
 
 

@@ -161,7 +161,8 @@ def write_inbox(folder: Path, sealed: SealedHeader, parts: list[bytes]) -> None:
 
     staging = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    folder.parent.mkdir(mode=0o700, exist_ok=True)  # DIR/inbox: the owner's alone
+    staging.mkdir(mode=0o700)
     names = _unique_names([safe_name(p.name) for p in sealed.parts])
     for name, data in zip(names, parts, strict=True):
         (staging / name).write_bytes(data)

@@ -40,5 +40,5 @@ def publish(
         key = load_signing_key(_read_private(keys / "directory.key"))
         data = write_directory(new, key)
         archive_directory(site_dir, new.serial, data)
-        write_private(site_dir / "directory.xml", data, mode=0o644)
+        write_private(site_dir / "directory.xml", data)
         return parse_directory(data, read_trust(keys)), True

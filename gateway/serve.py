@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from config.site import split_hostport
+from config.site import load_site_config, split_hostport
 from gateway.bridges import make_bridges
 from gateway.channel import make_app
 from gateway.delivery import Workers
@@ -25,6 +26,7 @@ from gateway.events import EventBus
 from gateway.logjson import JsonFormatter
 from gateway.metrics import Metrics
 from gateway.site import SiteContext, load_site
+from gateway.site_modes import SITE_UMASK, require_private
 from gateway.tls import server_context
 
 log = logging.getLogger("valise.serve")
@@ -86,6 +88,12 @@ def ops_app(ctx: SiteContext, metrics_: Metrics) -> web.Application:
 
 
 async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
+    """Run the site in ``directory`` until SIGTERM. Raises SiteModeError (the folder or
+    store is open to others), ConfigError, KeyStoreError, DirectoryError, OSError."""
+    # Whatever this process creates (SQLite's -wal/-shm, staged parts, inbox files) is
+    # the owner's alone, and a folder others can read is refused before anything opens.
+    os.umask(SITE_UMASK)
+    require_private(load_site_config(directory))
     ctx = await load_site(directory)
     wake, inbound = asyncio.Event(), asyncio.Event()
     stats = Metrics()

@@ -9,8 +9,9 @@ DIR/keys/ring.json, ring/   every generation of those keys (gateway/keyring.py)
 DIR/keys/ca.crt          the HQ site CA
 DIR/keys/directory.pub   the directory key this site trusts (base64, raw Ed25519)
 DIR/keys/ca.key, directory.key     HQ only (0600)
-DIR/enrollments/SITE.json          HQ only: pending one-time enrollments
 DIR/inbox/ID/...                   opened documents at the destination
+
+Everything in a site folder is owner-only (0700 folders, 0600 files): gateway/site_modes.py.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from crypto.armor import load_signing_key
 from crypto.keys import SigningKey, VerifyKey
 from crypto.x509 import SiteCA
 from gateway.keystore import PRIVATE_MODE, SiteKeys, _read_private
+from gateway.site_modes import PRIVATE_DIR_MODE, create_private_file
 from gateway.store.base import Store
 from routing.directory import Directory, DirectoryError, accept_update, parse_directory
 
@@ -83,7 +85,7 @@ def install_directory_file(
     if not accept_update(held, new):
         return None
     archive_directory(site_dir, new.serial, data)
-    write_private(site_dir / "directory.xml", data, mode=0o644)
+    write_private(site_dir / "directory.xml", data)
     return new
 
 
@@ -108,10 +110,10 @@ def archive_directory(site_dir: Path, serial: int, data: bytes) -> None:
     """Keep directory version ``serial`` as DIR/directories/SERIAL.xml (evidence needs
     the keys that were in force when a message was sent)."""
     folder = site_dir / "directories"
-    folder.mkdir(mode=0o755, exist_ok=True)
+    folder.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
     path = folder / f"{serial}.xml"
     if not path.exists():
-        write_private(path, data, mode=0o644)
+        write_private(path, data)
 
 
 def archived_directories(site_dir: Path) -> list[tuple[int, Path]]:
@@ -155,6 +157,7 @@ async def open_store(config: SiteConfig) -> Store:
         return await PostgresStore.open(config.store.dsn, schema=config.store.schema or None)
     from gateway.store.sqlite import SqliteStore
 
+    create_private_file(config.store_path)  # 0600 whatever the umask; -wal/-shm follow it
     return await SqliteStore.open(config.store_path)
 
 

@@ -137,7 +137,7 @@ def write_tsa_files(keys_dir: Path, ca: SiteCA, *, site: str, now: datetime) -> 
     # The key first: a crash before the certificate leaves no certificate, and the next
     # start issues both again.
     write_private(keys_dir / TSA_KEY, key)
-    write_private(keys_dir / TSA_CERT, cert, mode=0o644)
+    write_private(keys_dir / TSA_CERT, cert)
 
 
 def load_authority(config: SiteConfig, *, now: datetime) -> TimeStampAuthority:

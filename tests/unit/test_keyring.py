@@ -224,7 +224,8 @@ def test_a_new_tls_key(folder: Path, ca: SiteCA) -> None:
         expires=NOW + timedelta(days=90),
         cert=cert,
     )
-    assert mode(ring.path(k)) == 0o600 and mode(ring.path(k, ".crt")) == 0o644
+    # The certificate is public, but nothing in a site folder is for other users.
+    assert mode(ring.path(k)) == 0o600 and mode(ring.path(k, ".crt")) == 0o600
     activate(ring, k.id, now=NOW, overlap=OVERLAP)
     save_ring(ring)
     ring = load_ring(folder)
