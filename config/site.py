@@ -92,6 +92,9 @@ class RelaySection:
     retry_max_seconds: float = 300.0
     lease_seconds: float = 60.0
     request_timeout_seconds: float = 30.0
+    # The furthest ahead a document sealed here may expire (HTTP, SMTP, valise send):
+    # stores keep an envelope and its dedupe row until then (gateway/submit.py).
+    max_expires_days: int = 90
     # Fault injection for the durability tests: the process SIGKILLs itself the
     # first time it reaches this point (see gateway/faults.py). Empty in production.
     crash_at: str = ""
@@ -149,6 +152,10 @@ DEFAULT_TSA_POLICY = "1.3.6.1.4.1.57264.1.1"
 # The most time-stamp requests one batch may carry (HQ's /v1/timestamp refuses more:
 # gateway/timestamp_batch.py MAX_BATCH_REQUESTS).
 MAX_TSA_BATCH = 256
+# Bounds of [relay] max_expires_days: at least envelope.seal.DEFAULT_TTL (30 days,
+# the lifetime of a document that names none), at most ten years.
+MIN_EXPIRES_DAYS = 30
+MAX_EXPIRES_DAYS = 3650
 _OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]{0,17})){1,31}")
 
 
@@ -297,6 +304,11 @@ def _check(c: SiteConfig) -> SiteConfig:
         raise ConfigError("[store] dsn is required for the postgres backend")
     if c.relay.batch_envelopes < 1 or c.relay.max_request_bytes < 1024:
         raise ConfigError("[relay] batch_envelopes and max_request_bytes must be positive")
+    if not MIN_EXPIRES_DAYS <= c.relay.max_expires_days <= MAX_EXPIRES_DAYS:
+        raise ConfigError(
+            f"[relay] max_expires_days must be {MIN_EXPIRES_DAYS} to {MAX_EXPIRES_DAYS}"
+            " (at least the default lifetime of a document)"
+        )
     for value in (
         c.http.enabled,
         c.smtp.enabled,

@@ -4,21 +4,53 @@
 known: no head parse); :func:`submit` queues framed bytes (one parse). Either returns
 once the envelope is durably queued, then calls ``ctx.notify()`` so that a running
 site's dispatcher sends it at once.
+
+Rules:
+- Every envelope this site originates passes here (the HTTP API, the SMTP bridge,
+  ``valise send``), so the bound on its lifetime is kept here: ``expires`` at most
+  ``[relay] max_expires_days`` after now (:func:`check_expires`). Stores keep an
+  envelope, its dedupe row and its tombstone until it expires: a sender must not
+  make them keep anything for ever. Bridges check it earlier to answer in their own
+  words; this check is the one none can skip.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from crypto.keys import EncryptionKey
+from envelope.errors import UsageError
 from envelope.head import ParsedHead
 from envelope.model import RoutingHeader
 from envelope.open import parse_framed_head
 from envelope.seal import Sealing
+from envelope.values import format_time
 from gateway.site import SiteContext
 from gateway.store.base import EnvelopeRecord
 from routing.decision import Action, route
+
+
+class ExpiresRefused(UsageError):
+    """An expiry in the past, or further ahead than this site lets a document live."""
+
+
+def longest_lifetime(ctx: SiteContext) -> timedelta:
+    """How far ahead a document sealed here may expire: ``[relay] max_expires_days``."""
+    return timedelta(days=ctx.config.relay.max_expires_days)
+
+
+def check_expires(expires: datetime, now: datetime, longest: timedelta) -> datetime:
+    """``expires`` if it is after ``now`` and at most ``longest`` after it.
+    Raises :class:`ExpiresRefused`."""
+    if expires <= now:
+        raise ExpiresRefused(f"expires {format_time(expires)} is not in the future")
+    if expires - now > longest:
+        raise ExpiresRefused(
+            f"expires {format_time(expires)} is more than {longest.days} days ahead"
+            " (the most [relay] max_expires_days allows)"
+        )
+    return expires
 
 
 def record_for(data: bytes, received_from: str | None) -> EnvelopeRecord:
@@ -71,19 +103,20 @@ def route_here(r: RoutingHeader, *, here: str, hub: str) -> tuple[tuple[str, ...
 
 
 async def _queue(ctx: SiteContext, record: EnvelopeRecord, r: RoutingHeader, now: datetime) -> None:
+    check_expires(r.expires, now, longest_lifetime(ctx))
     next_hops, here = route_here(r, here=ctx.here, hub=ctx.directory.hub)
     await ctx.store.accept(record, next_hops=next_hops, deliver_here=here, hop_ack=None, now=now)
     ctx.notify(next_hops)
 
 
 async def submit(ctx: SiteContext, data: bytes, now: datetime) -> None:
-    """Queue an envelope this site sealed (origin side)."""
+    """Queue an envelope this site sealed (origin side). Raises :class:`ExpiresRefused`."""
     parsed, _ = parse_framed_head(data)
     await _queue(ctx, parsed_record(parsed, None, data), parsed.head.routing, now)
 
 
 async def submit_sealed(ctx: SiteContext, sealing: Sealing, data: bytes, now: datetime) -> None:
     """Queue ``data`` = ``seal_bytes(sealing, ...)`` (or the file seal_to_file wrote)
-    without parsing its head again, with its escrow."""
+    without parsing its head again, with its escrow. Raises :class:`ExpiresRefused`."""
     record = sealed_record(sealing, data, escrow_to=ctx.keys.decryption.public)
     await _queue(ctx, record, sealing.routing, now)

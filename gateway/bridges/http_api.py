@@ -31,13 +31,27 @@ from gateway.bridges.openapi import document
 from gateway.bridges.webhooks import Webhooks
 from gateway.events import EventBus
 from gateway.site import SiteContext
+from routing.directory import Directory, DirectoryError
 
 log = logging.getLogger("valise.http")
 WORKDIR_NAME = ".http-tmp"
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(document())
+    return web.json_response(document(reachable_sites(request.app[API].ctx.directory)))
+
+
+def reachable_sites(directory: Directory) -> list[str]:
+    """The sites a document can be sent to now: in force, with an active encryption key."""
+    out = []
+    for entry in directory.sites:
+        try:
+            entry.active_encryption_key()
+        except DirectoryError:
+            continue
+        if directory.knows(entry.site):
+            out.append(entry.site)
+    return out
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -18,7 +18,7 @@ import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from envelope.values import (
     new_message_id,
 )
 from gateway.bridges.http_common import ApiError, integrator, json_response, state
+from gateway.bridges.http_params import ParamError, parse_time
 from gateway.bridges.http_staging import Budget, Staged, Stager, stage
 from gateway.bridges.integrators import (
     IDEMPOTENCY_TTL,
@@ -50,6 +51,7 @@ from gateway.envelope_io import InputPart
 from gateway.outbox import send_files
 from gateway.site import SiteContext
 from gateway.store.base import Submission
+from gateway.submit import ExpiresRefused, check_expires, longest_lifetime
 from routing.directory import DirectoryError
 
 ENVELOPE_MEDIA_TYPE = "application/vnd.valise.envelope"
@@ -112,7 +114,7 @@ def check_metadata(meta: dict[str, Any], ctx: SiteContext, now: datetime) -> Met
     priority = meta.get("priority") or "routine"
     if priority not in {p.value for p in Priority}:
         raise _invalid("priority must be one of flash, immediate, priority, routine")
-    expires = _expires(_optional_str(meta, "expires"), now)
+    expires = _expires(_optional_str(meta, "expires"), now, longest_lifetime(ctx))
     try:
         doc_class = check_doc_class(_optional_str(meta, "class") or "document")
         dossier = _optional_str(meta, "dossier")
@@ -134,17 +136,14 @@ def check_metadata(meta: dict[str, Any], ctx: SiteContext, now: datetime) -> Met
     )
 
 
-def _expires(value: str | None, now: datetime) -> datetime | None:
+def _expires(value: str | None, now: datetime, longest: timedelta) -> datetime | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise _invalid(f"expires {value!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise _invalid("expires must carry a time zone (e.g. Z)")
-    if moment <= now:
-        raise _invalid("expires is in the past")
+        moment = parse_time(value, "expires")
+        check_expires(moment, now, longest)
+    except (ParamError, ExpiresRefused) as exc:
+        raise _invalid(str(exc)) from None
     return moment
 
 

@@ -3,8 +3,9 @@
 Rules:
 - An item is visible once local delivery made it ``available`` (its parts are
   under DIR/inbox/ID/); receipts and items still being opened are not listed.
-- The cursor is opaque to clients: the (received, id) of the last item looked at,
-  so paging is stable while new documents arrive (they sort after).
+- The cursor is opaque to clients: the (received, id) of the last item looked at
+  (gateway/bridges/http_params.py), so paging is stable while new documents arrive
+  (they sort after).
 - Parts are streamed from disk with their sealed media type and file name.
 - The inbox is the site's: every integrator of the site sees it.
 """
@@ -12,8 +13,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from envelope.open import parse_framed_head
 from envelope.values import MESSAGE_ID_RE, format_time
 from gateway.bridges import edxml
 from gateway.bridges.http_common import ApiError, integrator, json_response, state
+from gateway.bridges.http_params import ParamError, cursor_of, parse_count, parse_cursor
 from gateway.site import SiteContext
 from gateway.store.base import InboxItem, InState
 
@@ -35,22 +35,13 @@ PART_CHUNK_BYTES = 256 * 1024
 STATES = {"available": InState.AVAILABLE, "acked": InState.ACKED, "all": None}
 
 
-def _cursor(after: tuple[datetime, str]) -> str:
-    raw = json.dumps([after[0].isoformat(), after[1]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def _after(cursor: str | None) -> tuple[datetime, str] | None:
-    if not cursor:
+    if cursor is None:
         return None
     try:
-        at, mid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None or not isinstance(mid, str):
-            raise ValueError(cursor)
-    except (ValueError, TypeError, binascii.Error):
-        raise ApiError(400, "malformed_request", "the cursor is not one this API gave") from None
-    return moment, mid
+        return parse_cursor(cursor)
+    except ParamError as exc:
+        raise ApiError(400, "malformed_request", str(exc)) from None
 
 
 def _meta(ctx: SiteContext, message_id: str) -> dict[str, Any] | None:
@@ -62,18 +53,19 @@ def _meta(ctx: SiteContext, message_id: str) -> dict[str, Any] | None:
     return meta
 
 
-def _int(value: str | None, default: int, low: int, high: int, what: str) -> int:
+def _count(value: str | None, default: int, low: int, high: int, what: str) -> int:
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
-        raise ApiError(400, "malformed_request", f"{what} must be an integer {low}..{high}")
-    return int(value)
+    try:
+        return parse_count(value, low, high, what)
+    except ParamError as exc:
+        raise ApiError(400, "malformed_request", str(exc)) from None
 
 
 async def inbox_list(request: web.Request) -> web.Response:
     ctx = state(request).ctx
     q = request.query
-    limit = _int(q.get("limit"), DEFAULT_PAGE, 1, MAX_PAGE, "limit")
+    limit = _count(q.get("limit"), DEFAULT_PAGE, 1, MAX_PAGE, "limit")
     wanted = q.get("state", "available")
     if wanted not in STATES:
         raise ApiError(400, "malformed_request", "state must be available, acked or all")
@@ -90,7 +82,7 @@ async def inbox_list(request: web.Request) -> web.Response:
             if len(items) == limit:
                 more = more or row is not batch[-1]
                 break
-    next_cursor = _cursor(after) if more and after is not None else None
+    next_cursor = cursor_of(*after) if more and after is not None else None
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
@@ -205,9 +197,10 @@ async def inbox_part(request: web.Request) -> web.StreamResponse:
     ctx = state(request).ctx
     mid, _, meta = await _item(request)
     n = request.match_info["n"]
-    if not n.isdigit() or int(n) >= len(meta["parts"]):
-        raise ApiError(404, "not_found", f"document {mid} has no part {n}")
-    part = meta["parts"][int(n)]
+    try:
+        part = meta["parts"][parse_count(n, 0, len(meta["parts"]) - 1, "a part number")]
+    except ParamError:
+        raise ApiError(404, "not_found", f"document {mid} has no such part") from None
     folder = ctx.config.directory / "inbox" / mid
     path = folder / part["name"]
     if path.parent != folder or not path.is_file():

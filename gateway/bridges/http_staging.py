@@ -9,6 +9,8 @@ Rules:
   refused as soon as it does (413).
 - Any Content-Encoding, on the request or on a part, is refused (415): the gateway
   seals what it is given and does not decompress on anyone's behalf.
+- A body aiohttp cannot parse is refused in our words: its parser's text (bytes,
+  boundaries, internal states) never reaches the client.
 """
 
 from __future__ import annotations
@@ -113,8 +115,8 @@ async def _part_chunks(part: BodyPartReader) -> Any:
     while True:
         try:
             chunk = await part.read_chunk(CHUNK_BYTES)
-        except _MALFORMED as exc:
-            raise ApiError(400, "malformed_multipart", f"cannot read a part: {exc}") from None
+        except _MALFORMED:
+            raise ApiError(400, "malformed_multipart", "a part cannot be read") from None
         if not chunk:
             return
         yield chunk
@@ -130,15 +132,17 @@ def _refuse_encoding(headers: Any, where: str) -> None:
 async def stage_multipart(request: web.Request, stager: Stager) -> Staged:
     try:
         reader = await request.multipart()
-    except _MALFORMED as exc:
-        raise ApiError(400, "malformed_multipart", f"not a multipart body: {exc}") from None
+    except _MALFORMED:
+        raise ApiError(
+            400, "malformed_multipart", "not a multipart body (is its boundary given?)"
+        ) from None
     staged: Staged | None = None
     while True:
         try:
             part = await reader.next()
-        except _MALFORMED as exc:
+        except _MALFORMED:
             raise ApiError(
-                400, "malformed_multipart", f"cannot read the next part: {exc}"
+                400, "malformed_multipart", "the parts of the body cannot be read"
             ) from None
         if part is None:
             break
@@ -223,8 +227,8 @@ async def _body_chunks(request: web.Request) -> Any:
     try:
         async for chunk in request.content.iter_chunked(CHUNK_BYTES):
             yield chunk
-    except HttpProcessingError as exc:
-        raise ApiError(400, "malformed_request", f"cannot read the body: {exc.message}") from None
+    except HttpProcessingError:
+        raise ApiError(400, "malformed_request", "the body cannot be read") from None
 
 
 async def stage_edxml(request: web.Request, stager: Stager) -> Staged:

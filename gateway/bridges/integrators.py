@@ -31,7 +31,9 @@ SECRET_BYTES = 24
 IDEMPOTENCY_TTL = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # MAX_IDEMPOTENCY_KEY_CHARS
+# Printable ASCII, no space; also the pattern the OpenAPI document states.
+IDEMPOTENCY_KEY_PATTERN = rf"^[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}$"
+_KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _TOKEN_RE = re.compile(r"vlt_[A-Za-z0-9_-]{43}")
 MAX_URL_CHARS = 2048
 

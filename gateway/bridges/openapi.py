@@ -2,15 +2,29 @@
 
 A test holds it true both ways: every route of the app is documented here, and
 every documented path and method is routed (tests/unit/test_http_openapi.py).
+
+Rules:
+- A request schema is no looser than the server: a value the document allows is one
+  the server reads (its patterns come from the server's own checks). What JSON
+  Schema cannot say (an expiry window, an edXML grammar, Valise-To for a raw body)
+  is said in descriptions and answered 400/422.
+- A response schema is what the handler writes, field for field.
+- Served with the sites of the directory in force as the values of ``to``.
+- Schemathesis runs against a live site with every check (tests/integration/
+  test_http_schemathesis.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from envelope.limits import MAX_DESTINATIONS, MAX_SUBJECT_CHARS
+from envelope.values import DOC_CLASS_RE, DOSSIER_RE, SITE_ID_RE
 from gateway.bridges.edxml import MEDIA_TYPE as EDXML
 from gateway.bridges.http_common import ERROR_CODES
-from gateway.bridges.http_staging import HEADER_FIELDS
+from gateway.bridges.http_params import CURSOR_PATTERN, TIME_PATTERN
+from gateway.bridges.integrators import IDEMPOTENCY_KEY_PATTERN
 
 JSON = "application/json"
 ID = {"name": "id", "in": "path", "required": True, "schema": {"$ref": "#/components/schemas/Id"}}
@@ -30,12 +44,41 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_STR = {"type": ["string", "null"]}
+_INBOX_ITEM_FIELDS = [
+    "id",
+    "from",
+    "to",
+    "state",
+    "received",
+    "created",
+    "expires",
+    "priority",
+    "class",
+    "dossier",
+    "in_reply_to",
+    "subject",
+    "parts",
+    "edxml",
+]
+_SITE = {"type": "string", "pattern": f"^{SITE_ID_RE.pattern}$"}
+_CLASS = {"type": "string", "pattern": f"^{DOC_CLASS_RE.pattern}$"}
+_DOSSIER = {"type": "string", "pattern": f"^{DOSSIER_RE.pattern}$"}
+_PRIORITY = {"enum": ["flash", "immediate", "priority", "routine"]}
+# What check_text lets through: no C0 controls, no DEL, no non-characters.
+_TEXT = "^[^\\x00-\\x1f\\x7f\\ufffe\\uffff]*$"
+_EXPIRES = {
+    **_TIME,
+    "pattern": TIME_PATTERN,
+    "description": "after now and at most [relay] max_expires_days ahead (default 90 days);"
+    " otherwise 422 invalid_metadata",
+}
 
 SCHEMAS: dict[str, Any] = {
     "Id": {
         "type": "string",
         "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
     },
+    "SiteId": {**_SITE, "description": "a site of the directory in force"},
     "Error": {
         "type": "object",
         "required": ["code", "message"],
@@ -46,12 +89,17 @@ SCHEMAS: dict[str, Any] = {
         "required": ["to"],
         "additionalProperties": False,
         "properties": {
-            "to": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-            "class": {"type": "string", "default": "document"},
-            "subject": {"type": "string", "maxLength": 998},
-            "priority": {"enum": ["flash", "immediate", "priority", "routine"]},
-            "dossier": {"type": "string"},
-            "expires": _TIME,
+            "to": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_DESTINATIONS,
+                "items": _ref("SiteId"),
+            },
+            "class": {**_CLASS, "default": "document"},
+            "subject": {"type": "string", "maxLength": MAX_SUBJECT_CHARS, "pattern": _TEXT},
+            "priority": _PRIORITY,
+            "dossier": _DOSSIER,
+            "expires": _EXPIRES,
             "in_reply_to": _ref("Id"),
         },
     },
@@ -116,13 +164,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "InboxSummary": {
         "type": "object",
+        "required": ["id", "from", "state", "received", "subject", "parts", "size", "href"],
         "properties": {
             "id": _ref("Id"),
             "from": {"type": "string"},
             "state": {"enum": ["available", "acked"]},
             "received": _TIME,
             "subject": _NULLABLE_STR,
-            "parts": {"type": "integer"},
+            "parts": {"type": "integer", "description": "how many parts"},
             "size": {"type": "integer"},
             "href": {"type": "string"},
         },
@@ -132,37 +181,45 @@ SCHEMAS: dict[str, Any] = {
         "required": ["items", "next_cursor"],
         "properties": {
             "items": {"type": "array", "items": _ref("InboxSummary")},
-            "next_cursor": _NULLABLE_STR,
+            "next_cursor": {"oneOf": [{"type": "null"}, _ref("Cursor")]},
         },
+    },
+    "Cursor": {
+        "type": "string",
+        "pattern": CURSOR_PATTERN,
+        "description": "where the next page starts; opaque, from next_cursor",
     },
     "Part": {
         "type": "object",
+        "required": ["n", "name", "media_type", "size", "href"],
         "properties": {
-            "n": {"type": "integer"},
+            "n": {"type": "integer", "minimum": 0},
             "name": {"type": "string"},
             "media_type": {"type": "string"},
             "size": {"type": "integer"},
             "href": {"type": "string"},
         },
     },
+    # Not an allOf of InboxSummary: there "parts" is a count, here the list of parts.
     "InboxItem": {
-        "allOf": [
-            _ref("InboxSummary"),
-            {
-                "type": "object",
-                "properties": {
-                    "to": {"type": "array", "items": {"type": "string"}},
-                    "created": _TIME,
-                    "expires": _TIME,
-                    "priority": {"type": "string"},
-                    "class": {"type": "string"},
-                    "dossier": _NULLABLE_STR,
-                    "in_reply_to": _NULLABLE_STR,
-                    "parts": {"type": "array", "items": _ref("Part")},
-                    "edxml": {"type": "string"},
-                },
-            },
-        ]
+        "type": "object",
+        "required": _INBOX_ITEM_FIELDS,
+        "properties": {
+            "id": _ref("Id"),
+            "from": {"type": "string"},
+            "to": {"type": "array", "items": {"type": "string"}},
+            "state": {"enum": ["available", "acked"]},
+            "received": {"oneOf": [{"type": "null"}, _TIME]},
+            "created": _TIME,
+            "expires": _TIME,
+            "priority": _PRIORITY,
+            "class": {"type": "string"},
+            "dossier": _NULLABLE_STR,
+            "in_reply_to": _NULLABLE_STR,
+            "subject": _NULLABLE_STR,
+            "parts": {"type": "array", "items": _ref("Part")},
+            "edxml": {"type": "string"},
+        },
     },
     "Acked": {"type": "object", "properties": {"id": _ref("Id"), "state": {"const": "acked"}}},
     "WebhookEvent": {
@@ -188,15 +245,39 @@ _STATUS_TEXT = {
     503: "Store unavailable",
 }
 
-_RAW_HEADERS = [
-    {
-        "name": h,
+
+def _raw_header(name: str, schema: dict[str, Any], what: str) -> dict[str, Any]:
+    return {
+        "name": name,
         "in": "header",
         "required": False,
-        "schema": {"type": "string"},
-        "description": f"raw body: metadata {key} (percent-encoded UTF-8)",
+        "schema": schema,
+        "description": f"raw body only: {what}",
     }
-    for h, key in HEADER_FIELDS.items()
+
+
+# The metadata of a raw body (gateway/bridges/http_staging.py HEADER_FIELDS).
+_RAW_HEADERS = [
+    _raw_header(
+        "Valise-To",
+        {"type": "string", "pattern": f"^{SITE_ID_RE.pattern}(,{SITE_ID_RE.pattern})*$"},
+        "the destination sites, comma-separated; required for a raw body (else 422)",
+    ),
+    _raw_header("Valise-Class", _CLASS, "the document class"),
+    _raw_header(
+        "Valise-Subject",
+        {"type": "string", "pattern": "^(?:[\\x20-\\x24\\x26-\\x7e]|%[0-9A-Fa-f]{2})*$"},
+        "the subject, percent-encoded UTF-8",
+    ),
+    _raw_header("Valise-Priority", _PRIORITY, "the priority"),
+    _raw_header("Valise-Dossier", _DOSSIER, "the dossier id"),
+    _raw_header("Valise-Expires", {**_EXPIRES, "format": "date-time"}, "the expiry"),
+    _raw_header("Valise-In-Reply-To", _ref("Id"), "the message id answered"),
+    _raw_header(
+        "Valise-Filename",
+        {"type": "string", "pattern": "^(?:[\\x20-\\x24\\x26-\\x7e]|%[0-9A-Fa-f]{2})+$"},
+        "the file name, percent-encoded UTF-8 (or Content-Disposition)",
+    ),
 ]
 
 _SUBMIT = {
@@ -207,15 +288,10 @@ _SUBMIT = {
             "name": "Idempotency-Key",
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "maxLength": 255},
+            "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+            "description": "1-255 printable ASCII characters, no space",
         },
         *_RAW_HEADERS,
-        {
-            "name": "Valise-Filename",
-            "in": "header",
-            "required": False,
-            "schema": {"type": "string"},
-        },
     ],
     "requestBody": {
         "required": True,
@@ -224,14 +300,30 @@ _SUBMIT = {
                 "schema": {
                     "type": "object",
                     "description": "first the metadata part (application/json, Metadata),"
-                    " then one part per file",
-                }
+                    " then one part per file (multipart/mixed and multipart/related are"
+                    " read the same way)",
+                    "required": ["metadata", "file"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "metadata": _ref("Metadata"),
+                        "file": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "string", "format": "binary"},
+                        },
+                    },
+                },
+                "encoding": {
+                    "metadata": {"contentType": "application/json"},
+                    "file": {"contentType": "application/octet-stream"},
+                },
             },
-            "multipart/mixed": {"schema": {"type": "string", "format": "binary"}},
             EDXML: {
                 "schema": {
                     "type": "string",
-                    "description": "an edXML (QCVN 102:2016) document; see EDXML.md",
+                    "format": "binary",
+                    "description": "an edXML (QCVN 102:2016) document; see EDXML.md"
+                    " (else 400 malformed_edxml)",
                 }
             },
             "application/octet-stream": {
@@ -246,6 +338,16 @@ _SUBMIT = {
     "responses": {
         "202": {
             **_json("Accepted", "Queued durably"),
+            "links": {
+                "status": {
+                    "operationId": "documentStatus",
+                    "parameters": {"id": "$response.body#/id"},
+                },
+                "receipt": {
+                    "operationId": "documentReceipt",
+                    "parameters": {"id": "$response.body#/id"},
+                },
+            },
             "headers": {
                 "Location": {"schema": {"type": "string"}},
                 "Idempotent-Replayed": {
@@ -291,7 +393,7 @@ PATHS: dict[str, Any] = {
             "operationId": "inboxList",
             "summary": "Documents delivered here, oldest first, cursor-paged",
             "parameters": [
-                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                {"name": "cursor", "in": "query", "schema": _ref("Cursor")},
                 {
                     "name": "limit",
                     "in": "query",
@@ -303,7 +405,26 @@ PATHS: dict[str, Any] = {
                     "schema": {"enum": ["available", "acked", "all"], "default": "available"},
                 },
             ],
-            "responses": {"200": _json("InboxPage", "One page"), **_errors(400)},
+            "responses": {
+                "200": {
+                    **_json("InboxPage", "One page"),
+                    "links": {
+                        "item": {
+                            "operationId": "inboxItem",
+                            "parameters": {"id": "$response.body#/items/0/id"},
+                        },
+                        "ack": {
+                            "operationId": "inboxAck",
+                            "parameters": {"id": "$response.body#/items/0/id"},
+                        },
+                        "next": {
+                            "operationId": "inboxList",
+                            "parameters": {"cursor": "$response.body#/next_cursor"},
+                        },
+                    },
+                },
+                **_errors(400),
+            },
         }
     },
     "/v1/inbox/{id}": {
@@ -317,6 +438,15 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": {
                     "description": "The document",
+                    "links": {
+                        "part": {
+                            "operationId": "inboxPart",
+                            "parameters": {
+                                "id": "$request.path.id",
+                                "n": "$response.body#/parts/0/n",
+                            },
+                        }
+                    },
                     "content": {
                         JSON: {"schema": _ref("InboxItem")},
                         EDXML: {"schema": {"type": "string"}},
@@ -382,7 +512,11 @@ _WEBHOOK = {
 }
 
 
-def document() -> dict[str, Any]:
+def document(sites: Sequence[str] = ()) -> dict[str, Any]:
+    """The document; with ``sites`` (the directory's), ``to`` takes those values only."""
+    schemas = SCHEMAS
+    if sites:
+        schemas = {**SCHEMAS, "SiteId": {**SCHEMAS["SiteId"], "enum": sorted(sites)}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Valise integrators' HTTP API", "version": "1"},
@@ -391,7 +525,7 @@ def document() -> dict[str, Any]:
         "webhooks": {"event": _WEBHOOK},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "responses": {f"E{s}": _json("Error", text) for s, text in _STATUS_TEXT.items()},
         },
     }
