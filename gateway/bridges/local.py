@@ -14,6 +14,7 @@ from pathlib import Path
 
 from config.site import ConfigError
 from envelope.model import SealedHeader
+from gateway.bridges.smtp_address import delivery_mailbox
 from gateway.site import SiteContext
 
 
@@ -38,8 +39,9 @@ def mode_for(ctx: SiteContext, mailbox: str | None) -> str:
 async def deliver_locally(
     ctx: SiteContext, message_id: str, sealed: SealedHeader, folder: Path
 ) -> None:
-    """Hand the opened document in ``folder`` on, by its mailbox's mode."""
-    mode = mode_for(ctx, sealed.mailbox)
+    """Hand the opened document in ``folder`` on, by its mailbox's mode (a mailbox
+    that is not one plain local dot-atom is the default mailbox: mail_delivery.py)."""
+    mode = mode_for(ctx, delivery_mailbox(sealed.mailbox).value)
     if mode == "inbox":
         return
     from gateway.bridges.mail_delivery import deliver_mail

@@ -7,17 +7,27 @@ and by the SMTP bridge for the DSN of a message that failed.
 The mail that is delivered:
 - a document that came in through an SMTP bridge (one part, ``message/rfc822``) is
   the sender's MIME message, byte for byte as it was received in DATA;
+  (unless it holds a bare CR or LF or a NUL, which could smuggle SMTP commands
+  past a lax smarthost: then it is wrapped as an attachment);
 - any other document (HTTP API, ``valise send``) is wrapped in a MIME message built
   from the sealed header: From the originator (or ``valise@<origin>.<domain>``), To
   the mailbox, the subject, the parts as attachments. It is deterministic (Date is
   the envelope's creation time, Message-ID the message id), so a retry builds the
-  same bytes.
+  same bytes. The subject and file names are made safe for a header first
+  (gateway/bridges/mail_headers.py).
+
+What a remote site chose in the sealed header is checked before it is used
+(gateway/bridges/smtp_address.py): the mailbox must be one plain local dot-atom, or
+the document goes to the default mailbox (``postmaster`` at the smarthost,
+``default`` in the Maildir); the originator must be an address of the origin site
+itself, or there is none. Each refusal is logged, a refused mailbox also in the
+audit log (``delivery.mailbox_refused``).
 
 Where it goes:
 - ``maildir``: ``<[delivery] maildir>/<mailbox>/`` (gateway/bridges/maildir.py),
   exactly once per message id;
 - ``smtp``: the smarthost, ``MAIL FROM`` the originator (null when there is none
-  that is a valid address), ``RCPT TO:<mailbox@site.<domain>>`` (the address the
+  that passed the check), ``RCPT TO:<mailbox@site.<domain>>`` (the address the
   sender used, which the local mail server is expected to accept or rewrite).
   Once the smarthost has answered 250 a marker DIR/mail-delivered/ID is written, so
   that a retry after a crash does not send it again (a crash between the 250 and
@@ -42,15 +52,26 @@ from pathlib import Path
 
 from config.site import enabled
 from envelope.model import SealedHeader
+from gateway import audit
 from gateway.bridges import maildir
 from gateway.bridges.local import DeliveryDeferred, mode_for
+from gateway.bridges.mail_headers import safe_filename, subject_header
 from gateway.bridges.smarthost import SmarthostRefused, SmarthostUnavailable, send_via_smarthost
-from gateway.bridges.smtp_address import AddressError, mailbox_of, parse_sender, site_address
+from gateway.bridges.smtp_address import (
+    AddressError,
+    FieldCheck,
+    delivery_mailbox,
+    origin_sender,
+    parse_recipient,
+    site_address,
+)
+from gateway.bridges.smtp_message import has_bare_line_ending
 from gateway.site import SiteContext
 
 log = logging.getLogger("valise.mail")
 RFC822 = "message/rfc822"
 MARKERS = "mail-delivered"
+MAX_SHOWN_CHARS = 320  # of a refused field, in the log and the audit log
 _MEDIA_TYPE = re.compile(r"([a-z0-9][a-z0-9!#$&^_.+-]*)/([a-z0-9][a-z0-9!#$&^_.+-]*)")
 
 
@@ -61,13 +82,6 @@ class MailRefused(Exception):
 def gateway_name(ctx: SiteContext, site: str | None = None) -> str:
     """``<site>.<domain>``: this gateway's name in mail (EHLO, Message-ID, DSN)."""
     return f"{(site or ctx.here).lower()}.{ctx.config.smtp.domain.strip('.').lower()}"
-
-
-def _valid_sender(address: str | None) -> str | None:
-    try:
-        return parse_sender(address) if address else None
-    except AddressError:
-        return None
 
 
 def _parts(folder: Path) -> list[tuple[str, str, bytes]]:
@@ -94,23 +108,42 @@ def compose(
     sender: str,
     recipient: str,
 ) -> bytes:
-    """The mail for a document: the message itself if it is one, else a wrapper."""
-    if len(parts) == 1 and parts[0][1].lower() == RFC822:
+    """The mail for a document: the message itself if it is one, else a wrapper.
+
+    ``sender`` and ``recipient`` must be plain addresses (checked by the caller); the
+    subject and the part names are the remote site's and are made safe here
+    (gateway/bridges/mail_headers.py). A ``message/rfc822`` part with a bare CR or LF
+    or a NUL is wrapped, not passed on: such bytes could end the DATA of the
+    smarthost's SMTP session early on a server that takes a bare line ending for
+    one (SMTP smuggling).
+    """
+    if len(parts) == 1 and parts[0][1].lower() == RFC822 and passable(parts[0][2]):
         return parts[0][2]
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = sender
-    msg["To"] = recipient
-    msg["Subject"] = sealed.subject or f"Valise document from {origin}"
-    msg["Date"] = format_datetime(created)
-    msg["Message-ID"] = f"<{message_id}@valise>"
-    msg["X-Valise-Message-Id"] = message_id
-    msg["X-Valise-Origin"] = origin
-    msg.set_content(f"Valise document {message_id} from {origin}, {len(parts)} part(s) attached.\n")
+    body = EmailMessage(policy=SMTP)
+    body.set_content(
+        f"Valise document {message_id} from {origin}, {len(parts)} part(s) attached.\n"
+    )
     for name, media_type, data in parts:
         maintype, subtype = _attachment_type(media_type)
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    msg.set_boundary(f"=_valise-{message_id}")
-    return msg.as_bytes()
+        body.add_attachment(data, maintype=maintype, subtype=subtype, filename=safe_filename(name))
+    body.set_boundary(f"=_valise-{message_id}")
+    # The header section is written here, not by the email package, which decodes
+    # encoded words it is handed and would write a CR LF found inside one.
+    head = [
+        f"From: {sender}",
+        f"To: {recipient}",
+        f"Subject: {subject_header(sealed.subject or f'Valise document from {origin}')}",
+        f"Date: {format_datetime(created)}",
+        f"Message-ID: <{message_id}@valise>",
+        f"X-Valise-Message-Id: {message_id}",
+        f"X-Valise-Origin: {origin}",
+    ]
+    return "\r\n".join(head).encode("ascii") + b"\r\n" + body.as_bytes()
+
+
+def passable(message: bytes) -> bool:
+    """True if a received ``message/rfc822`` part may be handed on as it is."""
+    return b"\x00" not in message and not has_bare_line_ending(message)
 
 
 async def deliver_mail(
@@ -118,14 +151,22 @@ async def deliver_mail(
 ) -> None:
     """Hand the document in ``folder`` to ``mode`` (``maildir`` or ``smtp``).
 
+    The sealed mailbox and originator were chosen by a remote site: a mailbox that is
+    not one plain local dot-atom is replaced by the default mailbox, an originator
+    that is not an address of the origin site by none, and either refusal is
+    recorded (the log and the audit log) before anything is delivered.
+
     Raises :class:`DeliveryDeferred` (retry later) or :class:`MailRefused`.
     """
     record = await ctx.store.get_envelope(message_id)
     origin = record.origin if record is not None else "unknown"
     created = record.created if record is not None else datetime.now(UTC)
     domain = ctx.config.smtp.domain
-    recipient = site_address(ctx.here, sealed.mailbox or "postmaster", domain)
-    sender = _valid_sender(sealed.originator)
+    mailbox = delivery_mailbox(sealed.mailbox)
+    originator = origin_sender(sealed.originator, origin, domain)
+    await _record_refusals(ctx, message_id, origin, sealed, mailbox, originator)
+    recipient = site_address(ctx.here, mailbox.value or "postmaster", domain)
+    sender = originator.value
     try:
         parts = await asyncio.to_thread(_parts, folder)
     except (OSError, ValueError, KeyError) as exc:
@@ -143,7 +184,7 @@ async def deliver_mail(
     marker = marker_dir / message_id
     if mode == "maildir":
         root = ctx.config.directory / ctx.config.delivery.maildir
-        box = maildir.mailbox_folder(root, sealed.mailbox)
+        box = maildir.mailbox_folder(root, mailbox.value)
         try:
             marker_dir.mkdir(mode=0o700, exist_ok=True)
             path = await asyncio.to_thread(maildir.deliver, box, message_id, data, marker=marker)
@@ -159,6 +200,41 @@ async def deliver_mail(
         log.info(json.dumps({"event": "smarthost_delivered", "id": message_id, "to": recipient}))
     else:
         raise ValueError(f"unknown delivery mode {mode!r}")
+
+
+async def _record_refusals(
+    ctx: SiteContext,
+    message_id: str,
+    origin: str,
+    sealed: SealedHeader,
+    mailbox: FieldCheck,
+    originator: FieldCheck,
+) -> None:
+    """Log each refused field; a refused mailbox also goes to the audit log (a site's
+    own bridge never seals one: it is an attempt to steer the delivery)."""
+    for field, given, check in (
+        ("mailbox", sealed.mailbox, mailbox),
+        ("originator", sealed.originator, originator),
+    ):
+        if check.refused is None or given is None:
+            continue
+        shown = given[:MAX_SHOWN_CHARS]
+        level = logging.WARNING if field == "mailbox" else logging.INFO
+        event = {"event": f"{field}_refused", "id": message_id, "origin": origin}
+        log.log(level, json.dumps({**event, "given": shown, "reason": check.refused}))
+        if field != "mailbox":
+            continue
+        try:
+            await audit.record(
+                ctx.store,
+                actor=ctx.here,
+                action="delivery.mailbox_refused",
+                subject=message_id,
+                result="refused",
+                detail={"origin": origin, "given": shown, "reason": check.refused},
+            )
+        except audit.AuditError as exc:  # recorded before delivery, or not delivered yet
+            raise DeliveryDeferred(f"cannot record the refused mailbox: {exc}") from exc
 
 
 async def _to_smarthost(
@@ -180,14 +256,23 @@ async def _to_smarthost(
         raise MailRefused(f"{what}: {exc}") from exc
 
 
-async def deliver_dsn(ctx: SiteContext, message_id: str, sender: str, dsn: bytes) -> bool:
-    """Deliver the DSN for ``message_id`` to ``sender``, a local mailbox at this site,
-    by that mailbox's outbound mode. False when its mode is ``inbox`` (there is no
-    mail store to put it in; the failure shows in ``valise status`` and the HTTP API).
+async def deliver_dsn(ctx: SiteContext, message_id: str, to: str, dsn: bytes) -> bool:
+    """Deliver the DSN for ``message_id`` to ``to``, which must be a local address
+    of this site (``mailbox@<here>.<domain>``: gateway/bridges/smtp_address.py
+    ``bounce_recipient``), by that mailbox's outbound mode. False when its mode is
+    ``inbox`` (there is no mail store to put it in; the failure shows in ``valise
+    status`` and the HTTP API).
 
-    Raises :class:`DeliveryDeferred` or :class:`MailRefused`.
+    Raises :class:`DeliveryDeferred` or :class:`MailRefused` (also for an address
+    that is not local: a DSN never leaves the site).
     """
-    mailbox = mailbox_of(sender)
+    try:
+        rcpt = parse_recipient(to, ctx.config.smtp.domain)
+        if rcpt.site != ctx.here:
+            raise AddressError(f"not an address of {ctx.here}")
+    except AddressError as exc:
+        raise MailRefused(f"DSN {message_id}: {to!r} is not a local address: {exc}") from None
+    mailbox = rcpt.mailbox
     mode = mode_for(ctx, mailbox)
     if mode == "maildir":
         root = ctx.config.directory / ctx.config.delivery.maildir
@@ -200,6 +285,7 @@ async def deliver_dsn(ctx: SiteContext, message_id: str, sender: str, dsn: bytes
             raise DeliveryDeferred(f"Maildir {box}: {exc}") from exc
         return True
     if mode == "smtp":
-        await _to_smarthost(ctx, mail_from="", to=sender, data=dsn, what=f"DSN {message_id}")
+        address = site_address(ctx.here, mailbox, ctx.config.smtp.domain)
+        await _to_smarthost(ctx, mail_from="", to=address, data=dsn, what=f"DSN {message_id}")
         return True
     return False

@@ -2,7 +2,8 @@
 
 Layout: ``[delivery] maildir`` (DIR/maildir by default) holds one Maildir per
 mailbox, ``<maildir>/<mailbox>/{tmp,new,cur}``; documents sent to no mailbox go to
-``<maildir>/default``. Mailbox names are made safe as one path component.
+``<maildir>/default``, and so do documents whose mailbox is not one plain local
+dot-atom (gateway/bridges/smtp_address.py), which is always a safe path component.
 
 Rules:
 - A message is written to ``tmp/NAME``, fsynced, hard-linked to ``new/NAME`` (a link
@@ -22,16 +23,22 @@ import os
 import re
 from pathlib import Path
 
+from gateway.bridges.smtp_address import AddressSyntaxError, local_mailbox
+
 DEFAULT_MAILBOX = "default"
-_UNSAFE = re.compile(r"[^a-z0-9._%+\-]")
 _KEY = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
 def mailbox_folder(root: Path, mailbox: str | None) -> Path:
-    """The Maildir of ``mailbox`` under ``root`` (a safe single path component)."""
-    name = _UNSAFE.sub("_", (mailbox or "").lower()).lstrip(".")[:64] or DEFAULT_MAILBOX
+    """The Maildir of ``mailbox`` under ``root``: its own folder if it is one plain
+    local dot-atom (a safe single path component), else the default mailbox's.
+    Callers check the mailbox first and record a refusal; this is the last guard."""
+    try:
+        name = local_mailbox(mailbox) if mailbox else DEFAULT_MAILBOX
+    except AddressSyntaxError:
+        name = DEFAULT_MAILBOX
     return root / name
 
 

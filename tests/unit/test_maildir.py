@@ -22,8 +22,10 @@ def test_delivery_goes_through_tmp_to_new(tmp_path: Path) -> None:
 
 def test_mailbox_folders_are_safe(tmp_path: Path) -> None:
     assert maildir.mailbox_folder(tmp_path, None) == tmp_path / "default"
-    assert maildir.mailbox_folder(tmp_path, "../../etc") == tmp_path / "_.._etc"
-    assert maildir.mailbox_folder(tmp_path, "..") == tmp_path / "default"
+    # Anything but one plain local dot-atom is the default mailbox, not a look-alike.
+    for hostile in ("../../etc", "..", "a@b", "Registry/../x", "r\u0435gistry", "a%b", "a" * 65):
+        assert maildir.mailbox_folder(tmp_path, hostile) == tmp_path / "default"
+    assert maildir.mailbox_folder(tmp_path, "Registry") == tmp_path / "registry"
     with pytest.raises(ValueError):
         maildir.deliver(tmp_path / "x", "../evil", b"")
 
