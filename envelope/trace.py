@@ -4,6 +4,10 @@ A hop signs ``HOP_LABEL || envelope digest || site NUL key NUL at NUL from NUL |
 previous signature``, where the previous signature is the last hop's (or, for the
 first hop, the origin's), so the trace is a chain: a record cannot be removed,
 reordered or moved to another envelope without breaking the ones after it.
+
+The sites chain too: each record's ``from`` is the site of the record before it (the
+origin for the first), so a trace cannot claim a path the envelope did not take
+(:func:`check_path`, run by :func:`verify_trace`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,29 @@ from crypto.errors import SignatureError
 from crypto.keys import SigningKey, VerifyKey
 from crypto.recipes import sign, verify
 from envelope import limits
-from envelope.errors import LimitExceeded, SignatureInvalid
+from envelope.errors import EnvelopeError, LimitExceeded, SignatureInvalid
 from envelope.head import ParsedHead, assemble_head, serialize_trace
 from envelope.model import Head, HopRecord
 from envelope.values import format_time, truncate_to_second
 
 HOP_LABEL = b"valise/v1/hop\x00"
+
+
+class TraceSpliced(EnvelopeError):
+    """A hop record says it came from a site that is not the one before it."""
+
+
+def check_path(origin: str, trace: tuple[HopRecord, ...]) -> None:
+    """Raise :class:`TraceSpliced` unless every hop record's ``from`` is the site of the
+    record before it (``origin`` for the first)."""
+    previous = origin
+    for index, hop in enumerate(trace):
+        if hop.received_from != previous:
+            raise TraceSpliced(
+                f"hop {index + 1} ({hop.site}) says it received the envelope from"
+                f" {hop.received_from}, but the hop before it is {previous}"
+            )
+        previous = hop.site
 
 
 def hop_message(parsed: ParsedHead, hop: HopRecord, previous_signature: bytes) -> bytes:
@@ -63,8 +84,10 @@ def verify_trace(parsed: ParsedHead, keys: Mapping[str, Mapping[str, VerifyKey]]
     """Check every hop record against the keys of the site it names.
 
     ``keys`` maps a site id to that site's usable keys (key id -> key). A record
-    signed by any other site's key is refused. Raises :class:`SignatureInvalid`.
+    signed by any other site's key is refused. Raises :class:`SignatureInvalid`, or
+    :class:`TraceSpliced` for a record whose ``from`` breaks the chain of sites.
     """
+    check_path(parsed.head.routing.origin, parsed.head.trace)
     for index, hop in enumerate(parsed.head.trace):
         key = keys.get(hop.site, {}).get(hop.key_id)
         if key is None:

@@ -32,7 +32,8 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 from crypto.x509 import certificate_pin, site_id_from_certificate
 from envelope.errors import EnvelopeError
-from gateway import logjson
+from envelope.replacement import ReplacementRefused
+from gateway import audit, logjson
 from gateway.faults import crash_point
 from gateway.hop import (
     MEDIA_TYPE,
@@ -46,6 +47,7 @@ from gateway.hop import (
 from gateway.metrics import Metrics
 from gateway.reseal import take_resealed_copy
 from gateway.site import SiteContext
+from gateway.store.base import Acceptance
 from gateway.tls import TLSConfigError, peer_certificate, peer_pin, peer_site_id
 
 log = logging.getLogger("valise.channel")
@@ -157,26 +159,16 @@ async def hop(request: web.Request) -> web.Response:
         outcomes = await ctx.store.accept_many(
             [(c.record, c.next_hops, c.deliver_here, c.hop_ack) for _, c in accepted], now=now
         )
-        resealed = {
-            c.record.message_id
-            for (_, c), o in zip(accepted, outcomes, strict=True)
-            if not o.new
-            and await take_resealed_copy(
-                ctx,
-                c.record.message_id,
-                data=c.record.data,
-                digest=c.record.digest,
-                chain=c.record.chain or b"",
-                hop_ack=c.hop_ack,
-                now=now,
-            )
-        }
+        resealed, refused = await _repeated(request, accepted, outcomes, now)
         if resealed:
             logjson.each(log, logging.INFO, "resealed", [{"id": m} for m in resealed], peer=peer)
         counts = {"new": 0, "duplicate": 0}
         rows: dict[str, list[dict[str, str]]] = {"accepted": [], "duplicate": []}
         heads = request.app.get(HEADS)
         for (index, checked), outcome in zip(accepted, outcomes, strict=True):
+            if index in refused:
+                results[index] = {"status": "refused", "reason": refused[index]}
+                continue
             fresh = outcome.new or checked.record.message_id in resealed
             ack = checked.hop_ack if fresh or outcome.hop_ack is None else outcome.hop_ack
             status = "accepted" if fresh else "duplicate"
@@ -208,6 +200,59 @@ async def hop(request: web.Request) -> web.Response:
         if any(c.deliver_here for _, c in accepted):
             request.app[INBOUND].set()
     return web.Response(body=_results_json(results), content_type="application/json")
+
+
+async def _repeated(
+    request: web.Request,
+    accepted: Sequence[tuple[int, Checked]],
+    outcomes: Sequence[Acceptance],
+    now: datetime,
+) -> tuple[set[str], dict[int, str]]:
+    """The envelopes of a batch whose message id was known here: those taken in place
+    of a held copy (gateway/reseal.py), and the refused ones by result index with
+    their reason: an id the operator deleted (its tombstone), or a copy that is not a
+    re-seal of the stored one by its origin (a forgery attempt: logged and audited)."""
+    ctx, peer = request.app[CONTEXT], request["peer"]
+    resealed: set[str] = set()
+    refused: dict[int, str] = {}
+    for (index, c), outcome in zip(accepted, outcomes, strict=True):
+        mid = c.record.message_id
+        if outcome.deleted:
+            refused[index] = (
+                f"message {mid} was deleted at {ctx.here} by its operator;"
+                " it is not accepted again before it expires"
+            )
+            logjson.event(log, logging.WARNING, "hop_refused", peer=peer, reason=refused[index])
+        elif not outcome.new:
+            try:
+                if await take_resealed_copy(ctx, c.record, c.parsed, hop_ack=c.hop_ack, now=now):
+                    resealed.add(mid)
+            except ReplacementRefused as exc:
+                refused[index] = str(exc)
+                logjson.event(
+                    log, logging.WARNING, "forgery_attempt", peer=peer, id=mid, reason=str(exc)
+                )
+                await _audit_forgery(ctx, peer, mid, str(exc), now)
+        if index in refused:
+            request.app[METRICS].refused.labels(peer).inc()
+    return resealed, refused
+
+
+async def _audit_forgery(
+    ctx: SiteContext, peer: str, message_id: str, reason: str, at: datetime
+) -> None:
+    try:
+        await audit.record(
+            ctx.store,
+            actor=ctx.here,
+            action="hop.forgery",
+            subject=message_id,
+            result="refused",
+            detail={"peer": peer, "reason": reason},
+            now=at,
+        )
+    except audit.AuditError as exc:  # the refusal stands; the log says why it is not audited
+        logjson.event(log, logging.WARNING, "audit_failed", id=message_id, reason=str(exc))
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
 """The hop protocol, receiver side: validate a batch of envelopes from a TLS peer.
 
 Rules (PRODUCT.md, Network; issue "The relay"):
+- Hub and spoke, enforced: a mission accepts hops from the hub only (checked first,
+  before any signature), and the hub accepts an envelope only from its origin (a
+  mission never relays). So mission-to-mission traffic cannot bypass the hub's
+  relay, time-stamps and audit log. (No directory policy relaxes this yet.)
 - The TLS peer must be the hop's sender: the last hop record's site, or the
-  origin when there is none.
+  origin when there is none; and each hop record's ``from`` is the site before it
+  (envelope/trace.py check_path), so a trace cannot claim a path not taken.
 - The origin's signature verifies under a usable key of the origin in the
   directory; every hop record verifies under its site's keys; the envelope has
   not expired; every destination is a known, active site.
@@ -131,6 +136,8 @@ def check_envelope(
     if parsed is None:
         parsed = parse_head(data[PREFIX_BYTES:offset])
     r = parsed.head.routing
+    if here != directory.hub and peer != directory.hub:
+        raise HopRefused(f"{here} accepts hops from the hub {directory.hub} only, not from {peer}")
     sender = parsed.head.trace[-1].site if parsed.head.trace else r.origin
     if sender != peer:
         raise HopRefused(f"TLS peer {peer} is not the hop's sender {sender}")
@@ -148,6 +155,11 @@ def check_envelope(
         raise HopRefused(f"origin signature refused: {refusal}")
     verify_origin(parsed, signer)
     verify_trace(parsed, hop_keys)
+    if here == directory.hub and parsed.head.trace:
+        raise HopRefused(
+            f"the hub accepts an envelope from its origin {r.origin} only;"
+            f" {peer} relayed it (missions do not relay)"
+        )
     if r.expires <= now:
         raise HopRefused(f"expired at {format_time(r.expires)}")
     unknown = [d for d in r.destinations if not directory.knows(d)]

@@ -13,6 +13,14 @@ Rules:
 - A relay (HQ) that holds the old copy for that reason takes the re-sealed one in its
   place when it arrives (gateway/channel.py), and sends it on; anywhere else a copy
   with a known id is a duplicate, as always.
+- A copy with a known id but other bytes is taken, or even kept as a duplicate, only
+  if it is a re-seal of the stored one: the same routing header and manifest, wrapped
+  to exactly the destinations (envelope/replacement.py), its origin signature already
+  verified under a key of that origin usable now (gateway/hop.py). Anything else
+  raises ReplacementRefused: a co-recipient or any other site reusing the id is a
+  forgery attempt, refused and logged. The stored copy is replaced only if it is still
+  the one compared (``expected_digest``), and only by a copy sealed to keys in force.
+- The origin's own re-seal passes the same check before it replaces its copy.
 - An envelope with a receipt is never re-sealed (it was delivered), nor one with no
   escrow (sealed before escrows were kept, or not sealed here).
 """
@@ -26,10 +34,11 @@ from datetime import datetime
 from envelope.errors import DecryptionFailed, EnvelopeError
 from envelope.head import ParsedHead
 from envelope.open import parse_framed_head
+from envelope.replacement import ReplacementRefused, check_replacement
 from envelope.reseal import Resealed, reseal
 from envelope.seal import Recipient
 from gateway.site import SiteContext
-from gateway.store.base import OutState
+from gateway.store.base import EnvelopeRecord, OutState
 from routing.directory import USABLE, Directory, DirectoryError
 
 HOLD_REASON = "sealed to revoked encryption key"
@@ -106,6 +115,10 @@ async def reseal_message(
     new = _reseal(ctx, record.data, parsed, offset, escrow, recipients)
     if new is None:
         return ResealResult(message_id, False, "the escrow opens with none of our keys")
+    try:
+        check_replacement(parsed.head, parse_framed_head(new.data)[0].head)
+    except ReplacementRefused as exc:  # our own bug: never replace with such a copy
+        return ResealResult(message_id, False, f"re-sealed copy refused: {exc}")
     reason = f"resealed: {', '.join(stale)} replaced"
     count = await ctx.store.replace_sealed(
         message_id,
@@ -113,6 +126,7 @@ async def reseal_message(
         digest=new.digest,
         chain=new.signature,
         hop_ack=None,
+        expected_digest=record.digest,
         requeue=REQUEUE,
         held_for=None,
         now=now,
@@ -153,22 +167,35 @@ def _reseal(
 
 async def take_resealed_copy(
     ctx: SiteContext,
-    message_id: str,
+    record: EnvelopeRecord,
+    parsed: ParsedHead,
     *,
-    data: bytes,
-    digest: bytes,
-    chain: bytes,
     hop_ack: bytes,
     now: datetime,
 ) -> bool:
-    """A relay: take an arriving copy of ``message_id`` (checked like any envelope) in
-    place of the stored one if that one is held as sealed to a revoked key."""
+    """A copy of a message id already stored here arrived (``record``, checked like any
+    envelope, with its head ``parsed``). True if it was taken in place of the stored
+    one (a relay holding that one as sealed to a revoked key); False if it is an
+    ordinary duplicate. Raises :class:`ReplacementRefused` if it is not a re-seal of
+    the stored envelope by its origin (nothing changed: the caller refuses it)."""
+    held = await ctx.store.get_envelope(record.message_id)
+    if held is None or held.digest == record.digest:
+        return False  # the same envelope again (or gone meanwhile): a duplicate
+    try:
+        held_head, _ = parse_framed_head(held.data)
+    except EnvelopeError:
+        return False  # not ours to judge: keep what we have, take nothing
+    check_replacement(held_head.head, parsed.head)
+    wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
+    if stale_stanzas(ctx.directory, wraps):
+        return False  # an older copy (a retry crossing the re-seal): it would not open
     count = await ctx.store.replace_sealed(
-        message_id,
-        data=data,
-        digest=digest,
-        chain=chain,
+        record.message_id,
+        data=record.data,
+        digest=record.digest,
+        chain=record.chain or b"",
         hop_ack=hop_ack,
+        expected_digest=held.digest,
         requeue=(OutState.HELD.value,),
         held_for=HOLD_REASON,
         now=now,

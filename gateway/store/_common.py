@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 from gateway.store.base import EnvelopeRecord, OutState, StoreError
@@ -13,7 +13,8 @@ from gateway.store.base import EnvelopeRecord, OutState, StoreError
 # Version 2 stores each delivery's claim order (priority rank, created) on the delivery,
 # under an index a claim reads in order.
 # Version 3 is the audit log, 4 the time-stamp tokens, 5 the directory fetch record,
-# 6 the origin's escrowed content keys (re-sealing).
+# 6 the origin's escrowed content keys (re-sealing), 7 tombstones of deleted messages
+# (a replayed copy stays refused until it expires).
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, "schema.sql"),
     (2, "v2_claim_order.sql"),
@@ -21,6 +22,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (4, "v4_timestamps.sql"),
     (5, "v5_keys.sql"),
     (6, "v6_reseal.sql"),
+    (7, "v7_tombstones.sql"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -41,6 +43,10 @@ RANKS: dict[str, int] = {"flash": 0, "immediate": 1, "priority": 2, "routine": 3
 
 RECEIPT_REASON = "receipt"
 EXPIRED_REASON = "expired"
+# A deleted message's tombstone outlives its expiry by this much, so that a copy
+# checked as unexpired by a hop handler whose clock is a little behind is still
+# refused (gateway/store tombstones, migration v7).
+TOMBSTONE_GRACE = timedelta(hours=1)
 
 
 def load_sql(backend: str, name: str) -> str:

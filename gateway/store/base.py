@@ -80,10 +80,13 @@ class EnvelopeRecord:
 
 @dataclass(frozen=True)
 class Acceptance:
-    """What accept() did: ``new`` is False for a repeated message id."""
+    """What accept() did: ``new`` is False for a repeated message id, and for one the
+    operator deleted here (``deleted``: a tombstone holds it until it expires, so a
+    replayed copy is neither stored nor delivered again)."""
 
     new: bool
     hop_ack: bytes | None  # the signed hop acknowledgement recorded on first acceptance
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -397,7 +400,11 @@ class Store(Protocol):
     async def hold(self, message_id: str, *, now: datetime, reason: str) -> int: ...
     async def release(self, message_id: str, *, now: datetime, reason: str) -> int: ...
     async def retry(self, message_id: str, *, now: datetime, reason: str) -> int: ...
-    async def delete(self, message_id: str, *, now: datetime, reason: str) -> int: ...
+    async def delete(self, message_id: str, *, now: datetime, reason: str) -> int:
+        """Remove the message (envelope, deliveries, inbound item; the history stays) and
+        leave a tombstone until its expiry, so that accept() of the id answers
+        ``deleted``. Returns the deliveries removed."""
+        ...
 
     async def queue(
         self, *, peer: str | None = None, state: str | None = None
@@ -512,6 +519,7 @@ class Store(Protocol):
         digest: bytes,
         chain: bytes,
         hop_ack: bytes | None,
+        expected_digest: bytes,
         requeue: Sequence[str],
         held_for: str | None,
         now: datetime,
@@ -519,9 +527,11 @@ class Store(Protocol):
     ) -> int:
         """Put a re-sealed copy of the envelope in place of the stored one (same id, no
         receipt yet) and move its deliveries in ``requeue`` states back to queued.
-        With ``held_for``, only if a delivery is held with a reason starting so (a relay
-        taking a re-sealed copy in place of the one it held). Returns the deliveries
-        requeued; 0 and nothing changed otherwise."""
+        Only if the stored copy is still the one of ``expected_digest`` (the one the
+        caller checked the replacement against: gateway/reseal.py). With ``held_for``,
+        only if a delivery is held with a reason starting so (a relay taking a re-sealed
+        copy in place of the one it held). Returns the deliveries requeued; 0 and
+        nothing changed otherwise."""
         ...
 
     # -- directory fetches (HQ) --------------------------------------------------------

@@ -31,6 +31,7 @@ from gateway.store._common import (
     EXPIRED_REASON,
     LATEST_VERSION,
     MIGRATIONS,
+    TOMBSTONE_GRACE,
     UNDELIVERED,
     aware,
     check_record,
@@ -412,6 +413,8 @@ class PostgresStore(
                 EXPIRED_REASON,
                 list(UNDELIVERED),
             )
+            # Tombstones of deleted messages are kept until their expiry (and a grace).
+            await conn.execute("DELETE FROM tombstones WHERE expires <= $1", at - TOMBSTONE_GRACE)
             return [r["message_id"] for r in rows]
 
         return await self._write(tx)

@@ -31,6 +31,7 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[],
             $13::text[], $14::bytea[], $15::bytea[])
      WITH ORDINALITY AS t(mid, origin, dest, digest, created, expires, priority, rfrom, size,
                           data, ack, doc_class, chain, escrow, n)
+WHERE NOT EXISTS (SELECT 1 FROM tombstones x WHERE x.message_id = t.mid)
 ORDER BY t.n
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id
@@ -246,12 +247,18 @@ async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> 
         for r, a in zip(records, results, strict=True)
         if a is None and r.message_id not in first_ack
     ]
+    deleted: set[str] = set()
     if earlier:
         rows = await conn.fetch(
             "SELECT message_id, hop_ack FROM envelopes WHERE message_id = ANY($1::text[])",
             earlier,
         )
         first_ack.update({row["message_id"]: row["hop_ack"] for row in rows})
+        # A message the operator deleted: its tombstone kept it out of the insert.
+        rows = await conn.fetch(
+            "SELECT message_id FROM tombstones WHERE message_id = ANY($1::text[])", earlier
+        )
+        deleted = {row["message_id"] for row in rows}
     if queued:
         await conn.execute(
             _QUEUE_DELIVERIES,
@@ -264,7 +271,11 @@ async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> 
     if here:
         await conn.execute(_ADD_INBOUND, here, at)
     return [
-        a if a is not None else Acceptance(new=False, hop_ack=first_ack.get(r.message_id))
+        a
+        if a is not None
+        else Acceptance(new=False, hop_ack=None, deleted=True)
+        if r.message_id in deleted
+        else Acceptance(new=False, hop_ack=first_ack.get(r.message_id))
         for r, a in zip(records, results, strict=True)
     ]
 

@@ -1,5 +1,6 @@
-"""The operator's part of the PostgreSQL store: hold, release, retry, delete, and the
-read-only views (queue, history, depths, ping, durability).
+"""The operator's part of the PostgreSQL store: hold, release, retry, delete (which leaves
+a tombstone until the message expires), and the read-only views (queue, history,
+depths, ping, durability).
 
 A mixin of :class:`gateway.store.postgres.PostgresStore`: every call runs through
 the store's ``_read`` / ``_write`` (one transaction, retried on a deadlock).
@@ -91,6 +92,17 @@ class PostgresOperator:
         at = aware(now)
 
         async def tx(conn: Conn) -> int:
+            # The tombstone outlives the envelope until its expiry: a copy replayed to
+            # /v1/hop is then refused as deleted instead of stored again (accept_rows).
+            await conn.execute(
+                "INSERT INTO tombstones (message_id, expires, deleted_at, reason)"
+                " SELECT message_id, expires, $2, $3 FROM envelopes"
+                " WHERE message_id = $1 AND expires > $2"
+                " ON CONFLICT (message_id) DO NOTHING",
+                message_id,
+                at,
+                reason,
+            )
             removed = await conn.fetchval(
                 "WITH gone AS (DELETE FROM deliveries WHERE message_id = $1 RETURNING 1)"
                 " SELECT count(*) FROM gone",

@@ -139,6 +139,7 @@ class PostgresTrust:
         digest: bytes,
         chain: bytes,
         hop_ack: bytes | None,
+        expected_digest: bytes,
         requeue: Sequence[str],
         held_for: str | None,
         now: datetime,
@@ -159,13 +160,14 @@ class PostgresTrust:
             changed = await conn.fetchval(
                 "WITH r AS (UPDATE envelopes SET data = $2, digest = $3, chain = $4,"
                 " hop_ack = $5, size = $6 WHERE message_id = $1 AND receipt IS NULL"
-                " AND digest != $3 RETURNING 1) SELECT count(*) FROM r",
+                " AND digest = $7 AND digest != $3 RETURNING 1) SELECT count(*) FROM r",
                 message_id,
                 data,
                 digest,
                 chain,
                 hop_ack,
                 len(data),
+                expected_digest,
             )
             if not changed:
                 return 0

@@ -28,6 +28,7 @@ from gateway.store._common import (
     EXPIRED_REASON,
     LATEST_VERSION,
     MIGRATIONS,
+    TOMBSTONE_GRACE,
     aware,
     check_record,
     load_sql,
@@ -392,6 +393,10 @@ class SqliteStore(SqliteInbound, SqliteOperator, SqliteIntegrators, SqliteTrust,
             ).fetchall()
             for message_id, peer in sorted(rows):
                 add_history(c, message_id, peer, OutState.FAILED.value, EXPIRED_REASON, at)
+            # Tombstones of deleted messages are kept until their expiry (and a grace).
+            c.execute(
+                "DELETE FROM tombstones WHERE expires <= ?", (ts(aware(now) - TOMBSTONE_GRACE),)
+            )
             return sorted({r[0] for r in rows})
 
         return await self._write(tx)

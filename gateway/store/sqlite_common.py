@@ -90,6 +90,8 @@ def accept_one(
     at: str,
 ) -> Acceptance:
     created = ts(record.created)
+    if c.execute("SELECT 1 FROM tombstones WHERE message_id = ?", (record.message_id,)).fetchone():
+        return Acceptance(new=False, hop_ack=None, deleted=True)
     cur = c.execute(
         "INSERT INTO envelopes (message_id, origin, destinations, digest, created, expires,"
         " priority, received_from, size, data, hop_ack, receipt, accepted_at, doc_class, chain,"

@@ -1,5 +1,6 @@
-"""The operator's part of the SQLite store: hold, release, retry, delete, and the
-read-only views (queue, history, depths, ping, durability).
+"""The operator's part of the SQLite store: hold, release, retry, delete (which leaves a
+tombstone until the message expires), and the read-only views (queue, history, depths,
+ping, durability).
 
 A mixin of :class:`gateway.store.sqlite.SqliteStore`: every call runs through the
 store's ``_read`` / ``_write`` (one thread, one ``BEGIN IMMEDIATE … COMMIT``).
@@ -77,6 +78,15 @@ class SqliteOperator:
         at = ts(now)
 
         def tx(c: sqlite3.Connection) -> int:
+            # The tombstone outlives the envelope until its expiry: a copy replayed to
+            # /v1/hop is then refused as deleted instead of stored again (accept_one).
+            c.execute(
+                "INSERT INTO tombstones (message_id, expires, deleted_at, reason)"
+                " SELECT message_id, expires, ?, ? FROM envelopes"
+                " WHERE message_id = ? AND expires > ?"
+                " ON CONFLICT (message_id) DO NOTHING",
+                (at, reason, message_id, at),
+            )
             removed = c.execute(
                 "DELETE FROM deliveries WHERE message_id = ?", (message_id,)
             ).rowcount

@@ -145,6 +145,7 @@ class SqliteTrust:
         digest: bytes,
         chain: bytes,
         hop_ack: bytes | None,
+        expected_digest: bytes,
         requeue: Sequence[str],
         held_for: str | None,
         now: datetime,
@@ -163,8 +164,8 @@ class SqliteTrust:
                     return 0
             cur = c.execute(
                 "UPDATE envelopes SET data = ?, digest = ?, chain = ?, hop_ack = ?, size = ?"
-                " WHERE message_id = ? AND receipt IS NULL AND digest != ?",
-                (data, digest, chain, hop_ack, len(data), message_id, digest),
+                " WHERE message_id = ? AND receipt IS NULL AND digest = ? AND digest != ?",
+                (data, digest, chain, hop_ack, len(data), message_id, expected_digest, digest),
             )
             if cur.rowcount == 0:
                 return 0
