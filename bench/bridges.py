@@ -7,10 +7,12 @@ bridge.http.submit.4k
 bridge.smtp.submit.4k
     messages/s accepted (``250 2.0.0 Ok: queued as``, after the durable commit) by
     M-PARIS's SMTP bridge, 16 smtplib clients (threads), one connection each reused for
-    every message (MAIL, RCPT, DATA, RSET), 4 KiB messages to registry@m-hanoi.
+    every message (MAIL, RCPT, DATA, RSET) after STARTTLS and AUTH as an integrator (the
+    bridge's default), 4 KiB messages to registry@m-hanoi.
 peer.postfix.smtp.4k
     the same SMTP load against Debian's Postfix on 127.0.0.1 (bench/bridges_postfix.py),
-    delivering to ``discard:``; skipped, with the reason, where it cannot run.
+    delivering to ``discard:``, in the clear and without AUTH (as it is configured);
+    skipped, with the reason, where it cannot run.
 
 Each Valise row gets a fresh network (gateway.testnet: HQ, M-PARIS, M-HANOI, as in the
 relay rows, bridges on): the relay forwards what was accepted while the load runs, as in
@@ -35,6 +37,7 @@ import json
 import os
 import shutil
 import smtplib
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -195,17 +198,29 @@ def message_maker(sender: str, rcpt: str) -> Callable[[int], bytes]:
     return lambda i: (head.format(i) + body).encode("ascii")
 
 
-def _smtp_load(port: int, sender: str, rcpt: str, plan: Plan) -> Load:
-    """CLIENTS threads with smtplib, one connection each (set up before t0), RSET between."""
+def _smtp_load(
+    port: int, sender: str, rcpt: str, plan: Plan, login: tuple[str, str] | None = None
+) -> Load:
+    """CLIENTS threads with smtplib, one connection each (set up before t0), RSET between;
+    with ``login`` (integrator, token) each connection does STARTTLS and AUTH first, as
+    the bridge requires by default (once per RECONNECT_EVERY messages: not in the rate)."""
     load = Load(done=[[] for _ in range(CLIENTS)])
     make = message_maker(sender, rcpt)
-    ready = threading.Barrier(CLIENTS + 1)
+    ready = threading.Barrier(CLIENTS + 1)  # every client connected (STARTTLS, AUTH)
+    go = threading.Barrier(CLIENTS + 1)  # t0 is set: start sending
     counter = iter(range(10**12))
     lock = threading.Lock()
 
     def connect() -> smtplib.SMTP:
         client = smtplib.SMTP("127.0.0.1", port, timeout=60)
         client.ehlo("bench.client")
+        if login is not None:
+            tls = ssl.create_default_context()
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE  # the site CA's certificate; not measured here
+            client.starttls(context=tls)
+            client.ehlo("bench.client")
+            client.login(*login)
         return client
 
     def one(client: smtplib.SMTP) -> None:
@@ -229,6 +244,7 @@ def _smtp_load(port: int, sender: str, rcpt: str, plan: Plan) -> Load:
         except (smtplib.SMTPException, OSError) as exc:
             load.failures.append(f"connect: {type(exc).__name__}: {exc}")
         ready.wait()
+        go.wait()
         stop_at = load.start + plan.warmup + plan.seconds
         sent = 0
         while (t := time.perf_counter()) < stop_at:
@@ -259,8 +275,9 @@ def _smtp_load(port: int, sender: str, rcpt: str, plan: Plan) -> Load:
     ]
     for t in threads:
         t.start()
-    load.start = time.perf_counter()  # the threads read it only after the barrier
     ready.wait()
+    load.start = time.perf_counter()  # after the set-up; the threads read it after `go`
+    go.wait()
     for t in threads:
         t.join(plan.warmup + plan.seconds + 120)
     return load
@@ -413,8 +430,9 @@ def smtp_row(plan: Plan, hub_stopped: bool = False) -> float:
         origin = net.sites[ORIGIN]
         if hub_stopped:
             net.sites[HUB].stop()
+        login = ("bench", _integrator_token(origin.directory))
         cpu0 = _cpu(net, None)
-        load = _smtp_load(origin.ports["smtp"], SMTP_SENDER, SMTP_RCPT, plan)
+        load = _smtp_load(origin.ports["smtp"], SMTP_SENDER, SMTP_RCPT, plan, login)
         cpu1 = _cpu(net, None)
         rate = _report(load, plan, "messages accepted (250 queued)", cpu0, cpu1)
         log(f"  {ORIGIN} -> {HUB} after the load: {asyncio.run(_origin_depths(origin.directory))}")

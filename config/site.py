@@ -121,7 +121,9 @@ class SmtpSection:
     max_recipients: int = 50
     timeout_seconds: float = 300.0
     require_tls: str = "no"
-    require_auth: str = "no"
+    # AUTH (integrator tokens, after STARTTLS) before MAIL; "no" lets any local
+    # process submit as anyone, and `valise doctor` warns about it.
+    require_auth: str = "yes"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ with one-time bundles. Then:
 
 - an integrator at M-PARIS submits over the HTTP API (multipart and raw body),
   to HQ and to M-HANOI (relayed blind through HQ);
-- a mail client at M-HANOI sends over the SMTP bridge to M-PARIS and to HQ;
+- a mail client at M-HANOI sends over the SMTP bridge to M-PARIS and to HQ (STARTTLS,
+  then AUTH as integrator ``demo-mail``);
 - an operator at HQ sends with ``valise send`` to both missions.
 
 The demo waits for every signed receipt, checks each document byte for byte in
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -127,10 +129,21 @@ async def via_http(net: Network, token: str) -> list[Sent]:
     return out
 
 
-def via_smtp(net: Network) -> list[Sent]:
-    """A mail client at M-HANOI: two messages through the SMTP bridge."""
+def _bridge_tls(site_dir: Path) -> ssl.SSLContext:
+    """What a mail client of the site trusts: the site CA (DIR/keys/ca.crt). Site
+    certificates name the site (a URI), not a host, so the host name is not checked
+    (as between sites: gateway/tls.py)."""
+    tls = ssl.create_default_context(cafile=str(site_dir / "keys" / "ca.crt"))
+    tls.check_hostname = False
+    return tls
+
+
+def via_smtp(net: Network, login: tuple[str, str]) -> list[Sent]:
+    """A mail client at M-HANOI: two messages through the SMTP bridge, logged in as an
+    integrator over STARTTLS (the bridge requires AUTH by default)."""
     out = []
     port = net.sites["M-HANOI"].ports["smtp"]
+    tls = _bridge_tls(net.sites["M-HANOI"].directory)
     for destination, mailbox, subject in (
         ("M-PARIS", "registry", "Legalisation request 17"),
         ("HQ", "consular", "Monthly consular report"),
@@ -143,6 +156,9 @@ def via_smtp(net: Network) -> list[Sent]:
         raw = msg.as_bytes()
         with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
             smtp.ehlo("demo-client")
+            smtp.starttls(context=tls)
+            smtp.ehlo("demo-client")
+            smtp.login(*login)
             smtp.mail("consul@m-hanoi.valise.local")
             smtp.rcpt(msg["To"])
             code, reply = smtp.data(raw)
@@ -185,7 +201,12 @@ async def _exchange(net: Network, root: Path) -> int:
     token = valise(
         "integrator", "add", "demo-dms", "--dir", str(net.sites["M-PARIS"].directory)
     ).splitlines()[0]
-    sent = await via_http(net, token) + via_smtp(net) + via_cli(net, root)
+    mail_token = valise(
+        "integrator", "add", "demo-mail", "--dir", str(net.sites["M-HANOI"].directory)
+    ).splitlines()[0]
+    sent = (
+        await via_http(net, token) + via_smtp(net, ("demo-mail", mail_token)) + via_cli(net, root)
+    )
     contexts: dict[str, SiteContext] = {
         s: await load_site(net.sites[s].directory) for s in net.sites
     }

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout
 
-from config.site import SiteConfig, load_site_config
+from config.site import SiteConfig, enabled, load_site_config
 from crypto.errors import CryptoError
 from crypto.x509 import SITE_DAYS, SiteCA, certificate_not_after
 from envelope.errors import EnvelopeError
@@ -281,6 +281,19 @@ def store_durability_checks(d: dict[str, str]) -> list[Check]:
     ]
 
 
+def smtp_auth_check(require_auth: bool, bridge_on: bool) -> Check:
+    """An SMTP bridge without AUTH takes mail from any process that reaches it: warn."""
+    if not bridge_on:
+        return Check("smtp auth", Status.OK, "the SMTP bridge is off")
+    if require_auth:
+        return Check("smtp auth", Status.OK, "AUTH (integrator tokens, after STARTTLS) required")
+    return Check(
+        "smtp auth",
+        Status.WARN,
+        "[smtp] require_auth = no: anyone who reaches the bridge submits as anyone",
+    )
+
+
 def disk_check(path: Path, free: int, total: int) -> Check:
     share = free / total if total else 0.0
     detail = f"{free / 1024**3:.1f} GiB free of {total / 1024**3:.1f} GiB ({share:.0%}) at {path}"
@@ -513,6 +526,7 @@ async def run_checks(directory: Path, *, now: datetime | None = None) -> list[Ch
         )
 
     checks += await store_checks(config)
+    checks.append(smtp_auth_check(enabled(config.smtp.require_auth), enabled(config.smtp.enabled)))
     usage = shutil.disk_usage(config.directory)
     checks.append(disk_check(config.directory, usage.free, usage.total))
     return checks

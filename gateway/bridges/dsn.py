@@ -31,7 +31,7 @@ OTHER_STATUS = "5.0.0"
 @dataclass(frozen=True)
 class Bounce:
     message_id: str  # the Valise message id
-    sender: str  # the original MAIL FROM, to whom the DSN goes
+    sender: str  # to whom the DSN goes: a local address (smtp_address.bounce_recipient)
     recipients: Sequence[str]  # the RCPT TO addresses that failed
     reason: str  # why, in words: "expired", "refused by HQ: ..."
     reporting_mta: str  # this gateway's name: "m-paris.valise.local"

@@ -4,7 +4,9 @@
 ``mailbox@site-id.<domain>``), ``max_message_bytes`` (advertised as SIZE and
 enforced, ``552 5.3.4``), ``max_recipients`` (``452 4.5.3`` beyond), ``timeout_seconds``
 (an idle connection is closed), ``require_tls`` (nothing but EHLO/NOOP/QUIT before
-STARTTLS) and ``require_auth`` (no mail without AUTH; AUTH works only after STARTTLS).
+STARTTLS) and ``require_auth`` (no mail without AUTH; AUTH works only after STARTTLS;
+``yes`` by default: ``no`` lets any local process submit as anyone, and ``valise
+doctor`` warns).
 
 STARTTLS presents the site's own TLS certificate (DIR/keys/tls.crt, issued by the
 HQ site CA: clients that verify it trust DIR/keys/ca.crt), TLS 1.2 or later.
@@ -16,9 +18,14 @@ smtp_sent.py (the sender records), dsn.py (the DSN) and mail_delivery.py (where
 mail goes at a site: received documents and DSNs).
 
 DSNs: the bridge subscribes to the site's events. ``failed`` for a message it
-queued marks its record failed and sends the sender a DSN through this site's
-outbound delivery (the sender's mailbox's ``[delivery]`` mode: smarthost or
-Maildir); a DSN that cannot be delivered yet is retried. ``delivered`` (a receipt)
+queued marks its record failed and sends a DSN through this site's outbound
+delivery (the mailbox's ``[delivery]`` mode: smarthost or Maildir); a DSN that
+cannot be delivered yet is retried. A DSN never leaves the site
+(smtp_address.bounce_recipient): it goes to the ``MAIL FROM`` only if that is a
+local address (``mailbox@<this site>.<domain>``), else to the mailbox of the
+integrator that authenticated the submission (its name at this site), else nowhere
+(``dsn_not_deliverable`` in the log): a bounce carries the message's headers and
+must not be a way to send them, or backscatter, to an outside address. ``delivered`` (a receipt)
 forgets the record. A sweep at start and every SWEEP_SECONDS finishes what a
 crash interrupted, and bounces messages that expired beyond this site (a relay's
 failure is not reported back to the origin, so the origin's own clock decides):
@@ -40,6 +47,7 @@ from config.site import enabled, split_hostport
 from gateway.bridges.dsn import Bounce, build_dsn
 from gateway.bridges.local import DeliveryDeferred
 from gateway.bridges.mail_delivery import MailRefused, deliver_dsn, gateway_name
+from gateway.bridges.smtp_address import bounce_recipient
 from gateway.bridges.smtp_auth import authenticate
 from gateway.bridges.smtp_handler import SmtpHandler
 from gateway.bridges.smtp_sent import SentRecord, SentRecords
@@ -169,10 +177,27 @@ class SmtpBridge:
         if record.sender is None:  # never bounce a message from the null sender
             await self._done(message_id, "dsn_skipped", "null sender")
             return
+        to = bounce_recipient(
+            record.sender, record.integrator, self.ctx.here, self.ctx.config.smtp.domain
+        )
+        if to.value is None:
+            await self._done(message_id, "dsn_not_deliverable", to.refused or "no recipient")
+            return
+        if to.refused is not None:
+            log.info(
+                json.dumps(
+                    {
+                        "event": "dsn_to_integrator",
+                        "id": message_id,
+                        "to": to.value,
+                        "reason": to.refused,
+                    }
+                )
+            )
         dsn = build_dsn(
             Bounce(
                 message_id=message_id,
-                sender=record.sender,
+                sender=to.value,
                 recipients=record.recipients,
                 reason=record.failed_reason,
                 reporting_mta=gateway_name(self.ctx),
@@ -182,7 +207,7 @@ class SmtpBridge:
             )
         )
         try:
-            delivered = await deliver_dsn(self.ctx, message_id, record.sender, dsn)
+            delivered = await deliver_dsn(self.ctx, message_id, to.value, dsn)
         except DeliveryDeferred as exc:
             log.warning(json.dumps({"event": "dsn_deferred", "id": message_id, "reason": str(exc)}))
             return

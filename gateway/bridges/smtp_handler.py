@@ -152,6 +152,7 @@ class SmtpHandler:
                 arrival=now,
                 expires=expires,
                 headers=headers,
+                integrator=session.auth_data if session.authenticated else None,
             )
             try:
                 await asyncio.to_thread(self.records.write, record)

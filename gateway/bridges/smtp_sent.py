@@ -7,6 +7,7 @@ the envelope is committed (under the message id chosen in advance) and so before
 answers ``250``:
 
     {"id": ..., "sender": "alice@m-paris.valise.local" | null,
+     "integrator": "dms" | null,          # who authenticated the submission, if anyone
      "recipients": ["registry@m-hanoi.valise.local"], "site": "M-HANOI",
      "mailbox": "registry", "arrival": ISO-8601, "expires": ISO-8601,
      "headers": <latin-1 header section>,
@@ -45,11 +46,13 @@ class SentRecord:
     headers: bytes
     failed_reason: str | None = None
     failed_at: datetime | None = None
+    integrator: str | None = None  # the AUTH name of the submission (None: anonymous)
 
     def to_json(self) -> bytes:
         doc: dict[str, object] = {
             "id": self.message_id,
             "sender": self.sender,
+            "integrator": self.integrator,
             "recipients": list(self.recipients),
             "site": self.site,
             "mailbox": self.mailbox,
@@ -68,6 +71,7 @@ class SentRecord:
         return cls(
             message_id=str(doc["id"]),
             sender=doc["sender"],
+            integrator=doc.get("integrator"),
             recipients=tuple(doc["recipients"]),
             site=str(doc["site"]),
             mailbox=str(doc["mailbox"]),

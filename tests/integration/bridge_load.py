@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tests.integration.smtp_support import queued_ids
+from tests.integration.smtp_support import no_verify, queued_ids
 
 SendOne = Callable[[int], list[str]]
 
@@ -71,7 +71,8 @@ def in_background(
 
 
 class SmtpSender:
-    """``send(i)`` over one SMTP connection, reconnected after any failure."""
+    """``send(i)`` over one SMTP connection, reconnected after any failure; logged in
+    as ``login`` (integrator, token) over STARTTLS (the bridge requires AUTH)."""
 
     def __init__(
         self,
@@ -79,12 +80,14 @@ class SmtpSender:
         sender: str,
         recipients: list[str],
         message: Callable[[int], bytes],
+        login: tuple[str, str],
         timeout: float = 5.0,
     ) -> None:
         self.port = port
         self.sender = sender
         self.recipients = recipients
         self.message = message
+        self.login = login
         self.timeout = timeout
         self.client: smtplib.SMTP | None = None
 
@@ -92,7 +95,8 @@ class SmtpSender:
         try:
             if self.client is None:
                 self.client = smtplib.SMTP("127.0.0.1", self.port(), timeout=self.timeout)
-                self.client.ehlo()
+                self.client.starttls(context=no_verify())
+                self.client.login(*self.login)
             client = self.client
             code, text = client.mail(self.sender)
             if code != 250:

@@ -20,6 +20,7 @@ from gateway.bridges.maildir import delivered_keys
 from gateway.site import load_site
 from gateway.testnet import Network
 from tests.integration.bridge_load import Outcome, SmtpSender, in_background
+from tests.integration.smtp_support import add_integrator
 from tests.integration.test_relay import FAST
 
 MESSAGES = 100
@@ -88,7 +89,8 @@ def test_kill_9_during_smtp_submissions(tmp_path: Path) -> None:
     site_env = {"M-HANOI": {"VALISE_DELIVERY_MODE": "maildir"}}
     with Network(tmp_path, env=env, site_env=site_env) as net:
         paris = net.sites["M-PARIS"]
-        send = SmtpSender(lambda: paris.ports["smtp"], SENDER, [RECIPIENT], message)
+        login = ("crash-client", add_integrator(paris.directory, "crash-client"))
+        send = SmtpSender(lambda: paris.ports["smtp"], SENDER, [RECIPIENT], message, login)
         outcome, submitter = in_background(send, MESSAGES)
         try:
             for n in KILL_AFTER:

@@ -3,7 +3,8 @@
 M-PARIS and M-HANOI deliver to Maildirs (``[delivery] mode = maildir``), HQ keeps
 documents in its HTTP inbox; M-HANOI's mailbox ``clerk`` goes to a smarthost (a
 tiny aiosmtpd server started by the test, with STARTTLS). The submission limit is
-small (MAX_BYTES) so that the size checks are cheap.
+small (MAX_BYTES) so that the size checks are cheap. The bridge requires AUTH by
+default: clients log in as the integrator CLIENT over STARTTLS.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ MAX_BYTES = 4096
 MAX_RECIPIENTS = 3
 IDLE_SECONDS = 4
 SENDER = "alice@m-paris.valise.local"
+CLIENT = "bridge-tests"  # the integrator the tests' mail clients log in as
 HANOI = "registry@m-hanoi.valise.local"
 ARCHIVE = "archive@hq.valise.local"
 BRIDGE_ENV = FAST
@@ -95,6 +97,7 @@ class Smarthost:
 class Bridged:
     net: Network
     smarthost: Smarthost
+    login: tuple[str, str]  # (integrator, token) at M-PARIS
 
     def port(self, site: str = "M-PARIS") -> int:
         return self.net.sites[site].ports["smtp"]
@@ -124,7 +127,8 @@ def bridged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridged]:
         "VALISE_SMTP_TIMEOUT_SECONDS": str(IDLE_SECONDS),
     }
     with Network(root / "net", env=env, site_env=site_env) as net:
-        yield Bridged(net, smarthost)
+        token = add_integrator(net.sites["M-PARIS"].directory, CLIENT)
+        yield Bridged(net, smarthost, (CLIENT, token))
 
 
 @pytest.fixture(autouse=True)
@@ -137,10 +141,20 @@ def maildir_file(site_dir: Path, mailbox: str, message_id: str) -> Path:
     return site_dir / "maildir" / mailbox / "new" / f"{message_id}.valise"
 
 
-def submit(port: int, sender: str, rcpts: list[str], message: bytes) -> list[str]:
-    """Send one message with smtplib; the message ids of the 250 reply."""
+def submit(
+    port: int,
+    sender: str,
+    rcpts: list[str],
+    message: bytes,
+    login: tuple[str, str] | None,
+) -> list[str]:
+    """Send one message with smtplib (logged in over STARTTLS unless ``login`` is
+    None); the message ids of the 250 reply."""
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
         client.ehlo()
+        if login is not None:
+            client.starttls(context=no_verify())
+            client.login(*login)
         assert client.mail(sender)[0] == 250
         for rcpt in rcpts:
             assert client.rcpt(rcpt)[0] == 250
@@ -149,9 +163,20 @@ def submit(port: int, sender: str, rcpts: list[str], message: bytes) -> list[str
     return queued_ids(text.decode())
 
 
-def session(port: int) -> RawSmtp:
+def plain_session(port: int) -> RawSmtp:
+    """A raw session after EHLO: no TLS, no AUTH."""
     raw = RawSmtp(port)
     assert raw.cmd("EHLO client.test")[0] == 250
+    return raw
+
+
+def session(port: int, login: tuple[str, str]) -> RawSmtp:
+    """A raw session after EHLO, STARTTLS, EHLO and AUTH PLAIN."""
+    raw = plain_session(port)
+    raw.starttls()
+    assert raw.cmd("EHLO client.test")[0] == 250
+    code, lines = raw.cmd("AUTH PLAIN " + _plain(*login))
+    assert code == 235, lines
     return raw
 
 
@@ -163,7 +188,7 @@ def test_a_message_arrives_byte_identical_in_a_maildir_and_the_http_inbox(
 ) -> None:
     with smtplib.SMTP("127.0.0.1", bridged.port(), timeout=10) as client:
         client.starttls(context=no_verify())
-        client.ehlo()
+        client.login(*bridged.login)
         assert client.mail(SENDER)[0] == 250
         assert client.rcpt(HANOI)[0] == 250
         assert client.rcpt(ARCHIVE)[0] == 250
@@ -188,7 +213,7 @@ def test_a_message_arrives_byte_identical_in_a_maildir_and_the_http_inbox(
 def test_recipients_are_grouped_by_site_and_mailbox(bridged: Bridged) -> None:
     message = b"Subject: grouped\r\n\r\nhello\r\n"
     rcpts = [HANOI, "Registry@M-HANOI.valise.local", "desk@m-hanoi.valise.local"]
-    registry, desk = submit(bridged.port(), SENDER, rcpts, message)
+    registry, desk = submit(bridged.port(), SENDER, rcpts, message, bridged.login)
     assert wait_file(maildir_file(bridged.dir("M-HANOI"), "registry", registry)) == message
     assert wait_file(maildir_file(bridged.dir("M-HANOI"), "desk", desk)) == message
 
@@ -283,7 +308,9 @@ def test_smarthost_delivery_over_starttls_carries_the_message_unchanged(
     )
     server.start()
     try:
-        (message_id,) = submit(bridged.port(), SENDER, ["clerk@m-hanoi.valise.local"], MESSAGE)
+        (message_id,) = submit(
+            bridged.port(), SENDER, ["clerk@m-hanoi.valise.local"], MESSAGE, bridged.login
+        )
         assert smarthost.got.wait(30), "the smarthost received nothing"
         # Written once M-HANOI's client has had the 250 and said QUIT.
         wait_file(bridged.dir("M-HANOI") / "mail-delivered" / message_id)
@@ -305,6 +332,11 @@ def test_every_reply_has_an_enhanced_status_code(bridged: Bridged) -> None:
     assert code == 250
     assert {"250-ENHANCEDSTATUSCODES", f"250-SIZE {MAX_BYTES}", "250-STARTTLS"} <= set(ehlo)
     assert not any(line.startswith("250-AUTH") for line in ehlo)  # not before STARTTLS
+    code, lines = raw.cmd(f"MAIL FROM:<{SENDER}>")
+    assert code == 530 and lines[0].startswith("530 5.7.0"), lines  # AUTH first
+    raw.starttls()
+    assert raw.cmd("EHLO client.test")[0] == 250
+    assert raw.cmd("AUTH PLAIN " + _plain(*bridged.login))[0] == 235
     replies = [
         raw.cmd("NOOP"),
         raw.cmd("RCPT TO:<registry@m-hanoi.valise.local>"),  # before MAIL
@@ -325,7 +357,7 @@ def test_every_reply_has_an_enhanced_status_code(bridged: Bridged) -> None:
 
 
 def test_rcpt_refusals(bridged: Bridged) -> None:
-    raw = session(bridged.port())
+    raw = session(bridged.port(), bridged.login)
     assert raw.cmd(f"MAIL FROM:<{SENDER}>")[0] == 250
     code, lines = raw.cmd("RCPT TO:<registry@m-nowhere.valise.local>")
     assert code == 550 and lines[0].startswith("550 5.1.1"), lines
@@ -339,7 +371,7 @@ def test_rcpt_refusals(bridged: Bridged) -> None:
 
 
 def test_too_many_recipients(bridged: Bridged) -> None:
-    raw = session(bridged.port())
+    raw = session(bridged.port(), bridged.login)
     raw.cmd(f"MAIL FROM:<{SENDER}>")
     for i in range(MAX_RECIPIENTS):
         assert raw.cmd(f"RCPT TO:<r{i}@m-hanoi.valise.local>")[0] == 250
@@ -370,7 +402,7 @@ def _sized(n: int) -> bytes:
     ("size", "accepted"), [(MAX_BYTES - 1, True), (MAX_BYTES, True), (MAX_BYTES + 1, False)]
 )
 def test_the_size_limit_in_data(bridged: Bridged, size: int, accepted: bool) -> None:
-    raw = session(bridged.port())
+    raw = session(bridged.port(), bridged.login)
     raw.cmd(f"MAIL FROM:<{SENDER}>")
     raw.cmd(f"RCPT TO:<{HANOI}>")
     assert raw.cmd("DATA")[0] == 354
@@ -387,7 +419,7 @@ def test_the_size_limit_in_data(bridged: Bridged, size: int, accepted: bool) -> 
     ("size", "code"), [(MAX_BYTES - 1, 250), (MAX_BYTES, 250), (MAX_BYTES + 1, 552)]
 )
 def test_the_size_limit_in_mail_from(bridged: Bridged, size: int, code: int) -> None:
-    raw = session(bridged.port())
+    raw = session(bridged.port(), bridged.login)
     got, lines = raw.cmd(f"MAIL FROM:<{SENDER}> SIZE={size}")
     assert got == code, lines
     if code == 552:
@@ -406,7 +438,7 @@ SMUGGLING = {
 
 @pytest.mark.parametrize("sequence", SMUGGLING.values(), ids=SMUGGLING.keys())
 def test_smuggling_sequences_in_data_are_refused(bridged: Bridged, sequence: bytes) -> None:
-    raw = session(bridged.port())
+    raw = session(bridged.port(), bridged.login)
     raw.cmd(f"MAIL FROM:<{SENDER}>")
     raw.cmd(f"RCPT TO:<{HANOI}>")
     assert raw.cmd("DATA")[0] == 354
@@ -436,14 +468,14 @@ def test_smuggling_sequences_in_data_are_refused(bridged: Bridged, sequence: byt
     ids=["bare LF", "bare CR", "bare LF in MAIL", "bare LF after an overlong line"],
 )
 def test_bare_line_endings_in_commands_close_the_session(bridged: Bridged, line: bytes) -> None:
-    raw = session(bridged.port())
+    raw = session(bridged.port(), bridged.login)
     code, lines = raw.cmd(line)
     assert code == 500 and lines[0].startswith("500 5.5.2"), lines
     assert raw.closed()
 
 
 def test_command_line_limits(bridged: Bridged) -> None:
-    raw = session(bridged.port())
+    raw = session(bridged.port(), bridged.login)
     code, lines = raw.cmd("NOOP " + "x" * 600)  # over 512 octets (RFC 5321 4.5.3.1.4)
     assert code == 500 and lines[0].startswith("500 5.5.2"), lines
     code, lines = raw.cmd("NOOP " + "x" * 5000)  # over the line buffer
@@ -452,7 +484,7 @@ def test_command_line_limits(bridged: Bridged) -> None:
 
 
 def test_an_idle_connection_is_closed_with_421(bridged: Bridged) -> None:
-    raw = session(bridged.port())
+    raw = session(bridged.port(), bridged.login)
     started = time.monotonic()
     raw.sock.settimeout(IDLE_SECONDS + 5)
     code, lines = raw.reply()
@@ -463,7 +495,7 @@ def test_an_idle_connection_is_closed_with_421(bridged: Bridged) -> None:
 
 def test_auth_before_starttls_is_refused(bridged: Bridged) -> None:
     token = add_integrator(bridged.dir("M-PARIS"), "too-early")
-    raw = session(bridged.port())
+    raw = plain_session(bridged.port())
     code, lines = raw.cmd("AUTH PLAIN " + _plain("too-early", token))
     assert code == 538 and lines[0].startswith("538 5.7.11"), lines
     raw.close()
@@ -481,7 +513,7 @@ def test_require_tls_and_auth(bridged: Bridged) -> None:
     paris.env.update({"VALISE_SMTP_REQUIRE_TLS": "yes", "VALISE_SMTP_REQUIRE_AUTH": "yes"})
     paris.start()
     try:
-        raw = session(bridged.port())
+        raw = plain_session(bridged.port())
         code, lines = raw.cmd(f"MAIL FROM:<{SENDER}>")
         assert code == 530 and lines[0].startswith("530 5.7.0"), lines
         raw.starttls()
@@ -506,33 +538,70 @@ def test_require_tls_and_auth(bridged: Bridged) -> None:
 # -- DSN -------------------------------------------------------------------------------
 
 
-def test_a_message_that_expires_bounces_to_its_sender(tmp_path: Path) -> None:
-    site_env = {"M-PARIS": {"VALISE_DELIVERY_MODE": "maildir"}}
+def test_unauthenticated_mail_is_refused_by_default(bridged: Bridged) -> None:
+    raw = plain_session(bridged.port())
+    for command in (f"MAIL FROM:<{SENDER}>", f"RCPT TO:<{HANOI}>", "DATA"):
+        code, lines = raw.cmd(command)
+        assert code == 530 and lines[0].startswith("530 5.7.0 Authentication required"), lines
+    raw.starttls()
+    assert raw.cmd("EHLO client.test")[0] == 250
+    code, lines = raw.cmd(f"MAIL FROM:<{SENDER}>")  # TLS alone is not enough
+    assert code == 530 and lines[0].startswith("530 5.7.0"), lines
+    assert raw.cmd("AUTH PLAIN " + _plain(*bridged.login))[0] == 235
+    assert raw.cmd(f"MAIL FROM:<{SENDER}>")[0] == 250
+    raw.close()
+
+
+SHORT_LIVED = (
+    b"From: alice@m-paris.valise.local\r\n"
+    b"To: archive@hq.valise.local\r\n"
+    b"Subject: short-lived\r\n"
+    b"X-Valise-Expires: 2\r\n"
+    b"\r\n"
+    b"This will not arrive.\r\n"
+)
+OUTSIDER = "victim@external.example"
+
+
+def test_a_message_that_expires_bounces_only_to_a_local_mailbox(tmp_path: Path) -> None:
+    """Three messages expire: from a local sender (the DSN goes to that mailbox), from an
+    outside address submitted by integrator ``dsn-client`` (to the integrator's
+    mailbox, not outside), and from an outside address submitted without AUTH
+    (allowed here by ``require_auth = no``: no DSN at all, and the log says why)."""
+    site_env = {"M-PARIS": {"VALISE_DELIVERY_MODE": "maildir", "VALISE_SMTP_REQUIRE_AUTH": "no"}}
     with Network(tmp_path, missions=("M-PARIS",), env=BRIDGE_ENV, site_env=site_env) as net:
-        net.sites["HQ"].stop()  # M-PARIS's only next hop: the message waits, then expires
-        message = (
-            b"From: alice@m-paris.valise.local\r\n"
-            b"To: archive@hq.valise.local\r\n"
-            b"Subject: short-lived\r\n"
-            b"X-Valise-Expires: 2\r\n"
-            b"\r\n"
-            b"This will not arrive.\r\n"
-        )
-        port = net.sites["M-PARIS"].ports["smtp"]
-        (message_id,) = submit(port, SENDER, [ARCHIVE], message)
+        net.sites["HQ"].stop()  # M-PARIS's only next hop: the messages wait, then expire
         paris = net.sites["M-PARIS"].directory
-        dsn = wait_file(maildir_file(paris, "alice", f"dsn-{message_id}"), timeout=30)
+        login = ("dsn-client", add_integrator(paris, "dsn-client"))
+        port = net.sites["M-PARIS"].ports["smtp"]
+        (local,) = submit(port, SENDER, [ARCHIVE], SHORT_LIVED, login)
+        (outside,) = submit(port, OUTSIDER, [ARCHIVE], SHORT_LIVED, login)
+        (anonymous,) = submit(port, OUTSIDER, [ARCHIVE], SHORT_LIVED, None)
+        dsn = wait_file(maildir_file(paris, "alice", f"dsn-{local}"), timeout=30)
+        to_integrator = wait_file(maildir_file(paris, "dsn-client", f"dsn-{outside}"), 30)
+        log = net.sites["M-PARIS"].log
+        wait_for(lambda: f'"id": "{anonymous}"' in _dsn_events(log, "dsn_not_deliverable"), 30)
         # The sender record goes right after the DSN is written (not in the same step).
-        sent_record = paris / "smtp-sent" / f"{message_id}.json"
-        wait_for(lambda: not sent_record.exists(), 30)
+        records = [paris / "smtp-sent" / f"{m}.json" for m in (local, outside, anonymous)]
+        wait_for(lambda: not any(r.exists() for r in records), 30)
+        folders = sorted(p.name for p in (paris / "maildir").iterdir())
+    assert folders == ["alice", "dsn-client"]  # nothing for the outsider's mailbox
     assert dsn.startswith(b"Return-Path: <>\r\n")  # the null sender
     report = message_from_bytes(dsn, policy=default)
     assert report.get_content_type() == "multipart/report"
     assert report.get_param("report-type") == "delivery-status"
-    assert report["X-Valise-Message-Id"] == message_id
+    assert report["X-Valise-Message-Id"] == local
+    assert report["To"] == SENDER
     parts: list[Any] = list(report.iter_parts())
     status = parts[1].as_string()
     assert f"Final-Recipient: rfc822; {ARCHIVE}" in status
     assert "Action: failed" in status and "Status: 5.4.7" in status
     assert b"Subject: short-lived" in parts[2].get_payload(decode=True)
-    assert not sent_record.exists()
+    bounced = message_from_bytes(to_integrator, policy=default)
+    assert bounced["To"] == "dsn-client@m-paris.valise.local"
+    assert bounced["X-Valise-Message-Id"] == outside
+    assert "not authenticated" in _dsn_events(log, "dsn_not_deliverable")
+
+
+def _dsn_events(log: Path, event: str) -> str:
+    return "\n".join(line for line in log.read_text().splitlines() if f'"{event}"' in line)
