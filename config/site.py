@@ -47,7 +47,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,10 @@ class KeysSection:
     tls_days: int = 365  # validity of a TLS certificate HQ issues on rotation
     tls_renew_days: int = 30  # renew the TLS certificate this long before it expires
     check_seconds: float = 60.0  # how often a running site looks at its keys
+    # A file (0600; relative to DIR) holding the passphrase that encrypts this site's
+    # private keys at rest. VALISE_KEY_PASSPHRASE, when set, is used instead. Never
+    # a command-line argument: the process list and shell history would show it.
+    passphrase_file: str = ""
 
 
 # The TSA policy OID HQ stamps under unless configured. A PLACEHOLDER under a private
@@ -191,6 +195,9 @@ class SiteConfig:
     keys: KeysSection = KeysSection()
     tsa: TsaSection = TsaSection()
     audit: AuditSection = AuditSection()
+    # The private keys' passphrase (read_key_passphrase), None when they are not
+    # encrypted. Not a setting of valise.toml: render_site_config never writes it.
+    key_passphrase: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_hub(self) -> bool:
@@ -265,7 +272,47 @@ def load_site_config(directory: Path, environ: Mapping[str, str] | None = None) 
         directory=directory,
         **{name: _section(cls, raw.get(name, {}), name, env) for name, cls in SECTIONS.items()},
     )
-    return _check(config)
+    passphrase = read_key_passphrase(directory, config.keys.passphrase_file, env)
+    return _check(replace(config, key_passphrase=passphrase))
+
+
+KEY_PASSPHRASE_ENV = "VALISE_KEY_PASSPHRASE"  # noqa: S105 (a variable name)
+MAX_PASSPHRASE_BYTES = 1024
+
+
+def read_key_passphrase(
+    directory: Path, passphrase_file: str = "", environ: Mapping[str, str] | None = None
+) -> bytes | None:
+    """The passphrase of a site's private keys: ``VALISE_KEY_PASSPHRASE`` if set, else
+    the content of ``passphrase_file`` (relative to ``directory``; one trailing line end
+    dropped), else None (the keys are not encrypted). Raises :class:`ConfigError` for an
+    empty passphrase, or a file that is missing, too large or readable by others."""
+    env = os.environ if environ is None else environ
+    given = env.get(KEY_PASSPHRASE_ENV)
+    if given is not None:
+        if not given:
+            raise ConfigError(f"{KEY_PASSPHRASE_ENV} is set but empty")
+        return given.encode()
+    if not passphrase_file:
+        return None
+    path = directory / passphrase_file
+    try:
+        with path.open("rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            data = f.read(MAX_PASSPHRASE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"[keys] passphrase_file {path}: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        raise ConfigError(
+            f"[keys] passphrase_file {path} is mode {mode & 0o777:04o}, readable by others: "
+            f"chmod 600 {path}"
+        )
+    if len(data) > MAX_PASSPHRASE_BYTES:
+        raise ConfigError(f"[keys] passphrase_file {path} is over {MAX_PASSPHRASE_BYTES} bytes")
+    data = data.removesuffix(b"\n").removesuffix(b"\r")
+    if not data:
+        raise ConfigError(f"[keys] passphrase_file {path} is empty")
+    return data
 
 
 SECTIONS: dict[str, type[Any]] = {

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import click
 
 from config.settings import CommandEnvironment
+from config.site import read_key_passphrase
 from envelope.errors import EnvelopeError, UsageError
 from envelope.head import ParsedHead
 from envelope.seal import Recipient, new_routing
@@ -99,7 +100,8 @@ def keys() -> None:
 )
 @one_line_errors
 def keys_generate(site: str, directory: Path | None, days: int) -> None:
-    """Create SITE's signing and encryption keys and SITE.pub.xml."""
+    """Create SITE's signing and encryption keys and SITE.pub.xml (the private keys
+    encrypted under VALISE_KEY_PASSPHRASE when it is set)."""
     from datetime import timedelta
 
     from envelope.errors import SchemaError
@@ -110,7 +112,9 @@ def keys_generate(site: str, directory: Path | None, days: int) -> None:
     except SchemaError as exc:
         raise UsageError(str(exc)) from None
     target = directory or CommandEnvironment.from_environ().site_dir
-    made = generate_site_keys(site, target, validity=timedelta(days=days))
+    made = generate_site_keys(
+        site, target, validity=timedelta(days=days), passphrase=read_key_passphrase(target)
+    )
     click.echo(f"{target / (site + '.pub.xml')}")
     click.echo(
         f"valise: keys for {site}: signing {made.signing.key_id}, "
@@ -195,7 +199,7 @@ def seal(
         raise FileExistsError(17, "refusing to overwrite", str(out))
     if len(media_types) > len(inputs):
         raise UsageError("more --media-type than --in")
-    sender = load_site_keys(keys_dir)
+    sender = load_site_keys(keys_dir, read_key_passphrase(keys_dir))
     now = datetime.now(UTC)
     recipients = []
     for doc_path in to_docs:
@@ -270,7 +274,7 @@ def open_(keys_dir: Path, from_doc: Path, envelope: Path, out_dir: Path) -> None
     """Verify and decrypt an envelope; write its parts into OUT-DIR."""
     from envelope.errors import SignatureInvalid
 
-    me = load_site_keys(keys_dir)
+    me = load_site_keys(keys_dir, read_key_passphrase(keys_dir))
     origin = load_public_doc(from_doc)
     parsed = inspect_file(envelope)
     if parsed.head.routing.origin != origin.site:

@@ -5,6 +5,7 @@ keys rotate --kind signing|encryption|tls [--overlap DURATION] [--dry-run]
 keys activate KEYID [--overlap DURATION] [--dry-run]  one step of a rotation
 keys retire KEYID [--dry-run]                         end a key's overlap now
 keys revoke KEYID --reason TEXT [--dry-run]           now, everywhere (HQ: any site's key)
+keys encrypt                                          encrypt the private key files in place
 directory status [--json]                             HQ: who has fetched which version
 
 Each step is idempotent (run again, it does nothing) and prints what it did; with
@@ -172,6 +173,25 @@ def keys_revoke(key_id: str, reason: str, dry_run: bool, directory: Path | None)
     """Revoke a key at once (an own active key is replaced by a new one)."""
     ops = _ops(directory)
     _run(lambda: ops.revoke(key_id, reason, dry_run=dry_run), ops, "key.revoke", key_id)
+
+
+@keys.command("encrypt")
+@DIR_OPTION
+@one_line_errors
+def keys_encrypt(directory: Path | None) -> None:
+    """Encrypt this site's private key files in place under its key passphrase
+    (VALISE_KEY_PASSPHRASE or [keys] passphrase_file). Keys encrypted already must open
+    with it; all are checked before any is written."""
+    from gateway.keyring import encrypt_key_files
+
+    ops = _ops(directory)
+    if ops.config.key_passphrase is None:
+        _fail(EXIT_USAGE, "no key passphrase: set VALISE_KEY_PASSPHRASE or [keys] passphrase_file")
+        return
+    done = encrypt_key_files(ops.keys_dir, ops.config.key_passphrase)
+    for path in done:
+        click.echo(str(path))
+    click.echo(f"valise: {len(done)} key file(s) encrypted", err=True)
 
 
 @directory_group.command("status")

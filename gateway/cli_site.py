@@ -52,6 +52,20 @@ def with_site(directory: Path | None, fn: Callable[[SiteContext], Awaitable[T]])
     return asyncio.run(go())
 
 
+KEY_PASSPHRASE_FILE = click.option(
+    "--key-passphrase-file",
+    "key_file",
+    default="",
+    help="A 0600 file holding the passphrase that encrypts the private keys (kept in "
+    "[keys] passphrase_file; VALISE_KEY_PASSPHRASE is used instead when set).",
+)
+
+
+def _absolute(path: str) -> str:
+    """A file named on the command line, as valise.toml keeps it (not relative to DIR)."""
+    return str(Path(path).resolve()) if path else ""
+
+
 def emit(rows: list[dict[str, Any]], as_json: bool, columns: list[tuple[str, str, int]]) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
@@ -67,12 +81,21 @@ def emit(rows: list[dict[str, Any]], as_json: bool, columns: list[tuple[str, str
 @DIR_OPTION
 @click.option("--listen", required=True, help="HOST:PORT of the mutual-TLS channel.")
 @click.option("--ops-listen", default="127.0.0.1:0", show_default=True)
+@KEY_PASSPHRASE_FILE
 @one_line_errors
-def init(site: str, role: str, directory: Path | None, listen: str, ops_listen: str) -> None:
+def init(
+    site: str, role: str, directory: Path | None, listen: str, ops_listen: str, key_file: str
+) -> None:
     """Create HQ: config, keys, site CA, directory key and the first signed directory."""
     try:
         check_site_id(site)
-        init_hub(site_dir(directory), site=site, listen=listen, ops_listen=ops_listen)
+        init_hub(
+            site_dir(directory),
+            site=site,
+            listen=listen,
+            ops_listen=ops_listen,
+            passphrase_file=_absolute(key_file),
+        )
         asyncio.run(create_store(site_dir(directory)))
     except (SchemaError, EnrollError, ConfigError) as exc:
         raise UsageError(str(exc)) from None
@@ -199,12 +222,21 @@ def directory_show(directory: Path | None, as_xml: bool) -> None:
 @DIR_OPTION
 @click.option("--listen", required=True)
 @click.option("--ops-listen", default="127.0.0.1:0", show_default=True)
+@KEY_PASSPHRASE_FILE
 @one_line_errors
-def join_cmd(bundle: Path, directory: Path | None, listen: str, ops_listen: str) -> None:
+def join_cmd(
+    bundle: Path, directory: Path | None, listen: str, ops_listen: str, key_file: str
+) -> None:
     """Create a mission from its enrollment bundle (HQ must be reachable)."""
     try:
         config = asyncio.run(
-            join(bundle, site_dir(directory), listen=listen, ops_listen=ops_listen)
+            join(
+                bundle,
+                site_dir(directory),
+                listen=listen,
+                ops_listen=ops_listen,
+                passphrase_file=_absolute(key_file),
+            )
         )
         asyncio.run(create_store(site_dir(directory)))
     except (EnrollError, ConfigError) as exc:

@@ -33,12 +33,21 @@ from aiohttp import ClientSession, ClientTimeout
 
 from config.site import SiteConfig, enabled, load_site_config
 from crypto.errors import CryptoError
+from crypto.keyfile import is_encrypted
 from crypto.x509 import SITE_DAYS, SiteCA, certificate_not_after
 from envelope.errors import EnvelopeError
 from envelope.values import format_time
+from gateway.audit import untimed_tail
 from gateway.channel import PinnedConnector
 from gateway.keyring import RING, load_ring
-from gateway.keystore import PRIVATE_MODE, KeyStoreError, _read_private, load_public_doc
+from gateway.keystore import (
+    PRIVATE_MODE,
+    KeyPassphraseError,
+    KeyStoreError,
+    _read_private,
+    load_public_doc,
+    open_private,
+)
 from gateway.site import TlsMaterial, load_directory, open_store, read_trust
 from gateway.site_modes import Private, private_paths
 from gateway.timestamping import TSA_KEY
@@ -119,6 +128,44 @@ def key_mode_check(path: Path, mode: int | None) -> Check:
         # Owner-only but not rw: the gateway accepts it, rotation may not write it.
         return Check(name, Status.WARN, f"{path} is mode {bits:04o}, expected 0600")
     return Check(name, Status.OK, "mode 0600")
+
+
+def key_encryption_check(files: list[Path], passphrase: bytes | None) -> Check:
+    """Whether the private keys are encrypted at rest, and open with the passphrase
+    given (VALISE_KEY_PASSPHRASE or [keys] passphrase_file)."""
+    name = "key encryption"
+    encrypted: list[Path] = []
+    plain: list[Path] = []
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue  # a missing or unreadable file has its own mode row
+        (encrypted if is_encrypted(data) else plain).append(path)
+        if passphrase is not None and is_encrypted(data):
+            try:
+                open_private(path, data, passphrase)
+            except KeyPassphraseError as exc:
+                return Check(name, Status.FAIL, f"{exc}: the gateway cannot start")
+            except KeyStoreError as exc:
+                return Check(name, Status.FAIL, str(exc))
+    if encrypted and passphrase is None:
+        return Check(
+            name,
+            Status.FAIL,
+            f"{len(encrypted)} key file(s) are encrypted and no passphrase is set "
+            "(VALISE_KEY_PASSPHRASE or [keys] passphrase_file): the gateway cannot start",
+        )
+    if passphrase is not None and plain:
+        return Check(
+            name,
+            Status.WARN,
+            f"{len(plain)} key file(s) are not encrypted, e.g. {plain[0].name}: "
+            "valise keys encrypt",
+        )
+    if passphrase is None:
+        return Check(name, Status.OK, "not encrypted (file modes only)")
+    return Check(name, Status.OK, f"{len(encrypted)} key file(s) encrypted; passphrase opens them")
 
 
 def site_mode_check(found: Private) -> Check:
@@ -321,7 +368,7 @@ def private_key_files(config: SiteConfig) -> list[Path]:
     if (k / RING).exists():
         names: list[str] = []
         try:
-            ring = load_ring(k)
+            ring = load_ring(k, config.key_passphrase)
         except KeyStoreError:
             pass  # reported by the expiry rows; still check the modes of what is there
         else:
@@ -339,13 +386,13 @@ def private_key_files(config: SiteConfig) -> list[Path]:
     return [*(k / n for n in [*names, *extra]), *ring_files]
 
 
-def _tls_files(k: Path) -> tuple[Path, Path]:
+def _tls_files(k: Path, passphrase: bytes | None = None) -> tuple[Path, Path]:
     """(certificate, key) paths of the site's TLS key in force: the ring's active TLS
     key when keys/ring.json exists, else keys/tls.crt and keys/tls.key. Raises
     KeyStoreError for a damaged ring."""
     if not (k / RING).exists():
         return k / "tls.crt", k / "tls.key"
-    ring = load_ring(k)
+    ring = load_ring(k, passphrase)
     active = ring.active("tls")
     return ring.path(active, ".crt"), ring.path(active, ".key")
 
@@ -395,9 +442,10 @@ def expiry_checks(config: SiteConfig, now: datetime) -> list[Check]:
     if config.is_hub:
         # Read even when too readable: the mode has its own row, this one is about time.
         try:
-            ca = SiteCA.from_pem((k / "ca.crt").read_bytes(), (k / "ca.key").read_bytes())
+            key = open_private(k / "ca.key", (k / "ca.key").read_bytes(), config.key_passphrase)
+            ca = SiteCA.from_pem((k / "ca.crt").read_bytes(), key)
             checks.append(ca_issuing_check(ca.not_after, now))
-        except (OSError, CryptoError) as exc:
+        except (OSError, CryptoError, KeyStoreError) as exc:
             end = f" (CA certificate ends {format_time(ca_not_after)})" if ca_not_after else ""
             checks.append(Check("expiry ca key", Status.FAIL, f"ca.key: {exc}{end}"))
     return checks
@@ -468,11 +516,30 @@ async def store_checks(config: SiteConfig) -> list[Check]:
     try:
         await asyncio.wait_for(store.ping(), STORE_TIMEOUT_S)
         durability = await asyncio.wait_for(store.durability(), STORE_TIMEOUT_S)
+        untimed = await asyncio.wait_for(untimed_tail(store), STORE_TIMEOUT_S)
     except Exception as exc:
         return [Check("store reachable", Status.FAIL, f"{where}: {_describe(exc)}")]
     finally:
         await store.close()
-    return [Check("store reachable", Status.OK, where), *store_durability_checks(durability)]
+    return [
+        Check("store reachable", Status.OK, where),
+        *store_durability_checks(durability),
+        audit_tokens_check(*untimed),
+    ]
+
+
+def audit_tokens_check(count: int, first: int) -> Check:
+    """The audit checkpoints after the last time-stamped one (gateway/audit.py
+    untimed_tail): their signing time is only the site's claim, so a thief with the
+    signing key could rewrite what they cover (docs/AUDIT.md)."""
+    if count:
+        return Check(
+            "audit tokens",
+            Status.FAIL,
+            f"{count} checkpoint(s) from seq {first} on carry no time-stamp token: "
+            "is HQ's time-stamp authority reachable?",
+        )
+    return Check("audit tokens", Status.OK, "the latest checkpoint is time-stamped")
 
 
 async def run_checks(directory: Path, *, now: datetime | None = None) -> list[Check]:
@@ -483,7 +550,9 @@ async def run_checks(directory: Path, *, now: datetime | None = None) -> list[Ch
     config = load_site_config(directory)
     now = now or datetime.now(UTC)
     k = config.keys_dir
-    checks = [key_mode_check(p, _mode(p)) for p in private_key_files(config)]
+    key_files = private_key_files(config)
+    checks = [key_mode_check(p, _mode(p)) for p in key_files]
+    checks.append(key_encryption_check(key_files, config.key_passphrase))
     checks += [site_mode_check(p) for p in private_paths(config)]
     checks += expiry_checks(config, now)
 
@@ -498,9 +567,11 @@ async def run_checks(directory: Path, *, now: datetime | None = None) -> list[Ch
         endpoint = config.site.hub_endpoint
         answer: HubAnswer | None = None
         try:
-            cert_path, key_path = _tls_files(k)
+            cert_path, key_path = _tls_files(k, config.key_passphrase)
             tls = TlsMaterial(
-                cert_path.read_bytes(), _read_private(key_path), (k / "ca.crt").read_bytes()
+                cert_path.read_bytes(),
+                _read_private(key_path, config.key_passphrase),
+                (k / "ca.crt").read_bytes(),
             )
         except (OSError, KeyStoreError) as exc:
             checks.append(hq_reachable_check(endpoint, f"no TLS material: {_describe(exc)}"))

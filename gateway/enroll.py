@@ -28,11 +28,13 @@ from pathlib import Path
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 from config.site import (
+    KeysSection,
     OpsSection,
     RelaySection,
     SiteConfig,
     SiteSection,
     StoreSection,
+    read_key_passphrase,
     render_site_config,
 )
 from crypto.armor import armor, load_signing_key
@@ -52,6 +54,7 @@ from gateway.site import (
     load_site_ca,
     read_trust,
     write_private,
+    write_private_key,
 )
 from gateway.site_modes import make_private_dir
 from gateway.timestamping import write_tsa_files
@@ -82,24 +85,34 @@ def _entry(site: str, endpoint: str, keys_doc: bytes, cert_pem: bytes) -> SiteEn
     )
 
 
-def init_hub(directory: Path, *, site: str, listen: str, ops_listen: str = "127.0.0.1:0") -> None:
+def init_hub(
+    directory: Path,
+    *,
+    site: str,
+    listen: str,
+    ops_listen: str = "127.0.0.1:0",
+    passphrase_file: str = "",
+) -> None:
     """Create HQ: config, keys, site CA, directory key and the first directory."""
     if (directory / "valise.toml").exists():
         raise EnrollError(f"{directory} already holds a site")
     make_private_dir(directory)  # before any key is written into it
+    # VALISE_KEY_PASSPHRASE or the file: every private key is written encrypted under it.
+    passphrase = read_key_passphrase(directory, passphrase_file)
     now = datetime.now(UTC)
     keys_dir = directory / "keys"
-    keys = generate_site_keys(site, keys_dir)
+    keys = generate_site_keys(site, keys_dir, passphrase=passphrase)
     ca = SiteCA.create(now=now)
     ca_cert, ca_key = ca.to_pem()
     tls_cert, tls_key = issue_site_certificate(ca, site, now=now)
     directory_key = SigningKey.generate()
-    write_private(keys_dir / "ca.key", ca_key)
+    write_private_key(keys_dir / "ca.key", ca_key, passphrase)
     write_private(keys_dir / "ca.crt", ca_cert)
-    write_private(keys_dir / "tls.key", tls_key)
+    write_private_key(keys_dir / "tls.key", tls_key, passphrase)
     write_private(keys_dir / "tls.crt", tls_cert)
-    write_private(keys_dir / "directory.key", armor(directory_key))
-    write_tsa_files(keys_dir, ca, site=site, now=now)  # keys/tsa.key, keys/tsa.crt
+    write_private_key(keys_dir / "directory.key", armor(directory_key), passphrase)
+    # keys/tsa.key, keys/tsa.crt
+    write_tsa_files(keys_dir, ca, site=site, now=now, passphrase=passphrase)
     write_private(keys_dir / "directory.pub", base64.b64encode(directory_key.public.raw))
     endpoint = f"https://{listen}"
     d = Directory(
@@ -123,6 +136,7 @@ def init_hub(directory: Path, *, site: str, listen: str, ops_listen: str = "127.
             store=StoreSection(),
             ops=OpsSection(listen=ops_listen),
             relay=RelaySection(),
+            keys=KeysSection(passphrase_file=passphrase_file),
         )
     )
 
@@ -151,7 +165,7 @@ def add_site(hub_dir: Path, site: str, endpoint: str, out: Path) -> Bundle:
         raise EnrollError("--endpoint must be https://HOST:PORT")
     now = datetime.now(UTC)
     k = config.keys_dir
-    ca = load_site_ca(k)
+    ca = load_site_ca(k, config.key_passphrase)
     cert, key = issue_site_certificate(ca, site, now=now, days=BOOTSTRAP_DAYS)
     token = secrets.token_urlsafe(32)
     pending = hub_dir / "enrollments" / f"{site}.json"
@@ -198,7 +212,7 @@ async def enroll_handler(request: web.Request) -> web.Response:
         return web.json_response({"error": f"enrollment refused: {exc}"}, status=403)
     k = ctx.config.keys_dir
     now = datetime.now(UTC)
-    ca = load_site_ca(k)
+    ca = load_site_ca(k, ctx.config.key_passphrase)
     cert, _ = issue_site_certificate(ca, peer, tls_public, now=now)
     try:
         entry = _entry(peer, record["endpoint"], keys_doc, cert)
@@ -210,7 +224,7 @@ async def enroll_handler(request: web.Request) -> web.Response:
         sites = (*tuple(s for s in held.sites if s.site != peer), entry)
         return Directory(serial=held.serial + 1, issued=at, hub=held.hub, sites=sites)
 
-    published, _ = publish(ctx.config.directory, add)
+    published, _ = publish(ctx.config.directory, add, passphrase=ctx.config.key_passphrase)
     ctx.install_directory(published.raw)
     from gateway import audit
 
@@ -233,7 +247,12 @@ async def enroll_handler(request: web.Request) -> web.Response:
 
 
 async def join(
-    bundle_path: Path, directory: Path, *, listen: str, ops_listen: str = "127.0.0.1:0"
+    bundle_path: Path,
+    directory: Path,
+    *,
+    listen: str,
+    ops_listen: str = "127.0.0.1:0",
+    passphrase_file: str = "",
 ) -> SiteConfig:
     """Create a mission from its bundle and enroll it at HQ (HQ must be running)."""
     if (directory / "valise.toml").exists():
@@ -243,8 +262,9 @@ async def join(
     except (OSError, ValueError, TypeError) as exc:
         raise EnrollError(f"{bundle_path} is not an enrollment bundle: {exc}") from None
     make_private_dir(directory)  # before any key is written into it
+    passphrase = read_key_passphrase(directory, passphrase_file)
     keys_dir = directory / "keys"
-    keys = generate_site_keys(b.site, keys_dir)
+    keys = generate_site_keys(b.site, keys_dir, passphrase=passphrase)
     tls_key = generate_site_key()
     ssl_ctx = client_context(b.bootstrap_cert.encode(), b.bootstrap_key.encode(), b.ca_pem.encode())
     async with ClientSession(connector=TCPConnector(ssl=ssl_ctx)) as session:
@@ -263,7 +283,7 @@ async def join(
                     raise EnrollError(str(answer.get("error", resp.status)))
         except OSError as exc:
             raise EnrollError(f"HQ at {b.hub_endpoint} unreachable: {exc}") from None
-    write_private(keys_dir / "tls.key", tls_key)
+    write_private_key(keys_dir / "tls.key", tls_key, passphrase)
     write_private(keys_dir / "tls.crt", answer["certificate"].encode())
     write_private(keys_dir / "ca.crt", b.ca_pem.encode())
     write_private(keys_dir / "directory.pub", b.directory_key.encode())
@@ -285,6 +305,7 @@ async def join(
         store=StoreSection(),
         ops=OpsSection(listen=ops_listen),
         relay=RelaySection(),
+        keys=KeysSection(passphrase_file=passphrase_file),
     )
     _write_config(config)
     os.chmod(directory, 0o700)

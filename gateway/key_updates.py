@@ -149,7 +149,9 @@ def decode_update(
     return KeyUpdate(site, at, changes, tls_public)
 
 
-def apply_update(site_dir: Path, update: KeyUpdate) -> tuple[Directory, bytes]:
+def apply_update(
+    site_dir: Path, update: KeyUpdate, passphrase: bytes | None = None
+) -> tuple[Directory, bytes]:
     """Publish ``update`` at HQ; issue the certificate of a new TLS key. Returns (the
     directory in force, the new certificate PEM or b""). Raises KeyUpdateError."""
     cert = b""
@@ -163,18 +165,27 @@ def apply_update(site_dir: Path, update: KeyUpdate) -> tuple[Directory, bytes]:
             raise KeyUpdateError(f"new TLS key: {exc}") from None
         if pin != new_tls[0].key_id:
             raise KeyUpdateError("new TLS key: its pin is not the id given")
-        cert = issue_tls_certificate(site_dir, update.site, update.tls_public_key)
+        cert = issue_tls_certificate(
+            site_dir, update.site, update.tls_public_key, passphrase=passphrase
+        )
     try:
-        directory, _ = publish(site_dir, lambda d, now: apply_changes(d, update.changes, now=now))
+        directory, _ = publish(
+            site_dir,
+            lambda d, now: apply_changes(d, update.changes, now=now),
+            passphrase=passphrase,
+        )
     except DirectoryError as exc:
         raise KeyUpdateError(str(exc)) from None
     return directory, cert
 
 
-def issue_tls_certificate(site_dir: Path, site: str, public_pem: bytes, days: int = 365) -> bytes:
-    """HQ: a TLS certificate for ``site``'s key under the site CA."""
+def issue_tls_certificate(
+    site_dir: Path, site: str, public_pem: bytes, days: int = 365, *, passphrase: bytes | None
+) -> bytes:
+    """HQ: a TLS certificate for ``site``'s key under the site CA (its key encrypted
+    under ``passphrase`` when the site has one)."""
     k = site_dir / "keys"
-    ca = load_site_ca(k)
+    ca = load_site_ca(k, passphrase)
     cert, _ = issue_site_certificate(ca, site, public_pem, now=datetime.now(UTC), days=days)
     return cert
 
@@ -191,7 +202,7 @@ async def keys_handler(request: web.Request) -> web.Response:
         update = decode_update(
             body, peer=peer, directory=ctx.directory, now=datetime.now(UTC), pinned=pinned
         )
-        directory, cert = apply_update(ctx.config.directory, update)
+        directory, cert = apply_update(ctx.config.directory, update, ctx.config.key_passphrase)
     except KeyUpdateError as exc:
         return web.json_response({"error": str(exc)}, status=403)
     ctx.install_directory(directory.raw)

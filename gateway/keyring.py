@@ -17,6 +17,10 @@ Rules:
   back. One key per kind is active. A retired or revoked key's private file is
   deleted once the directory shows its new state (:func:`prune`): it can no longer
   open or sign anything (its entry stays, for the reason).
+- With a key passphrase (``KeyRing.passphrase``) every private file is written
+  encrypted (crypto/keyfile.py) and read through it; files written before are read as
+  they are. A ring whose keys are encrypted refuses a new key without the passphrase
+  (no silent downgrade to a plaintext key beside encrypted ones).
 - Key files are written first, ring.json last (temp file, fsync, rename): ring.json
   is the commit point, so a crash leaves the old ring or the new one. Read-modify-
   write of the ring is under an exclusive lock (keys/ring.lock), shared by the
@@ -33,6 +37,7 @@ from pathlib import Path
 
 from crypto.armor import armor, load_decryption_key, load_signing_key
 from crypto.errors import CryptoError, KeyFormatError
+from crypto.keyfile import is_encrypted
 from crypto.keys import DecryptionKey, SigningKey
 from crypto.x509 import certificate_not_after, certificate_pin
 from envelope.errors import EnvelopeError
@@ -40,9 +45,12 @@ from envelope.keydoc import PublicKeyDoc, parse_public_key_doc, write_public_key
 from envelope.values import truncate_to_second
 from gateway.keystore import (
     DEFAULT_KEY_VALIDITY,
+    KeyPassphraseError,
     KeyStoreError,
     SiteKeys,
     _read_private,
+    read_private_file,
+    seal_private,
 )
 from gateway.site import file_lock, write_private
 from routing.directory import USABLE, Directory, KeyState
@@ -78,6 +86,7 @@ class KeyRing:
     keys: list[RingKey] = field(default_factory=list)
     legacy: bool = False  # read from the pre-ring files; the first save moves them
     leftovers: list[Path] = field(default_factory=list)  # legacy files to drop on save
+    passphrase: bytes | None = field(default=None, repr=False)  # keys encrypted under it
 
     # -- queries ------------------------------------------------------------------
     def get(self, key_id: str) -> RingKey:
@@ -125,18 +134,19 @@ def ring_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     return file_lock(folder / "ring.lock")
 
 
-def load_ring(folder: Path) -> KeyRing:
-    """The ring in ``folder`` (a site's keys/). Raises :class:`KeyStoreError`."""
+def load_ring(folder: Path, passphrase: bytes | None = None) -> KeyRing:
+    """The ring in ``folder`` (a site's keys/), its private files read and written under
+    ``passphrase`` (config.key_passphrase). Raises :class:`KeyStoreError`."""
     path = folder / RING
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
-        return _legacy_ring(folder)
+        return _legacy_ring(folder, passphrase)
     except (OSError, ValueError) as exc:
         raise KeyStoreError(f"{path} is damaged: {exc}") from None
     try:
         keys = [RingKey(**entry) for entry in raw["keys"]]
-        ring = KeyRing(folder, str(raw["site"]), keys)
+        ring = KeyRing(folder, str(raw["site"]), keys, passphrase=passphrase)
         for kind in KINDS:
             ring.active(kind)
         for k in keys:
@@ -146,7 +156,7 @@ def load_ring(folder: Path) -> KeyRing:
     return ring
 
 
-def _legacy_ring(folder: Path) -> KeyRing:
+def _legacy_ring(folder: Path, passphrase: bytes | None) -> KeyRing:
     found = sorted(folder.glob("*.signing.key"))
     if len(found) != 1:
         raise KeyStoreError(f"no key ring and no single SITE.signing.key in {folder}")
@@ -165,7 +175,7 @@ def _legacy_ring(folder: Path) -> KeyRing:
         RingKey("encryption", doc.encryption.key_id, active, created, expires, activated=created),
         RingKey("tls", pin, active, created, tls_expires.isoformat(), activated=created),
     ]
-    return KeyRing(folder, site, keys, legacy=True)
+    return KeyRing(folder, site, keys, legacy=True, passphrase=passphrase)
 
 
 def _migrate(ring: KeyRing) -> None:
@@ -176,7 +186,8 @@ def _migrate(ring: KeyRing) -> None:
         for suffix in suffixes:
             source = ring.path(k, suffix)
             ring.leftovers.append(source)
-            data = _read_private(source) if suffix == ".key" else source.read_bytes()
+            # As stored: an encrypted key moves encrypted, a plaintext one stays as it was.
+            data = read_private_file(source) if suffix == ".key" else source.read_bytes()
             write_private(ring.folder / "ring" / f"{k.kind}-{k.id}{suffix}", data)
     ring.legacy = False
 
@@ -223,11 +234,16 @@ def add_key(
         raise KeyStoreError(f"unknown key kind {kind!r} (signing, encryption or tls)")
     if ring.find(key_id) is not None:
         raise KeyStoreError(f"key {key_id} is in the ring already")
+    if ring.passphrase is None and _encrypted(ring.path(ring.active("signing"))):
+        raise KeyPassphraseError(
+            f"the keys of {ring.site} are encrypted: a new key needs the key passphrase "
+            "(VALISE_KEY_PASSPHRASE or [keys] passphrase_file)"
+        )
     if ring.legacy:
         _migrate(ring)
     (ring.folder / "ring").mkdir(mode=0o700, exist_ok=True)
     k = RingKey(kind, key_id, KeyState.NEXT.value, _now_text(now), _now_text(expires))
-    write_private(ring.path(k, ".key"), private)
+    write_private(ring.path(k, ".key"), seal_private(private, ring.passphrase))
     if cert is not None:
         write_private(ring.path(k, ".crt"), cert)
     ring.keys.append(k)
@@ -298,14 +314,14 @@ def due_for_retirement(ring: KeyRing, now: datetime) -> list[RingKey]:
 
 def signing_key(ring: KeyRing, k: RingKey) -> SigningKey:
     try:
-        return load_signing_key(_read_private(ring.path(k)))
+        return load_signing_key(_read_private(ring.path(k), ring.passphrase))
     except KeyFormatError as exc:
         raise KeyStoreError(f"{ring.path(k)}: {exc}") from None
 
 
 def decryption_key(ring: KeyRing, k: RingKey) -> DecryptionKey:
     try:
-        return load_decryption_key(_read_private(ring.path(k)))
+        return load_decryption_key(_read_private(ring.path(k), ring.passphrase))
     except KeyFormatError as exc:
         raise KeyStoreError(f"{ring.path(k)}: {exc}") from None
 
@@ -334,7 +350,7 @@ def ring_site_keys(ring: KeyRing) -> SiteKeys:
 def tls_files(ring: KeyRing) -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM) of the active TLS key."""
     k = ring.active("tls")
-    return ring.path(k, ".crt").read_bytes(), _read_private(ring.path(k, ".key"))
+    return ring.path(k, ".crt").read_bytes(), _read_private(ring.path(k, ".key"), ring.passphrase)
 
 
 def _write_public_doc(ring: KeyRing) -> None:
@@ -352,3 +368,32 @@ def _write_public_doc(ring: KeyRing) -> None:
     valid_until = min(datetime.fromisoformat(s_entry.expires), datetime.fromisoformat(enc.expires))
     doc = PublicKeyDoc(ring.site, signing.public, decryption.public, valid_from, valid_until)
     write_private(path, write_public_key_doc(doc, signing))
+
+
+def _encrypted(path: Path) -> bool:
+    try:
+        return is_encrypted(path.read_bytes())
+    except OSError:
+        return False
+
+
+def encrypt_key_files(folder: Path, passphrase: bytes) -> list[Path]:
+    """Encrypt in place every plaintext private key file in ``folder`` (a site's keys/)
+    and its ring/, under the ring lock. Files encrypted already must open with
+    ``passphrase`` (one passphrase per site). Checks every file before writing any.
+    Returns the files encrypted. Raises KeyStoreError / KeyPassphraseError."""
+    with ring_lock(folder):
+        ring_dir = folder / "ring"
+        paths = sorted(folder.glob("*.key")) + (
+            sorted(ring_dir.glob("*.key")) if ring_dir.is_dir() else []
+        )
+        plain: list[tuple[Path, bytes]] = []
+        for path in paths:
+            data = read_private_file(path)
+            if is_encrypted(data):
+                _read_private(path, passphrase)  # the same passphrase, or refuse all
+            else:
+                plain.append((path, data))
+        for path, data in plain:
+            write_private(path, seal_private(data, passphrase))
+        return [path for path, _ in plain]

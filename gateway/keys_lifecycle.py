@@ -132,7 +132,7 @@ class KeyOps:
 
     # -- reading -------------------------------------------------------------------
     def ring(self) -> KeyRing:
-        return load_ring(self.keys_dir)
+        return load_ring(self.keys_dir, self.config.key_passphrase)
 
     def directory(self) -> Directory:
         return load_directory(self.config, read_trust(self.keys_dir))
@@ -271,6 +271,7 @@ class KeyOps:
             self.config.directory,
             lambda d, now: apply_changes(d, [change], now=now),
             dry_run=dry_run,
+            passphrase=self.config.key_passphrase,
         )
         verb = "would revoke" if dry_run else "revoked"
         out.add(f"{verb} {kind} key {key_id} of {site} ({reason}) in directory {directory.serial}")
@@ -346,6 +347,7 @@ class KeyOps:
                 self.site,
                 site_public_key(key_pem),
                 self.config.keys.tls_days,
+                passphrase=self.config.key_passphrase,
             )
             expires = certificate_not_after(cert)
         return add_key(ring, "tls", key_pem, pin, now=now, expires=expires, cert=cert)
@@ -366,7 +368,7 @@ class KeyOps:
                     KeyChange(self.site, k.kind, k.id, KeyState.NEXT, self._public(ring, k))
                 )
                 if k.kind == "tls":
-                    tls_public = site_public_key(_read_private(ring.path(k)))
+                    tls_public = site_public_key(_read_private(ring.path(k), ring.passphrase))
                 if k.key_state is not KeyState.NEXT:
                     changes.append(KeyChange(self.site, k.kind, k.id, k.key_state))
             elif _rank(k.state) > _rank(published[1]):
@@ -400,7 +402,7 @@ class KeyOps:
         update = KeyUpdate(self.site, datetime.now(UTC), tuple(changes), tls_public)
         if self.config.is_hub:
             try:
-                new, cert = apply_update(self.config.directory, update)
+                new, cert = apply_update(self.config.directory, update, self.config.key_passphrase)
             except KeyUpdateError as exc:
                 raise KeyOpError(str(exc)) from None
         else:

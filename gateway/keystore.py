@@ -5,6 +5,11 @@ Layout of a key folder:
     SITE.signing.key      Ed25519 seed              0600
     SITE.encryption.key   ML-KEM-768+X25519 seeds   0600
     SITE.pub.xml          public key document       0600 (the site folder is private)
+
+A private key file is stored encrypted (crypto/keyfile.py) when the site has a key
+passphrase (``[keys] passphrase_file`` or VALISE_KEY_PASSPHRASE): every writer here
+takes the passphrase, and :func:`_read_private` opens either form, so a folder of old
+unencrypted keys keeps working and ``valise keys encrypt`` converts it in place.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 from crypto.armor import armor, load_decryption_key, load_signing_key
 from crypto.errors import KeyFormatError
+from crypto.keyfile import WrongPassphrase, decrypt_key_file, encrypt_key_file, is_encrypted
 from crypto.keys import DecryptionKey, SigningKey
 from envelope.keydoc import PublicKeyDoc, parse_public_key_doc, write_public_key_doc
 from envelope.values import check_site_id, truncate_to_second
@@ -27,6 +33,10 @@ PRIVATE_MODE = 0o600
 
 class KeyStoreError(Exception):
     """A key folder is missing, ambiguous, damaged or too readable."""
+
+
+class KeyPassphraseError(KeyStoreError):
+    """A private key file is encrypted and no passphrase, or not the right one, was given."""
 
 
 class KeyNotHeld(KeyStoreError):
@@ -72,10 +82,26 @@ def _write_private(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def seal_private(data: bytes, passphrase: bytes | None) -> bytes:
+    """A private key file's bytes as stored: encrypted when there is a passphrase."""
+    if passphrase is None:
+        return data
+    try:
+        return encrypt_key_file(data, passphrase)
+    except KeyFormatError as exc:
+        raise KeyStoreError(str(exc)) from None
+
+
 def generate_site_keys(
-    site: str, directory: Path, *, now: datetime | None = None, validity: timedelta | None = None
+    site: str,
+    directory: Path,
+    *,
+    now: datetime | None = None,
+    validity: timedelta | None = None,
+    passphrase: bytes | None = None,
 ) -> SiteKeys:
-    """Create a site's keys in ``directory``. Refuses to overwrite existing keys."""
+    """Create a site's keys in ``directory`` (encrypted under ``passphrase`` if given).
+    Refuses to overwrite existing keys."""
     check_site_id(site)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = [directory / f"{site}.{kind}" for kind in ("signing.key", "encryption.key", "pub.xml")]
@@ -92,13 +118,14 @@ def generate_site_keys(
         valid_until=start + (validity or DEFAULT_KEY_VALIDITY),
     )
     public_xml = write_public_key_doc(doc, signing)
-    _write_private(paths[0], armor(signing))
-    _write_private(paths[1], armor(decryption))
+    _write_private(paths[0], seal_private(armor(signing), passphrase))
+    _write_private(paths[1], seal_private(armor(decryption), passphrase))
     _write_private(paths[2], public_xml)  # public, but the folder is the owner's alone
     return SiteKeys(site, signing, decryption, doc, public_xml)
 
 
-def _read_private(path: Path) -> bytes:
+def read_private_file(path: Path) -> bytes:
+    """A private key file's bytes as stored (encrypted or not), refusing loose modes."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -110,7 +137,30 @@ def _read_private(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def load_site_keys(directory: Path) -> SiteKeys:
+def _read_private(path: Path, passphrase: bytes | None = None) -> bytes:
+    """A private key file's plaintext, decrypted under ``passphrase`` when it is stored
+    encrypted. Raises KeyStoreError (missing, too readable) or KeyPassphraseError."""
+    return open_private(path, read_private_file(path), passphrase)
+
+
+def open_private(path: Path, data: bytes, passphrase: bytes | None) -> bytes:
+    """The plaintext of key file ``data`` (read from ``path``, named in errors)."""
+    if not is_encrypted(data):
+        return data
+    if passphrase is None:
+        raise KeyPassphraseError(
+            f"{path} is encrypted and no key passphrase is set "
+            "(VALISE_KEY_PASSPHRASE or [keys] passphrase_file)"
+        )
+    try:
+        return decrypt_key_file(data, passphrase)
+    except WrongPassphrase:
+        raise KeyPassphraseError(f"{path}: wrong key passphrase") from None
+    except KeyFormatError as exc:
+        raise KeyStoreError(f"{path}: {exc}") from None
+
+
+def load_site_keys(directory: Path, passphrase: bytes | None = None) -> SiteKeys:
     """Load the one site whose keys are in ``directory``. Raises :class:`KeyStoreError`."""
     found = sorted(directory.glob("*.signing.key"))
     if not found:
@@ -119,8 +169,10 @@ def load_site_keys(directory: Path) -> SiteKeys:
         raise KeyStoreError(f"{directory} holds keys of several sites; give one site's folder")
     site = found[0].name.removesuffix(".signing.key")
     try:
-        signing = load_signing_key(_read_private(found[0]))
-        decryption = load_decryption_key(_read_private(directory / f"{site}.encryption.key"))
+        signing = load_signing_key(_read_private(found[0], passphrase))
+        decryption = load_decryption_key(
+            _read_private(directory / f"{site}.encryption.key", passphrase)
+        )
     except KeyFormatError as exc:
         raise KeyStoreError(f"{directory}: {exc}") from None
     public_xml = read_public_doc_bytes(directory / f"{site}.pub.xml")

@@ -21,7 +21,11 @@ from routing.directory import Directory, parse_directory, write_directory
 
 
 def publish(
-    site_dir: Path, change: Callable[[Directory, datetime], Directory], *, dry_run: bool = False
+    site_dir: Path,
+    change: Callable[[Directory, datetime], Directory],
+    *,
+    dry_run: bool = False,
+    passphrase: bytes | None = None,
 ) -> tuple[Directory, bool]:
     """Apply ``change`` to the directory on disk; sign and write the result if it is a
     new version. Returns (the directory now in force, whether it is new). HQ only.
@@ -37,7 +41,7 @@ def publish(
             new = Directory(held.serial + 1, now, new.hub, new.sites)
         if dry_run:
             return new, True
-        key = load_signing_key(_read_private(keys / "directory.key"))
+        key = load_signing_key(_read_private(keys / "directory.key", passphrase))
         data = write_directory(new, key)
         archive_directory(site_dir, new.serial, data)
         write_private(site_dir / "directory.xml", data)

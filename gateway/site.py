@@ -29,7 +29,7 @@ from config.site import SiteConfig, load_site_config
 from crypto.armor import load_signing_key
 from crypto.keys import SigningKey, VerifyKey
 from crypto.x509 import SiteCA
-from gateway.keystore import PRIVATE_MODE, SiteKeys, _read_private
+from gateway.keystore import PRIVATE_MODE, SiteKeys, _read_private, seal_private
 from gateway.site_modes import PRIVATE_DIR_MODE, create_private_file
 from gateway.store.base import Store
 from routing.directory import Directory, DirectoryError, accept_update, parse_directory
@@ -101,9 +101,16 @@ def file_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def load_site_ca(keys_dir: Path) -> SiteCA:
-    """HQ's site CA (keys/ca.crt and the 0600 keys/ca.key)."""
-    return SiteCA.from_pem((keys_dir / "ca.crt").read_bytes(), _read_private(keys_dir / "ca.key"))
+def load_site_ca(keys_dir: Path, passphrase: bytes | None = None) -> SiteCA:
+    """HQ's site CA (keys/ca.crt and the 0600 keys/ca.key, encrypted under
+    ``passphrase`` if it was written so). Raises KeyStoreError, CertificateError."""
+    key = _read_private(keys_dir / "ca.key", passphrase)
+    return SiteCA.from_pem((keys_dir / "ca.crt").read_bytes(), key)
+
+
+def write_private_key(path: Path, data: bytes, passphrase: bytes | None) -> None:
+    """Write a private key file (0600, atomically), encrypted under ``passphrase`` if any."""
+    write_private(path, seal_private(data, passphrase))
 
 
 def archive_directory(site_dir: Path, serial: int, data: bytes) -> None:
@@ -171,7 +178,7 @@ def load_keys(config: SiteConfig) -> tuple[SiteKeys, TlsMaterial]:
     """The site's envelope keys and TLS material from its key ring (gateway/keyring.py)."""
     from gateway.keyring import load_ring, ring_site_keys, tls_files
 
-    ring = load_ring(config.keys_dir)
+    ring = load_ring(config.keys_dir, config.key_passphrase)
     cert, key = tls_files(ring)
     return ring_site_keys(ring), TlsMaterial(cert, key, (config.keys_dir / "ca.crt").read_bytes())
 
@@ -184,7 +191,7 @@ async def load_site(directory: Path) -> SiteContext:
     trust = read_trust(k)
     directory_key = None
     if config.is_hub:
-        directory_key = load_signing_key(_read_private(k / "directory.key"))
+        directory_key = load_signing_key(_read_private(k / "directory.key", config.key_passphrase))
     store = await open_store(config)
     return SiteContext(
         config=config,

@@ -75,7 +75,7 @@ from envelope.receipt import RECEIPT_CLASS
 from gateway import logjson
 from gateway.courier import jittered
 from gateway.keystore import KeyStoreError, _read_private
-from gateway.site import SiteContext, load_site_ca, write_private
+from gateway.site import SiteContext, load_site_ca, write_private, write_private_key
 from gateway.store.base import PendingStamp, StoreError, TimestampRecord
 from gateway.timestamp_batch import (
     REQUEST_MEDIA_TYPE,
@@ -123,7 +123,9 @@ class StampDeferred(Exception):
 # -- the authority's files (HQ) ----------------------------------------------------------
 
 
-def write_tsa_files(keys_dir: Path, ca: SiteCA, *, site: str, now: datetime) -> None:
+def write_tsa_files(
+    keys_dir: Path, ca: SiteCA, *, site: str, now: datetime, passphrase: bytes | None
+) -> None:
     """Issue HQ's TSA certificate under ``ca`` and write keys/tsa.key (0600), then
     keys/tsa.crt. It lasts TSA_DAYS, or less when the CA ends sooner. Raises
     :class:`TimestampingError`."""
@@ -136,7 +138,7 @@ def write_tsa_files(keys_dir: Path, ca: SiteCA, *, site: str, now: datetime) -> 
         raise TimestampingError(f"issuing the TSA certificate: {exc}") from exc
     # The key first: a crash before the certificate leaves no certificate, and the next
     # start issues both again.
-    write_private(keys_dir / TSA_KEY, key)
+    write_private_key(keys_dir / TSA_KEY, key, passphrase)
     write_private(keys_dir / TSA_CERT, cert)
 
 
@@ -150,15 +152,15 @@ def load_authority(config: SiteConfig, *, now: datetime) -> TimeStampAuthority:
     k = config.keys_dir
     if not (k / TSA_CERT).exists() or not (k / TSA_KEY).exists():
         try:
-            ca = load_site_ca(k)
+            ca = load_site_ca(k, config.key_passphrase)
         except CertificateError as exc:
             raise TimestampingError(f"the site CA in {k}: {exc}") from exc
-        write_tsa_files(k, ca, site=config.site.id, now=now)
+        write_tsa_files(k, ca, site=config.site.id, now=now, passphrase=config.key_passphrase)
         logjson.event(log, logging.INFO, "tsa_created", cert=str(k / TSA_CERT))
     try:
         return TimeStampAuthority(
             (k / TSA_CERT).read_bytes(),
-            _read_private(k / TSA_KEY),
+            _read_private(k / TSA_KEY, config.key_passphrase),
             policy=config.tsa.policy,
             fraction_digits=TSA_FRACTION_DIGITS,
         )
