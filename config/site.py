@@ -92,6 +92,9 @@ class RelaySection:
     retry_max_seconds: float = 300.0
     lease_seconds: float = 60.0
     request_timeout_seconds: float = 30.0
+    # A mission whose directory has not been fetched from HQ for longer is not ready,
+    # fails doctor and warns on every CLI command; it still sends (directory_age.py).
+    directory_max_age_seconds: float = 7 * 86400.0
     # The furthest ahead a document sealed here may expire (HTTP, SMTP, valise send):
     # stores keep an envelope and its dedupe row until then (gateway/submit.py).
     max_expires_days: int = 90
@@ -353,6 +356,8 @@ def _check(c: SiteConfig) -> SiteConfig:
         raise ConfigError("[store] dsn is required for the postgres backend")
     if c.relay.batch_envelopes < 1 or c.relay.max_request_bytes < 1024:
         raise ConfigError("[relay] batch_envelopes and max_request_bytes must be positive")
+    if c.relay.directory_max_age_seconds <= 0:
+        raise ConfigError("[relay] directory_max_age_seconds must be positive")
     if not MIN_EXPIRES_DAYS <= c.relay.max_expires_days <= MAX_EXPIRES_DAYS:
         raise ConfigError(
             f"[relay] max_expires_days must be {MIN_EXPIRES_DAYS} to {MAX_EXPIRES_DAYS}"

@@ -68,10 +68,35 @@ def one_line_errors(fn: F) -> F:
 
 @click.group(cls=AuditedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="valise-gateway")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Valise: signed, end-to-end encrypted document exchange between sites."""
     # Every file a command creates (exports, a new site, SQLite's -wal/-shm) is private.
     os.umask(SITE_UMASK)
+    warn_if_directory_stale(ctx)
+
+
+def warn_if_directory_stale(ctx: click.Context) -> None:
+    """Tell the operator, on every command that acts on a mission, that its directory
+    has not been fetched from HQ for too long (gateway/directory_age.py). Never fails
+    the command: a folder that is not a site yet says nothing."""
+    from config.site import ConfigError, load_site_config
+    from gateway.cli_record import command_args, resolve, site_folder
+    from gateway.directory_age import stale_reason
+
+    args = command_args(ctx)
+    if not args or "--help" in args or "-h" in args or not isinstance(ctx.command, click.Group):
+        return
+    try:
+        path, command = resolve(ctx.command, ctx, args)
+        folder = None if command is None else site_folder(command, args[len(path) :], ctx)
+        if folder is None:
+            return
+        stale = stale_reason(load_site_config(folder), datetime.now(UTC))
+    except (ConfigError, OSError, click.ClickException):
+        return
+    if stale is not None:
+        click.echo(f"valise: warning: {stale}", err=True)
 
 
 # -- keys -------------------------------------------------------------------------

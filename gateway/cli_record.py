@@ -139,6 +139,11 @@ def record_command(
         click.echo(f"valise: warning: this command is not in the audit log: {exc}", err=True)
 
 
+def command_args(ctx: click.Context) -> list[str]:
+    """The arguments the top group was given (after the program name)."""
+    return list(ctx.meta.get(_ARGS, []))
+
+
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, click.exceptions.Exit):
         return exc.exit_code

@@ -25,6 +25,7 @@ from gateway import logjson
 from gateway.audit import AuditCheckpointer
 from gateway.channel import PeerError, PinnedConnector, fetch_directory
 from gateway.courier import Couriers, jittered
+from gateway.directory_age import mark_fetched
 from gateway.events import Event, EventBus
 from gateway.faults import crash_point
 from gateway.key_watch import KeyWatcher, audit_directory
@@ -112,7 +113,7 @@ class Workers:
         contexts = [ssl_ctx, *([self.server_tls] if self.server_tls is not None else [])]
         self.keys = KeyWatcher(self.ctx, self.session, contexts)
         self.tasks.append(asyncio.create_task(self.keys.loop(), name="keys"))
-        checkpointer = AuditCheckpointer(self.ctx, stamp=stamper.stamp_data)
+        checkpointer = AuditCheckpointer(self.ctx, stamp=stamper.stamp_checkpoint)
         self.tasks.append(asyncio.create_task(checkpointer.loop(), name="audit"))
 
     def _crash(self, point: str) -> None:
@@ -161,12 +162,15 @@ class Workers:
                     cfg.site.hub,
                     cfg.relay.request_timeout_seconds,
                 )
-                if self.ctx.install_directory(data):
+                # Verified (a forgery or rollback raised): the directory is fresh.
+                changed = self.ctx.install_directory(data)
+                mark_fetched(cfg.directory, datetime.now(UTC))
+                if changed:
                     logjson.event(log, logging.INFO, "directory", serial=self.ctx.directory.serial)
                     await audit_directory(self.ctx, self.ctx.directory.serial)
                     if self.keys is not None:
                         self.keys.kick.set()
-            except (PeerError, DirectoryError) as exc:
+            except (PeerError, DirectoryError, OSError) as exc:
                 logjson.event(
                     log,
                     logging.WARNING,

@@ -39,6 +39,7 @@ from envelope.errors import EnvelopeError
 from envelope.values import format_time
 from gateway.audit import untimed_tail
 from gateway.channel import PinnedConnector
+from gateway.directory_age import directory_age, stale_reason
 from gateway.keyring import RING, load_ring
 from gateway.keystore import (
     PRIVATE_MODE,
@@ -285,6 +286,18 @@ def directory_check(
         extra = f" ({note})" if note else ""
         return Check(name, Status.WARN, f"{detail}; {'; '.join(warnings)}{extra}")
     return Check(name, Status.OK, f"{detail}; {note}")
+
+
+def directory_fetch_check(config: SiteConfig, now: datetime) -> Check:
+    """A mission's last fetch of the directory from HQ by its gateway (the doctor's own
+    GET does not count): older than ``[relay] directory_max_age_seconds`` fails."""
+    stale = stale_reason(config, now)
+    if stale is not None:
+        return Check("directory fetch", Status.FAIL, stale)
+    age = directory_age(config, now) or 0.0
+    return Check(
+        "directory fetch", Status.OK, f"fetched from HQ {_span(timedelta(seconds=age))} ago"
+    )
 
 
 def store_durability_checks(d: dict[str, str]) -> list[Check]:
@@ -596,6 +609,8 @@ async def run_checks(directory: Path, *, now: datetime | None = None) -> list[Ch
             )
         )
 
+    if not config.is_hub:
+        checks.append(directory_fetch_check(config, now))
     checks += await store_checks(config)
     checks.append(smtp_auth_check(enabled(config.smtp.require_auth), enabled(config.smtp.enabled)))
     usage = shutil.disk_usage(config.directory)

@@ -61,13 +61,23 @@ class Metrics:
         self.directory_serial = Gauge(
             "valise_directory_serial", "Serial of the directory in force.", registry=r
         )
+        self.directory_age = Gauge(
+            "valise_directory_age_seconds",
+            "Seconds since a mission last fetched its directory from HQ (0 at HQ).",
+            registry=r,
+        )
 
     def render(
-        self, depths: dict[tuple[str, str], int], key_valid_until: datetime, directory_serial: int
+        self,
+        depths: dict[tuple[str, str], int],
+        key_valid_until: datetime,
+        directory_serial: int,
+        directory_age: float | None = None,
     ) -> bytes:
         self.queue_depth.clear()
         for (peer, state), n in depths.items():
             self.queue_depth.labels(peer, state).set(n)
         self.key_expiry.set((key_valid_until - datetime.now(UTC)).total_seconds())
         self.directory_serial.set(directory_serial)
+        self.directory_age.set(directory_age or 0.0)  # None: HQ, which publishes it
         return generate_latest(self.registry)
