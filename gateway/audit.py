@@ -11,9 +11,11 @@ Rules:
   (``cli.*``, actor ``operator:<unix user>``: gateway/cli_record.py), checkpoints.
 - A checkpoint signs (site, seq, hash, at) with the site's signing key; a time-stamp
   token over its SHA-256 is added when a ``stamp`` callable gives one (None: the TSA is
-  unavailable, and the checkpoint is kept without). :class:`AuditCheckpointer` makes one
-  every ``[audit] checkpoint_every`` entries or ``checkpoint_seconds`` seconds, whichever
-  comes first, and only when there is something new to cover.
+  unavailable, and the checkpoint is kept without). At a mission ``stamp`` sends the
+  signed checkpoint to HQ's witness, which time-stamps it (gateway/audit_witness.py).
+  :class:`AuditCheckpointer` makes one every ``[audit] checkpoint_every`` entries or
+  ``checkpoint_seconds`` seconds, whichever comes first, and only when there is
+  something new to cover.
 - :func:`verify_store` walks the whole log a page at a time (gateway/audit_verify.py).
 """
 
@@ -32,6 +34,7 @@ from gateway import logjson
 from gateway.audit_verify import (
     SEARCH_WINDOW,
     ChainWalker,
+    KeyHistory,
     Report,
     TokenCheck,
     check_checkpoints,
@@ -45,15 +48,18 @@ from gateway.store.audit_chain import (
     AuditDraft,
     AuditEntry,
     AuditFormatError,
+    Witness,
     canonical_detail,
     checkpoint_message,
 )
 from gateway.store.base import Store, StoreError
-from routing.directory import DirectoryError, parse_directory
+from routing.directory import Directory, DirectoryError, parse_directory
 
 log = logging.getLogger("valise.audit")
 
-Stamp = Callable[[bytes], Awaitable[bytes | None]]
+# (the signed checkpoint, the bytes it signs) -> a time-stamp token over their SHA-256,
+# or None when none can be had now.
+Stamp = Callable[[AuditCheckpoint, bytes], Awaitable[bytes | None]]
 PAGE_ENTRIES = 1000
 # How often the checkpointer looks at the head of the log (at most checkpoint_seconds).
 CHECK_SECONDS = 5.0
@@ -109,13 +115,14 @@ async def checkpoint_now(
         return None
     at = now or datetime.now(UTC)
     message = checkpoint_message(site, head.seq, head.hash, at)
+    cp = AuditCheckpoint(head.seq, head.hash, at, key.key_id, sign(key, message))
     token = None
     if stamp is not None:
         try:
-            token = await stamp(message)
+            token = await stamp(cp, message)
         except Exception as exc:  # the TSA client's failures must not stop checkpoints
             logjson.event(log, logging.WARNING, "audit_stamp_failed", reason=str(exc))
-    cp = AuditCheckpoint(head.seq, head.hash, at, key.key_id, sign(key, message), token)
+    cp = AuditCheckpoint(cp.seq, cp.hash, at, cp.signer, cp.signature, token)
     entry = AuditDraft(
         at=at,
         actor=site,
@@ -184,35 +191,62 @@ class AuditCheckpointer:
             await asyncio.sleep(min(CHECK_SECONDS, self.seconds))
 
 
-def site_verify_keys(ctx: SiteContext) -> dict[str, VerifyKey]:
-    """This site's signing keys: the current one and every one an archived (or the
-    current) directory lists for it, whatever its state then or now."""
-    keys = {ctx.keys.signing.key_id: ctx.keys.signing.public}
-    directories = [ctx.directory]
+def held_directories(ctx: SiteContext) -> list[Directory]:
+    """The directory in force and every archived version that verifies."""
+    directories = {ctx.directory.serial: ctx.directory}
     trust = read_trust(ctx.config.keys_dir)
-    for _, path in archived_directories(ctx.config.directory):
+    for serial, path in archived_directories(ctx.config.directory):
         try:
-            directories.append(parse_directory(path.read_bytes(), trust))
+            directories.setdefault(serial, parse_directory(path.read_bytes(), trust))
         except (DirectoryError, OSError):
             continue
-    for d in directories:
+    return [directories[s] for s in sorted(directories)]
+
+
+def site_verify_keys(ctx: SiteContext) -> dict[str, VerifyKey]:
+    """This site's signing keys: the current one and every one an archived (or the
+    current) directory lists for it, whatever its state then or now (whether a key
+    counts at a checkpoint's time is :func:`site_key_history`'s question)."""
+    keys = {ctx.keys.signing.key_id: ctx.keys.signing.public}
+    for d in held_directories(ctx):
         for entry in d.sites:
             if entry.site == ctx.here:
                 keys.update({k.key_id: k for k, _ in entry.signing})
     return keys
 
 
+def site_key_history(ctx: SiteContext) -> KeyHistory:
+    """The states this site's signing keys had in every directory version held."""
+    return KeyHistory(ctx.here, tuple(held_directories(ctx)))
+
+
 def token_checker(ca_path: Path) -> TokenCheck | None:
-    """Check tokens under the site CA (HQ's TSA certificate chains to it), if present."""
+    """Check tokens under the site CA (HQ's TSA certificate chains to it), if present;
+    the check gives the token's genTime."""
     try:
         ca_pem = ca_path.read_bytes()
     except OSError:
         return None
 
-    def check(token: bytes, digest: bytes) -> None:
-        verify_token(token, digest, ca_pem)
+    def check(token: bytes, digest: bytes) -> datetime:
+        return verify_token(token, digest, ca_pem).gen_time
 
     return check
+
+
+async def untimed_tail(store: Store) -> tuple[int, int]:
+    """(how many, first seq) of the checkpoints after the last time-stamped one: the
+    part of the log no token anchors (an earlier untimed checkpoint is covered by the
+    later token, which pins the whole chain up to its seq)."""
+    count, first, after = 0, 0, 0
+    while batch := await store.audit_checkpoints(after=after, limit=PAGE_ENTRIES):
+        for cp in batch:
+            if cp.token is None:
+                count, first = count + 1, first or cp.seq
+            else:
+                count, first = 0, 0
+        after = batch[-1].seq
+    return count, first
 
 
 async def verify_store(
@@ -221,19 +255,27 @@ async def verify_store(
     site: str,
     keys: Mapping[str, VerifyKey],
     token_check: TokenCheck | None = None,
+    history: KeyHistory | None = None,
+    witnessed: Witness | None = None,
     page: int = PAGE_ENTRIES,
 ) -> Report:
-    """Walk the store's whole log and its checkpoints (see gateway/audit_verify.py)."""
-    report = Report()
+    """Walk the store's whole log and its checkpoints (see gateway/audit_verify.py),
+    comparing the chain with HQ's statement ``witnessed`` when there is one."""
+    report = Report(witness=witnessed)
     checkpoints: list[AuditCheckpoint] = []
     while batch := await store.audit_checkpoints(
         after=checkpoints[-1].seq if checkpoints else 0, limit=page
     ):
         checkpoints += batch
     good = check_checkpoints(
-        checkpoints, site=site, keys=keys, token_check=token_check, report=report
+        checkpoints,
+        site=site,
+        keys=keys,
+        token_check=token_check,
+        report=report,
+        history=history,
     )
-    walker = ChainWalker(good, report)
+    walker = ChainWalker(good, report, witnessed)
     after = 0
     while not walker.stopped and (entries := await store.audit_entries(after=after, limit=page)):
         walker.feed(entries)

@@ -12,6 +12,14 @@ Rules:
   (else the entries since the checkpoint before it were rewritten: ``changed``). A
   checkpoint beyond the end of the chain means entries were cut off (``removed``), and
   an ``audit.checkpoint`` entry without its checkpoint row means one was deleted.
+- The time a checkpoint was signed is its token's genTime, never its own ``at`` (the
+  signer chose that): the signing key must be usable in the directory in force at the
+  token's time, and not revoked by any directory issued before it. A checkpoint
+  without a token is only a warning, unless its key was ever revoked: then nothing
+  shows it was signed before the revocation, and it fails (:class:`KeyHistory`).
+- HQ's witness statement (the latest checkpoint HQ saw of this chain, from outside
+  this store) must be matched: a chain that ends before the witnessed seq was cut
+  (``removed``), one with another hash there forks from what HQ saw (``forked``).
 - Only the first problem in the chain is reported (everything after it is suspect);
   checkpoint signature problems are all listed. Entries after the last checkpoint are
   ``unchecked``: intact as far as the chain shows, but not yet signed.
@@ -23,6 +31,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from crypto.errors import CryptoError
 from crypto.keys import VerifyKey
@@ -33,14 +42,77 @@ from gateway.store.audit_chain import (
     AuditCheckpoint,
     AuditEntry,
     AuditFormatError,
+    Witness,
+    canonical_time,
     checkpoint_message,
     hash_of,
 )
+from routing.directory import USABLE, Directory, DirectoryError, KeyState
 
 # How far from its place a moved entry is looked for (a problem is classified only).
 SEARCH_WINDOW = 64
 
-TokenCheck = Callable[[bytes, bytes], None]  # (token, sha256 of signed bytes); raises
+# (token, sha256 of signed bytes) -> the token's genTime; raises when it does not verify.
+TokenCheck = Callable[[bytes, bytes], datetime]
+
+
+def in_force(directories: Iterable[Directory], moment: datetime) -> Directory | None:
+    """The directory in force at ``moment``: the highest serial issued at or before it."""
+    candidates = [d for d in directories if d.issued <= moment]
+    return max(candidates, key=lambda d: d.serial, default=None)
+
+
+@dataclass(frozen=True)
+class KeyHistory:
+    """The states a site's signing keys had, from every directory version held."""
+
+    site: str
+    directories: tuple[Directory, ...]
+
+    def _state(self, d: Directory, key_id: str) -> KeyState | None:
+        try:
+            return d.site(self.site).states().get(key_id, ("", None))[1]
+        except DirectoryError:
+            return None
+
+    def revoked_by(self, key_id: str, before: datetime | None = None) -> Directory | None:
+        """The first directory (issued at or before ``before``, if given) that lists
+        ``key_id`` as revoked."""
+        revoking = [
+            d
+            for d in self.directories
+            if (before is None or d.issued <= before) and self._state(d, key_id) is KeyState.REVOKED
+        ]
+        return min(revoking, key=lambda d: d.serial, default=None)
+
+    def refusal(self, key_id: str, moment: datetime | None) -> str | None:
+        """Why a signature by ``key_id`` made at the trusted ``moment`` (None: no trusted
+        time) is not accepted, or None when it is."""
+        if moment is None:
+            d = self.revoked_by(key_id)
+            if d is None:
+                return None
+            return (
+                f"key {key_id} is revoked (directory serial {d.serial}) and no time-stamp "
+                "token shows the signature was made before"
+            )
+        d = self.revoked_by(key_id, moment)
+        if d is not None:
+            return (
+                f"key {key_id} was revoked (directory serial {d.serial}) before the "
+                f"token's time {canonical_time(moment)}"
+            )
+        d = in_force(self.directories, moment)
+        if d is None:
+            return f"no directory held was in force at the token's time {canonical_time(moment)}"
+        state = self._state(d, key_id)
+        if state not in USABLE:
+            said = "not listed" if state is None else state.value
+            return (
+                f"key {key_id} was {said} in directory serial {d.serial}, in force at the "
+                f"token's time {canonical_time(moment)}"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -48,7 +120,7 @@ class Finding:
     """One problem: the first seq it concerns, its kind and what was seen."""
 
     seq: int
-    kind: str  # changed | removed | reordered | checkpoint
+    kind: str  # changed | removed | reordered | checkpoint | forked
     what: str
 
 
@@ -63,6 +135,8 @@ class Report:
     last_checkpoint: int = 0
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    witness: Witness | None = None  # HQ's statement the chain was compared with
 
     @property
     def ok(self) -> bool:
@@ -92,7 +166,24 @@ class Report:
             "findings": [_finding_json(f) for f in sorted(self.findings, key=lambda f: f.seq)],
             "unchecked": None if self.unchecked is None else list(self.unchecked),
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
+            "witness": None if self.witness is None else witness_json(self.witness),
         }
+
+
+def witness_json(w: Witness) -> dict[str, object]:
+    return {
+        "site": w.site,
+        "seq": w.seq,
+        "hash": w.hash.hex(),
+        "at": canonical_time(w.at),
+        "witness": w.witness,
+        "witnessed_at": canonical_time(w.witnessed_at),
+        "conflict": w.conflict or None,
+        "conflict_seq": w.conflict_seq or None,
+        "conflict_hash": w.conflict_hash.hex() or None,
+        "conflict_at": None if w.conflict_at is None else canonical_time(w.conflict_at),
+    }
 
 
 def _finding_json(f: Finding) -> dict[str, object]:
@@ -131,7 +222,13 @@ class ChainWalker:
     """The chain check, fed entries in seq order (a page at a time); stops at the first
     problem, whose entry it keeps in :attr:`suspect` for :func:`classify`."""
 
-    def __init__(self, checkpoints: Mapping[int, AuditCheckpoint], report: Report) -> None:
+    def __init__(
+        self,
+        checkpoints: Mapping[int, AuditCheckpoint],
+        report: Report,
+        witnessed: Witness | None = None,
+    ) -> None:
+        self.witnessed = witnessed
         self.expected = 1
         self.prev = ZERO_HASH
         self.checkpoints = checkpoints
@@ -186,6 +283,18 @@ class ChainWalker:
                 )
                 return
             self.good_checkpoint = e.seq
+        w = self.witnessed
+        if w is not None and w.seq == e.seq and w.hash != e.hash:
+            self._stop(
+                Finding(
+                    e.seq,
+                    "forked",
+                    f"the chain forks from what {w.witness} witnessed: entry {e.seq} has hash "
+                    f"{e.hash.hex()[:16]}…, {w.witness} saw {w.hash.hex()[:16]}… at "
+                    f"{canonical_time(w.witnessed_at)}",
+                )
+            )
+            return
         if e.action == CHECKPOINT_ACTION:
             with contextlib.suppress(ValueError):
                 self.recorded.append((e.seq, int(e.subject)))
@@ -202,8 +311,10 @@ def check_checkpoints(
     keys: Mapping[str, VerifyKey],
     token_check: TokenCheck | None,
     report: Report,
+    history: KeyHistory | None = None,
 ) -> dict[int, AuditCheckpoint]:
-    """Check each checkpoint's signature (and token); return the good ones by seq."""
+    """Check each checkpoint's signature, its token and that its key was usable at the
+    token's time (module rules); return the good ones by seq."""
     good: dict[int, AuditCheckpoint] = {}
     untimed = 0
     for cp in checkpoints:
@@ -226,20 +337,28 @@ def check_checkpoints(
                 Finding(cp.seq, "checkpoint", f"checkpoint {cp.seq}: signature does not verify")
             )
             continue
+        stamped: datetime | None = None
         if cp.token is None:
             untimed += 1
         elif token_check is not None:
             try:
-                token_check(cp.token, hashlib.sha256(message).digest())
+                stamped = token_check(cp.token, hashlib.sha256(message).digest())
             except Exception as exc:  # the checker's own error type; all mean "bad token"
                 report.findings.append(
                     Finding(cp.seq, "checkpoint", f"checkpoint {cp.seq}: bad time-stamp: {exc}")
                 )
                 continue
+        refusal = None if history is None else history.refusal(cp.signer, stamped)
+        if refusal is not None:
+            report.findings.append(Finding(cp.seq, "checkpoint", f"checkpoint {cp.seq}: {refusal}"))
+            continue
         good[cp.seq] = cp
         report.checkpoints_verified += 1
     if untimed:
-        report.notes.append(f"{untimed} checkpoint(s) carry no time-stamp token")
+        report.warnings.append(
+            f"{untimed} checkpoint(s) carry no time-stamp token: their signing time is only "
+            "the signer's claim"
+        )
     return good
 
 
@@ -249,6 +368,16 @@ def finish(walker: ChainWalker, good: Mapping[int, AuditCheckpoint]) -> None:
     r.last_checkpoint = walker.good_checkpoint
     if walker.stopped:
         return
+    w = walker.witnessed
+    if w is not None and w.seq > r.last_seq:
+        r.findings.append(
+            Finding(
+                r.last_seq + 1,
+                "removed",
+                f"entries {r.last_seq + 1}..{w.seq} removed: {w.witness} witnessed the chain "
+                f"at seq {w.seq} (hash {w.hash.hex()[:16]}…) at {canonical_time(w.witnessed_at)}",
+            )
+        )
     beyond = [s for s in good if s > r.last_seq]
     if beyond:
         r.findings.append(
@@ -279,13 +408,20 @@ def verify_entries(
     site: str = "",
     keys: Mapping[str, VerifyKey] | None = None,
     token_check: TokenCheck | None = None,
+    history: KeyHistory | None = None,
+    witnessed: Witness | None = None,
 ) -> Report:
     """Verify a whole log held in memory (the store version pages: gateway/audit.py)."""
-    report = Report()
+    report = Report(witness=witnessed)
     good = check_checkpoints(
-        checkpoints, site=site, keys=keys or {}, token_check=token_check, report=report
+        checkpoints,
+        site=site,
+        keys=keys or {},
+        token_check=token_check,
+        report=report,
+        history=history,
     )
-    walker = ChainWalker(good, report)
+    walker = ChainWalker(good, report, witnessed)
     walker.feed(sorted(entries, key=lambda e: e.seq))
     if walker.suspect is not None:
         s = walker.suspect.seq

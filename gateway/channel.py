@@ -6,6 +6,8 @@ Server routes (one aiohttp application, resources under typed AppKeys):
     POST /v1/enroll      HQ only: a joining mission's public keys (gateway/enroll.py)
     POST /v1/keys        HQ only: a site's signed key changes (gateway/key_updates.py)
     POST /v1/timestamp   HQ only: RFC 3161 requests, a batch (gateway/timestamping.py)
+    POST /v1/witness     HQ only: a site's audit checkpoint, witnessed and time-stamped
+    GET  /v1/witness     HQ only: what HQ witnessed of the asking site (gateway/audit_witness.py)
 
 Rules:
 - Every request's TLS peer is identified by the site id in its certificate, and
@@ -315,9 +317,12 @@ def make_app(
         from gateway.key_updates import keys_handler
 
         app.router.add_post("/v1/keys", keys_handler)
-        from gateway.timestamping import timestamp_handler
+        from gateway.timestamping import timestamp_handler, witness_routes
 
         app.router.add_post("/v1/timestamp", timestamp_handler(ctx))
+        witness_post, witness_get = witness_routes(ctx)
+        app.router.add_post("/v1/witness", witness_post)
+        app.router.add_get("/v1/witness", witness_get)
     return app
 
 

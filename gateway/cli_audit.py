@@ -3,10 +3,13 @@
 audit verify [--json]                          walk the chain and the checkpoints
 audit list [--since SEQ] [--limit N] [--json]  the entries after SEQ, oldest first
 audit checkpoint                               sign the head of the log now
+audit witness SITE [--json]                    (HQ) what HQ witnessed of SITE's log
 
 Exit codes of ``audit verify``: 0 the log is intact (entries not yet checkpointed are
 reported, not failed), 1 something was changed, removed or reordered, or a checkpoint
-does not verify; 3 DIR is not a readable site folder.
+does not verify, or the chain is shorter than or forks from what HQ witnessed; 3 DIR is
+not a readable site folder. ``audit witness`` exits 1 when HQ recorded a rollback or
+fork of SITE's chain or a signature does not verify, 2 when HQ witnessed nothing of SITE.
 """
 
 from __future__ import annotations
@@ -16,12 +19,31 @@ from pathlib import Path
 
 import click
 
-from gateway.audit import checkpoint_now, site_verify_keys, token_checker, verify_store
-from gateway.audit_verify import Report
+from crypto.errors import CryptoError
+from crypto.recipes import verify
+from gateway.audit import (
+    checkpoint_now,
+    held_directories,
+    site_key_history,
+    site_verify_keys,
+    token_checker,
+    verify_store,
+)
+from gateway.audit_verify import Report, witness_json
+from gateway.audit_witness import WitnessError, check_statement, hub_session, latest_statement
 from gateway.cli import _fail, main, one_line_errors
 from gateway.cli_site import DIR_OPTION, emit, with_site
 from gateway.site import SiteContext
-from gateway.store.audit_chain import AuditCheckpoint, AuditEntry, canonical_time
+from gateway.store.audit_chain import (
+    AuditCheckpoint,
+    AuditEntry,
+    AuditFormatError,
+    Witness,
+    canonical_time,
+    checkpoint_message,
+)
+from gateway.timestamping import Stamper
+from routing.directory import DirectoryError
 
 EXIT_TAMPERED = 1
 LIST_LIMIT = 100
@@ -41,7 +63,13 @@ def _report_lines(r: Report) -> list[str]:
     if r.unchecked is not None:
         a, b = r.unchecked
         lines.append(f"not yet checkpointed: entries {a}..{b}")
+    if r.witness is not None:
+        w = r.witness
+        lines.append(
+            f"witness      {w.witness} saw seq {w.seq} at {canonical_time(w.witnessed_at)}"
+        )
     lines += [f"note: {n}" for n in r.notes]
+    lines += [f"WARNING: {w}" for w in r.warnings]
     first = r.first
     if first is not None:
         lines.append(f"TAMPERED at seq {first.seq}: {first.kind}: {first.what}")
@@ -60,12 +88,17 @@ def audit_verify(directory: Path | None, as_json: bool) -> None:
     changed, removed or reordered. Exits 1 when the log was tampered with."""
 
     async def go(ctx: SiteContext) -> Report:
-        return await verify_store(
+        witnessed, note = await latest_statement(ctx)
+        report = await verify_store(
             ctx.store,
             site=ctx.here,
             keys=site_verify_keys(ctx),
             token_check=token_checker(ctx.config.keys_dir / "ca.crt"),
+            history=site_key_history(ctx),
+            witnessed=witnessed,
         )
+        report.notes.append(note)
+        return report
 
     report = with_site(directory, go)
     if as_json:
@@ -122,14 +155,90 @@ def audit_list(directory: Path | None, since: int, limit: int, as_json: bool) ->
 @DIR_OPTION
 @one_line_errors
 def audit_checkpoint(directory: Path | None) -> None:
-    """Sign the head of the log now with the site's signing key (no time-stamp)."""
+    """Sign the head of the log now with the site's signing key, time-stamped by HQ's
+    authority (at a mission: sent to HQ's witness); kept without a token when HQ
+    cannot be reached."""
 
     async def go(ctx: SiteContext) -> AuditCheckpoint | None:
-        return await checkpoint_now(ctx.store, site=ctx.here, key=ctx.keys.signing)
+        if ctx.config.is_hub:
+            stamper = Stamper(ctx, None)
+            return await checkpoint_now(
+                ctx.store, site=ctx.here, key=ctx.keys.signing, stamp=stamper.stamp_checkpoint
+            )
+        async with hub_session(ctx) as session:
+            stamper = Stamper(ctx, session)
+            return await checkpoint_now(
+                ctx.store, site=ctx.here, key=ctx.keys.signing, stamp=stamper.stamp_checkpoint
+            )
 
     cp = with_site(directory, go)
     if cp is None:
         _fail(0, "audit: nothing new to checkpoint")
         return
     click.echo(f"{cp.seq}\t{cp.hash.hex()}")
-    click.echo(f"valise: audit: checkpoint at seq {cp.seq} signed by {cp.signer}", err=True)
+    stamped = "time-stamped" if cp.token is not None else "NOT time-stamped (HQ unreachable?)"
+    click.echo(
+        f"valise: audit: checkpoint at seq {cp.seq} signed by {cp.signer}, {stamped}", err=True
+    )
+
+
+@audit_group.command("witness")
+@click.argument("site")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@one_line_errors
+def audit_witness(site: str, directory: Path | None, as_json: bool) -> None:
+    """(HQ) The latest checkpoint of SITE's audit log HQ witnessed, whether both
+    signatures verify, and any rollback or fork of SITE's chain HQ refused."""
+
+    async def go(ctx: SiteContext) -> tuple[Witness | None, list[str]]:
+        w = await ctx.store.audit_witness(site)
+        return w, ([] if w is None else _witness_problems(ctx, w))
+
+    w, problems = with_site(directory, go)
+    if w is None:
+        _fail(2, f"audit: HQ has witnessed no checkpoint of {site}")
+        return
+    doc = {**witness_json(w), "signature_ok": not problems, "problems": problems}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(f"site         {w.site}")
+        click.echo(f"seq          {w.seq}")
+        click.echo(f"hash         {w.hash.hex()}")
+        click.echo(f"signed at    {canonical_time(w.at)} by {w.signer} (the site's claim)")
+        click.echo(f"witnessed    {canonical_time(w.witnessed_at)} by {w.witness}")
+        click.echo(f"signature    {'ok' if not problems else 'FAILED: ' + '; '.join(problems)}")
+        if w.conflict:
+            click.echo(
+                f"CONFLICT     {w.conflict}: {site} sent seq {w.conflict_seq} "
+                f"(hash {w.conflict_hash.hex()}) at "
+                f"{'' if w.conflict_at is None else canonical_time(w.conflict_at)}"
+            )
+    if problems or w.conflict:
+        raise SystemExit(EXIT_TAMPERED)
+
+
+def _witness_problems(ctx: SiteContext, w: Witness) -> list[str]:
+    """Whether the site's checkpoint signature (under a key of the site some held
+    directory lists) and HQ's statement verify."""
+    problems = []
+    directories = held_directories(ctx)
+    keys = {}
+    for d in directories:
+        try:
+            keys.update({k.key_id: k for k, _ in d.site(w.site).signing})
+        except DirectoryError:
+            continue
+    key = keys.get(w.signer)
+    try:
+        if key is None:
+            raise CryptoError(f"key {w.signer} is no signing key of {w.site}")
+        verify(key, w.signature, checkpoint_message(w.site, w.seq, w.hash, w.at))
+    except (CryptoError, AuditFormatError) as exc:
+        problems.append(f"the checkpoint signature of {w.site} does not verify: {exc}")
+    try:
+        check_statement(w, directories)
+    except WitnessError as exc:
+        problems.append(str(exc))
+    return problems

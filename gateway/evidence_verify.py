@@ -10,6 +10,11 @@ Rules:
 - Signatures are checked under the keys of the directory in force at the moment each
   one claims (the highest serial issued at or before it), and only active or retiring
   keys count; every directory must verify under the trust anchor.
+- That claimed moment is the signer's; the trusted one is a time-stamp token's. The
+  origin's and the receipt's signing keys must also be usable at the earliest genTime
+  of the tokens over what they signed, and revoked by no directory issued before it; a
+  signature by a key some directory of the bundle revokes, with no token over it, fails
+  (``signing-time``).
 - The envelope digest is recomputed from the envelope's own bytes; the receipt must
   name the message, be signed by one of its destinations, and (when its content key is
   disclosed) decrypt to a receipt.xml that names that digest.
@@ -45,6 +50,7 @@ from gateway.evidence_checks import (
     check_trust,
     token_check,
 )
+from gateway.evidence_times import check_signing_times
 from gateway.hop import HopRefused
 from routing.directory import DirectoryError
 
@@ -143,6 +149,7 @@ def verify_bundle(
     checks += [_run(s, f"timestamp {name}", token_check(name)) for name in tokens]
     if not tokens:
         checks.append(Check("timestamps", SKIPPED, "no time-stamp tokens in the bundle"))
+    checks.append(_run(s, "signing-time", check_signing_times))
     checks.append(_run(s, "certificates", check_certificates))
     checks.append(_run(s, "openssl-files", check_openssl))
     message_id = s.message.head.routing.message_id if s.message is not None else s.manifest_id

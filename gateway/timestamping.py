@@ -45,6 +45,9 @@ Rules:
   media type, 413 for too many or too large items, 400 for a malformed frame; else 200
   and one TimeStampResp per request in order, a bad request getting a rejection of
   its own (the others are stamped).
+- Audit checkpoints: HQ stamps its own with its TSA; a mission's travel to HQ's
+  witness (``POST /v1/witness``, gateway/audit_witness.py), whose answer carries the
+  token, so that every checkpoint HQ stamps is one it has witnessed.
 """
 
 from __future__ import annotations
@@ -73,9 +76,12 @@ from envelope.digested import digested, digested_slice
 from envelope.errors import EnvelopeError
 from envelope.receipt import RECEIPT_CLASS
 from gateway import logjson
+from gateway.audit_witness import Handler as WitnessHandler
+from gateway.audit_witness import WitnessError, send_checkpoint, witness_handlers
 from gateway.courier import jittered
 from gateway.keystore import KeyStoreError, _read_private
 from gateway.site import SiteContext, load_site_ca, write_private, write_private_key
+from gateway.store.audit_chain import AuditCheckpoint
 from gateway.store.base import PendingStamp, StoreError, TimestampRecord
 from gateway.timestamp_batch import (
     REQUEST_MEDIA_TYPE,
@@ -95,6 +101,7 @@ __all__ = [
     "issue_batch",
     "load_authority",
     "timestamp_handler",
+    "witness_routes",
     "write_tsa_files",
 ]
 
@@ -251,6 +258,23 @@ def timestamp_handler(ctx: SiteContext) -> Handler:
         return web.Response(body=frame(answers), content_type=RESPONSE_MEDIA_TYPE)
 
     return handle
+
+
+def witness_routes(ctx: SiteContext) -> tuple[WitnessHandler, WitnessHandler]:
+    """The (POST, GET) handlers of ``/v1/witness`` (HQ), stamping with HQ's TSA."""
+    held: list[TimeStampAuthority] = []
+
+    def issue(digest: bytes) -> bytes | None:
+        now = datetime.now(UTC)
+        try:
+            if not held:
+                held.append(load_authority(ctx.config, now=now))
+            return held[0].issue_many([digest], serials=_serials(1), now=now)[0]
+        except (TimestampingError, TimestampError, KeyStoreError, OSError) as exc:
+            logjson.event(log, logging.ERROR, "tsa_unavailable", reason=str(exc))
+            return None
+
+    return witness_handlers(ctx, issue)
 
 
 def _refuse(status: int, reason: str) -> web.Response:
@@ -455,15 +479,20 @@ class Stamper:
             settled.append(w.pending)
         return records, settled, deferred
 
-    async def stamp_data(self, data: bytes) -> bytes | None:
-        """A TimeStampToken over SHA-256 of ``data`` (the audit log's checkpoints), from
-        this HQ's TSA or, at a mission, from HQ's; None when none can be had now."""
-        digest = hashlib.sha256(data).digest()
+    async def stamp_checkpoint(self, cp: AuditCheckpoint, message: bytes) -> bytes | None:
+        """A TimeStampToken over SHA-256 of ``message`` (an audit checkpoint's signed
+        bytes): from this HQ's TSA, or at a mission from HQ's witness, which keeps the
+        checkpoint (module rules); None when none can be had now."""
+        digest = hashlib.sha256(message).digest()
         if self.tsa is not None:
             try:
                 return self.tsa.issue_many([digest], serials=_serials(1), now=datetime.now(UTC))[0]
             except TimestampError:
                 return None
-        work = _Work("", "", "checkpoint", digest, data)
-        records, _, _ = await self._ask_hub([work])
-        return records[0].token if records else None
+        if self.session is None:
+            return None
+        try:
+            return await send_checkpoint(self.ctx, self.session, cp, message)
+        except (WitnessError, TimestampError) as exc:
+            logjson.event(log, logging.WARNING, "audit_witness_failed", reason=str(exc))
+            return None

@@ -23,6 +23,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (5, "v5_keys.sql"),
     (6, "v6_reseal.sql"),
     (7, "v7_tombstones.sql"),
+    (9, "v9_witness.sql"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

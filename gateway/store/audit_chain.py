@@ -189,3 +189,57 @@ def checkpoint_message(site: str, seq: int, hash_: bytes, at: datetime) -> bytes
     if not isinstance(hash_, bytes) or len(hash_) != HASH_BYTES:
         raise AuditFormatError("a checkpoint hash is 32 bytes")
     return b"".join((CHECKPOINT_LABEL, _text(site), _seq(seq), hash_, _text(canonical_time(at))))
+
+
+# -- the witness: HQ's record of each site's latest checkpoint (docs/AUDIT.md) ----------
+
+WITNESS_LABEL = b"valise/v1/audit-witness\x00"
+# HQ's own entry for each checkpoint it witnesses (subject = the site) or refuses.
+WITNESS_ACTION = "audit.witness"
+# Why HQ refused a checkpoint for good: the site's chain went back, or split.
+ROLLBACK, FORK = "rollback", "fork"
+
+
+@dataclass(frozen=True)
+class Witness:
+    """HQ's signed statement that ``site``'s chain had hash ``hash`` at ``seq``.
+
+    ``signer`` / ``signature`` are the site's checkpoint signature (over
+    :func:`checkpoint_message` with ``at``); ``witness_signer`` / ``witness_signature``
+    HQ's, over :func:`witness_message`. ``conflict`` is empty, or ROLLBACK / FORK with
+    the refused checkpoint's seq, hash and the time HQ saw it (kept for the operator).
+    """
+
+    site: str
+    seq: int
+    hash: bytes
+    at: datetime
+    signer: str
+    signature: bytes
+    witness: str
+    witnessed_at: datetime
+    witness_signer: str
+    witness_signature: bytes
+    conflict: str = ""
+    conflict_seq: int = 0
+    conflict_hash: bytes = b""
+    conflict_at: datetime | None = None
+
+
+def witness_message(
+    witness: str, site: str, seq: int, hash_: bytes, at: datetime, witnessed_at: datetime
+) -> bytes:
+    """The bytes HQ signs when it witnesses ``site``'s checkpoint (seq, hash, at)."""
+    if not isinstance(hash_, bytes) or len(hash_) != HASH_BYTES:
+        raise AuditFormatError("a witnessed hash is 32 bytes")
+    return b"".join(
+        (
+            WITNESS_LABEL,
+            _text(witness),
+            _text(site),
+            _seq(seq),
+            hash_,
+            _text(canonical_time(at)),
+            _text(canonical_time(witnessed_at)),
+        )
+    )

@@ -33,7 +33,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from gateway.store.audit_chain import AuditCheckpoint, AuditDraft, AuditEntry
+from gateway.store.audit_chain import AuditCheckpoint, AuditDraft, AuditEntry, Witness
 
 
 class OutState(StrEnum):
@@ -571,3 +571,16 @@ class Store(Protocol):
         ...
 
     async def audit_last_checkpoint(self) -> AuditCheckpoint | None: ...
+
+    async def audit_witness(self, site: str) -> Witness | None:
+        """The witness row of ``site`` (HQ: what it witnessed of that site; a mission:
+        HQ's latest statement about its own chain), or None."""
+        ...
+
+    async def audit_witness_save(
+        self, witness: Witness, *, expect_seq: int | None, entry: AuditDraft | None = None
+    ) -> bool:
+        """Write ``witness`` as the row of its site if that row's seq is ``expect_seq``
+        (None: there is no row yet), and append ``entry`` (if any) in the same
+        transaction; False (nothing written) when another writer got there first."""
+        ...

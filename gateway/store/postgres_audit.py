@@ -22,6 +22,7 @@ from gateway.store.audit_chain import (
     AuditCheckpoint,
     AuditDraft,
     AuditEntry,
+    Witness,
 )
 from gateway.store.base import StoreError
 
@@ -51,6 +52,58 @@ def _entry(r: Any) -> AuditEntry:
 def _checkpoint(r: Any) -> AuditCheckpoint:
     token = None if r[5] is None else bytes(r[5])
     return AuditCheckpoint(int(r[0]), bytes(r[1]), r[2].astimezone(UTC), r[3], bytes(r[4]), token)
+
+
+_WITNESS_SELECT = (
+    "SELECT site, seq, hash, at, signer, signature, witness, witnessed_at, witness_signer,"
+    " witness_signature, conflict, conflict_seq, conflict_hash, conflict_at"
+    " FROM audit_witness WHERE site = $1"
+)
+_WITNESS_INSERT = (
+    "INSERT INTO audit_witness (site, seq, hash, at, signer, signature, witness,"
+    " witnessed_at, witness_signer, witness_signature, conflict, conflict_seq,"
+    " conflict_hash, conflict_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    " ON CONFLICT (site) DO NOTHING RETURNING true"
+)
+
+
+def _witness(r: Any) -> Witness:
+    return Witness(
+        r[0],
+        int(r[1]),
+        bytes(r[2]),
+        r[3].astimezone(UTC),
+        r[4],
+        bytes(r[5]),
+        r[6],
+        r[7].astimezone(UTC),
+        r[8],
+        bytes(r[9]),
+        r[10],
+        int(r[11]),
+        bytes(r[12]),
+        None if r[13] is None else r[13].astimezone(UTC),
+    )
+
+
+def _witness_row(w: Witness) -> tuple[Any, ...]:
+    return (
+        w.site,
+        w.seq,
+        w.hash,
+        aware(w.at, "checkpoint time"),
+        w.signer,
+        w.signature,
+        w.witness,
+        aware(w.witnessed_at, "witness time"),
+        w.witness_signer,
+        w.witness_signature,
+        w.conflict,
+        w.conflict_seq,
+        w.conflict_hash,
+        None if w.conflict_at is None else aware(w.conflict_at, "conflict time"),
+    )
 
 
 async def _append(conn: Conn, d: AuditDraft) -> AuditEntry:
@@ -161,3 +214,41 @@ class PostgresAudit:
             return None if row is None else _checkpoint(row)
 
         return await self._read(q)
+
+    async def audit_witness(self, site: str) -> Witness | None:
+        async def q(conn: Conn) -> Witness | None:
+            row = await conn.fetchrow(_WITNESS_SELECT, site)
+            return None if row is None else _witness(row)
+
+        return await self._read(q)
+
+    async def audit_witness_save(
+        self, witness: Witness, *, expect_seq: int | None, entry: AuditDraft | None = None
+    ) -> bool:
+        row = _witness_row(witness)
+        if entry is not None:
+            aware(entry.at, "audit time")
+
+        async def tx(conn: Conn) -> bool:
+            if expect_seq is None:
+                done = await conn.fetchval(
+                    _WITNESS_INSERT,
+                    *row,
+                )
+            else:
+                done = await conn.fetchval(
+                    "UPDATE audit_witness SET seq = $2, hash = $3, at = $4, signer = $5,"
+                    " signature = $6, witness = $7, witnessed_at = $8, witness_signer = $9,"
+                    " witness_signature = $10, conflict = $11, conflict_seq = $12,"
+                    " conflict_hash = $13, conflict_at = $14"
+                    " WHERE site = $1 AND seq = $15 RETURNING true",
+                    *row,
+                    expect_seq,
+                )
+            if not done:
+                return False
+            if entry is not None:
+                await _append(conn, entry)
+            return True
+
+        return await self._write(tx)

@@ -25,6 +25,7 @@ from gateway.store.audit_chain import (
     AuditCheckpoint,
     AuditDraft,
     AuditEntry,
+    Witness,
     chain,
     entry_hash,
     history_detail,
@@ -63,6 +64,58 @@ def register_audit_functions(conn: sqlite3.Connection) -> None:
 
 def _entry(r: Any) -> AuditEntry:
     return AuditEntry(int(r[0]), _dt(r[1]), r[2], r[3], r[4], r[5], r[6], bytes(r[7]), bytes(r[8]))
+
+
+_WITNESS_SELECT = (
+    "SELECT site, seq, hash, at, signer, signature, witness, witnessed_at, witness_signer,"
+    " witness_signature, conflict, conflict_seq, conflict_hash, conflict_at"
+    " FROM audit_witness WHERE site = ?"
+)
+_WITNESS_INSERT = (
+    "INSERT INTO audit_witness (site, seq, hash, at, signer, signature, witness,"
+    " witnessed_at, witness_signer, witness_signature, conflict, conflict_seq,"
+    " conflict_hash, conflict_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (site) DO NOTHING"
+)
+
+
+def _witness(r: Any) -> Witness:
+    return Witness(
+        r[0],
+        int(r[1]),
+        bytes(r[2]),
+        _dt(r[3]),
+        r[4],
+        bytes(r[5]),
+        r[6],
+        _dt(r[7]),
+        r[8],
+        bytes(r[9]),
+        r[10],
+        int(r[11]),
+        bytes(r[12]),
+        None if r[13] is None else _dt(r[13]),
+    )
+
+
+def _witness_row(w: Witness) -> tuple[Any, ...]:
+    return (
+        w.site,
+        w.seq,
+        w.hash,
+        _ts(w.at),
+        w.signer,
+        w.signature,
+        w.witness,
+        _ts(w.witnessed_at),
+        w.witness_signer,
+        w.witness_signature,
+        w.conflict,
+        w.conflict_seq,
+        w.conflict_hash,
+        None if w.conflict_at is None else _ts(w.conflict_at),
+    )
 
 
 def _checkpoint(r: Any) -> AuditCheckpoint:
@@ -184,3 +237,39 @@ class SqliteAudit:
             return None if row is None else _checkpoint(row)
 
         return await self._read(q)
+
+    async def audit_witness(self, site: str) -> Witness | None:
+        def q(c: sqlite3.Connection) -> Witness | None:
+            row = c.execute(_WITNESS_SELECT, (site,)).fetchone()
+            return None if row is None else _witness(row)
+
+        return await self._read(q)
+
+    async def audit_witness_save(
+        self, witness: Witness, *, expect_seq: int | None, entry: AuditDraft | None = None
+    ) -> bool:
+        row = _witness_row(witness)
+        if entry is not None:
+            aware(entry.at, "audit time")
+
+        def tx(c: sqlite3.Connection) -> bool:
+            if expect_seq is None:
+                cur = c.execute(
+                    _WITNESS_INSERT,
+                    row,
+                )
+            else:
+                cur = c.execute(
+                    "UPDATE audit_witness SET seq = ?, hash = ?, at = ?, signer = ?,"
+                    " signature = ?, witness = ?, witnessed_at = ?, witness_signer = ?,"
+                    " witness_signature = ?, conflict = ?, conflict_seq = ?,"
+                    " conflict_hash = ?, conflict_at = ? WHERE site = ? AND seq = ?",
+                    (*row[1:], witness.site, expect_seq),
+                )
+            if not cur.rowcount:
+                return False
+            if entry is not None:
+                append_entry(c, entry)
+            return True
+
+        return await self._write(tx)

@@ -24,6 +24,7 @@ from crypto.tsa_verify import verify_token
 from crypto.x509 import SiteCA, issue_tsa_certificate
 from gateway.audit import AuditError, checkpoint_now, pending, record, verify_store
 from gateway.audit_verify import Report
+from gateway.store.audit_chain import AuditCheckpoint
 from gateway.store.base import EnvelopeRecord, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
@@ -205,11 +206,11 @@ async def test_a_time_stamped_checkpoint_verifies(store: Store) -> None:
         policy="1.3.6.1.4.1.57264.1.1",
     )
 
-    async def stamp(message: bytes) -> bytes | None:
+    async def stamp(cp: AuditCheckpoint, message: bytes) -> bytes | None:
         return tsa.issue(hashlib.sha256(message).digest(), serial=1, now=T0)
 
-    def token_check(token: bytes, digest: bytes) -> None:
-        verify_token(token, digest, ca.cert_pem)
+    def token_check(token: bytes, digest: bytes) -> datetime:
+        return verify_token(token, digest, ca.cert_pem).gen_time
 
     await traffic(store)
     cp = await checkpoint_now(store, site=HERE, key=KEY, stamp=stamp, now=T0)
