@@ -46,6 +46,7 @@ __all__ = [
     "SiteCA",
     "certificate_not_after",
     "certificate_pin",
+    "certificate_serial",
     "generate_site_key",
     "issue_site_certificate",
     "issue_tsa_certificate",
@@ -579,6 +580,17 @@ def certificate_pin(cert: bytes) -> str:
     ``cert`` is PEM or DER. Raises :class:`CertificateError`.
     """
     return _pin(_load_certificate(cert))
+
+
+def certificate_serial(cert: bytes) -> str:
+    """The certificate's serial number as lowercase hex without leading zeros (how the
+    gateway records the certificates HQ issued). ``cert`` is PEM or DER. Raises
+    :class:`CertificateError`."""
+    certificate = _load_certificate(cert)
+    try:
+        return format(certificate.serial_number, "x")
+    except _PARSE_ERRORS as exc:
+        raise CertificateError("the certificate's serial number is malformed") from exc
 
 
 def certificate_not_after(cert: bytes) -> datetime:

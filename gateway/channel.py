@@ -32,10 +32,10 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
-from crypto.x509 import certificate_pin, site_id_from_certificate
+from crypto.x509 import certificate_pin, certificate_serial, site_id_from_certificate
 from envelope.errors import EnvelopeError
 from envelope.replacement import ReplacementRefused
-from gateway import audit, logjson
+from gateway import audit, logjson, tls_identity
 from gateway.faults import crash_point
 from gateway.hop import (
     MEDIA_TYPE,
@@ -49,7 +49,7 @@ from gateway.hop import (
 from gateway.metrics import Metrics
 from gateway.reseal import take_resealed_copy
 from gateway.site import SiteContext
-from gateway.store.base import Acceptance
+from gateway.store.base import Acceptance, StoreError
 from gateway.tls import TLSConfigError, peer_certificate, peer_pin, peer_site_id
 
 log = logging.getLogger("valise.channel")
@@ -65,8 +65,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A site fetching the same directory version again is recorded at most this often
 # (valise directory status shows the version and the time of the last record).
 FETCH_RECORD_SECONDS = 60.0
-# Paths a site certificate of the CA may use without its key pinned (identify_peer).
-UNPINNED_PATHS = ("/v1/enroll", "/v1/keys", "/v1/directory")
+# Paths a site certificate of the CA may use without its key pinned, each for one
+# purpose decided by gateway/tls_identity.py (identify_peer).
+UNPINNED_PATHS = tls_identity.UNPINNED_PATHS
 
 
 def _crash(ctx: SiteContext, point: str) -> None:
@@ -82,17 +83,30 @@ async def identify_peer(request: web.Request, handler: Handler) -> web.StreamRes
     ctx = request.app[CONTEXT]
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     try:
-        peer, pin = _identity(peer_certificate(ssl_object))
+        peer, pin, serial = _identity(peer_certificate(ssl_object))
     except (TLSConfigError, Exception) as exc:  # no or unreadable certificate
         log.warning(json.dumps({"event": "refused", "reason": f"peer certificate: {exc}"}))
         return _refuse(403, "a site certificate is required")
     request["peer"] = peer
     if request.path in UNPINNED_PATHS:
-        # Enrollment checks its one-time token; a key update its signature by one of the
-        # site's accepted signing keys; the directory is signed and public. So a site
-        # whose TLS key was revoked still learns it, and publishes the replacement
-        # (gateway/key_updates.py). Documents (/v1/hop) need a pinned key.
+        # A bootstrap certificate serves its pending join only; a key update needs a
+        # pinned key or the narrow recovery case; the directory is signed and public,
+        # so a site whose keys HQ revoked still learns it (gateway/tls_identity.py).
         request["pin"] = pin
+        request["serial"] = serial
+        cert = tls_identity.PeerCertificate(peer, pin, serial)
+        try:
+            request["standing"] = await tls_identity.admit(
+                request.path, cert, ctx.directory, ctx.store
+            )
+        except tls_identity.IdentityRefused as exc:
+            log.warning(json.dumps({"event": "refused", "peer": peer, "reason": str(exc)}))
+            refused = _refuse(403, str(exc))
+            refused.force_close()
+            return refused
+        except StoreError as exc:
+            log.warning(json.dumps({"event": "deferred", "peer": peer, "reason": str(exc)}))
+            return _refuse(503, "the store is unavailable; try again later")
         return await handler(request)
     if not ctx.directory.knows(peer) or pin not in ctx.directory.site(peer).tls_pins:
         log.warning(
@@ -107,10 +121,10 @@ async def identify_peer(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 @functools.lru_cache(maxsize=256)
-def _identity(der: bytes) -> tuple[str, str]:
-    """(site id, SPKI pin) of a peer certificate the handshake verified (DER): read
-    once per certificate, not once per request."""
-    return site_id_from_certificate(der), certificate_pin(der)
+def _identity(der: bytes) -> tuple[str, str, str]:
+    """(site id, SPKI pin, serial) of a peer certificate the handshake verified (DER):
+    read once per certificate, not once per request."""
+    return site_id_from_certificate(der), certificate_pin(der), certificate_serial(der)
 
 
 async def _read_body(request: web.Request) -> bytes:

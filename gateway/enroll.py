@@ -1,28 +1,35 @@
 """Creating sites: ``valise init`` (HQ), ``valise site add`` (a bundle), ``valise join``.
 
 Enrollment, in three steps:
-1. HQ: ``site add SITE --endpoint URL --out BUNDLE`` records a pending enrollment
-   (a SHA-256 of a fresh one-time token) and writes a bundle: the token, HQ's
-   endpoint, the CA certificate, the directory key, and a short-lived bootstrap TLS
-   certificate and key for SITE, used for the join request only.
+1. HQ: ``site add SITE --endpoint URL --out BUNDLE`` records a pending enrollment in
+   HQ's store (a SHA-256 of a fresh one-time token, the serial of the bootstrap
+   certificate; a new bundle for SITE voids the previous one) and writes a bundle: the
+   token, HQ's endpoint, the CA certificate, the directory key, and a short-lived
+   (``BOOTSTRAP_DAYS``) bootstrap TLS certificate and key for SITE.
 2. Mission: ``join BUNDLE`` generates the mission's envelope keys and TLS key
    locally and posts only their public parts, with the token, to HQ's
    ``/v1/enroll`` over mutual TLS with the bootstrap certificate.
-3. HQ checks the token (once), issues the mission's TLS certificate for the
-   mission's own key, publishes a new directory version with the site in it, and
+3. HQ consumes the pending enrollment in one atomic conditional delete (token hash,
+   bootstrap serial and expiry checked together: of two joins with one token exactly
+   one gets it), issues the mission's TLS certificate for the mission's own key and
+   records its serial, publishes a new directory version with the site in it, and
    answers with the certificate and the directory.
+
+The bootstrap certificate opens ``/v1/enroll`` for its pending join and nothing else:
+the channel refuses it by serial everywhere else, before and after the join
+(gateway/tls_identity.py); its key is never pinned.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-import hmac
 import json
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
@@ -40,28 +47,37 @@ from config.site import (
 from crypto.armor import armor, load_signing_key
 from crypto.keys import SigningKey
 from crypto.x509 import (
+    CertificateError,
     SiteCA,
     certificate_pin,
     generate_site_key,
     issue_site_certificate,
+    public_key_pin,
     site_public_key,
 )
+from envelope.errors import EnvelopeError
 from envelope.keydoc import parse_public_key_doc
 from gateway.keystore import generate_site_keys
 from gateway.site import (
     SiteContext,
     archive_directory,
     load_site_ca,
+    open_store,
     read_trust,
     write_private,
     write_private_key,
 )
 from gateway.site_modes import make_private_dir
+from gateway.store.base import StoreError
+from gateway.store.enrollments import CertificatePurpose, Enrollment
 from gateway.timestamping import write_tsa_files
 from gateway.tls import client_context
+from gateway.tls_identity import issued
 from routing.directory import Directory, KeyState, SiteEntry, parse_directory, write_directory
 
-BOOTSTRAP_DAYS = 7
+# The bootstrap certificate and the token expire together: long enough to carry the
+# bundle to the mission, and useless after the join whatever is left of it.
+BOOTSTRAP_DAYS = 2
 
 
 class EnrollError(Exception):
@@ -121,7 +137,6 @@ def init_hub(
     first = write_directory(d, directory_key)
     write_private(directory / "directory.xml", first)
     archive_directory(directory, 1, first)
-    (directory / "enrollments").mkdir(mode=0o700)
     _write_config(
         SiteConfig(
             directory=directory,
@@ -155,7 +170,12 @@ class Bundle:
 
 
 def add_site(hub_dir: Path, site: str, endpoint: str, out: Path) -> Bundle:
-    """Register a pending mission and write its one-time bundle (mode 0600)."""
+    """Register a pending mission and write its one-time bundle (mode 0600). Call from
+    synchronous code (it runs the store on its own loop). Raises EnrollError."""
+    return asyncio.run(_add_site(hub_dir, site, endpoint, out))
+
+
+async def _add_site(hub_dir: Path, site: str, endpoint: str, out: Path) -> Bundle:
     from config.site import load_site_config
 
     config = load_site_config(hub_dir)
@@ -168,14 +188,23 @@ def add_site(hub_dir: Path, site: str, endpoint: str, out: Path) -> Bundle:
     ca = load_site_ca(k, config.key_passphrase)
     cert, key = issue_site_certificate(ca, site, now=now, days=BOOTSTRAP_DAYS)
     token = secrets.token_urlsafe(32)
-    pending = hub_dir / "enrollments" / f"{site}.json"
-    record = {
-        "site": site,
-        "endpoint": endpoint,
-        "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
-        "expires": (now + timedelta(days=BOOTSTRAP_DAYS)).isoformat(),
-    }
-    write_private(pending, json.dumps(record).encode())
+    bootstrap = issued(cert, site, CertificatePurpose.BOOTSTRAP, now)
+    pending = Enrollment(
+        site=site,
+        endpoint=endpoint,
+        token_sha256=_token_sha256(token),
+        bootstrap_serial=bootstrap.serial,
+        created=now,
+        expires=bootstrap.not_after,
+    )
+    try:
+        store = await open_store(config)
+        try:
+            await store.enrollment_add(pending, bootstrap)
+        finally:
+            await store.close()
+    except StoreError as exc:
+        raise EnrollError(f"cannot record the enrollment: {exc}") from None
     bundle = Bundle(
         site,
         endpoint,
@@ -191,33 +220,52 @@ def add_site(hub_dir: Path, site: str, endpoint: str, out: Path) -> Bundle:
     return bundle
 
 
+def _token_sha256(token: str) -> str:
+    # A store lookup by hash: the token has 256 random bits, so a comparison's timing
+    # tells an attacker nothing they could use to build a matching token.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _refused(reason: object, status: int = 403) -> web.Response:
+    return web.json_response({"error": f"enrollment refused: {reason}"}, status=status)
+
+
 async def enroll_handler(request: web.Request) -> web.Response:
-    """HQ's /v1/enroll: the join request of a pending mission."""
+    """HQ's /v1/enroll: the join request of a pending mission, over its bootstrap
+    certificate (gateway/tls_identity.py admits nothing else here)."""
     from gateway.channel import CONTEXT
 
     ctx: SiteContext = request.app[CONTEXT]
     peer: str = request["peer"]
-    pending = ctx.config.directory / "enrollments" / f"{peer}.json"
+    # Check the request before consuming the token: a malformed join leaves it usable.
     try:
-        record = json.loads(pending.read_text())
         body = await request.json()
-        token_ok = hmac.compare_digest(
-            hashlib.sha256(str(body["token"]).encode()).hexdigest(), record["token_sha256"]
-        )
-        if not token_ok or datetime.fromisoformat(record["expires"]) < datetime.now(UTC):
-            raise EnrollError("enrollment token refused or expired")
+        token = str(body["token"])
         keys_doc = base64.b64decode(body["public_keys"], validate=True)
         tls_public = str(body["tls_public_key"]).encode()
-    except (OSError, ValueError, KeyError, TypeError, EnrollError) as exc:
-        return web.json_response({"error": f"enrollment refused: {exc}"}, status=403)
-    k = ctx.config.keys_dir
+        doc = parse_public_key_doc(keys_doc)
+        if doc.site != peer:
+            raise EnrollError(f"the public key document is for {doc.site}, not {peer}")
+        public_key_pin(tls_public)
+    except (ValueError, KeyError, TypeError, EnrollError, EnvelopeError, CertificateError) as exc:
+        return _refused(exc)
     now = datetime.now(UTC)
-    ca = load_site_ca(k, ctx.config.key_passphrase)
-    cert, _ = issue_site_certificate(ca, peer, tls_public, now=now)
     try:
-        entry = _entry(peer, record["endpoint"], keys_doc, cert)
-    except Exception as exc:
-        return web.json_response({"error": f"enrollment refused: {exc}"}, status=403)
+        taken = await ctx.store.enrollment_take(
+            peer, token_sha256=_token_sha256(token), bootstrap_serial=request["serial"], now=now
+        )
+    except StoreError as exc:
+        return _refused(exc, 503)
+    if taken is None:
+        return _refused("the enrollment token is wrong, used or expired")
+    # The token is spent from here on: a failure below needs a new bundle (site add).
+    ca = load_site_ca(ctx.config.keys_dir, ctx.config.key_passphrase)
+    try:
+        cert, _ = issue_site_certificate(ca, peer, tls_public, now=now)
+        entry = _entry(peer, taken.endpoint, keys_doc, cert)
+        await ctx.store.certificate_add(issued(cert, peer, CertificatePurpose.SITE, now))
+    except (EnrollError, CertificateError, StoreError) as exc:
+        return _refused(exc)
     from gateway.publish import publish
 
     def add(held: Directory, at: datetime) -> Directory:
@@ -240,7 +288,6 @@ async def enroll_handler(request: web.Request) -> web.Response:
         import logging
 
         logging.getLogger("valise.enroll").warning("audit log not written: %s", exc)
-    pending.unlink()
     return web.json_response(
         {"certificate": cert.decode(), "directory": base64.b64encode(ctx.directory.raw).decode()}
     )
@@ -278,9 +325,13 @@ async def join(
                 },
                 timeout=ClientTimeout(total=30),
             ) as resp:
-                answer = await resp.json()
-                if resp.status != 200:
-                    raise EnrollError(str(answer.get("error", resp.status)))
+                try:
+                    answer = await resp.json(content_type=None)
+                except ValueError:
+                    answer = {}
+                if resp.status != 200 or not isinstance(answer, dict):
+                    error = answer.get("error") if isinstance(answer, dict) else None
+                    raise EnrollError(str(error or f"HQ answered {resp.status}"))
         except OSError as exc:
             raise EnrollError(f"HQ at {b.hub_endpoint} unreachable: {exc}") from None
     write_private_key(keys_dir / "tls.key", tls_key, passphrase)

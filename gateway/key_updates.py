@@ -14,13 +14,21 @@ HQ's rules:
   within the window changes nothing, since changes are idempotent).
 - Changes are for the requesting site only and follow routing/key_changes.py.
 - A new TLS key (a ``next`` change of kind tls) comes with its public key; HQ issues
-  its certificate under the site CA and answers it with the directory.
+  its certificate under the site CA, records its serial, and answers it with the
+  directory.
+- The TLS key the request comes over must be pinned for the site, except in the
+  recovery case (gateway/tls_identity.py: a certificate HQ issued to the site, whose
+  key HQ revoked, while the site has no active TLS key). Then only a TLS key
+  replacement is taken (:func:`check_recovery`): one new TLS key as next while the
+  site has none pinned, and making a next TLS key active; no revocation, no other
+  kind, and the signature is by a signing key the directory accepts. See docs/KEYS.md.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +42,10 @@ from crypto.recipes import sign, verify
 from crypto.x509 import issue_site_certificate, public_key_pin
 from gateway.publish import publish
 from gateway.site import load_site_ca
-from routing.directory import Directory, DirectoryError, KeyState
+from gateway.store.base import StoreError
+from gateway.store.enrollments import CertificatePurpose
+from gateway.tls_identity import Standing, issued
+from routing.directory import Directory, DirectoryError, KeyState, SiteEntry
 from routing.key_changes import KeyChange, apply_changes
 
 LABEL = b"valise/v1/key-update\x00"
@@ -83,9 +94,16 @@ def encode_update(update: KeyUpdate, signer: SigningKey) -> bytes:
 
 
 def decode_update(
-    body: bytes, *, peer: str, directory: Directory, now: datetime, pinned: bool = False
+    body: bytes,
+    *,
+    peer: str,
+    directory: Directory,
+    now: datetime,
+    pinned: bool = False,
+    recovery: bool = False,
 ) -> KeyUpdate:
-    """Check a key update from TLS peer ``peer``. Raises KeyUpdateError."""
+    """Check a key update from TLS peer ``peer`` (over a pinned TLS key, or in the TLS
+    recovery case: then :func:`check_recovery` applies). Raises KeyUpdateError."""
     if len(body) > MAX_BODY:
         raise KeyUpdateError("key update too large")
     try:
@@ -146,7 +164,31 @@ def decode_update(
         verify(signer, signature, LABEL + request)
     except SignatureError:
         raise KeyUpdateError("key update signature does not verify") from None
+    if recovery and not pinned:
+        check_recovery(entry, changes)
     return KeyUpdate(site, at, changes, tls_public)
+
+
+def check_recovery(entry: SiteEntry, changes: tuple[KeyChange, ...]) -> None:
+    """Refuse anything but a TLS key replacement from a site in TLS recovery (its
+    TLS key revoked by HQ, not replaced yet). Raises KeyUpdateError."""
+    pending = {pin for pin, s in entry.tls if s is KeyState.NEXT}
+    for c in changes:
+        if c.kind != "tls" or c.state not in (KeyState.NEXT, KeyState.ACTIVE):
+            raise KeyUpdateError(
+                f"TLS key recovery (over a revoked certificate) takes a TLS key replacement"
+                f" only, not {c.kind} key {c.key_id} {c.state.value}"
+            )
+        if c.state is KeyState.NEXT:
+            if entry.tls_pins:
+                raise KeyUpdateError(
+                    "TLS key recovery: a replacement TLS key is pinned already; use it"
+                )
+            pending.add(c.key_id)
+        elif c.key_id not in pending:
+            raise KeyUpdateError(
+                f"TLS key recovery: {c.key_id} is not the replacement TLS key (next)"
+            )
 
 
 def apply_update(
@@ -195,16 +237,30 @@ async def keys_handler(request: web.Request) -> web.Response:
     from gateway.channel import CONTEXT
 
     ctx = request.app[CONTEXT]
+    standing = request["standing"]  # gateway/tls_identity.py: pinned or recovery
+    if standing not in (Standing.PINNED, Standing.RECOVERY):  # admit() allows no other
+        return web.json_response({"error": "key updates need a pinned certificate"}, status=403)
     try:
         body = await request.content.read(MAX_BODY + 1)
         peer = request["peer"]
-        pinned = ctx.directory.knows(peer) and request["pin"] in ctx.directory.site(peer).tls_pins
         update = decode_update(
-            body, peer=peer, directory=ctx.directory, now=datetime.now(UTC), pinned=pinned
+            body,
+            peer=peer,
+            directory=ctx.directory,
+            now=datetime.now(UTC),
+            pinned=standing is Standing.PINNED,
+            recovery=standing is Standing.RECOVERY,
         )
         directory, cert = apply_update(ctx.config.directory, update, ctx.config.key_passphrase)
     except KeyUpdateError as exc:
         return web.json_response({"error": str(exc)}, status=403)
+    if cert:
+        try:
+            await ctx.store.certificate_add(
+                issued(cert, peer, CertificatePurpose.SITE, datetime.now(UTC))
+            )
+        except StoreError as exc:  # published already; without the record, no recovery
+            logging.getLogger("valise.keys").warning("certificate not recorded: %s", exc)
     ctx.install_directory(directory.raw)
     return web.json_response(
         {"directory": base64.b64encode(directory.raw).decode(), "certificate": cert.decode()}

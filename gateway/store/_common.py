@@ -14,7 +14,8 @@ from gateway.store.base import EnvelopeRecord, OutState, StoreError
 # under an index a claim reads in order.
 # Version 3 is the audit log, 4 the time-stamp tokens, 5 the directory fetch record,
 # 6 the origin's escrowed content keys (re-sealing), 7 tombstones of deleted messages
-# (a replayed copy stays refused until it expires).
+# (a replayed copy stays refused until it expires), 8 HQ's pending enrolments and the
+# TLS certificates it issued (gateway/store/enrollments.py).
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, "schema.sql"),
     (2, "v2_claim_order.sql"),
@@ -23,6 +24,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (5, "v5_keys.sql"),
     (6, "v6_reseal.sql"),
     (7, "v7_tombstones.sql"),
+    (8, "v8_enrollments.sql"),
     (9, "v9_witness.sql"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -34,6 +34,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from gateway.store.audit_chain import AuditCheckpoint, AuditDraft, AuditEntry, Witness
+from gateway.store.enrollments import Enrollment, IssuedCertificate
 
 
 class OutState(StrEnum):
@@ -540,6 +541,32 @@ class Store(Protocol):
         ...
 
     async def directory_fetches(self) -> list[DirectoryFetch]: ...
+
+    # -- enrolments and the TLS certificates HQ issued (gateway/enroll.py) -------------
+    async def enrollment_add(self, enrollment: Enrollment, bootstrap: IssuedCertificate) -> None:
+        """Record a pending enrolment (replacing one pending for the same site) and its
+        bootstrap certificate, in one transaction."""
+        ...
+
+    async def enrollment_take(
+        self, site: str, *, token_sha256: str, bootstrap_serial: str, now: datetime
+    ) -> Enrollment | None:
+        """Consume the pending enrolment of ``site`` if its token hash and bootstrap
+        serial match and it has not expired: one atomic conditional delete, so of
+        concurrent takes at most one gets it. None (nothing changed) otherwise."""
+        ...
+
+    async def enrollments(self) -> list[Enrollment]:
+        """The pending enrolments, by site."""
+        ...
+
+    async def certificate_add(self, cert: IssuedCertificate) -> None:
+        """Record a TLS certificate HQ issued (a serial already recorded is kept)."""
+        ...
+
+    async def certificate(self, serial: str) -> IssuedCertificate | None:
+        """The TLS certificate HQ issued with ``serial`` (None: not issued by HQ here)."""
+        ...
 
     # -- audit log (gateway/audit.py; the chain: gateway/store/audit_chain.py) ----------
     # Every history row gets its entry in the same transaction (a database trigger).

@@ -51,6 +51,7 @@ from gateway.store.postgres_common import (
     record_receipts,
     utc,
 )
+from gateway.store.postgres_enroll import PostgresEnroll
 from gateway.store.postgres_inbound import PostgresInbound
 from gateway.store.postgres_integrators import PostgresIntegrators
 from gateway.store.postgres_operator import PostgresOperator
@@ -99,7 +100,12 @@ async def _create_pool(dsn: str, settings: dict[str, str], min_size: int, max_si
 
 
 class PostgresStore(
-    PostgresInbound, PostgresOperator, PostgresIntegrators, PostgresTrust, PostgresAudit
+    PostgresInbound,
+    PostgresOperator,
+    PostgresIntegrators,
+    PostgresTrust,
+    PostgresAudit,
+    PostgresEnroll,
 ):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""
 

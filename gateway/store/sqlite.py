@@ -53,6 +53,7 @@ from gateway.store.sqlite_common import (
     record_receipt,
     ts,
 )
+from gateway.store.sqlite_enroll import SqliteEnroll
 from gateway.store.sqlite_inbound import SqliteInbound
 from gateway.store.sqlite_integrators import SqliteIntegrators
 from gateway.store.sqlite_operator import SqliteOperator
@@ -138,7 +139,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-class SqliteStore(SqliteInbound, SqliteOperator, SqliteIntegrators, SqliteTrust, SqliteAudit):
+class SqliteStore(
+    SqliteInbound, SqliteOperator, SqliteIntegrators, SqliteTrust, SqliteAudit, SqliteEnroll
+):
     """:class:`~gateway.store.base.Store` on one SQLite file."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, executor: ThreadPoolExecutor):
