@@ -199,7 +199,12 @@ def _check_size(path: Path, offset: int, parsed: ParsedHead) -> None:
         raise FramingError(f"trailing data: {actual - expected} bytes after the last segment")
 
 
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+# Path separators and characters Windows refuses, control characters (C0 and C1), and the
+# line-breaking and bidirectional controls that make a name display as another
+# (``invoice\u202efdp.exe`` shows as ``invoiceexe.pdf``).
+_UNSAFE = re.compile(
+    '[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff/\\\\:*?"<>|]'
+)
 
 
 def safe_name(name: str) -> str:

@@ -28,7 +28,7 @@ from envelope.head import ParsedHead
 from envelope.open import parse_framed_head, verify_origin
 from envelope.receipt import RECEIPT_CLASS, RECEIPT_MEDIA_TYPE, RECEIPT_NAME, parse_receipt
 from envelope.sealed import parse_sealed
-from envelope.trace import hop_message
+from envelope.trace import TraceSpliced, check_path, hop_message
 from envelope.values import format_time, parse_time
 from gateway.evidence import (
     CA,
@@ -275,6 +275,10 @@ def check_origin(s: BundleState) -> str:
 
 def _verify_trace(s: BundleState, parsed: ParsedHead, prefix: str) -> list[str]:
     trace = parsed.head.trace
+    try:
+        check_path(parsed.head.routing.origin, trace)
+    except TraceSpliced as exc:
+        raise Failed(f"{prefix} trace: {exc}") from None
     for i, hop in enumerate(trace):
         key, _ = _key_at(s, hop.site, hop.key_id, hop.at, f"{prefix} hop {i + 1} ({hop.site})")
         previous = trace[i - 1].signature if i else parsed.head.signature

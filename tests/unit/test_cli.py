@@ -213,3 +213,18 @@ def test_sealed_names_cannot_escape_the_output_folder(tmp_path: Path) -> None:
         name = safe_name(hostile)
         assert "/" not in name and "\\" not in name and not name.startswith(".")
         assert (tmp_path / name).resolve().parent == tmp_path.resolve()
+
+
+def test_sealed_names_cannot_display_as_another_name() -> None:
+    from gateway.envelope_io import safe_name
+
+    for hostile in (
+        "invoice\u202efdp.exe",
+        "a\u2066b\u2069.pdf",
+        "x\u2028y",
+        "n\x85ame",
+        "z\u200f",
+    ):
+        name = safe_name(hostile)
+        assert not any(c in name for c in "\u202e\u2066\u2069\u2028\x85\u200f"), repr(name)
+    assert safe_name("invoice\u202efdp.exe") == "invoice_fdp.exe"
