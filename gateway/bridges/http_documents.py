@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from envelope.errors import EnvelopeError
+from envelope.limits import MAX_DESTINATIONS
 from envelope.model import PartInfo, SealedHeader
 from envelope.open import parse_framed_head
 from envelope.sealed import check_sealed
@@ -101,6 +102,8 @@ def check_metadata(meta: dict[str, Any], ctx: SiteContext, now: datetime) -> Met
         to = [to]
     if not isinstance(to, list) or not to or not all(isinstance(s, str) for s in to):
         raise _invalid("to must be a non-empty list of site ids")
+    if len(to) > MAX_DESTINATIONS:  # checked before any lookup, duplicates included
+        raise _invalid(f"to names more than {MAX_DESTINATIONS} sites")
     missing = []
     for site in to:
         try:

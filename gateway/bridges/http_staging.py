@@ -30,7 +30,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from gateway.bridges import edxml
-from gateway.bridges.http_common import ApiError
+from gateway.bridges.http_common import ApiError, state
+from gateway.submit import longest_lifetime
 
 CHUNK_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 64 * 1024
@@ -252,8 +253,11 @@ async def stage_edxml(request: web.Request, stager: Stager) -> Staged:
         meta["subject"] = doc.subject
     if (code := edxml.dossier(doc)) is not None:
         meta["dossier"] = code
-    if (due := edxml.expires(doc, datetime.now(UTC))) is not None:
-        meta["expires"] = due.isoformat()
+    now = datetime.now(UTC)
+    if (due := edxml.expires(doc, now)) is not None:
+        # A DueDate is the document's deadline, not a request to be kept for ever: one
+        # past [relay] max_expires_days is cut to it (the edXML header still says it).
+        meta["expires"] = min(due, now + longest_lifetime(state(request).ctx)).isoformat()
     staged = Staged(meta, originator=edxml.originator(doc))
     for a in doc.attachments:
         staged.parts.append(stager.write_bytes(a.name, _media_type(a.media_type, a.name), a.data))

@@ -338,13 +338,10 @@ _SUBMIT = {
     "responses": {
         "202": {
             **_json("Accepted", "Queued durably"),
+            # No link to the receipt: it exists only once the destinations delivered.
             "links": {
                 "status": {
                     "operationId": "documentStatus",
-                    "parameters": {"id": "$response.body#/id"},
-                },
-                "receipt": {
-                    "operationId": "documentReceipt",
                     "parameters": {"id": "$response.body#/id"},
                 },
             },

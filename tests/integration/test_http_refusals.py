@@ -155,6 +155,13 @@ async def test_the_expiry_bound_at_n_minus_1_and_n_plus_1(site: Site) -> None:
     assert status == 202, body
 
 
+@pytest.mark.parametrize("count", [256, 257])
+async def test_to_names_at_most_max_destinations_sites(site: Site, count: int) -> None:
+    to = ",".join(["M-PARIS"] * count)
+    status, body, _ = await _call(site, "POST", "/v1/documents", data=b"x", **{"Valise-To": to})
+    assert (status, count) in {(202, 256), (422, 257)}, body
+
+
 # -- answers that match the document, errors without internals -----------------------------
 
 
