@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
@@ -158,6 +158,7 @@ async def hop(request: web.Request) -> web.Response:
                 directory=ctx.directory,
                 now=now,
                 parsed=parsed,
+                longest=timedelta(days=ctx.config.relay.max_expires_days),
             )
         except HopUnknownKey as exc:
             results.append({"status": "retry", "reason": str(exc)})

@@ -22,7 +22,7 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from crypto.errors import SignatureError
 from crypto.keys import SigningKey, VerifyKey
@@ -40,6 +40,11 @@ from routing.directory import Directory, DirectoryError
 
 MEDIA_TYPE = "application/vnd.valise.envelopes"
 HEAD_CACHE_SIZE = 1024
+# How far the origin's clock may run ahead of ours when it sets ``expires``.
+CLOCK_SKEW = timedelta(hours=1)
+# The farthest expiry a receiver takes when its caller names none: the largest
+# [relay] max_expires_days allows (config/site.py).
+LONGEST_EXPIRY = timedelta(days=3650)
 
 
 class HopRefused(Exception):
@@ -128,9 +133,13 @@ def check_envelope(
     directory: Directory,
     now: datetime,
     parsed: ParsedHead | None = None,
+    longest: timedelta = LONGEST_EXPIRY,
 ) -> Checked:
     """Validate one envelope received from ``peer`` (``parsed``: its head, if the caller
-    parsed it already, as split_batch does). Raises HopRefused or EnvelopeError."""
+    parsed it already, as split_batch does). ``longest``: how far ahead of ``now`` its
+    ``expires`` may be (this site's [relay] max_expires_days; an envelope that would
+    sit in our store for years is refused, whoever sealed it). Raises HopRefused or
+    EnvelopeError."""
     length = read_prefix(data[:PREFIX_BYTES])
     offset = PREFIX_BYTES + length
     if parsed is None:
@@ -162,6 +171,11 @@ def check_envelope(
         )
     if r.expires <= now:
         raise HopRefused(f"expired at {format_time(r.expires)}")
+    if r.expires - now > longest + CLOCK_SKEW:
+        raise HopRefused(
+            f"expires {format_time(r.expires)}: more than {longest.days} days ahead"
+            " (this site's [relay] max_expires_days)"
+        )
     unknown = [d for d in r.destinations if not directory.knows(d)]
     if unknown:
         raise HopRefused(f"unknown destination {unknown[0]}")

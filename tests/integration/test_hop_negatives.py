@@ -304,6 +304,18 @@ def test_expired_envelope_is_refused(world: World) -> None:
     assert_nothing_stored(world, message_id, "expired envelope")
 
 
+def test_envelope_expiring_past_the_receivers_bound_is_refused(world: World) -> None:
+    # A site (or a thief with its key) hand-seals an envelope that would sit in every
+    # store on its way for decades: the receiver's [relay] max_expires_days bounds it.
+    now = datetime.now(UTC)
+    message_id, data = paris_to_hanoi(world, created=now, expires=now + timedelta(days=9000))
+    result = one_result(*post_sync(world, world.client("M-PARIS"), data))
+    assert_refused(result, "max_expires_days")
+    assert_nothing_stored(world, message_id, "an expiry decades ahead")
+    _, within = paris_to_hanoi(world, created=now, expires=now + timedelta(days=80))
+    assert one_result(*post_sync(world, world.client("M-PARIS"), within))["status"] == "accepted"
+
+
 def test_unknown_destination_is_refused(world: World) -> None:
     message_id, data = seal(
         origin="M-PARIS",
