@@ -14,7 +14,8 @@ import click
 from config.site import ConfigError
 from gateway.cli import EXIT_FILES, _fail, main, one_line_errors
 from gateway.cli_site import DIR_OPTION, emit, site_dir
-from gateway.doctor import Status, run_checks
+from gateway.doctor import run_checks
+from gateway.doctor_checks import Status
 
 EXIT_CHECK_FAILED = 1
 

@@ -22,7 +22,7 @@ from crypto.x509 import (
     issue_site_certificate,
     site_public_key,
 )
-from gateway.doctor import (
+from gateway.doctor_checks import (
     CLOCK_SKEW_FAIL_S,
     CLOCK_SKEW_WARN_S,
     DISK_FAIL_BYTES,

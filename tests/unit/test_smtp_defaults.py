@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config.site import SmtpSection, enabled
-from gateway.doctor import Status, smtp_auth_check
+from gateway.doctor_checks import Status, smtp_auth_check
 
 
 def test_auth_is_required_by_default() -> None:
