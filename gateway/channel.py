@@ -34,6 +34,7 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 from crypto.x509 import certificate_pin, certificate_serial, site_id_from_certificate
 from envelope.errors import EnvelopeError
+from envelope.receipt import RECEIPT_CLASS
 from envelope.replacement import ReplacementRefused
 from gateway import audit, logjson, tls_identity
 from gateway.faults import crash_point
@@ -44,6 +45,8 @@ from gateway.hop import (
     HopRefused,
     HopUnknownKey,
     check_envelope,
+    check_receipt,
+    receipts_to_check,
     split_batch,
 )
 from gateway.metrics import Metrics
@@ -171,6 +174,7 @@ async def hop(request: web.Request) -> web.Response:
             continue
         accepted.append((len(results), checked))
         results.append({"status": "accepted", "id": checked.record.message_id})
+    accepted = await _fitting_receipts(request, accepted, results)
     if accepted:
         _crash(ctx, "hop-before-commit")
         outcomes = await ctx.store.accept_many(
@@ -217,6 +221,31 @@ async def hop(request: web.Request) -> web.Response:
         if any(c.deliver_here for _, c in accepted):
             request.app[INBOUND].set()
     return web.Response(body=_results_json(results), content_type="application/json")
+
+
+async def _fitting_receipts(
+    request: web.Request, accepted: list[tuple[int, Checked]], results: list[Any]
+) -> list[tuple[int, Checked]]:
+    """``accepted`` less the receipts that do not fit the message they answer as this
+    hub holds it (gateway/hop.py check_receipt), each refused in ``results``."""
+    ctx, peer = request.app[CONTEXT], request["peer"]
+    answered = receipts_to_check((c for _, c in accepted), here=ctx.here, hub=ctx.directory.hub)
+    if not answered:
+        return accepted
+    held = await ctx.store.message_routes([m for m in answered if m is not None])
+    kept: list[tuple[int, Checked]] = []
+    for index, c in accepted:
+        r = c.parsed.head.routing
+        if r.doc_class == RECEIPT_CLASS:
+            try:
+                check_receipt(r, held.get(r.in_reply_to or ""), here=ctx.here)
+            except HopRefused as exc:
+                results[index] = {"status": "refused", "reason": str(exc)}
+                request.app[METRICS].refused.labels(peer).inc()
+                logjson.event(log, logging.WARNING, "hop_refused", peer=peer, reason=str(exc))
+                continue
+        kept.append((index, c))
+    return kept
 
 
 async def _repeated(

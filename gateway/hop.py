@@ -11,6 +11,12 @@ Rules (PRODUCT.md, Network; issue "The relay"):
 - The origin's signature verifies under a usable key of the origin in the
   directory; every hop record verifies under its site's keys; the envelope has
   not expired; every destination is a known, active site.
+- A receipt (class ``receipt``) at the hub must fit the message it answers, as the
+  hub holds it (:func:`check_receipt`; the handler looks the message up): it names
+  that message (``in-reply-to``), comes from one of its destinations and goes to its
+  origin alone. The hub stamps each receipt it relays as ``delivered`` for that
+  message, so a receipt it cannot match is refused, not relayed unstamped: every
+  message passes the hub and stays in its store until its operator deletes it.
 - Only then does the receiver append its own signed hop record, and commit; its
   hop record is the acknowledgement. A repeated message id gets the first
   acknowledgement back and stores nothing.
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,11 +36,12 @@ from crypto.recipes import verify
 from envelope.errors import EnvelopeError, FramingError
 from envelope.framing import PREFIX_BYTES, frame_prefix, read_prefix
 from envelope.head import ParsedHead, parse_head
-from envelope.model import HopRecord
+from envelope.model import HopRecord, RoutingHeader
 from envelope.open import verify_origin
+from envelope.receipt import RECEIPT_CLASS
 from envelope.trace import append_hop, hop_message_of, verify_trace
 from envelope.values import format_time, parse_time
-from gateway.store.base import EnvelopeRecord
+from gateway.store.base import EnvelopeRecord, MessageRoute
 from routing.decision import Action, route
 from routing.directory import Directory, DirectoryError
 
@@ -202,6 +209,40 @@ def check_envelope(
     )
     ack = encode_ack(r.message_id, head.trace[-1])
     return Checked(record, next_hops, deliver_here, ack, relayed_head, len(prefix) + len(head_xml))
+
+
+def check_receipt(r: RoutingHeader, original: MessageRoute | None, *, here: str) -> None:
+    """Whether the receipt with routing header ``r`` fits the message it answers,
+    ``original`` as ``here`` holds it (None: not held here). See the module rules.
+    Raises HopRefused."""
+    m = r.in_reply_to
+    if m is None:
+        raise HopRefused("a receipt names the message it answers (in-reply-to); this one does not")
+    if original is None:
+        raise HopRefused(
+            f"receipt for message {m}, which {here} does not hold"
+            " (never relayed by it, or deleted by its operator)"
+        )
+    if original.doc_class == RECEIPT_CLASS:
+        raise HopRefused(f"receipt for message {m}, itself a receipt: receipts are not receipted")
+    if r.origin not in original.destinations:
+        raise HopRefused(
+            f"receipt for message {m} from {r.origin}, which is not a destination of it"
+        )
+    if r.destinations != (original.origin,):
+        raise HopRefused(
+            f"receipt for message {m} addressed to {', '.join(r.destinations)}: a receipt"
+            f" has one destination, the message's origin {original.origin}"
+        )
+
+
+def receipts_to_check(accepted: Iterable[Checked], *, here: str, hub: str) -> list[str | None]:
+    """What the receipts among ``accepted`` answer (their ``in-reply-to``), for the
+    handler to look up before :func:`check_receipt`; none but at the hub."""
+    if here != hub:
+        return []
+    routings = (c.parsed.head.routing for c in accepted)
+    return [r.in_reply_to for r in routings if r.doc_class == RECEIPT_CLASS]
 
 
 def encode_ack(message_id: str, hop: HopRecord) -> bytes:

@@ -91,6 +91,15 @@ class Acceptance:
 
 
 @dataclass(frozen=True)
+class MessageRoute:
+    """Who sealed a stored message and to whom: what a receipt for it must match."""
+
+    origin: str
+    destinations: tuple[str, ...]
+    doc_class: str = "document"
+
+
+@dataclass(frozen=True)
 class Claimed:
     """A unit of outbound work leased to one sender: send ``message_id`` to ``peer``."""
 
@@ -361,6 +370,11 @@ class Store(Protocol):
         self, message_ids: Sequence[str]
     ) -> dict[str, tuple[tuple[str, ...], bytes]]:
         """(destinations, envelope digest) of each of these messages that is stored here."""
+        ...
+
+    async def message_routes(self, message_ids: Sequence[str]) -> dict[str, MessageRoute]:
+        """The origin and destinations of each of these messages stored here, whatever
+        its origin (a relay's check of a receipt: gateway/hop.py check_receipt)."""
         ...
 
     # -- inbound ----------------------------------------------------------------

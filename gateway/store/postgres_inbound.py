@@ -20,6 +20,7 @@ from gateway.store.base import (
     InboundOutcome,
     InboxItem,
     InState,
+    MessageRoute,
     Settled,
     StoreError,
 )
@@ -214,5 +215,23 @@ class PostgresInbound:
                 ids,
             )
             return {r["message_id"]: (tuple(r["destinations"]), r["digest"]) for r in rows}
+
+        return await self._read(q)
+
+    async def message_routes(self, message_ids: Sequence[str]) -> dict[str, MessageRoute]:
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return {}
+
+        async def q(conn: Conn) -> dict[str, MessageRoute]:
+            rows = await conn.fetch(
+                "SELECT message_id, origin, destinations, doc_class FROM envelopes"
+                " WHERE message_id = ANY($1::text[])",
+                ids,
+            )
+            return {
+                r["message_id"]: MessageRoute(r["origin"], tuple(r["destinations"]), r["doc_class"])
+                for r in rows
+            }
 
         return await self._read(q)

@@ -22,6 +22,7 @@ from gateway.store.base import (
     InboundOutcome,
     InboxItem,
     InState,
+    MessageRoute,
     Settled,
     StoreError,
 )
@@ -189,5 +190,20 @@ class SqliteInbound:
                 (json.dumps(ids),),
             ).fetchall()
             return {r[0]: (tuple(json.loads(r[1])), r[2]) for r in rows}
+
+        return await self._read(q)
+
+    async def message_routes(self, message_ids: Sequence[str]) -> dict[str, MessageRoute]:
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return {}
+
+        def q(c: sqlite3.Connection) -> dict[str, MessageRoute]:
+            rows = c.execute(
+                "SELECT message_id, origin, destinations, doc_class FROM envelopes"
+                " WHERE message_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids),),
+            ).fetchall()
+            return {r[0]: MessageRoute(r[1], tuple(json.loads(r[2])), r[3]) for r in rows}
 
         return await self._read(q)
