@@ -76,6 +76,22 @@ def check_known(directory: Directory, site: str, key_id: str, what: str) -> None
         )
 
 
+def check_stanzas(directory: Directory, parsed: ParsedHead) -> None:
+    """Every recipient stanza wraps to an encryption key its site has in the directory
+    (in any listed state: mail sealed to a key revoked since is held, not refused here).
+    A key listed nowhere is most likely newer than our directory (HopUnknownKey); a key
+    of another site, or not an encryption key, is refused: otherwise a site could make
+    the destination search its keys for one it was never meant to hold."""
+    for stanza in parsed.head.recipients:
+        check_known(directory, stanza.site, stanza.key_id, "recipient encryption")
+        owner = directory.key_owners.get(stanza.key_id)
+        if owner is None or owner[:2] != (stanza.site, "encryption"):
+            raise HopRefused(
+                f"recipient stanza for {stanza.site} wraps to key {stanza.key_id},"
+                f" which is not an encryption key of {stanza.site}"
+            )
+
+
 @dataclass(frozen=True)
 class Checked:
     """An envelope that passed every check, ready to commit."""
@@ -186,6 +202,7 @@ def check_envelope(
     unknown = [d for d in r.destinations if not directory.knows(d)]
     if unknown:
         raise HopRefused(f"unknown destination {unknown[0]}")
+    check_stanzas(directory, parsed)
     decisions = route(r, here=here, hub=directory.hub)
     next_hops = tuple(sorted({d.next_hop for d in decisions if d.next_hop and d.next_hop != peer}))
     deliver_here = any(d.action is Action.DELIVER for d in decisions)

@@ -60,7 +60,7 @@ from gateway.metrics import Metrics
 from gateway.site import SiteContext, load_keys
 from gateway.store.base import EnvelopeRecord, InboundOutcome, InState, Settled
 from gateway.submit import route_here, sealed_record
-from routing.directory import Directory
+from routing.directory import USABLE, Directory
 
 log = logging.getLogger("valise.delivery")
 BATCH_ENVELOPES = 64
@@ -128,7 +128,13 @@ def open_one(
         key_id = _stanza_key(parsed, ctx.here)
         try:
             key = ctx.keys.decryption_for(key_id)
-        except KeyNotHeld:  # a key rotated in by another process: load the ring again
+        except KeyNotHeld:
+            # A key rotated in by another process: load the ring again, but only for a
+            # key the directory lists as ours and usable (the hop checks refuse stanzas to
+            # other sites' keys; this keeps a sender from making us reload, and decrypt a
+            # passphrase-protected ring, once per envelope).
+            if not _usable_encryption_key(directory, ctx.here, key_id):
+                raise
             ctx.keys = load_keys(ctx.config)[0]
             key = ctx.keys.decryption_for(key_id)
         sealed, parts = open_parsed(
@@ -143,6 +149,11 @@ def open_one(
         return Opened(record, r, sealed, folder, reply=reply)
     except Exception as exc:  # one bad envelope must not stop the batch
         return Opened(record, error=exc)
+
+
+def _usable_encryption_key(directory: Directory, here: str, key_id: str) -> bool:
+    kind, state = directory.site(here).states().get(key_id, ("", None))
+    return kind == "encryption" and state in USABLE
 
 
 def _stanza_key(parsed: ParsedHead, site: str) -> str:

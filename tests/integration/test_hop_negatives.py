@@ -316,6 +316,28 @@ def test_envelope_expiring_past_the_receivers_bound_is_refused(world: World) -> 
     assert one_result(*post_sync(world, world.client("M-PARIS"), within))["status"] == "accepted"
 
 
+def test_stanza_wrapped_to_another_sites_key_is_refused(world: World) -> None:
+    # A sender names, as the destination's key, a key the destination does not own: the
+    # destination would search (and reload) its keys for it on every envelope.
+    message_id, data = seal(
+        origin="M-PARIS",
+        signer=world.paris.signing,
+        to={"M-HANOI": world.encryption_key("M-PARIS")},
+    )
+    result = one_result(*post_sync(world, world.client("M-PARIS"), data))
+    assert_refused(result, "not an encryption key of M-HANOI")
+    assert_nothing_stored(world, message_id, "a stanza to another site's key")
+    rogue_id, rogue = seal(
+        origin="M-PARIS",
+        signer=world.paris.signing,
+        to={"M-HANOI": DecryptionKey.generate().public},
+    )
+    assert_refused(
+        one_result(*post_sync(world, world.client("M-PARIS"), rogue)), "recipient", status="retry"
+    )
+    assert_nothing_stored(world, rogue_id, "a stanza to a key listed nowhere")
+
+
 def test_unknown_destination_is_refused(world: World) -> None:
     message_id, data = seal(
         origin="M-PARIS",
