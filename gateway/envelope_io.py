@@ -199,12 +199,16 @@ def _check_size(path: Path, offset: int, parsed: ParsedHead) -> None:
         raise FramingError(f"trailing data: {actual - expected} bytes after the last segment")
 
 
-# Path separators and characters Windows refuses, control characters (C0 and C1), and the
-# line-breaking and bidirectional controls that make a name display as another
-# (``invoice\u202efdp.exe`` shows as ``invoiceexe.pdf``).
-_UNSAFE = re.compile(
-    '[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff/\\\\:*?"<>|]'
+# Control characters (C0 and C1), the Unicode line and paragraph separators, the bidi
+# marks, embeddings, overrides and isolates that make a name display as another
+# (``invoice\u202efdp.exe`` shows as ``invoiceexe.pdf``) and lone surrogates: a regex
+# character class, the one definition (mail headers use it too:
+# gateway/bridges/mail_headers.py).
+DISPLAY_UNSAFE_CHARS = (
+    "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
 )
+# Those, path separators and the characters Windows refuses.
+_UNSAFE = re.compile(f'[{DISPLAY_UNSAFE_CHARS}/\\\\:*?"<>|]')
 
 
 def safe_name(name: str) -> str:

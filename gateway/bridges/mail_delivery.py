@@ -6,9 +6,12 @@ and by the SMTP bridge for the DSN of a message that failed.
 
 The mail that is delivered:
 - a document that came in through an SMTP bridge (one part, ``message/rfc822``) is
-  the sender's MIME message, byte for byte as it was received in DATA;
-  (unless it holds a bare CR or LF or a NUL, which could smuggle SMTP commands
-  past a lax smarthost: then it is wrapped as an attachment);
+  the sender's MIME message, byte for byte as it was received in DATA, under this
+  site's X-Valise-Origin and X-Valise-Message-Id, if its header fields speak for the
+  origin alone and it is safe to send (gateway/bridges/mail_passthrough.py: From,
+  Sender, Reply-To and the other reply, bounce and receipt fields name only addresses
+  of the origin, no X-Valise or authentication-results field, no line over 998
+  bytes, no bare CR or LF or NUL); otherwise it is wrapped as an attachment;
 - any other document (HTTP API, ``valise send``) is wrapped in a MIME message built
   from the sealed header: From the originator (or ``valise@<origin>.<domain>``), To
   the mailbox, the subject, the parts as attachments. It is deterministic (Date is
@@ -56,6 +59,7 @@ from gateway import audit
 from gateway.bridges import maildir
 from gateway.bridges.local import DeliveryDeferred, mode_for
 from gateway.bridges.mail_headers import safe_filename, subject_header
+from gateway.bridges.mail_passthrough import refusal, stamp, stamp_lines
 from gateway.bridges.smarthost import SmarthostRefused, SmarthostUnavailable, send_via_smarthost
 from gateway.bridges.smtp_address import (
     AddressError,
@@ -65,7 +69,6 @@ from gateway.bridges.smtp_address import (
     parse_recipient,
     site_address,
 )
-from gateway.bridges.smtp_message import has_bare_line_ending
 from gateway.site import SiteContext
 
 log = logging.getLogger("valise.mail")
@@ -107,18 +110,25 @@ def compose(
     created: datetime,
     sender: str,
     recipient: str,
+    domain: str,
 ) -> bytes:
-    """The mail for a document: the message itself if it is one, else a wrapper.
+    """The mail for a document: the message itself if it is one that may pass, else a
+    wrapper; this site's X-Valise-Origin and X-Valise-Message-Id on top of either.
 
+    ``origin`` is the verified origin site and ``domain`` the ``[smtp] domain``;
     ``sender`` and ``recipient`` must be plain addresses (checked by the caller); the
     subject and the part names are the remote site's and are made safe here
-    (gateway/bridges/mail_headers.py). A ``message/rfc822`` part with a bare CR or LF
-    or a NUL is wrapped, not passed on: such bytes could end the DATA of the
-    smarthost's SMTP session early on a server that takes a bare line ending for
-    one (SMTP smuggling).
+    (gateway/bridges/mail_headers.py). A ``message/rfc822`` part passes only if
+    gateway/bridges/mail_passthrough.py finds nothing in it that speaks for anyone
+    but the origin or could upset the smarthost (SMTP smuggling, a line over 998
+    bytes); else it is wrapped, and why is logged (``rfc822_wrapped``).
     """
-    if len(parts) == 1 and parts[0][1].lower() == RFC822 and passable(parts[0][2]):
-        return parts[0][2]
+    if len(parts) == 1 and parts[0][1].lower() == RFC822:
+        why = refusal(parts[0][2], origin, domain)
+        if why is None:
+            return stamp(parts[0][2], message_id=message_id, origin=origin)
+        event = {"event": "rfc822_wrapped", "id": message_id, "origin": origin}
+        log.info(json.dumps({**event, "reason": why[:MAX_SHOWN_CHARS]}))
     body = EmailMessage(policy=SMTP)
     body.set_content(
         f"Valise document {message_id} from {origin}, {len(parts)} part(s) attached.\n"
@@ -130,20 +140,14 @@ def compose(
     # The header section is written here, not by the email package, which decodes
     # encoded words it is handed and would write a CR LF found inside one.
     head = [
+        stamp_lines(message_id=message_id, origin=origin).removesuffix("\r\n"),
         f"From: {sender}",
         f"To: {recipient}",
         f"Subject: {subject_header(sealed.subject or f'Valise document from {origin}')}",
         f"Date: {format_datetime(created)}",
         f"Message-ID: <{message_id}@valise>",
-        f"X-Valise-Message-Id: {message_id}",
-        f"X-Valise-Origin: {origin}",
     ]
     return "\r\n".join(head).encode("ascii") + b"\r\n" + body.as_bytes()
-
-
-def passable(message: bytes) -> bool:
-    """True if a received ``message/rfc822`` part may be handed on as it is."""
-    return b"\x00" not in message and not has_bare_line_ending(message)
 
 
 async def deliver_mail(
@@ -179,6 +183,7 @@ async def deliver_mail(
         created=created,
         sender=sender or f"valise@{gateway_name(ctx, origin)}",
         recipient=recipient,
+        domain=domain,
     )
     marker_dir = ctx.config.directory / MARKERS
     marker = marker_dir / message_id

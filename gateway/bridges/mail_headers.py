@@ -9,9 +9,10 @@ NEL). So:
 
 Rules:
 - Characters that break a line or steer the display are replaced by U+FFFD:
-  C0/C1 controls, DEL, the Unicode line and paragraph separators, the bidi
-  embedding, override and isolate controls (``invoice\\u202efdp.exe``) and lone
-  surrogates.
+  C0/C1 controls, DEL, the Unicode line and paragraph separators, the bidi marks
+  (ALM, LRM, RLM), embedding, override and isolate controls
+  (``invoice\\u202efdp.exe``) and lone surrogates: the set inbox file names lose
+  too, one definition (gateway/envelope_io.py ``DISPLAY_UNSAFE_CHARS``).
 - A subject is written by :func:`subject_header` itself, never parsed by ``email``:
   as it is when it is short printable ASCII holding no ``=?``; otherwise as base64
   encoded words (RFC 2047, UTF-8), each at most 75 characters, a character never cut
@@ -26,11 +27,13 @@ from __future__ import annotations
 import base64
 import re
 
+from gateway.envelope_io import DISPLAY_UNSAFE_CHARS
+
 PLAIN_SUBJECT_CHARS = 200  # longer ASCII subjects are encoded (and so folded)
 WORD_BYTES = 42  # UTF-8 bytes per word: 12 + 56 base64 characters, 77 with "Subject: "
 MAX_FILENAME_CHARS = 200
 REPLACEMENT = "\ufffd"
-_UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_TEXT = re.compile(f"[{DISPLAY_UNSAFE_CHARS}]")
 _UNSAFE_NAME = re.compile(r'[/\\:*?"<>|]')
 _PLAIN = re.compile(r"[\x20-\x7e]*")
 

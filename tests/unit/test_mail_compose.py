@@ -24,12 +24,16 @@ def _compose(parts: list[tuple[str, str, bytes]]) -> bytes:
         created=WHEN,
         sender="valise@m-paris.valise.local",
         recipient="registry@hq.valise.local",
+        domain="valise.local",
     )
 
 
-def test_a_mail_message_is_delivered_as_it_is() -> None:
-    message = b"Subject: x\r\n\r\nbody\r\n"
-    assert _compose([("message.eml", "message/rfc822", message)]) == message
+def test_a_mail_message_from_its_origin_is_delivered_as_it_is_under_our_fields() -> None:
+    message = b"From: alice@m-paris.valise.local\r\nSubject: x\r\n\r\nbody\r\n"
+    assert _compose([("message.eml", "message/rfc822", message)]) == (
+        b"X-Valise-Origin: M-PARIS\r\n"
+        b"X-Valise-Message-Id: 01a230d0-11bd-72b2-b27e-d26f981d5fd7\r\n" + message
+    )
 
 
 def test_other_documents_are_wrapped_deterministically() -> None:

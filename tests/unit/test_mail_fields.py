@@ -29,6 +29,7 @@ from gateway.bridges.smtp_address import (
     site_address,
 )
 from gateway.bridges.smtp_message import has_bare_line_ending
+from gateway.envelope_io import safe_name
 
 DOMAIN = "valise.local"
 STRICT_MAILBOX = re.compile(r"[a-z0-9_+\-]+(?:\.[a-z0-9_+\-]+)*")
@@ -188,17 +189,18 @@ def _wrap(subject: str | None, name: str) -> bytes:
         created=WHEN,
         sender="alice@m-paris.valise.local",
         recipient="registry@hq.valise.local",
+        domain="valise.local",
     )
 
 
 EXPECTED_HEADERS = [
+    "X-Valise-Origin",
+    "X-Valise-Message-Id",
     "From",
     "To",
     "Subject",
     "Date",
     "Message-ID",
-    "X-Valise-Message-Id",
-    "X-Valise-Origin",
     "MIME-Version",
     "Content-Type",
 ]
@@ -282,8 +284,28 @@ def test_a_received_mail_message_that_could_smuggle_smtp_is_wrapped(smuggled: by
         created=WHEN,
         sender="valise@m-paris.valise.local",
         recipient="registry@hq.valise.local",
+        domain="valise.local",
     )
     assert data != smuggled and not has_bare_line_ending(data) and b"\x00" not in data
     (attachment,) = list(message_from_bytes(data, policy=default).iter_attachments())
     assert attachment.get_content_type() == "application/octet-stream"
     assert attachment.get_payload(decode=True) == smuggled
+
+
+@pytest.mark.parametrize("mark", ["\u061c", "\u200e", "\u200f"])
+def test_a_bidi_mark_cannot_steer_a_subject_or_file_name(mark: str) -> None:
+    # ALM, LRM, RLM: "invoice<RLM>fdp.exe" must not display as another name.
+    assert clean_text(f"invoice{mark}fdp.exe") == "invoice\ufffdfdp.exe"
+    assert mark not in safe_filename(f"invoice{mark}fdp.exe")
+
+
+def test_mail_fields_and_inbox_file_names_lose_the_same_characters() -> None:
+    # One definition (gateway/envelope_io.py), so the two cannot drift apart again.
+    path_chars = set('/\\:*?"<>|')
+    for code in [*range(0x3000), *range(0xD800, 0xE000), *range(0xFE00, 0x10000)]:
+        char = chr(code)
+        if char in path_chars or char == ".":
+            continue
+        in_mail = clean_text(f"a{char}b") != f"a{char}b"
+        in_inbox = safe_name(f"a{char}b") != f"a{char}b"
+        assert in_mail == in_inbox, hex(code)
