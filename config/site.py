@@ -34,6 +34,7 @@
 
     [tsa]                               # RFC 3161 time-stamps (gateway/timestamping.py)
     policy = "1.3.6.1.4.1.57264.1.1"    # HQ: the TSA policy OID its tokens carry
+    checkpoint_policy = "1.3.6.1.4.1.57264.1.2"  # every site: the witness's checkpoint tokens
     batch_max = 64                      # requests per batch (at most 256)
     batch_wait_ms = 20                  # how long a batch waits to fill
 
@@ -158,6 +159,11 @@ class KeysSection:
 # enterprise arc: the ministry replaces it with an OID of its own arc, which its
 # time-stamping policy document defines.
 DEFAULT_TSA_POLICY = "1.3.6.1.4.1.57264.1.1"
+# The policy OID of the tokens HQ's audit witness issues over the checkpoints it has
+# witnessed (gateway/audit_witness.py), and the only one ``audit verify`` takes to time
+# a checkpoint: /v1/timestamp stamps any digest under ``policy``, so its tokens must
+# not pass for the witness's. Every site must name the same one (a PLACEHOLDER too).
+DEFAULT_CHECKPOINT_POLICY = "1.3.6.1.4.1.57264.1.2"
 # The most time-stamp requests one batch may carry (HQ's /v1/timestamp refuses more:
 # gateway/timestamp_batch.py MAX_BATCH_REQUESTS).
 MAX_TSA_BATCH = 256
@@ -173,6 +179,8 @@ class TsaSection:
     """RFC 3161 time-stamping (gateway/timestamping.py): HQ's policy, and batching."""
 
     policy: str = DEFAULT_TSA_POLICY  # HQ: the policy OID of the tokens it issues
+    # Every site: the policy OID of the witness's checkpoint tokens (see its default).
+    checkpoint_policy: str = DEFAULT_CHECKPOINT_POLICY
     batch_max: int = 64  # time-stamp requests gathered into one batch
     batch_wait_ms: int = 20  # how long new work waits for more before a batch goes
 
@@ -382,6 +390,16 @@ def _check(c: SiteConfig) -> SiteConfig:
     if _OID.fullmatch(c.tsa.policy) is None:
         raise ConfigError(
             f"[tsa] policy must be a dotted OID like 1.3.6.1.4.1.N.1, not {c.tsa.policy!r}"
+        )
+    if _OID.fullmatch(c.tsa.checkpoint_policy) is None:
+        raise ConfigError(
+            "[tsa] checkpoint_policy must be a dotted OID like 1.3.6.1.4.1.N.2,"
+            f" not {c.tsa.checkpoint_policy!r}"
+        )
+    if c.tsa.checkpoint_policy == c.tsa.policy:
+        raise ConfigError(
+            "[tsa] checkpoint_policy must differ from policy: /v1/timestamp stamps any"
+            " digest under policy, and such a token must not pass for the witness's"
         )
     if not 1 <= c.tsa.batch_max <= MAX_TSA_BATCH or not 0 <= c.tsa.batch_wait_ms <= 60_000:
         raise ConfigError(

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from config.site import DEFAULT_CHECKPOINT_POLICY
 from crypto.keys import SigningKey, VerifyKey
 from crypto.recipes import sign
 from crypto.tsa_verify import verify_token
@@ -35,6 +36,7 @@ from gateway.audit_verify import (
     SEARCH_WINDOW,
     ChainWalker,
     KeyHistory,
+    NotWitnessToken,
     Report,
     TokenCheck,
     check_checkpoints,
@@ -220,16 +222,22 @@ def site_key_history(ctx: SiteContext) -> KeyHistory:
     return KeyHistory(ctx.here, tuple(held_directories(ctx)))
 
 
-def token_checker(ca_path: Path) -> TokenCheck | None:
-    """Check tokens under the site CA (HQ's TSA certificate chains to it), if present;
-    the check gives the token's genTime."""
+def token_checker(ca_path: Path, policy: str = DEFAULT_CHECKPOINT_POLICY) -> TokenCheck | None:
+    """Check checkpoint tokens under the site CA (HQ's TSA certificate chains to it), if
+    present; the check gives the token's genTime. A token under another policy than
+    ``policy`` (``[tsa] checkpoint_policy``: the witness's) raises NotWitnessToken."""
     try:
         ca_pem = ca_path.read_bytes()
     except OSError:
         return None
 
     def check(token: bytes, digest: bytes) -> datetime:
-        return verify_token(token, digest, ca_pem).gen_time
+        info = verify_token(token, digest, ca_pem)
+        if info.policy != policy:
+            raise NotWitnessToken(
+                f"its token (policy {info.policy}) was not issued by HQ's witness (policy {policy})"
+            )
+        return info.gen_time
 
     return check
 

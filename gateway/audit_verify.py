@@ -17,6 +17,9 @@ Rules:
   token's time, and not revoked by any directory issued before it. A checkpoint
   without a token is only a warning, unless its key was ever revoked: then nothing
   shows it was signed before the revocation, and it fails (:class:`KeyHistory`).
+- Only a token HQ's witness issued (its checkpoint policy) times a checkpoint: a valid
+  token of another policy (``/v1/timestamp`` stamps any digest asked) is
+  :class:`NotWitnessToken`, a warning, and the checkpoint is judged as untimed.
 - HQ's witness statement (the latest checkpoint HQ saw of this chain, from outside
   this store) must be matched: a chain that ends before the witnessed seq was cut
   (``removed``), one with another hash there forks from what HQ saw (``forked``).
@@ -52,8 +55,14 @@ from routing.directory import USABLE, Directory, DirectoryError, KeyState
 # How far from its place a moved entry is looked for (a problem is classified only).
 SEARCH_WINDOW = 64
 
-# (token, sha256 of signed bytes) -> the token's genTime; raises when it does not verify.
+# (token, sha256 of signed bytes) -> the token's genTime; raises when it does not verify
+# (NotWitnessToken when it verifies but was not issued through HQ's witness).
 TokenCheck = Callable[[bytes, bytes], datetime]
+
+
+class NotWitnessToken(Exception):
+    """A valid token of HQ's TSA under another policy than the witness's: it proves the
+    digest existed then, not that HQ witnessed the checkpoint, so it times nothing."""
 
 
 def in_force(directories: Iterable[Directory], moment: datetime) -> Directory | None:
@@ -343,6 +352,8 @@ def check_checkpoints(
         elif token_check is not None:
             try:
                 stamped = token_check(cp.token, hashlib.sha256(message).digest())
+            except NotWitnessToken as exc:
+                report.warnings.append(f"checkpoint {cp.seq}: {exc}: judged as untimed")
             except Exception as exc:  # the checker's own error type; all mean "bad token"
                 report.findings.append(
                     Finding(cp.seq, "checkpoint", f"checkpoint {cp.seq}: bad time-stamp: {exc}")

@@ -22,6 +22,10 @@ Rules:
   ``audit_witness`` of its own id) after checking HQ's signature, and ``valise audit
   verify`` compares its chain with the statement it fetches from HQ
   (``GET /v1/witness``), or with the one it holds when HQ cannot be reached.
+- HQ's token over a checkpoint it witnessed carries ``[tsa] checkpoint_policy``, a
+  policy ``/v1/timestamp`` never stamps under (that service stamps any digest for any
+  pinned site): only such a token times a checkpoint in ``audit verify``, so a thief
+  with a site's key cannot get one over a checkpoint HQ did not witness.
 - HQ's own log is not witnessed by anyone (out of reach: docs/AUDIT.md).
 """
 
@@ -439,7 +443,8 @@ async def send_checkpoint(
             return None
         token = _unb64(answer["token"], "token") if answer.get("token") else None
         if token is not None:
-            verify_token(token, hashlib.sha256(message).digest(), ctx.tls.ca_pem)
+            digest, policy = hashlib.sha256(message).digest(), ctx.config.tsa.checkpoint_policy
+            verify_token(token, digest, ctx.tls.ca_pem, policy=policy)
         return token
     return None
 

@@ -93,7 +93,9 @@ def audit_verify(directory: Path | None, as_json: bool) -> None:
             ctx.store,
             site=ctx.here,
             keys=site_verify_keys(ctx),
-            token_check=token_checker(ctx.config.keys_dir / "ca.crt"),
+            token_check=token_checker(
+                ctx.config.keys_dir / "ca.crt", ctx.config.tsa.checkpoint_policy
+            ),
             history=site_key_history(ctx),
             witnessed=witnessed,
         )

@@ -47,7 +47,11 @@ Rules:
   its own (the others are stamped).
 - Audit checkpoints: HQ stamps its own with its TSA; a mission's travel to HQ's
   witness (``POST /v1/witness``, gateway/audit_witness.py), whose answer carries the
-  token, so that every checkpoint HQ stamps is one it has witnessed.
+  token, so that every checkpoint HQ stamps is one it has witnessed. Checkpoint tokens
+  carry ``[tsa] checkpoint_policy``, which ``/v1/timestamp`` never issues (it stamps
+  under ``[tsa] policy``, and config refuses the two alike): ``/v1/timestamp`` stamps
+  any digest for any pinned site, so its tokens must not time a checkpoint
+  (``audit verify`` takes only the checkpoint policy's, gateway/audit.py).
 """
 
 from __future__ import annotations
@@ -149,8 +153,11 @@ def write_tsa_files(
     write_private(keys_dir / TSA_CERT, cert)
 
 
-def load_authority(config: SiteConfig, *, now: datetime) -> TimeStampAuthority:
-    """HQ's TSA from keys/tsa.crt and keys/tsa.key, stamping under ``[tsa] policy``.
+def load_authority(
+    config: SiteConfig, *, now: datetime, policy: str | None = None
+) -> TimeStampAuthority:
+    """HQ's TSA from keys/tsa.crt and keys/tsa.key, stamping under ``policy`` (by
+    default ``[tsa] policy``; the witness's tokens: ``[tsa] checkpoint_policy``).
 
     An HQ created before time-stamping has neither file: both are made then, under the
     site CA (keys/ca.key). Raises :class:`TimestampingError`, or KeyStoreError for a
@@ -168,7 +175,7 @@ def load_authority(config: SiteConfig, *, now: datetime) -> TimeStampAuthority:
         return TimeStampAuthority(
             (k / TSA_CERT).read_bytes(),
             _read_private(k / TSA_KEY, config.key_passphrase),
-            policy=config.tsa.policy,
+            policy=config.tsa.policy if policy is None else policy,
             fraction_digits=TSA_FRACTION_DIGITS,
         )
     except TimestampError as exc:
@@ -268,7 +275,9 @@ def witness_routes(ctx: SiteContext) -> tuple[WitnessHandler, WitnessHandler]:
         now = datetime.now(UTC)
         try:
             if not held:
-                held.append(load_authority(ctx.config, now=now))
+                held.append(
+                    load_authority(ctx.config, now=now, policy=ctx.config.tsa.checkpoint_policy)
+                )
             return held[0].issue_many([digest], serials=_serials(1), now=now)[0]
         except (TimestampingError, TimestampError, KeyStoreError, OSError) as exc:
             logjson.event(log, logging.ERROR, "tsa_unavailable", reason=str(exc))
@@ -332,8 +341,12 @@ class Stamper:
         self.attempts = 0
         self.whole_check_due = 0.0  # monotonic time of the next whole token check
         self.tsa: TimeStampAuthority | None = None
+        self.checkpoint_tsa: TimeStampAuthority | None = None  # HQ's own checkpoints
         if ctx.config.is_hub:
-            self.tsa = load_authority(ctx.config, now=datetime.now(UTC))
+            now = datetime.now(UTC)
+            self.tsa = load_authority(ctx.config, now=now)
+            policy = ctx.config.tsa.checkpoint_policy
+            self.checkpoint_tsa = load_authority(ctx.config, now=now, policy=policy)
         # Work queued in this process wakes the stamper too (after the couriers).
         before = ctx.notify
 
@@ -484,9 +497,10 @@ class Stamper:
         bytes): from this HQ's TSA, or at a mission from HQ's witness, which keeps the
         checkpoint (module rules); None when none can be had now."""
         digest = hashlib.sha256(message).digest()
-        if self.tsa is not None:
+        if self.checkpoint_tsa is not None:
             try:
-                return self.tsa.issue_many([digest], serials=_serials(1), now=datetime.now(UTC))[0]
+                tsa = self.checkpoint_tsa
+                return tsa.issue_many([digest], serials=_serials(1), now=datetime.now(UTC))[0]
             except TimestampError:
                 return None
         if self.session is None:
