@@ -358,9 +358,9 @@ def make_app(
         from gateway.enroll import enroll_handler
 
         app.router.add_post("/v1/enroll", enroll_handler)
-        from gateway.key_updates import keys_handler
+        from gateway.key_updates import keys_route
 
-        app.router.add_post("/v1/keys", keys_handler)
+        app.router.add_post("/v1/keys", keys_route())
         from gateway.timestamping import timestamp_handler, witness_routes
 
         app.router.add_post("/v1/timestamp", timestamp_handler(ctx))

@@ -73,7 +73,15 @@ from gateway.store.enrollments import CertificatePurpose, Enrollment
 from gateway.timestamping import write_tsa_files
 from gateway.tls import client_context
 from gateway.tls_identity import issued
-from routing.directory import Directory, KeyState, SiteEntry, parse_directory, write_directory
+from routing.directory import (
+    Directory,
+    DirectoryError,
+    KeyState,
+    SiteEntry,
+    parse_directory,
+    write_directory,
+)
+from routing.key_changes import enrol_site
 
 # The bootstrap certificate and the token expire together: long enough to carry the
 # bundle to the mission, and useless after the join whatever is left of it.
@@ -269,10 +277,12 @@ async def enroll_handler(request: web.Request) -> web.Response:
     from gateway.publish import publish
 
     def add(held: Directory, at: datetime) -> Directory:
-        sites = (*tuple(s for s in held.sites if s.site != peer), entry)
-        return Directory(serial=held.serial + 1, issued=at, hub=held.hub, sites=sites)
+        return enrol_site(held, entry, now=at)  # an old entry's keys stay refused for good
 
-    published, _ = publish(ctx.config.directory, add, passphrase=ctx.config.key_passphrase)
+    try:
+        published, _ = publish(ctx.config.directory, add, passphrase=ctx.config.key_passphrase)
+    except DirectoryError as exc:  # a key another site has or had: nothing published
+        return _refused(exc)
     ctx.install_directory(published.raw)
     from gateway import audit
 

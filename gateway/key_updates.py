@@ -1,10 +1,11 @@
 """A mission sending its key changes to HQ: POST /v1/keys over the channel.
 
-Wire form (JSON): ``{"request": base64(R), "key": KEYID, "signature": base64(S)}``
-where R is the UTF-8 JSON ``{"site", "at", "changes": [{"kind", "id", "state",
-"public"}], "tls_public_key"}`` and S the Ed25519 signature, by a signing key of the
-site that the directory accepts (next, active or retiring), over
-``"valise/v1/key-update\\x00" ‖ R``.
+Wire form (JSON): ``{"request": base64(R), "key": KEYID, "signature": base64(S),
+"possession": {NEWKEYID: base64(P)}}`` where R is the UTF-8 JSON ``{"site", "at",
+"changes": [{"kind", "id", "state", "public"}], "tls_public_key"}``, S the Ed25519
+signature, by a signing key of the site that the directory accepts (next, active or
+retiring), over ``"valise/v1/key-update\\x00" ‖ R``, and P, for each new signing key
+the update announces, that key's signature over ``"valise/v1/key-possession\\x00" ‖ R``.
 
 HQ's rules:
 - The TLS peer must be the site the request is for, and the signature must verify
@@ -12,7 +13,15 @@ HQ's rules:
   publish keys, nor can a stolen signing key without the site's TLS key.
 - ``at`` must be within ``MAX_SKEW`` of HQ's clock (a replay later is refused; one
   within the window changes nothing, since changes are idempotent).
-- Changes are for the requesting site only and follow routing/key_changes.py.
+- Changes are for the requesting site only and follow routing/key_changes.py (a key
+  id or pin another site has, or had, is refused; so are more keys than its limits).
+- A new signing key proves that the site holds it: P verifies under it, over this very
+  request (proof of possession), so no site can announce another site's signing key.
+  An encryption key cannot sign; it and a TLS key (whose certificate HQ issues itself)
+  are kept from squatting by the directory's uniqueness of key ids and pins.
+- At most one new key per kind in one update, and at most ``MAX_UPDATES_PER_MINUTE``
+  updates per site and minute (429 beyond; counted in memory at HQ): a site cannot
+  churn keys to grow the directory.
 - A new TLS key (a ``next`` change of kind tls) comes with its public key; HQ issues
   its certificate under the site CA, records its serial, and answers it with the
   directory.
@@ -29,6 +38,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,9 +61,12 @@ from routing.directory import Directory, DirectoryError, KeyState, SiteEntry
 from routing.key_changes import KeyChange, apply_changes
 
 LABEL = b"valise/v1/key-update\x00"
+POSSESSION_LABEL = b"valise/v1/key-possession\x00"
 MAX_SKEW = timedelta(minutes=5)
 MAX_BODY = 64 * 1024
 MAX_CHANGES = 16
+MAX_NEW_KEYS_PER_KIND = 1  # in one update
+MAX_UPDATES_PER_MINUTE = 10  # per site, at HQ
 
 
 class KeyUpdateError(Exception):
@@ -66,7 +81,11 @@ class KeyUpdate:
     tls_public_key: bytes = b""  # PEM, with a tls ``next`` change
 
 
-def encode_update(update: KeyUpdate, signer: SigningKey) -> bytes:
+def encode_update(
+    update: KeyUpdate, signer: SigningKey, possession: Sequence[SigningKey] = ()
+) -> bytes:
+    """The wire form of ``update``, signed by ``signer``; ``possession``: the private
+    keys of the new signing keys it announces, each signing its proof."""
     request = json.dumps(
         {
             "site": update.site,
@@ -89,6 +108,10 @@ def encode_update(update: KeyUpdate, signer: SigningKey) -> bytes:
             "request": base64.b64encode(request).decode(),
             "key": signer.key_id,
             "signature": base64.b64encode(sign(signer, LABEL + request)).decode(),
+            "possession": {
+                k.key_id: base64.b64encode(sign(k, POSSESSION_LABEL + request)).decode()
+                for k in possession
+            },
         }
     ).encode()
 
@@ -125,6 +148,10 @@ def decode_update(
             for c in inner["changes"]
         )
         tls_public = str(inner.get("tls_public_key", "")).encode()
+        proofs = {
+            str(k): base64.b64decode(str(v), validate=True)
+            for k, v in dict(outer.get("possession", {})).items()
+        }
     except (ValueError, KeyError, TypeError) as exc:
         raise KeyUpdateError(f"malformed key update: {exc}") from None
     if site != peer:
@@ -133,6 +160,7 @@ def decode_update(
         raise KeyUpdateError("key update time is too far from HQ's clock (replay or skew)")
     if not 1 <= len(changes) <= MAX_CHANGES:
         raise KeyUpdateError(f"a key update holds 1 to {MAX_CHANGES} changes")
+    _check_new_keys(changes)
     try:
         entry = directory.site(site)
     except DirectoryError as exc:
@@ -166,7 +194,39 @@ def decode_update(
         raise KeyUpdateError("key update signature does not verify") from None
     if recovery and not pinned:
         check_recovery(entry, changes)
+    check_possession(entry, changes, request, proofs)
     return KeyUpdate(site, at, changes, tls_public)
+
+
+def _check_new_keys(changes: tuple[KeyChange, ...]) -> None:
+    """At most MAX_NEW_KEYS_PER_KIND keys of a kind announced (next) in one update."""
+    for kind in {c.kind for c in changes}:
+        new = {c.key_id for c in changes if c.kind == kind and c.state is KeyState.NEXT}
+        if len(new) > MAX_NEW_KEYS_PER_KIND:
+            raise KeyUpdateError(
+                f"a key update announces at most one new {kind} key, not {len(new)}"
+            )
+
+
+def check_possession(
+    entry: SiteEntry, changes: tuple[KeyChange, ...], request: bytes, proofs: dict[str, bytes]
+) -> None:
+    """Each new signing key (not yet listed for the site) must have signed
+    POSSESSION_LABEL ‖ request. Raises KeyUpdateError."""
+    listed = entry.states()
+    for c in changes:
+        if c.kind != "signing" or c.state is not KeyState.NEXT or c.key_id in listed:
+            continue
+        try:
+            key = VerifyKey.from_bytes(c.public)
+            if key.key_id != c.key_id:
+                raise KeyFormatError("its id is not its digest")
+            verify(key, proofs.get(c.key_id, b""), POSSESSION_LABEL + request)
+        except (KeyFormatError, SignatureError):
+            raise KeyUpdateError(
+                f"new signing key {c.key_id}: no valid proof of possession (a signature by"
+                " the new key over the update); a site announces only keys it holds"
+            ) from None
 
 
 def check_recovery(entry: SiteEntry, changes: tuple[KeyChange, ...]) -> None:
@@ -232,7 +292,37 @@ def issue_tls_certificate(
     return cert
 
 
-async def keys_handler(request: web.Request) -> web.Response:
+class UpdateRate:
+    """Key updates per site in the last minute (HQ, in memory): a sliding window of
+    ``limit`` per ``window`` seconds. A restart forgets it, which only an operator does."""
+
+    def __init__(self, limit: int = MAX_UPDATES_PER_MINUTE, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._seen: dict[str, deque[float]] = {}
+
+    def take(self, site: str, now: float) -> bool:
+        """Count one update of ``site`` at ``now`` (monotonic seconds) if under the
+        limit; False when over it (nothing counted)."""
+        seen = self._seen.setdefault(site, deque())
+        while seen and now - seen[0] >= self.window:
+            seen.popleft()
+        if len(seen) >= self.limit:
+            return False
+        seen.append(now)
+        return True
+
+
+def keys_route(rate: UpdateRate | None = None) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """HQ's POST /v1/keys, with its per-site rate of updates."""
+    limit = rate or UpdateRate()
+
+    async def handler(request: web.Request) -> web.Response:
+        return await keys_handler(request, limit)
+
+    return handler
+
+
+async def keys_handler(request: web.Request, rate: UpdateRate) -> web.Response:
     """HQ's POST /v1/keys."""
     from gateway.channel import CONTEXT
 
@@ -240,6 +330,14 @@ async def keys_handler(request: web.Request) -> web.Response:
     standing = request["standing"]  # gateway/tls_identity.py: pinned or recovery
     if standing not in (Standing.PINNED, Standing.RECOVERY):  # admit() allows no other
         return web.json_response({"error": "key updates need a pinned certificate"}, status=403)
+    if not rate.take(request["peer"], time.monotonic()):
+        return web.json_response(
+            {
+                "error": f"too many key updates from {request['peer']}: at most"
+                f" {rate.limit} a minute; try again later"
+            },
+            status=429,
+        )
     try:
         body = await request.content.read(MAX_BODY + 1)
         peer = request["peer"]

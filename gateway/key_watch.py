@@ -33,7 +33,7 @@ from gateway.reseal import HOLD_REASON
 from gateway.site import SiteContext, load_keys
 from gateway.store.base import StoreError
 from gateway.tls import TLSConfigError, reload_chain
-from routing.directory import DirectoryError, KeyState, parse_directory
+from routing.directory import Directory, DirectoryError, KeyState, parse_directory
 
 log = logging.getLogger("valise.keys")
 
@@ -50,7 +50,8 @@ class KeyWatcher:
         self.contexts = contexts  # the server's and the client's: reloaded on rotation
         self.kick = asyncio.Event()
         self._ring_seen = self._ring_stamp()
-        self._held_for: set[str] = set()  # revoked encryption key ids already swept
+        # (site, revoked encryption key id) already swept
+        self._held_for: set[tuple[str, str]] = set()
         self.installed: list[int] = []  # directory serials adopted, for the audit log
 
     def _ring_stamp(self) -> tuple[int, int] | None:
@@ -144,12 +145,7 @@ class KeyWatcher:
         )
 
     async def _hold_revoked(self) -> None:
-        revoked = {
-            k.key_id
-            for entry in self.ctx.directory.sites
-            for k, state in entry.encryption
-            if state is KeyState.REVOKED
-        } - self._held_for
+        revoked = revoked_encryption_keys(self.ctx.directory) - self._held_for
         if not revoked:
             return
         held = await hold_sealed_to(self.ctx, revoked, datetime.now(UTC))
@@ -158,9 +154,24 @@ class KeyWatcher:
             logjson.event(log, logging.WARNING, "held", id=message_id, reason=HOLD_REASON)
 
 
-async def hold_sealed_to(ctx: SiteContext, key_ids: set[str], now: datetime) -> list[str]:
-    """Put on hold every waiting delivery of an envelope with a recipient stanza for one
-    of ``key_ids``. Returns the message ids held."""
+def revoked_encryption_keys(directory: Directory) -> set[tuple[str, str]]:
+    """(site, key id) of every encryption key the directory shows revoked, for the site
+    that lists it, and of every retired id (a key retired or revoked, no longer listed:
+    its private key is gone): a stanza is held only for its own site's key."""
+    return {
+        (entry.site, k.key_id)
+        for entry in directory.sites
+        for k, state in entry.encryption
+        if state is KeyState.REVOKED
+    } | {(entry.site, key_id) for entry in directory.sites for key_id in entry.retired_ids}
+
+
+async def hold_sealed_to(
+    ctx: SiteContext, revoked: set[tuple[str, str]], now: datetime
+) -> list[str]:
+    """Put on hold every waiting delivery of an envelope with a recipient stanza whose
+    (site, key id) is in ``revoked``: the pair, never the key id alone (another site
+    listing the same id must not stop this site's mail). Returns the message ids held."""
     held: list[str] = []
     for state in ("queued", "deferred"):
         try:
@@ -175,7 +186,7 @@ async def hold_sealed_to(ctx: SiteContext, key_ids: set[str], now: datetime) -> 
                 parsed, _ = parse_framed_head(record.data)
             except EnvelopeError:
                 continue
-            hit = next((s for s in parsed.head.recipients if s.key_id in key_ids), None)
+            hit = next((s for s in parsed.head.recipients if (s.site, s.key_id) in revoked), None)
             if hit is not None and entry.message_id not in held:
                 reason = f"{HOLD_REASON} {hit.key_id} of {hit.site}"
                 if await ctx.store.hold(entry.message_id, now=now, reason=reason):

@@ -77,6 +77,7 @@ from gateway.tls import client_context
 from routing.directory import (
     USABLE,
     Directory,
+    DirectoryError,
     KeyState,
 )
 from routing.key_changes import KeyChange, apply_changes, key_site
@@ -259,7 +260,10 @@ class KeyOps:
             raise KeyOpError(
                 f"key {key_id} is not a key of {self.site}; only HQ revokes another site's keys"
             )
-        found = key_site(self.directory(), key_id)
+        try:
+            found = key_site(self.directory(), key_id)  # one site's key, or refused
+        except DirectoryError as exc:
+            raise KeyOpError(str(exc)) from None
         if found is None:
             raise KeyOpError(f"no key {key_id} in the directory")
         site, kind, state = found
@@ -406,7 +410,14 @@ class KeyOps:
             except KeyUpdateError as exc:
                 raise KeyOpError(str(exc)) from None
         else:
-            data, cert = await self._post(encode_update(update, self._signer(ring, directory)))
+            # Each new signing key signs its own proof of possession (key_updates.py).
+            new_signing = [
+                signing_key(ring, ring.get(c.key_id))
+                for c in changes
+                if c.kind == "signing" and c.state is KeyState.NEXT
+            ]
+            body = encode_update(update, self._signer(ring, directory), new_signing)
+            data, cert = await self._post(body)
             # Adopt HQ's answer (a running gateway sees it on disk).
             trust = read_trust(self.keys_dir)
             new = install_directory_file(self.config.directory, trust, directory, data) or directory

@@ -17,7 +17,17 @@ from pathlib import Path
 from crypto.armor import load_signing_key
 from gateway.keystore import _read_private
 from gateway.site import archive_directory, file_lock, read_trust, write_private
-from routing.directory import Directory, parse_directory, write_directory
+from routing.directory import (
+    MAX_DIRECTORY_BYTES,
+    Directory,
+    DirectoryError,
+    parse_directory,
+    write_directory,
+)
+
+
+class DirectoryTooLarge(DirectoryError):
+    """A new version would exceed MAX_DIRECTORY_BYTES; nothing was written."""
 
 
 def publish(
@@ -29,7 +39,8 @@ def publish(
 ) -> tuple[Directory, bool]:
     """Apply ``change`` to the directory on disk; sign and write the result if it is a
     new version. Returns (the directory now in force, whether it is new). HQ only.
-    Raises DirectoryError (from ``change``) with nothing written."""
+    Raises DirectoryError (from ``change``; KeyReuseError, DirectoryTooLarge from the
+    new version's checks) with nothing written."""
     keys = site_dir / "keys"
     with file_lock(site_dir / "directory.lock"):
         held = parse_directory((site_dir / "directory.xml").read_bytes(), read_trust(keys))
@@ -42,7 +53,16 @@ def publish(
         if dry_run:
             return new, True
         key = load_signing_key(_read_private(keys / "directory.key", passphrase))
-        data = write_directory(new, key)
-        archive_directory(site_dir, new.serial, data)
+        # Built, size-checked and read back as a mission will read it before anything
+        # is written: a version HQ could not read itself (too large, a key listed twice)
+        # never reaches the disk, so HQ keeps publishing and restarting on the one it has.
+        data = write_directory(new, key)  # raises KeyReuseError
+        if len(data) > MAX_DIRECTORY_BYTES:
+            raise DirectoryTooLarge(
+                f"directory serial {new.serial} would be {len(data)} bytes, over the limit"
+                f" of {MAX_DIRECTORY_BYTES}: not published"
+            )
+        published = parse_directory(data, read_trust(keys))
+        archive_directory(site_dir, new.serial, data)  # each written whole, then renamed
         write_private(site_dir / "directory.xml", data)
-        return parse_directory(data, read_trust(keys)), True
+        return published, True

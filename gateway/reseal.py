@@ -55,11 +55,15 @@ class ResealResult:
 
 def stale_stanzas(directory: Directory, stanzas: Sequence[tuple[str, str]]) -> list[str]:
     """The ``site:key`` of each (site, key id) wrap whose key the directory no longer
-    accepts for that site (revoked, retired, or gone)."""
+    accepts for that site (revoked, retired, or gone). Looked up in that site's own
+    entry: what any other entry lists under the same id says nothing about it."""
     stale = []
     for site, key_id in stanzas:
-        owner = directory.key_owners.get(key_id)
-        if owner is None or owner[0] != site or owner[2] not in USABLE:
+        try:
+            kind, state = directory.site(site).states().get(key_id, ("", None))
+        except DirectoryError:
+            kind, state = "", None
+        if kind != "encryption" or state not in USABLE:
             stale.append(f"{site}:{key_id}")
     return stale
 

@@ -13,6 +13,12 @@ Rules:
   the directory announcing it accepts it before the first use, whichever of the two
   versions (next, then active) it holds. Retired and revoked keys are refused, each
   with its own reason (:meth:`SiteEntry.refusal`).
+- A key id (a TLS key: its pin) belongs to one site, for good: it appears once in the
+  whole directory, listed with its key or, once the key is retired or revoked and
+  dropped from the listing, among its site's ``retired-ids``. A directory that breaks
+  this is refused by every writer and every reader (:class:`KeyReuseError`): a site
+  cannot publish another site's key as its own (and then revoke it, or make HQ's
+  operator revoke its copy), nor bring back a key once retired or revoked.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from envelope.values import check_site_id, format_time, parse_time
 
 DIRECTORY_LABEL = b"valise/v1/directory\x00"
 MAX_DIRECTORY_BYTES = 1024 * 1024
+_HEX = frozenset("0123456789abcdef")
 
 
 class KeyState(StrEnum):
@@ -51,6 +58,11 @@ class DirectoryError(Exception):
     """A directory was refused: forged, older than ours, or inconsistent."""
 
 
+class KeyReuseError(DirectoryError):
+    """A key id or TLS pin listed twice: for two sites, twice for one site, or again
+    after it was retired or revoked."""
+
+
 @dataclass(frozen=True)
 class SiteEntry:
     site: str
@@ -59,6 +71,9 @@ class SiteEntry:
     encryption: tuple[tuple[EncryptionKey, KeyState], ...]
     tls: tuple[tuple[str, KeyState], ...]  # SHA-256 SPKI pins of the site's TLS keys
     active: bool = True
+    # Ids (TLS keys: pins) of this site's retired or revoked keys that are no longer
+    # listed with their key (routing/key_changes.py prunes them): refused for good.
+    retired_ids: tuple[str, ...] = ()
 
     def verify_keys(self) -> dict[str, VerifyKey]:
         """Keys whose signatures are accepted: next, active and retiring."""
@@ -77,9 +92,15 @@ class SiteEntry:
         out.update({pin: ("tls", s) for pin, s in self.tls})
         return out
 
+    def key_ids(self) -> list[str]:
+        """Every key id and pin this site holds or held, listed or retired."""
+        return [*self.states(), *self.retired_ids]
+
     def refusal(self, key_id: str) -> str:
         """Why ``key_id`` is not accepted for this site (for a refusal's reason)."""
         kind, state = self.states().get(key_id, ("", None))
+        if state is None and key_id in self.retired_ids:
+            return f"key {key_id} of {self.site} was retired or revoked (no longer listed)"
         if state is None:
             return f"key {key_id} is not a key of {self.site}"
         return f"{kind} key {key_id} of {self.site} is {state.value}"
@@ -122,8 +143,32 @@ class Directory:
         return next((e.site for e in self.sites if pin in e.tls_pins), None)
 
 
+def check_unique_keys(sites: tuple[SiteEntry, ...]) -> None:
+    """Every key id and TLS pin appears once in the directory, listed or retired.
+    Raises KeyReuseError naming the key and both places."""
+    owner: dict[str, str] = {}
+    for e in sites:
+        listed = [k.key_id for k, _ in e.signing] + [k.key_id for k, _ in e.encryption]
+        for key_id in [*listed, *(pin for pin, _ in e.tls), *e.retired_ids]:
+            if key_id in owner:
+                where = "twice" if owner[key_id] == e.site else f"for {owner[key_id]} and"
+                raise KeyReuseError(
+                    f"key {key_id} is listed {where} for {e.site}: a key id or TLS pin"
+                    " belongs to one site, once, for good"
+                )
+            owner[key_id] = e.site
+
+
+def _retired_ids(e: SiteEntry) -> str:
+    for key_id in e.retired_ids:
+        if len(key_id) not in (32, 64) or not _HEX.issuperset(key_id):
+            raise SchemaError(f"retired id {key_id!r} of {e.site} is not a key id or pin")
+    return f"<retired-ids>{' '.join(e.retired_ids)}</retired-ids>" if e.retired_ids else ""
+
+
 def _body(d: Directory) -> bytes:
     check_site_id(d.hub)
+    check_unique_keys(d.sites)
     out = [
         f"<body><serial>{d.serial}</serial><issued>{format_time(d.issued)}</issued>",
         f"<hub>{d.hub}</hub>",
@@ -149,6 +194,7 @@ def _body(d: Directory) -> bytes:
             for k, s in e.encryption
         ]
         out += [f'<tls-pin state="{s.value}">{pin}</tls-pin>' for pin, s in e.tls]
+        out.append(_retired_ids(e))
         out.append("</site>")
     if d.hub not in seen:
         raise SchemaError("the hub must be listed")
@@ -200,9 +246,13 @@ def _read_body(el: _Element) -> Directory:
         signing: list[tuple[VerifyKey, KeyState]] = []
         encryption: list[tuple[EncryptionKey, KeyState]] = []
         pins: list[tuple[str, KeyState]] = []
+        retired: tuple[str, ...] = ()
         try:
             for k in key_els:
                 name = x.local_name(k)
+                if name == "retired-ids":
+                    retired = tuple((k.text or "").split(" "))
+                    continue
                 state = KeyState(k.get("state", ""))
                 if name == "tls-pin":
                     pins.append((k.text or "", state))
@@ -226,6 +276,7 @@ def _read_body(el: _Element) -> Directory:
                 encryption=tuple(encryption),
                 tls=tuple(pins),
                 active=s.get("status") == "active",
+                retired_ids=retired,
             )
         )
     return Directory(

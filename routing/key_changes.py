@@ -9,19 +9,48 @@ Rules:
 - Setting a key to the state it has is a no-op, so a change can be sent again.
 - A change that alters nothing leaves the directory as it is (same serial); any
   other gives a new version, serial + 1.
+- A new key's id (a TLS key's pin) is in no site's entry, listed or retired: a key
+  belongs to one site, for good (routing/directory.py).
+- Bounded, so no site can grow the directory past ``MAX_DIRECTORY_BYTES``: at most
+  ``MAX_NEXT_KEYS`` next key per kind and site, ``MAX_USABLE_KEYS`` usable ones
+  (next, active, retiring), and ``MAX_KEYS_PER_SITE`` keys a site ever had (listed
+  and retired ids). Beyond ``MAX_LISTED_RETIRED`` retired or revoked keys of a kind,
+  the oldest is no longer listed with its key, only by its id among the site's
+  ``retired-ids`` (still refused everywhere, never reused). The directory holds no
+  dates, so the pruning is by count, not age; evidence checks read the archived
+  versions in force at the time, which still list the key and its state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from crypto.errors import KeyFormatError
 from crypto.keys import EncryptionKey, VerifyKey
-from routing.directory import Directory, DirectoryError, KeyState, SiteEntry
+from routing.directory import (
+    USABLE,
+    Directory,
+    DirectoryError,
+    KeyReuseError,
+    KeyState,
+    SiteEntry,
+    check_unique_keys,
+)
 
 KINDS = ("signing", "encryption", "tls")
+MAX_NEXT_KEYS = 1  # per site and kind: one key announced ahead of its use
+MAX_USABLE_KEYS = 4  # per site and kind: next, active and retiring ones
+# Per site and kind: retired or revoked keys listed with their key (an encryption key
+# is about 1.6 kB); older ones are kept by their id only.
+MAX_LISTED_RETIRED = 2
+MAX_KEYS_PER_SITE = 128  # every key a site ever had, listed or retired (ids)
+
+
+class KeyLimitError(DirectoryError):
+    """A change would take a site past one of the key limits above."""
+
 
 ALLOWED: dict[KeyState, tuple[KeyState, ...]] = {
     KeyState.NEXT: (KeyState.ACTIVE, KeyState.REVOKED),
@@ -80,6 +109,11 @@ def _apply(entry: SiteEntry, change: KeyChange) -> SiteEntry:
                 " a new key is published as next first"
             )
         keys.append((_new_key(change), KeyState.NEXT))
+        if len(entry.key_ids()) + 1 > MAX_KEYS_PER_SITE:
+            raise KeyLimitError(
+                f"{entry.site} has had {MAX_KEYS_PER_SITE} keys, the most a site may have;"
+                " HQ's operator must enrol it again"
+            )
     else:
         key, state = keys[index]
         if state is change.state:
@@ -92,6 +126,9 @@ def _apply(entry: SiteEntry, change: KeyChange) -> SiteEntry:
         if change.state is KeyState.ACTIVE:
             keys = [(k, KeyState.RETIRING if s is KeyState.ACTIVE else s) for k, s in keys]
         keys[index] = (key, change.state)
+    _check_limits(entry.site, change.kind, keys)
+    keys, dropped = _prune(change.kind, keys)
+    entry = replace(entry, retired_ids=(*entry.retired_ids, *dropped))
     if change.kind == "signing":
         return replace(entry, signing=tuple(keys))  # type: ignore[arg-type]
     if change.kind == "encryption":
@@ -99,14 +136,42 @@ def _apply(entry: SiteEntry, change: KeyChange) -> SiteEntry:
     return replace(entry, tls=tuple(keys))  # type: ignore[arg-type]
 
 
+def _check_limits(site: str, kind: str, keys: list[tuple[object, KeyState]]) -> None:
+    pending = sum(1 for _, s in keys if s is KeyState.NEXT)
+    if pending > MAX_NEXT_KEYS:
+        raise KeyLimitError(
+            f"{site} has a next {kind} key already: activate or revoke it before another"
+        )
+    usable = sum(1 for _, s in keys if s in USABLE)
+    if usable > MAX_USABLE_KEYS:
+        raise KeyLimitError(
+            f"{site} would have {usable} usable {kind} keys; at most {MAX_USABLE_KEYS}"
+        )
+
+
+def _prune(
+    kind: str, keys: list[tuple[object, KeyState]]
+) -> tuple[list[tuple[object, KeyState]], list[str]]:
+    """Keep the newest ``MAX_LISTED_RETIRED`` retired or revoked keys listed; the ids of
+    older ones go to the site's retired ids."""
+    done = [i for i, (_, s) in enumerate(keys) if s not in USABLE]
+    drop = set(done[: max(0, len(done) - MAX_LISTED_RETIRED)])
+    kept = [k for i, k in enumerate(keys) if i not in drop]
+    return kept, [_id(kind, keys[i][0]) for i in sorted(drop)]
+
+
 def apply_changes(d: Directory, changes: Sequence[KeyChange], *, now: datetime) -> Directory:
     """``d`` with ``changes`` applied in order (a new version), or ``d`` itself when
-    they change nothing. Raises DirectoryError; then nothing is applied."""
+    they change nothing. Raises DirectoryError (KeyReuseError: a key id another site
+    has, or one retired; KeyLimitError); then nothing is applied."""
     sites = {e.site: e for e in d.sites}
     for change in changes:
         if change.site not in sites:
             raise DirectoryError(f"site {change.site} is not in directory serial {d.serial}")
-        sites[change.site] = _apply(sites[change.site], change)
+        entry = sites[change.site]
+        if change.key_id not in entry.states():
+            _check_new_id(sites.values(), change)
+        sites[change.site] = _apply(entry, change)
     new_sites = tuple(sites[e.site] for e in d.sites)
     if new_sites == d.sites:
         return d
@@ -115,9 +180,44 @@ def apply_changes(d: Directory, changes: Sequence[KeyChange], *, now: datetime) 
             active = [s for _, s in _keys(entry, kind) if s is KeyState.ACTIVE]
             if len(active) > 1:  # pragma: no cover - _apply demotes the old one
                 raise DirectoryError(f"{entry.site} would have {len(active)} active {kind} keys")
+    check_unique_keys(new_sites)
     return Directory(serial=d.serial + 1, issued=now, hub=d.hub, sites=new_sites)
 
 
+def enrol_site(d: Directory, entry: SiteEntry, *, now: datetime) -> Directory:
+    """``d`` with ``entry`` added, or in place of the site's entry (enrolled again): the
+    old entry's keys go to the new one's retired ids, never to be used again. Raises
+    KeyReuseError if a new key is any site's, now or before."""
+    old = next((e for e in d.sites if e.site == entry.site), None)
+    if old is not None:
+        gone = [key_id for key_id in old.key_ids() if key_id not in entry.retired_ids]
+        entry = replace(entry, retired_ids=(*entry.retired_ids, *gone))
+    others = tuple(e for e in d.sites if e.site != entry.site)
+    sites = (*others, entry)
+    check_unique_keys(sites)
+    return Directory(serial=d.serial + 1, issued=now, hub=d.hub, sites=sites)
+
+
+def _check_new_id(entries: Iterable[SiteEntry], change: KeyChange) -> None:
+    for e in entries:
+        if change.key_id in e.key_ids():
+            whose = "was a key" if change.key_id in e.retired_ids else "is a key"
+            raise KeyReuseError(
+                f"{change.kind} key {change.key_id} {whose} of {e.site}: a key id or TLS pin"
+                f" belongs to one site, for good; {change.site} cannot publish it"
+            )
+
+
 def key_site(d: Directory, key_id: str) -> tuple[str, str, KeyState] | None:
-    """(site, kind, state) of a key id or TLS pin anywhere in the directory."""
-    return d.key_owners.get(key_id)
+    """(site, kind, state) of a key id or TLS pin anywhere in the directory, or None.
+    Raises KeyReuseError if more than one site lists it (a directory that breaks the
+    uniqueness rule: never act on such an id)."""
+    found: list[tuple[str, str, KeyState]] = []
+    for e in d.sites:
+        kind, state = e.states().get(key_id, ("", None))
+        if state is not None:
+            found.append((e.site, kind, state))
+    if len(found) > 1:
+        sites = ", ".join(site for site, _, _ in found)
+        raise KeyReuseError(f"key {key_id} is listed for {sites}: refusing to pick one")
+    return found[0] if found else None
