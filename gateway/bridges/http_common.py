@@ -68,7 +68,7 @@ class ApiState:
 
 
 API = web.AppKey("valise_api", ApiState)
-_INTEGRATOR = "valise.integrator"
+_INTEGRATOR = web.RequestKey("valise_integrator", Integrator)
 
 
 def state(request: web.Request) -> ApiState:
@@ -76,8 +76,7 @@ def state(request: web.Request) -> ApiState:
 
 
 def integrator(request: web.Request) -> Integrator:
-    who: Integrator = request[_INTEGRATOR]
-    return who
+    return request[_INTEGRATOR]
 
 
 def error_response(status: int, code: str, message: str, **headers: str) -> web.Response:

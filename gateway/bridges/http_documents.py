@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 import tempfile
@@ -166,7 +167,9 @@ async def submit_document(request: web.Request) -> web.Response:
             check_idempotency_key(key)
         except IntegratorError as exc:
             raise ApiError(400, "invalid_idempotency_key", str(exc)) from None
-    folder = Path(tempfile.mkdtemp(dir=api.workdir, prefix="req-"))
+    # The folder and its files are made and removed in worker threads: a request of
+    # many parts must not hold the event loop in file-system calls.
+    folder = Path(await asyncio.to_thread(tempfile.mkdtemp, dir=api.workdir, prefix="req-"))
     try:
         staged = await stage(request, Stager(folder, Budget(api.max_body_bytes)))
         now = datetime.now(UTC)
@@ -202,7 +205,8 @@ async def submit_document(request: web.Request) -> web.Response:
                 message_id=kept.message_id,
             )
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        # Shielded: if the handler is cancelled, the removal still runs to its end.
+        await asyncio.shield(asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True))
     location = f"/v1/documents/{kept.message_id}"
     body = {"id": kept.message_id, "status": "queued", "location": location}
     extra = {"Idempotent-Replayed": "true"} if replayed else {}

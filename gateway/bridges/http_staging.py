@@ -6,7 +6,12 @@ Rules:
   exception: it is parsed whole, within the same size limit).
 - One byte budget, [http] max_body_bytes, covers the whole submission: a declared
   Content-Length past it is refused before reading, a body that grows past it is
-  refused as soon as it does (413).
+  refused as soon as it does (413). Every byte read from the request is charged
+  (:class:`Metered`), boundaries, part headers and preamble included: a body of empty
+  parts is not free.
+- A submission has at most MAX_PARTS parts: the part after that is refused before
+  its file exists (422), so a body of empty parts cannot fill the work folder.
+- Files are created (O_EXCL, 0600) and closed in a worker thread, never on the loop.
 - Any Content-Encoding, on the request or on a part, is refused (415): the gateway
   seals what it is given and does not decompress on anyone's behalf.
 - A body aiohttp cannot parse is refused in our words: its parser's text (bytes,
@@ -19,16 +24,18 @@ import asyncio
 import hashlib
 import json
 import mimetypes
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import BodyPartReader, MultipartReader, hdrs, web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
+from envelope.limits import MAX_PARTS
 from gateway.bridges import edxml
 from gateway.bridges.http_common import ApiError, state
 from gateway.submit import longest_lifetime
@@ -46,6 +53,7 @@ HEADER_FIELDS = {
     "Valise-Expires": "expires",
     "Valise-In-Reply-To": "in_reply_to",
 }
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _MALFORMED = (ValueError, AssertionError, RuntimeError, TypeError, LookupError, HttpProcessingError)
 
 
@@ -75,6 +83,47 @@ class Budget:
             raise ApiError(413, "payload_too_large", f"the body exceeds {self.limit} bytes")
 
 
+class Metered:
+    """``request.content`` as the multipart reader and the raw-body stager see it, each
+    byte handed out charged to ``budget`` once.
+
+    The multipart reader gives back what it read past a boundary (``unread_data``);
+    that is kept here and served again without a second charge, so aiohttp's
+    deprecated ``StreamReader.unread_data`` is never called either.
+    """
+
+    def __init__(self, content: StreamReader, budget: Budget) -> None:
+        self._content, self._budget, self._back = content, budget, b""
+
+    def _fresh(self, data: bytes) -> bytes:
+        self._budget.take(len(data))
+        return data
+
+    def _served(self, n: int) -> bytes:
+        data, self._back = self._back[:n], self._back[n:]
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        if self._back:
+            return self._served(len(self._back) if n < 0 else n)
+        return self._fresh(await self._content.read(n))
+
+    async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        if self._back:
+            end = self._back.find(b"\n")
+            if end >= 0:
+                return self._served(end + 1)
+            head = self._served(len(self._back))
+            return head + self._fresh(await self._content.readline(max_line_length=max_line_length))
+        return self._fresh(await self._content.readline(max_line_length=max_line_length))
+
+    def at_eof(self) -> bool:
+        return not self._back and self._content.at_eof()
+
+    def unread_data(self, data: bytes) -> None:
+        self._back = bytes(data) + self._back
+
+
 def _media_type(value: str | None, name: str) -> str:
     if value:
         return value.split(";", 1)[0].strip().lower()
@@ -82,34 +131,55 @@ def _media_type(value: str | None, name: str) -> str:
 
 
 class Stager:
-    """Stages one request's parts in ``folder`` (a fresh temporary folder)."""
+    """Stages one request's parts in ``folder`` (a fresh temporary folder), at most
+    ``max_parts`` of them."""
 
-    def __init__(self, folder: Path, budget: Budget) -> None:
-        self.folder, self.budget, self.count = folder, budget, 0
+    def __init__(self, folder: Path, budget: Budget, max_parts: int = MAX_PARTS) -> None:
+        self.folder, self.budget, self.max_parts = folder, budget, max_parts
+        self.count = 0  # parts staged
+        self._files = 0  # files created (parts and the edXML scratch copy)
 
-    def _open(self) -> tuple[Path, Any]:
-        self.count += 1
-        path = self.folder / f"part-{self.count}"
-        return path, path.open("wb")
+    async def _create(self, *, part: bool = True) -> tuple[Path, Any]:
+        """A new file of our own in the folder; refuses the part after ``max_parts``
+        before creating anything."""
+        if part:
+            if self.count >= self.max_parts:
+                raise ApiError(
+                    422, "invalid_metadata", f"the submission has more than {self.max_parts} parts"
+                )
+            self.count += 1
+        self._files += 1
+        path = self.folder / f"file-{self._files}"
+        return path, await asyncio.to_thread(_create_file, path)
 
-    async def write_stream(self, name: str, media_type: str, chunks: Any) -> StagedPart:
-        path, f = self._open()
+    async def write_stream(
+        self, name: str, media_type: str, chunks: Any, *, part: bool = True
+    ) -> StagedPart:
+        """Write ``chunks`` (already charged to the budget where they were read)."""
+        path, f = await self._create(part=part)
         digest, size = hashlib.sha256(), 0
         try:
             async for chunk in chunks:
-                self.budget.take(len(chunk))
                 digest.update(chunk)
                 size += len(chunk)
                 await asyncio.to_thread(f.write, chunk)
         finally:
-            f.close()
+            await asyncio.to_thread(f.close)
         return StagedPart(name, media_type, path, digest.hexdigest(), size)
 
-    def write_bytes(self, name: str, media_type: str, data: bytes) -> StagedPart:
-        path, f = self._open()
-        with f:
-            f.write(data)
+    async def write_bytes(self, name: str, media_type: str, data: bytes) -> StagedPart:
+        path, f = await self._create()
+
+        def write() -> None:
+            with f:
+                f.write(data)
+
+        await asyncio.to_thread(write)
         return StagedPart(name, media_type, path, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def _create_file(path: Path) -> Any:
+    return os.fdopen(os.open(path, _CREATE_FLAGS, 0o600), "wb")
 
 
 async def _part_chunks(part: BodyPartReader) -> Any:
@@ -132,7 +202,7 @@ def _refuse_encoding(headers: Any, where: str) -> None:
 
 async def stage_multipart(request: web.Request, stager: Stager) -> Staged:
     try:
-        reader = await request.multipart()
+        reader = MultipartReader(request.headers, Metered(request.content, stager.budget))  # type: ignore[arg-type]
     except _MALFORMED:
         raise ApiError(
             400, "malformed_multipart", "not a multipart body (is its boundary given?)"
@@ -154,7 +224,7 @@ async def stage_multipart(request: web.Request, stager: Stager) -> Staged:
         if cte not in ("binary", "8bit", "7bit"):
             raise ApiError(415, "unsupported_encoding", f"Content-Transfer-Encoding {cte}")
         if staged is None:
-            staged = Staged(await _metadata_part(part, stager.budget))
+            staged = Staged(await _metadata_part(part))
             continue
         name = _unescape(part.filename) or part.name or f"document-{len(staged.parts) + 1}"
         media = _media_type(part.headers.get(hdrs.CONTENT_TYPE), name)
@@ -175,7 +245,7 @@ def _unescape(name: str | None) -> str | None:
         return name
 
 
-async def _metadata_part(part: BodyPartReader, budget: Budget) -> dict[str, Any]:
+async def _metadata_part(part: BodyPartReader) -> dict[str, Any]:
     media = _media_type(part.headers.get(hdrs.CONTENT_TYPE), "")
     if media != "application/json" and part.name != "metadata":
         raise ApiError(
@@ -183,7 +253,6 @@ async def _metadata_part(part: BodyPartReader, budget: Budget) -> dict[str, Any]
         )
     data = bytearray()
     async for chunk in _part_chunks(part):
-        budget.take(len(chunk))
         data.extend(chunk)
         if len(data) > MAX_METADATA_BYTES:
             raise ApiError(400, "malformed_metadata", f"metadata over {MAX_METADATA_BYTES} bytes")
@@ -209,7 +278,7 @@ async def stage_raw(request: web.Request, stager: Stager) -> Staged:
         meta[key] = [s.strip() for s in text.split(",") if s.strip()] if key == "to" else text
     name = _raw_filename(request) or "document"
     media = _media_type(request.headers.get(hdrs.CONTENT_TYPE), name)
-    part = await stager.write_stream(name, media, _body_chunks(request))
+    part = await stager.write_stream(name, media, _body_chunks(request, stager.budget))
     return Staged(meta, [part])
 
 
@@ -224,23 +293,26 @@ def _raw_filename(request: web.Request) -> str | None:
     return unquote(value) if value else None
 
 
-async def _body_chunks(request: web.Request) -> Any:
+async def _body_chunks(request: web.Request, budget: Budget) -> Any:
+    body = Metered(request.content, budget)
     try:
-        async for chunk in request.content.iter_chunked(CHUNK_BYTES):
+        while chunk := await body.read(CHUNK_BYTES):
             yield chunk
     except HttpProcessingError:
         raise ApiError(400, "malformed_request", "the body cannot be read") from None
 
 
 async def stage_edxml(request: web.Request, stager: Stager) -> Staged:
-    whole = await stager.write_stream("edxml", edxml.MEDIA_TYPE, _body_chunks(request))
+    whole = await stager.write_stream(
+        "edxml", edxml.MEDIA_TYPE, _body_chunks(request, stager.budget), part=False
+    )
     data = await asyncio.to_thread(whole.path.read_bytes)
     try:
         doc = await asyncio.to_thread(edxml.parse_edxml, data, max_bytes=stager.budget.limit)
     except edxml.EdxmlError as exc:
         raise ApiError(400, "malformed_edxml", str(exc)) from None
     del data
-    whole.path.unlink()
+    await asyncio.to_thread(whole.path.unlink)
     to = request.headers.get("Valise-To")
     meta: dict[str, Any] = {
         "to": [s.strip() for s in to.split(",") if s.strip()]
@@ -260,9 +332,11 @@ async def stage_edxml(request: web.Request, stager: Stager) -> Staged:
         meta["expires"] = min(due, now + longest_lifetime(state(request).ctx)).isoformat()
     staged = Staged(meta, originator=edxml.originator(doc))
     for a in doc.attachments:
-        staged.parts.append(stager.write_bytes(a.name, _media_type(a.media_type, a.name), a.data))
+        staged.parts.append(
+            await stager.write_bytes(a.name, _media_type(a.media_type, a.name), a.data)
+        )
     staged.parts.append(
-        stager.write_bytes(edxml.HEADER_PART_NAME, edxml.HEADER_MEDIA_TYPE, doc.header_xml)
+        await stager.write_bytes(edxml.HEADER_PART_NAME, edxml.HEADER_MEDIA_TYPE, doc.header_xml)
     )
     return staged
 

@@ -33,6 +33,7 @@ class Site:
     url: str
     token: str
     item: str  # a document delivered to this site's inbox
+    ops: int  # the site's /livez port
 
     @property
     def auth(self) -> dict[str, str]:
@@ -72,7 +73,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         url = f"http://127.0.0.1:{paris.ports['http']}"
         token = json.loads(out.stdout)["token"]
         item = asyncio.run(_deliver_one(url, {"Authorization": f"Bearer {token}"}))
-        yield Site(url, token, item)
+        yield Site(url, token, item, paris.ops_port)
 
 
 async def _call(
@@ -110,7 +111,7 @@ async def test_a_limit_that_is_not_ascii_digits_in_range_is_400(site: Site, limi
     assert status == 400 and _is_error(body, "malformed_request"), (limit, body)
 
 
-@pytest.mark.parametrize("n", ["%C2%B2", "%D9%A0", "+0", "1", "9" * 40])
+@pytest.mark.parametrize("n", ["%C2%B2", "%D9%A0", "+0", "1", "9" * 40, "00", "01", "000"])
 async def test_a_part_number_that_is_not_a_part_is_404(site: Site, n: str) -> None:
     status, body, _ = await _call(site, "GET", f"/v1/inbox/{site.item}/parts/{n}")
     assert status == 404 and _is_error(body, "not_found"), (n, body)
@@ -233,3 +234,39 @@ async def test_every_error_is_code_and_message_json(
     got, body, content_type = await _call(site, method, path)
     assert got == status and content_type == "application/json"
     assert _is_error(body, code), body
+
+
+async def test_livez_answers_while_a_body_of_empty_parts_streams(site: Site) -> None:
+    """Review F3 on a live site: 10,000 empty parts are refused at the 257th, and the
+    site's /livez answers while the body is still arriving (no timing asserted)."""
+    import asyncio
+
+    host, port = site.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/documents HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {site.token}\r\n".encode()
+        + b"Content-Type: multipart/form-data; boundary=xx\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    meta = b'--xx\r\nContent-Type: application/json\r\n\r\n{"to":["M-PARIS"]}\r\n'
+    empty = b'--xx\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n\r\n'
+    halves = [meta + empty * 5000, empty * 5000 + b"--xx--\r\n"]
+    writer.write(b"%x\r\n" % len(halves[0]) + halves[0] + b"\r\n")
+    await writer.drain()
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{site.ops}/livez") as r:
+        assert r.status == 200
+    try:
+        writer.write(b"%x\r\n" % len(halves[1]) + halves[1] + b"\r\n0\r\n\r\n")
+        await writer.drain()
+    except ConnectionError:
+        pass  # refused and closed before the rest was read
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(h.split(b":")[1])
+        for h in head.split(b"\r\n")
+        if h.lower().startswith(b"content-length:")
+    )
+    body = await reader.readexactly(length)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 422"), head
+    assert _is_error(json.loads(body), "invalid_metadata"), body
