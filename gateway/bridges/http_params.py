@@ -3,7 +3,8 @@
 Rules:
 - Every route reads its integers, times and cursors here, and nowhere else.
 - A count is ASCII digits only (``str.isdigit`` also takes "²" and "٣"), no sign,
-  no spaces, at most MAX_COUNT_DIGITS of them, within the caller's bounds.
+  no spaces, no leading zero (one spelling per number: /parts/00 is not a second
+  name of /parts/0), at most MAX_COUNT_DIGITS of them, within the caller's bounds.
 - A time is RFC 3339 (the OpenAPI ``date-time`` format) with its zone, and it must
   stay a real moment once in UTC: "9999-12-31T23:59:59-14:00" is past what Python's
   datetime holds, and is refused here instead of overflowing in a later step.
@@ -25,7 +26,7 @@ MAX_COUNT_DIGITS = 9
 MAX_CURSOR_DIGITS = 17  # 10**17 microseconds after 1970 is in year 5138: always a datetime
 CURSOR_PATTERN = rf"^(?:0|[1-9][0-9]{{0,{MAX_CURSOR_DIGITS - 1}}})_{MESSAGE_ID_RE.pattern}$"
 _CURSOR_RE = re.compile(CURSOR_PATTERN)
-_COUNT_RE = re.compile(rf"[0-9]{{1,{MAX_COUNT_DIGITS}}}")
+_COUNT_RE = re.compile(rf"0|[1-9][0-9]{{0,{MAX_COUNT_DIGITS - 1}}}")
 # RFC 3339 section 5.6 date-time; the leap second 60 is refused below with the rest.
 TIME_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"

@@ -32,9 +32,16 @@ def test_a_count_is_ascii_digits_only(text: str) -> None:
         parse_count(text, 0, 500, "limit")
 
 
+@pytest.mark.parametrize("text", ["00", "01", "007", "0" * MAX_COUNT_DIGITS])
+def test_a_count_has_one_spelling_no_leading_zero(text: str) -> None:
+    """/parts/00 and /parts/0 would be two names of one resource."""
+    with pytest.raises(ParamError):
+        parse_count(text, 0, 500, "a part number")
+
+
 def test_a_count_at_its_bounds() -> None:
     assert parse_count("1", 1, 500, "limit") == 1 and parse_count("500", 1, 500, "limit") == 500
-    assert parse_count("007", 1, 500, "limit") == 7
+    assert parse_count("0", 0, 500, "a part number") == 0
     for text in ("0", "501", "9" * (MAX_COUNT_DIGITS + 1)):
         with pytest.raises(ParamError, match=r"1\.\.500"):
             parse_count(text, 1, 500, "limit")
