@@ -19,6 +19,7 @@ from envelope.errors import SchemaError, UsageError
 from envelope.values import Priority, check_site_id, format_time
 from gateway.cli import EXIT_FILES, EXIT_USAGE, _fail, main, one_line_errors
 from gateway.enroll import EnrollError, add_site, init_hub, join
+from gateway.export_dir import ExportDir
 from gateway.site import SiteContext, create_store, load_site
 from gateway.store.base import InState
 from routing.directory import DirectoryError
@@ -397,11 +398,17 @@ def inbox_get(message_id: str, out_dir: Path, directory: Path | None) -> None:
     src = site_dir(directory) / "inbox" / message_id
     if not src.is_dir():
         _fail(EXIT_USAGE, f"no delivered document {message_id}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for f in sorted(src.iterdir()):
-        if f.name != ".valise.json":
-            shutil.copy2(f, out_dir / f.name)
-            click.echo(str(out_dir / f.name))
+    # Part names come from the remote site and out_dir may be shared: each file is
+    # created new, never through a planted link (gateway/export_dir.py).
+    with ExportDir(out_dir) as out:
+        written = []
+        for f in sorted(src.iterdir()):
+            if f.name != ".valise.json":
+                with f.open("rb") as part, out.create(f.name) as copy:
+                    shutil.copyfileobj(part, copy)
+                written.append(out.path / f.name)
+    for path in written:
+        click.echo(str(path))
 
 
 @inbox_group.command("ack")

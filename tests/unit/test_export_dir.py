@@ -1,0 +1,105 @@
+"""CLI exports never write through a planted link nor over a file (review F6).
+
+Before: ``valise inbox get --out-dir`` copied with shutil.copy2 into an existing
+folder, following a symbolic link another local user planted under a name the
+remote site chose, and overwriting its target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.export_dir import ExportDir, ExportRefused
+
+MID = "01a24e0f-660a-76cd-be02-c0b7af5d9d3e"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A site folder holding one delivered document with parts a.txt and b.txt."""
+    item = tmp_path / "site" / "inbox" / MID
+    item.mkdir(parents=True)
+    (item / "a.txt").write_bytes(b"from the remote site\n")
+    (item / "b.txt").write_bytes(b"second part\n")
+    (item / ".valise.json").write_text(json.dumps({"parts": []}))
+    return tmp_path / "site"
+
+
+def test_inbox_get_refuses_a_planted_symlink_and_writes_nothing(site: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious operator file\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "b.txt").symlink_to(victim)  # planted under a name the remote site chose
+    got = run("inbox", "get", MID, "--out-dir", str(shared), "--dir", str(site))
+    assert got.returncode != 0
+    assert victim.read_bytes() == b"precious operator file\n"
+    assert "b.txt" in got.stderr and "refusing to overwrite" in got.stderr, got.stderr
+    assert got.stderr.count("\n") == 1, got.stderr
+    assert sorted(p.name for p in shared.iterdir()) == ["b.txt"]  # a.txt was taken back
+    assert (shared / "b.txt").is_symlink()
+
+
+def test_inbox_get_refuses_a_dangling_symlink(site: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").symlink_to(tmp_path / "created-through-the-link")
+    got = run("inbox", "get", MID, "--out-dir", str(out), "--dir", str(site))
+    assert got.returncode != 0
+    assert not (tmp_path / "created-through-the-link").exists()
+
+
+def test_inbox_get_into_a_new_folder_is_private(site: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "out"
+    got = run("inbox", "get", MID, "--out-dir", str(out), "--dir", str(site))
+    assert got.returncode == 0, got.stderr
+    assert (out / "a.txt").read_bytes() == b"from the remote site\n"
+    assert out.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in out.iterdir())
+    again = run("inbox", "get", MID, "--out-dir", str(out), "--dir", str(site))
+    assert again.returncode != 0 and "refusing to overwrite" in again.stderr
+
+
+def test_an_output_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(ExportRefused, match="symbolic link"):
+        ExportDir(tmp_path / "link")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a folder to another user")
+def test_another_users_folder_is_refused(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 12345, 12345)
+    with pytest.raises(ExportRefused, match="not a folder of yours"):
+        ExportDir(theirs)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../x", "a\0b"])
+def test_a_name_is_one_path_component(tmp_path: Path, name: str) -> None:
+    with ExportDir(tmp_path / "out") as out, pytest.raises(ExportRefused):
+        out.write(name, b"x")
+
+
+def test_a_failed_export_removes_what_it_wrote(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine").write_bytes(b"kept")
+    with pytest.raises(RuntimeError), ExportDir(tmp_path / "out") as out:
+        out.write("a", b"1")
+        raise RuntimeError("half-way")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mine"]
