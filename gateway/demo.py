@@ -8,7 +8,7 @@ with one-time bundles. Then:
 - an integrator at M-PARIS submits over the HTTP API (multipart and raw body),
   to HQ and to M-HANOI (relayed blind through HQ);
 - a mail client at M-HANOI sends over the SMTP bridge to M-PARIS and to HQ (STARTTLS,
-  then AUTH as integrator ``demo-mail``);
+  then AUTH as integrator ``consul``, which sends as consul@m-hanoi.valise.local);
 - an operator at HQ sends with ``valise send`` to both missions.
 
 The demo waits for every signed receipt, checks each document byte for byte in
@@ -202,11 +202,9 @@ async def _exchange(net: Network, root: Path) -> int:
         "integrator", "add", "demo-dms", "--dir", str(net.sites["M-PARIS"].directory)
     ).splitlines()[0]
     mail_token = valise(
-        "integrator", "add", "demo-mail", "--dir", str(net.sites["M-HANOI"].directory)
+        "integrator", "add", "consul", "--dir", str(net.sites["M-HANOI"].directory)
     ).splitlines()[0]
-    sent = (
-        await via_http(net, token) + via_smtp(net, ("demo-mail", mail_token)) + via_cli(net, root)
-    )
+    sent = await via_http(net, token) + via_smtp(net, ("consul", mail_token)) + via_cli(net, root)
     contexts: dict[str, SiteContext] = {
         s: await load_site(net.sites[s].directory) for s in net.sites
     }

@@ -24,7 +24,11 @@ Rules:
   (:func:`bounce_recipient`).
 - The sender (``MAIL FROM``) is checked loosely (it is a local mailbox at the origin,
   kept for the DSN): printable ASCII, one ``@`` with both sides non-empty, at most
-  254 characters. ``<>``, the null sender, is None.
+  254 characters. ``<>``, the null sender, is None. In a session that authenticated
+  (:func:`own_sender`) it must be the integrator itself, ``<name>@<here>.<domain>``
+  (any case): an integrator speaks for its own mailbox, never for another
+  integrator's, another site's or an outside address, and never as the null sender
+  (a submission that wants no bounce and names nobody).
 - Every refusal is an :class:`AddressError`; its subclass says why, so the SMTP
   handler can answer with the right enhanced status code.
 """
@@ -52,6 +56,10 @@ class AddressSyntaxError(AddressError):
 
 class ForeignDomainError(AddressError):
     """An address outside ``<site>.<domain>``: relaying is refused (550 5.7.1)."""
+
+
+class SenderNotOwnedError(AddressError):
+    """A sender that is not the authenticated integrator's own address (553 5.7.1)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,24 @@ def parse_sender(address: str) -> str | None:
     if not at or not local or not host or ("@" in local and not quoted):
         raise AddressSyntaxError("the sender is not mailbox@domain")
     return address
+
+
+def own_sender(sender: str | None, integrator: str, here: str, domain: str) -> str:
+    """``sender`` if it is the address of ``integrator`` at this site
+    (``<integrator>@<here>.<domain>``, compared case-insensitively).
+
+    Raises :class:`SenderNotOwnedError`.
+    """
+    mine = site_address(here, integrator, domain)
+    if sender is None:
+        raise SenderNotOwnedError(f"an authenticated submission comes from {mine}, not <>")
+    try:
+        rcpt = parse_recipient(sender, domain)
+    except AddressError:
+        rcpt = None
+    if rcpt is None or (rcpt.site, rcpt.mailbox) != (here, integrator.lower()):
+        raise SenderNotOwnedError(f"not owned by {integrator}: send as <{mine}>")
+    return sender
 
 
 def mailbox_of(address: str) -> str:

@@ -20,6 +20,10 @@ Rules:
   A recipient refused at sealing time (the directory changed since RCPT) gets
   ``554 5.6.0``, naming any envelopes already queued, so that the client does not
   retry for ever.
+- ``MAIL FROM`` in a session that authenticated must be the integrator's own
+  address, ``<name>@<here>.<domain>`` (``553 5.7.1`` otherwise, the null sender too:
+  smtp_address.own_sender); without AUTH (``require_auth = no``) there is no
+  identity to tie it to.
 - A message with a bare CR or LF is refused (``550 5.6.0``), as is one whose
   ``X-Valise-Expires`` is not a number of seconds (``554 5.6.0``).
 """
@@ -43,6 +47,8 @@ from gateway.bridges.smtp_address import (
     AddressSyntaxError,
     ForeignDomainError,
     MailRecipient,
+    SenderNotOwnedError,
+    own_sender,
     parse_recipient,
     parse_sender,
 )
@@ -96,6 +102,22 @@ class SmtpHandler:
             sender = parse_sender(address)
         except AddressSyntaxError as exc:
             return f"553 5.1.7 Bad sender address: {exc}"
+        if session.authenticated:
+            try:
+                integrator = str(session.auth_data)  # the name our AUTH check set
+                own_sender(sender, integrator, self.ctx.here, self.ctx.config.smtp.domain)
+            except SenderNotOwnedError as exc:
+                log.warning(
+                    json.dumps(
+                        {
+                            "event": "smtp_sender_refused",
+                            "auth": session.auth_data,
+                            "sender": address[:254],
+                            "reason": str(exc),
+                        }
+                    )
+                )
+                return f"553 5.7.1 Sender address rejected: {exc}"
         assert isinstance(envelope, MailEnvelope)
         envelope.mail_from = address
         envelope.mail_options.extend(options)

@@ -52,6 +52,9 @@ NOT_QUEUED = "451 4.3.0 The message could not be queued; try again later"
 IDLE_TIMEOUT = "421 4.4.2 Idle for too long; closing"
 INTERNAL_ERROR = "451 4.3.0 Internal error; try again later"
 TOO_BIG = "552 5.3.4 Message size exceeds the fixed maximum message size"
+AUTHZID_REFUSED = "535 5.7.8 Authentication refused: one may act only as oneself"
+TOO_MANY_SESSIONS = "421 4.7.0 Too many connections; try again later"
+PREAUTH_TIMEOUT = "421 4.7.0 Not authenticated in time; closing"
 
 
 def enhance(reply: str, *, in_ehlo: bool = False) -> str:

@@ -8,7 +8,9 @@ subclass changes only what a gateway must not leave to its defaults:
   answered ``500 5.5.2`` and the connection is closed (DATA is checked by the
   handler, which refuses the message instead: the data ended properly);
 - AUTH PLAIN and LOGIN (aiosmtpd's decoding) are checked by an async callable,
-  against the integrator tokens;
+  against the integrator tokens; a PLAIN authorization identity other than the
+  login (act as ``bob``, prove to be ``alice``: RFC 4616) is refused ``535 5.7.8``,
+  where aiosmtpd would drop it and let the session through;
 - an idle connection is told ``421 4.4.2`` before it is closed;
 - command line sizes are per connection (aiosmtpd keeps them in a class attribute
   that every EHLO grows), and an unexpected error is answered ``451 4.3.0``
@@ -18,16 +20,24 @@ subclass changes only what a gateway must not leave to its defaults:
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword
 
 from gateway.bridges.smtp_address import MailRecipient
-from gateway.bridges.smtp_replies import BAD_LINE_ENDING, IDLE_TIMEOUT, INTERNAL_ERROR, enhance
+from gateway.bridges.smtp_replies import (
+    AUTHZID_REFUSED,
+    BAD_LINE_ENDING,
+    IDLE_TIMEOUT,
+    INTERNAL_ERROR,
+    enhance,
+)
 
 log = logging.getLogger("valise.smtp")
 
@@ -180,7 +190,30 @@ class ValiseSMTP(SMTP):
         return self.session.peer if self.session is not None else None
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
-        return await self._check(await super().auth_PLAIN(_, args))
+        # aiosmtpd's auth_PLAIN discards the authorization identity; it is read here.
+        if len(args) == 1:
+            response = await self.challenge_auth("")
+            if response is MISSING or not isinstance(response, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                response = base64.b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        fields = response.split(b"\x00")
+        if len(fields) != 3:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        authzid, login, password = fields
+        if authzid and authzid != login:
+            shown = authzid[:64].decode("utf-8", "replace")
+            event = {"event": "smtp_authzid_refused", "peer": str(self._peer()), "as": shown}
+            log.warning(json.dumps(event))
+            return AuthResult(success=False, handled=False, message=AUTHZID_REFUSED)
+        return await self._check(
+            AuthResult(success=False, handled=False, auth_data=LoginPassword(login, password))
+        )
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._check(await super().auth_LOGIN(_, args))

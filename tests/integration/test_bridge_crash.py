@@ -89,7 +89,7 @@ def test_kill_9_during_smtp_submissions(tmp_path: Path) -> None:
     site_env = {"M-HANOI": {"VALISE_DELIVERY_MODE": "maildir"}}
     with Network(tmp_path, env=env, site_env=site_env) as net:
         paris = net.sites["M-PARIS"]
-        login = ("crash-client", add_integrator(paris.directory, "crash-client"))
+        login = ("alice", add_integrator(paris.directory, "alice"))  # it sends as SENDER
         send = SmtpSender(lambda: paris.ports["smtp"], SENDER, [RECIPIENT], message, login)
         outcome, submitter = in_background(send, MESSAGES)
         try:

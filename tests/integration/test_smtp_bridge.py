@@ -47,7 +47,7 @@ MAX_BYTES = 4096
 MAX_RECIPIENTS = 3
 IDLE_SECONDS = 4
 SENDER = "alice@m-paris.valise.local"
-CLIENT = "bridge-tests"  # the integrator the tests' mail clients log in as
+CLIENT = "alice"  # the integrator the tests' mail clients log in as: it sends as SENDER
 HANOI = "registry@m-hanoi.valise.local"
 ARCHIVE = "archive@hq.valise.local"
 BRIDGE_ENV = FAST
@@ -163,6 +163,11 @@ def submit(
     return queued_ids(text.decode())
 
 
+def _stamped(message: bytes, origin: str, message_id: str) -> bytes:
+    """A received mail message as delivered: the destination's X-Valise fields on top."""
+    return f"X-Valise-Origin: {origin}\r\nX-Valise-Message-Id: {message_id}\r\n".encode() + message
+
+
 def plain_session(port: int) -> RawSmtp:
     """A raw session after EHLO: no TLS, no AUTH."""
     raw = RawSmtp(port)
@@ -196,7 +201,7 @@ def test_a_message_arrives_byte_identical_in_a_maildir_and_the_http_inbox(
     assert code == 250 and text.startswith(b"2.0.0 Ok: queued as ")
     to_hanoi, to_hq = queued_ids(text.decode())  # one envelope per site, in RCPT order
     got = wait_file(maildir_file(bridged.dir("M-HANOI"), "registry", to_hanoi))
-    assert got == MESSAGE
+    assert got == _stamped(MESSAGE, "M-PARIS", to_hanoi)  # it speaks for M-PARIS alone
     inbox = bridged.dir("HQ") / "inbox" / to_hq
     assert wait_file(inbox / "message.eml") == MESSAGE
     meta = json.loads((inbox / ".valise.json").read_text())
@@ -211,11 +216,13 @@ def test_a_message_arrives_byte_identical_in_a_maildir_and_the_http_inbox(
 
 
 def test_recipients_are_grouped_by_site_and_mailbox(bridged: Bridged) -> None:
-    message = b"Subject: grouped\r\n\r\nhello\r\n"
+    message = f"From: {SENDER}\r\nSubject: grouped\r\n\r\nhello\r\n".encode()
     rcpts = [HANOI, "Registry@M-HANOI.valise.local", "desk@m-hanoi.valise.local"]
     registry, desk = submit(bridged.port(), SENDER, rcpts, message, bridged.login)
-    assert wait_file(maildir_file(bridged.dir("M-HANOI"), "registry", registry)) == message
-    assert wait_file(maildir_file(bridged.dir("M-HANOI"), "desk", desk)) == message
+    got = wait_file(maildir_file(bridged.dir("M-HANOI"), "registry", registry))
+    assert got == _stamped(message, "M-PARIS", registry)
+    got = wait_file(maildir_file(bridged.dir("M-HANOI"), "desk", desk))
+    assert got == _stamped(message, "M-PARIS", desk)
 
 
 def test_swaks_submits_over_starttls_with_auth(bridged: Bridged, tmp_path: Path) -> None:
@@ -244,7 +251,7 @@ def test_swaks_submits_over_starttls_with_auth(bridged: Bridged, tmp_path: Path)
             "--auth-password",
             token,
             "--from",
-            SENDER,
+            "swaks-client@m-paris.valise.local",
             "--to",
             HANOI,
             "--data",
@@ -261,7 +268,8 @@ def test_swaks_submits_over_starttls_with_auth(bridged: Bridged, tmp_path: Path)
     (message_id,) = queued_ids(line.removeprefix("<-  ").removeprefix("<~  "))
     # swaks sends the file with CRLF line endings, then CRLF.CRLF.
     expected = body.replace(b"\n", b"\r\n") + b"\r\n"
-    assert wait_file(maildir_file(bridged.dir("M-HANOI"), "registry", message_id)) == expected
+    got = wait_file(maildir_file(bridged.dir("M-HANOI"), "registry", message_id))
+    assert got == _stamped(expected, "M-PARIS", message_id)
 
 
 def test_smtplib_auth_plain_and_login_with_integrator_tokens(bridged: Bridged) -> None:
@@ -318,7 +326,7 @@ def test_smarthost_delivery_over_starttls_carries_the_message_unchanged(
         server.stop()
     mail_from, rcpts, content, over_tls = smarthost.received[0]
     assert (mail_from, rcpts) == (SENDER, ["clerk@m-hanoi.valise.local"])
-    assert content == MESSAGE
+    assert content == _stamped(MESSAGE, "M-PARIS", message_id)
     assert over_tls
 
 
@@ -514,15 +522,16 @@ def test_require_tls_and_auth(bridged: Bridged) -> None:
     paris.start()
     try:
         raw = plain_session(bridged.port())
-        code, lines = raw.cmd(f"MAIL FROM:<{SENDER}>")
+        strict = "strict-client@m-paris.valise.local"
+        code, lines = raw.cmd(f"MAIL FROM:<{strict}>")
         assert code == 530 and lines[0].startswith("530 5.7.0"), lines
         raw.starttls()
         code, ehlo = raw.cmd("EHLO client.test")
         assert "250-AUTH LOGIN PLAIN" in ehlo
-        code, lines = raw.cmd(f"MAIL FROM:<{SENDER}>")
+        code, lines = raw.cmd(f"MAIL FROM:<{strict}>")
         assert code == 530 and lines[0].startswith("530 5.7.0 Authentication required")
         assert raw.cmd("AUTH PLAIN " + _plain("strict-client", token))[0] == 235
-        assert raw.cmd(f"MAIL FROM:<{SENDER}>")[0] == 250
+        assert raw.cmd(f"MAIL FROM:<{strict}>")[0] == 250
         assert raw.cmd(f"RCPT TO:<{HANOI}>")[0] == 250
         assert raw.cmd("DATA")[0] == 354
         code, lines = raw.cmd(b"Subject: strict\r\n\r\nok\r\n.\r\n")
@@ -564,28 +573,25 @@ OUTSIDER = "victim@external.example"
 
 
 def test_a_message_that_expires_bounces_only_to_a_local_mailbox(tmp_path: Path) -> None:
-    """Three messages expire: from a local sender (the DSN goes to that mailbox), from an
-    outside address submitted by integrator ``dsn-client`` (to the integrator's
-    mailbox, not outside), and from an outside address submitted without AUTH
-    (allowed here by ``require_auth = no``: no DSN at all, and the log says why)."""
+    """Two messages expire: from integrator ``alice`` (the DSN goes to its mailbox; an
+    integrator sends only as itself) and from an outside address submitted without
+    AUTH (allowed here by ``require_auth = no``: no DSN at all, and the log says why)."""
     site_env = {"M-PARIS": {"VALISE_DELIVERY_MODE": "maildir", "VALISE_SMTP_REQUIRE_AUTH": "no"}}
     with Network(tmp_path, missions=("M-PARIS",), env=BRIDGE_ENV, site_env=site_env) as net:
         net.sites["HQ"].stop()  # M-PARIS's only next hop: the messages wait, then expire
         paris = net.sites["M-PARIS"].directory
-        login = ("dsn-client", add_integrator(paris, "dsn-client"))
+        login = ("alice", add_integrator(paris, "alice"))
         port = net.sites["M-PARIS"].ports["smtp"]
         (local,) = submit(port, SENDER, [ARCHIVE], SHORT_LIVED, login)
-        (outside,) = submit(port, OUTSIDER, [ARCHIVE], SHORT_LIVED, login)
         (anonymous,) = submit(port, OUTSIDER, [ARCHIVE], SHORT_LIVED, None)
         dsn = wait_file(maildir_file(paris, "alice", f"dsn-{local}"), timeout=30)
-        to_integrator = wait_file(maildir_file(paris, "dsn-client", f"dsn-{outside}"), 30)
         log = net.sites["M-PARIS"].log
         wait_for(lambda: f'"id": "{anonymous}"' in _dsn_events(log, "dsn_not_deliverable"), 30)
         # The sender record goes right after the DSN is written (not in the same step).
-        records = [paris / "smtp-sent" / f"{m}.json" for m in (local, outside, anonymous)]
+        records = [paris / "smtp-sent" / f"{m}.json" for m in (local, anonymous)]
         wait_for(lambda: not any(r.exists() for r in records), 30)
         folders = sorted(p.name for p in (paris / "maildir").iterdir())
-    assert folders == ["alice", "dsn-client"]  # nothing for the outsider's mailbox
+    assert folders == ["alice"]  # nothing for the outsider's mailbox
     assert dsn.startswith(b"Return-Path: <>\r\n")  # the null sender
     report = message_from_bytes(dsn, policy=default)
     assert report.get_content_type() == "multipart/report"
@@ -597,11 +603,45 @@ def test_a_message_that_expires_bounces_only_to_a_local_mailbox(tmp_path: Path) 
     assert f"Final-Recipient: rfc822; {ARCHIVE}" in status
     assert "Action: failed" in status and "Status: 5.4.7" in status
     assert b"Subject: short-lived" in parts[2].get_payload(decode=True)
-    bounced = message_from_bytes(to_integrator, policy=default)
-    assert bounced["To"] == "dsn-client@m-paris.valise.local"
-    assert bounced["X-Valise-Message-Id"] == outside
     assert "not authenticated" in _dsn_events(log, "dsn_not_deliverable")
 
 
 def _dsn_events(log: Path, event: str) -> str:
     return "\n".join(line for line in log.read_text().splitlines() if f'"{event}"' in line)
+
+
+# -- the sender is the integrator that logged in (review F2) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "bob@m-paris.valise.local",  # another integrator of this site
+        "alice@m-hanoi.valise.local",  # its name at another site
+        "alice@external.example",
+        "alice.x@m-paris.valise.local",
+        "",  # the null sender: an integrator that wants no bounce is odd
+    ],
+)
+def test_an_authenticated_client_sends_only_as_itself(bridged: Bridged, sender: str) -> None:
+    raw = session(bridged.port(), bridged.login)
+    code, lines = raw.cmd(f"MAIL FROM:<{sender}>")
+    assert code == 553 and lines[0].startswith("553 5.7.1"), lines
+    assert raw.cmd(f"RCPT TO:<{HANOI}>")[0] == 503  # no transaction was begun
+    assert raw.cmd(f"MAIL FROM:<{SENDER.upper()}>")[0] == 250  # itself, in any case
+    raw.close()
+
+
+def test_auth_plain_cannot_act_for_another_identity(bridged: Bridged) -> None:
+    user, token = bridged.login
+    raw = plain_session(bridged.port())
+    raw.starttls()
+    assert raw.cmd("EHLO client.test")[0] == 250
+    as_bob = base64.b64encode(f"bob\0{user}\0{token}".encode()).decode()
+    code, lines = raw.cmd("AUTH PLAIN " + as_bob)
+    assert code == 535 and lines[0].startswith("535 5.7.8"), lines
+    assert raw.cmd(f"MAIL FROM:<{SENDER}>")[0] == 530  # not authenticated
+    as_itself = base64.b64encode(f"{user}\0{user}\0{token}".encode()).decode()
+    assert raw.cmd("AUTH PLAIN " + as_itself)[0] == 235
+    assert raw.cmd(f"MAIL FROM:<{SENDER}>")[0] == 250
+    raw.close()

@@ -13,7 +13,9 @@ from gateway.bridges.smtp_address import (
     AddressSyntaxError,
     ForeignDomainError,
     MailRecipient,
+    SenderNotOwnedError,
     mailbox_of,
+    own_sender,
     parse_recipient,
     parse_sender,
     site_address,
@@ -140,3 +142,25 @@ def test_the_parser_on_address_like_text(address: str, domain: str) -> None:
 def test_the_sender_parser_raises_only_its_typed_error(address: str) -> None:
     with contextlib.suppress(AddressError):
         parse_sender(address)
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        None,
+        "bob@m-paris.valise.local",
+        "alice@m-hanoi.valise.local",
+        "alice@external.example",
+        "alice@m-paris.valise.local.external.example",
+        "alice+x@m-paris.valise.local",
+        '"alice"@m-paris.valise.local',
+    ],
+)
+def test_an_integrator_sends_only_as_itself(sender: str | None) -> None:
+    with pytest.raises(SenderNotOwnedError):
+        own_sender(sender, "alice", "M-PARIS", "valise.local")
+
+
+def test_an_integrators_own_address_in_any_case_is_its_own() -> None:
+    for sender in ("alice@m-paris.valise.local", "Alice@M-PARIS.Valise.Local"):
+        assert own_sender(sender, "alice", "M-PARIS", "valise.local") == sender
