@@ -70,6 +70,9 @@ def check_known(directory: Directory, site: str, key_id: str, what: str) -> None
     # claimed for another is a forgery, refused for good by the checks that follow.
     if key_id in directory.key_owners:
         return
+    if directory.knows(site) and key_id in directory.site(site).retired_ids:
+        # Retired or revoked long enough ago to be listed by id only: refused for good.
+        raise HopRefused(f"{what} key refused: {directory.site(site).refusal(key_id)}")
     if directory.knows(site):
         raise HopUnknownKey(
             f"{what} key {key_id} of {site} is not in our directory (serial {directory.serial})"
