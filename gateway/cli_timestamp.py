@@ -25,6 +25,7 @@ from envelope.errors import EnvelopeError
 from envelope.values import format_time
 from gateway.cli import EXIT_FILES, EXIT_USAGE, _fail, main, one_line_errors
 from gateway.cli_site import DIR_OPTION, emit, with_site
+from gateway.export_dir import ExportDir
 from gateway.site import SiteContext
 from gateway.store.base import TimestampRecord
 
@@ -98,7 +99,6 @@ def timestamp_export(message_id: str, out: Path, directory: Path | None) -> None
     held = with_site(directory, lambda ctx: _held(ctx, message_id))
     if not held.records:
         _fail(EXIT_USAGE, f"no time-stamp tokens are stored here for {message_id}")
-    out.mkdir(parents=True, exist_ok=True)
     files: dict[str, bytes] = {CA: held.ca_pem}
     commands: list[str] = []
     if held.envelope is not None:
@@ -120,8 +120,9 @@ def timestamp_export(message_id: str, out: Path, directory: Path | None) -> None
         'Verify each ("Verification: OK") in this folder with:\n\n'
         + "".join(f"    {c}\n" for c in commands)
     ).encode()
-    for name, content in files.items():
-        (out / name).write_bytes(content)
+    with ExportDir(out) as folder:  # new files only, never through a link
+        for name, content in files.items():
+            folder.write(name, content)
     for c in commands:
         click.echo(c)
 

@@ -84,7 +84,15 @@ async def _wait_tokens(
 
 
 def _export(net: Network, site: str, message_id: str, out: Path) -> str:
-    done = subprocess.run(
+    done = _export_run(net, site, message_id, out)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _export_run(
+    net: Network, site: str, message_id: str, out: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -101,8 +109,6 @@ def _export(net: Network, site: str, message_id: str, out: Path) -> str:
         text=True,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def _openssl_verify(folder: Path, data: str, token: str) -> subprocess.CompletedProcess[str]:
@@ -160,6 +166,16 @@ def test_a_relayed_document_and_its_receipt_get_tokens_openssl_verifies(
         # The origin's and HQ's tokens stamp the same bytes: the envelope's digest range.
         assert (origin / "data.bin").read_bytes() == (hq / "data.bin").read_bytes()
         assert (hq / "delivered.data.bin").read_bytes() != (hq / "data.bin").read_bytes()
+
+        # Review F6: a link planted in the --out folder is refused, never written through.
+        victim, shared = tmp_path / "victim", tmp_path / "shared"
+        victim.write_bytes(b"precious")
+        shared.mkdir()
+        (shared / "README").symlink_to(victim)
+        refused = _export_run(net, "HQ", ids[0], shared)
+        assert refused.returncode != 0 and "refusing to overwrite" in refused.stderr
+        assert victim.read_bytes() == b"precious"
+        assert [p.name for p in shared.iterdir()] == ["README"]
 
         asyncio.run(_endpoint_negatives(net))
 
