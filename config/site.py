@@ -124,6 +124,11 @@ class SmtpSection:
     max_message_bytes: int = 32 * 1024 * 1024
     max_recipients: int = 50
     timeout_seconds: float = 300.0
+    # Sessions open at once (one more is told 421 4.7.0), and how long a session may
+    # stay unauthenticated however busy it keeps itself: a flood of idle connections
+    # cannot hold the process's file descriptors.
+    max_sessions: int = 100
+    preauth_timeout_seconds: float = 30.0
     require_tls: str = "no"
     # AUTH (integrator tokens, after STARTTLS) before MAIL; "no" lets any local
     # process submit as anyone, and `valise doctor` warns about it.
@@ -381,6 +386,8 @@ def _check(c: SiteConfig) -> SiteConfig:
         enabled(value)
     split_hostport(c.http.listen, "[http] listen")
     split_hostport(c.smtp.listen, "[smtp] listen")
+    if c.smtp.max_sessions < 1 or c.smtp.preauth_timeout_seconds <= 0:
+        raise ConfigError("[smtp] max_sessions and preauth_timeout_seconds must be positive")
     if c.delivery.mode not in ("inbox", "maildir", "smtp"):
         raise ConfigError("[delivery] mode must be inbox, maildir or smtp")
     if c.delivery.mode == "smtp" and not c.delivery.smarthost:

@@ -3,10 +3,12 @@
 ``[smtp]`` settings: ``listen`` (loopback by default), ``domain`` (addresses are
 ``mailbox@site-id.<domain>``), ``max_message_bytes`` (advertised as SIZE and
 enforced, ``552 5.3.4``), ``max_recipients`` (``452 4.5.3`` beyond), ``timeout_seconds``
-(an idle connection is closed), ``require_tls`` (nothing but EHLO/NOOP/QUIT before
-STARTTLS) and ``require_auth`` (no mail without AUTH; AUTH works only after STARTTLS;
-``yes`` by default: ``no`` lets any local process submit as anyone, and ``valise
-doctor`` warns).
+(an idle connection is closed), ``max_sessions`` (open at once; one more is told
+``421 4.7.0``), ``preauth_timeout_seconds`` (a session that has not authenticated by
+then is closed, ``421 4.7.0``, however many NOOPs it sends), ``require_tls``
+(nothing but EHLO/NOOP/QUIT before STARTTLS) and ``require_auth`` (no mail without
+AUTH; AUTH works only after STARTTLS; ``yes`` by default: ``no`` lets any local
+process submit as anyone, and ``valise doctor`` warns).
 
 STARTTLS presents the site's own TLS certificate (DIR/keys/tls.crt, issued by the
 HQ site CA: clients that verify it trust DIR/keys/ca.crt), TLS 1.2 or later.
@@ -51,7 +53,7 @@ from gateway.bridges.smtp_address import bounce_recipient
 from gateway.bridges.smtp_auth import authenticate
 from gateway.bridges.smtp_handler import SmtpHandler
 from gateway.bridges.smtp_sent import SentRecord, SentRecords
-from gateway.bridges.smtp_server import CALL_LIMITS, ValiseSMTP
+from gateway.bridges.smtp_server import CALL_LIMITS, SessionSlots, ValiseSMTP
 from gateway.events import Event, EventBus
 from gateway.site import SiteContext
 from gateway.tls import _load_chain
@@ -97,6 +99,7 @@ class SmtpBridge:
         loop = asyncio.get_running_loop()
         tls = starttls_context(self.ctx)
         handler = SmtpHandler(self.ctx, self.records)
+        slots = SessionSlots(cfg.max_sessions)
 
         async def login(user: bytes, password: bytes) -> str | None:
             return await authenticate(self.ctx, user, password)
@@ -105,6 +108,8 @@ class SmtpBridge:
             return ValiseSMTP(
                 handler,
                 login=login,
+                slots=slots,
+                preauth_timeout=cfg.preauth_timeout_seconds,
                 data_size_limit=cfg.max_message_bytes,
                 hostname=gateway_name(self.ctx),
                 ident="Valise ESMTP",

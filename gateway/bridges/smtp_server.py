@@ -12,6 +12,14 @@ subclass changes only what a gateway must not leave to its defaults:
   login (act as ``bob``, prove to be ``alice``: RFC 4616) is refused ``535 5.7.8``,
   where aiosmtpd would drop it and let the session through;
 - an idle connection is told ``421 4.4.2`` before it is closed;
+- at most ``max_sessions`` sessions are open at once (:class:`SessionSlots`, one for
+  the whole listener): one more is told ``421 4.7.0`` and closed before anything
+  else, so a flood of connections costs a descriptor for an instant each, not for
+  as long as the flood likes;
+- a session must authenticate within ``preauth_timeout`` seconds of connecting (or,
+  when AUTH is not required, begin a transaction: MAIL accepted), however busy it
+  keeps itself with NOOPs: else ``421 4.7.0`` and it is closed. The idle timeout
+  alone never ends a session that sends a NOOP now and then (slowloris);
 - command line sizes are per connection (aiosmtpd keeps them in a class attribute
   that every EHLO grows), and an unexpected error is answered ``451 4.3.0``
   without its text.
@@ -36,6 +44,8 @@ from gateway.bridges.smtp_replies import (
     BAD_LINE_ENDING,
     IDLE_TIMEOUT,
     INTERNAL_ERROR,
+    PREAUTH_TIMEOUT,
+    TOO_MANY_SESSIONS,
     enhance,
 )
 
@@ -57,6 +67,23 @@ CALL_LIMITS = {
 }
 
 Login = Callable[[bytes, bytes], Awaitable[str | None]]
+
+
+class SessionSlots:
+    """The sessions open at once on one listener, at most ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def take(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def give_back(self) -> None:
+        self.active -= 1
 
 
 class BareLineEnding(Exception):
@@ -117,11 +144,24 @@ class _StrictLines:
 
 
 class ValiseSMTP(SMTP):
-    def __init__(self, handler: Any, *, login: Login, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        login: Login,
+        slots: SessionSlots,
+        preauth_timeout: float,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._login = login
         self._in_ehlo = False
         self.command_size_limits = self._fresh_limits()
+        self._slots = slots
+        self._slot_taken = False
+        self._turned_away = False
+        self._preauth_timeout = preauth_timeout
+        self._preauth: asyncio.TimerHandle | None = None
 
     @staticmethod
     def _fresh_limits() -> defaultdict[str, int]:
@@ -129,6 +169,46 @@ class ValiseSMTP(SMTP):
 
     def _create_envelope(self) -> MailEnvelope:
         return MailEnvelope()
+
+    # -- how many sessions, and how long without AUTH ----------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None and not self._slot_taken:  # a new connection, not STARTTLS
+            if not self._slots.take():
+                self._turned_away = True
+                transport.write(TOO_MANY_SESSIONS.encode() + b"\r\n")  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self._slot_taken = True
+            self._preauth = self.loop.call_later(self._preauth_timeout, self._preauth_expired)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._turned_away:
+            return  # nothing was set up for it
+        self._authenticated_in_time()
+        if self._slot_taken:
+            self._slot_taken = False
+            self._slots.give_back()
+        super().connection_lost(error)
+
+    def _authenticated_in_time(self) -> None:
+        if self._preauth is not None:
+            self._preauth.cancel()
+            self._preauth = None
+
+    def _preauth_expired(self) -> None:
+        self._preauth = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            log.info(json.dumps({"event": "smtp_preauth_timeout", "peer": str(self._peer())}))
+            transport.write(PREAUTH_TIMEOUT.encode() + b"\r\n")  # type: ignore[attr-defined]
+            transport.close()
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        await super().smtp_MAIL(arg)
+        envelope = self.envelope
+        if not self._auth_required and envelope is not None and envelope.mail_from is not None:
+            self._authenticated_in_time()  # no AUTH to wait for: a transaction began
 
     # -- strict line endings ------------------------------------------------------
     def _cb_client_connected(
@@ -184,6 +264,7 @@ class ValiseSMTP(SMTP):
         if name is None:
             log.warning(json.dumps({"event": "smtp_auth_failed", "peer": str(self._peer())}))
             return AuthResult(success=False, handled=False)
+        self._authenticated_in_time()
         return AuthResult(success=True, auth_data=name)
 
     def _peer(self) -> object:
