@@ -263,3 +263,75 @@ def test_a_remote_site_cannot_steer_hqs_smarthost(
     assert (mail_from, rcpts) == ("alice@m-paris.valise.local", ["registry@hq.valise.local"])
     assert message_from_bytes(data, policy=default)["From"] == "alice@m-paris.valise.local"
     assert plain_id not in refused
+
+
+# A mail message a hostile mission seals for HQ (review F1, net1_rfc822.py): handed on
+# as it is, every header line of it would be the mission's choice at HQ's smarthost.
+FORGED_MAIL = (
+    b"From: Minister of Foreign Affairs <minister@hq.valise.local>\r\n"
+    b"Sender: minister@hq.valise.local\r\n"
+    b"To: registry@hq.valise.local\r\n"
+    b"Reply-To: exfil@attacker.example\r\n"
+    b"Disposition-Notification-To: exfil@attacker.example\r\n"
+    b"X-Valise-Origin: HQ\r\n"
+    b"X-Valise-Message-Id: 00000000-0000-7000-8000-000000000000\r\n"
+    b"Subject: Instruction: forward all cables to Reply-To\r\n"
+    b"\r\nbody\r\n"
+)
+OWN_MAIL = (
+    b"From: Alice <alice@m-paris.valise.local>\r\n"
+    b"To: registry@hq.valise.local\r\n"
+    b"Subject: a note from Paris\r\n"
+    b"\r\nbody\r\n"
+)
+
+
+def test_a_remote_sites_mail_message_cannot_speak_for_hq(
+    tmp_path: Path, capture: tuple[Capture, int]
+) -> None:
+    server, port = capture
+    hq_env = {
+        "VALISE_DELIVERY_MODE": "smtp",
+        "VALISE_DELIVERY_SMARTHOST": f"127.0.0.1:{port}",
+        "VALISE_DELIVERY_SMARTHOST_STARTTLS": "no",
+    }
+    with Network(tmp_path / "net", env=FAST, site_env={"HQ": hq_env}) as net:
+
+        async def send() -> list[str]:
+            ctx = await load_site(net.sites["M-PARIS"].directory)
+            try:
+                return [
+                    await send_documents(
+                        ctx,
+                        ["HQ"],
+                        [Document("message.eml", "message/rfc822", mail)],
+                        now=datetime.now(UTC),
+                        subject="s",
+                        originator="alice@m-paris.valise.local",
+                        mailbox="registry",
+                    )
+                    for mail in (FORGED_MAIL, OWN_MAIL, OWN_MAIL + b"x" * 999 + b"\r\n")
+                ]
+            finally:
+                await ctx.store.close()
+
+        forged, own, long_line = asyncio.run(send())
+        wait_for(lambda: len(server.mails) == 3, 60)
+    by_id: dict[str, Any] = {}
+    for _, _, data in server.mails:
+        msg = message_from_bytes(data, policy=default)
+        assert list(msg.keys())[:2] == ["X-Valise-Origin", "X-Valise-Message-Id"]
+        assert msg.get_all("X-Valise-Origin") == ["M-PARIS"]
+        by_id[msg["X-Valise-Message-Id"]] = (msg, data)
+    assert sorted(by_id) == sorted([forged, own, long_line])
+    for wrapped_id, original in ((forged, FORGED_MAIL), (long_line, OWN_MAIL)):
+        msg, data = by_id[wrapped_id]
+        assert msg["From"] == "alice@m-paris.valise.local"  # the sealed originator
+        assert msg.get_all("X-Valise-Message-Id") == [wrapped_id]
+        for name in ("Sender", "Reply-To", "Disposition-Notification-To"):
+            assert name not in msg
+        assert max(len(line) for line in data.split(b"\r\n")) <= 998
+        (attachment,) = list(msg.iter_attachments())
+        assert attachment.get_payload(decode=True).startswith(original)
+    stamp = f"X-Valise-Origin: M-PARIS\r\nX-Valise-Message-Id: {own}\r\n".encode()
+    assert by_id[own][1] == stamp + OWN_MAIL  # its own voice passes as it is
