@@ -49,6 +49,7 @@ import hashlib
 import json
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,6 +70,7 @@ from envelope.receipt import RECEIPT_CLASS, RECEIPT_NAME, Receipt, parse_receipt
 from envelope.seal import wrap_info
 from envelope.sealed import parse_sealed
 from envelope.values import format_time
+from gateway.export_dir import ExportDir
 from gateway.site import SiteContext, archived_directories
 from gateway.store.base import TimestampRecord, Transition
 from routing.directory import Directory, DirectoryError, parse_directory
@@ -443,16 +445,23 @@ async def export_evidence(
 
 
 def _write(out: Path, files: dict[str, bytes]) -> None:
-    """Write into a sibling staging folder, then rename it to ``out`` (which must be
-    absent or an empty folder: renaming over a non-empty one fails)."""
-    staging = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    """Write into a fresh private staging folder beside ``out`` (mkdtemp: 0700, a
+    name nobody can plant first), each file created new (gateway/export_dir.py), then
+    rename it to ``out`` (which must be absent or an empty folder: renaming over a
+    non-empty one fails, and over a link to one too)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        for name, data in files.items():
-            path = staging / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+        folders: dict[str, ExportDir] = {}
+        try:
+            for name, data in files.items():
+                sub, _, base = name.rpartition("/")
+                if sub not in folders:
+                    folders[sub] = ExportDir(staging / sub if sub else staging)
+                folders[sub].write(base, data)
+        finally:
+            for folder in folders.values():
+                folder.close()
         _check_out(out)
         staging.replace(out)
     except BaseException:

@@ -103,3 +103,17 @@ def test_a_failed_export_removes_what_it_wrote(tmp_path: Path) -> None:
         out.write("a", b"1")
         raise RuntimeError("half-way")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mine"]
+
+
+def test_an_evidence_bundle_ignores_a_planted_staging_name(tmp_path: Path) -> None:
+    """The bundle is staged under a fresh private name, not a guessable sibling that
+    another user can plant first (a link there blocked the export, or worse)."""
+    from gateway.evidence import _write
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / ".bundle.tmp").symlink_to(victim)
+    _write(tmp_path / "bundle", {"manifest.json": b"{}", "hops/ack-HQ.json": b"[]"})
+    assert (tmp_path / "bundle" / "hops" / "ack-HQ.json").read_bytes() == b"[]"
+    assert (tmp_path / "bundle").stat().st_mode & 0o777 == 0o700
+    assert list(victim.iterdir()) == [] and (tmp_path / ".bundle.tmp").is_symlink()
