@@ -137,6 +137,24 @@ def read_private_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def require_encrypted(keys_dir: Path, passphrase: bytes | None) -> None:
+    """With a key passphrase set, every private key file in ``keys_dir`` and its ring
+    must be stored encrypted: a clear one is refused, naming it (a key swapped in by
+    whoever could write the folder would otherwise be used unnoticed). The offline
+    tools still read clear keys; ``valise keys encrypt`` converts them.
+    Raises KeyStoreError."""
+    if passphrase is None:
+        return
+    ring = keys_dir / "ring"
+    paths = sorted(keys_dir.glob("*.key")) + (sorted(ring.glob("*.key")) if ring.is_dir() else [])
+    for path in paths:
+        if not is_encrypted(read_private_file(path)):
+            raise KeyStoreError(
+                f"{path} is stored in the clear while a key passphrase is set: "
+                f"run valise keys encrypt --dir {keys_dir.parent}"
+            )
+
+
 def _read_private(path: Path, passphrase: bytes | None = None) -> bytes:
     """A private key file's plaintext, decrypted under ``passphrase`` when it is stored
     encrypted. Raises KeyStoreError (missing, too readable) or KeyPassphraseError."""

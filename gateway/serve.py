@@ -25,6 +25,7 @@ from gateway.channel import make_app
 from gateway.delivery import Workers
 from gateway.directory_age import directory_age, stale_reason
 from gateway.events import EventBus
+from gateway.keystore import require_encrypted
 from gateway.logjson import JsonFormatter
 from gateway.metrics import Metrics
 from gateway.site import SiteContext, load_site
@@ -92,7 +93,9 @@ async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
     # Whatever this process creates (SQLite's -wal/-shm, staged parts, inbox files) is
     # the owner's alone, and a folder others can read is refused before anything opens.
     os.umask(SITE_UMASK)
-    require_private(load_site_config(directory))
+    config = load_site_config(directory)
+    require_private(config)
+    require_encrypted(config.keys_dir, config.key_passphrase)
     ctx = await load_site(directory)
     wake, inbound = asyncio.Event(), asyncio.Event()
     stats = Metrics()

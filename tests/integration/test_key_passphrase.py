@@ -84,6 +84,7 @@ def test_hq_keys_are_encrypted_and_it_starts_only_with_the_right_passphrase(
     missing = _serve_refused(hq, {})
     assert "is encrypted and no key passphrase is set" in missing
 
+    monkeypatch.setenv(ENV, PASS)  # init and join run in this process: keys encrypted
     with Network(tmp_path / "net", ("M-PARIS",), env={**FAST, ENV: PASS}) as net:
         assert net.sites["HQ"].running and net.sites["M-PARIS"].running
 
@@ -129,6 +130,11 @@ def test_old_clear_keys_load_beside_encrypted_ones_and_encrypt_in_place(
     assert done.returncode == 0, done.stderr
     mixed = [is_encrypted(p.read_bytes()) for p in _key_files(hq)]
     assert any(mixed) and not all(mixed)
+    # The tools still read them (keys encrypt must), but serve refuses a clear key
+    # while a passphrase is set: one swapped in would otherwise go unnoticed.
+    refused = _serve_refused(hq, {ENV: PASS})
+    assert "in the clear" in refused and "valise keys encrypt" in refused, refused
+    assert f"{hq}/keys/" in refused
     monkeypatch.setenv(ENV, PASS)
     ctx = asyncio.run(load_site(hq))
     asyncio.run(ctx.store.close())
