@@ -112,6 +112,11 @@ class HttpSection:
     listen: str = "127.0.0.1:0"
     max_body_bytes: int = 64 * 1024 * 1024
     webhook_timeout_seconds: float = 10.0
+    # A request head not complete this long after the connection opened (or after the
+    # previous answer on it) closes the connection: a trickled header never ends.
+    header_timeout_seconds: float = 30.0
+    # Connections open at once; one more is answered 503 and closed.
+    max_connections: int = 200
 
 
 @dataclass(frozen=True)
@@ -385,6 +390,8 @@ def _check(c: SiteConfig) -> SiteConfig:
     ):
         enabled(value)
     split_hostport(c.http.listen, "[http] listen")
+    if c.http.header_timeout_seconds <= 0 or c.http.max_connections < 1:
+        raise ConfigError("[http] header_timeout_seconds and max_connections must be positive")
     split_hostport(c.smtp.listen, "[smtp] listen")
     if c.smtp.max_sessions < 1 or c.smtp.preauth_timeout_seconds <= 0:
         raise ConfigError("[smtp] max_sessions and preauth_timeout_seconds must be positive")

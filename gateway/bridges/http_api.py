@@ -10,7 +10,9 @@ Routes (documented in gateway/bridges/openapi.py, served at /v1/openapi.json):
     GET  /v1/inbox/{id}/parts/{n}      one part, streamed
     POST /v1/inbox/{id}/ack            acknowledge
 
-It listens on ``[http] listen`` (loopback by default). Every request needs an
+It listens on ``[http] listen`` (loopback by default), at most ``[http]
+max_connections`` at once, each closed if its request head takes longer than
+``[http] header_timeout_seconds`` (gateway/bridges/http_listener.py). Every request needs an
 integrator's bearer token (``valise integrator add``). Request bodies are staged
 in DIR/.http-tmp (0700), emptied at start.
 """
@@ -27,6 +29,7 @@ from config.site import split_hostport
 from gateway.bridges.http_common import API, ApiState, auth_middleware, errors_middleware
 from gateway.bridges.http_documents import document_receipt, document_status, submit_document
 from gateway.bridges.http_inbox import inbox_ack, inbox_item, inbox_list, inbox_part
+from gateway.bridges.http_listener import CappedSite, runner_args
 from gateway.bridges.openapi import document
 from gateway.bridges.webhooks import Webhooks
 from gateway.events import EventBus
@@ -94,9 +97,17 @@ class HttpBridge:
         shutil.rmtree(workdir, ignore_errors=True)  # what a killed process left staged
         workdir.mkdir(mode=0o700)
         host, port = split_hostport(self.ctx.config.http.listen, "[http] listen")
-        self._runner = web.AppRunner(make_app(self.api), access_log=None, handle_signals=False)
+        cfg = self.ctx.config.http
+        self._runner = web.AppRunner(
+            make_app(self.api),
+            access_log=None,
+            handle_signals=False,
+            **runner_args(cfg.header_timeout_seconds),
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, shutdown_timeout=5)
+        site = CappedSite(
+            self._runner, host, port, shutdown_timeout=5, max_connections=cfg.max_connections
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None)

@@ -46,6 +46,7 @@ ERROR_CODES: dict[str, str] = {
     "no_documents": "the submission has no document part",
     "not_acceptable": "the representation asked for cannot be produced",
     "store_unavailable": "the store could not be reached",
+    "too_many_connections": "[http] max_connections are open; retry shortly",
     "internal_error": "the gateway failed; see its log",
 }
 
