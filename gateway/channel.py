@@ -37,6 +37,7 @@ from envelope.errors import EnvelopeError
 from envelope.receipt import RECEIPT_CLASS
 from envelope.replacement import ReplacementRefused
 from gateway import audit, logjson, tls_identity
+from gateway.ack_renewal import ack_for_repeat
 from gateway.faults import crash_point
 from gateway.hop import (
     MEDIA_TYPE,
@@ -191,7 +192,9 @@ async def hop(request: web.Request) -> web.Response:
                 results[index] = {"status": "refused", "reason": refused[index]}
                 continue
             fresh = outcome.new or checked.record.message_id in resealed
-            ack = checked.hop_ack if fresh or outcome.hop_ack is None else outcome.hop_ack
+            ack = checked.hop_ack
+            if not fresh and outcome.hop_ack is not None:
+                ack = await ack_for_repeat(ctx, checked, outcome.hop_ack, now)
             status = "accepted" if fresh else "duplicate"
             results[index] = _Raw(status, checked.record.message_id, ack)
             if outcome.new and checked.deliver_here and heads is not None:

@@ -19,7 +19,8 @@ Rules (PRODUCT.md, Network; issue "The relay"):
   message passes the hub and stays in its store until its operator deletes it.
 - Only then does the receiver append its own signed hop record, and commit; its
   hop record is the acknowledgement. A repeated message id gets the first
-  acknowledgement back and stores nothing.
+  acknowledgement back and stores nothing, unless that one was signed with a key of
+  ours no longer accepted: then a fresh one, kept in its place (gateway/ack_renewal.py).
 """
 
 from __future__ import annotations

@@ -22,6 +22,11 @@ Rules:
 - An envelope that cannot be opened or delivered is failed and acked with the
   reason; one whose local hand-off failed for now (DeliveryDeferred) stays
   ``received`` and is retried with backoff.
+- A document whose receipt cannot be sealed yet (its origin has no usable encryption
+  key in our directory: revoked, the replacement not yet published) stays
+  ``received``, acked by no one, and is not written to the inbox; it is opened again
+  as soon as the directory changes (or after backoff), and then delivered with its
+  receipt in one transaction as usual.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from gateway.metrics import Metrics
 from gateway.site import SiteContext, load_keys
 from gateway.store.base import EnvelopeRecord, InboundOutcome, InState, Settled
 from gateway.submit import route_here, sealed_record
-from routing.directory import USABLE, Directory
+from routing.directory import USABLE, Directory, DirectoryError
 
 log = logging.getLogger("valise.delivery")
 BATCH_ENVELOPES = 64
@@ -82,6 +87,7 @@ class Opened:
     reply: tuple[EnvelopeRecord, tuple[str, ...]] | None = None  # our receipt, its next hops
     receipt: Receipt | None = None  # a receipt for a message sent from here
     error: Exception | None = None
+    waiting: str | None = None  # why its receipt cannot be sealed yet (it stays received)
 
 
 def seal_reply(
@@ -143,9 +149,15 @@ def open_one(
         r = parsed.head.routing
         if r.doc_class == RECEIPT_CLASS:
             return Opened(record, r, sealed, receipt=parse_receipt(parts[0]))
+        try:
+            reply = seal_reply(ctx, directory, r, parsed.digest, now)
+        except DirectoryError as exc:
+            # The origin has no usable encryption key in our directory (revoked, its
+            # replacement not yet published): the document waits, unacknowledged, and
+            # is opened again once the directory changes (LocalDelivery.await_key).
+            return Opened(record, r, sealed, waiting=str(exc))
         folder = ctx.config.directory / "inbox" / record.message_id
         write_inbox(folder, sealed, parts)
-        reply = seal_reply(ctx, directory, r, parsed.digest, now)
         return Opened(record, r, sealed, folder, reply=reply)
     except Exception as exc:  # one bad envelope must not stop the batch
         return Opened(record, error=exc)
@@ -222,6 +234,9 @@ class LocalDelivery:
         self.crash = crash
         self.retry_at: dict[str, datetime] = {}
         self.failures: dict[str, int] = {}
+        # Documents whose receipt waits for a key of their origin: the directory serial
+        # they last waited at. They are due again at once when the serial changes.
+        self.awaiting: dict[str, int] = {}
         self.heads = HeadCache()
 
     async def loop(self) -> None:
@@ -245,7 +260,13 @@ class LocalDelivery:
             limit=BATCH_ENVELOPES, max_bytes=BATCH_BYTES
         )
         now = datetime.now(UTC)
-        due = [r for r in records if self.retry_at.get(r.message_id, now) <= now]
+        serial = self.ctx.directory.serial
+        due = [
+            r
+            for r in records
+            if self.awaiting.get(r.message_id, serial) != serial
+            or self.retry_at.get(r.message_id, now) <= now
+        ]
         if not due:
             return False
         await self.deliver(due, now)
@@ -271,6 +292,8 @@ class LocalDelivery:
             mid = o.record.message_id
             if o.error is not None:
                 outcomes.append(_undeliverable(mid, o.error))
+            elif o.waiting is not None:
+                self.await_key(o, directory.serial)
             elif o.receipt is not None:
                 receipts.append(o)
             elif await self._hand_on(o, outcomes):
@@ -315,7 +338,30 @@ class LocalDelivery:
             return False
         self.retry_at.pop(mid, None)
         self.failures.pop(mid, None)
+        self.awaiting.pop(mid, None)
         return True
+
+    def await_key(self, o: Opened, serial: int) -> None:
+        """Leave a document whose receipt cannot be sealed yet ``received`` (not acked
+        by anyone): it is tried again when the directory changes, or after backoff."""
+        mid = o.record.message_id
+        relay = self.ctx.config.relay
+        n = self.failures.get(mid, 0) + 1
+        self.failures[mid] = n
+        delay = jittered(relay.retry_base_seconds, n, relay.retry_max_seconds)
+        self.retry_at[mid] = datetime.now(UTC) + timedelta(seconds=delay)
+        first = mid not in self.awaiting
+        self.awaiting[mid] = serial
+        logjson.event(
+            log,
+            logging.WARNING if first else logging.INFO,
+            "receipt_deferred",
+            id=mid,
+            origin=o.record.origin,
+            reason=f"receipt deferred: {o.waiting}; the document waits for a key to seal it to",
+            directory_serial=serial,
+            retry_in_s=round(delay, 2),
+        )
 
     async def _check_receipts(
         self, receipts: list[Opened], outcomes: list[InboundOutcome]

@@ -549,6 +549,15 @@ class Store(Protocol):
         nothing changed otherwise."""
         ...
 
+    async def renew_hop_ack(
+        self, message_id: str, *, digest: bytes, old: bytes, new: bytes
+    ) -> bool:
+        """Store ``new`` as the first hop acknowledgement of the envelope in place of
+        ``old`` (one signed with a key of ours no longer usable: gateway/ack_renewal.py),
+        only if the stored envelope is still the one of ``digest`` and its ack still
+        ``old``. True if it was replaced."""
+        ...
+
     # -- directory fetches (HQ) --------------------------------------------------------
     async def directory_fetched(self, site: str, serial: int, *, now: datetime) -> None:
         """Record that ``site`` fetched directory ``serial`` (the highest one is kept)."""

@@ -182,3 +182,19 @@ class PostgresTrust:
             )
 
         return await self._write(tx)
+
+    async def renew_hop_ack(
+        self, message_id: str, *, digest: bytes, old: bytes, new: bytes
+    ) -> bool:
+        async def tx(conn: Conn) -> bool:
+            done = await conn.fetchval(
+                "WITH r AS (UPDATE envelopes SET hop_ack = $4 WHERE message_id = $1"
+                " AND digest = $2 AND hop_ack = $3 RETURNING 1) SELECT count(*) FROM r",
+                message_id,
+                digest,
+                old,
+                new,
+            )
+            return bool(done)
+
+        return await self._write(tx)

@@ -180,3 +180,16 @@ class SqliteTrust:
             )
 
         return await self._write(tx)
+
+    async def renew_hop_ack(
+        self, message_id: str, *, digest: bytes, old: bytes, new: bytes
+    ) -> bool:
+        def tx(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE envelopes SET hop_ack = ? WHERE message_id = ? AND digest = ?"
+                " AND hop_ack = ?",
+                (new, message_id, digest, old),
+            )
+            return cur.rowcount > 0
+
+        return await self._write(tx)
