@@ -175,7 +175,10 @@ async def deliver_mail(
         parts = await asyncio.to_thread(_parts, folder)
     except (OSError, ValueError, KeyError) as exc:
         raise DeliveryDeferred(f"cannot read {folder}: {exc}") from exc
-    data = compose(
+    # Composing reads and encodes every part (base64 for a wrapped one): off the event
+    # loop, so a large document does not stall the relay meanwhile.
+    data = await asyncio.to_thread(
+        compose,
         parts,
         sealed,
         message_id=message_id,

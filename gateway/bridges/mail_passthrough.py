@@ -77,7 +77,6 @@ SINGLE_FIELDS = frozenset(
     }
 )
 
-_LONG_LINE = re.compile(rb"[^\r\n]{%d}" % (MAX_LINE_BYTES + 1))
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
@@ -90,12 +89,26 @@ _MAILBOX = re.compile(
 _EMPTY_GROUP = re.compile(rf"[ \t]*{_PHRASE}[ \t]*:[ \t]*;[ \t]*(?:,|\Z)")
 
 
+def longest_line(message: bytes) -> int:
+    """The length of the longest CRLF-ended line of ``message`` (the last one may lack
+    its CRLF), without the CRLF. Linear in the size of the message: a regular expression
+    searching for a long line restarts at every byte and costs size x line length
+    (seconds per megabyte of 998-byte lines, on the event loop)."""
+    longest, start = 0, 0
+    while True:
+        end = message.find(b"\r\n", start)
+        if end < 0:
+            return max(longest, len(message) - start)
+        longest = max(longest, end - start)
+        start = end + 2
+
+
 def refusal(message: bytes, origin: str, domain: str) -> str | None:
     """Why ``message`` (a received ``message/rfc822`` part) must be wrapped, or None
     if it may be handed on as it is (after :func:`stamp`)."""
     if b"\x00" in message or _BARE.search(message) is not None:
         return "a NUL or a bare CR or LF"
-    if _LONG_LINE.search(message) is not None:
+    if longest_line(message) > MAX_LINE_BYTES:
         return f"a line over {MAX_LINE_BYTES} bytes"
     fields = _header_fields(message)
     if isinstance(fields, str):

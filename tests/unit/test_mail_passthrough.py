@@ -13,7 +13,7 @@ import pytest
 
 from envelope.model import SealedHeader
 from gateway.bridges.mail_delivery import compose
-from gateway.bridges.mail_passthrough import MAX_LINE_BYTES, refusal
+from gateway.bridges.mail_passthrough import MAX_LINE_BYTES, longest_line, refusal
 from gateway.bridges.smtp_message import has_bare_line_ending
 
 MID = "01a230d0-11bd-72b2-b27e-d26f981d5fd7"
@@ -187,3 +187,29 @@ def test_a_line_over_998_bytes_wraps_the_message(length: int, passes: bool, wher
 def test_the_origin_decides_whose_addresses_pass() -> None:
     assert refusal(CLEAN, "M-HANOI", DOMAIN) is not None
     assert refusal(CLEAN, "M-PARIS", "other.example") is not None
+
+
+@pytest.mark.parametrize(
+    ("message", "longest"),
+    [
+        (b"", 0),
+        (b"abc", 3),
+        (b"abc\r\n", 3),
+        (b"a\r\nbcdef\r\nxy", 5),
+        (b"\r\n\r\n", 0),
+    ],
+)
+def test_longest_line_counts_each_crlf_line(message: bytes, longest: int) -> None:
+    assert longest_line(message) == longest
+
+
+def test_a_large_message_of_legal_lines_is_judged_whole() -> None:
+    # 8 MiB of 998-byte lines, then one line over: the old search restarted at every
+    # byte (size x line length, minutes here, on the event loop); the scan is linear.
+    line = b"x" * MAX_LINE_BYTES + b"\r\n"
+    body = line * (8 * 1024 * 1024 // len(line))
+    head = b"From: a@m-paris.valise.local\r\nSubject: big\r\n\r\n"
+    assert longest_line(head + body) == MAX_LINE_BYTES
+    assert refusal(head + body + b"y" * (MAX_LINE_BYTES + 1), "M-PARIS", "valise.local") == (
+        f"a line over {MAX_LINE_BYTES} bytes"
+    )
