@@ -30,7 +30,9 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 SECRET_BYTES = 24
 IDEMPOTENCY_TTL = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY_CHARS = 255
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# A dot-atom of 1-64 characters: an integrator's name is also its mailbox, the local
+# part of the only address it may send as over SMTP (gateway/bridges/smtp_address.py).
+NAME_RE = re.compile(r"(?=[a-z0-9._-]{1,64}\Z)[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*")
 # Printable ASCII, no space; also the pattern the OpenAPI document states.
 IDEMPOTENCY_KEY_PATTERN = rf"^[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}$"
 _KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
@@ -68,7 +70,8 @@ def secret_key(secret: str) -> bytes:
 def check_name(name: str) -> str:
     if NAME_RE.fullmatch(name) is None:
         raise IntegratorError(
-            f"integrator name {name!r} must be 1-64 of a-z 0-9 . _ - (starting alphanumeric)"
+            f"integrator name {name!r} must be 1-64 of a-z 0-9 . _ - (starting alphanumeric,"
+            " no leading, trailing or doubled dot: it is also a mailbox)"
         )
     return name
 

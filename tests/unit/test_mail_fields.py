@@ -165,7 +165,7 @@ def test_a_dsn_for_any_other_sender_goes_to_the_integrator_or_nowhere(sender: st
     anonymous = bounce_recipient(sender, None, "M-PARIS", DOMAIN)
     assert anonymous.value is None
     assert anonymous.refused is not None and "not authenticated" in anonymous.refused
-    odd = bounce_recipient(sender, "a..b", "M-PARIS", DOMAIN)  # a valid integrator name
+    odd = bounce_recipient(sender, "a..b", "M-PARIS", DOMAIN)  # no longer a valid name
     assert odd.value is None and odd.refused is not None
 
 
