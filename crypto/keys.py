@@ -26,6 +26,8 @@ MLKEM768_PUBLIC_BYTES = 1184
 MLKEM768_SEED_BYTES = 64
 X25519_BYTES = 32
 ENCRYPTION_PUBLIC_BYTES = MLKEM768_PUBLIC_BYTES + X25519_BYTES
+# The field of X25519 (RFC 7748): canonical u-coordinates are below it.
+X25519_FIELD_PRIME = 2**255 - 19
 ENCRYPTION_SEED_BYTES = MLKEM768_SEED_BYTES + X25519_BYTES
 KEY_ID_BYTES = 16
 KEY_ID_LABEL = b"valise/v1/key-id\x00"
@@ -103,11 +105,18 @@ class EncryptionKey:
             raise KeyFormatError(
                 f"an {ENCRYPTION_ALG} public key is {ENCRYPTION_PUBLIC_BYTES} bytes"
             )
+        # Only the canonical encoding: an X25519 u-coordinate with its top bit set, or at
+        # or above 2^255 - 19, is the same key as a reduced one (RFC 7748 masks the bit),
+        # and would give one key a second key id (a second site could list it).
+        if int.from_bytes(raw[MLKEM768_PUBLIC_BYTES:], "little") >= X25519_FIELD_PRIME:
+            raise KeyFormatError(f"not a canonical {ENCRYPTION_ALG} public key (X25519 part)")
         try:
             kem = p.mlkem.MLKEM768PublicKey.from_public_bytes(raw[:MLKEM768_PUBLIC_BYTES])
             ecdh = p.x25519.X25519PublicKey.from_public_bytes(raw[MLKEM768_PUBLIC_BYTES:])
         except ValueError as exc:
             raise KeyFormatError(f"not a valid {ENCRYPTION_ALG} public key") from exc
+        if kem.public_bytes_raw() != raw[:MLKEM768_PUBLIC_BYTES]:
+            raise KeyFormatError(f"not a canonical {ENCRYPTION_ALG} public key (ML-KEM part)")
         return cls(raw, p.hpke.MLKEM768X25519PublicKey(kem, ecdh))
 
 
