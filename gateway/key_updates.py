@@ -73,6 +73,10 @@ class KeyUpdateError(Exception):
     """A key update was refused; one line says why."""
 
 
+class KeyUpdateRefused(KeyUpdateError):
+    """A key update signed by one of the site's keys, refused for what it asks."""
+
+
 @dataclass(frozen=True)
 class KeyUpdate:
     site: str
@@ -160,7 +164,6 @@ def decode_update(
         raise KeyUpdateError("key update time is too far from HQ's clock (replay or skew)")
     if not 1 <= len(changes) <= MAX_CHANGES:
         raise KeyUpdateError(f"a key update holds 1 to {MAX_CHANGES} changes")
-    _check_new_keys(changes)
     try:
         entry = directory.site(site)
     except DirectoryError as exc:
@@ -192,9 +195,15 @@ def decode_update(
         verify(signer, signature, LABEL + request)
     except SignatureError:
         raise KeyUpdateError("key update signature does not verify") from None
-    if recovery and not pinned:
-        check_recovery(entry, changes)
-    check_possession(entry, changes, request, proofs)
+    # From here the update is the site's own (signed by a key it holds): a refusal
+    # counts against its rate, unlike anything a certificate holder alone can post.
+    try:
+        _check_new_keys(changes)
+        if recovery and not pinned:
+            check_recovery(entry, changes)
+        check_possession(entry, changes, request, proofs)
+    except KeyUpdateError as exc:
+        raise KeyUpdateRefused(str(exc)) from None
     return KeyUpdate(site, at, changes, tls_public)
 
 
@@ -323,24 +332,19 @@ def keys_route(rate: UpdateRate | None = None) -> Callable[[web.Request], Awaita
 
 
 async def keys_handler(request: web.Request, rate: UpdateRate) -> web.Response:
-    """HQ's POST /v1/keys."""
+    """HQ's POST /v1/keys. Only updates signed by one of the site's keys count against
+    its rate: a holder of the site's certificate alone (the recovery case: a thief of a
+    revoked TLS key) must not be able to spend the site's budget and stop its recovery."""
     from gateway.channel import CONTEXT
 
     ctx = request.app[CONTEXT]
     standing = request["standing"]  # gateway/tls_identity.py: pinned or recovery
     if standing not in (Standing.PINNED, Standing.RECOVERY):  # admit() allows no other
         return web.json_response({"error": "key updates need a pinned certificate"}, status=403)
-    if not rate.take(request["peer"], time.monotonic()):
-        return web.json_response(
-            {
-                "error": f"too many key updates from {request['peer']}: at most"
-                f" {rate.limit} a minute; try again later"
-            },
-            status=429,
-        )
+    peer = request["peer"]
+    refused: KeyUpdateRefused | None = None
     try:
         body = await request.content.read(MAX_BODY + 1)
-        peer = request["peer"]
         update = decode_update(
             body,
             peer=peer,
@@ -349,6 +353,21 @@ async def keys_handler(request: web.Request, rate: UpdateRate) -> web.Response:
             pinned=standing is Standing.PINNED,
             recovery=standing is Standing.RECOVERY,
         )
+    except KeyUpdateRefused as exc:
+        refused = exc
+    except KeyUpdateError as exc:  # not shown to be the site's: not counted
+        return web.json_response({"error": str(exc)}, status=403)
+    if not rate.take(peer, time.monotonic()):
+        return web.json_response(
+            {
+                "error": f"too many key updates from {peer}: at most"
+                f" {rate.limit} a minute; try again later"
+            },
+            status=429,
+        )
+    if refused is not None:
+        return web.json_response({"error": str(refused)}, status=403)
+    try:
         directory, cert = apply_update(ctx.config.directory, update, ctx.config.key_passphrase)
     except KeyUpdateError as exc:
         return web.json_response({"error": str(exc)}, status=403)

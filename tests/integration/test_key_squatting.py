@@ -150,6 +150,23 @@ def test_a_mission_cannot_grow_the_directory(tmp_path: Path) -> None:
         assert len(entry.retired_ids) == statuses.count(200) - MAX_LISTED_RETIRED
 
 
+def test_updates_not_signed_by_the_site_do_not_spend_its_rate(tmp_path: Path) -> None:
+    # A thief holding only a site's certificate (the recovery case: its revoked TLS key)
+    # posts junk to spend the site's budget; the site's own update still goes through.
+    with Network(tmp_path, missions=("M-EVIL",), env=ENV) as net:
+        stranger = SigningKey.generate()
+        statuses = [
+            _keys_post(net, "M-EVIL", _update("M-EVIL", stranger, _new_encryption("M-EVIL")))[0]
+            for _ in range(2 * MAX_UPDATES_PER_MINUTE)
+        ]
+        assert set(statuses) == {403}, statuses
+        evil = _signing_key(net.sites["M-EVIL"].directory)
+        status, answer = _keys_post(
+            net, "M-EVIL", _update("M-EVIL", evil, _new_encryption("M-EVIL"))
+        )
+        assert status == 200, answer
+
+
 def test_a_publish_that_would_break_the_directory_changes_nothing(tmp_path: Path) -> None:
     with Network(tmp_path, missions=("M-PARIS",), env=ENV) as net:
         hq_dir = net.sites["HQ"].directory
