@@ -81,3 +81,19 @@ def reseal(
         envelope_digest(signed_xml, signature_xml),
         signature,
     )
+
+
+def resign(data: bytes, parsed: ParsedHead, offset: int, *, sender: SigningKey) -> Resealed:
+    """``data`` (head ``parsed``, payload from ``offset``) signed again by ``sender``:
+    the same routing header, recipient stanzas and manifest, a new origin signature
+    and an empty trace. For an envelope whose origin signing key was revoked before it
+    was delivered; its stanzas still open for their keys, so no escrow is needed."""
+    signed_xml = serialize_signed(parsed.head.routing, parsed.head.recipients, parsed.head.manifest)
+    signature = sign(sender, SIGNATURE_LABEL + signed_xml)
+    signature_xml = serialize_signature(sender.key_id, signature)
+    head_xml = assemble_head(signed_xml, signature_xml, serialize_trace(()))
+    return Resealed(
+        frame_prefix(head_xml) + head_xml + data[offset:],
+        envelope_digest(signed_xml, signature_xml),
+        signature,
+    )

@@ -141,7 +141,9 @@ def queue_reseal(
     message_ids: tuple[str, ...], every: bool, dry_run: bool, directory: Path | None
 ) -> None:
     """Seal again, to the destinations' keys in force, messages sealed here to a key
-    since revoked or retired (gateway/reseal.py); they are then sent again."""
+    since revoked or retired, and sign again with our current signing key messages
+    signed here with one since revoked or retired, even those a peer refused for it
+    (gateway/reseal.py); they are then sent again."""
     if bool(message_ids) == every:
         _fail(EXIT_USAGE, "give message ids or --all")
 

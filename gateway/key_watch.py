@@ -29,7 +29,7 @@ from gateway import logjson
 from gateway.audit import AuditError, record
 from gateway.keys_lifecycle import KeyOpError, KeyOps, Outcome, audit_key_event
 from gateway.keystore import KeyStoreError
-from gateway.reseal import HOLD_REASON
+from gateway.reseal import HOLD_REASON, resign_refused
 from gateway.site import SiteContext, load_keys
 from gateway.store.base import StoreError
 from gateway.tls import TLSConfigError, reload_chain
@@ -53,6 +53,7 @@ class KeyWatcher:
         # (site, revoked encryption key id) already swept
         self._held_for: set[tuple[str, str]] = set()
         self.installed: list[int] = []  # directory serials adopted, for the audit log
+        self._resign_seen: tuple[int, str] | None = None  # (serial, signing key) swept
 
     def _ring_stamp(self) -> tuple[int, int] | None:
         try:
@@ -96,6 +97,7 @@ class KeyWatcher:
         self.installed.clear()
         self._reload_if_changed()
         await self._hold_revoked()
+        await self._resign_revoked(now)
 
     async def _audit(self, action: str, out: Outcome, result: str) -> None:
         ctx = self.ctx
@@ -152,6 +154,20 @@ class KeyWatcher:
         self._held_for |= revoked
         for message_id in held:
             logjson.event(log, logging.WARNING, "held", id=message_id, reason=HOLD_REASON)
+
+    async def _resign_revoked(self, now: datetime) -> None:
+        """Sign again what a peer refused for our revoked signing key (every round), and
+        everything still to send signed with it (when the directory or our key changed)."""
+        seen = (self.ctx.directory.serial, self.ctx.keys.signing.key_id)
+        every, self._resign_seen = seen != self._resign_seen, seen
+        for done in await resign_refused(self.ctx, now=now, every=every):
+            logjson.event(
+                log,
+                logging.INFO if done.done else logging.WARNING,
+                "resigned" if done.done else "resign_skipped",
+                id=done.message_id,
+                detail=done.detail,
+            )
 
 
 def revoked_encryption_keys(directory: Directory) -> set[tuple[str, str]]:

@@ -23,6 +23,13 @@ Rules:
 - The origin's own re-seal passes the same check before it replaces its copy.
 - An envelope with a receipt is never re-sealed (it was delivered), nor one with no
   escrow (sealed before escrows were kept, or not sealed here).
+- An envelope this site signed with a signing key of its own that the directory now
+  shows revoked or retired (a peer refuses it: "origin signature refused") is signed
+  again with the current key, once that key is published (usable in our directory):
+  same routing header, stanzas (still usable) and manifest, so no escrow is needed
+  (envelope/reseal.py resign); its deliveries refused for that reason (failed) are
+  sent again with the others. The key watcher does this by itself
+  (gateway/key_watch.py); ``valise queue reseal`` does it too.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from envelope.errors import DecryptionFailed, EnvelopeError
 from envelope.head import ParsedHead
 from envelope.open import parse_framed_head
 from envelope.replacement import ReplacementRefused, check_replacement
-from envelope.reseal import Resealed, reseal
+from envelope.reseal import Resealed, reseal, resign
 from envelope.seal import Recipient
 from gateway.site import SiteContext
 from gateway.store.base import EnvelopeRecord, OutState
@@ -68,11 +75,31 @@ def stale_stanzas(directory: Directory, stanzas: Sequence[tuple[str, str]]) -> l
     return stale
 
 
+def stale_signature(ctx: SiteContext, parsed: ParsedHead) -> str | None:
+    """The key id of ours that signed ``parsed`` if the directory no longer accepts it
+    (revoked, retired); None if it does, or if it does not list the key at all (newer
+    than our copy of the directory: not ours to judge)."""
+    key_id = parsed.head.signature_key_id
+    if parsed.head.routing.origin != ctx.here:
+        return None
+    try:
+        entry = ctx.directory.site(ctx.here)
+    except DirectoryError:
+        return None
+    if key_id in entry.retired_ids:
+        return key_id
+    kind, state = entry.states().get(key_id, ("", None))
+    return key_id if kind == "signing" and state not in (None, *USABLE) else None
+
+
 async def candidates(ctx: SiteContext) -> list[str]:
-    """Messages sealed here, not yet delivered, with a wrap to a key no longer accepted."""
+    """Messages sealed here, not yet delivered, with a wrap to a key no longer accepted,
+    or signed with a signing key of ours no longer accepted (even if failed for it)."""
     ids: list[str] = []
     for entry in await ctx.store.queue():
-        if entry.origin != ctx.here or entry.state not in (*REQUEUE, OutState.QUEUED.value):
+        failed = entry.state == OutState.FAILED.value
+        pending = entry.state in (*REQUEUE, OutState.QUEUED.value)
+        if entry.origin != ctx.here or not (pending or failed):
             continue
         if entry.message_id in ids:
             continue
@@ -84,7 +111,7 @@ async def candidates(ctx: SiteContext) -> list[str]:
         except EnvelopeError:
             continue
         wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
-        if stale_stanzas(ctx.directory, wraps):
+        if stale_signature(ctx, parsed) or (not failed and stale_stanzas(ctx.directory, wraps)):
             ids.append(entry.message_id)
     return ids
 
@@ -100,13 +127,18 @@ async def reseal_message(
         return ResealResult(message_id, False, f"sealed by {record.origin}; only it can re-seal")
     if await ctx.store.receipt(message_id) is not None:
         return ResealResult(message_id, False, "delivered (a receipt is held): nothing to do")
+    parsed, offset = parse_framed_head(record.data)
+    stale = stale_stanzas(ctx.directory, [(s.site, s.key_id) for s in parsed.head.recipients])
+    unsigned = stale_signature(ctx, parsed)
+    if not stale and unsigned is not None:
+        return await _resign_message(ctx, record, parsed, offset, unsigned, now, dry_run)
+    if not stale:
+        return ResealResult(message_id, False, "sealed to keys in force: nothing to do")
     escrow = await ctx.store.escrow(message_id)
     if escrow is None:
         return ResealResult(message_id, False, "no escrowed content key: send it again")
-    parsed, offset = parse_framed_head(record.data)
-    stale = stale_stanzas(ctx.directory, [(s.site, s.key_id) for s in parsed.head.recipients])
-    if not stale:
-        return ResealResult(message_id, False, "sealed to keys in force: nothing to do")
+    if unsigned is not None and not _signing_key_published(ctx):
+        return ResealResult(message_id, False, _UNPUBLISHED)
     try:
         recipients = [
             Recipient(d, ctx.directory.site(d).active_encryption_key())
@@ -119,11 +151,60 @@ async def reseal_message(
     new = _reseal(ctx, record.data, parsed, offset, escrow, recipients)
     if new is None:
         return ResealResult(message_id, False, "the escrow opens with none of our keys")
+    reason = f"resealed: {', '.join(stale)} replaced"
+    if unsigned is not None:
+        reason += f"; signed again (signing key {unsigned} no longer accepted)"
+    return await _replace(ctx, record, new, reason, now, resigned=unsigned is not None)
+
+
+_UNPUBLISHED = "our signing key is no longer accepted and its successor is not yet published"
+
+
+def _signing_key_published(ctx: SiteContext) -> bool:
     try:
-        check_replacement(parsed.head, parse_framed_head(new.data)[0].head)
+        return ctx.keys.signing.key_id in ctx.directory.site(ctx.here).verify_keys()
+    except DirectoryError:
+        return False
+
+
+async def _resign_message(
+    ctx: SiteContext,
+    record: EnvelopeRecord,
+    parsed: ParsedHead,
+    offset: int,
+    unsigned: str,
+    now: datetime,
+    dry_run: bool,
+) -> ResealResult:
+    """Sign again, with our current signing key, a message signed with ``unsigned``."""
+    mid = record.message_id
+    if not _signing_key_published(ctx):
+        return ResealResult(mid, False, _UNPUBLISHED)
+    if dry_run:
+        return ResealResult(mid, False, f"would re-sign (signing key {unsigned} not accepted)")
+    new = resign(record.data, parsed, offset, sender=ctx.keys.signing)
+    reason = f"signed again: signing key {unsigned} no longer accepted"
+    return await _replace(ctx, record, new, reason, now, resigned=True)
+
+
+async def _replace(
+    ctx: SiteContext,
+    record: EnvelopeRecord,
+    new: Resealed,
+    reason: str,
+    now: datetime,
+    *,
+    resigned: bool,
+) -> ResealResult:
+    """Put ``new`` in place of ``record`` and send it again. A copy signed again also
+    takes back the deliveries a peer refused (failed) for the old signature."""
+    message_id = record.message_id
+    held, arriving = parse_framed_head(record.data)[0], parse_framed_head(new.data)[0]
+    try:
+        check_replacement(held.head, arriving.head)
     except ReplacementRefused as exc:  # our own bug: never replace with such a copy
         return ResealResult(message_id, False, f"re-sealed copy refused: {exc}")
-    reason = f"resealed: {', '.join(stale)} replaced"
+    requeue = (*REQUEUE, OutState.FAILED.value) if resigned else REQUEUE
     count = await ctx.store.replace_sealed(
         message_id,
         data=new.data,
@@ -131,7 +212,7 @@ async def reseal_message(
         chain=new.signature,
         hop_ack=None,
         expected_digest=record.digest,
-        requeue=REQUEUE,
+        requeue=requeue,
         held_for=None,
         now=now,
         reason=reason,
@@ -206,3 +287,42 @@ async def take_resealed_copy(
         reason="resealed by its origin",
     )
     return count > 0
+
+
+# How a peer's refusal of an origin signature reads in a failed delivery's reason
+# (gateway/hop.py check_envelope, as gateway/courier.py records it).
+SIGNATURE_REFUSED = "origin signature refused"
+
+
+async def resign_refused(ctx: SiteContext, *, now: datetime, every: bool) -> list[ResealResult]:
+    """Sign again, with our current signing key once it is published, what this site
+    signed with a key of its own no longer accepted: the messages a peer refused for
+    that (failed), and with ``every`` each one still to send as well. Messages also
+    sealed to a revoked encryption key are left to ``valise queue reseal`` (the
+    operator decides). For the key watcher (gateway/key_watch.py)."""
+    if not _signing_key_published(ctx):
+        return []
+    pending = (*REQUEUE, OutState.QUEUED.value)
+    ids: list[str] = []
+    for entry in await ctx.store.queue():
+        if entry.origin != ctx.here or entry.message_id in ids:
+            continue
+        refused = entry.state == OutState.FAILED.value and SIGNATURE_REFUSED in (
+            entry.last_reason or ""
+        )
+        if refused or (every and entry.state in pending):
+            ids.append(entry.message_id)
+    results: list[ResealResult] = []
+    for mid in ids:
+        record = await ctx.store.get_envelope(mid)
+        if record is None:
+            continue
+        try:
+            parsed, _ = parse_framed_head(record.data)
+        except EnvelopeError:
+            continue
+        wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
+        if stale_signature(ctx, parsed) is None or stale_stanzas(ctx.directory, wraps):
+            continue
+        results.append(await reseal_message(ctx, mid, now=now))
+    return results
