@@ -115,8 +115,13 @@ class HttpSection:
     # A request head not complete this long after the connection opened (or after the
     # previous answer on it) closes the connection: a trickled header never ends.
     header_timeout_seconds: float = 30.0
-    # Connections open at once; one more is answered 503 and closed.
+    # Connections open at once; one more is answered 503 and closed only when every
+    # open one has a valid token.
     max_connections: int = 200
+    # Of those, connections that have not yet presented a valid token (0: half of
+    # max_connections). One more closes the likeliest attacker's pending connection to
+    # make room, so a tokenless flood cannot keep a token holder out.
+    max_unauthenticated_connections: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,10 @@ class SmtpSection:
     # cannot hold the process's file descriptors.
     max_sessions: int = 100
     preauth_timeout_seconds: float = 30.0
+    # Of those, sessions not yet authenticated (0: half of max_sessions). One more
+    # ends the likeliest attacker's pre-auth session to make room (421 4.7.0), so a
+    # flood of idle connections cannot keep an integrator from reaching AUTH.
+    max_preauth_sessions: int = 0
     require_tls: str = "no"
     # AUTH (integrator tokens, after STARTTLS) before MAIL; "no" lets any local
     # process submit as anyone, and `valise doctor` warns about it.
@@ -392,9 +401,13 @@ def _check(c: SiteConfig) -> SiteConfig:
     split_hostport(c.http.listen, "[http] listen")
     if c.http.header_timeout_seconds <= 0 or c.http.max_connections < 1:
         raise ConfigError("[http] header_timeout_seconds and max_connections must be positive")
+    if c.http.max_unauthenticated_connections < 0:
+        raise ConfigError("[http] max_unauthenticated_connections must be 0 (half) or more")
     split_hostport(c.smtp.listen, "[smtp] listen")
     if c.smtp.max_sessions < 1 or c.smtp.preauth_timeout_seconds <= 0:
         raise ConfigError("[smtp] max_sessions and preauth_timeout_seconds must be positive")
+    if c.smtp.max_preauth_sessions < 0:
+        raise ConfigError("[smtp] max_preauth_sessions must be 0 (half) or more")
     if c.delivery.mode not in ("inbox", "maildir", "smtp"):
         raise ConfigError("[delivery] mode must be inbox, maildir or smtp")
     if c.delivery.mode == "smtp" and not c.delivery.smarthost:

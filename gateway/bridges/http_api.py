@@ -11,7 +11,8 @@ Routes (documented in gateway/bridges/openapi.py, served at /v1/openapi.json):
     POST /v1/inbox/{id}/ack            acknowledge
 
 It listens on ``[http] listen`` (loopback by default), at most ``[http]
-max_connections`` at once, each closed if its request head takes longer than
+max_connections`` at once and ``[http] max_unauthenticated_connections`` of them
+without a valid token yet, each closed if its request head takes longer than
 ``[http] header_timeout_seconds`` (gateway/bridges/http_listener.py). Every request needs an
 integrator's bearer token (``valise integrator add``). Request bodies are staged
 in DIR/.http-tmp (0700), emptied at start.
@@ -29,7 +30,12 @@ from config.site import split_hostport
 from gateway.bridges.http_common import API, ApiState, auth_middleware, errors_middleware
 from gateway.bridges.http_documents import document_receipt, document_status, submit_document
 from gateway.bridges.http_inbox import inbox_ack, inbox_item, inbox_list, inbox_part
-from gateway.bridges.http_listener import CappedSite, runner_args
+from gateway.bridges.http_listener import (
+    CappedSite,
+    ConnectionCap,
+    runner_args,
+    unauthenticated_limit,
+)
 from gateway.bridges.openapi import document
 from gateway.bridges.webhooks import Webhooks
 from gateway.events import EventBus
@@ -105,9 +111,12 @@ class HttpBridge:
             **runner_args(cfg.header_timeout_seconds),
         )
         await self._runner.setup()
-        site = CappedSite(
-            self._runner, host, port, shutdown_timeout=5, max_connections=cfg.max_connections
+        cap = ConnectionCap(
+            cfg.max_connections,
+            unauthenticated_limit(cfg.max_connections, cfg.max_unauthenticated_connections),
+            lifetime_seconds=cfg.header_timeout_seconds,
         )
+        site = CappedSite(self._runner, host, port, shutdown_timeout=5, cap=cap)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None)

@@ -5,7 +5,9 @@ Rules:
   (ERROR_CODES, also in the OpenAPI document); an unexpected failure is logged and
   answered ``500 internal_error`` without details.
 - Every request, to any path, needs ``Authorization: Bearer <token>`` of an active
-  integrator; any other is answered 401 and logged (without the token).
+  integrator; any other is answered 401, logged (without the token), and its
+  connection closed (gateway/bridges/http_listener.py: a refusal never keeps a
+  connection alive; a valid token promotes the connection out of the pending pool).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.bridges.http_listener import BUSY_CODE, admitted, refused
 from gateway.bridges.integrators import looks_like_token, token_sha256
 from gateway.bridges.webhooks import Webhooks
 from gateway.site import SiteContext
@@ -49,6 +52,7 @@ ERROR_CODES: dict[str, str] = {
     "too_many_connections": "[http] max_connections are open; retry shortly",
     "internal_error": "the gateway failed; see its log",
 }
+assert BUSY_CODE in ERROR_CODES
 
 
 class ApiError(Exception):
@@ -107,7 +111,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        return _refusal_closes(request, error_response(exc.status, exc.code, exc.message))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -115,7 +119,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             exc.status, "malformed_request" if exc.status < 500 else "internal_error"
         )
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return error_response(exc.status, code, exc.reason, **headers)
+        return _refusal_closes(request, error_response(exc.status, code, exc.reason, **headers))
     except StoreError as exc:
         log.error(
             json.dumps({"event": "http_store_error", "path": request.path, "reason": str(exc)})
@@ -130,6 +134,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(500, "internal_error", "the gateway failed; see its log")
 
 
+def _refusal_closes(request: web.Request, answer: web.Response) -> web.Response:
+    # However a 401 or 403 is raised, it never keeps its connection alive.
+    if answer.status in (401, 403):
+        refused(request, answer)
+    return answer
+
+
 def _unauthorized(request: web.Request, reason: str) -> web.Response:
     log.warning(
         json.dumps(
@@ -142,9 +153,11 @@ def _unauthorized(request: web.Request, reason: str) -> web.Response:
             }
         )
     )
-    return error_response(
+    answer = error_response(
         401, "unauthorized", reason, **{"WWW-Authenticate": 'Bearer realm="valise"'}
     )
+    refused(request, answer)
+    return answer
 
 
 @web.middleware
@@ -159,4 +172,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if who is None:
         return _unauthorized(request, "unknown or revoked token")
     request[_INTEGRATOR] = who
+    admitted(request)
     return await handler(request)

@@ -78,9 +78,22 @@ async def test_a_trickled_request_head_is_closed(api: Api) -> None:
 
 
 async def _hold(api: Api) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection in the middle of a submission's body: it counts, and the header
-    allowance no longer applies to it."""
+    """An authenticated connection in the middle of a submission's body: it counts,
+    the header allowance no longer applies to it, and it is never closed to make room
+    (it answered a request with the token first, so it is known authenticated)."""
     reader, writer = await _connect(api)
+    writer.write(
+        b"GET /v1/inbox HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {api.token}\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD_S)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await asyncio.wait_for(reader.readexactly(length), GUARD_S)
     writer.write(
         b"POST /v1/documents HTTP/1.1\r\nHost: x\r\n"
         + f"Authorization: Bearer {api.token}\r\n".encode()
@@ -103,6 +116,7 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 async def test_one_connection_past_max_connections_is_refused_503(api: Api) -> None:
     holders = [await _hold(api) for _ in range(MAX_CONNECTIONS)]
     try:
+        # Every slot is held by a token holder: nothing can be closed to make room.
         extra = await _answer(*await _connect(api))
         assert extra.startswith(b"HTTP/1.1 503"), extra
         body = extra.partition(b"\r\n\r\n")[2]
