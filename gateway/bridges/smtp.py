@@ -4,8 +4,11 @@
 ``mailbox@site-id.<domain>``), ``max_message_bytes`` (advertised as SIZE and
 enforced, ``552 5.3.4``), ``max_recipients`` (``452 4.5.3`` beyond), ``timeout_seconds``
 (an idle connection is closed), ``max_sessions`` (open at once; one more is told
-``421 4.7.0``), ``preauth_timeout_seconds`` (a session that has not authenticated by
-then is closed, ``421 4.7.0``, however many NOOPs it sends), ``require_tls``
+``421 4.7.0`` only when all are authenticated), ``max_preauth_sessions`` (of them,
+not yet authenticated, half of max_sessions by default: one more ends a silent or
+else the oldest pre-auth session, ``421 4.7.0``; gateway/bridges/smtp_sessions.py),
+``preauth_timeout_seconds`` (a session that has not authenticated by then is closed,
+``421 4.7.0``, however many NOOPs it sends), ``require_tls``
 (nothing but EHLO/NOOP/QUIT before STARTTLS) and ``require_auth`` (no mail without
 AUTH; AUTH works only after STARTTLS; ``yes`` by default: ``no`` lets any local
 process submit as anyone, and ``valise doctor`` warns).
@@ -53,7 +56,8 @@ from gateway.bridges.smtp_address import bounce_recipient
 from gateway.bridges.smtp_auth import authenticate
 from gateway.bridges.smtp_handler import SmtpHandler
 from gateway.bridges.smtp_sent import SentRecord, SentRecords
-from gateway.bridges.smtp_server import CALL_LIMITS, SessionSlots, ValiseSMTP
+from gateway.bridges.smtp_server import CALL_LIMITS, ValiseSMTP
+from gateway.bridges.smtp_sessions import SessionSlots, preauth_limit
 from gateway.events import Event, EventBus
 from gateway.site import SiteContext
 from gateway.tls import _load_chain
@@ -99,7 +103,9 @@ class SmtpBridge:
         loop = asyncio.get_running_loop()
         tls = starttls_context(self.ctx)
         handler = SmtpHandler(self.ctx, self.records)
-        slots = SessionSlots(cfg.max_sessions)
+        slots = SessionSlots(
+            cfg.max_sessions, preauth_limit(cfg.max_sessions, cfg.max_preauth_sessions)
+        )
 
         async def login(user: bytes, password: bytes) -> str | None:
             return await authenticate(self.ctx, user, password)

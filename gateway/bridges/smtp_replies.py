@@ -55,6 +55,7 @@ TOO_BIG = "552 5.3.4 Message size exceeds the fixed maximum message size"
 AUTHZID_REFUSED = "535 5.7.8 Authentication refused: one may act only as oneself"
 TOO_MANY_SESSIONS = "421 4.7.0 Too many connections; try again later"
 PREAUTH_TIMEOUT = "421 4.7.0 Not authenticated in time; closing"
+PREAUTH_EVICTED = "421 4.7.0 Too many unauthenticated connections; closing the oldest"
 
 
 def enhance(reply: str, *, in_ehlo: bool = False) -> str:

@@ -12,10 +12,11 @@ subclass changes only what a gateway must not leave to its defaults:
   login (act as ``bob``, prove to be ``alice``: RFC 4616) is refused ``535 5.7.8``,
   where aiosmtpd would drop it and let the session through;
 - an idle connection is told ``421 4.4.2`` before it is closed;
-- at most ``max_sessions`` sessions are open at once (:class:`SessionSlots`, one for
-  the whole listener): one more is told ``421 4.7.0`` and closed before anything
-  else, so a flood of connections costs a descriptor for an instant each, not for
-  as long as the flood likes;
+- at most ``max_sessions`` sessions are open at once, ``max_preauth_sessions`` of
+  them not yet authenticated (gateway/bridges/smtp_sessions.py, one pool for the
+  whole listener): one more ends the likeliest attacker's pre-auth session to make
+  room (``421 4.7.0``), and is itself told ``421 4.7.0`` and closed before anything
+  else only when every open session is authenticated;
 - a session must authenticate within ``preauth_timeout`` seconds of connecting (or,
   when AUTH is not required, begin a transaction: MAIL accepted), however busy it
   keeps itself with NOOPs: else ``421 4.7.0`` and it is closed. The idle timeout
@@ -44,10 +45,12 @@ from gateway.bridges.smtp_replies import (
     BAD_LINE_ENDING,
     IDLE_TIMEOUT,
     INTERNAL_ERROR,
+    PREAUTH_EVICTED,
     PREAUTH_TIMEOUT,
     TOO_MANY_SESSIONS,
     enhance,
 )
+from gateway.bridges.smtp_sessions import SessionSlots
 
 log = logging.getLogger("valise.smtp")
 
@@ -67,23 +70,6 @@ CALL_LIMITS = {
 }
 
 Login = Callable[[bytes, bytes], Awaitable[str | None]]
-
-
-class SessionSlots:
-    """The sessions open at once on one listener, at most ``limit``."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-
-    def take(self) -> bool:
-        if self.active >= self.limit:
-            return False
-        self.active += 1
-        return True
-
-    def give_back(self) -> None:
-        self.active -= 1
 
 
 class BareLineEnding(Exception):
@@ -162,6 +148,7 @@ class ValiseSMTP(SMTP):
         self._turned_away = False
         self._preauth_timeout = preauth_timeout
         self._preauth: asyncio.TimerHandle | None = None
+        self._spoken = False  # any byte received from the client
 
     @staticmethod
     def _fresh_limits() -> defaultdict[str, int]:
@@ -173,7 +160,7 @@ class ValiseSMTP(SMTP):
     # -- how many sessions, and how long without AUTH ----------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None and not self._slot_taken:  # a new connection, not STARTTLS
-            if not self._slots.take():
+            if not self._slots.take(self):
                 self._turned_away = True
                 transport.write(TOO_MANY_SESSIONS.encode() + b"\r\n")  # type: ignore[attr-defined]
                 transport.close()
@@ -185,16 +172,38 @@ class ValiseSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._turned_away:
             return  # nothing was set up for it
-        self._authenticated_in_time()
+        self._cancel_preauth()
         if self._slot_taken:
             self._slot_taken = False
-            self._slots.give_back()
+            self._slots.give_back(self)
         super().connection_lost(error)
 
-    def _authenticated_in_time(self) -> None:
+    def data_received(self, data: bytes) -> None:
+        self._spoken = True
+        super().data_received(data)
+
+    @property
+    def has_spoken(self) -> bool:
+        return self._spoken
+
+    def make_room(self) -> None:
+        # The pool has already given this session's place to a newcomer.
+        self._slot_taken = False
+        self._cancel_preauth()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(PREAUTH_EVICTED.encode() + b"\r\n")  # type: ignore[attr-defined]
+            transport.close()
+
+    def _cancel_preauth(self) -> None:
         if self._preauth is not None:
             self._preauth.cancel()
             self._preauth = None
+
+    def _authenticated_in_time(self) -> None:
+        self._cancel_preauth()
+        if self._slot_taken:
+            self._slots.authenticated(self)
 
     def _preauth_expired(self) -> None:
         self._preauth = None
