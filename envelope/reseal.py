@@ -72,15 +72,7 @@ def reseal(
         )
         for r in recipients
     )
-    signed_xml = serialize_signed(routing, stanzas, parsed.head.manifest)
-    signature = sign(sender, SIGNATURE_LABEL + signed_xml)
-    signature_xml = serialize_signature(sender.key_id, signature)
-    head_xml = assemble_head(signed_xml, signature_xml, serialize_trace(()))
-    return Resealed(
-        frame_prefix(head_xml) + head_xml + data[offset:],
-        envelope_digest(signed_xml, signature_xml),
-        signature,
-    )
+    return _signed_anew(data, offset, parsed, stanzas, sender)
 
 
 def resign(data: bytes, parsed: ParsedHead, offset: int, *, sender: SigningKey) -> Resealed:
@@ -88,7 +80,19 @@ def resign(data: bytes, parsed: ParsedHead, offset: int, *, sender: SigningKey) 
     the same routing header, recipient stanzas and manifest, a new origin signature
     and an empty trace. For an envelope whose origin signing key was revoked before it
     was delivered; its stanzas still open for their keys, so no escrow is needed."""
-    signed_xml = serialize_signed(parsed.head.routing, parsed.head.recipients, parsed.head.manifest)
+    return _signed_anew(data, offset, parsed, parsed.head.recipients, sender)
+
+
+def _signed_anew(
+    data: bytes,
+    offset: int,
+    parsed: ParsedHead,
+    stanzas: tuple[RecipientStanza, ...],
+    sender: SigningKey,
+) -> Resealed:
+    """``data``'s payload (from ``offset``) under a new head: ``parsed``'s routing header
+    and manifest with ``stanzas``, signed by ``sender``, with an empty trace."""
+    signed_xml = serialize_signed(parsed.head.routing, stanzas, parsed.head.manifest)
     signature = sign(sender, SIGNATURE_LABEL + signed_xml)
     signature_xml = serialize_signature(sender.key_id, signature)
     head_xml = assemble_head(signed_xml, signature_xml, serialize_trace(()))

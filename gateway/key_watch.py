@@ -23,13 +23,11 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import ClientSession
 
-from envelope.errors import EnvelopeError
-from envelope.open import parse_framed_head
 from gateway import logjson
 from gateway.audit import AuditError, record
 from gateway.keys_lifecycle import KeyOpError, KeyOps, Outcome, audit_key_event
 from gateway.keystore import KeyStoreError
-from gateway.reseal import HOLD_REASON, resign_refused
+from gateway.reseal import HOLD_REASON, resign_refused, stored_head
 from gateway.site import SiteContext, load_keys
 from gateway.store.base import StoreError
 from gateway.tls import TLSConfigError, reload_chain
@@ -195,12 +193,8 @@ async def hold_sealed_to(
         except StoreError:
             continue
         for entry in entries:
-            record = await ctx.store.get_envelope(entry.message_id)
-            if record is None:
-                continue
-            try:
-                parsed, _ = parse_framed_head(record.data)
-            except EnvelopeError:
+            parsed = await stored_head(ctx, entry.message_id)
+            if parsed is None:
                 continue
             hit = next((s for s in parsed.head.recipients if (s.site, s.key_id) in revoked), None)
             if hit is not None and entry.message_id not in held:

@@ -92,6 +92,18 @@ def stale_signature(ctx: SiteContext, parsed: ParsedHead) -> str | None:
     return key_id if kind == "signing" and state not in (None, *USABLE) else None
 
 
+async def stored_head(ctx: SiteContext, message_id: str) -> ParsedHead | None:
+    """The parsed head of the envelope stored under ``message_id``; None if there is
+    none, or it no longer parses (then there is nothing to re-seal or hold)."""
+    record = await ctx.store.get_envelope(message_id)
+    if record is None:
+        return None
+    try:
+        return parse_framed_head(record.data)[0]
+    except EnvelopeError:
+        return None
+
+
 async def candidates(ctx: SiteContext) -> list[str]:
     """Messages sealed here, not yet delivered, with a wrap to a key no longer accepted,
     or signed with a signing key of ours no longer accepted (even if failed for it)."""
@@ -103,12 +115,8 @@ async def candidates(ctx: SiteContext) -> list[str]:
             continue
         if entry.message_id in ids:
             continue
-        record = await ctx.store.get_envelope(entry.message_id)
-        if record is None:
-            continue
-        try:
-            parsed, _ = parse_framed_head(record.data)
-        except EnvelopeError:
+        parsed = await stored_head(ctx, entry.message_id)
+        if parsed is None:
             continue
         wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
         if stale_signature(ctx, parsed) or (not failed and stale_stanzas(ctx.directory, wraps)):
@@ -314,12 +322,8 @@ async def resign_refused(ctx: SiteContext, *, now: datetime, every: bool) -> lis
             ids.append(entry.message_id)
     results: list[ResealResult] = []
     for mid in ids:
-        record = await ctx.store.get_envelope(mid)
-        if record is None:
-            continue
-        try:
-            parsed, _ = parse_framed_head(record.data)
-        except EnvelopeError:
+        parsed = await stored_head(ctx, mid)
+        if parsed is None:
             continue
         wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
         if stale_signature(ctx, parsed) is None or stale_stanzas(ctx.directory, wraps):
