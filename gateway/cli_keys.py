@@ -1,6 +1,7 @@
 """``valise keys`` lifecycle commands and ``valise directory status``.
 
 keys list [--json]                                   every key, its state and times
+                                                     (ids as unique prefixes; --json: whole)
 keys rotate --kind signing|encryption|tls [--overlap DURATION] [--dry-run]
 keys activate KEYID [--overlap DURATION] [--dry-run]  one step of a rotation
 keys retire KEYID [--dry-run]                         end a key's overlap now
@@ -8,14 +9,16 @@ keys revoke KEYID --reason TEXT [--dry-run]           now, everywhere (HQ: any s
 keys encrypt                                          encrypt the private key files in place
 directory status [--json]                             HQ: who has fetched which version
 
-Each step is idempotent (run again, it does nothing) and prints what it did; with
-``--dry-run`` what it would do, changing nothing. A running gateway picks the
-changes up by itself within ``[keys] check_seconds``: no restart.
+KEYID is a key id or TLS pin, or a unique prefix of one of at least 6 characters
+(routing/key_prefix.py). Each step is idempotent (run again, it does nothing) and
+prints what it did; with ``--dry-run`` what it would do, changing nothing. A running
+gateway picks the changes up by itself within ``[keys] check_seconds``: no restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +32,7 @@ from gateway.audit import AuditError
 from gateway.cli import EXIT_FILES, EXIT_USAGE, _fail, keys, one_line_errors
 from gateway.cli_record import operator
 from gateway.cli_site import DIR_OPTION, directory_group, emit, site_dir, with_site
+from gateway.key_lookup import directory_keys, listed_prefixes, ring_keys
 from gateway.keys_lifecycle import (
     KeyOpError,
     KeyOps,
@@ -42,6 +46,7 @@ from gateway.keystore import KeyStoreError
 from gateway.site import SiteContext
 from gateway.store.base import StoreError
 from routing.directory import DirectoryError
+from routing.key_prefix import KeyPrefixError, KnownKey, resolve_prefix
 
 DRY_RUN = click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
 OVERLAP = click.option(
@@ -57,6 +62,30 @@ def _ops(directory: Path | None) -> KeyOps:
         return KeyOps(load_site_config(site_dir(directory)))
     except ConfigError as exc:
         _fail(EXIT_FILES, str(exc))
+        raise
+
+
+def _known(ops: KeyOps, *, every_site: bool) -> list[KnownKey]:
+    """The keys a KEYID prefix is resolved against: the ring, and with ``every_site``
+    every key in the directory in force (gateway/key_lookup.py)."""
+    known = ring_keys(ops.ring())
+    if every_site:
+        try:
+            known += directory_keys(ops.directory())
+        except DirectoryError as exc:
+            _fail(EXIT_FILES, str(exc))
+    return known
+
+
+def _key_id(ops: KeyOps, text: str, *, every_site: bool) -> str:
+    """The whole key id a KEYID argument (an id, or a unique prefix of one) names."""
+    try:
+        return resolve_prefix(text, _known(ops, every_site=every_site))
+    except KeyStoreError as exc:
+        _fail(EXIT_FILES, str(exc))
+        raise
+    except KeyPrefixError as exc:
+        _fail(EXIT_USAGE, str(exc))
         raise
 
 
@@ -118,8 +147,14 @@ def keys_list(directory: Path | None, as_json: bool) -> None:
         ("activated", "ACTIVATED", 27),
         ("expires", "EXPIRES", 27),
     ]
-    if not as_json:
-        rows = [{**r, "id": r["id"][:16] + "…"} for r in rows]
+    if not as_json:  # each id by a prefix that keys revoke|activate|retire take back
+        known = ring_keys(ops.ring())
+        with contextlib.suppress(DirectoryError):  # the ring alone if it is unreadable
+            known += directory_keys(ops.directory())
+        shown = listed_prefixes([r["id"] for r in rows], known)
+        rows = [{**r, "id": shown[r["id"]]} for r in rows]
+        # Wide enough for the longest shown (a whole id when no prefix is unique).
+        columns[1] = ("id", "ID", max([20, *(len(r["id"]) + 2 for r in rows)]))
     emit(rows, as_json, columns)
 
 
@@ -142,8 +177,10 @@ def keys_rotate(kind: str, overlap: str | None, dry_run: bool, directory: Path |
 @DIR_OPTION
 @one_line_errors
 def keys_activate(key_id: str, overlap: str | None, dry_run: bool, directory: Path | None) -> None:
-    """Make a published next key active; the key it replaces starts retiring."""
+    """Make a published next key active; the key it replaces starts retiring. KEY_ID is
+    an id of this site's ring, or a unique prefix of one (at least 6 characters)."""
     ops = _ops(directory)
+    key_id = _key_id(ops, key_id, every_site=False)
     _run(
         lambda: ops.activate(key_id, _overlap(ops, overlap), dry_run=dry_run),
         ops,
@@ -158,8 +195,11 @@ def keys_activate(key_id: str, overlap: str | None, dry_run: bool, directory: Pa
 @DIR_OPTION
 @one_line_errors
 def keys_retire(key_id: str, dry_run: bool, directory: Path | None) -> None:
-    """Retire a retiring key now (its overlap ends): refused everywhere from then on."""
+    """Retire a retiring key now (its overlap ends): refused everywhere from then on.
+    KEY_ID is an id of this site's ring, or a unique prefix of one (at least 6
+    characters)."""
     ops = _ops(directory)
+    key_id = _key_id(ops, key_id, every_site=False)
     _run(lambda: ops.retire(key_id, dry_run=dry_run), ops, "key.retire", key_id)
 
 
@@ -170,8 +210,29 @@ def keys_retire(key_id: str, dry_run: bool, directory: Path | None) -> None:
 @DIR_OPTION
 @one_line_errors
 def keys_revoke(key_id: str, reason: str, dry_run: bool, directory: Path | None) -> None:
-    """Revoke a key at once (an own active key is replaced by a new one)."""
+    """Revoke a key at once, everywhere: refused by every site from its next directory.
+
+    \b
+    Who may revoke what:
+    - HQ may revoke any site's key (signing, encryption or TLS);
+    - a mission only its own keys.
+    \b
+    What happens:
+    - an own active key is replaced at once: a new key is published and made
+      active in the same step, with no overlap;
+    - a mission's key revoked at HQ: the mission sees the revocation in the next
+      directory it fetches, revokes the key in its ring and replaces it itself
+      (its running gateway does this within [keys] check_seconds);
+    - until the replacement is published, mail to that mission waits (valise
+      send queues it and seals it to the new key once the directory has one).
+
+    KEY_ID is a key id or TLS pin, or a unique prefix of one (at least 6
+    characters, as `valise keys list` prints them); a prefix that matches more
+    than one key, of this site or any other in the directory, is refused with
+    the candidates named.
+    """
     ops = _ops(directory)
+    key_id = _key_id(ops, key_id, every_site=True)
     _run(lambda: ops.revoke(key_id, reason, dry_run=dry_run), ops, "key.revoke", key_id)
 
 

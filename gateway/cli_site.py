@@ -199,23 +199,26 @@ def directory_group() -> None:
 @directory_group.command("show")
 @DIR_OPTION
 @click.option("--xml", "as_xml", is_flag=True, help="Print the signed directory itself.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @one_line_errors
-def directory_show(directory: Path | None, as_xml: bool) -> None:
-    """The directory in force: serial, issue time, hub, sites."""
+def directory_show(directory: Path | None, as_xml: bool, as_json: bool) -> None:
+    """The directory in force: serial, issue time, hub, the key that signed it, and
+    each site with its endpoint and keys (kind, id, state; the directory holds no
+    dates but its issue time)."""
+    from gateway.directory_view import directory_lines, directory_summary
 
-    async def go(ctx: SiteContext) -> tuple[bytes, str]:
-        d = ctx.directory
-        lines = [
-            f"serial {d.serial}  issued {format_time(d.issued)}  hub {d.hub}  "
-            f"signed by {ctx.trust.key_id}"
-        ]
-        lines += [
-            f"  {e.site:<12}{'active' if e.active else 'disabled':<10}{e.endpoint}" for e in d.sites
-        ]
-        return d.raw, "\n".join(lines)
+    async def go(ctx: SiteContext) -> tuple[bytes, dict[str, Any]]:
+        return ctx.directory.raw, directory_summary(ctx.directory, signed_by=ctx.trust.key_id)
 
-    raw, text = with_site(directory, go)
-    click.echo(raw.decode() if as_xml else text)
+    if as_xml and as_json:
+        raise UsageError("--xml or --json, not both")
+    raw, summary = with_site(directory, go)
+    if as_xml:
+        click.echo(raw.decode())
+    elif as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo("\n".join(directory_lines(summary)))
 
 
 @main.command("join")
