@@ -7,6 +7,9 @@ on every listing, one clear line per error. Exit codes:
     1  the envelope or document was rejected (parse, signature, decryption, digest)
     2  usage error (bad arguments, a value the format cannot carry)
     3  files or keys: not found, not readable, too readable, would overwrite
+   75  temporary failure, nothing done: try again (EX_TEMPFAIL, as mail tools expect)
+
+Per command: docs/CLI.md.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from gateway.site_modes import SITE_UMASK
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
 EXIT_FILES = 3
+EX_TEMPFAIL = 75  # sysexits.h: a temporary failure; the caller may try again later
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -17,7 +17,7 @@ from config.settings import CommandEnvironment
 from config.site import ConfigError
 from envelope.errors import SchemaError, UsageError
 from envelope.values import Priority, check_site_id, format_time
-from gateway.cli import EXIT_FILES, EXIT_USAGE, _fail, main, one_line_errors
+from gateway.cli import EX_TEMPFAIL, EXIT_FILES, EXIT_USAGE, _fail, main, one_line_errors
 from gateway.enroll import EnrollError, add_site, init_hub, join
 from gateway.export_dir import ExportDir
 from gateway.site import SiteContext, create_store, load_site
@@ -281,8 +281,17 @@ def send(
     priority: str,
     directory: Path | None,
 ) -> None:
-    """Seal FILES for the --to sites and queue them; prints the message id."""
+    """Seal FILES for the --to sites and queue them; prints the message id.
+
+    A site with no active encryption key yet (its key was revoked and the
+    replacement is not published) does not stop the send: the document is queued,
+    held, and sealed to the new key by the running site once the directory has it.
+    Exit codes: 0 queued (also when waiting for a key; a notice on stderr), 2 usage
+    (unknown site, bad option), 3 files, 75 the store is busy or unreachable:
+    nothing was queued, try again (docs/CLI.md)."""
+    from gateway.key_wait import keyless_destinations, waiting_notice
     from gateway.outbox import Document, send_documents
+    from gateway.store.base import StoreError
 
     documents = [
         Document(
@@ -291,8 +300,8 @@ def send(
         for f in files
     ]
 
-    async def go(ctx: SiteContext) -> str:
-        return await send_documents(
+    async def go(ctx: SiteContext) -> tuple[str, list[str]]:
+        mid = await send_documents(
             ctx,
             to,
             documents,
@@ -301,8 +310,17 @@ def send(
             priority=Priority(priority),
             doc_class=doc_class,
         )
+        # The same directory the send used (this process reads it once): who waits.
+        return mid, keyless_destinations(ctx.directory, to)
 
-    click.echo(with_site(directory, go))
+    try:
+        mid, waiting = with_site(directory, go)
+    except StoreError as exc:
+        _fail(EX_TEMPFAIL, f"nothing queued, try again: {exc}")
+        return
+    click.echo(mid)
+    if waiting:
+        click.echo(f"valise: {waiting_notice(waiting)}", err=True)
 
 
 @main.command("status")

@@ -9,7 +9,9 @@ Every ``[keys] check_seconds`` (and at once after a directory change):
   the keys are loaded again and both TLS contexts present the active certificate
   from the next handshake on: no restart;
 - deliveries of envelopes sealed to an encryption key the directory now shows
-  revoked are put on hold (``valise queue reseal`` / ``release`` after review).
+  revoked are put on hold (``valise queue reseal`` / ``release`` after review);
+- mail sent here while a destination had no active encryption key (held, waiting
+  for it) is sealed to the key once the directory lists one (gateway/key_wait.py).
 A failure is logged and tried again on the next round; it never stops the site.
 """
 
@@ -25,6 +27,7 @@ from aiohttp import ClientSession
 
 from gateway import logjson
 from gateway.audit import AuditError, record
+from gateway.key_wait import seal_waiting
 from gateway.keys_lifecycle import KeyOpError, KeyOps, Outcome, audit_key_event
 from gateway.keystore import KeyStoreError
 from gateway.reseal import HOLD_REASON, resign_refused, stored_head
@@ -96,6 +99,7 @@ class KeyWatcher:
         self._reload_if_changed()
         await self._hold_revoked()
         await self._resign_revoked(now)
+        await seal_waiting(ctx, now=now)  # mail queued for a site that had no key
 
     async def _audit(self, action: str, out: Outcome, result: str) -> None:
         ctx = self.ctx

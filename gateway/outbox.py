@@ -6,6 +6,10 @@ and holds only the sealed envelope in memory, which the store keeps as bytes.
 Either returns once the envelope is durably queued. A caller may fix the message
 id in advance (``message_id``): the store accepts a message id once, so sealing the
 same submission again after a crash queues nothing twice.
+
+A destination in force with no active encryption key (a revocation window) does not
+refuse the send: the envelope is queued held, waiting for its key, and sealed to it
+by the running site once the directory publishes one (gateway/key_wait.py).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from envelope.model import PartInfo, RoutingHeader, SealedHeader
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority, check_message_id
 from gateway.envelope_io import InputPart, seal_to_file
+from gateway.key_wait import hold_reason, keyless_destinations, throwaway_key
 from gateway.site import SiteContext
 from gateway.submit import submit_sealed
 from routing.directory import DirectoryError
@@ -46,9 +51,18 @@ def _address(
     expires: datetime | None,
     in_reply_to: str | None,
     message_id: str | None,
-) -> tuple[list[Recipient], RoutingHeader]:
+) -> tuple[list[Recipient], RoutingHeader, str | None]:
+    """The recipients, the routing header, and the hold reason if a destination has
+    no active encryption key yet (its stanza then opens for no one: key_wait.py)."""
     try:
-        recipients = [Recipient(s, ctx.directory.site(s).active_encryption_key()) for s in to]
+        waiting = keyless_destinations(ctx.directory, to)
+        recipients = [
+            Recipient(
+                s,
+                throwaway_key() if s in waiting else ctx.directory.site(s).active_encryption_key(),
+            )
+            for s in to
+        ]
         routing = new_routing(
             origin=ctx.here,
             destinations=list(to),
@@ -63,7 +77,7 @@ def _address(
             routing = dataclasses.replace(routing, message_id=check_message_id(message_id))
     except (DirectoryError, SchemaError) as exc:
         raise UsageError(str(exc)) from None
-    return recipients, routing
+    return recipients, routing, hold_reason(waiting) if waiting else None
 
 
 async def send_documents(
@@ -82,8 +96,8 @@ async def send_documents(
     mailbox: str | None = None,
     message_id: str | None = None,
 ) -> str:
-    """Seal and durably queue; return the message id. Raises UsageError."""
-    recipients, routing = _address(
+    """Seal and durably queue; return the message id. Raises UsageError, StoreError."""
+    recipients, routing, held = _address(
         ctx,
         to,
         now=now,
@@ -105,7 +119,8 @@ async def send_documents(
             mailbox=mailbox,
         ),
     )
-    await submit_sealed(ctx, sealing, seal_bytes(sealing, [d.data for d in documents]), now)
+    data = seal_bytes(sealing, [d.data for d in documents])
+    await submit_sealed(ctx, sealing, data, now, held=held)
     return routing.message_id
 
 
@@ -126,8 +141,8 @@ async def send_files(
     message_id: str | None = None,
 ) -> str:
     """Seal ``files`` (streaming, in a thread; the envelope is staged in ``workdir``) and
-    durably queue; return the message id. Raises UsageError or OSError."""
-    recipients, routing = _address(
+    durably queue; return the message id. Raises UsageError, StoreError or OSError."""
+    recipients, routing, held = _address(
         ctx,
         to,
         now=now,
@@ -155,5 +170,5 @@ async def send_files(
             return sealing, out.read_bytes()
 
         sealing, data = await asyncio.to_thread(seal)
-    await submit_sealed(ctx, sealing, data, now)
+    await submit_sealed(ctx, sealing, data, now, held=held)
     return routing.message_id

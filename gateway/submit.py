@@ -102,11 +102,20 @@ def route_here(r: RoutingHeader, *, here: str, hub: str) -> tuple[tuple[str, ...
     return next_hops, any(d.action is Action.DELIVER for d in decisions)
 
 
-async def _queue(ctx: SiteContext, record: EnvelopeRecord, r: RoutingHeader, now: datetime) -> None:
+async def _queue(
+    ctx: SiteContext,
+    record: EnvelopeRecord,
+    r: RoutingHeader,
+    now: datetime,
+    held: str | None = None,
+) -> None:
     check_expires(r.expires, now, longest_lifetime(ctx))
     next_hops, here = route_here(r, here=ctx.here, hub=ctx.directory.hub)
-    await ctx.store.accept(record, next_hops=next_hops, deliver_here=here, hop_ack=None, now=now)
-    ctx.notify(next_hops)
+    await ctx.store.accept(
+        record, next_hops=next_hops, deliver_here=here, hop_ack=None, now=now, held=held
+    )
+    if held is None:
+        ctx.notify(next_hops)
 
 
 async def submit(ctx: SiteContext, data: bytes, now: datetime) -> None:
@@ -115,8 +124,12 @@ async def submit(ctx: SiteContext, data: bytes, now: datetime) -> None:
     await _queue(ctx, parsed_record(parsed, None, data), parsed.head.routing, now)
 
 
-async def submit_sealed(ctx: SiteContext, sealing: Sealing, data: bytes, now: datetime) -> None:
+async def submit_sealed(
+    ctx: SiteContext, sealing: Sealing, data: bytes, now: datetime, *, held: str | None = None
+) -> None:
     """Queue ``data`` = ``seal_bytes(sealing, ...)`` (or the file seal_to_file wrote)
-    without parsing its head again, with its escrow. Raises :class:`ExpiresRefused`."""
+    without parsing its head again, with its escrow; with ``held``, its deliveries are
+    held for that reason from the start (gateway/key_wait.py). Raises
+    :class:`ExpiresRefused`, StoreError."""
     record = sealed_record(sealing, data, escrow_to=ctx.keys.decryption.public)
-    await _queue(ctx, record, sealing.routing, now)
+    await _queue(ctx, record, sealing.routing, now, held)

@@ -39,6 +39,7 @@ from gateway.bridges.http_listener import (
 from gateway.bridges.openapi import document
 from gateway.bridges.webhooks import Webhooks
 from gateway.events import EventBus
+from gateway.key_wait import keyless_destinations
 from gateway.site import SiteContext
 from routing.directory import Directory, DirectoryError
 
@@ -51,15 +52,15 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 
 def reachable_sites(directory: Directory) -> list[str]:
-    """The sites a document can be sent to now: in force, with an active encryption key."""
+    """The sites a document can be sent to now: in force (one with no active encryption
+    key yet gets it once its key is published: gateway/key_wait.py)."""
     out = []
     for entry in directory.sites:
         try:
-            entry.active_encryption_key()
+            keyless_destinations(directory, [entry.site])
         except DirectoryError:
             continue
-        if directory.knows(entry.site):
-            out.append(entry.site)
+        out.append(entry.site)
     return out
 
 

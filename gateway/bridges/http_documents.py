@@ -10,6 +10,10 @@ Rules:
 - Every value is checked before the key is reserved, so a refused request never
   burns its key.
 - An integrator sees the status of the messages it submitted, and no others.
+- A destination in force with no active encryption key yet (its key was revoked and
+  the replacement is not published) is not refused: the document is queued held and
+  sealed to the new key once the directory has one (gateway/key_wait.py); the 202
+  names it in ``waiting_for_key``. A site not in the directory is ``unknown_site``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from gateway.bridges.integrators import (
     fingerprint,
 )
 from gateway.envelope_io import InputPart
+from gateway.key_wait import keyless_destinations
 from gateway.outbox import send_files
 from gateway.site import SiteContext
 from gateway.store.base import Submission
@@ -108,7 +113,7 @@ def check_metadata(meta: dict[str, Any], ctx: SiteContext, now: datetime) -> Met
     missing = []
     for site in to:
         try:
-            ctx.directory.site(check_site_id(site)).active_encryption_key()
+            keyless_destinations(ctx.directory, [check_site_id(site)])
         except (EnvelopeError, DirectoryError):
             missing.append(site)
     if missing:
@@ -188,7 +193,10 @@ async def submit_document(request: web.Request) -> web.Response:
                 409, "idempotency_conflict", "this Idempotency-Key was used for another request"
             )
         replayed = kept.message_id != fresh.message_id
+        waiting: list[str] = []
         if not (replayed and await api.ctx.store.get_envelope(kept.message_id) is not None):
+            # The directory send_files reads next, with no await in between.
+            waiting = keyless_destinations(api.ctx.directory, meta.to)
             await send_files(
                 api.ctx,
                 meta.to,
@@ -208,7 +216,9 @@ async def submit_document(request: web.Request) -> web.Response:
         # Shielded: if the handler is cancelled, the removal still runs to its end.
         await asyncio.shield(asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True))
     location = f"/v1/documents/{kept.message_id}"
-    body = {"id": kept.message_id, "status": "queued", "location": location}
+    body: dict[str, Any] = {"id": kept.message_id, "status": "queued", "location": location}
+    if waiting:
+        body["waiting_for_key"] = waiting
     extra = {"Idempotent-Replayed": "true"} if replayed else {}
     return json_response(body, 202, Location=location, **extra)
 

@@ -110,6 +110,12 @@ SCHEMAS: dict[str, Any] = {
             "id": _ref("Id"),
             "status": {"const": "queued"},
             "location": {"type": "string"},
+            "waiting_for_key": {
+                "description": "Destinations with no active encryption key yet: the"
+                " document waits, held, and is sealed to their key once published.",
+                "type": "array",
+                "items": _ref("SiteId"),
+            },
         },
     },
     "Transition": {

@@ -2,9 +2,11 @@
 
 Rules:
 - ``RCPT TO:<mailbox@site.<domain>>`` is checked at once: a foreign domain is
-  relaying (``550 5.7.1``), a site that is not active in the directory (or has no
-  active encryption key) is ``550 5.1.1``, more than ``[smtp] max_recipients`` is
-  ``452 4.5.3`` (the client sends the rest in another transaction).
+  relaying (``550 5.7.1``), a site that is not active in the directory is ``550
+  5.1.1``, more than ``[smtp] max_recipients`` is ``452 4.5.3`` (the client sends the
+  rest in another transaction). A site in force with no active encryption key yet (a
+  revocation window) is accepted: its envelope is queued held and sealed to its new
+  key once the directory has one (gateway/key_wait.py).
 - One envelope per (site, mailbox): recipients at one site with the same mailbox
   share an envelope; a different mailbox or site gets its own (the sealed header
   names one mailbox; the DSN and the receipt then speak of one recipient each).
@@ -138,9 +140,9 @@ class SmtpHandler:
             return f"553 5.1.3 <{address}>: {exc}"
         directory = self.ctx.directory
         try:
+            # In force is enough: one with no active encryption key yet waits for it.
             if not directory.knows(rcpt.site):
                 raise DirectoryError(f"no such site {rcpt.site}")
-            directory.site(rcpt.site).active_encryption_key()
         except DirectoryError as exc:
             return f"550 5.1.1 <{address}>: {exc}"
         envelope.rcpt_tos.append(address)

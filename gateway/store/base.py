@@ -291,10 +291,13 @@ class Store(Protocol):
         deliver_here: bool,
         hop_ack: bytes | None,
         now: datetime,
+        held: str | None = None,
     ) -> Acceptance:
         """Store ``record`` and queue one delivery per next hop, in one transaction.
 
-        ``deliver_here`` also creates the inbound item (state ``received``).
+        ``deliver_here`` also creates the inbound item (state ``received``). With
+        ``held``, a new message's deliveries are put on hold for that reason in the
+        same transaction (queued, then held: none is ever claimable meanwhile).
         Idempotent by message id (see the module rules).
         """
         ...

@@ -37,7 +37,7 @@ from gateway.store._common import (
     check_record,
     load_sql,
 )
-from gateway.store.base import Acceptance, Claimed, EnvelopeRecord, StoreError
+from gateway.store.base import Acceptance, Claimed, EnvelopeRecord, OutState, StoreError
 from gateway.store.postgres_audit import PostgresAudit
 from gateway.store.postgres_common import (
     CLAIM,
@@ -49,6 +49,7 @@ from gateway.store.postgres_common import (
     fail_undelivered,
     opt_utc,
     record_receipts,
+    set_state,
     utc,
 )
 from gateway.store.postgres_enroll import PostgresEnroll
@@ -225,6 +226,7 @@ class PostgresStore(
         deliver_here: bool,
         hop_ack: bytes | None,
         now: datetime,
+        held: str | None = None,
     ) -> Acceptance:
         check_record(record)
         at = aware(now)
@@ -232,7 +234,16 @@ class PostgresStore(
 
         async def tx(conn: Conn) -> Acceptance:
             (result,) = await accept_rows(conn, [item], at)
-            if result.new and next_hops:  # wake the site's dispatcher (see watch)
+            if result.new and held is not None:
+                await set_state(
+                    conn,
+                    record.message_id,
+                    to=OutState.HELD.value,
+                    from_states=[OutState.QUEUED.value],
+                    reason=held,
+                    at=at,
+                )
+            elif result.new and next_hops:  # wake the site's dispatcher (see watch)
                 await conn.execute("SELECT pg_notify($1, '')", self.channel)
             return result
 

@@ -51,6 +51,7 @@ from gateway.store.sqlite_common import (
     fail_undelivered,
     opt_dt,
     record_receipt,
+    set_state,
     ts,
 )
 from gateway.store.sqlite_enroll import SqliteEnroll
@@ -227,11 +228,26 @@ class SqliteStore(
         deliver_here: bool,
         hop_ack: bytes | None,
         now: datetime,
+        held: str | None = None,
     ) -> Acceptance:
         check_record(record)
         at = ts(now)
         hops = list(next_hops)
-        return await self._write(lambda c: accept_one(c, record, hops, deliver_here, hop_ack, at))
+
+        def tx(c: sqlite3.Connection) -> Acceptance:
+            result = accept_one(c, record, hops, deliver_here, hop_ack, at)
+            if result.new and held is not None:
+                set_state(
+                    c,
+                    record.message_id,
+                    to=OutState.HELD.value,
+                    from_states=[OutState.QUEUED.value],
+                    reason=held,
+                    at=at,
+                )
+            return result
+
+        return await self._write(tx)
 
     async def accept_many(
         self,
