@@ -31,6 +31,7 @@
     max_request_bytes = 67108864
     retry_base_seconds = 1.0
     retry_max_seconds = 300.0
+    warn_deferred_seconds = 3600        # doctor warns past this (deferred, receipt deferred)
 
     [tsa]                               # RFC 3161 time-stamps (gateway/timestamping.py)
     policy = "1.3.6.1.4.1.57264.1.1"    # HQ: the TSA policy OID its tokens carry
@@ -99,6 +100,10 @@ class RelaySection:
     # The furthest ahead a document sealed here may expire (HTTP, SMTP, valise send):
     # stores keep an envelope and its dedupe row until then (gateway/submit.py).
     max_expires_days: int = 90
+    # valise doctor warns about a delivery deferred, a message forwarded without its
+    # receipt, or a document received here and not delivered (a receipt deferred for
+    # want of the origin's key), for longer than this (gateway/doctor_queue.py).
+    warn_deferred_seconds: float = 3600.0
     # Fault injection for the durability tests: the process SIGKILLs itself the
     # first time it reaches this point (see gateway/faults.py). Empty in production.
     crash_at: str = ""
@@ -190,6 +195,8 @@ MAX_TSA_BATCH = 256
 # the lifetime of a document that names none), at most ten years.
 MIN_EXPIRES_DAYS = 30
 MAX_EXPIRES_DAYS = 3650
+# [relay] warn_deferred_seconds: at most the longest lifetime an envelope may have.
+MAX_WARN_DEFERRED_SECONDS = MAX_EXPIRES_DAYS * 86400
 _OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]{0,17})){1,31}")
 
 
@@ -385,6 +392,10 @@ def _check(c: SiteConfig) -> SiteConfig:
         raise ConfigError("[relay] batch_envelopes and max_request_bytes must be positive")
     if c.relay.directory_max_age_seconds <= 0:
         raise ConfigError("[relay] directory_max_age_seconds must be positive")
+    if not 0 < c.relay.warn_deferred_seconds <= MAX_WARN_DEFERRED_SECONDS:
+        raise ConfigError(
+            f"[relay] warn_deferred_seconds must be above 0 and at most {MAX_WARN_DEFERRED_SECONDS}"
+        )
     if not MIN_EXPIRES_DAYS <= c.relay.max_expires_days <= MAX_EXPIRES_DAYS:
         raise ConfigError(
             f"[relay] max_expires_days must be {MIN_EXPIRES_DAYS} to {MAX_EXPIRES_DAYS}"

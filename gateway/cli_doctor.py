@@ -26,7 +26,17 @@ EXIT_CHECK_FAILED = 1
 @one_line_errors
 def doctor(directory: Path | None, as_json: bool) -> None:
     """Check key permissions and expiry, the clock against HQ, the directory, the
-    store's durability and free disk. Exits 1 when a check fails."""
+    store's durability, the work still to do, and free disk. Exits 1 when a check
+    fails.
+
+    The queue rows warn about a delivery deferred now whose message this site took
+    longer ago than [relay] warn_deferred_seconds (default 3600), a message sent from
+    here forwarded that long ago without its receipt, and a document received here that
+    long ago and not delivered (a receipt deferred because its origin has no active
+    encryption key, a deferred hand-off, or not opened): each names how many, the
+    oldest, its peer and why. Deliveries failed in the last 24 h warn too, naming the
+    latest and "valise queue list --state failed". Columns are as wide as their
+    content."""
     try:
         checks = asyncio.run(run_checks(site_dir(directory)))
     except ConfigError as exc:

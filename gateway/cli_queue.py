@@ -1,6 +1,6 @@
 """``valise queue``: the outbound queue, read like mailq / postsuper / qshape.
 
-queue list  [--peer P] [--state S] [--json]   one line per delivery (mailq)
+queue list  [--all] [--peer P] [--state S] [--json]   what is still to do (mailq)
 queue show  ID [--json]                       a message's deliveries and history
 queue hold|release|retry ID ... [--reason R]  postsuper -h / -H / -r
 queue delete ID ... --yes                     postsuper -d (keeps the history)
@@ -23,9 +23,19 @@ from gateway.cli import EXIT_USAGE, _fail, one_line_errors
 from gateway.cli_site import DIR_OPTION, emit, queue_group, with_site
 from gateway.reseal import ResealResult, candidates, reseal_message
 from gateway.site import SiteContext
+from gateway.table import Column, printable, render
 
 # qshape's buckets, in minutes.
 AGE_BUCKETS_MIN = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
+# The lines of ``queue show``.
+SHOW_DELIVERY = [
+    Column("to", ""),
+    Column("state", ""),
+    Column("tries", ""),
+    Column("next", ""),
+    Column("reason", ""),
+]
+SHOW_HISTORY = [Column("at", ""), Column("state", ""), Column("peer", ""), Column("reason", "")]
 
 
 def _operator(action: str, ids: tuple[str, ...], directory: Path | None, reason: str) -> None:
@@ -78,14 +88,21 @@ def queue_show(message_id: str, directory: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    click.echo(message_id)
-    for d in info["deliveries"]:
-        click.echo(
-            f"  to {d['peer']:<10} {d['state']:<10} tries {d['attempts']:<3} "
-            f"next {d['next_attempt'] or '-'}  {d['reason']}"
-        )
-    for t in info["history"]:
-        click.echo(f"  {t['at']}  {t['state']:<10} {t['peer'] or '':<10} {t['reason']}")
+    click.echo(printable(message_id))
+    # Reasons may come from a peer (a refusal): shown through gateway/table.py.
+    deliveries = [
+        {
+            **d,
+            "to": f"to {d['peer']}",
+            "tries": f"tries {d['attempts']}",
+            "next": f"next {d['next_attempt'] or '-'}",
+        }
+        for d in info["deliveries"]
+    ]
+    for line in render(deliveries, SHOW_DELIVERY)[1:]:
+        click.echo(f"  {line}")
+    for line in render(info["history"], SHOW_HISTORY)[1:]:
+        click.echo(f"  {line}")
 
 
 @queue_group.command("hold")
@@ -134,7 +151,11 @@ def queue_delete(ids: tuple[str, ...], yes: bool, reason: str, directory: Path |
 @queue_group.command("reseal")
 @click.argument("message_ids", nargs=-1)
 @click.option("--all", "every", is_flag=True, help="Every message sent from here to a stale key.")
-@click.option("--dry-run", is_flag=True, help="Say what would be re-sealed; change nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help='Print "would re-seal N" and each message it would re-seal; change nothing.',
+)
 @DIR_OPTION
 @one_line_errors
 def queue_reseal(
@@ -153,12 +174,29 @@ def queue_reseal(
         return [await reseal_message(ctx, mid, now=now, dry_run=dry_run) for mid in ids]
 
     results = with_site(directory, go)
+    if dry_run:
+        _dry_run_report(results, bool(message_ids))
+        return
     for r in results:
         click.echo(f"{r.message_id}\t{'resealed' if r.done else 'skipped'}\t{r.detail}")
     if not results:
         click.echo("nothing to re-seal: no message sent from here waits on a stale key")
-    if message_ids and not any(r.done for r in results) and not dry_run:
+    if message_ids and not any(r.done for r in results):
         _fail(EXIT_USAGE, "nothing re-sealed")
+
+
+def _dry_run_report(results: list[ResealResult], named: bool) -> None:
+    """``would re-seal N``, then one line per message: ``would`` for those a real run
+    re-seals (or re-signs), ``skipped`` with why for the others. Exits as the real run
+    would: 2 when messages were named and none would be re-sealed."""
+    would = [r for r in results if r.would]
+    click.echo(f"would re-seal {len(would)}")
+    for r in results:
+        click.echo(f"{r.message_id}\t{'would' if r.would else 'skipped'}\t{r.detail}")
+    if not results:
+        click.echo("nothing to re-seal: no message sent from here waits on a stale key")
+    if named and not would:
+        _fail(EXIT_USAGE, "nothing would be re-sealed")
 
 
 @queue_group.command("shape")

@@ -6,7 +6,7 @@ import asyncio
 import json
 import mimetypes
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +21,8 @@ from gateway.cli import EX_TEMPFAIL, EXIT_FILES, EXIT_USAGE, _fail, main, one_li
 from gateway.enroll import EnrollError, add_site, init_hub, join
 from gateway.export_dir import ExportDir
 from gateway.site import SiteContext, create_store, load_site
-from gateway.store.base import InState
+from gateway.store.base import InState, OutState
+from gateway.table import Column, printable, render
 from routing.directory import DirectoryError
 
 T = TypeVar("T")
@@ -67,13 +68,27 @@ def _absolute(path: str) -> str:
     return str(Path(path).resolve()) if path else ""
 
 
-def emit(rows: list[dict[str, Any]], as_json: bool, columns: list[tuple[str, str, int]]) -> None:
+def emit(
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    columns: Sequence[Column | tuple[str, str, int]],
+) -> None:
+    """Rows as JSON (values as they are), or as a table whose columns are as wide as
+    their content and never touch (gateway/table.py; a Column's limit cuts with "…")."""
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    click.echo("".join(f"{title:<{w}}" for _, title, w in columns).rstrip())
-    for row in rows:
-        click.echo("".join(f"{row.get(k, '')!s:<{w}}" for k, _, w in columns).rstrip())
+    for line in render(rows, [Column(*c) for c in columns]):
+        click.echo(line)
+
+
+# The history lines of ``valise status``.
+STATUS_COLUMNS = [
+    Column("at", "AT"),
+    Column("state", "STATE"),
+    Column("peer", "PEER"),
+    Column("reason", "REASON"),
+]
 
 
 @main.command("init")
@@ -329,7 +344,11 @@ def send(
 @click.option("--json", "as_json", is_flag=True)
 @one_line_errors
 def status(message_id: str, directory: Path | None, as_json: bool) -> None:
-    """A message's history and receipt."""
+    """A message's history and receipt. For a document received here, "here" is its
+    state at this site, and why it is not delivered yet if it is still "received"
+    (for instance "receipt deferred: M-HANOI has no active encryption key": it is
+    delivered, with its receipt, once the directory lists one)."""
+    from gateway.site_views import inbound_status
 
     async def go(ctx: SiteContext) -> dict[str, Any]:
         history = await ctx.store.history(message_id)
@@ -337,6 +356,7 @@ def status(message_id: str, directory: Path | None, as_json: bool) -> None:
         return {
             "id": message_id,
             "delivered": receipt is not None,
+            "here": await inbound_status(ctx, message_id),
             "history": [
                 {
                     "at": format_time(t.at),
@@ -355,9 +375,12 @@ def status(message_id: str, directory: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2))
         return
     state = "delivered (receipt verified)" if info["delivered"] else "not delivered yet"
-    click.echo(f"{message_id}  {state}")
-    for t in info["history"]:
-        click.echo(f"  {t['at']}  {t['state']:<10} {t['peer']:<10} {t['reason']}")
+    if info["here"] is not None:
+        here = info["here"]
+        state = f"{here['state']} here" + (f" — {here['note']}" if here["note"] else "")
+    click.echo(printable(f"{message_id}  {state}"))
+    for line in render(info["history"], STATUS_COLUMNS)[1:]:
+        click.echo(f"  {line}")
 
 
 @main.group("inbox")
@@ -370,43 +393,14 @@ def inbox_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @one_line_errors
 def inbox_list(directory: Path | None, as_json: bool) -> None:
-    """Documents delivered here, oldest first."""
+    """Documents delivered here, oldest first, and those received but not delivered
+    yet (state "received"), with why in NOTE: "receipt deferred: M-HANOI has no
+    active encryption key" (the receipt cannot be sealed until the directory lists
+    one; the document is delivered with it then), a deferred hand-off to the mailbox,
+    or not opened yet."""
+    from gateway.site_views import INBOX_COLUMNS, inbox_rows
 
-    async def go(ctx: SiteContext) -> list[dict[str, Any]]:
-        rows = []
-        for item in await ctx.store.inbox(limit=1000):
-            if (
-                item.state == InState.RECEIVED.value
-                or not (ctx.config.directory / "inbox" / item.message_id).exists()
-            ):
-                continue
-            meta = json.loads(
-                (ctx.config.directory / "inbox" / item.message_id / ".valise.json").read_text()
-            )
-            rows.append(
-                {
-                    "id": item.message_id,
-                    "from": item.origin,
-                    "state": item.state,
-                    "received": format_time(item.received),
-                    "subject": meta["subject"] or "",
-                    "parts": len(meta["parts"]),
-                }
-            )
-        return rows
-
-    emit(
-        with_site(directory, go),
-        as_json,
-        [
-            ("id", "ID", 38),
-            ("from", "FROM", 10),
-            ("state", "STATE", 11),
-            ("received", "RECEIVED", 22),
-            ("parts", "PARTS", 6),
-            ("subject", "SUBJECT", 30),
-        ],
-    )
+    emit(with_site(directory, inbox_rows), as_json, INBOX_COLUMNS)
 
 
 @inbox_group.command("get")
@@ -455,35 +449,34 @@ def queue_group() -> None:
 @queue_group.command("list")
 @DIR_OPTION
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--all", "every", is_flag=True, help="Every delivery, done ones included.")
+@click.option("--peer", default=None, help="Only deliveries to this next hop.")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in OutState]),
+    default=None,
+    help="Only deliveries in this state, done or not.",
+)
 @one_line_errors
-def queue_list(directory: Path | None, as_json: bool) -> None:
-    """Every delivery in the queue, one line each (like mailq)."""
+def queue_list(
+    directory: Path | None, as_json: bool, every: bool, peer: str | None, state: str | None
+) -> None:
+    """What is still to do, one delivery a line (like mailq): every delivery not yet
+    delivered (queued, sending, deferred, held, failed: held and failed ones wait for
+    the operator), and each message sent from here that is forwarded but still
+    awaiting its receipt. Done here, and shown only with --all: delivered ones, and
+    a message relayed for another site once forwarded on. --json gives the same rows
+    with reasons whole (the table cuts them with "…"). Documents received here and not
+    delivered yet (a receipt deferred) are named on stderr: valise inbox list."""
+    from gateway.site_views import QUEUE_COLUMNS, queue_rows, received_summary
 
-    async def go(ctx: SiteContext) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": q.message_id,
-                "peer": q.peer,
-                "state": q.state,
-                "attempts": q.attempts,
-                "size": q.size,
-                "origin": q.origin,
-                "to": ",".join(q.destinations),
-                "reason": q.last_reason,
-            }
-            for q in await ctx.store.queue()
-        ]
+    async def go(ctx: SiteContext) -> tuple[list[dict[str, Any]], str | None]:
+        rows = await queue_rows(ctx, every=every, peer=peer, state=state)
+        return rows, await received_summary(ctx)
 
-    emit(
-        with_site(directory, go),
-        as_json,
-        [
-            ("id", "ID", 38),
-            ("peer", "NEXT HOP", 10),
-            ("state", "STATE", 11),
-            ("attempts", "TRIES", 6),
-            ("size", "SIZE", 9),
-            ("to", "TO", 16),
-            ("reason", "REASON", 30),
-        ],
-    )
+    rows, waiting = with_site(directory, go)
+    emit(rows, as_json, QUEUE_COLUMNS)
+    if not rows and not every and state is None and not as_json:
+        click.echo("valise: nothing to do (--all shows what is done)", err=True)
+    if waiting is not None:
+        click.echo(f"valise: {printable(waiting)}", err=True)

@@ -11,6 +11,8 @@ Rules:
   configuration stops it (:class:`config.site.ConfigError`).
 - ``fail`` means the site cannot run or will lose data or trust soon enough to act
   now; ``warn`` means an operator should look; every threshold is a named constant.
+- The store's rows include the work still to do (gateway/doctor_queue.py): deferred
+  or forwarded-without-receipt too long, failed lately, received and not delivered.
 - The doctor creates nothing: a SQLite store that does not exist yet is reported,
   not created (an existing store is opened as every site command opens it). Reaching
   HQ is the one GET a mission makes anyway (``/v1/directory``, over the mutual-TLS
@@ -53,6 +55,7 @@ from gateway.doctor_checks import (
     smtp_auth_check,
     store_durability_checks,
 )
+from gateway.doctor_queue import queue_checks
 from gateway.keyring import RING, load_ring
 from gateway.keystore import (
     KeyPassphraseError,
@@ -263,7 +266,9 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-async def store_checks(config: SiteConfig) -> list[Check]:
+async def store_checks(
+    config: SiteConfig, directory: Directory | None = None, now: datetime | None = None
+) -> list[Check]:
     if config.store.backend == "sqlite":
         where = f"sqlite {config.store_path}"
         if not config.store_path.exists():
@@ -284,6 +289,9 @@ async def store_checks(config: SiteConfig) -> list[Check]:
         await asyncio.wait_for(store.ping(), STORE_TIMEOUT_S)
         durability = await asyncio.wait_for(store.durability(), STORE_TIMEOUT_S)
         untimed = await asyncio.wait_for(untimed_tail(store), STORE_TIMEOUT_S)
+        queue = await asyncio.wait_for(
+            queue_checks(store, config, directory, now or datetime.now(UTC)), STORE_TIMEOUT_S
+        )
     except Exception as exc:
         return [Check("store reachable", Status.FAIL, f"{where}: {_describe(exc)}")]
     finally:
@@ -292,6 +300,7 @@ async def store_checks(config: SiteConfig) -> list[Check]:
         Check("store reachable", Status.OK, where),
         *store_durability_checks(durability),
         audit_tokens_check(*untimed),
+        *queue,
     ]
 
 
@@ -351,7 +360,7 @@ async def run_checks(directory: Path, *, now: datetime | None = None) -> list[Ch
 
     if not config.is_hub:
         checks.append(directory_fetch_check(config, now))
-    checks += await store_checks(config)
+    checks += await store_checks(config, local, now)
     checks.append(smtp_auth_check(enabled(config.smtp.require_auth), enabled(config.smtp.enabled)))
     usage = shutil.disk_usage(config.directory)
     checks.append(disk_check(config.directory, usage.free, usage.total))

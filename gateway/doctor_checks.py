@@ -40,6 +40,8 @@ DISK_FAIL_BYTES = 100 * 1024**2
 SQLITE_SYNCHRONOUS_OK = ("FULL", "EXTRA")
 # Every level but "off" waits for the commit record to reach the local disk.
 PG_SYNCHRONOUS_COMMIT_OK = ("on", "remote_apply", "remote_write", "local")
+# Failed deliveries are reported for this long after they failed.
+FAILED_WINDOW = timedelta(days=1)
 
 
 class Status(StrEnum):
@@ -53,6 +55,18 @@ class Check:
     name: str
     status: Status
     detail: str
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One piece of work still to do, as the queue checks see it: a delivery (``who``
+    its next hop) or a document received here (``who`` its origin), waiting ``since``
+    for ``reason``."""
+
+    message_id: str
+    who: str
+    since: datetime
+    reason: str
 
 
 def worst(checks: list[Check]) -> Status:
@@ -295,3 +309,103 @@ def audit_tokens_check(count: int, first: int) -> Check:
             "is HQ's time-stamp authority reachable?",
         )
     return Check("audit tokens", Status.OK, "the latest checkpoint is time-stamped")
+
+
+# -- the queue ---------------------------------------------------------------------
+
+
+def _oldest(items: list[Waiting]) -> Waiting:
+    return min(items, key=lambda w: (w.since, w.message_id))
+
+
+def _why(reason: str) -> str:
+    return f": {reason}" if reason else ""
+
+
+def _messages(items: list[Waiting]) -> str:
+    n = len({w.message_id for w in items})
+    return f"{n} message{'' if n == 1 else 's'}"
+
+
+def deferred_check(deferred: list[Waiting], now: datetime, threshold: timedelta) -> Check:
+    """Deliveries deferred now, ``since`` this site accepted their message: any waiting
+    longer than ``threshold`` (``[relay] warn_deferred_seconds``) is a warning, naming
+    how many, the oldest, its next hop and the reason it was last deferred for."""
+    name = "queue deferred"
+    late = [w for w in deferred if now - w.since > threshold]
+    if not late:
+        return Check(
+            name,
+            Status.OK,
+            f"{_messages(deferred)} deferred, none longer than {_span(threshold)}",
+        )
+    w = _oldest(late)
+    return Check(
+        name,
+        Status.WARN,
+        f"{_messages(late)} deferred longer than {_span(threshold)}; oldest {w.message_id} to "
+        f"{w.who}, waiting {_span(now - w.since)}{_why(w.reason)} "
+        "(valise queue list --state deferred)",
+    )
+
+
+def failed_check(failed: list[Waiting], now: datetime) -> Check:
+    """Deliveries that failed (``since``: when) within FAILED_WINDOW: a warning naming
+    how many, the latest, and the command that lists them."""
+    name = "queue failed"
+    recent = [w for w in failed if now - w.since <= FAILED_WINDOW]
+    if not recent:
+        return Check(name, Status.OK, f"none failed in the last {_span(FAILED_WINDOW)}")
+    w = max(recent, key=lambda x: (x.since, x.message_id))
+    return Check(
+        name,
+        Status.WARN,
+        f"{_messages(recent)} failed in the last {_span(FAILED_WINDOW)}; latest {w.message_id} "
+        f"to {w.who}{_why(w.reason)} (valise queue list --state failed)",
+    )
+
+
+def receipts_awaited_check(forwarded: list[Waiting], now: datetime, threshold: timedelta) -> Check:
+    """Messages sent from here, forwarded (``since``: when) and still without a receipt:
+    longer than ``threshold`` is a warning (is the destination up, can it seal one?)."""
+    name = "receipts awaited"
+    late = [w for w in forwarded if now - w.since > threshold]
+    if not late:
+        return Check(
+            name,
+            Status.OK,
+            f"{_messages(forwarded)} forwarded awaiting a receipt, none longer than "
+            f"{_span(threshold)}",
+        )
+    w = _oldest(late)
+    return Check(
+        name,
+        Status.WARN,
+        f"{_messages(late)} forwarded with no receipt for longer than {_span(threshold)}; oldest "
+        f"{w.message_id} to {w.who}, forwarded {_span(now - w.since)} ago "
+        f"(valise status {w.message_id})",
+    )
+
+
+def received_check(received: list[Waiting], now: datetime, threshold: timedelta) -> Check:
+    """Documents received here and not delivered yet (``since``: received), with why
+    (gateway/waiting.py: a receipt deferred for want of the origin's key, a deferred
+    hand-off, not opened): longer than ``threshold`` is a warning naming how many, the
+    oldest, its origin and the reason."""
+    name = "inbox waiting"
+    late = [w for w in received if now - w.since > threshold]
+    if not late:
+        return Check(
+            name,
+            Status.OK,
+            f"{len(received)} document(s) received not delivered yet, none longer than "
+            f"{_span(threshold)}",
+        )
+    w = _oldest(late)
+    return Check(
+        name,
+        Status.WARN,
+        f"{len(late)} document(s) received here not delivered for longer than {_span(threshold)}; "
+        f"oldest {w.message_id} from {w.who}, {_span(now - w.since)}{_why(w.reason)} "
+        "(valise inbox list)",
+    )

@@ -58,6 +58,7 @@ class ResealResult:
     message_id: str
     done: bool
     detail: str
+    would: bool = False  # a dry run's answer: this message would be re-sealed or re-signed
 
 
 def stale_stanzas(directory: Directory, stanzas: Sequence[tuple[str, str]]) -> list[str]:
@@ -155,7 +156,9 @@ async def reseal_message(
     except DirectoryError as exc:
         return ResealResult(message_id, False, str(exc))
     if dry_run:
-        return ResealResult(message_id, False, f"would re-seal (stale: {', '.join(stale)})")
+        return ResealResult(
+            message_id, False, f"would re-seal (stale: {', '.join(stale)})", would=True
+        )
     new = _reseal(ctx, record.data, parsed, offset, escrow, recipients)
     if new is None:
         return ResealResult(message_id, False, "the escrow opens with none of our keys")
@@ -189,7 +192,9 @@ async def _resign_message(
     if not _signing_key_published(ctx):
         return ResealResult(mid, False, _UNPUBLISHED)
     if dry_run:
-        return ResealResult(mid, False, f"would re-sign (signing key {unsigned} not accepted)")
+        return ResealResult(
+            mid, False, f"would re-sign (signing key {unsigned} not accepted)", would=True
+        )
     new = resign(record.data, parsed, offset, sender=ctx.keys.signing)
     reason = f"signed again: signing key {unsigned} no longer accepted"
     return await _replace(ctx, record, new, reason, now, resigned=True)

@@ -47,6 +47,19 @@ class OutState(StrEnum):
     FAILED = "failed"
 
 
+# Deliveries still to do whatever the message (valise queue list's default): waiting to
+# go, going, held by the operator or a key watch, or failed (the operator's to retry,
+# re-seal or delete). A forwarded delivery is still to do only at its origin, until
+# the receipt comes (Store.queue todo=True).
+TODO_STATES = (
+    OutState.QUEUED.value,
+    OutState.SENDING.value,
+    OutState.DEFERRED.value,
+    OutState.HELD.value,
+    OutState.FAILED.value,
+)
+
+
 class InState(StrEnum):
     RECEIVED = "received"
     AVAILABLE = "available"
@@ -166,6 +179,8 @@ class QueueEntry:
     expires: datetime
     priority: str
     size: int
+    accepted: datetime | None = None  # when this site took the message
+    updated: datetime | None = None  # the delivery's last change of state (or retry)
 
 
 @dataclass(frozen=True)
@@ -175,6 +190,7 @@ class InboxItem:
     state: str
     received: datetime
     size: int
+    doc_class: str = "document"  # "receipt" for a receipt sent back to this site
 
 
 @dataclass(frozen=True)
@@ -425,8 +441,12 @@ class Store(Protocol):
         ...
 
     async def queue(
-        self, *, peer: str | None = None, state: str | None = None
-    ) -> list[QueueEntry]: ...
+        self, *, peer: str | None = None, state: str | None = None, todo: bool = False
+    ) -> list[QueueEntry]:
+        """Deliveries (to ``peer``, in ``state``), in claim order. ``todo``: only what is
+        still to do here (TODO_STATES, and a message sent from here forwarded but still
+        awaiting its receipt); not a delivered one, nor a relayed one forwarded on."""
+        ...
 
     async def history(self, message_id: str) -> list[Transition]: ...
 

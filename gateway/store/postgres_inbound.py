@@ -119,7 +119,7 @@ class PostgresInbound:
 
         async def q(conn: Conn) -> list[InboxItem]:
             rows = await conn.fetch(
-                "SELECT i.message_id, e.origin, i.state, i.received_at, e.size"
+                "SELECT i.message_id, e.origin, i.state, i.received_at, e.size, e.doc_class"
                 " FROM inbound i JOIN envelopes e ON e.message_id = i.message_id"
                 " WHERE ($1::text IS NULL OR i.state = $1)"
                 " AND ($3::timestamptz IS NULL OR (i.received_at, i.message_id) > ($3, $4::text))"
@@ -131,7 +131,12 @@ class PostgresInbound:
             )
             return [
                 InboxItem(
-                    r["message_id"], r["origin"], r["state"], utc(r["received_at"]), r["size"]
+                    r["message_id"],
+                    r["origin"],
+                    r["state"],
+                    utc(r["received_at"]),
+                    r["size"],
+                    r["doc_class"],
                 )
                 for r in rows
             ]

@@ -14,16 +14,21 @@ from datetime import datetime
 from typing import TypeVar
 
 from gateway.store._common import HOLDABLE, RETRYABLE, aware
-from gateway.store.base import OutState, QueueEntry, Transition
+from gateway.store.base import TODO_STATES, OutState, QueueEntry, Transition
 from gateway.store.postgres_common import Conn, add_history, opt_utc, set_state, utc
 
 T = TypeVar("T")
 
+# $3: only what is still to do (see base.TODO_STATES), $4: TODO_STATES.
 _QUEUE = """
 SELECT d.message_id, d.peer, d.state, d.attempts, d.next_attempt, d.last_reason,
-       e.origin, e.destinations, e.created, e.expires, e.priority, e.size
+       e.origin, e.destinations, e.created, e.expires, e.priority, e.size,
+       e.accepted_at, d.updated_at
 FROM deliveries d JOIN envelopes e ON e.message_id = d.message_id
 WHERE ($1::text IS NULL OR d.peer = $1) AND ($2::text IS NULL OR d.state = $2)
+  AND (NOT $3::boolean OR d.state = ANY($4::text[])
+       OR (d.state = 'forwarded' AND e.received_from IS NULL AND e.receipt IS NULL
+           AND e.doc_class <> 'receipt'))
 ORDER BY d.rank, d.created, d.message_id, d.peer
 """
 
@@ -120,11 +125,13 @@ class PostgresOperator:
 
         return await self._write(tx)
 
-    async def queue(self, *, peer: str | None = None, state: str | None = None) -> list[QueueEntry]:
+    async def queue(
+        self, *, peer: str | None = None, state: str | None = None, todo: bool = False
+    ) -> list[QueueEntry]:
         wanted = None if state is None else str(state)
 
         async def q(conn: Conn) -> list[QueueEntry]:
-            rows = await conn.fetch(_QUEUE, peer, wanted)
+            rows = await conn.fetch(_QUEUE, peer, wanted, todo, list(TODO_STATES))
             return [
                 QueueEntry(
                     message_id=r["message_id"],
@@ -139,6 +146,8 @@ class PostgresOperator:
                     expires=utc(r["expires"]),
                     priority=r["priority"],
                     size=r["size"],
+                    accepted=utc(r["accepted_at"]),
+                    updated=utc(r["updated_at"]),
                 )
                 for r in rows
             ]

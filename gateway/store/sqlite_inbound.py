@@ -126,7 +126,7 @@ class SqliteInbound:
 
         def q(c: sqlite3.Connection) -> list[InboxItem]:
             rows = c.execute(
-                "SELECT i.message_id, e.origin, i.state, i.received_at, e.size"
+                "SELECT i.message_id, e.origin, i.state, i.received_at, e.size, e.doc_class"
                 " FROM inbound i JOIN envelopes e ON e.message_id = i.message_id"
                 " WHERE (:state IS NULL OR i.state = :state)"
                 " AND (:after_at IS NULL OR i.received_at > :after_at"
@@ -134,7 +134,7 @@ class SqliteInbound:
                 " ORDER BY i.received_at, i.message_id LIMIT :limit",
                 {"state": wanted, "limit": limit, "after_at": after_at, "after_id": after_id},
             ).fetchall()
-            return [InboxItem(r[0], r[1], r[2], dt(r[3]), r[4]) for r in rows]
+            return [InboxItem(r[0], r[1], r[2], dt(r[3]), r[4], r[5]) for r in rows]
 
         return await self._read(q)
 

@@ -22,6 +22,19 @@ from gateway.store.sqlite_common import add_history, dt, opt_dt, set_state, ts
 
 T = TypeVar("T")
 _SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+# :todo = 1: only what is still to do (base.TODO_STATES, and a message sent from here
+# forwarded but awaiting its receipt). Keep in step with postgres_operator.py.
+_QUEUE = """
+SELECT d.message_id, d.peer, d.state, d.attempts, d.next_attempt, d.last_reason,
+       e.origin, e.destinations, e.created, e.expires, e.priority, e.size,
+       e.accepted_at, d.updated_at
+FROM deliveries d JOIN envelopes e ON e.message_id = d.message_id
+WHERE (:peer IS NULL OR d.peer = :peer) AND (:state IS NULL OR d.state = :state)
+  AND (:todo = 0 OR d.state IN ('queued', 'sending', 'deferred', 'held', 'failed')
+       OR (d.state = 'forwarded' AND e.received_from IS NULL AND e.receipt IS NULL
+           AND e.doc_class <> 'receipt'))
+ORDER BY d.rank, d.created, d.message_id, d.peer
+"""
 
 
 class SqliteOperator:
@@ -100,15 +113,13 @@ class SqliteOperator:
 
         return await self._write(tx)
 
-    async def queue(self, *, peer: str | None = None, state: str | None = None) -> list[QueueEntry]:
+    async def queue(
+        self, *, peer: str | None = None, state: str | None = None, todo: bool = False
+    ) -> list[QueueEntry]:
         def q(c: sqlite3.Connection) -> list[QueueEntry]:
             rows = c.execute(
-                "SELECT d.message_id, d.peer, d.state, d.attempts, d.next_attempt, d.last_reason,"
-                " e.origin, e.destinations, e.created, e.expires, e.priority, e.size"
-                " FROM deliveries d JOIN envelopes e ON e.message_id = d.message_id"
-                " WHERE (:peer IS NULL OR d.peer = :peer) AND (:state IS NULL OR d.state = :state)"
-                " ORDER BY d.rank, d.created, d.message_id, d.peer",
-                {"peer": peer, "state": None if state is None else str(state)},
+                _QUEUE,
+                {"peer": peer, "state": None if state is None else str(state), "todo": int(todo)},
             ).fetchall()
             return [
                 QueueEntry(
@@ -124,6 +135,8 @@ class SqliteOperator:
                     expires=dt(r[9]),
                     priority=r[10],
                     size=r[11],
+                    accepted=dt(r[12]),
+                    updated=dt(r[13]),
                 )
                 for r in rows
             ]

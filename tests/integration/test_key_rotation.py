@@ -30,6 +30,7 @@ from gateway.site import load_site, read_trust
 from gateway.testnet import Network
 from gateway.tls import client_context
 from routing.directory import KeyState, parse_directory
+from tests.integration.test_queue_todo import changed_only_by_its_audit_record, store_tables
 from tests.integration.test_relay import FAST, _check_exactly_once, _wait_receipts
 
 POLL = 0.5
@@ -358,8 +359,16 @@ def test_mail_held_for_a_revoked_key_is_resealed_by_its_origin(tmp_path: Path) -
             "M-HANOI's new encryption key at M-PARIS",
             lambda: _active_enc_elsewhere(paris.directory, "M-HANOI") not in (None, old_enc),
         )
+        # A dry run says what it would do and changes nothing (compared with the
+        # gateway stopped, so that only the command could change the store).
+        paris.stop()
+        before = store_tables(paris.directory / "store.sqlite")
         dry = valise("queue", "reseal", "--all", "--dry-run", "--dir", str(paris.directory))
-        assert mid in dry.stdout and "would re-seal" in dry.stdout
+        after = store_tables(paris.directory / "store.sqlite")
+        changed_only_by_its_audit_record(before, after, "cli.queue.reseal")
+        assert dry.stdout.splitlines()[0] == "would re-seal 1", dry.stdout
+        assert f"{mid}\twould\twould re-seal (stale: M-HANOI:{old_enc})" in dry.stdout
+        paris.start()
         out = valise("queue", "reseal", "--all", "--dir", str(paris.directory))
         assert f"{mid}\tresealed" in out.stdout, out.stdout
         # HQ takes the re-sealed copy in place of the held one; M-HANOI opens it.

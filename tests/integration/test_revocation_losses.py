@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +52,7 @@ SLOW = {
 
 
 def queue_rows(site_dir: Path) -> list[dict[str, str]]:
-    out = valise("queue", "list", "--json", "--dir", str(site_dir)).stdout
+    out = valise("queue", "list", "--all", "--json", "--dir", str(site_dir)).stdout
     rows: list[dict[str, str]] = json.loads(out)
     return rows
 
@@ -186,6 +189,7 @@ def test_a_receipt_that_cannot_be_sealed_yet_waits_and_goes_out(tmp_path: Path) 
         wait_for("M-HANOI to defer the receipt, with the reason", waiting)
         reasons = asyncio.run(history_reasons(hanoi.directory, mid))
         assert not any(r.startswith("acked") for r in reasons), reasons
+        _receipt_deferred_is_visible(hanoi.directory, mid)
         # M-PARIS comes back, replaces its revoked key and publishes the new one; the
         # receipt is sealed to it and goes out.
         paris.start()
@@ -197,6 +201,33 @@ def test_a_receipt_that_cannot_be_sealed_yet_waits_and_goes_out(tmp_path: Path) 
         reasons = asyncio.run(history_reasons(hanoi.directory, mid))
         assert [r for r in reasons if r.startswith("available")], reasons
         assert (hanoi.directory / "inbox" / mid).is_dir()
+
+
+def _receipt_deferred_is_visible(site_dir: Path, mid: str) -> None:
+    """The operator sees the deferred receipt and why: inbox list, status, queue list,
+    and doctor once it has lasted longer than [relay] warn_deferred_seconds."""
+    why = "receipt deferred: M-PARIS has no active encryption key"
+    rows = json.loads(valise("inbox", "list", "--json", "--dir", str(site_dir)).stdout)
+    row = next(r for r in rows if r["id"] == mid)
+    assert row["state"] == "received" and row["note"] == why, row
+    text = valise("inbox", "list", "--dir", str(site_dir)).stdout
+    assert any(mid in line and why in line for line in text.splitlines()), text
+    status = json.loads(valise("status", mid, "--json", "--dir", str(site_dir)).stdout)
+    assert status["here"] == {"state": "received", "note": why} and not status["delivered"]
+    assert f"{mid}  received here — {why}" in valise("status", mid, "--dir", str(site_dir)).stdout
+    listed = valise("queue", "list", "--dir", str(site_dir))
+    assert "with their receipt deferred" in listed.stderr and "M-PARIS" in listed.stderr
+    # Any threshold already passed: the doctor warns, naming the document and why.
+    doctor = subprocess.run(
+        [sys.executable, "-m", "gateway", "doctor", "--json", "--dir", str(site_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VALISE_RELAY_WARN_DEFERRED_SECONDS": "0.001"},
+    )
+    checks = {c["check"]: c for c in json.loads(doctor.stdout)}
+    waiting = checks["inbox waiting"]
+    assert waiting["status"] == "warn" and mid in waiting["detail"] and why in waiting["detail"]
 
 
 async def test_the_store_renews_a_hop_ack_only_in_place_of_the_one_compared(store: Store) -> None:

@@ -47,6 +47,18 @@ def test_send_status_inbox(net: Network, tmp_path: Path) -> None:
     assert [h["state"] for h in info["history"]][:1] == ["queued"]
     text = valise("status", mid, "--dir", str(paris)).stdout
     assert "delivered (receipt verified)" in text
+    # queue list shows what is still to do: the delivered message only with --all, and
+    # at HQ, which relayed it, the forwarded copy is done too.
+    hq = net.sites["HQ"].directory
+    for site, state in ((paris, "delivered"), (hq, "forwarded")):
+        todo = json.loads(valise("queue", "list", "--dir", str(site), "--json").stdout)
+        assert mid not in {q["id"] for q in todo}
+        every = json.loads(valise("queue", "list", "--all", "--dir", str(site), "--json").stdout)
+        assert {q["state"] for q in every if q["id"] == mid} == {state}
+        assert mid in valise("queue", "list", "--all", "--dir", str(site)).stdout
+        assert mid not in valise("queue", "list", "--dir", str(site)).stdout
+    text = valise("status", mid, "--dir", str(hanoi)).stdout
+    assert text.splitlines()[0] == f"{mid}  available here"
 
     inbox = json.loads(valise("inbox", "list", "--dir", str(hanoi), "--json").stdout)
     row = next(r for r in inbox if r["id"] == mid)

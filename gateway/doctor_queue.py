@@ -1,0 +1,76 @@
+"""``valise doctor``'s look at the work still to do: deliveries deferred too long or
+failed lately, messages sent from here still without a receipt, documents received
+here and not delivered (a receipt deferred for want of the origin's key, above all).
+
+Reads the store (``Store.queue(todo=True)``, the inbound items still ``received``) and
+whether each such document's inbox folder exists, and hands plain values to the pure
+checks of gateway/doctor_checks.py. Thresholds: ``[relay] warn_deferred_seconds``, and
+doctor_checks.FAILED_WINDOW for failures.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from config.site import SiteConfig
+from gateway.doctor_checks import (
+    Check,
+    Waiting,
+    deferred_check,
+    failed_check,
+    receipts_awaited_check,
+    received_check,
+)
+from gateway.store.base import InState, OutState, QueueEntry, Store
+from gateway.waiting import waiting_reason
+from routing.directory import Directory
+
+# The most documents still ``received`` the doctor reads (oldest first); normally none.
+RECEIVED_LIMIT = 10_000
+
+
+def _since(q: QueueEntry, field: datetime | None) -> datetime:
+    return field or q.created
+
+
+async def queue_checks(
+    store: Store, config: SiteConfig, directory: Directory | None, now: datetime
+) -> list[Check]:
+    threshold = timedelta(seconds=config.relay.warn_deferred_seconds)
+    todo = await store.queue(todo=True)
+    deferred = [
+        Waiting(q.message_id, q.peer, _since(q, q.accepted), q.last_reason)
+        for q in todo
+        if q.state == OutState.DEFERRED.value
+    ]
+    failed = [
+        Waiting(q.message_id, q.peer, _since(q, q.updated), q.last_reason)
+        for q in todo
+        if q.state == OutState.FAILED.value
+    ]
+    forwarded = [
+        Waiting(q.message_id, q.peer, _since(q, q.updated), q.last_reason)
+        for q in todo
+        if q.state == OutState.FORWARDED.value
+    ]
+    inbox = config.directory / "inbox"
+    received = [
+        Waiting(
+            item.message_id,
+            item.origin,
+            item.received,
+            waiting_reason(
+                item.origin,
+                item.doc_class,
+                directory,
+                opened=(inbox / item.message_id).exists(),
+            ),
+        )
+        for item in await store.inbox(state=InState.RECEIVED, limit=RECEIVED_LIMIT)
+    ]
+    return [
+        deferred_check(deferred, now, threshold),
+        failed_check(failed, now),
+        receipts_awaited_check(forwarded, now, threshold),
+        received_check(received, now, threshold),
+    ]
