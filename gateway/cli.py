@@ -36,6 +36,7 @@ from gateway.cli_record import AuditedGroup
 from gateway.envelope_io import InputPart, inspect_file, open_to_dir, seal_to_file
 from gateway.keystore import KeyStoreError, generate_site_keys, load_public_doc, load_site_keys
 from gateway.site_modes import SITE_UMASK
+from gateway.store.base import StoreError
 
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
@@ -63,6 +64,8 @@ def one_line_errors(fn: F) -> F:
             _fail(EXIT_REJECTED, f"rejected: {exc}")
         except KeyStoreError as exc:
             _fail(EXIT_FILES, f"keys: {exc}")
+        except StoreError as exc:  # busy, locked, unreachable: the step was not done
+            _fail(EX_TEMPFAIL, f"store unavailable, try again: {exc}")
         except OSError as exc:
             _fail(EXIT_FILES, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         return None

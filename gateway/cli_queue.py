@@ -21,6 +21,7 @@ import click
 from envelope.values import format_time
 from gateway.cli import EXIT_USAGE, _fail, one_line_errors
 from gateway.cli_site import DIR_OPTION, emit, queue_group, with_site
+from gateway.key_wait import waiting_messages
 from gateway.reseal import ResealResult, candidates, reseal_message
 from gateway.site import SiteContext
 from gateway.table import Column, printable, render
@@ -42,7 +43,15 @@ def _operator(action: str, ids: tuple[str, ...], directory: Path | None, reason:
     async def go(ctx: SiteContext) -> dict[str, int]:
         fn = getattr(ctx.store, action)
         now = datetime.now(UTC)
-        return {mid: await fn(mid, now=now, reason=f"operator: {reason}") for mid in ids}
+        # Released, a message waiting for a destination's key would go out with a stanza
+        # nobody can open (gateway/key_wait.py): the key watcher sends it once sealed.
+        waiting = set(await waiting_messages(ctx)) if action == "release" else set()
+        for mid in sorted(waiting & set(ids)):
+            click.echo(f"{mid}	kept	waiting for a destination's encryption key", err=True)
+        return {
+            mid: 0 if mid in waiting else await fn(mid, now=now, reason=f"operator: {reason}")
+            for mid in ids
+        }
 
     counts = with_site(directory, go)
     for mid, n in counts.items():

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import click
 
 from config.settings import CommandEnvironment
-from config.site import ConfigError
+from config.site import ConfigError, load_site_config
 from envelope.errors import SchemaError, UsageError
-from envelope.values import Priority, check_site_id, format_time
+from envelope.values import Priority, check_message_id, check_site_id, format_time
 from gateway.cli import EX_TEMPFAIL, EXIT_FILES, EXIT_USAGE, _fail, main, one_line_errors
 from gateway.enroll import EnrollError, add_site, init_hub, join
 from gateway.export_dir import ExportDir
@@ -134,7 +134,9 @@ def site_add(site: str, endpoint: str, out: Path, directory: Path | None) -> Non
     try:
         check_site_id(site)
         add_site(site_dir(directory), site, endpoint, out)
-    except (SchemaError, EnrollError, ConfigError) as exc:
+    except ConfigError as exc:  # not a site folder: files, as for every site command
+        _fail(EXIT_FILES, str(exc))
+    except (SchemaError, EnrollError) as exc:
         raise UsageError(str(exc)) from None
     click.echo(str(out))
     click.echo(f"valise: bundle for {site} written; give it to the mission (valise join)", err=True)
@@ -403,6 +405,19 @@ def inbox_list(directory: Path | None, as_json: bool) -> None:
     emit(with_site(directory, inbox_rows), as_json, INBOX_COLUMNS)
 
 
+def _inbox_item(message_id: str, directory: Path | None) -> None:
+    """Refuse a MESSAGE_ID that is not one (2: it names a folder under inbox/, never
+    one elsewhere) and a --dir that is not a site (3)."""
+    try:
+        check_message_id(message_id)
+    except SchemaError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        load_site_config(site_dir(directory))
+    except ConfigError as exc:
+        _fail(EXIT_FILES, str(exc))
+
+
 @inbox_group.command("get")
 @click.argument("message_id")
 @click.option("--out-dir", type=click.Path(path_type=Path, file_okay=False), required=True)
@@ -410,6 +425,7 @@ def inbox_list(directory: Path | None, as_json: bool) -> None:
 @one_line_errors
 def inbox_get(message_id: str, out_dir: Path, directory: Path | None) -> None:
     """Copy a delivered document's parts into OUT-DIR."""
+    _inbox_item(message_id, directory)
     src = site_dir(directory) / "inbox" / message_id
     if not src.is_dir():
         _fail(EXIT_USAGE, f"no delivered document {message_id}")
@@ -432,6 +448,9 @@ def inbox_get(message_id: str, out_dir: Path, directory: Path | None) -> None:
 @one_line_errors
 def inbox_ack(message_id: str, directory: Path | None) -> None:
     """Mark a delivered document as taken by its integrator."""
+    _inbox_item(message_id, directory)
+    if not (site_dir(directory) / "inbox" / message_id).is_dir():
+        _fail(EXIT_USAGE, f"no delivered document {message_id}")
 
     async def go(ctx: SiteContext) -> None:
         await ctx.store.inbound_set(

@@ -234,3 +234,17 @@ def test_a_store_that_cannot_be_reached_is_a_temporary_failure(hq: Path, note: P
     out = CliRunner(env=env).invoke(main, ["send", "--dir", str(hq), "--to", "M-HANOI", str(note)])
     assert out.exit_code == EX_TEMPFAIL, out.output
     assert "nothing queued, try again" in out.stderr and out.stdout == ""
+
+
+def test_queue_release_keeps_a_message_waiting_for_its_key(hq: Path, note: Path) -> None:
+    # Released, it would go out with a stanza nobody can open; the peer would refuse it.
+    hanoi = add_mission(hq, "M-HANOI")
+    _revoke_encryption(hq, hanoi)
+    mid = valise("send", "--dir", str(hq), "--to", "M-HANOI", str(note)).stdout.strip()
+    out = valise("queue", "release", mid, "--dir", str(hq))
+    assert (
+        out.exit_code == EXIT_USAGE and "waiting for a destination's encryption key" in out.stderr
+    )
+    assert _with(hq, lambda ctx: _deliveries(ctx, mid)) == [
+        ("M-HANOI", "held", f"{WAITING_FOR_KEY} M-HANOI")
+    ]
