@@ -285,7 +285,7 @@ def _integrator_then_revoke(w: World) -> list[str]:
     return ["integrator", "revoke", name, "--dir", str(w.hq)]
 
 
-def _mission_shaped(w: World) -> list[str]:
+def _mission_shaped(w: World) -> Path:
     """HQ's folder relabelled as a mission (role and id in valise.toml): enough for a
     command that checks where it runs."""
     folder = w.fresh("mission")
@@ -293,7 +293,14 @@ def _mission_shaped(w: World) -> list[str]:
     c = load_site_config(folder)
     site = replace(c.site, role="mission", id="M-HANOI", hub="HQ", hub_endpoint="https://h:1")
     (folder / "valise.toml").write_text(render_site_config(replace(c, site=site)))
-    return ["directory", "status", "--dir", str(folder)]
+    return folder
+
+
+def _revoke_at_a_mission(w: World) -> list[str]:
+    """A mission revoking another site's key: resolved, then refused (HQ's alone)."""
+    other = add_mission(w.hq, f"M-O{next(w.names)}")
+    folder = _mission_shaped(w)
+    return ["keys", "revoke", other.decryption.key_id[:10], "--reason", "x", "--dir", str(folder)]
 
 
 def _join_into_a_file(w: World) -> list[str]:
@@ -432,7 +439,8 @@ SPECIFIC: list[tuple[str, int, Case]] = [
         2,
         lambda w: ["join", str(w.note), "--dir", str(w.fresh()), "--listen", "127.0.0.1:1"],
     ),
-    ("directory status", 2, _mission_shaped),
+    ("directory status", 2, lambda w: ["directory", "status", "--dir", str(_mission_shaped(w))]),
+    ("keys revoke", 2, _revoke_at_a_mission),
     ("join", 3, _join_into_a_file),
     ("send", 0, lambda w: ["send", "--to", "M-WAIT", str(w.note), "--dir", str(w.hq)]),
     ("send", 2, lambda w: ["send", "--to", "M-NOWHERE", str(w.note), "--dir", str(w.hq)]),
