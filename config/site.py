@@ -39,6 +39,11 @@
     batch_max = 64                      # requests per batch (at most 256)
     batch_wait_ms = 20                  # how long a batch waits to fill
 
+    [keys]                              # key lifecycle (gateway/keys_lifecycle.py)
+    overlap_seconds = 604800            # a replaced key stays retiring this long
+    announce_seconds = 3600             # a rotated key waits as next at most this long
+    check_seconds = 60                  # how often a running site looks at its keys
+
 Environment overrides use the upper-case dotted path: ``VALISE_STORE_DSN``,
 ``VALISE_SITE_LISTEN``, ``VALISE_OPS_LISTEN``, ``VALISE_RELAY_BATCH_ENVELOPES``...
 """
@@ -173,6 +178,10 @@ class KeysSection:
     tls_days: int = 365  # validity of a TLS certificate HQ issues on rotation
     tls_renew_days: int = 30  # renew the TLS certificate this long before it expires
     check_seconds: float = 60.0  # how often a running site looks at its keys
+    # ``keys rotate`` publishes the new key as next and a running site makes it active
+    # once every active site has fetched a directory announcing it (HQ's record) or,
+    # at the latest, this long after it was announced (0: at once, like --now).
+    announce_seconds: float = 3600.0
     # A file (0600; relative to DIR) holding the passphrase that encrypts this site's
     # private keys at rest. VALISE_KEY_PASSPHRASE, when set, is used instead. Never
     # a command-line argument: the process list and shell history would show it.
@@ -197,6 +206,8 @@ MIN_EXPIRES_DAYS = 30
 MAX_EXPIRES_DAYS = 3650
 # [relay] warn_deferred_seconds: at most the longest lifetime an envelope may have.
 MAX_WARN_DEFERRED_SECONDS = MAX_EXPIRES_DAYS * 86400
+# The longest [keys] announce_seconds: a new key waits at most this long as next.
+MAX_ANNOUNCE_SECONDS = 30 * 86400.0
 _OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]{0,17})){1,31}")
 
 
@@ -425,6 +436,10 @@ def _check(c: SiteConfig) -> SiteConfig:
         raise ConfigError("[delivery] smarthost is required for mode = smtp")
     if c.keys.overlap_seconds < 0 or c.keys.tls_days < 1 or c.keys.check_seconds <= 0:
         raise ConfigError("[keys] overlap_seconds, tls_days and check_seconds must be positive")
+    if not 0 <= c.keys.announce_seconds <= MAX_ANNOUNCE_SECONDS:
+        raise ConfigError(
+            f"[keys] announce_seconds must be 0 to {MAX_ANNOUNCE_SECONDS:.0f} (30 days)"
+        )
     if _OID.fullmatch(c.tsa.policy) is None:
         raise ConfigError(
             f"[tsa] policy must be a dotted OID like 1.3.6.1.4.1.N.1, not {c.tsa.policy!r}"

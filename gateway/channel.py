@@ -3,6 +3,7 @@
 Server routes (one aiohttp application, resources under typed AppKeys):
     POST /v1/hop         a batch of envelopes from a peer; answers one result each
     GET  /v1/directory   the current signed directory (missions pull it)
+    GET  /v1/directory/fetched  HQ only: the newest version all sites fetched (key_announce.py)
     POST /v1/enroll      HQ only: a joining mission's public keys (gateway/enroll.py)
     POST /v1/keys        HQ only: a site's signed key changes (gateway/key_updates.py)
     POST /v1/timestamp   HQ only: RFC 3161 requests, a batch (gateway/timestamping.py)
@@ -25,6 +26,7 @@ import functools
 import json
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -64,6 +66,8 @@ METRICS = web.AppKey("metrics", Metrics)
 HEADS = web.AppKey("heads", HeadCache)
 POKE = web.AppKey("poke", object)  # Callable[[Iterable[str]], None]: start these couriers
 ENROLL = web.AppKey("enroll", object)
+# The TLS connections whose peer key was logged (their SSL objects, gone with them).
+CONNECTIONS = web.AppKey("connections", weakref.WeakSet)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A site fetching the same directory version again is recorded at most this often
@@ -121,7 +125,26 @@ async def identify_peer(request: web.Request, handler: Handler) -> web.StreamRes
         # the new one instead of reusing a kept-alive connection made with the old one.
         refused.force_close()
         return refused
+    _log_new_connection(request.app, ssl_object, peer, pin)
     return await handler(request)
+
+
+def _log_new_connection(app: web.Application, ssl_object: Any, peer: str, pin: str) -> None:
+    """Log the TLS key a peer presents, once per connection: after a rotation, the
+    state shows whether the peer has switched to its new key (active) yet."""
+    seen = app.get(CONNECTIONS)
+    if seen is None or ssl_object is None or ssl_object in seen:
+        return
+    seen.add(ssl_object)
+    state = app[CONTEXT].directory.key_owners.get(pin, ("", "", None))[2]
+    logjson.event(
+        log,
+        logging.INFO,
+        "peer_tls",
+        peer=peer,
+        pin=pin,
+        state=state.value if state is not None else "",
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -348,6 +371,7 @@ def make_app(
         handler_args={"max_line_size": 8190, "max_field_size": 8190},
     )
     app[CONTEXT] = ctx
+    app[CONNECTIONS] = weakref.WeakSet()
     app[WAKE] = wake
     app[INBOUND] = inbound
     app[METRICS] = metrics
@@ -364,6 +388,9 @@ def make_app(
         from gateway.key_updates import keys_route
 
         app.router.add_post("/v1/keys", keys_route())
+        from gateway.key_announce import FETCHED_PATH, fetched_handler
+
+        app.router.add_get(FETCHED_PATH, fetched_handler)
         from gateway.timestamping import timestamp_handler, witness_routes
 
         app.router.add_post("/v1/timestamp", timestamp_handler(ctx))
@@ -390,14 +417,46 @@ class PinnedConnector(TCPConnector):
     ``expect(origin)`` maps ``https://host:port`` to (site id, pins); pins may be
     empty where the content is signed anyway (the directory fetch). aiohttp offers
     no public hook with the TLS object, hence the override of ``_create_connection``.
+
+    :meth:`renew_tls` is called when the client certificate changed (the key watcher
+    reloaded the SSL context): pooled connections would present the old one for as
+    long as traffic keeps them alive.
     """
 
     def __init__(self, *, expect: Expectation, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._expect = expect
+        self._made: weakref.WeakSet[Any] = weakref.WeakSet()  # our connections (protocols)
+        self._renewals = 0  # how many times renew_tls was called
+
+    def renew_tls(self) -> int:
+        """Make every later request handshake with the context's current certificate:
+        close the idle pooled connections now, and mark the others (a request in
+        flight) to close when their response is done instead of going back to the
+        pool. Returns how many idle connections were closed.
+
+        aiohttp has no public call for "drop the idle connections" (``close()`` ends
+        in-flight requests too), so this reads the pool, ``_conns``: key -> deque of
+        (protocol, time). A closed protocol is no longer ``is_connected()``, and the
+        pool discards such a connection when it next looks for one. Marking uses the
+        protocol's own ``force_close()``, which the pool honours on release."""
+        self._renewals += 1
+        for proto in list(self._made):
+            proto.force_close()
+        closed = 0
+        for idle in list(self._conns.values()):
+            for proto, _ in list(idle):
+                if proto.is_connected():
+                    proto.close()
+                    closed += 1
+        return closed
 
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        renewals = self._renewals
         proto = await super()._create_connection(req, traces, timeout)
+        self._made.add(proto)
+        if renewals != self._renewals:  # its handshake may have used the old certificate
+            proto.force_close()
         origin = f"{req.url.scheme}://{req.url.host}:{req.url.port}"
         expected = self._expect(origin)
         try:

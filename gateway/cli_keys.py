@@ -2,7 +2,7 @@
 
 keys list [--json]                                   every key, its state and times
                                                      (ids as unique prefixes; --json: whole)
-keys rotate --kind signing|encryption|tls [--overlap DURATION] [--dry-run]
+keys rotate --kind signing|encryption|tls [--overlap DURATION] [--now] [--dry-run]
 keys activate KEYID [--overlap DURATION] [--dry-run]  one step of a rotation
 keys retire KEYID [--dry-run]                         end a key's overlap now
 keys revoke KEYID --reason TEXT [--dry-run]           now, everywhere (HQ: any site's key)
@@ -161,13 +161,35 @@ def keys_list(directory: Path | None, as_json: bool) -> None:
 @keys.command("rotate")
 @click.option("--kind", type=click.Choice(["signing", "encryption", "tls"]), required=True)
 @OVERLAP
+@click.option(
+    "--now",
+    "at_once",
+    is_flag=True,
+    help="Activate the new key at once, without waiting for the other sites to fetch"
+    " it (an emergency: peers that have not fetched it defer traffic until they do).",
+)
 @DRY_RUN
 @DIR_OPTION
 @one_line_errors
-def keys_rotate(kind: str, overlap: str | None, dry_run: bool, directory: Path | None) -> None:
-    """Replace the active KIND key: new key, publish, activate, old one retiring."""
+def keys_rotate(
+    kind: str, overlap: str | None, at_once: bool, dry_run: bool, directory: Path | None
+) -> None:
+    """Replace the active KIND key. A new key is generated and published as next; it
+    becomes active once every site has fetched a directory announcing it (HQ's
+    record, `valise directory status`) or at the latest after [keys]
+    announce_seconds (3600; 0 = at once), whichever comes first. The running
+    gateway activates it and publishes that; the old key then stays retiring for
+    the overlap. The command prints when: "activates when every site has fetched
+    directory N, at the latest at T". Run again, it resumes (and activates the key
+    if its time has come). --now activates at once; `valise keys activate KEYID`
+    does it later by hand. Never asks a question: safe in scripts."""
     ops = _ops(directory)
-    _run(lambda: ops.rotate(kind, _overlap(ops, overlap), dry_run=dry_run), ops, "key.rotate", kind)
+    _run(
+        lambda: ops.rotate(kind, _overlap(ops, overlap), dry_run=dry_run, at_once=at_once),
+        ops,
+        "key.rotate",
+        kind,
+    )
 
 
 @keys.command("activate")

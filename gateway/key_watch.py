@@ -4,10 +4,16 @@ Every ``[keys] check_seconds`` (and at once after a directory change):
 - HQ serves a directory version another process (the admin CLI) published on disk;
 - the site adopts HQ's revocations of its own keys (replacing an active one);
 - retiring keys whose overlap is over are retired (and published);
-- the TLS certificate is renewed ``[keys] tls_renew_days`` before it ends;
+- the TLS certificate is renewed ``[keys] tls_renew_days`` before it ends (the new
+  key announced like any rotation);
+- a key ``valise keys rotate`` announced as next is made active (and published) once
+  every site has fetched a directory announcing it, or at its deadline
+  (gateway/key_announce.py);
 - when the key ring changed (this loop, or ``valise keys …`` in another process),
   the keys are loaded again and both TLS contexts present the active certificate
-  from the next handshake on: no restart;
+  from the next handshake on: no restart. The client session's idle pooled
+  connections are closed (in-flight ones when done), so the next request to each
+  peer presents the new certificate, not the old one until the overlap ends;
 - deliveries of envelopes sealed to an encryption key the directory now shows
   revoked are put on hold (``valise queue reseal`` / ``release`` after review);
 - mail sent here while a destination had no active encryption key (held, waiting
@@ -27,6 +33,8 @@ from aiohttp import ClientSession
 
 from gateway import logjson
 from gateway.audit import AuditError, record
+from gateway.channel import PinnedConnector
+from gateway.key_announce import activate_announced
 from gateway.key_wait import seal_waiting
 from gateway.keys_lifecycle import KeyOpError, KeyOps, Outcome, audit_key_event
 from gateway.keystore import KeyStoreError
@@ -47,7 +55,8 @@ class KeyWatcher:
         contexts: list[ssl.SSLContext],
     ) -> None:
         self.ctx = ctx
-        self.ops = KeyOps(ctx.config, session)
+        self.ops = KeyOps(ctx.config, session, ctx.store)
+        self.session = session  # its pooled connections follow a new client certificate
         self.contexts = contexts  # the server's and the client's: reloaded on rotation
         self.kick = asyncio.Event()
         self._ring_seen = self._ring_stamp()
@@ -83,6 +92,7 @@ class KeyWatcher:
             ("key.reconcile", self.ops.reconcile(ctx.directory)),
             ("key.retire", self.ops.retire_due(now)),
             ("key.renew-tls", self.ops.renew_tls_if_due(now, overlap)),
+            ("key.activate", activate_announced(self.ops, now, overlap)),
         ):
             try:
                 out, result = await step, "ok"
@@ -138,14 +148,21 @@ class KeyWatcher:
         except (KeyStoreError, TLSConfigError, OSError) as exc:
             logjson.event(log, logging.ERROR, "keys_reload_failed", reason=str(exc))
             return
+        tls_changed = tls.cert_pem != self.ctx.tls.cert_pem
         self.ctx.keys, self.ctx.tls = keys, tls
         self._ring_seen = stamp
+        connector = self.session.connector if self.session is not None else None
+        dropped = 0
+        if tls_changed and isinstance(connector, PinnedConnector):
+            dropped = connector.renew_tls()
         logjson.event(
             log,
             logging.INFO,
             "keys_loaded",
             signing=keys.signing.key_id,
             encryption=keys.decryption.key_id,
+            tls_changed=tls_changed,
+            idle_connections_closed=dropped,
         )
 
     async def _hold_revoked(self) -> None:

@@ -17,6 +17,10 @@ Rules:
   back. One key per kind is active. A retired or revoked key's private file is
   deleted once the directory shows its new state (:func:`prune`): it can no longer
   open or sign anything (its entry stays, for the reason).
+- A next key announced by ``valise keys rotate`` records the directory version that
+  announced it and when it becomes active at the latest (``announced_in``,
+  ``activate_by``: gateway/key_announce.py); a ring written before these fields
+  loads with the keys not announced.
 - With a key passphrase (``KeyRing.passphrase``) every private file is written
   encrypted (crypto/keyfile.py) and read through it; files written before are read as
   they are. A ring whose keys are encrypted refuses a new key without the passphrase
@@ -29,11 +33,17 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import json
+import os
+import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from crypto.armor import armor, load_decryption_key, load_signing_key
 from crypto.errors import CryptoError, KeyFormatError
@@ -45,6 +55,7 @@ from envelope.keydoc import PublicKeyDoc, parse_public_key_doc, write_public_key
 from envelope.values import truncate_to_second
 from gateway.keystore import (
     DEFAULT_KEY_VALIDITY,
+    PRIVATE_MODE,
     KeyPassphraseError,
     KeyStoreError,
     SiteKeys,
@@ -57,6 +68,11 @@ from routing.directory import USABLE, Directory, KeyState
 
 KINDS = ("signing", "encryption", "tls")
 RING = "ring.json"
+MAX_OVERLAP_SECONDS = 3650 * 86400.0  # an overlap kept in the ring: ten years at most
+# A publication (a sync: POST /v1/keys, or HQ's local apply) takes at most its request
+# timeout (30 s); another waits for the publishing lock this long, trying every 50 ms.
+PUBLISH_LOCK_SECONDS = 120.0
+LOCK_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -71,10 +87,22 @@ class RingKey:
     retired: str = ""
     revoked: str = ""
     reason: str = ""
+    # Set by ``keys rotate`` (not --now) on a next key: the directory serial that
+    # announced it, when it becomes active at the latest (routing/announce.py), and
+    # the overlap the command asked for, kept for the activation (None: the config's).
+    # Rings written before these existed load with the defaults: not announced.
+    announced_in: int = 0
+    activate_by: str = ""
+    overlap_seconds: float | None = None
 
     @property
     def key_state(self) -> KeyState:
         return KeyState(self.state)
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When this announced key becomes active at the latest; None if not announced."""
+        return datetime.fromisoformat(self.activate_by) if self.activate_by else None
 
 
 @dataclass
@@ -119,7 +147,7 @@ class KeyRing:
         return self.folder / "ring" / f"{k.kind}-{k.id}{suffix}"
 
     # -- changes (in memory; save_ring commits) -------------------------------------
-    def replace(self, k: RingKey, **changes: str) -> RingKey:
+    def replace(self, k: RingKey, **changes: Any) -> RingKey:
         new = replace(k, **changes)
         self.keys[self.keys.index(k)] = new
         return new
@@ -132,6 +160,27 @@ def _now_text(now: datetime) -> str:
 def ring_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the ring's exclusive lock (blocking) for a read-modify-write."""
     return file_lock(folder / "ring.lock")
+
+
+@contextlib.asynccontextmanager
+async def publish_lock(folder: Path, timeout: float = PUBLISH_LOCK_SECONDS) -> AsyncIterator[None]:
+    """Hold the site's publishing lock (keys/publish.lock) across an await: tried
+    without blocking the event loop, every ``LOCK_POLL_SECONDS``. Raises TimeoutError
+    if another process or task holds it for longer than ``timeout``."""
+    fd = os.open(folder / "publish.lock", os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{folder / 'publish.lock'} held too long") from None
+                await asyncio.sleep(LOCK_POLL_SECONDS)
+        yield
+    finally:
+        os.close(fd)
 
 
 def load_ring(folder: Path, passphrase: bytes | None = None) -> KeyRing:
@@ -151,9 +200,28 @@ def load_ring(folder: Path, passphrase: bytes | None = None) -> KeyRing:
             ring.active(kind)
         for k in keys:
             KeyState(k.state)
+            _check_announce(k)
     except (KeyError, TypeError, ValueError) as exc:
         raise KeyStoreError(f"{path} is damaged: {exc}") from None
     return ring
+
+
+def _check_announce(k: RingKey) -> None:
+    """Raise ValueError unless the announce fields are a serial and an aware time."""
+    if type(k.announced_in) is not int or k.announced_in < 0:
+        raise ValueError(f"key {k.id}: announced_in must be a directory serial")
+    if not isinstance(k.activate_by, str):
+        raise ValueError(f"key {k.id}: activate_by must be a time")
+    deadline = k.deadline
+    if deadline is not None and deadline.tzinfo is None:
+        raise ValueError(f"key {k.id}: activate_by must name its time zone")
+    if (deadline is None) != (k.announced_in == 0):
+        raise ValueError(f"key {k.id}: announced_in and activate_by go together")
+    overlap = k.overlap_seconds
+    if overlap is not None and (
+        type(overlap) not in (int, float) or not 0 <= overlap <= MAX_OVERLAP_SECONDS
+    ):
+        raise ValueError(f"key {k.id}: overlap_seconds must be 0 to {MAX_OVERLAP_SECONDS:.0f}")
 
 
 def _legacy_ring(folder: Path, passphrase: bytes | None) -> KeyRing:
@@ -196,12 +264,17 @@ def save_ring(ring: KeyRing) -> None:
     """Commit the ring: ring.json (atomically), then drop files no entry needs."""
     if ring.legacy:
         _migrate(ring)
+    # The public key document is made first (it decrypts keys: slow under a passphrase)
+    # and written right after ring.json, so that a reader in another process (which
+    # reads ring.json, then SITE.pub.xml) meets the two out of step only for an instant.
+    public = _public_doc(ring)
     body = {"site": ring.site, "keys": [asdict(k) for k in ring.keys]}
     write_private(ring.folder / RING, json.dumps(body, indent=2).encode())
+    if public is not None:
+        write_private(ring.folder / f"{ring.site}.pub.xml", public)
     for path in ring.leftovers:  # the pre-ring files, copied into ring/ by _migrate
         path.unlink(missing_ok=True)
     ring.leftovers.clear()
-    _write_public_doc(ring)
 
 
 def prune(ring: KeyRing, directory: Directory) -> list[RingKey]:
@@ -280,6 +353,35 @@ def activate(ring: KeyRing, key_id: str, *, now: datetime, overlap: timedelta) -
     return changed
 
 
+def announce(
+    ring: KeyRing, key_id: str, *, serial: int, deadline: datetime, overlap: timedelta
+) -> list[RingKey]:
+    """Record that next key ``key_id`` was announced in directory ``serial``, becomes
+    active at ``deadline`` at the latest, and that the key it replaces then stays
+    retiring for ``overlap``. Returns the entries changed: [] if it was announced
+    already (the first announcement stands)."""
+    k = ring.get(key_id)
+    if k.key_state is not KeyState.NEXT:
+        raise KeyStoreError(f"{k.kind} key {key_id} is {k.state}; only a next key is announced")
+    if k.announced_in:
+        return []
+    if serial < 1:
+        raise KeyStoreError(f"directory serial {serial} cannot announce a key")
+    seconds = overlap.total_seconds()
+    if not 0 <= seconds <= MAX_OVERLAP_SECONDS:
+        raise KeyStoreError(f"an overlap must be 0 to {MAX_OVERLAP_SECONDS:.0f} seconds")
+    return [
+        ring.replace(
+            k, announced_in=serial, activate_by=_now_text(deadline), overlap_seconds=seconds
+        )
+    ]
+
+
+def announced(ring: KeyRing) -> list[RingKey]:
+    """The next keys waiting to become active (announced by ``keys rotate``)."""
+    return [k for k in ring.keys if k.key_state is KeyState.NEXT and k.announced_in]
+
+
 def retire(ring: KeyRing, key_id: str, *, now: datetime) -> list[RingKey]:
     """Retire a retiring key (its overlap may be cut short); [] if retired already."""
     k = ring.get(key_id)
@@ -328,6 +430,9 @@ def decryption_key(ring: KeyRing, k: RingKey) -> DecryptionKey:
 
 def ring_site_keys(ring: KeyRing) -> SiteKeys:
     """The site's keys: the active ones, and every usable decryption key by id."""
+    # SITE.pub.xml first, right after the ring was read: another process activating a
+    # key rewrites both, and the keys below may take a while to decrypt (scrypt).
+    public_xml = (ring.folder / f"{ring.site}.pub.xml").read_bytes()
     signing = signing_key(ring, ring.active("signing"))
     active_enc = ring.active("encryption")
     decryptions = {
@@ -335,7 +440,6 @@ def ring_site_keys(ring: KeyRing) -> SiteKeys:
         for k in ring.keys
         if k.kind == "encryption" and k.key_state in USABLE
     }
-    public_xml = (ring.folder / f"{ring.site}.pub.xml").read_bytes()
     public = parse_public_key_doc(public_xml)
     if public.signing != signing.public or public.encryption != decryptions[active_enc.id].public:
         raise KeyStoreError(f"{ring.site}.pub.xml does not match the active keys of the ring")
@@ -353,8 +457,8 @@ def tls_files(ring: KeyRing) -> tuple[bytes, bytes]:
     return ring.path(k, ".crt").read_bytes(), _read_private(ring.path(k, ".key"), ring.passphrase)
 
 
-def _write_public_doc(ring: KeyRing) -> None:
-    """Rewrite SITE.pub.xml for the active signing and encryption keys (if it changed)."""
+def _public_doc(ring: KeyRing) -> bytes | None:
+    """SITE.pub.xml for the active signing and encryption keys; None if it is so already."""
     signing = signing_key(ring, ring.active("signing"))
     enc = ring.active("encryption")
     decryption = decryption_key(ring, enc)
@@ -362,12 +466,12 @@ def _write_public_doc(ring: KeyRing) -> None:
     with contextlib.suppress(OSError, EnvelopeError):
         current = parse_public_key_doc(path.read_bytes())
         if current.signing == signing.public and current.encryption == decryption.public:
-            return
+            return None
     s_entry = ring.active("signing")
     valid_from = max(datetime.fromisoformat(s_entry.created), datetime.fromisoformat(enc.created))
     valid_until = min(datetime.fromisoformat(s_entry.expires), datetime.fromisoformat(enc.expires))
     doc = PublicKeyDoc(ring.site, signing.public, decryption.public, valid_from, valid_until)
-    write_private(path, write_public_key_doc(doc, signing))
+    return write_public_key_doc(doc, signing)
 
 
 def _encrypted(path: Path) -> bool:

@@ -10,9 +10,13 @@ rotate --kind K (one command; each part is also a command of its own):
 1. a new key of kind K is generated as ``next`` (a TLS key: its certificate comes
    from HQ with the publication);
 2. sync: the directory announces it as next (every site accepts next keys);
-3. activate: the ring makes it active, the old one retiring for the overlap;
-4. sync: the directory shows it active and the old one retiring;
-5. later, when the overlap has passed, a running site retires the old key itself
+3. the ring records the announcement (gateway/key_announce.py): the key waits as
+   next until every site has fetched a directory announcing it, or at the latest
+   ``[keys] announce_seconds``; then a running site activates it (``--now``, or
+   ``valise keys activate``, at once);
+4. activate: the ring makes it active, the old one retiring for the overlap;
+5. sync: the directory shows it active and the old one retiring;
+6. later, when the overlap has passed, a running site retires the old key itself
    (``valise keys retire`` does it at once); retired keys are refused everywhere.
 
 Revoking an own active key activates a fresh replacement at once (no overlap). At
@@ -22,6 +26,8 @@ the directory revokes it in its ring and replaces it (:func:`reconcile`).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,11 +57,13 @@ from gateway.keyring import (
     RingKey,
     activate,
     add_key,
+    announced,
     decryption_key,
     due_for_retirement,
     generate_key,
     load_ring,
     prune,
+    publish_lock,
     retire,
     revoke,
     ring_lock,
@@ -125,11 +133,17 @@ def parse_duration(text: str) -> timedelta:
 class KeyOps:
     """Key operations on one site folder (the admin CLI and the running gateway)."""
 
-    def __init__(self, config: SiteConfig, session: ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        config: SiteConfig,
+        session: ClientSession | None = None,
+        store: Store | None = None,
+    ) -> None:
         self.config = config
         self.site = config.site.id
         self.keys_dir = config.keys_dir
         self._session = session  # a running mission's channel session, else our own
+        self.store = store  # a running site's store, else opened when needed
 
     # -- reading -------------------------------------------------------------------
     def ring(self) -> KeyRing:
@@ -139,8 +153,17 @@ class KeyOps:
         return load_directory(self.config, read_trust(self.keys_dir))
 
     # -- the steps -----------------------------------------------------------------
-    async def rotate(self, kind: str, overlap: timedelta, *, dry_run: bool = False) -> Outcome:
+    async def rotate(
+        self, kind: str, overlap: timedelta, *, dry_run: bool = False, at_once: bool = False
+    ) -> Outcome:
+        """Generate and publish a new ``kind`` key as next; activate it at once with
+        ``at_once`` (or ``[keys] announce_seconds = 0``), else when its announcement
+        is due (gateway/key_announce.py)."""
+        from gateway.key_announce import announce_key
+
         out = Outcome()
+        announce = timedelta(seconds=self.config.keys.announce_seconds)
+        at_once = at_once or announce <= timedelta(0)
         ring = self.ring()
         retiring = ring.of(kind, KeyState.RETIRING)
         pending = ring.of(kind, KeyState.NEXT)
@@ -155,13 +178,24 @@ class KeyOps:
             out.add(f"resume: {kind} key {new_id} is next already")
         elif dry_run:
             out.add(f"would generate a new {kind} key as next")
-            out.add(f"would publish it, activate it, and keep the old one retiring for {overlap}")
+            if at_once:
+                out.add(
+                    f"would publish it, activate it, and keep the old one retiring for {overlap}"
+                )
+            else:
+                out.add(
+                    "would publish it as next; it activates when every site has fetched the"
+                    f" directory announcing it, at the latest {announce} later; the old one"
+                    f" then stays retiring for {overlap}"
+                )
             return out
         else:
             new_id = self._generate(kind)
             out.add(f"generated {kind} key {new_id} (next)")
         await self._sync(out, dry_run)
-        return await self.activate(new_id, overlap, dry_run=dry_run, out=out)
+        if at_once:
+            return await self.activate(new_id, overlap, dry_run=dry_run, out=out)
+        return await announce_key(self, new_id, overlap, announce, out, dry_run=dry_run)
 
     async def activate(
         self, key_id: str, overlap: timedelta, *, dry_run: bool = False, out: Outcome | None = None
@@ -317,8 +351,8 @@ class KeyOps:
     async def renew_tls_if_due(self, now: datetime, overlap: timedelta) -> Outcome:
         """Rotate the TLS key when its certificate ends within [keys] tls_renew_days."""
         ring = self.ring()
-        if ring.of("tls", KeyState.RETIRING):
-            return Outcome()  # renewed already: the old key is in its overlap
+        if ring.of("tls", KeyState.RETIRING) or any(k.kind == "tls" for k in announced(ring)):
+            return Outcome()  # renewed already: the new key is announced, or the old retiring
         k = ring.active("tls")
         not_after = certificate_not_after(ring.path(k, ".crt").read_bytes())
         if not_after - now > timedelta(days=self.config.keys.tls_renew_days):
@@ -388,11 +422,29 @@ class KeyOps:
             return decryption_key(ring, k).public.raw
         return b""
 
+    async def sync(self, out: Outcome) -> None:
+        """Publish every state of the ring that the directory does not show yet."""
+        await self._sync(out, False)
+
     async def _finish(self, out: Outcome, dry_run: bool) -> Outcome:
         await self._sync(out, dry_run)
         return out
 
     async def _sync(self, out: Outcome, dry_run: bool) -> None:
+        if dry_run:
+            return await self._sync_now(out, dry_run)
+        # One sync at a time per site across processes (the CLI and the running site,
+        # which may activate or retire a key meanwhile): each computes its changes
+        # from the directory the other left, never sending HQ a state gone stale.
+        try:
+            async with publish_lock(self.keys_dir):
+                await self._sync_now(out, dry_run)
+        except TimeoutError:
+            raise KeyOpError(
+                "another key operation of this site is still publishing; try again"
+            ) from None
+
+    async def _sync_now(self, out: Outcome, dry_run: bool) -> None:
         ring = self.ring()
         directory = self.directory()
         changes, tls_public = self._changes(ring, directory)
@@ -444,15 +496,22 @@ class KeyOps:
                 return signing_key(ring, k)
         raise KeyOpError("no signing key that HQ accepts is left here: HQ must re-enroll the site")
 
+    @contextlib.asynccontextmanager
+    async def hub_session(self) -> AsyncIterator[ClientSession]:
+        """A channel session to HQ: the running site's, else one of our own (the CLI)."""
+        if self._session is not None:
+            yield self._session
+            return
+        _, tls = load_keys(self.config)
+        hub = self.config.site.hub
+        ssl_ctx = client_context(tls.cert_pem, tls.key_pem, tls.ca_pem, expect_site=hub)
+        async with ClientSession(connector=TCPConnector(ssl=ssl_ctx)) as session:
+            yield session
+
     async def _post(self, body: bytes) -> tuple[bytes, bytes]:
-        cfg = self.config.site
         try:
-            if self._session is not None:
-                return await post_update(self._session, cfg.hub_endpoint, body)
-            _, tls = load_keys(self.config)
-            ssl_ctx = client_context(tls.cert_pem, tls.key_pem, tls.ca_pem, expect_site=cfg.hub)
-            async with ClientSession(connector=TCPConnector(ssl=ssl_ctx)) as session:
-                return await post_update(session, cfg.hub_endpoint, body)
+            async with self.hub_session() as session:
+                return await post_update(session, self.config.site.hub_endpoint, body)
         except KeyUpdateError as exc:
             raise KeyOpError(str(exc)) from None
 
@@ -479,6 +538,9 @@ _COLUMNS = (
     "revoked",
     "reason",
     "expires",
+    "announced_in",
+    "activate_by",
+    "overlap_seconds",
 )
 
 

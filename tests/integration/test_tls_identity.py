@@ -144,7 +144,8 @@ def test_an_old_replaced_certificate_and_a_stolen_signing_key_cannot_take_over(
         old_cert = (paris.directory / "keys" / "tls.crt").read_bytes()
         old_key = (paris.directory / "keys" / "tls.key").read_bytes()
         ca = (paris.directory / "keys" / "ca.crt").read_bytes()
-        valise("keys", "rotate", "--kind", "tls", "--overlap", "0s", "--dir", str(paris.directory))
+        rotate = ("keys", "rotate", "--kind", "tls", "--now", "--overlap", "0s")
+        valise(*rotate, "--dir", str(paris.directory))
         valise("keys", "retire", old_pin, "--dir", str(paris.directory), check=False)
         trust = read_trust(hq.directory / "keys")
         wait_for(
