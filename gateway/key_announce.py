@@ -123,10 +123,17 @@ async def announce_key(
     (every site fetched it, or no site counts), else say when it will be."""
     now = datetime.now(UTC)
     if dry_run:
-        out.add(
-            f"would wait: the key activates when every site has fetched the directory"
-            f" announcing it, at the latest at {(now + wait).isoformat()}"
-        )
+        held = ops.ring().find(key_id)
+        if held is not None and held.announced_in:
+            out.add(
+                f"{held.kind} key {key_id} is announced in directory {held.announced_in}:"
+                f" activates when every site has fetched it, at the latest at {held.activate_by}"
+            )
+        else:
+            out.add(
+                "would wait: the key activates when every site has fetched the directory"
+                f" announcing it, at the latest at {(now + wait).isoformat()}"
+            )
         return out
     with ring_lock(ops.keys_dir):
         ring = ops.ring()

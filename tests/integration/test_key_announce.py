@@ -35,10 +35,10 @@ from pathlib import Path
 from aiohttp import ClientError, ClientSession, TCPConnector
 
 from crypto.x509 import SiteCA, certificate_pin, issue_site_certificate
-from gateway.enroll import add_site
+from gateway.enroll import add_site, init_hub
 from gateway.key_announce import FETCHED_PATH
 from gateway.keyring import load_ring, tls_files
-from gateway.testnet import Network, SiteProcess
+from gateway.testnet import Network, SiteProcess, free_port
 from gateway.tls import client_context
 from routing.announce import parse_answer
 from tests.integration.test_key_rotation import (
@@ -420,4 +420,42 @@ def test_the_fetched_route_is_for_pinned_sites_only_and_no_mission_moves_it(
         wait_for(
             "HQ to refuse the retired certificate",
             lambda: asyncio.run(_get(hq.port, retired))[0] == 403,
+        )
+
+
+# -- the command alone: HQ with no mission, --dry-run, --now ---------------------------
+
+
+def test_hq_alone_activates_at_once_and_a_dry_run_changes_nothing(tmp_path: Path) -> None:
+    hq = tmp_path / "HQ"
+    init_hub(hq, site="HQ", listen=f"127.0.0.1:{free_port()}")
+
+    def files() -> dict[str, bytes]:
+        found = [*(hq / "keys").rglob("*"), hq / "directory.xml"]
+        return {str(p): p.read_bytes() for p in found if p.is_file() and p.suffix != ".lock"}
+
+    before = files()
+    dry = valise("keys", "rotate", "--kind", "signing", "--dry-run", "--dir", str(hq))
+    assert "would publish it as next; it activates when every site has fetched" in dry.stdout
+    assert files() == before
+    # No other site to wait for: the version fetched by all is the current one.
+    out = valise("keys", "rotate", "--kind", "signing", "--dir", str(hq)).stdout
+    assert "every site has fetched directory" in out and "activating" in out, out
+    assert not [k for k in keys_of(hq) if k["state"] == "next"]
+    # announce_seconds = 0 and --now: published and active at once, no announcement.
+    for how in ((), ("--now",)):
+        env = {} if how else {"VALISE_KEYS_ANNOUNCE_SECONDS": "0"}
+        rotate = ("keys", "rotate", "--kind", "encryption", *how, "--overlap", "0s")
+        out = valise_env(env, *rotate, "--dir", str(hq)).stdout
+        assert "announced" not in out and "marked encryption key" in out, out
+        valise(
+            "keys",
+            "retire",
+            next(
+                k["id"]
+                for k in keys_of(hq)
+                if k["kind"] == "encryption" and k["state"] == "retiring"
+            ),
+            "--dir",
+            str(hq),
         )
