@@ -15,7 +15,9 @@ from gateway.store.base import EnvelopeRecord, OutState, StoreError
 # Version 3 is the audit log, 4 the time-stamp tokens, 5 the directory fetch record,
 # 6 the origin's escrowed content keys (re-sealing), 7 tombstones of deleted messages
 # (a replayed copy stays refused until it expires), 8 HQ's pending enrolments and the
-# TLS certificates it issued (gateway/store/enrollments.py).
+# TLS certificates it issued (gateway/store/enrollments.py), 9 the audit witness,
+# 10 delivery state and receipts per final destination (issue 11: table destinations,
+# envelopes.completed_at, webhook kind 'completed'). merge: renumber after issue 10's v10.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, "schema.sql"),
     (2, "v2_claim_order.sql"),
@@ -26,6 +28,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (7, "v7_tombstones.sql"),
     (8, "v8_enrollments.sql"),
     (9, "v9_witness.sql"),
+    (10, "v10_destinations.sql"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -45,11 +48,36 @@ RETRYABLE: tuple[str, ...] = (OutState.DEFERRED.value, OutState.FAILED.value)
 RANKS: dict[str, int] = {"flash": 0, "immediate": 1, "priority": 2, "routine": 3}
 
 RECEIPT_REASON = "receipt"
+# History reasons of destination rows (docs/AUDIT.md: peer = the destination site).
+RELAYED_RECEIPT_REASON = "receipt relayed"  # the hub: a receipt from it passed here
+LATE_RECEIPT_REASON = "receipt after failure"  # recorded all the same (proof of delivery)
+# An inbound receipt whose destination has one already (the store sets the item's reason).
+DUPLICATE_RECEIPT = "second receipt from {site}: refused, the first stands"
+
+# A destination's shown state (base.DestState), derived from its row ``t`` (destinations)
+# and its hop row ``d`` (deliveries LEFT JOINed on message_id and peer = t.hop); standard
+# SQL, the same in both backends. DEST_REASON_SQL is the reason shown with it.
+DEST_STATE_SQL = """CASE WHEN t.outcome = 'delivered' THEN 'delivered'
+     WHEN t.outcome = 'failed' THEN 'failed'
+     WHEN t.hop IS NULL THEN 'queued'
+     WHEN d.state IS NULL OR d.state IN ('queued', 'sending') THEN 'queued'
+     WHEN d.state = 'delivered' THEN 'forwarded'
+     ELSE d.state END"""
+DEST_REASON_SQL = """CASE WHEN t.outcome <> 'open' OR t.hop IS NULL OR d.state IS NULL
+     THEN t.reason ELSE d.last_reason END"""
+DEST_OUTCOMES: tuple[str, ...] = ("open", "delivered", "failed")
 EXPIRED_REASON = "expired"
 # A deleted message's tombstone outlives its expiry by this much, so that a copy
 # checked as unexpired by a hop handler whose clock is a little behind is still
 # refused (gateway/store tombstones, migration v7).
 TOMBSTONE_GRACE = timedelta(hours=1)
+
+
+def receipt_reason(receipt_digest: bytes | None) -> str:
+    """The history reason of a destination's receipt: ``receipt sha256:<16 hex>``."""
+    if not receipt_digest:
+        return RECEIPT_REASON
+    return f"{RECEIPT_REASON} sha256:{bytes(receipt_digest).hex()[:16]}"
 
 
 def load_sql(backend: str, name: str) -> str:

@@ -19,6 +19,15 @@ Outbound states (per message and next hop): queued, sending, forwarded,
 delivered, deferred, held, failed. Inbound states (at the destination):
 received, available, acked.
 
+Destinations (schema v10, issue 11): at the origin, and at a hub that relays, one row
+per final destination of a message (``destinations``), routed through one hop row
+(``hop`` = deliveries.peer; None: delivered here). The row stores only its terminal
+fact, ``outcome`` open / delivered (with its receipt) / failed (with its reason); the
+in-flight state a destination shows (:class:`DestState`) is derived from its hop row
+when read. A receipt is recorded once per destination; the origin's hop row moves to
+delivered only when every destination through it has one; ``envelopes.completed_at``
+is set once, by the transaction that closes the last open destination.
+
 The HTTP API's tables (gateway/bridges/): integrators (a bearer token's SHA-256,
 never the token), submissions (which integrator sent a message, under which
 Idempotency-Key) and the webhook outbox (pending, sending, sent, failed; claimed
@@ -28,7 +37,7 @@ under a lease like outbound work).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -58,6 +67,19 @@ TODO_STATES = (
     OutState.HELD.value,
     OutState.FAILED.value,
 )
+
+
+class DestState(StrEnum):
+    """What one destination of a message shows (derived: gateway/store/_common.py
+    DEST_STATE_SQL). ``sending`` shows as queued; a delivered hop row whose destination
+    has no receipt yet shows as forwarded."""
+
+    QUEUED = "queued"
+    FORWARDED = "forwarded"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    HELD = "held"
+    FAILED = "failed"
 
 
 class InState(StrEnum):
@@ -90,6 +112,76 @@ class EnvelopeRecord:
     # At the origin: the content key wrapped to the origin's own encryption key
     # (envelope/reseal.py), kept to re-seal the envelope if a destination key is revoked.
     escrow: bytes | None = None
+    # (destination, next hop from here or None: delivered here) as this site routes the
+    # message; one ``destinations`` row each for a new message. Empty: no rows (a pure
+    # destination, a receipt envelope).
+    routes: tuple[tuple[str, str | None], ...] = ()
+    # A receipt envelope's in_reply_to (the message it receipts), set by the hub's hop
+    # check: accepting it as a relay records the receipt for (answers, origin).
+    answers: str | None = None
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One final destination of a message, as this site knows it (Store.destinations)."""
+
+    message_id: str
+    site: str
+    hop: str | None  # next hop from here toward it; None: delivered here
+    state: str  # a DestState, derived from the outcome and the hop row
+    reason: str
+    attempts: int  # the hop delivery's attempts (0 when hop is None)
+    next_attempt: datetime | None
+    updated: datetime
+    receipt_at: datetime | None = None
+    receipt_digest: bytes | None = None  # envelope digest of the receipt envelope (None: pre-v10)
+    receipt_for: bytes | None = None  # the envelope digest the receipt names (origin only)
+    receipt_size: int = 0  # bytes of the receipt envelope kept here (0: none kept)
+
+
+@dataclass(frozen=True)
+class ReceiptRecord:
+    """A verified receipt to record for one destination (Store.record_receipts)."""
+
+    message_id: str  # the message receipted
+    site: str  # the destination that signed it
+    receipt_digest: bytes  # envelope digest (SPEC 4.3) of the receipt envelope
+    receipt_for: bytes | None  # the envelope digest it names; None at the hub (sealed)
+    data: bytes | None  # the receipt envelope (kept at the origin only)
+    reason: str = "receipt"
+
+
+@dataclass(frozen=True)
+class ReceiptOutcome:
+    """What recording one receipt did. ``status``: ``recorded`` (new), ``duplicate``
+    (that destination has a receipt already: nothing changed) or ``unknown`` (no such
+    destination row here: nothing changed)."""
+
+    status: str
+    delivered: int  # destinations of the message with a receipt now
+    total: int  # destinations of the message (rows here)
+    completed: bool  # this call closed the message's last open destination
+
+
+@dataclass(frozen=True)
+class Closed:
+    """What fail() / expire() closed of one message: the destinations failed now
+    (``sites``, possibly empty: a hop row without destination rows), and whether that
+    closed the message's last open destination."""
+
+    message_id: str
+    sites: tuple[str, ...]
+    reason: str
+    completed: bool
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """What a receipt for a message sent from here must match (Store.sent_digests)."""
+
+    destinations: tuple[str, ...]
+    digests: frozenset[bytes]  # the envelope digest (merge: and the superseded ones)
+    receipted: dict[str, bytes]  # site -> receipt digest recorded (b"": pre-v10, unknown)
 
 
 @dataclass(frozen=True)
@@ -110,6 +202,8 @@ class MessageRoute:
     origin: str
     destinations: tuple[str, ...]
     doc_class: str = "document"
+    # site -> receipt digest already recorded here (the hub: one receipt per destination)
+    receipted: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -135,18 +229,24 @@ class InboundOutcome:
     The item moves from ``received`` to ``state`` (``available`` once opened here,
     ``acked`` for a receipt or an undeliverable envelope). With it, in the same
     transaction: ``receipt`` (a receipt envelope sealed here, and its next hops) is
-    queued; ``delivered`` (original message id, receipt envelope) records a verified
-    receipt for a message sent from here, as :meth:`Store.delivered` does (an unknown
-    original is skipped); ``failed`` fails every undelivered delivery of the item's
-    message with that reason, as :meth:`Store.fail` does.
+    queued; ``delivered`` records a verified receipt for a message sent from here, as
+    :meth:`Store.record_receipts` does (an unknown original or destination changes
+    nothing; a duplicate sets the item's reason to DUPLICATE_RECEIPT); ``own_receipt``
+    (the receipt sealed here for the item, site = here) closes this site's own
+    destination row where there is one (the hub), else is ignored; ``failed`` with
+    ``failed_site`` closes only that destination row of the item's message (no hop row
+    changes: forwards to other destinations go on); ``failed`` without ``failed_site``
+    (legacy) fails every undelivered delivery of the message as :meth:`Store.fail` does.
     """
 
     message_id: str
     state: InState
     reason: str
     receipt: tuple[EnvelopeRecord, tuple[str, ...]] | None = None
-    delivered: tuple[str, bytes] | None = None
+    delivered: ReceiptRecord | None = None
     failed: str | None = None
+    own_receipt: ReceiptRecord | None = None
+    failed_site: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +255,8 @@ class Settled:
 
     applied: bool  # the item was still ``received``; it is now in its new state
     delivered: bool  # the outcome's receipt was newly recorded (False: already, or not applied)
+    receipt: ReceiptOutcome | None = None  # what recording ``delivered`` did (None: nothing)
+    closed: Closed | None = None  # what ``failed`` closed (None: nothing)
 
 
 @dataclass(frozen=True)
@@ -181,6 +283,8 @@ class QueueEntry:
     size: int
     accepted: datetime | None = None  # when this site took the message
     updated: datetime | None = None  # the delivery's last change of state (or retry)
+    dest_open: int = 0  # destinations routed through this hop still open
+    dest_total: int = 0  # destinations routed through this hop (0: no destination rows)
 
 
 @dataclass(frozen=True)
@@ -221,7 +325,7 @@ class WebhookEvent:
 
     webhook_id: str
     integrator: str
-    kind: str  # received | delivered | failed
+    kind: str  # received | delivered | failed | completed
     message_id: str
     body: bytes
 
@@ -324,7 +428,13 @@ class Store(Protocol):
         *,
         now: datetime,
     ) -> list[Acceptance]:
-        """accept() for several envelopes in ONE transaction (one commit)."""
+        """accept() for several envelopes in ONE transaction (one commit).
+
+        Both insert one ``destinations`` row per ``record.routes`` entry for a new
+        message; a new relayed receipt envelope (``received_from`` set, class
+        ``receipt``, ``answers`` set, not delivered here) also records
+        ``ReceiptRecord(answers, origin, digest, None, None, "receipt relayed")`` in the
+        same transaction (the hub's per-destination delivered)."""
         ...
 
     async def get_envelope(self, message_id: str) -> EnvelopeRecord | None: ...
@@ -355,8 +465,9 @@ class Store(Protocol):
         receipts: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         """Mark (message_id, peer) pairs forwarded (the peer acknowledged); in the same
-        transaction, record ``receipts`` (message_id, receipt) as :meth:`delivered` does
-        (a receipt envelope's own proof of delivery is its signed hop acknowledgement)."""
+        transaction, record ``receipts`` (message_id of a receipt envelope sealed here,
+        its next hop's signed acknowledgement) in ``envelopes.receipt`` and mark its hop
+        rows delivered (a receipt envelope's own proof of delivery is its hop ack)."""
         ...
 
     async def defer(
@@ -370,25 +481,68 @@ class Store(Protocol):
         now: datetime,
     ) -> None: ...
 
-    async def fail(self, message_id: str, peer: str | None, *, reason: str, now: datetime) -> None:
-        """Mark the delivery (or, with peer None, every delivery of the message) failed."""
+    async def fail(
+        self, message_id: str, peer: str | None, *, reason: str, now: datetime
+    ) -> Closed | None:
+        """Mark the delivery (or, with peer None, every delivery of the message) failed,
+        and close the open destinations routed through it (peer None: all of them).
+        None if nothing changed. Raises StoreError for an unknown message."""
         ...
 
-    async def expire(self, *, now: datetime) -> list[str]:
-        """Fail every undelivered delivery whose envelope has expired; return their ids."""
+    async def expire(self, *, now: datetime) -> list[Closed]:
+        """Fail every undelivered delivery whose envelope has expired, and close its open
+        destinations (the origin: every open one, forwarded too; a hub: those whose hop
+        row failed now); one Closed per message changed, by message id."""
         ...
 
     # -- receipts ---------------------------------------------------------------
-    async def delivered(self, message_id: str, *, receipt: bytes, now: datetime) -> bool:
-        """Record a verified delivery receipt at the origin; False if already recorded."""
+    async def delivered(
+        self,
+        message_id: str,
+        *,
+        receipt: bytes,
+        now: datetime,
+        site: str | None = None,
+        receipt_digest: bytes | None = None,
+        receipt_for: bytes | None = None,
+    ) -> bool:
+        """Record a verified delivery receipt at the origin for destination ``site``
+        (None: the message's single destination, else StoreError), as
+        :meth:`record_receipts` does; False if that destination has one already.
+        Raises StoreError for an unknown message or destination."""
         ...
 
-    async def receipt(self, message_id: str) -> bytes | None: ...
+    async def receipt(self, message_id: str) -> bytes | None:
+        """A receipt envelope's hop acknowledgement (sealed here), or the receipt of a
+        message with exactly one destination (compatibility; see destination_receipt)."""
+        ...
 
-    async def sent_digests(
-        self, message_ids: Sequence[str]
-    ) -> dict[str, tuple[tuple[str, ...], bytes]]:
-        """(destinations, envelope digest) of each of these messages that is stored here."""
+    async def destination_receipt(self, message_id: str, site: str) -> bytes | None:
+        """The receipt envelope recorded for destination ``site`` (None: none kept)."""
+        ...
+
+    async def destinations(self, message_id: str) -> list[Destination]:
+        """The message's destination rows here, with their derived state, by site."""
+        ...
+
+    async def record_receipts(
+        self, items: Sequence[ReceiptRecord], *, now: datetime
+    ) -> list[ReceiptOutcome]:
+        """Record verified receipts in ONE transaction, one outcome per item in order.
+        A destination takes its first receipt only (later ones: ``duplicate``, also
+        within the batch); a failed destination takes a late one (history reason
+        ``receipt after failure``) without completing the message again. When no
+        destination through a hop row is left without a receipt, that row is marked
+        delivered. Unknown message or destination: ``unknown``, nothing changed."""
+        ...
+
+    async def destination_depths(self) -> dict[tuple[str, str], int]:
+        """Destinations per (site, state): open ones per site and derived state;
+        delivered and failed ones counted under site ''."""
+        ...
+
+    async def sent_digests(self, message_ids: Sequence[str]) -> dict[str, SentMessage]:
+        """What a receipt must match, for each of these messages stored here."""
         ...
 
     async def message_routes(self, message_ids: Sequence[str]) -> dict[str, MessageRoute]:
@@ -431,9 +585,23 @@ class Store(Protocol):
         ...
 
     # -- operator ---------------------------------------------------------------
-    async def hold(self, message_id: str, *, now: datetime, reason: str) -> int: ...
+    async def hold(
+        self,
+        message_id: str,
+        *,
+        now: datetime,
+        reason: str,
+        peers: Sequence[str] | None = None,
+    ) -> int:
+        """Hold the message's holdable deliveries (only those to ``peers`` if given)."""
+        ...
+
     async def release(self, message_id: str, *, now: datetime, reason: str) -> int: ...
-    async def retry(self, message_id: str, *, now: datetime, reason: str) -> int: ...
+    async def retry(self, message_id: str, *, now: datetime, reason: str) -> int:
+        """Requeue the message's deferred and failed deliveries, and reopen the failed
+        destinations routed through the failed ones."""
+        ...
+
     async def delete(self, message_id: str, *, now: datetime, reason: str) -> int:
         """Remove the message (envelope, deliveries, inbound item; the history stays) and
         leave a tombstone until its expiry, so that accept() of the id answers
@@ -444,8 +612,9 @@ class Store(Protocol):
         self, *, peer: str | None = None, state: str | None = None, todo: bool = False
     ) -> list[QueueEntry]:
         """Deliveries (to ``peer``, in ``state``), in claim order. ``todo``: only what is
-        still to do here (TODO_STATES, and a message sent from here forwarded but still
-        awaiting its receipt); not a delivered one, nor a relayed one forwarded on."""
+        still to do here (TODO_STATES, and a message sent from here forwarded with a
+        destination through that hop still open); not a delivered one, nor a relayed one
+        forwarded on. ``dest_open`` / ``dest_total`` count the destinations per hop."""
         ...
 
     async def history(self, message_id: str) -> list[Transition]: ...
@@ -563,8 +732,9 @@ class Store(Protocol):
         now: datetime,
         reason: str,
     ) -> int:
-        """Put a re-sealed copy of the envelope in place of the stored one (same id, no
-        receipt yet) and move its deliveries in ``requeue`` states back to queued.
+        """Put a re-sealed copy of the envelope in place of the stored one (same id, a
+        destination still open) and move its deliveries in ``requeue`` states back to
+        queued (a requeued failed one reopens its failed destinations).
         Only if the stored copy is still the one of ``expected_digest`` (the one the
         caller checked the replacement against: gateway/reseal.py). With ``held_for``,
         only if a delivery is held with a reason starting so (a relay taking a re-sealed
