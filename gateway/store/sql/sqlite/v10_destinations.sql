@@ -57,4 +57,150 @@ ALTER TABLE webhooks_v10 RENAME TO webhooks;
 CREATE INDEX webhooks_state_next ON webhooks (state, next_attempt);
 CREATE INDEX webhooks_message ON webhooks (message_id);
 
--- Existing messages (design §2.4): the data mapping follows (WP-B owns it).
+-- What each v9 message becomes (pure SQL, in the migration's transaction; "here" is
+-- audit_site.site). The same statements as ../postgres/v10_destinations.sql, spelt for
+-- SQLite (json_each, no DML in a WITH: history is written before the update it logs).
+-- Known limits:
+-- * the hub cannot attribute the receipts it relayed before v10 (the answered message
+--   id is in the receipt's head, not in a column): its forwarded rows stay forwarded,
+--   with a reason, and its expiry never fails them;
+-- * a circular whose receipt cannot be attributed to its signer (the receipt envelope's
+--   own row is gone) keeps every destination open, and keeps that receipt in
+--   envelopes.receipt, so that the proof is not lost;
+-- * a digest replaced by a v9 re-seal is not known (v9 never re-sealed receipted mail).
+
+-- The origin (received_from NULL; not a receipt envelope): a row per destination. Its
+-- hop: none for this site itself; the destination itself when there is a delivery to
+-- it (HQ as origin); else the message's one next hop (a mission's hub).
+INSERT INTO destinations (message_id, site, hop, updated_at)
+SELECT DISTINCT e.message_id, j.value,
+       CASE WHEN j.value = e.origin OR j.value = (SELECT a.site FROM audit_site a WHERE a.id = 1)
+            THEN NULL
+            WHEN EXISTS (SELECT 1 FROM deliveries d
+                         WHERE d.message_id = e.message_id AND d.peer = j.value)
+            THEN j.value
+            ELSE (SELECT min(d.peer) FROM deliveries d WHERE d.message_id = e.message_id)
+       END,
+       e.accepted_at
+FROM envelopes e, json_each(e.destinations) j
+WHERE e.received_from IS NULL AND e.doc_class <> 'receipt';
+
+-- The hub (relayed, with deliveries of its own): a row per destination but the sender.
+INSERT INTO destinations (message_id, site, hop, updated_at)
+SELECT DISTINCT e.message_id, j.value,
+       CASE WHEN EXISTS (SELECT 1 FROM deliveries d
+                         WHERE d.message_id = e.message_id AND d.peer = j.value)
+            THEN j.value END,
+       e.accepted_at
+FROM envelopes e, json_each(e.destinations) j
+WHERE e.received_from IS NOT NULL AND e.doc_class <> 'receipt'
+  AND j.value <> e.received_from
+  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = e.message_id);
+
+-- The hub's relays already forwarded: their receipts went by unrecorded.
+UPDATE destinations AS t SET reason = 'relayed before v10: receipts not tracked here'
+FROM envelopes e, deliveries d
+WHERE e.message_id = t.message_id AND e.received_from IS NOT NULL
+  AND d.message_id = t.message_id AND d.peer = t.hop AND d.state IN ('forwarded', 'delivered');
+UPDATE deliveries AS d SET last_reason = 'relayed before v10: receipts not tracked here'
+FROM envelopes e
+WHERE e.message_id = d.message_id AND e.received_from IS NOT NULL
+  AND d.state = 'forwarded' AND e.doc_class <> 'receipt'
+  AND EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = d.message_id AND t.hop = d.peer);
+
+-- A circular's receipt at the origin: the destination whose receipt envelope (kept here
+-- as received) has exactly these bytes signed it.
+UPDATE destinations AS t
+SET outcome = 'delivered', reason = 'receipt', receipt = e.receipt, receipt_for = e.digest,
+    receipt_digest = r.digest,
+    receipt_at = coalesce((SELECT max(h.at) FROM history h
+                           WHERE h.message_id = t.message_id AND h.state = 'delivered'),
+                          e.accepted_at),
+    updated_at = coalesce((SELECT max(h.at) FROM history h
+                           WHERE h.message_id = t.message_id AND h.state = 'delivered'),
+                          e.accepted_at)
+FROM envelopes e, envelopes r
+WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.doc_class <> 'receipt'
+  AND e.receipt IS NOT NULL
+  AND (SELECT count(*) FROM destinations x WHERE x.message_id = t.message_id) > 1
+  AND r.doc_class = 'receipt' AND r.origin = t.site
+  AND r.size = length(e.receipt) AND r.data = e.receipt;
+
+-- A single destination's receipt (v9 verified it against the envelope's digest, and
+-- never re-sealed a receipted message). Its digest is read from the bytes when needed.
+UPDATE destinations AS t
+SET outcome = 'delivered', reason = 'receipt', receipt = e.receipt, receipt_for = e.digest,
+    receipt_at = coalesce((SELECT max(h.at) FROM history h
+                           WHERE h.message_id = t.message_id AND h.state = 'delivered'),
+                          e.accepted_at),
+    updated_at = coalesce((SELECT max(h.at) FROM history h
+                           WHERE h.message_id = t.message_id AND h.state = 'delivered'),
+                          e.accepted_at)
+FROM envelopes e
+WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.doc_class <> 'receipt'
+  AND e.receipt IS NOT NULL
+  AND (SELECT count(*) FROM destinations x WHERE x.message_id = t.message_id) = 1;
+
+-- The other destinations of a receipted circular (the v9 bug dropped their receipts).
+UPDATE destinations AS t SET reason = 'no receipt of its own recorded before v10'
+FROM envelopes e
+WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.receipt IS NOT NULL
+  AND t.outcome = 'open';
+
+-- This site as a destination: delivered once its inbound item was opened here; failed
+-- when the item was acknowledged without being opened (undeliverable).
+UPDATE destinations AS t
+SET outcome = 'delivered', reason = 'delivered here before v10', receipt_at = h.at,
+    updated_at = h.at
+FROM (SELECT message_id, max(at) AS at FROM history
+      WHERE peer IS NULL AND state = 'available' GROUP BY message_id) h
+WHERE t.hop IS NULL AND t.outcome = 'open' AND h.message_id = t.message_id;
+UPDATE destinations AS t
+SET outcome = 'failed',
+    reason = coalesce((SELECT h.reason FROM history h
+                       WHERE h.message_id = t.message_id AND h.peer IS NULL
+                         AND h.state = 'acked' ORDER BY h.id DESC LIMIT 1), ''),
+    updated_at = i.updated_at
+FROM inbound i
+WHERE t.hop IS NULL AND t.outcome = 'open' AND i.message_id = t.message_id
+  AND i.state = 'acked';
+
+-- A failed hop: the destinations through it failed with it.
+UPDATE destinations AS t
+SET outcome = 'failed', reason = d.last_reason, updated_at = d.updated_at
+FROM deliveries d
+WHERE d.message_id = t.message_id AND d.peer = t.hop AND d.state = 'failed'
+  AND t.outcome = 'open';
+
+-- The v9 bug: a hop marked delivered by one destination's receipt while others through
+-- it have none goes back to forwarded (with a history row, so the audit log has it).
+INSERT INTO history (message_id, peer, state, reason, at)
+SELECT d.message_id, d.peer, 'forwarded',
+       'v10: ' || c.k || ' of ' || c.n || ' destinations receipted',
+       strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'
+FROM deliveries d
+JOIN (SELECT message_id, hop, sum(outcome = 'delivered') AS k, count(*) AS n
+      FROM destinations WHERE hop IS NOT NULL GROUP BY message_id, hop) c
+  ON c.message_id = d.message_id AND c.hop = d.peer
+WHERE d.state = 'delivered' AND c.k < c.n
+ORDER BY d.message_id, d.peer;
+UPDATE deliveries AS d
+SET state = 'forwarded',
+    last_reason = 'v10: ' || c.k || ' of ' || c.n || ' destinations receipted',
+    updated_at = strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'
+FROM (SELECT message_id, hop, sum(outcome = 'delivered') AS k, count(*) AS n
+      FROM destinations WHERE hop IS NOT NULL GROUP BY message_id, hop) c
+WHERE d.message_id = c.message_id AND d.peer = c.hop AND d.state = 'delivered'
+  AND c.k < c.n;
+
+-- A message none of whose destinations is open is complete.
+UPDATE envelopes AS e SET completed_at = c.at
+FROM (SELECT message_id, max(coalesce(receipt_at, updated_at)) AS at FROM destinations
+      GROUP BY message_id HAVING max(outcome = 'open') = 0) c
+WHERE e.message_id = c.message_id;
+
+-- Document receipts now live in their destination rows.
+UPDATE envelopes SET receipt = NULL
+WHERE receipt IS NOT NULL AND doc_class <> 'receipt'
+  AND EXISTS (SELECT 1 FROM destinations t
+              WHERE t.message_id = envelopes.message_id AND t.receipt = envelopes.receipt);
