@@ -37,8 +37,10 @@ from gateway.store._common import (
 from gateway.store.base import (
     Acceptance,
     Claimed,
+    Closed,
     EnvelopeRecord,
     OutState,
+    ReceiptRecord,
     StoreError,
 )
 from gateway.store.sqlite_audit import SqliteAudit, register_audit_functions
@@ -50,9 +52,14 @@ from gateway.store.sqlite_common import (
     dt,
     fail_undelivered,
     opt_dt,
-    record_receipt,
     set_state,
     ts,
+)
+from gateway.store.sqlite_destinations import (
+    SqliteDestinations,
+    close_open,
+    record_ack,
+    record_receipt_rows,
 )
 from gateway.store.sqlite_enroll import SqliteEnroll
 from gateway.store.sqlite_inbound import SqliteInbound
@@ -141,7 +148,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 class SqliteStore(
-    SqliteInbound, SqliteOperator, SqliteIntegrators, SqliteTrust, SqliteAudit, SqliteEnroll
+    SqliteInbound,
+    SqliteOperator,
+    SqliteIntegrators,
+    SqliteTrust,
+    SqliteAudit,
+    SqliteEnroll,
+    SqliteDestinations,
 ):
     """:class:`~gateway.store.base.Store` on one SQLite file."""
 
@@ -360,8 +373,8 @@ class SqliteStore(
                 )
                 if cur.rowcount:
                     add_history(c, message_id, peer, OutState.FORWARDED.value, reason, at)
-            for message_id, receipt in proofs:
-                record_receipt(c, message_id, receipt, at)
+            for message_id, proof in proofs:
+                record_ack(c, message_id, proof, at)
 
         if pairs or proofs:
             await self._write(tx)
@@ -391,46 +404,118 @@ class SqliteStore(
 
         await self._write(tx)
 
-    async def fail(self, message_id: str, peer: str | None, *, reason: str, now: datetime) -> None:
+    async def fail(
+        self, message_id: str, peer: str | None, *, reason: str, now: datetime
+    ) -> Closed | None:
         at = ts(now)
-        await self._write(lambda c: fail_undelivered(c, message_id, peer, reason, at))
+        return await self._write(lambda c: fail_undelivered(c, message_id, peer, reason, at))
 
-    async def expire(self, *, now: datetime) -> list[str]:
+    async def expire(self, *, now: datetime) -> list[Closed]:
         at = ts(now)
 
-        def tx(c: sqlite3.Connection) -> list[str]:
+        def tx(c: sqlite3.Connection) -> list[Closed]:
             rows = c.execute(
                 "UPDATE deliveries SET state = 'failed', lease_owner = NULL, lease_until = NULL,"
                 " last_reason = :reason, updated_at = :now"
                 " WHERE (state IN ('queued', 'deferred', 'sending', 'held')"
-                # At the origin, a message forwarded but never receipted fails at expiry too.
+                # At the origin, a hop forwarded with a destination through it still open
+                # (or, for a message without destination rows, never receipted) fails too.
                 "  OR (state = 'forwarded' AND message_id IN (SELECT message_id FROM envelopes"
-                "      WHERE received_from IS NULL AND receipt IS NULL)))"
+                "      WHERE received_from IS NULL)"
+                "      AND (EXISTS (SELECT 1 FROM destinations t"
+                "           WHERE t.message_id = deliveries.message_id"
+                "           AND t.hop = deliveries.peer AND t.outcome = 'open')"
+                "        OR (NOT EXISTS (SELECT 1 FROM destinations t"
+                "           WHERE t.message_id = deliveries.message_id)"
+                "          AND message_id IN (SELECT message_id FROM envelopes"
+                "           WHERE receipt IS NULL)))))"
                 " AND message_id IN (SELECT message_id FROM envelopes WHERE expires <= :now)"
                 " RETURNING message_id, peer",
                 {"reason": EXPIRED_REASON, "now": at},
             ).fetchall()
+            failed: dict[str, list[str]] = {}
             for message_id, peer in sorted(rows):
                 add_history(c, message_id, peer, OutState.FAILED.value, EXPIRED_REASON, at)
+                failed.setdefault(message_id, []).append(peer)
+            # The origin closes every open destination of an expired message (forwarded
+            # ones too); a hub only those whose hop row failed now.
+            origin = {
+                r[0]
+                for r in c.execute(
+                    "SELECT e.message_id FROM envelopes e WHERE e.expires <= ?"
+                    " AND e.received_from IS NULL AND e.completed_at IS NULL AND EXISTS"
+                    " (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id"
+                    "  AND t.outcome = 'open')",
+                    (at,),
+                ).fetchall()
+            }
+            closed = []
+            for message_id in sorted(origin | set(failed)):
+                hops = None if message_id in origin else failed[message_id]
+                closed.append(close_open(c, message_id, hops=hops, reason=EXPIRED_REASON, at=at))
             # Tombstones of deleted messages are kept until their expiry (and a grace).
             c.execute(
                 "DELETE FROM tombstones WHERE expires <= ?", (ts(aware(now) - TOMBSTONE_GRACE),)
             )
-            return sorted({r[0] for r in rows})
+            return closed
 
         return await self._write(tx)
 
     # -- receipts ---------------------------------------------------------------
-    async def delivered(self, message_id: str, *, receipt: bytes, now: datetime) -> bool:
+    async def delivered(
+        self,
+        message_id: str,
+        *,
+        receipt: bytes,
+        now: datetime,
+        site: str | None = None,
+        receipt_digest: bytes | None = None,
+        receipt_for: bytes | None = None,
+    ) -> bool:
         at = ts(now)
-        return await self._write(lambda c: record_receipt(c, message_id, receipt, at))
+
+        def tx(c: sqlite3.Connection) -> bool:
+            if not c.execute(
+                "SELECT 1 FROM envelopes WHERE message_id = ?", (message_id,)
+            ).fetchone():
+                raise StoreError(f"unknown message {message_id}")
+            sites = [
+                r[0]
+                for r in c.execute(
+                    "SELECT site FROM destinations WHERE message_id = ? ORDER BY site",
+                    (message_id,),
+                ).fetchall()
+            ]
+            which = site
+            if which is None and len(sites) > 1:
+                raise StoreError(
+                    f"{message_id} has {len(sites)} destinations: name the one that receipted it"
+                )
+            if which is None and sites:
+                which = sites[0]
+            item = ReceiptRecord(
+                message_id, which or "", receipt_digest or b"", receipt_for, receipt
+            )
+            (done,) = record_receipt_rows(c, [item], at, legacy=which is None)
+            if done.status == "unknown":
+                raise StoreError(f"{which} is not a destination of {message_id} here")
+            return done.status == "recorded"
+
+        return await self._write(tx)
 
     async def receipt(self, message_id: str) -> bytes | None:
         def q(c: sqlite3.Connection) -> bytes | None:
             row = c.execute(
                 "SELECT receipt FROM envelopes WHERE message_id = ?", (message_id,)
             ).fetchone()
-            return None if row is None else row[0]
+            if row is None:
+                return None
+            if row[0] is not None:
+                return bytes(row[0])
+            rows = c.execute(
+                "SELECT receipt FROM destinations WHERE message_id = ? LIMIT 2", (message_id,)
+            ).fetchall()
+            return bytes(rows[0][0]) if len(rows) == 1 and rows[0][0] is not None else None
 
         return await self._read(q)
 

@@ -1,5 +1,6 @@
-"""What the SQLite store's modules share: the time encoding and the transaction bodies
-that more than one call runs (accepting, recording a receipt, failing, moving states).
+"""What the SQLite store's modules share: the transaction bodies that more than one
+call runs (accepting, failing); the row primitives are in sqlite_rows.py, receipts and
+destination rows in sqlite_destinations.py.
 
 Each function takes the store's connection inside a transaction the caller opened.
 """
@@ -9,10 +10,19 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
-from gateway.store._common import RECEIPT_REASON, UNDELIVERED, aware, rank, unique_hops
-from gateway.store.base import Acceptance, EnvelopeRecord, InState, OutState, StoreError
+from gateway.store._common import UNDELIVERED, rank, unique_hops
+from gateway.store.base import Acceptance, Closed, EnvelopeRecord, InState, OutState, StoreError
+from gateway.store.sqlite_destinations import (
+    close_open,
+    insert_routes,
+    record_receipt_rows,
+    relayed_receipt,
+)
+from gateway.store.sqlite_rows import add_history, dt, opt_dt, set_state, ts
+
+__all__ = ["DUE", "PEERS", "accept_one", "add_history", "dt", "fail_undelivered", "opt_dt"]
+__all__ += ["set_state", "ts"]
 
 # Due work of one peer, in claim order: each branch reads the deliveries_claim index
 # (peer, state, rank, created, message_id) in order and stops at the limit.
@@ -53,32 +63,6 @@ UNION
 SELECT peer FROM deliveries WHERE state = 'sending' AND lease_until < :now
 ORDER BY 1
 """
-
-
-def ts(moment: datetime) -> str:
-    return aware(moment).isoformat(timespec="microseconds")
-
-
-def dt(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def opt_dt(text: str | None) -> datetime | None:
-    return None if text is None else dt(text)
-
-
-def add_history(
-    c: sqlite3.Connection,
-    message_id: str,
-    peer: str | None,
-    state: str,
-    reason: str,
-    at: str,
-) -> None:
-    c.execute(
-        "INSERT INTO history (message_id, peer, state, reason, at) VALUES (?, ?, ?, ?, ?)",
-        (message_id, peer, state, reason, at),
-    )
 
 
 def accept_one(
@@ -133,6 +117,10 @@ def accept_one(
             " VALUES (?, ?, 'queued', '', ?)",
             [(record.message_id, peer, at) for peer in hops],
         )
+    insert_routes(c, record, at)
+    relayed = None if deliver_here else relayed_receipt(record)
+    if relayed is not None:
+        record_receipt_rows(c, [relayed], at)
     if deliver_here:
         c.execute(
             "INSERT INTO inbound (message_id, state, received_at, updated_at)"
@@ -143,59 +131,12 @@ def accept_one(
     return Acceptance(new=True, hop_ack=hop_ack)
 
 
-def set_state(
-    c: sqlite3.Connection,
-    message_id: str,
-    *,
-    to: str,
-    from_states: Sequence[str],
-    reason: str,
-    at: str,
-    next_attempt: str | None = None,
-) -> int:
-    """Move the message's deliveries in ``from_states`` to ``to`` (lease dropped); history."""
-    rows = c.execute(
-        "UPDATE deliveries SET state = ?, next_attempt = ?, lease_owner = NULL,"
-        " lease_until = NULL, last_reason = ?, updated_at = ?"
-        " WHERE message_id = ? AND state IN (SELECT value FROM json_each(?)) RETURNING peer",
-        (to, next_attempt, reason, at, message_id, json.dumps([str(s) for s in from_states])),
-    ).fetchall()
-    for (peer,) in sorted(rows):
-        add_history(c, message_id, peer, to, reason, at)
-    return len(rows)
-
-
-_NOT_DELIVERED = [s.value for s in OutState if s != OutState.DELIVERED]
-
-
-def record_receipt(c: sqlite3.Connection, message_id: str, receipt: bytes, at: str) -> bool:
-    """Store a verified receipt and mark every delivery of the message delivered;
-    False if one was recorded already. Raises StoreError for an unknown message."""
-    cur = c.execute(
-        "UPDATE envelopes SET receipt = ? WHERE message_id = ? AND receipt IS NULL",
-        (receipt, message_id),
-    )
-    if cur.rowcount == 0:
-        if c.execute("SELECT 1 FROM envelopes WHERE message_id = ?", (message_id,)).fetchone():
-            return False
-        raise StoreError(f"unknown message {message_id}")
-    moved = set_state(
-        c,
-        message_id,
-        to=OutState.DELIVERED.value,
-        from_states=_NOT_DELIVERED,
-        reason=RECEIPT_REASON,
-        at=at,
-    )
-    if not moved:
-        add_history(c, message_id, None, OutState.DELIVERED.value, RECEIPT_REASON, at)
-    return True
-
-
 def fail_undelivered(
     c: sqlite3.Connection, message_id: str, peer: str | None, reason: str, at: str
-) -> None:
-    """Fail the message's undelivered deliveries (to ``peer``, or all). Raises StoreError."""
+) -> Closed | None:
+    """Fail the message's undelivered deliveries (to ``peer``, or all) and close its open
+    destinations through ``peer`` (or all of them). None if nothing changed. Raises
+    StoreError for an unknown message."""
     if not c.execute("SELECT 1 FROM envelopes WHERE message_id = ?", (message_id,)).fetchone():
         raise StoreError(f"unknown message {message_id}")
     rows = c.execute(
@@ -207,3 +148,7 @@ def fail_undelivered(
     ).fetchall()
     for (p,) in sorted(rows):
         add_history(c, message_id, p, OutState.FAILED.value, reason, at)
+    closed = close_open(c, message_id, hops=None if peer is None else [peer], reason=reason, at=at)
+    if not rows and not closed.sites:
+        return None
+    return closed

@@ -16,13 +16,15 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from gateway.store._common import check_record
+from gateway.store._common import DUPLICATE_RECEIPT, check_record
 from gateway.store.base import (
     EnvelopeRecord,
     InboundOutcome,
     InboxItem,
     InState,
     MessageRoute,
+    ReceiptRecord,
+    SentMessage,
     Settled,
     StoreError,
 )
@@ -31,8 +33,13 @@ from gateway.store.sqlite_common import (
     add_history,
     dt,
     fail_undelivered,
-    record_receipt,
     ts,
+)
+from gateway.store.sqlite_destinations import (
+    close_open,
+    has_rows,
+    receipted,
+    record_receipt_rows,
 )
 
 T = TypeVar("T")
@@ -67,15 +74,28 @@ def _settle_one(c: sqlite3.Connection, o: InboundOutcome, at: str) -> Settled:
     if o.receipt is not None:
         record, hops = o.receipt
         accept_one(c, record, hops, False, None, at)
-    delivered = False
+    reason = o.reason
+    outcome = None
     if o.delivered is not None:
-        original, receipt = o.delivered
-        if c.execute("SELECT 1 FROM envelopes WHERE message_id = ?", (original,)).fetchone():
-            delivered = record_receipt(c, original, receipt, at)
+        (outcome,) = record_receipt_rows(c, [o.delivered], at, legacy=True)
+        if outcome.status == "duplicate":
+            reason = DUPLICATE_RECEIPT.format(site=o.delivered.site)
+    if o.own_receipt is not None:
+        record_receipt_rows(c, [o.own_receipt], at)  # unknown (no row here): nothing to do
+    closed = None
     if o.failed is not None:
-        fail_undelivered(c, o.message_id, None, o.failed, at)
-    add_history(c, o.message_id, None, new, o.reason, at)
-    return Settled(applied=True, delivered=delivered)
+        if o.failed_site is not None:
+            closed = close_open(c, o.message_id, sites=[o.failed_site], reason=o.failed, at=at)
+            closed = closed if closed.sites else None
+        else:
+            closed = fail_undelivered(c, o.message_id, None, o.failed, at)
+    add_history(c, o.message_id, None, new, reason, at)
+    return Settled(
+        applied=True,
+        delivered=outcome is not None and outcome.status == "recorded",
+        receipt=outcome,
+        closed=closed,
+    )
 
 
 class SqliteInbound:
@@ -171,25 +191,35 @@ class SqliteInbound:
             InState(o.state)
             if o.receipt is not None:
                 check_record(o.receipt[0])
+            for item in (o.delivered, o.own_receipt):
+                if item is not None and not isinstance(item, ReceiptRecord):
+                    raise StoreError(f"{o.message_id}: not a ReceiptRecord: {item!r}")
         if not batch:
             return []
         at = ts(now)
         return await self._write(lambda c: [_settle_one(c, o, at) for o in batch])
 
-    async def sent_digests(
-        self, message_ids: Sequence[str]
-    ) -> dict[str, tuple[tuple[str, ...], bytes]]:
+    async def sent_digests(self, message_ids: Sequence[str]) -> dict[str, SentMessage]:
         ids = list(dict.fromkeys(message_ids))
         if not ids:
             return {}
 
-        def q(c: sqlite3.Connection) -> dict[str, tuple[tuple[str, ...], bytes]]:
+        def q(c: sqlite3.Connection) -> dict[str, SentMessage]:
             rows = c.execute(
-                "SELECT message_id, destinations, digest FROM envelopes"
+                "SELECT message_id, destinations, digest, receipt, doc_class FROM envelopes"
                 " WHERE message_id IN (SELECT value FROM json_each(?))",
                 (json.dumps(ids),),
             ).fetchall()
-            return {r[0]: (tuple(json.loads(r[1])), r[2]) for r in rows}
+            out = {}
+            for r in rows:
+                destinations = tuple(json.loads(r[1]))
+                # merge: superseded (issue 10): the digests of copies replaced here count too.
+                done = receipted(c, r[0])
+                if r[3] is not None and r[4] != "receipt" and not has_rows(c, r[0]):
+                    # A message without destination rows, receipted (legacy: one receipt).
+                    done = dict.fromkeys(destinations, b"")
+                out[r[0]] = SentMessage(destinations, frozenset({bytes(r[2])}), done)
+            return out
 
         return await self._read(q)
 
@@ -204,6 +234,9 @@ class SqliteInbound:
                 " WHERE message_id IN (SELECT value FROM json_each(?))",
                 (json.dumps(ids),),
             ).fetchall()
-            return {r[0]: MessageRoute(r[1], tuple(json.loads(r[2])), r[3]) for r in rows}
+            return {
+                r[0]: MessageRoute(r[1], tuple(json.loads(r[2])), r[3], receipted(c, r[0]))
+                for r in rows
+            }
 
         return await self._read(q)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -19,20 +19,29 @@ from typing import TypeVar
 from gateway.store._common import HOLDABLE, RETRYABLE
 from gateway.store.base import OutState, QueueEntry, Transition
 from gateway.store.sqlite_common import add_history, dt, opt_dt, set_state, ts
+from gateway.store.sqlite_destinations import requeue
 
 T = TypeVar("T")
 _SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 # :todo = 1: only what is still to do (base.TODO_STATES, and a message sent from here
-# forwarded but awaiting its receipt). Keep in step with postgres_operator.py.
+# forwarded with a destination through that hop still open; without destination rows,
+# not receipted yet). The last two columns count the destinations through the hop.
+# Keep in step with postgres_operator.py.
 _QUEUE = """
 SELECT d.message_id, d.peer, d.state, d.attempts, d.next_attempt, d.last_reason,
        e.origin, e.destinations, e.created, e.expires, e.priority, e.size,
-       e.accepted_at, d.updated_at
+       e.accepted_at, d.updated_at,
+       (SELECT count(*) FROM destinations t
+        WHERE t.message_id = d.message_id AND t.hop = d.peer AND t.outcome = 'open'),
+       (SELECT count(*) FROM destinations t WHERE t.message_id = d.message_id AND t.hop = d.peer)
 FROM deliveries d JOIN envelopes e ON e.message_id = d.message_id
 WHERE (:peer IS NULL OR d.peer = :peer) AND (:state IS NULL OR d.state = :state)
   AND (:todo = 0 OR d.state IN ('queued', 'sending', 'deferred', 'held', 'failed')
-       OR (d.state = 'forwarded' AND e.received_from IS NULL AND e.receipt IS NULL
-           AND e.doc_class <> 'receipt'))
+       OR (d.state = 'forwarded' AND e.received_from IS NULL AND e.doc_class <> 'receipt'
+           AND (EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = d.message_id
+                        AND t.hop = d.peer AND t.outcome = 'open')
+                OR (e.receipt IS NULL AND NOT EXISTS (SELECT 1 FROM destinations t
+                                                      WHERE t.message_id = d.message_id)))))
 ORDER BY d.rank, d.created, d.message_id, d.peer
 """
 
@@ -52,11 +61,25 @@ class SqliteOperator:
         self, fn: Callable[[sqlite3.Connection], T]
     ) -> T: ...  # provided by SqliteStore
 
-    async def hold(self, message_id: str, *, now: datetime, reason: str) -> int:
+    async def hold(
+        self,
+        message_id: str,
+        *,
+        now: datetime,
+        reason: str,
+        peers: Sequence[str] | None = None,
+    ) -> int:
         at = ts(now)
+        only = None if peers is None else list(peers)
         return await self._write(
             lambda c: set_state(
-                c, message_id, to=OutState.HELD.value, from_states=HOLDABLE, reason=reason, at=at
+                c,
+                message_id,
+                to=OutState.HELD.value,
+                from_states=HOLDABLE,
+                reason=reason,
+                at=at,
+                peers=only,
             )
         )
 
@@ -76,15 +99,7 @@ class SqliteOperator:
     async def retry(self, message_id: str, *, now: datetime, reason: str) -> int:
         at = ts(now)
         return await self._write(
-            lambda c: set_state(
-                c,
-                message_id,
-                to=OutState.QUEUED.value,
-                from_states=RETRYABLE,
-                reason=reason,
-                at=at,
-                next_attempt=at,
-            )
+            lambda c: requeue(c, message_id, from_states=RETRYABLE, reason=reason, at=at)
         )
 
     async def delete(self, message_id: str, *, now: datetime, reason: str) -> int:
@@ -137,6 +152,8 @@ class SqliteOperator:
                     size=r[11],
                     accepted=dt(r[12]),
                     updated=dt(r[13]),
+                    dest_open=int(r[14]),
+                    dest_total=int(r[15]),
                 )
                 for r in rows
             ]

@@ -20,7 +20,7 @@ from envelope.framing import PREFIX_BYTES
 from envelope.limits import MAX_HEAD_XML_BYTES
 from gateway.store._common import aware
 from gateway.store.base import DirectoryFetch, PendingStamp, TimestampRecord
-from gateway.store.sqlite_common import set_state
+from gateway.store.sqlite_destinations import requeue as requeue_deliveries
 
 T = TypeVar("T")
 
@@ -152,6 +152,7 @@ class SqliteTrust:
         reason: str,
     ) -> int:
         at = _ts(now)
+        requeue_states = list(requeue)
 
         def tx(c: sqlite3.Connection) -> int:
             if held_for is not None:
@@ -162,21 +163,34 @@ class SqliteTrust:
                 ).fetchone()
                 if held is None:
                     return 0
+            # Only while a destination still lacks its receipt (open or failed; without
+            # destination rows: while the message has no receipt).
             cur = c.execute(
                 "UPDATE envelopes SET data = ?, digest = ?, chain = ?, hop_ack = ?, size = ?"
-                " WHERE message_id = ? AND receipt IS NULL AND digest = ? AND digest != ?",
-                (data, digest, chain, hop_ack, len(data), message_id, expected_digest, digest),
+                " WHERE message_id = ? AND digest = ? AND digest != ?"
+                " AND (EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = ?"
+                "      AND t.outcome <> 'delivered')"
+                "  OR (receipt IS NULL"
+                "      AND NOT EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = ?)))",
+                (
+                    data,
+                    digest,
+                    chain,
+                    hop_ack,
+                    len(data),
+                    message_id,
+                    expected_digest,
+                    digest,
+                    message_id,
+                    message_id,
+                ),
             )
             if cur.rowcount == 0:
                 return 0
-            return set_state(
-                c,
-                message_id,
-                to="queued",
-                from_states=requeue,
-                reason=reason,
-                at=at,
-                next_attempt=at,
+            # merge: superseded (issue 10): at the origin (received_from IS NULL), keep
+            # expected_digest in envelopes.superseded so a receipt over it still counts.
+            return requeue_deliveries(
+                c, message_id, from_states=requeue_states, reason=reason, at=at
             )
 
         return await self._write(tx)

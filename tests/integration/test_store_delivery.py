@@ -16,7 +16,17 @@ import asyncpg
 import pytest
 
 from gateway.store._common import LATEST_VERSION, load_sql
-from gateway.store.base import Acceptance, InboundOutcome, InState, Settled, Store
+from gateway.store.base import (
+    Acceptance,
+    Closed,
+    InboundOutcome,
+    InState,
+    ReceiptOutcome,
+    ReceiptRecord,
+    SentMessage,
+    Settled,
+    Store,
+)
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore, _statements
 from gateway.store.sqlite_common import DUE
@@ -67,6 +77,11 @@ async def test_inbound_received_takes_the_oldest_within_a_byte_budget(store: Sto
     assert await store.inbound_received(limit=0, max_bytes=100) == []
 
 
+def receipt(n: int, site: str) -> ReceiptRecord:
+    """A verified receipt from ``site`` for message ``n`` (its envelope: b"receipt-n")."""
+    return ReceiptRecord(mid(n), site, bytes([n + 100]) * 32, bytes([n]) * 32, b"receipt-%d" % n)
+
+
 async def test_inbound_settle_applies_a_batch_in_one_transaction(store: Store) -> None:
     # At a site that is both a destination and an origin:
     await put(store, 1, (), here=True)  # a document, opened
@@ -82,17 +97,19 @@ async def test_inbound_settle_applies_a_batch_in_one_transaction(store: Store) -
     later = T0 + timedelta(seconds=5)
     outcomes = [
         InboundOutcome(mid(1), InState.AVAILABLE, "opened", receipt=(reply, (HQ,))),
-        InboundOutcome(mid(2), InState.ACKED, "receipt", delivered=(mid(5), b"receipt-5")),
+        InboundOutcome(mid(2), InState.ACKED, "receipt", delivered=receipt(5, PARIS)),
         InboundOutcome(mid(3), InState.ACKED, "undeliverable: bad", failed="bad"),
         InboundOutcome(mid(4), InState.AVAILABLE, "opened", receipt=(record(11), (HQ,))),
-        InboundOutcome(mid(6), InState.ACKED, "receipt", delivered=(mid(9), b"receipt-9")),
+        InboundOutcome(mid(6), InState.ACKED, "receipt", delivered=receipt(9, PARIS)),
     ]
+    # Message 5 was accepted without routes (no destination rows): its receipt is the
+    # message's, as before v10; message 9 is not stored here.
     assert await store.inbound_settle(outcomes, now=later) == [
         Settled(applied=True, delivered=False),
-        Settled(applied=True, delivered=True),
-        Settled(applied=True, delivered=False),
+        Settled(applied=True, delivered=True, receipt=ReceiptOutcome("recorded", 1, 1, True)),
+        Settled(applied=True, delivered=False, closed=Closed(mid(3), (), "bad", False)),
         Settled(applied=False, delivered=False),
-        Settled(applied=True, delivered=False),
+        Settled(applied=True, delivered=False, receipt=ReceiptOutcome("unknown", 0, 0, False)),
     ]
     states = {i.message_id: i.state for i in await store.inbox()}
     assert states == {
@@ -154,7 +171,10 @@ async def test_sent_digests(store: Store) -> None:
     await put(store, 1, destinations=(PARIS, HANOI))
     await put(store, 2)
     got = await store.sent_digests([mid(1), mid(2), mid(9), mid(1)])
-    assert got == {mid(1): ((PARIS, HANOI), record(1).digest), mid(2): ((PARIS,), record(2).digest)}
+    assert got == {
+        mid(1): SentMessage((PARIS, HANOI), frozenset({record(1).digest}), {}),
+        mid(2): SentMessage((PARIS,), frozenset({record(2).digest}), {}),
+    }
     assert await store.sent_digests([]) == {}
 
 

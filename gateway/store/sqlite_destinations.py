@@ -1,0 +1,400 @@
+"""Delivery state and receipts per final destination, in the SQLite store (issue 11).
+
+One ``destinations`` row per final destination of a message, at the origin and at a hub
+that relays it (sql/sqlite/v10_destinations.sql). A row stores only its terminal fact
+(``outcome``: open, delivered with its receipt, failed with its reason); the state it
+shows is derived from its hop row when read (_common.DEST_STATE_SQL).
+
+The helpers take the store's connection inside a transaction the caller opened; the
+mixin's methods run through the store's ``_read`` / ``_write``. Every change to a
+destination row appends a history row whose peer is the destination site.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from gateway.store._common import (
+    DEST_REASON_SQL,
+    DEST_STATE_SQL,
+    LATE_RECEIPT_REASON,
+    RECEIPT_REASON,
+    RELAYED_RECEIPT_REASON,
+)
+from gateway.store.base import (
+    Closed,
+    Destination,
+    EnvelopeRecord,
+    OutState,
+    ReceiptOutcome,
+    ReceiptRecord,
+    StoreError,
+)
+from gateway.store.sqlite_rows import add_history, dt, opt_dt, set_state, ts
+
+T = TypeVar("T")
+
+# Built from constants only (_common.py): no value is formatted into the SQL.
+_DESTINATIONS = f"""
+SELECT t.message_id, t.site, t.hop, {DEST_STATE_SQL}, {DEST_REASON_SQL},
+       coalesce(d.attempts, 0),
+       CASE WHEN t.outcome = 'open' THEN d.next_attempt END,
+       CASE WHEN t.outcome = 'open' AND t.hop IS NOT NULL AND d.updated_at IS NOT NULL
+            AND d.updated_at > t.updated_at THEN d.updated_at ELSE t.updated_at END,
+       t.receipt_at, t.receipt_digest, t.receipt_for, coalesce(length(t.receipt), 0)
+FROM destinations t
+LEFT JOIN deliveries d ON d.message_id = t.message_id AND d.peer = t.hop
+WHERE t.message_id = ?
+ORDER BY t.site
+"""  # noqa: S608
+
+_DEPTHS = f"""
+SELECT CASE WHEN t.outcome = 'open' THEN t.site ELSE '' END, {DEST_STATE_SQL}, count(*)
+FROM destinations t
+LEFT JOIN deliveries d ON d.message_id = t.message_id AND d.peer = t.hop
+GROUP BY 1, 2
+"""  # noqa: S608
+
+_NOT_DELIVERED = [s.value for s in OutState if s != OutState.DELIVERED]
+
+
+def _blob(value: bytes | None) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def has_rows(c: sqlite3.Connection, message_id: str) -> bool:
+    return (
+        c.execute(
+            "SELECT 1 FROM destinations WHERE message_id = ? LIMIT 1", (message_id,)
+        ).fetchone()
+        is not None
+    )
+
+
+def insert_routes(c: sqlite3.Connection, record: EnvelopeRecord, at: str) -> None:
+    """One open row per destination of ``record.routes`` (the first route of a site wins)."""
+    routes: dict[str, str | None] = {}
+    for site, hop in record.routes:
+        routes.setdefault(site, hop)
+    if routes:
+        c.executemany(
+            "INSERT INTO destinations (message_id, site, hop, updated_at) VALUES (?, ?, ?, ?)",
+            [(record.message_id, site, hop, at) for site, hop in routes.items()],
+        )
+
+
+def relayed_receipt(record: EnvelopeRecord) -> ReceiptRecord | None:
+    """What a hub records for a receipt envelope it takes to relay (None: not one)."""
+    if record.received_from is None or record.doc_class != "receipt" or not record.answers:
+        return None
+    return ReceiptRecord(
+        record.answers, record.origin, record.digest, None, None, RELAYED_RECEIPT_REASON
+    )
+
+
+def _counts(c: sqlite3.Connection, message_id: str) -> tuple[int, int]:
+    delivered, total = c.execute(
+        "SELECT coalesce(sum(outcome = 'delivered'), 0), count(*) FROM destinations"
+        " WHERE message_id = ?",
+        (message_id,),
+    ).fetchone()
+    return int(delivered), int(total)
+
+
+def maybe_complete(c: sqlite3.Connection, message_id: str, at: str) -> bool:
+    """Set ``completed_at`` if the message has rows, none open, and it is not set yet;
+    True only for the call that set it."""
+    cur = c.execute(
+        "UPDATE envelopes SET completed_at = ? WHERE message_id = ? AND completed_at IS NULL"
+        " AND EXISTS (SELECT 1 FROM destinations WHERE message_id = ?)"
+        " AND NOT EXISTS (SELECT 1 FROM destinations WHERE message_id = ? AND outcome = 'open')",
+        (at, message_id, message_id, message_id),
+    )
+    return cur.rowcount == 1
+
+
+def _hop_done(c: sqlite3.Connection, message_id: str, hop: str, at: str) -> None:
+    """Mark the hop row delivered once no destination through it lacks a receipt."""
+    left = c.execute(
+        "SELECT 1 FROM destinations WHERE message_id = ? AND hop = ? AND outcome <> 'delivered'"
+        " LIMIT 1",
+        (message_id, hop),
+    ).fetchone()
+    if left is None:
+        set_state(
+            c,
+            message_id,
+            to=OutState.DELIVERED.value,
+            from_states=_NOT_DELIVERED,
+            reason=RECEIPT_REASON,
+            at=at,
+            peers=[hop],
+        )
+
+
+def record_ack(c: sqlite3.Connection, message_id: str, proof: bytes, at: str) -> bool:
+    """Store the proof of delivery of a message without destination rows (a receipt
+    envelope sealed here: its next hop's signed acknowledgement) in envelopes.receipt and
+    mark every hop row of it delivered; False if one was recorded already, or if the
+    message has destination rows (their receipts are per destination). Raises StoreError
+    for an unknown message."""
+    if has_rows(c, message_id):
+        return False
+    cur = c.execute(
+        "UPDATE envelopes SET receipt = ? WHERE message_id = ? AND receipt IS NULL",
+        (proof, message_id),
+    )
+    if cur.rowcount == 0:
+        if c.execute("SELECT 1 FROM envelopes WHERE message_id = ?", (message_id,)).fetchone():
+            return False
+        raise StoreError(f"unknown message {message_id}")
+    moved = set_state(
+        c,
+        message_id,
+        to=OutState.DELIVERED.value,
+        from_states=_NOT_DELIVERED,
+        reason=RECEIPT_REASON,
+        at=at,
+    )
+    if not moved:
+        add_history(c, message_id, None, OutState.DELIVERED.value, RECEIPT_REASON, at)
+    return True
+
+
+def _legacy_receipt(c: sqlite3.Connection, item: ReceiptRecord, at: str) -> ReceiptOutcome:
+    """A message without destination rows (accepted without routes): the receipt is the
+    message's, as before v10 (envelopes.receipt, every hop row delivered)."""
+    if item.data is None:
+        return ReceiptOutcome("unknown", 0, 0, False)
+    if record_ack(c, item.message_id, item.data, at):
+        c.execute(
+            "UPDATE envelopes SET completed_at = ? WHERE message_id = ? AND completed_at IS NULL",
+            (at, item.message_id),
+        )
+        return ReceiptOutcome("recorded", 1, 1, True)
+    return ReceiptOutcome("duplicate", 1, 1, False)
+
+
+def record_receipt_rows(
+    c: sqlite3.Connection, items: Sequence[ReceiptRecord], at: str, *, legacy: bool = False
+) -> list[ReceiptOutcome]:
+    """Record each receipt for its destination row, once (the first one stands).
+
+    ``legacy``: a message that exists without any destination row takes the receipt as
+    before v10 (see _legacy_receipt); otherwise it is ``unknown``.
+    """
+    out: list[ReceiptOutcome] = []
+    for item in items:
+        row = c.execute(
+            "SELECT outcome, hop, receipt_at FROM destinations WHERE message_id = ? AND site = ?",
+            (item.message_id, item.site),
+        ).fetchone()
+        if row is None:
+            if (
+                legacy
+                and not has_rows(c, item.message_id)
+                and c.execute(
+                    "SELECT 1 FROM envelopes WHERE message_id = ?", (item.message_id,)
+                ).fetchone()
+            ):
+                out.append(_legacy_receipt(c, item, at))
+                continue
+            delivered, total = _counts(c, item.message_id)
+            out.append(ReceiptOutcome("unknown", delivered, total, False))
+            continue
+        outcome, hop, receipt_at = row
+        if receipt_at is not None:
+            delivered, total = _counts(c, item.message_id)
+            out.append(ReceiptOutcome("duplicate", delivered, total, False))
+            continue
+        reason = LATE_RECEIPT_REASON if outcome == "failed" else item.reason
+        digest = _blob(item.receipt_digest) or None
+        c.execute(
+            "UPDATE destinations SET outcome = 'delivered', reason = ?, receipt_digest = ?,"
+            " receipt_for = ?, receipt_at = ?, receipt = ?, updated_at = ?"
+            " WHERE message_id = ? AND site = ? AND receipt_at IS NULL",
+            (
+                reason,
+                digest,
+                _blob(item.receipt_for),
+                at,
+                _blob(item.data),
+                at,
+                item.message_id,
+                item.site,
+            ),
+        )
+        told = f"{reason} sha256:{digest.hex()[:16]}" if digest else reason
+        add_history(c, item.message_id, item.site, OutState.DELIVERED.value, told, at)
+        if hop is not None:
+            _hop_done(c, item.message_id, hop, at)
+        completed = outcome == "open" and maybe_complete(c, item.message_id, at)
+        delivered, total = _counts(c, item.message_id)
+        out.append(ReceiptOutcome("recorded", delivered, total, completed))
+    return out
+
+
+def close_open(
+    c: sqlite3.Connection,
+    message_id: str,
+    *,
+    hops: Sequence[str] | None = None,
+    sites: Sequence[str] | None = None,
+    reason: str,
+    at: str,
+) -> Closed:
+    """Fail the message's open rows (only those through ``hops``, and only those of
+    ``sites``, when given); history per row; complete the message if none is left open."""
+    rows = c.execute(
+        "UPDATE destinations SET outcome = 'failed', reason = ?, updated_at = ?"
+        " WHERE message_id = ? AND outcome = 'open'"
+        " AND (? IS NULL OR hop IN (SELECT value FROM json_each(?)))"
+        " AND (? IS NULL OR site IN (SELECT value FROM json_each(?))) RETURNING site",
+        (
+            reason,
+            at,
+            message_id,
+            None if hops is None else 1,
+            json.dumps(list(hops or ())),
+            None if sites is None else 1,
+            json.dumps(list(sites or ())),
+        ),
+    ).fetchall()
+    closed = sorted(r[0] for r in rows)
+    for site in closed:
+        add_history(c, message_id, site, OutState.FAILED.value, reason, at)
+    completed = bool(closed) and maybe_complete(c, message_id, at)
+    return Closed(message_id, tuple(closed), reason, completed)
+
+
+def reopen_failed(
+    c: sqlite3.Connection, message_id: str, hops: Sequence[str], reason: str, at: str
+) -> list[str]:
+    """Reopen the failed rows routed through ``hops`` (their hop rows were requeued);
+    the message is no longer complete."""
+    if not hops:
+        return []
+    rows = c.execute(
+        "UPDATE destinations SET outcome = 'open', reason = '', updated_at = ?"
+        " WHERE message_id = ? AND outcome = 'failed'"
+        " AND hop IN (SELECT value FROM json_each(?)) RETURNING site",
+        (at, message_id, json.dumps(list(hops))),
+    ).fetchall()
+    sites = sorted(r[0] for r in rows)
+    for site in sites:
+        add_history(c, message_id, site, OutState.QUEUED.value, reason, at)
+    if sites:
+        c.execute("UPDATE envelopes SET completed_at = NULL WHERE message_id = ?", (message_id,))
+    return sites
+
+
+def requeue(
+    c: sqlite3.Connection,
+    message_id: str,
+    *,
+    from_states: Sequence[str],
+    reason: str,
+    at: str,
+) -> int:
+    """Move the message's deliveries in ``from_states`` back to queued (due now); a
+    failed one reopens the failed destinations routed through it."""
+    failed = []
+    if OutState.FAILED.value in [str(s) for s in from_states]:
+        failed = [
+            r[0]
+            for r in c.execute(
+                "SELECT peer FROM deliveries WHERE message_id = ? AND state = 'failed'",
+                (message_id,),
+            ).fetchall()
+        ]
+    moved = set_state(
+        c,
+        message_id,
+        to=OutState.QUEUED.value,
+        from_states=from_states,
+        reason=reason,
+        at=at,
+        next_attempt=at,
+    )
+    reopen_failed(c, message_id, failed, reason, at)
+    return moved
+
+
+def receipted(c: sqlite3.Connection, message_id: str) -> dict[str, bytes]:
+    """site -> receipt digest of the rows with a receipt (b"": digest not known)."""
+    rows = c.execute(
+        "SELECT site, receipt_digest FROM destinations"
+        " WHERE message_id = ? AND receipt_at IS NOT NULL",
+        (message_id,),
+    ).fetchall()
+    return {r[0]: bytes(r[1] or b"") for r in rows}
+
+
+class SqliteDestinations:
+    """The per-destination methods of the Store protocol."""
+
+    @abstractmethod
+    async def _read(
+        self, fn: Callable[[sqlite3.Connection], T]
+    ) -> T: ...  # provided by SqliteStore
+
+    @abstractmethod
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T]
+    ) -> T: ...  # provided by SqliteStore
+
+    async def destinations(self, message_id: str) -> list[Destination]:
+        def q(c: sqlite3.Connection) -> list[Destination]:
+            rows = c.execute(_DESTINATIONS, (message_id,)).fetchall()
+            return [
+                Destination(
+                    message_id=r[0],
+                    site=r[1],
+                    hop=r[2],
+                    state=r[3],
+                    reason=r[4] or "",
+                    attempts=int(r[5]),
+                    next_attempt=opt_dt(r[6]),
+                    updated=dt(r[7]),
+                    receipt_at=opt_dt(r[8]),
+                    receipt_digest=_blob(r[9]),
+                    receipt_for=_blob(r[10]),
+                    receipt_size=int(r[11]),
+                )
+                for r in rows
+            ]
+
+        return await self._read(q)
+
+    async def destination_receipt(self, message_id: str, site: str) -> bytes | None:
+        def q(c: sqlite3.Connection) -> bytes | None:
+            row = c.execute(
+                "SELECT receipt FROM destinations WHERE message_id = ? AND site = ?",
+                (message_id, site),
+            ).fetchone()
+            return None if row is None else _blob(row[0])
+
+        return await self._read(q)
+
+    async def record_receipts(
+        self, items: Sequence[ReceiptRecord], *, now: datetime
+    ) -> list[ReceiptOutcome]:
+        batch = list(items)
+        for item in batch:
+            if not isinstance(item, ReceiptRecord):
+                raise StoreError(f"not a ReceiptRecord: {item!r}")
+        if not batch:
+            return []
+        at = ts(now)
+        return await self._write(lambda c: record_receipt_rows(c, batch, at))
+
+    async def destination_depths(self) -> dict[tuple[str, str], int]:
+        def q(c: sqlite3.Connection) -> dict[tuple[str, str], int]:
+            return {(r[0], r[1]): int(r[2]) for r in c.execute(_DEPTHS).fetchall()}
+
+        return await self._read(q)
