@@ -263,8 +263,11 @@ async def _fitting_receipts(
     for index, c in accepted:
         r = c.parsed.head.routing
         if r.doc_class == RECEIPT_CLASS:
+            original = held.get(r.in_reply_to or "")
             try:
-                check_receipt(r, held.get(r.in_reply_to or ""), here=ctx.here)
+                check_receipt(r, original, here=ctx.here, receipt_digest=c.parsed.digest)
+                if original is not None:  # a second, different one in this batch too
+                    original.receipted.setdefault(r.origin, c.parsed.digest)
             except HopRefused as exc:
                 results[index] = {"status": "refused", "reason": str(exc)}
                 request.app[METRICS].refused.labels(peer).inc()

@@ -24,7 +24,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -172,6 +172,23 @@ def _from_hops(message_id: str, hops: Mapping[str, str], deleted: bool) -> Messa
         status = found or ("forwarded" if states else "queued")
     complete = bool(states) and states <= TERMINAL
     return MessageStatus(message_id, status, 0, 0, (), (), complete)
+
+
+def open_sites(dests: Sequence[DestinationView]) -> set[str]:
+    """The destinations still without a receipt or a failure."""
+    return {d.site for d in dests if d.state not in TERMINAL}
+
+
+def hops_to_hold(dests: Sequence[DestinationView], stale: Collection[str]) -> set[str]:
+    """The next hops to hold for envelopes sealed to a stale key of the sites ``stale``:
+    each hop every one of whose open destinations is such a site. A hop that also
+    carries a destination with a good key goes on (the hub behind it holds the stale
+    one), and one whose stale destinations all have their receipts is not held."""
+    by_hop: dict[str, list[str]] = {}
+    for d in dests:
+        if d.hop is not None and d.state not in TERMINAL:
+            by_hop.setdefault(d.hop, []).append(d.site)
+    return {hop for hop, sites in by_hop.items() if all(s in stale for s in sites)}
 
 
 def _short(digest: bytes) -> str:

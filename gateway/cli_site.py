@@ -350,14 +350,20 @@ def status(message_id: str, directory: Path | None, as_json: bool) -> None:
     state at this site, and why it is not delivered yet if it is still "received"
     (for instance "receipt deferred: M-HANOI has no active encryption key": it is
     delivered, with its receipt, once the directory lists one)."""
+    from gateway.circular_status import message_status, status_json
     from gateway.site_views import inbound_status
 
     async def go(ctx: SiteContext) -> dict[str, Any]:
         history = await ctx.store.history(message_id)
-        receipt = await ctx.store.receipt(message_id)
+        ms = await message_status(ctx.store, message_id)
+        per_site: dict[str, Any] = {}
+        if ms is not None and ms.total:
+            per_site = status_json(ms)
+        else:  # no destination rows here: a receipt envelope, mail received here
+            per_site = {"delivered": await ctx.store.receipt(message_id) is not None}
         return {
             "id": message_id,
-            "delivered": receipt is not None,
+            **per_site,
             "here": await inbound_status(ctx, message_id),
             "history": [
                 {
@@ -377,12 +383,44 @@ def status(message_id: str, directory: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2))
         return
     state = "delivered (receipt verified)" if info["delivered"] else "not delivered yet"
+    if info.get("of"):
+        state = info["summary"]
     if info["here"] is not None:
         here = info["here"]
         state = f"{here['state']} here" + (f" — {here['note']}" if here["note"] else "")
     click.echo(printable(f"{message_id}  {state}"))
+    if info.get("of"):
+        for line in render(_destination_rows(info["destinations"]), DESTINATION_COLUMNS):
+            click.echo(f"  {line}")
     for line in render(info["history"], STATUS_COLUMNS)[1:]:
         click.echo(f"  {line}")
+
+
+DESTINATION_COLUMNS = [
+    Column("site", "SITE"),
+    Column("state", "STATE"),
+    Column("via", "VIA"),
+    Column("attempts", "TRIES"),
+    Column("receipt_at", "RECEIPT AT"),
+    Column("sha256", "RECEIPT SHA-256"),
+    Column("reason", "REASON", limit=60),
+]
+
+
+def _destination_rows(dests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for d in dests:
+        receipt = d["receipt"] or {}
+        digest = receipt.get("sha256")
+        rows.append(
+            {
+                **d,
+                "via": d["via"] or "(here)",
+                "receipt_at": receipt.get("at"),
+                "sha256": f"{digest[:16]}…" if digest else None,
+            }
+        )
+    return rows
 
 
 @main.group("inbox")

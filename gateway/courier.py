@@ -36,7 +36,8 @@ from envelope.open import parse_framed_head
 from envelope.receipt import RECEIPT_CLASS
 from gateway import logjson
 from gateway.channel import PeerError, post_batch
-from gateway.events import Event, EventBus
+from gateway.circular_status import emit_closed
+from gateway.events import EventBus
 from gateway.hop import HopRefused, HopUnknownKey, verify_ack, verify_hop_ack
 from gateway.metrics import Metrics
 from gateway.site import SiteContext
@@ -228,8 +229,10 @@ class Couriers:
     async def _refused(self, c: Claimed, peer: str, reason: str) -> None:
         logjson.event(log, logging.WARNING, "refused", id=c.message_id, peer=peer, reason=reason)
         why = f"refused by {peer}: {reason}"
-        await self.events.emit(Event("failed", c.message_id, datetime.now(UTC), {"reason": why}))
-        await self.ctx.store.fail(c.message_id, peer, reason=why, now=datetime.now(UTC))
+        now = datetime.now(UTC)
+        closed = await self.ctx.store.fail(c.message_id, peer, reason=why, now=now)
+        if closed is not None:
+            await emit_closed(self.events, self.ctx.store, closed, now)
 
     async def _back_off(self, peer: str, claimed: Sequence[Claimed], reason: str) -> None:
         relay = self.ctx.config.relay

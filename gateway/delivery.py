@@ -24,9 +24,10 @@ from aiohttp import ClientSession
 from gateway import logjson
 from gateway.audit import AuditCheckpointer
 from gateway.channel import PeerError, PinnedConnector, fetch_directory
+from gateway.circular_status import emit_closed
 from gateway.courier import Couriers, jittered
 from gateway.directory_age import mark_fetched
-from gateway.events import Event, EventBus
+from gateway.events import EventBus
 from gateway.faults import crash_point
 from gateway.key_watch import KeyWatcher, audit_directory
 from gateway.local_delivery import LocalDelivery
@@ -146,9 +147,16 @@ class Workers:
     async def _expire_loop(self) -> None:
         while True:
             now = datetime.now(UTC)
-            for message_id in await self.ctx.store.expire(now=now):
-                logjson.event(log, logging.WARNING, "failed", id=message_id, reason="expired")
-                await self.events.emit(Event("failed", message_id, now, {"reason": "expired"}))
+            for closed in await self.ctx.store.expire(now=now):
+                logjson.event(
+                    log,
+                    logging.WARNING,
+                    "failed",
+                    id=closed.message_id,
+                    reason=closed.reason,
+                    sites=",".join(closed.sites),
+                )
+                await emit_closed(self.events, self.ctx.store, closed, now)
             await asyncio.sleep(1.0)
 
     async def _directory_loop(self) -> None:

@@ -14,9 +14,12 @@ Rules (PRODUCT.md, Network; issue "The relay"):
 - A receipt (class ``receipt``) at the hub must fit the message it answers, as the
   hub holds it (:func:`check_receipt`; the handler looks the message up): it names
   that message (``in-reply-to``), comes from one of its destinations and goes to its
-  origin alone. The hub stamps each receipt it relays as ``delivered`` for that
-  message, so a receipt it cannot match is refused, not relayed unstamped: every
-  message passes the hub and stays in its store until its operator deletes it.
+  origin alone, and is the first receipt from that destination (the same receipt
+  envelope again passes, to be answered as a duplicate; a different one is refused:
+  gateway/circular.py hub_second_receipt). The hub stamps each receipt it relays as
+  ``delivered`` for that message, and marks that destination delivered, so a receipt
+  it cannot match is refused, not relayed unstamped: every message passes the hub and
+  stays in its store until its operator deletes it.
 - Only then does the receiver append its own signed hop record, and commit; its
   hop record is the acknowledgement. A repeated message id gets the first
   acknowledgement back and stores nothing, unless that one was signed with a key of
@@ -42,6 +45,7 @@ from envelope.open import verify_origin
 from envelope.receipt import RECEIPT_CLASS
 from envelope.trace import append_hop, hop_message_of, verify_trace
 from envelope.values import format_time, parse_time
+from gateway.circular import hub_second_receipt
 from gateway.store.base import EnvelopeRecord, MessageRoute
 from routing.decision import Action, route
 from routing.directory import Directory, DirectoryError
@@ -210,6 +214,11 @@ def check_envelope(
     decisions = route(r, here=here, hub=directory.hub)
     next_hops = tuple(sorted({d.next_hop for d in decisions if d.next_hop and d.next_hop != peer}))
     deliver_here = any(d.action is Action.DELIVER for d in decisions)
+    # One destination row per final destination this site is responsible for: only
+    # where it relays (a pure destination keeps none), never for a receipt.
+    routes: tuple[tuple[str, str | None], ...] = ()
+    if next_hops and r.doc_class != RECEIPT_CLASS:
+        routes = tuple((d.destination, d.next_hop) for d in decisions if d.destination != peer)
     head, head_xml = append_hop(parsed, site=here, key=key, received_from=peer, at=now)
     prefix = frame_prefix(head_xml)
     relayed = prefix + head_xml + data[offset:]
@@ -227,15 +236,23 @@ def check_envelope(
         data=relayed,
         doc_class=r.doc_class,
         chain=head.trace[-1].signature,
+        routes=routes,
+        answers=r.in_reply_to if r.doc_class == RECEIPT_CLASS else None,
     )
     ack = encode_ack(r.message_id, head.trace[-1])
     return Checked(record, next_hops, deliver_here, ack, relayed_head, len(prefix) + len(head_xml))
 
 
-def check_receipt(r: RoutingHeader, original: MessageRoute | None, *, here: str) -> None:
-    """Whether the receipt with routing header ``r`` fits the message it answers,
-    ``original`` as ``here`` holds it (None: not held here). See the module rules.
-    Raises HopRefused."""
+def check_receipt(
+    r: RoutingHeader,
+    original: MessageRoute | None,
+    *,
+    here: str,
+    receipt_digest: bytes | None = None,
+) -> None:
+    """Whether the receipt with routing header ``r`` (and envelope digest
+    ``receipt_digest``) fits the message it answers, ``original`` as ``here`` holds it
+    (None: not held here). See the module rules. Raises HopRefused."""
     m = r.in_reply_to
     if m is None:
         raise HopRefused("a receipt names the message it answers (in-reply-to); this one does not")
@@ -255,6 +272,10 @@ def check_receipt(r: RoutingHeader, original: MessageRoute | None, *, here: str)
             f"receipt for message {m} addressed to {', '.join(r.destinations)}: a receipt"
             f" has one destination, the message's origin {original.origin}"
         )
+    if receipt_digest is not None:
+        second = hub_second_receipt(r, original, receipt_digest)
+        if second is not None:
+            raise HopRefused(second)
 
 
 def receipts_to_check(accepted: Iterable[Checked], *, here: str, hub: str) -> list[str | None]:

@@ -31,9 +31,11 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import ClientSession
 
+from envelope.model import RecipientStanza
 from gateway import logjson
 from gateway.audit import AuditError, record
 from gateway.channel import PinnedConnector
+from gateway.circular import hops_to_hold
 from gateway.key_announce import activate_announced
 from gateway.key_wait import seal_waiting
 from gateway.keys_lifecycle import KeyOpError, KeyOps, Outcome, audit_key_event
@@ -204,25 +206,51 @@ def revoked_encryption_keys(directory: Directory) -> set[tuple[str, str]]:
 async def hold_sealed_to(
     ctx: SiteContext, revoked: set[tuple[str, str]], now: datetime
 ) -> list[str]:
-    """Put on hold every waiting delivery of an envelope with a recipient stanza whose
+    """Put on hold the waiting deliveries of an envelope with a recipient stanza whose
     (site, key id) is in ``revoked``: the pair, never the key id alone (another site
-    listing the same id must not stop this site's mail). Returns the message ids held."""
+    listing the same id must not stop this site's mail). Per destination: a next hop
+    is held only if every open destination routed through it is sealed to such a key
+    (at the hub, where hop and destination coincide, just that destination; a
+    mission's hub hop only if all of them are: otherwise the hub holds the stale one).
+    A message without destination rows (stored before schema v10, a receipt) is held
+    whole, as before. Returns the message ids held."""
     held: list[str] = []
+    seen: set[str] = set()
     for state in ("queued", "deferred"):
         try:
             entries = await ctx.store.queue(state=state)
         except StoreError:
             continue
         for entry in entries:
+            if entry.message_id in seen:
+                continue
+            seen.add(entry.message_id)
             parsed = await stored_head(ctx, entry.message_id)
             if parsed is None:
                 continue
-            hit = next((s for s in parsed.head.recipients if (s.site, s.key_id) in revoked), None)
-            if hit is not None and entry.message_id not in held:
-                reason = f"{HOLD_REASON} {hit.key_id} of {hit.site}"
-                if await ctx.store.hold(entry.message_id, now=now, reason=reason):
-                    held.append(entry.message_id)
+            hits = [s for s in parsed.head.recipients if (s.site, s.key_id) in revoked]
+            if not hits:
+                continue
+            if await _hold_stale(ctx, entry.message_id, hits, now):
+                held.append(entry.message_id)
     return held
+
+
+async def _hold_stale(
+    ctx: SiteContext, message_id: str, hits: list[RecipientStanza], now: datetime
+) -> bool:
+    dests = await ctx.store.destinations(message_id)
+    if not dests:
+        hit = hits[0]
+        reason = f"{HOLD_REASON} {hit.key_id} of {hit.site}"
+        return bool(await ctx.store.hold(message_id, now=now, reason=reason))
+    via = {d.site: d.hop for d in dests}
+    done = 0
+    for hop in sorted(hops_to_hold(dests, {s.site for s in hits})):
+        hit = next((s for s in hits if via.get(s.site) == hop), hits[0])
+        reason = f"{HOLD_REASON} {hit.key_id} of {hit.site}"
+        done += await ctx.store.hold(message_id, now=now, reason=reason, peers=[hop])
+    return done > 0
 
 
 async def audit_directory(ctx: SiteContext, serial: int) -> None:

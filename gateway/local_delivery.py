@@ -16,9 +16,13 @@ Rules:
   Every step before that commit is idempotent (an inbox folder already there is
   kept), so a crash anywhere is finished by the next run, and each document is
   delivered exactly once.
-- A receipt envelope arriving at the origin marks the message delivered only if
-  it verifies: signed by the destination, naming the message and its digest; the
-  batch's receipts are recorded in the same single transaction.
+- A receipt envelope arriving at the origin marks its destination delivered only if
+  it verifies (gateway/circular.py check_origin_receipt): signed by the site it names,
+  a destination of the message, naming the digest of an envelope sent as it, and the
+  first receipt from that site (the same one again is a duplicate); the batch's
+  receipts are recorded in the same single transaction. The message is delivered when
+  every destination's receipt is in. A refused receipt is acked with the reason and
+  changes nothing else.
 - An envelope that cannot be opened or delivered is failed and acked with the
   reason; one whose local hand-off failed for now (DeliveryDeferred) stays
   ``received`` and is retried with backoff.
@@ -57,13 +61,22 @@ from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority
 from gateway import logjson
 from gateway.bridges.local import DeliveryDeferred, deliver_locally
+from gateway.circular import ReceiptRefused, check_origin_receipt
+from gateway.circular_status import emit_completed
 from gateway.courier import jittered
 from gateway.events import Event, EventBus
 from gateway.hop import HeadCache
 from gateway.keystore import KeyNotHeld
 from gateway.metrics import Metrics
 from gateway.site import SiteContext, load_keys
-from gateway.store.base import EnvelopeRecord, InboundOutcome, InState, Settled
+from gateway.store.base import (
+    EnvelopeRecord,
+    InboundOutcome,
+    InState,
+    ReceiptRecord,
+    SentMessage,
+    Settled,
+)
 from gateway.submit import route_here, sealed_record
 from routing.directory import USABLE, Directory, DirectoryError
 
@@ -200,7 +213,9 @@ def write_inbox(folder: Path, sealed: SealedHeader, parts: list[bytes]) -> None:
     staging.replace(folder)
 
 
-def _undeliverable(message_id: str, exc: Exception) -> InboundOutcome:
+def _undeliverable(message_id: str, exc: Exception, here: str) -> InboundOutcome:
+    """Ack an item that cannot be delivered here, and fail this site's own destination
+    of its message (only that one: a hub's forwards to other destinations go on)."""
     logjson.event(
         log,
         logging.ERROR,
@@ -209,8 +224,26 @@ def _undeliverable(message_id: str, exc: Exception) -> InboundOutcome:
         reason=f"{type(exc).__name__}: {exc}",
     )
     return InboundOutcome(
-        message_id, InState.ACKED, reason=f"undeliverable: {exc}", failed=str(exc)
+        message_id,
+        InState.ACKED,
+        reason=f"undeliverable: {exc}",
+        failed=str(exc),
+        failed_site=here,
     )
+
+
+def _refused_receipt(o: Opened, exc: ReceiptRefused) -> InboundOutcome:
+    """Ack a receipt envelope that does not fit the message it answers, with the
+    reason; nothing else changes."""
+    logjson.event(
+        log,
+        logging.WARNING,
+        "receipt_refused",
+        id=o.record.message_id,
+        origin=o.record.origin,
+        reason=str(exc),
+    )
+    return InboundOutcome(o.record.message_id, InState.ACKED, reason=f"receipt refused: {exc}")
 
 
 class LocalDelivery:
@@ -291,14 +324,22 @@ class LocalDelivery:
         for o in opened:
             mid = o.record.message_id
             if o.error is not None:
-                outcomes.append(_undeliverable(mid, o.error))
+                outcomes.append(_undeliverable(mid, o.error, ctx.here))
             elif o.waiting is not None:
                 self.await_key(o, directory.serial)
             elif o.receipt is not None:
                 receipts.append(o)
             elif await self._hand_on(o, outcomes):
                 documents.append(o)
-                outcomes.append(InboundOutcome(mid, InState.AVAILABLE, "opened", receipt=o.reply))
+                outcomes.append(
+                    InboundOutcome(
+                        mid,
+                        InState.AVAILABLE,
+                        "opened",
+                        receipt=o.reply,
+                        own_receipt=self._own_receipt(o),
+                    )
+                )
         verified = await self._check_receipts(receipts, outcomes)
         if verified:
             self.crash("receipt-before-mark")
@@ -334,7 +375,7 @@ class LocalDelivery:
             )
             return False
         except Exception as exc:
-            outcomes.append(_undeliverable(mid, exc))
+            outcomes.append(_undeliverable(mid, exc, self.ctx.here))
             return False
         self.retry_at.pop(mid, None)
         self.failures.pop(mid, None)
@@ -363,10 +404,29 @@ class LocalDelivery:
             retry_in_s=round(delay, 2),
         )
 
+    def _own_receipt(self, o: Opened) -> ReceiptRecord | None:
+        """The receipt sealed here for document ``o``, as the record that closes this
+        site's own destination row of it where there is one (a hub that also relays
+        the message). None at the origin itself: its receipt comes back to it as an
+        envelope and is checked and kept like any other."""
+        if o.reply is None or o.routing is None or o.routing.origin == self.ctx.here:
+            return None
+        reply = o.reply[0]
+        return ReceiptRecord(
+            o.record.message_id,
+            self.ctx.here,
+            reply.digest,
+            o.record.digest,
+            None,
+            "delivered here",
+        )
+
     async def _check_receipts(
         self, receipts: list[Opened], outcomes: list[InboundOutcome]
     ) -> list[Opened]:
-        """Verify receipts against the messages sent from here; queue their outcomes."""
+        """Verify receipts against the messages sent from here (gateway/circular.py
+        check_origin_receipt); queue their outcomes. A refused one is acked with the
+        reason and changes nothing else."""
         if not receipts:
             return []
         sent = await self.ctx.store.sent_digests(
@@ -378,23 +438,33 @@ class LocalDelivery:
             assert receipt is not None
             original = sent.get(receipt.message_id)
             try:
-                if original is None:
-                    raise EnvelopeError(f"receipt for unknown message {receipt.message_id}")
-                destinations, digest = original
-                if receipt.site != o.record.origin or receipt.site not in destinations:
-                    raise EnvelopeError("receipt signed by a site that is not a destination")
-                if receipt.envelope_digest != digest:
-                    raise EnvelopeError("receipt digest does not match the envelope sent")
-            except EnvelopeError as exc:
-                outcomes.append(_undeliverable(o.record.message_id, exc))
+                check_origin_receipt(
+                    receipt, signer=o.record.origin, receipt_digest=o.record.digest, sent=original
+                )
+            except ReceiptRefused as exc:
+                outcomes.append(_refused_receipt(o, exc))
                 continue
+            assert original is not None
+            # A second, different receipt from the same site in this batch is refused
+            # like one recorded before it.
+            sent[receipt.message_id] = SentMessage(
+                original.destinations,
+                original.digests,
+                {receipt.site: o.record.digest, **original.receipted},
+            )
             verified.append(o)
             outcomes.append(
                 InboundOutcome(
                     o.record.message_id,
                     InState.ACKED,
                     "receipt",
-                    delivered=(receipt.message_id, o.record.data),
+                    delivered=ReceiptRecord(
+                        receipt.message_id,
+                        receipt.site,
+                        o.record.digest,
+                        receipt.envelope_digest,
+                        o.record.data,
+                    ),
                 )
             )
         return verified
@@ -428,11 +498,37 @@ class LocalDelivery:
         for o in verified:
             done = results.get(o.record.message_id)
             receipt = o.receipt
-            if done is None or not done.delivered or receipt is None:
+            if done is None or receipt is None or done.receipt is None:
+                continue
+            outcome = done.receipt
+            if outcome.status != "recorded":
                 continue
             self.metrics.receipts.inc()
+            m = receipt.message_id
             await self.events.emit(
-                Event("delivered", receipt.message_id, now, {"by": receipt.site})
+                Event(
+                    "delivered",
+                    m,
+                    now,
+                    {
+                        "site": receipt.site,
+                        "receipt_sha256": o.record.digest.hex(),
+                        "delivered": str(outcome.delivered),
+                        "of": str(outcome.total),
+                    },
+                )
             )
-            rows.append({"id": receipt.message_id, "by": receipt.site})
+            rows.append(
+                {
+                    "id": m,
+                    "by": receipt.site,
+                    "receipts": f"{outcome.delivered} of {outcome.total}",
+                }
+            )
+            if outcome.completed:
+                await emit_completed(self.events, self.ctx.store, m, now)
         logjson.each(log, logging.INFO, "delivered", rows)
+        for settled in results.values():
+            closed = settled.closed
+            if closed is not None and closed.completed:
+                await emit_completed(self.events, self.ctx.store, closed.message_id, now)

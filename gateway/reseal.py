@@ -21,8 +21,11 @@ Rules:
   forgery attempt, refused and logged. The stored copy is replaced only if it is still
   the one compared (``expected_digest``), and only by a copy sealed to keys in force.
 - The origin's own re-seal passes the same check before it replaces its copy.
-- An envelope with a receipt is never re-sealed (it was delivered), nor one with no
-  escrow (sealed before escrows were kept, or not sealed here).
+- An envelope is re-sealed only for destinations still without a receipt: one whose
+  every destination sealed to a stale key has its receipt (or has failed) is not
+  re-sealed, and the hub takes the new copy only in place of its held one, so
+  delivered destinations are not sent it again. Nor is one with no escrow (sealed
+  before escrows were kept, or not sealed here) re-sealed.
 - An envelope this site signed with a signing key of its own that the directory now
   shows revoked or retired (a peer refuses it: "origin signature refused") is signed
   again with the current key, once that key is published (usable in our directory):
@@ -44,8 +47,9 @@ from envelope.open import parse_framed_head
 from envelope.replacement import ReplacementRefused, check_replacement
 from envelope.reseal import Resealed, reseal, resign
 from envelope.seal import Recipient
+from gateway.circular import open_sites
 from gateway.site import SiteContext
-from gateway.store.base import EnvelopeRecord, OutState
+from gateway.store.base import Destination, DestState, EnvelopeRecord, OutState
 from routing.directory import USABLE, Directory, DirectoryError
 
 HOLD_REASON = "sealed to revoked encryption key"
@@ -119,10 +123,24 @@ async def candidates(ctx: SiteContext) -> list[str]:
         parsed = await stored_head(ctx, entry.message_id)
         if parsed is None:
             continue
+        live = await _open_destinations(ctx, entry.message_id)
         wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
+        wraps = [w for w in wraps if live is None or w[0] in live]
         if stale_signature(ctx, parsed) or (not failed and stale_stanzas(ctx.directory, wraps)):
             ids.append(entry.message_id)
     return ids
+
+
+async def _open_destinations(ctx: SiteContext, message_id: str) -> set[str] | None:
+    """The destinations of a message sent from here still without a receipt (nor
+    failed); None if it has no destination rows (stored before schema v10): then
+    every destination unless a receipt is held."""
+    dests = await ctx.store.destinations(message_id)
+    if dests:
+        return open_sites(dests)
+    if await ctx.store.receipt(message_id) is not None:
+        return set()
+    return None
 
 
 async def reseal_message(
@@ -134,13 +152,23 @@ async def reseal_message(
         return ResealResult(message_id, False, "no such message here")
     if record.origin != ctx.here:
         return ResealResult(message_id, False, f"sealed by {record.origin}; only it can re-seal")
-    if await ctx.store.receipt(message_id) is not None:
+    dests = await ctx.store.destinations(message_id)
+    if dests and all(d.state == DestState.DELIVERED.value for d in dests):
+        return ResealResult(
+            message_id, False, "delivered (every destination's receipt is held): nothing to do"
+        )
+    live = await _open_destinations(ctx, message_id)
+    if live is not None and not dests:
         return ResealResult(message_id, False, "delivered (a receipt is held): nothing to do")
     parsed, offset = parse_framed_head(record.data)
-    stale = stale_stanzas(ctx.directory, [(s.site, s.key_id) for s in parsed.head.recipients])
+    wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
+    every = stale_stanzas(ctx.directory, wraps)
+    stale = stale_stanzas(ctx.directory, [w for w in wraps if live is None or w[0] in live])
     unsigned = stale_signature(ctx, parsed)
     if not stale and unsigned is not None:
         return await _resign_message(ctx, record, parsed, offset, unsigned, now, dry_run)
+    if not stale and every:
+        return ResealResult(message_id, False, _closed_stale(dests, wraps, every))
     if not stale:
         return ResealResult(message_id, False, "sealed to keys in force: nothing to do")
     escrow = await ctx.store.escrow(message_id)
@@ -166,6 +194,18 @@ async def reseal_message(
     if unsigned is not None:
         reason += f"; signed again (signing key {unsigned} no longer accepted)"
     return await _replace(ctx, record, new, reason, now, resigned=unsigned is not None)
+
+
+def _closed_stale(
+    dests: Sequence[Destination], wraps: Sequence[tuple[str, str]], stale: Sequence[str]
+) -> str:
+    """Why nothing is re-sealed although ``stale`` wraps exist: their destinations are
+    closed."""
+    delivered = {d.site for d in dests if d.state == DestState.DELIVERED.value}
+    sites = {site for site, key_id in wraps if f"{site}:{key_id}" in stale}
+    if sites <= delivered:
+        return "every destination sealed to a stale key has its receipt: nothing to do"
+    return "every destination sealed to a stale key has its receipt or has failed: nothing to do"
 
 
 _UNPUBLISHED = "our signing key is no longer accepted and its successor is not yet published"

@@ -24,6 +24,7 @@ from envelope.errors import UsageError
 from envelope.head import ParsedHead
 from envelope.model import RoutingHeader
 from envelope.open import parse_framed_head
+from envelope.receipt import RECEIPT_CLASS
 from envelope.seal import Sealing
 from envelope.values import format_time
 from gateway.site import SiteContext
@@ -102,6 +103,14 @@ def route_here(r: RoutingHeader, *, here: str, hub: str) -> tuple[tuple[str, ...
     return next_hops, any(d.action is Action.DELIVER for d in decisions)
 
 
+def routes_here(r: RoutingHeader, *, here: str, hub: str) -> tuple[tuple[str, str | None], ...]:
+    """(destination, next hop or None: delivered here) for each destination of an
+    envelope this site sealed: its destination rows (none for a receipt)."""
+    if r.doc_class == RECEIPT_CLASS:
+        return ()
+    return tuple((d.destination, d.next_hop) for d in route(r, here=here, hub=hub))
+
+
 async def _queue(
     ctx: SiteContext,
     record: EnvelopeRecord,
@@ -111,8 +120,14 @@ async def _queue(
 ) -> None:
     check_expires(r.expires, now, longest_lifetime(ctx))
     next_hops, here = route_here(r, here=ctx.here, hub=ctx.directory.hub)
+    routes = routes_here(r, here=ctx.here, hub=ctx.directory.hub)
     await ctx.store.accept(
-        record, next_hops=next_hops, deliver_here=here, hop_ack=None, now=now, held=held
+        replace(record, routes=routes),
+        next_hops=next_hops,
+        deliver_here=here,
+        hop_ack=None,
+        now=now,
+        held=held,
     )
     if held is None:
         ctx.notify(next_hops)

@@ -15,6 +15,7 @@ from envelope.seal import new_routing
 from gateway.circular import (
     ReceiptRefused,
     check_origin_receipt,
+    hops_to_hold,
     hub_second_receipt,
     summarise,
 )
@@ -229,3 +230,25 @@ def test_the_hub_refuses_a_second_different_receipt_only() -> None:
     assert hub_second_receipt(r, Route({"M-HANOI": R1}), b"\x22" * 32) == (
         f"a second receipt from M-HANOI for {M}: the first (sha256 {R1.hex()[:16]}…) stands"
     )
+
+
+@pytest.mark.parametrize(
+    ("dests", "stale", "hops"),
+    [
+        # at HQ, hop == destination: only the stale one is held
+        ([Dest("M-A", "queued", hop="M-A"), Dest("M-B", "deferred", hop="M-B")], {"M-B"}, {"M-B"}),
+        # at a mission: the hub hop carries a good destination too, so it goes on
+        ([Dest("HQ", "queued", hop="HQ"), Dest("M-B", "queued", hop="HQ")], {"M-B"}, set()),
+        ([Dest("HQ", "queued", hop="HQ"), Dest("M-B", "queued", hop="HQ")], {"HQ", "M-B"}, {"HQ"}),
+        # the good destination has its receipt: only the stale one is open through the hop
+        ([Dest("HQ", "delivered", hop="HQ"), Dest("M-B", "forwarded", hop="HQ")], {"M-B"}, {"HQ"}),
+        # the stale destination has its receipt: nothing to hold
+        ([Dest("M-A", "queued", hop="M-A"), Dest("M-B", "delivered", hop="M-B")], {"M-B"}, set()),
+        # delivered here: no hop
+        ([Dest("HQ", "queued", hop=None)], {"HQ"}, set()),
+    ],
+)
+def test_a_hop_is_held_only_if_every_open_destination_through_it_is_stale(
+    dests: list[Dest], stale: set[str], hops: set[str]
+) -> None:
+    assert hops_to_hold(dests, stale) == hops

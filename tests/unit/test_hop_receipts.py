@@ -65,3 +65,22 @@ def test_a_receipt_that_does_not_fit_is_refused(
         check_receipt(r, held, here="HQ")
     for word in words:
         assert word in str(refused.value)
+
+
+FIRST = b"\x11" * 32
+
+
+def test_a_second_receipt_from_a_destination_is_refused_at_the_hub() -> None:
+    held = MessageRoute("M-PARIS", ("M-HANOI", "M-LIMA"), "document", {"M-HANOI": FIRST})
+    with pytest.raises(HopRefused) as refused:
+        check_receipt(receipt("M-HANOI", ["M-PARIS"]), held, here="HQ", receipt_digest=b"\2" * 32)
+    assert str(refused.value) == (
+        f"a second receipt from M-HANOI for {X}: the first (sha256 {FIRST.hex()[:16]}…) stands"
+    )
+    # M-LIMA's first receipt still passes
+    check_receipt(receipt("M-LIMA", ["M-PARIS"]), held, here="HQ", receipt_digest=b"\2" * 32)
+
+
+def test_the_same_receipt_again_passes_to_be_a_duplicate() -> None:
+    held = MessageRoute("M-PARIS", ("M-HANOI", "M-LIMA"), "document", {"M-HANOI": FIRST})
+    check_receipt(receipt("M-HANOI", ["M-PARIS"]), held, here="HQ", receipt_digest=FIRST)
