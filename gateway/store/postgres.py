@@ -37,7 +37,15 @@ from gateway.store._common import (
     check_record,
     load_sql,
 )
-from gateway.store.base import Acceptance, Claimed, EnvelopeRecord, OutState, StoreError
+from gateway.store.base import (
+    Acceptance,
+    Claimed,
+    Closed,
+    EnvelopeRecord,
+    OutState,
+    ReceiptRecord,
+    StoreError,
+)
 from gateway.store.postgres_audit import PostgresAudit
 from gateway.store.postgres_common import (
     CLAIM,
@@ -48,9 +56,14 @@ from gateway.store.postgres_common import (
     accept_rows,
     fail_undelivered,
     opt_utc,
-    record_receipts,
     set_state,
     utc,
+)
+from gateway.store.postgres_destinations import (
+    PostgresDestinations,
+    close_open,
+    record_acks,
+    record_receipt_rows,
 )
 from gateway.store.postgres_enroll import PostgresEnroll
 from gateway.store.postgres_inbound import PostgresInbound
@@ -100,6 +113,30 @@ async def _create_pool(dsn: str, settings: dict[str, str], min_size: int, max_si
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
 
+# Expiry's hop rows: every undelivered one of an expired message; at the origin, also a
+# forwarded one with a destination through it still open (for a message without
+# destination rows: never receipted).
+_EXPIRE = """
+WITH moved AS (
+    UPDATE deliveries d SET state = 'failed', lease_owner = NULL,
+        lease_until = NULL, last_reason = $2, updated_at = $1
+    FROM envelopes e
+    WHERE e.message_id = d.message_id AND e.expires <= $1
+      AND (d.state = ANY($3::text[])
+           OR (d.state = 'forwarded' AND e.received_from IS NULL
+               AND (EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = d.message_id
+                            AND t.hop = d.peer AND t.outcome = 'open')
+                    OR (e.receipt IS NULL AND NOT EXISTS (
+                        SELECT 1 FROM destinations t WHERE t.message_id = d.message_id)))))
+    RETURNING d.message_id, d.peer
+), logged AS (
+    INSERT INTO history (message_id, peer, state, reason, at)
+    SELECT message_id, peer, 'failed', $2, $1 FROM moved ORDER BY message_id, peer
+)
+SELECT message_id, peer FROM moved ORDER BY message_id, peer
+"""
+
+
 class PostgresStore(
     PostgresInbound,
     PostgresOperator,
@@ -107,6 +144,7 @@ class PostgresStore(
     PostgresTrust,
     PostgresAudit,
     PostgresEnroll,
+    PostgresDestinations,
 ):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""
 
@@ -359,7 +397,7 @@ class PostgresStore(
                 await conn.execute(
                     FORWARDED, [m for m, _ in pairs], [p for _, p in pairs], owner, reason, at
                 )
-            await record_receipts(conn, proofs, at)
+            await record_acks(conn, proofs, at)
 
         await self._write(tx)
 
@@ -395,66 +433,107 @@ class PostgresStore(
 
         await self._write(tx)
 
-    async def fail(self, message_id: str, peer: str | None, *, reason: str, now: datetime) -> None:
+    async def fail(
+        self, message_id: str, peer: str | None, *, reason: str, now: datetime
+    ) -> Closed | None:
         at = aware(now)
 
-        async def tx(conn: Conn) -> None:
-            if not await conn.fetchval(
-                "SELECT true FROM envelopes WHERE message_id = $1", message_id
-            ):
-                raise StoreError(f"unknown message {message_id}")
-            await fail_undelivered(conn, message_id, peer, reason, at)
+        async def tx(conn: Conn) -> Closed | None:
+            return await fail_undelivered(conn, message_id, peer, reason, at)
 
-        await self._write(tx)
+        return await self._write(tx)
 
-    async def expire(self, *, now: datetime) -> list[str]:
+    async def expire(self, *, now: datetime) -> list[Closed]:
         at = aware(now)
 
-        async def tx(conn: Conn) -> list[str]:
-            rows = await conn.fetch(
-                "WITH moved AS ("
-                "  UPDATE deliveries d SET state = 'failed', lease_owner = NULL,"
-                "   lease_until = NULL, last_reason = $2, updated_at = $1"
-                "  FROM envelopes e"
-                "  WHERE e.message_id = d.message_id AND e.expires <= $1"
-                "   AND (d.state = ANY($3::text[])"
-                # At the origin, a message forwarded but never receipted fails at expiry too.
-                "    OR (d.state = 'forwarded' AND e.received_from IS NULL"
-                "        AND e.receipt IS NULL))"
-                "  RETURNING d.message_id, d.peer"
-                "), logged AS ("
-                "  INSERT INTO history (message_id, peer, state, reason, at)"
-                "  SELECT message_id, peer, 'failed', $2, $1 FROM moved ORDER BY message_id, peer"
-                ") SELECT DISTINCT message_id FROM moved ORDER BY message_id",
-                at,
-                EXPIRED_REASON,
-                list(UNDELIVERED),
-            )
+        async def tx(conn: Conn) -> list[Closed]:
+            rows = await conn.fetch(_EXPIRE, at, EXPIRED_REASON, list(UNDELIVERED))
+            failed: dict[str, list[str]] = {}
+            for r in rows:
+                failed.setdefault(r["message_id"], []).append(r["peer"])
+            # The origin closes every open destination of an expired message (forwarded
+            # ones too); a hub only those whose hop row failed now.
+            origin = {
+                r["message_id"]
+                for r in await conn.fetch(
+                    "SELECT e.message_id FROM envelopes e WHERE e.expires <= $1"
+                    " AND e.received_from IS NULL AND e.completed_at IS NULL AND EXISTS"
+                    " (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id"
+                    "  AND t.outcome = 'open')",
+                    at,
+                )
+            }
+            closed = []
+            for message_id in sorted(origin | set(failed)):
+                hops = None if message_id in origin else failed[message_id]
+                closed.append(
+                    await close_open(conn, message_id, hops=hops, reason=EXPIRED_REASON, at=at)
+                )
             # Tombstones of deleted messages are kept until their expiry (and a grace).
             await conn.execute("DELETE FROM tombstones WHERE expires <= $1", at - TOMBSTONE_GRACE)
-            return [r["message_id"] for r in rows]
+            return closed
 
         return await self._write(tx)
 
     # -- receipts ---------------------------------------------------------------
-    async def delivered(self, message_id: str, *, receipt: bytes, now: datetime) -> bool:
+    async def delivered(
+        self,
+        message_id: str,
+        *,
+        receipt: bytes,
+        now: datetime,
+        site: str | None = None,
+        receipt_digest: bytes | None = None,
+        receipt_for: bytes | None = None,
+    ) -> bool:
         at = aware(now)
 
         async def tx(conn: Conn) -> bool:
-            if await record_receipts(conn, [(message_id, receipt)], at):
-                return True
-            if await conn.fetchval("SELECT true FROM envelopes WHERE message_id = $1", message_id):
-                return False
-            raise StoreError(f"unknown message {message_id}")
+            if not await conn.fetchval(
+                "SELECT true FROM envelopes WHERE message_id = $1", message_id
+            ):
+                raise StoreError(f"unknown message {message_id}")
+            sites = [
+                r["site"]
+                for r in await conn.fetch(
+                    "SELECT site FROM destinations WHERE message_id = $1 ORDER BY site",
+                    message_id,
+                )
+            ]
+            which = site
+            if which is None and len(sites) > 1:
+                raise StoreError(
+                    f"{message_id} has {len(sites)} destinations: name the one that receipted it"
+                )
+            if which is None and sites:
+                which = sites[0]
+            item = ReceiptRecord(
+                message_id, which or "", receipt_digest or b"", receipt_for, receipt
+            )
+            (done,) = await record_receipt_rows(conn, [item], at, legacy=which is None)
+            if done.status == "unknown":
+                raise StoreError(f"{which} is not a destination of {message_id} here")
+            return done.status == "recorded"
 
         return await self._write(tx)
 
     async def receipt(self, message_id: str) -> bytes | None:
         async def q(conn: Conn) -> bytes | None:
-            value: bytes | None = await conn.fetchval(
-                "SELECT receipt FROM envelopes WHERE message_id = $1", message_id
+            row = await conn.fetchrow(
+                "SELECT e.receipt,"
+                " (SELECT count(*) FROM destinations t WHERE t.message_id = e.message_id) AS n,"
+                " (SELECT t.receipt FROM destinations t WHERE t.message_id = e.message_id"
+                "  LIMIT 1) AS only"
+                " FROM envelopes e WHERE e.message_id = $1",
+                message_id,
             )
-            return value
+            if row is None:
+                return None
+            if row["receipt"] is not None:
+                return bytes(row["receipt"])
+            if row["n"] == 1 and row["only"] is not None:
+                return bytes(row["only"])
+            return None
 
         return await self._read(q)
 

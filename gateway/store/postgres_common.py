@@ -1,5 +1,6 @@
-"""What the PostgreSQL store's modules share: time conversion and the transaction bodies
-that more than one call runs (accepting, recording receipts, failing, moving states).
+"""What the PostgreSQL store's modules share: the transaction bodies that more than one
+call runs (accepting, failing); the row primitives are in postgres_rows.py, receipts and
+destination rows in postgres_destinations.py.
 
 Each function takes a connection inside a transaction the caller opened, and works on
 whole batches in a few set-based statements (``unnest`` of parallel arrays): one round
@@ -10,13 +11,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
-from gateway.store._common import RECEIPT_REASON, UNDELIVERED, aware, rank, unique_hops
-from gateway.store.base import Acceptance, EnvelopeRecord
+from gateway.store._common import UNDELIVERED, aware, rank, unique_hops
+from gateway.store.base import Acceptance, Closed, EnvelopeRecord, ReceiptRecord, StoreError
+from gateway.store.postgres_destinations import (
+    close_open,
+    insert_routes,
+    record_receipt_rows,
+    relayed_receipt,
+)
+from gateway.store.postgres_rows import (
+    SET_STATE,
+    Conn,
+    add_history,
+    opt_utc,
+    set_state,
+    utc,
+)
 
-Conn = Any  # asyncpg.Connection (asyncpg ships no type information)
+__all__ = ["CLAIM", "FORWARDED", "PEERS", "SET_STATE", "AcceptItem", "Conn", "accept_rows"]
+__all__ += ["add_history", "fail_undelivered", "opt_utc", "set_state", "utc"]
+
 AcceptItem = tuple[EnvelopeRecord, Sequence[str], bool, bytes | None]
 
 _INSERT_ENVELOPES = """
@@ -59,54 +75,17 @@ INSERT INTO history (message_id, peer, state, reason, at)
 SELECT mid, NULL, 'received', '', $2 FROM q ORDER BY n
 """
 
-_RECORD_RECEIPTS = """
-WITH r AS (
-    SELECT * FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS t(mid, receipt, n)
-), stored AS (
-    UPDATE envelopes e SET receipt = r.receipt
-    FROM r WHERE e.message_id = r.mid AND e.receipt IS NULL
-    RETURNING e.message_id, r.n
-), moved AS (
-    UPDATE deliveries d
-    SET state = 'delivered', next_attempt = NULL, lease_owner = NULL, lease_until = NULL,
-        last_reason = $3, updated_at = $4
-    FROM stored s WHERE d.message_id = s.message_id AND d.state <> 'delivered'
-    RETURNING d.message_id, d.peer, s.n
-), logged AS (
-    INSERT INTO history (message_id, peer, state, reason, at)
-    SELECT message_id, peer, 'delivered', $3, $4 FROM (
-        SELECT message_id, peer, n FROM moved
-        UNION ALL
-        SELECT s.message_id, NULL, s.n FROM stored s
-        WHERE NOT EXISTS (SELECT 1 FROM moved m WHERE m.message_id = s.message_id)
-    ) x ORDER BY n, peer
-)
-SELECT n FROM stored
-"""
-
-SET_STATE = """
-WITH moved AS (
-    UPDATE deliveries
-    SET state = $2, next_attempt = $3, lease_owner = NULL, lease_until = NULL,
-        last_reason = $4, updated_at = $5
-    WHERE message_id = $1 AND state = ANY($6::text[])
-    RETURNING peer
-), logged AS (
-    INSERT INTO history (message_id, peer, state, reason, at)
-    SELECT $1, peer, $2, $4, $5 FROM moved ORDER BY peer
-)
-SELECT count(*) FROM moved
-"""
-
 _FAIL = """
 WITH moved AS (
     UPDATE deliveries SET state = 'failed', lease_owner = NULL, lease_until = NULL,
         last_reason = $3, updated_at = $4
     WHERE message_id = $1 AND state = ANY($5::text[]) AND ($2::text IS NULL OR peer = $2)
     RETURNING peer
+), logged AS (
+    INSERT INTO history (message_id, peer, state, reason, at)
+    SELECT $1, peer, 'failed', $3, $4 FROM moved ORDER BY peer
 )
-INSERT INTO history (message_id, peer, state, reason, at)
-SELECT $1, peer, 'failed', $3, $4 FROM moved ORDER BY peer
+SELECT count(*) FROM moved
 """
 
 
@@ -183,30 +162,11 @@ FORWARDED = (
 )
 
 
-def utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)
-
-
-def opt_utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(UTC)
-
-
-async def add_history(
-    conn: Conn, message_id: str, peer: str | None, state: str, reason: str, at: datetime
-) -> None:
-    await conn.execute(
-        "INSERT INTO history (message_id, peer, state, reason, at) VALUES ($1, $2, $3, $4, $5)",
-        message_id,
-        peer,
-        state,
-        reason,
-        at,
-    )
-
-
 async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> list[Acceptance]:
     """accept() of every item, in order (a message id repeated within the batch is a
-    duplicate of its first occurrence), in four statements at most."""
+    duplicate of its first occurrence), in a few statements: the new messages'
+    destination rows (``routes``) are inserted, and a new relayed receipt envelope
+    (``answers``) records its receipt for its destination at this hub."""
     records = [item[0] for item in items]
     ranks = [rank(r.priority) for r in records]  # refuses an unknown priority first
     inserted = await conn.fetch(
@@ -231,6 +191,8 @@ async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> 
     first_ack: dict[str, bytes | None] = {}
     queued: list[tuple[str, str, int, datetime]] = []
     here: list[str] = []
+    routed: list[EnvelopeRecord] = []
+    relayed: list[ReceiptRecord] = []
     results: list[Acceptance | None] = []
     for (record, hops, deliver_here, hop_ack), order in zip(items, ranks, strict=True):
         mid = record.message_id
@@ -238,6 +200,11 @@ async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> 
             first_ack[mid] = hop_ack
             results.append(Acceptance(new=True, hop_ack=hop_ack))
             queued += [(mid, p, order, aware(record.created)) for p in unique_hops(hops)]
+            if record.routes:
+                routed.append(record)
+            answer = None if deliver_here else relayed_receipt(record)
+            if answer is not None:
+                relayed.append(answer)
             if deliver_here:
                 here.append(mid)
         else:
@@ -270,6 +237,9 @@ async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> 
         )
     if here:
         await conn.execute(_ADD_INBOUND, here, at)
+    await insert_routes(conn, routed, at)
+    if relayed:
+        await record_receipt_rows(conn, relayed, at)
     return [
         a
         if a is not None
@@ -280,37 +250,18 @@ async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> 
     ]
 
 
-async def record_receipts(conn: Conn, items: Sequence[tuple[str, bytes]], at: datetime) -> set[int]:
-    """Store verified receipts and mark every delivery of their messages delivered, as
-    delivered() does; return the indexes of the items newly recorded (an unknown message
-    or one already receipted is not)."""
-    if not items:
-        return set()
-    rows = await conn.fetch(
-        _RECORD_RECEIPTS, [m for m, _ in items], [r for _, r in items], RECEIPT_REASON, at
-    )
-    return {int(row["n"]) - 1 for row in rows}
-
-
-async def set_state(
-    conn: Conn,
-    message_id: str,
-    *,
-    to: str,
-    from_states: Sequence[str],
-    reason: str,
-    at: datetime,
-    next_attempt: datetime | None = None,
-) -> int:
-    """Move the message's deliveries in ``from_states`` to ``to`` (lease dropped); history."""
-    moved = await conn.fetchval(
-        SET_STATE, message_id, to, next_attempt, reason, at, [str(s) for s in from_states]
-    )
-    return int(moved)
-
-
 async def fail_undelivered(
     conn: Conn, message_id: str, peer: str | None, reason: str, at: datetime
-) -> None:
-    """Fail the message's undelivered deliveries (to ``peer``, or all)."""
-    await conn.execute(_FAIL, message_id, peer, reason, at, list(UNDELIVERED))
+) -> Closed | None:
+    """Fail the message's undelivered deliveries (to ``peer``, or all) and close its open
+    destinations through ``peer`` (or all of them). None if nothing changed. Raises
+    StoreError for an unknown message."""
+    if not await conn.fetchval("SELECT true FROM envelopes WHERE message_id = $1", message_id):
+        raise StoreError(f"unknown message {message_id}")
+    moved = await conn.fetchval(_FAIL, message_id, peer, reason, at, list(UNDELIVERED))
+    closed = await close_open(
+        conn, message_id, hops=None if peer is None else [peer], reason=reason, at=at
+    )
+    if not moved and not closed.sites:
+        return None
+    return closed

@@ -14,13 +14,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from gateway.store._common import aware, check_record
+from gateway.store._common import DUPLICATE_RECEIPT, aware, check_record
 from gateway.store.base import (
+    Closed,
     EnvelopeRecord,
     InboundOutcome,
     InboxItem,
     InState,
     MessageRoute,
+    ReceiptOutcome,
+    ReceiptRecord,
+    SentMessage,
     Settled,
     StoreError,
 )
@@ -30,9 +34,9 @@ from gateway.store.postgres_common import (
     accept_rows,
     add_history,
     fail_undelivered,
-    record_receipts,
     utc,
 )
+from gateway.store.postgres_destinations import close_open, receipted, record_receipt_rows
 
 T = TypeVar("T")
 
@@ -176,50 +180,109 @@ class PostgresInbound:
         for o in batch:
             if o.receipt is not None:
                 check_record(o.receipt[0])
+            for item in (o.delivered, o.own_receipt):
+                if item is not None and not isinstance(item, ReceiptRecord):
+                    raise StoreError(f"{o.message_id}: not a ReceiptRecord: {item!r}")
         if not batch:
             return []
         at = aware(now)
 
         async def tx(conn: Conn) -> list[Settled]:
+            # The items still 'received' (locked until the end, so still so when moved):
+            # each one's first occurrence in the batch applies.
             rows = await conn.fetch(
-                _SETTLE, [o.message_id for o in batch], states, [o.reason for o in batch], at
+                "SELECT message_id FROM inbound WHERE message_id = ANY($1::text[])"
+                " AND state = 'received' ORDER BY message_id FOR UPDATE",
+                list(dict.fromkeys(o.message_id for o in batch)),
             )
-            applied = sorted(int(r["n"]) - 1 for r in rows)
+            waiting = {r["message_id"] for r in rows}
+            applied: list[int] = []
+            for i, o in enumerate(batch):
+                if o.message_id in waiting:
+                    waiting.discard(o.message_id)
+                    applied.append(i)
+            reasons = [o.reason for o in batch]
             receipts: list[AcceptItem] = []
-            proofs: list[tuple[int, tuple[str, bytes]]] = []
+            proofs: list[tuple[int, ReceiptRecord]] = []
+            own: list[ReceiptRecord] = []
             for i in applied:
                 o = batch[i]
                 if o.receipt is not None:
                     receipts.append((o.receipt[0], o.receipt[1], False, None))
                 if o.delivered is not None:
                     proofs.append((i, o.delivered))
+                if o.own_receipt is not None:
+                    own.append(o.own_receipt)
             if receipts:
                 await accept_rows(conn, receipts, at)
-            recorded = await record_receipts(conn, [p for _, p in proofs], at)
-            delivered = {proofs[k][0] for k in recorded}
+            recorded: dict[int, ReceiptOutcome] = {}
+            if proofs:
+                done = await record_receipt_rows(conn, [p for _, p in proofs], at, legacy=True)
+                for (i, proof), outcome in zip(proofs, done, strict=True):
+                    recorded[i] = outcome
+                    if outcome.status == "duplicate":
+                        reasons[i] = DUPLICATE_RECEIPT.format(site=proof.site)
+            if own:  # unknown (no row for this site here): nothing to do
+                await record_receipt_rows(conn, own, at)
+            closed: dict[int, Closed] = {}
             for i in applied:
-                failed = batch[i].failed
-                if failed is not None:
-                    await fail_undelivered(conn, batch[i].message_id, None, failed, at)
-            done = set(applied)
-            return [Settled(applied=i in done, delivered=i in delivered) for i in range(len(batch))]
+                o = batch[i]
+                if o.failed is None:
+                    continue
+                if o.failed_site is not None:
+                    shut = await close_open(
+                        conn, o.message_id, sites=[o.failed_site], reason=o.failed, at=at
+                    )
+                    if shut.sites:
+                        closed[i] = shut
+                else:
+                    legacy = await fail_undelivered(conn, o.message_id, None, o.failed, at)
+                    if legacy is not None:
+                        closed[i] = legacy
+            await conn.execute(
+                _SETTLE,
+                [batch[i].message_id for i in applied],
+                [states[i] for i in applied],
+                [reasons[i] for i in applied],
+                at,
+            )
+            done_set = set(applied)
+            return [
+                Settled(
+                    applied=i in done_set,
+                    delivered=i in recorded and recorded[i].status == "recorded",
+                    receipt=recorded.get(i),
+                    closed=closed.get(i),
+                )
+                for i in range(len(batch))
+            ]
 
         return await self._write(tx)
 
-    async def sent_digests(
-        self, message_ids: Sequence[str]
-    ) -> dict[str, tuple[tuple[str, ...], bytes]]:
+    async def sent_digests(self, message_ids: Sequence[str]) -> dict[str, SentMessage]:
         ids = list(dict.fromkeys(message_ids))
         if not ids:
             return {}
 
-        async def q(conn: Conn) -> dict[str, tuple[tuple[str, ...], bytes]]:
+        async def q(conn: Conn) -> dict[str, SentMessage]:
             rows = await conn.fetch(
-                "SELECT message_id, destinations, digest FROM envelopes"
+                "SELECT message_id, destinations, digest, receipt, doc_class FROM envelopes"
                 " WHERE message_id = ANY($1::text[])",
                 ids,
             )
-            return {r["message_id"]: (tuple(r["destinations"]), r["digest"]) for r in rows}
+            done = await receipted(conn, ids)
+            out = {}
+            for r in rows:
+                destinations = tuple(r["destinations"])
+                # merge: superseded (issue 10): the digests of copies replaced here count too.
+                sites = done.get(r["message_id"], {})
+                if not sites and r["receipt"] is not None and r["doc_class"] != "receipt":
+                    # A message without destination rows, receipted (legacy: one receipt).
+                    sites = dict.fromkeys(destinations, b"")
+                out[r["message_id"]] = SentMessage(
+                    destinations, frozenset({bytes(r["digest"])}), sites
+                )
+            return out
 
         return await self._read(q)
 
@@ -234,8 +297,14 @@ class PostgresInbound:
                 " WHERE message_id = ANY($1::text[])",
                 ids,
             )
+            done = await receipted(conn, ids)
             return {
-                r["message_id"]: MessageRoute(r["origin"], tuple(r["destinations"]), r["doc_class"])
+                r["message_id"]: MessageRoute(
+                    r["origin"],
+                    tuple(r["destinations"]),
+                    r["doc_class"],
+                    done.get(r["message_id"], {}),
+                )
                 for r in rows
             }
 

@@ -16,19 +16,31 @@ from typing import TypeVar
 from gateway.store._common import HOLDABLE, RETRYABLE, aware
 from gateway.store.base import TODO_STATES, OutState, QueueEntry, Transition
 from gateway.store.postgres_common import Conn, add_history, opt_utc, set_state, utc
+from gateway.store.postgres_destinations import requeue
 
 T = TypeVar("T")
 
-# $3: only what is still to do (see base.TODO_STATES), $4: TODO_STATES.
+# $3: only what is still to do (see base.TODO_STATES, and a message sent from here
+# forwarded with a destination through that hop still open; without destination rows,
+# not receipted yet), $4: TODO_STATES. The last two columns count the destinations
+# through the hop. Keep in step with sqlite_operator.py.
 _QUEUE = """
 SELECT d.message_id, d.peer, d.state, d.attempts, d.next_attempt, d.last_reason,
        e.origin, e.destinations, e.created, e.expires, e.priority, e.size,
-       e.accepted_at, d.updated_at
+       e.accepted_at, d.updated_at,
+       (SELECT count(*) FROM destinations t
+        WHERE t.message_id = d.message_id AND t.hop = d.peer AND t.outcome = 'open')
+        AS dest_open,
+       (SELECT count(*) FROM destinations t WHERE t.message_id = d.message_id AND t.hop = d.peer)
+        AS dest_total
 FROM deliveries d JOIN envelopes e ON e.message_id = d.message_id
 WHERE ($1::text IS NULL OR d.peer = $1) AND ($2::text IS NULL OR d.state = $2)
   AND (NOT $3::boolean OR d.state = ANY($4::text[])
-       OR (d.state = 'forwarded' AND e.received_from IS NULL AND e.receipt IS NULL
-           AND e.doc_class <> 'receipt'))
+       OR (d.state = 'forwarded' AND e.received_from IS NULL AND e.doc_class <> 'receipt'
+           AND (EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = d.message_id
+                        AND t.hop = d.peer AND t.outcome = 'open')
+                OR (e.receipt IS NULL AND NOT EXISTS (SELECT 1 FROM destinations t
+                                                      WHERE t.message_id = d.message_id)))))
 ORDER BY d.rank, d.created, d.message_id, d.peer
 """
 
@@ -53,6 +65,7 @@ class PostgresOperator:
         reason: str,
         now: datetime,
         next_attempt: datetime | None = None,
+        peers: Sequence[str] | None = None,
     ) -> int:
         at = aware(now)
 
@@ -65,13 +78,26 @@ class PostgresOperator:
                 reason=reason,
                 at=at,
                 next_attempt=next_attempt,
+                peers=peers,
             )
 
         return await self._write(tx)
 
-    async def hold(self, message_id: str, *, now: datetime, reason: str) -> int:
+    async def hold(
+        self,
+        message_id: str,
+        *,
+        now: datetime,
+        reason: str,
+        peers: Sequence[str] | None = None,
+    ) -> int:
         return await self._move(
-            message_id, to=OutState.HELD.value, from_states=HOLDABLE, reason=reason, now=now
+            message_id,
+            to=OutState.HELD.value,
+            from_states=HOLDABLE,
+            reason=reason,
+            now=now,
+            peers=None if peers is None else list(peers),
         )
 
     async def release(self, message_id: str, *, now: datetime, reason: str) -> int:
@@ -84,14 +110,12 @@ class PostgresOperator:
         )
 
     async def retry(self, message_id: str, *, now: datetime, reason: str) -> int:
-        return await self._move(
-            message_id,
-            to=OutState.QUEUED.value,
-            from_states=RETRYABLE,
-            reason=reason,
-            now=now,
-            next_attempt=aware(now),
-        )
+        at = aware(now)
+
+        async def tx(conn: Conn) -> int:
+            return await requeue(conn, message_id, from_states=RETRYABLE, reason=reason, at=at)
+
+        return await self._write(tx)
 
     async def delete(self, message_id: str, *, now: datetime, reason: str) -> int:
         at = aware(now)
@@ -148,6 +172,8 @@ class PostgresOperator:
                     size=r["size"],
                     accepted=utc(r["accepted_at"]),
                     updated=utc(r["updated_at"]),
+                    dest_open=int(r["dest_open"]),
+                    dest_total=int(r["dest_total"]),
                 )
                 for r in rows
             ]

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from envelope.limits import MAX_HEAD_XML_BYTES
 from gateway.store._common import aware
 from gateway.store.base import DirectoryFetch, PendingStamp, TimestampRecord
-from gateway.store.postgres_common import set_state
+from gateway.store.postgres_destinations import requeue as requeue_deliveries
 
 T = TypeVar("T")
 Conn = Any  # asyncpg.Connection
@@ -157,10 +157,17 @@ class PostgresTrust:
                 )
                 if held is None:
                     return 0
+            # Only while a destination still lacks its receipt (open or failed; without
+            # destination rows: while the message has no receipt).
             changed = await conn.fetchval(
-                "WITH r AS (UPDATE envelopes SET data = $2, digest = $3, chain = $4,"
-                " hop_ack = $5, size = $6 WHERE message_id = $1 AND receipt IS NULL"
-                " AND digest = $7 AND digest != $3 RETURNING 1) SELECT count(*) FROM r",
+                "WITH r AS (UPDATE envelopes e SET data = $2, digest = $3, chain = $4,"
+                " hop_ack = $5, size = $6 WHERE e.message_id = $1"
+                " AND e.digest = $7 AND e.digest != $3"
+                " AND (EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = $1"
+                "      AND t.outcome <> 'delivered')"
+                "  OR (e.receipt IS NULL"
+                "      AND NOT EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = $1)))"
+                " RETURNING 1) SELECT count(*) FROM r",
                 message_id,
                 data,
                 digest,
@@ -171,14 +178,10 @@ class PostgresTrust:
             )
             if not changed:
                 return 0
-            return await set_state(
-                conn,
-                message_id,
-                to="queued",
-                from_states=requeue,
-                reason=reason,
-                at=at,
-                next_attempt=at,
+            # merge: superseded (issue 10): at the origin (received_from IS NULL), keep
+            # expected_digest in envelopes.superseded so a receipt over it still counts.
+            return await requeue_deliveries(
+                conn, message_id, from_states=list(requeue), reason=reason, at=at
             )
 
         return await self._write(tx)
