@@ -120,7 +120,7 @@ def accept_one(
     insert_routes(c, record, at)
     relayed = None if deliver_here else relayed_receipt(record)
     if relayed is not None:
-        record_receipt_rows(c, [relayed], at)
+        record_receipt_rows(c, [relayed], at, relayed=True)
     if deliver_here:
         c.execute(
             "INSERT INTO inbound (message_id, state, received_at, updated_at)"

@@ -181,12 +181,19 @@ def _legacy_receipt(c: sqlite3.Connection, item: ReceiptRecord, at: str) -> Rece
 
 
 def record_receipt_rows(
-    c: sqlite3.Connection, items: Sequence[ReceiptRecord], at: str, *, legacy: bool = False
+    c: sqlite3.Connection,
+    items: Sequence[ReceiptRecord],
+    at: str,
+    *,
+    legacy: bool = False,
+    relayed: bool = False,
 ) -> list[ReceiptOutcome]:
     """Record each receipt for its destination row, once (the first one stands).
 
     ``legacy``: a message that exists without any destination row takes the receipt as
-    before v10 (see _legacy_receipt); otherwise it is ``unknown``.
+    before v10 (see _legacy_receipt); otherwise it is ``unknown``. ``relayed``: a receipt
+    passing through here on its way to the origin, which closes only a row forwarded
+    on (a row delivered here, hop None, is this site's own to close: ``unknown``).
     """
     out: list[ReceiptOutcome] = []
     for item in items:
@@ -194,6 +201,8 @@ def record_receipt_rows(
             "SELECT outcome, hop, receipt_at FROM destinations WHERE message_id = ? AND site = ?",
             (item.message_id, item.site),
         ).fetchone()
+        if row is not None and relayed and row[1] is None:
+            row = None
         if row is None:
             if (
                 legacy

@@ -478,9 +478,13 @@ async def test_a_relayed_receipt_marks_the_hub_row_in_the_accepting_transaction(
     await store.accept(evil, next_hops=[PARIS], deliver_here=False, hop_ack=None, now=t1)
     lost = relayed_receipt(23, mid(99), HANOI)
     await store.accept(lost, next_hops=[PARIS], deliver_here=False, hop_ack=None, now=t1)
+    # A receipt "from HQ" received from a peer: HQ's own row is closed by HQ alone.
+    mask = relayed_receipt(25, h, HQ)
+    await store.accept(mask, next_hops=[PARIS], deliver_here=False, hop_ack=None, now=t1)
     assert await store.history(h) == history
     assert {d.site: d.receipt_digest for d in await store.destinations(h)}[HANOI] == rc.digest
     assert await store.destinations(mid(22)) == []
+    assert by_site(await store.destinations(h))[HQ] == ("queued", "")
     # Delivered here as well: a receipt addressed to this site is not a relayed one.
     mine = replace(relayed_receipt(24, h, ROME), destinations=(HQ,))
     await store.accept(mine, next_hops=[], deliver_here=True, hop_ack=None, now=t1)
