@@ -4,20 +4,28 @@ The issue's scenario: M-PARIS sends one document to HQ and M-HANOI while M-HANOI
 down. HQ's receipt arrives: ``valise status`` at M-PARIS says 1 of 2, M-HANOI
 outstanding (forwarded: the origin knows no more), and at HQ M-HANOI is deferred with
 the reason. M-HANOI comes back: 2 of 2, two receipts, delivered.
+
+Expiry fails only the destination still outstanding; a revoked key of one destination
+holds only it at HQ, and its origin re-seals the circular although HQ's receipt is in.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
+from gateway.outbox import Document, send_documents
 from gateway.testnet import Network
-from tests.integration.test_receipt_relay import ENV, World, send, wait_until
+from tests.integration.test_key_rotation import ENV as KEYS_ENV
+from tests.integration.test_key_rotation import _active_enc_elsewhere, active, valise
+from tests.integration.test_receipt_relay import ENV, World, on_site, send, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +106,69 @@ def test_two_destinations_one_down(world: World) -> None:
         "HQ to relay M-HANOI's receipt",
         lambda: by_site(status(world, "HQ", x))["M-HANOI"]["state"] == "delivered",
     )
+
+
+def test_expiry_fails_only_the_outstanding_destination(world: World) -> None:
+    hanoi = world.net.sites["M-HANOI"]
+    hanoi.stop()
+    try:
+        doc = Document("short.txt", "text/plain", b"short-lived\n")
+        expires = datetime.now(UTC) + timedelta(seconds=12)
+        x: str = on_site(
+            world,
+            "M-PARIS",
+            lambda ctx: send_documents(
+                ctx, ["HQ", "M-HANOI"], [doc], now=datetime.now(UTC), expires=expires
+            ),
+        )
+        wait_until("HQ's receipt", lambda: status(world, "M-PARIS", x)["receipts"] == 1)
+        wait_until("expiry at M-PARIS", lambda: status(world, "M-PARIS", x)["failed"] != [])
+    finally:
+        hanoi.start()
+    info = status(world, "M-PARIS", x)
+    assert (info["status"], info["receipts"], info["of"]) == ("partially delivered", 1, 2)
+    assert info["failed"] == ["M-HANOI"] and info["outstanding"] == []
+    sites = by_site(info)
+    assert (sites["M-HANOI"]["state"], sites["M-HANOI"]["reason"]) == ("failed", "expired")
+    assert sites["HQ"]["state"] == "delivered" and sites["HQ"]["receipt"] is not None
+    assert text_status(world, "M-PARIS", x).splitlines()[0] == (
+        f"{x}  partially delivered (1 of 2); failed: M-HANOI (failed: expired)"
+    )
+
+
+def test_a_revoked_key_of_one_destination_holds_and_reseals_only_for_it(tmp_path: Path) -> None:
+    with Network(tmp_path, env=KEYS_ENV) as net:
+        w = World(net)
+        hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
+        old_enc = active(hanoi.directory, "encryption")
+        hanoi.stop()  # the circular waits at HQ for M-HANOI, sealed to old_enc
+        x = send(w, "M-PARIS", ["HQ", "M-HANOI"])
+        wait_until("HQ's receipt at M-PARIS", lambda: status(w, "M-PARIS", x)["receipts"] == 1)
+        hq_receipt = by_site(status(w, "M-PARIS", x))["HQ"]["receipt"]["sha256"]
+        valise("keys", "revoke", old_enc, "--reason", "drill: key lost", "--dir", str(hq.directory))
+        wait_until(
+            "HQ to hold M-HANOI's copy",
+            lambda: by_site(status(w, "HQ", x))["M-HANOI"]["state"] == "held",
+        )
+        at_hq = by_site(status(w, "HQ", x))
+        assert at_hq["HQ"]["state"] == "delivered", "HQ's own delivery is not held"
+        assert "sealed to revoked encryption key" in at_hq["M-HANOI"]["reason"]
+        hanoi.start()  # it sees its key revoked and publishes a replacement
+        wait_until(
+            "M-HANOI's new encryption key at M-PARIS",
+            lambda: _active_enc_elsewhere(paris.directory, "M-HANOI") not in (None, old_enc),
+        )
+        # Re-sealed although HQ's receipt is in: only M-HANOI is still open.
+        out = valise("queue", "reseal", x, "--dir", str(paris.directory))
+        assert f"{x}\tresealed" in out.stdout, out.stdout
+        wait_until("M-HANOI's receipt", lambda: status(w, "M-PARIS", x)["receipts"] == 2)
+        done = status(w, "M-PARIS", x)
+        assert done["delivered"] is True
+        assert by_site(done)["HQ"]["receipt"]["sha256"] == hq_receipt, "HQ's receipt stands"
+        # HQ took the re-sealed copy in place of its held one and sent it to M-HANOI
+        # alone: it did not deliver the circular to itself a second time.
+        hq_history = status(w, "HQ", x)["history"]
+        assert sum(h["state"] == "available" for h in hq_history) == 1
+        assert (hanoi.directory / "inbox" / x).is_dir()
+        again = valise("queue", "reseal", x, "--dir", str(paris.directory), check=False)
+        assert again.returncode != 0 and "nothing to do" in again.stdout
