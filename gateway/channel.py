@@ -224,6 +224,10 @@ async def hop(request: web.Request) -> web.Response:
                 r = checked.record
                 heads.put(r.message_id, checked.parsed, checked.offset, r.data)
             counts["new" if outcome.new else "duplicate"] += 1
+            if outcome.new and checked.record.answers and not checked.deliver_here:
+                # a relayed receipt: its destination is delivered here (gateway/hop.py)
+                receipts = request.app[METRICS].destination_receipts
+                receipts.labels(checked.record.origin, "relayed").inc()
             rows[status].append({"id": checked.record.message_id})
         accepted_total = request.app[METRICS].accepted
         for kind, n in counts.items():

@@ -504,6 +504,7 @@ class LocalDelivery:
             if outcome.status != "recorded":
                 continue
             self.metrics.receipts.inc()
+            self.metrics.destination_receipts.labels(receipt.site, "verified").inc()
             m = receipt.message_id
             await self.events.emit(
                 Event(

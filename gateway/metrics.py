@@ -53,6 +53,18 @@ class Metrics:
             "Receipts verified for messages sent from here.",
             registry=r,
         )
+        self.destination_receipts = Counter(
+            "valise_destination_receipts_total",
+            "Receipts per destination: verified at the origin, relayed at the hub.",
+            ["site", "role"],
+            registry=r,
+        )
+        self.destinations = Gauge(
+            "valise_destinations",
+            "Destinations per state (open ones per site; delivered and failed under site '').",
+            ["site", "state"],
+            registry=r,
+        )
         self.key_expiry = Gauge(
             "valise_key_expiry_seconds",
             "Seconds until this site's public key document expires.",
@@ -73,10 +85,14 @@ class Metrics:
         key_valid_until: datetime,
         directory_serial: int,
         directory_age: float | None = None,
+        destinations: dict[tuple[str, str], int] | None = None,
     ) -> bytes:
         self.queue_depth.clear()
         for (peer, state), n in depths.items():
             self.queue_depth.labels(peer, state).set(n)
+        self.destinations.clear()
+        for (site, state), n in (destinations or {}).items():
+            self.destinations.labels(site, state).set(n)
         self.key_expiry.set((key_valid_until - datetime.now(UTC)).total_seconds())
         self.directory_serial.set(directory_serial)
         self.directory_age.set(directory_age or 0.0)  # None: HQ, which publishes it

@@ -73,6 +73,7 @@ async def metrics(request: web.Request) -> web.Response:
         ctx.keys.public.valid_until,
         ctx.directory.serial,
         directory_age(ctx.config, datetime.now(UTC)),
+        await ctx.store.destination_depths(),
     )
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 

@@ -12,6 +12,7 @@ holds only it at HQ, and its origin re-seals the circular although HQ's receipt 
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -106,6 +107,21 @@ def test_two_destinations_one_down(world: World) -> None:
         "HQ to relay M-HANOI's receipt",
         lambda: by_site(status(world, "HQ", x))["M-HANOI"]["state"] == "delivered",
     )
+    # Prometheus: receipts per destination, verified at the origin and relayed at HQ
+    paris_metrics, hq_metrics = metrics(world, "M-PARIS"), metrics(world, "HQ")
+    for site in ("HQ", "M-HANOI"):
+        assert f'valise_destination_receipts_total{{role="verified",site="{site}"}}' in (
+            paris_metrics
+        )
+    assert 'valise_destination_receipts_total{role="relayed",site="M-HANOI"}' in hq_metrics
+    assert 'valise_destinations{site="",state="delivered"}' in paris_metrics
+
+
+def metrics(world: World, site: str) -> str:
+    port = world.net.sites[site].ops_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text: str = r.read().decode()
+    return text
 
 
 def test_expiry_fails_only_the_outstanding_destination(world: World) -> None:
