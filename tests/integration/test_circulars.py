@@ -188,3 +188,42 @@ def test_a_revoked_key_of_one_destination_holds_and_reseals_only_for_it(tmp_path
         assert (hanoi.directory / "inbox" / x).is_dir()
         again = valise("queue", "reseal", x, "--dir", str(paris.directory), check=False)
         assert again.returncode != 0 and "nothing to do" in again.stdout
+
+
+FIVE = ("M-1", "M-2", "M-3", "M-4", "M-5")
+
+
+def test_hq_and_five_missions_two_down_then_back(tmp_path: Path) -> None:
+    """HQ sends one circular to five missions while two are down: 3 of 5, the two
+    listed deferred at HQ with the reason; they come back: 5 of 5, five receipts."""
+    with Network(tmp_path, FIVE, env=ENV) as net:
+        w = World(net)
+        net.sites["M-4"].stop()
+        net.sites["M-5"].stop()
+        x = send(w, "HQ", list(FIVE))
+        wait_until("three receipts at HQ", lambda: status(w, "HQ", x)["receipts"] == 3)
+        wait_until(
+            "HQ to defer M-4 and M-5",
+            lambda: (
+                [d["state"] for d in status(w, "HQ", x)["destinations"][3:]]
+                == ["deferred", "deferred"]
+            ),
+        )
+        info = status(w, "HQ", x)
+        assert (info["status"], info["receipts"], info["of"]) == ("partially delivered", 3, 5)
+        assert info["outstanding"] == ["M-4", "M-5"]
+        sites = by_site(info)
+        for site in ("M-4", "M-5"):
+            assert (sites[site]["via"], sites[site]["receipt"]) == (site, None)
+            assert "unreachable" in sites[site]["reason"], sites[site]["reason"]
+        line = text_status(w, "HQ", x).splitlines()[0]
+        assert line.startswith(f"{x}  partially delivered (3 of 5); outstanding: M-4 (deferred:")
+        net.sites["M-4"].start()
+        net.sites["M-5"].start()
+        wait_until("five receipts at HQ", lambda: status(w, "HQ", x)["receipts"] == 5)
+        done = status(w, "HQ", x)
+        assert (done["status"], done["delivered"], done["outstanding"]) == ("delivered", True, [])
+        digests = [d["receipt"]["sha256"] for d in done["destinations"]]
+        assert len(set(digests)) == 5
+        for site in FIVE:
+            assert (net.sites[site].directory / "inbox" / x).is_dir()
