@@ -136,6 +136,17 @@ WITH moved AS (
 SELECT message_id, peer FROM moved ORDER BY message_id, peer
 """
 
+_LOCK_EXPIRED = """
+SELECT e.message_id FROM envelopes e
+WHERE e.expires <= $1
+  AND (EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = e.message_id
+               AND (d.state = ANY($2::text[]) OR d.state = 'forwarded'))
+       OR EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id
+                  AND t.outcome = 'open'))
+ORDER BY e.message_id
+FOR NO KEY UPDATE OF e
+"""
+
 
 class PostgresStore(
     PostgresInbound,
@@ -447,6 +458,8 @@ class PostgresStore(
         at = aware(now)
 
         async def tx(conn: Conn) -> list[Closed]:
+            # The envelope rows first (postgres_destinations.py: lock order).
+            await conn.execute(_LOCK_EXPIRED, at, list(UNDELIVERED))
             rows = await conn.fetch(_EXPIRE, at, EXPIRED_REASON, list(UNDELIVERED))
             failed: dict[str, list[str]] = {}
             for r in rows:

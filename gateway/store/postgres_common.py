@@ -18,6 +18,7 @@ from gateway.store.base import Acceptance, Closed, EnvelopeRecord, ReceiptRecord
 from gateway.store.postgres_destinations import (
     close_open,
     insert_routes,
+    lock_messages,
     record_receipt_rows,
     relayed_receipt,
 )
@@ -239,7 +240,7 @@ async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> 
         await conn.execute(_ADD_INBOUND, here, at)
     await insert_routes(conn, routed, at)
     if relayed:
-        await record_receipt_rows(conn, relayed, at)
+        await record_receipt_rows(conn, relayed, at, relayed=True)
     return [
         a
         if a is not None
@@ -256,7 +257,7 @@ async def fail_undelivered(
     """Fail the message's undelivered deliveries (to ``peer``, or all) and close its open
     destinations through ``peer`` (or all of them). None if nothing changed. Raises
     StoreError for an unknown message."""
-    if not await conn.fetchval("SELECT true FROM envelopes WHERE message_id = $1", message_id):
+    if not await lock_messages(conn, [message_id]):  # the envelope row first, see there
         raise StoreError(f"unknown message {message_id}")
     moved = await conn.fetchval(_FAIL, message_id, peer, reason, at, list(UNDELIVERED))
     closed = await close_open(

@@ -9,8 +9,10 @@ destination row appends a history row whose peer is the destination site.
 Closing rows and completing a message happen under the message's envelope row lock
 (``FOR NO KEY UPDATE``, taken first, in message id order): two processes closing the
 last two open rows of one message then run one after the other, so the second sees the
-first's row closed and exactly one of them sets ``completed_at``. Accepting envelopes
-and the courier's hot path (claim, forwarded, defer) take no such lock.
+first's row closed and exactly one of them sets ``completed_at``. Every transaction that
+takes it takes it before it changes a delivery or destination row of the message, so it
+cannot deadlock against another one; accepting envelopes and the courier's hot path
+(claim, forwarded, defer) do not take it, and wait on no envelope row.
 
 The helpers take a connection inside a transaction the caller opened; the mixin's
 methods run through the store's ``_read`` / ``_write``.
@@ -268,13 +270,20 @@ async def _legacy_receipt(conn: Conn, item: ReceiptRecord, at: datetime) -> Rece
 
 
 async def record_receipt_rows(
-    conn: Conn, items: Sequence[ReceiptRecord], at: datetime, *, legacy: bool = False
+    conn: Conn,
+    items: Sequence[ReceiptRecord],
+    at: datetime,
+    *,
+    legacy: bool = False,
+    relayed: bool = False,
 ) -> list[ReceiptOutcome]:
     """Record each receipt for its destination row, once (the first one stands, also
     within the batch: the items are taken in order).
 
     ``legacy``: a message that exists without any destination row takes the receipt as
-    before v10 (see _legacy_receipt); otherwise it is ``unknown``.
+    before v10 (see _legacy_receipt); otherwise it is ``unknown``. ``relayed``: a receipt
+    passing through here on its way to the origin, which closes only a row forwarded
+    on (a row delivered here, hop None, is this site's own to close: ``unknown``).
     """
     known = await lock_messages(conn, (i.message_id for i in items))
     out: list[ReceiptOutcome] = []
@@ -287,6 +296,8 @@ async def record_receipt_rows(
             item.message_id,
             item.site,
         )
+        if row is not None and relayed and row["hop"] is None:
+            row = None
         if row is None:
             if legacy and not await has_rows(conn, item.message_id):
                 out.append(await _legacy_receipt(conn, item, at))
@@ -362,6 +373,7 @@ async def requeue(
 ) -> int:
     """Move the message's deliveries in ``from_states`` back to queued (due now); a
     failed one reopens the failed destinations routed through it."""
+    await lock_messages(conn, [message_id])
     failed: list[str] = []
     if OutState.FAILED.value in [str(s) for s in from_states]:
         failed = [
