@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 
 from gateway.store._common import LATEST_VERSION, MIGRATIONS, load_sql
+from gateway.store.audit_chain import ZERO_HASH, hash_of
 from gateway.store.base import (
     Destination,
     EnvelopeRecord,
@@ -386,6 +387,16 @@ async def raw(up: Upgraded, sql: str, *args: Any) -> Any:
     return await up.read(sql, args)
 
 
+async def check_audit_chain(store: Store, site: str) -> list[tuple[str, str, str]]:
+    """The log links and every entry hashes to itself; its (action, subject, detail)s."""
+    entries = await store.audit_entries(after=0, limit=10_000)
+    prev = ZERO_HASH
+    for e in entries:
+        assert (e.prev, hash_of(e), e.actor) == (prev, e.hash, site), e.seq
+        prev = e.hash
+    return [(e.action, e.subject, e.detail) for e in entries]
+
+
 # -- what they become -------------------------------------------------------------------
 
 
@@ -450,6 +461,12 @@ async def test_an_origin_store_upgrades_row_by_row(
             "forwarded",
             "v10: 1 of 2 destinations receipted",
         )
+        # ... and the audit log has it, chained by the migration's own transaction.
+        logged = await check_audit_chain(store, PARIS)
+        assert [(a, m) for a, m, d in logged if "v10:" in d] == [
+            ("forwarded", mid(8)),
+            ("forwarded", mid(9)),
+        ]
         # Unattributable: both open, the receipt kept where v9 had it.
         assert view(await ds(mid(9))) == [
             (HQ, HQ, "forwarded", "v10: 0 of 2 destinations receipted"),
@@ -540,6 +557,9 @@ async def test_a_hub_store_upgrades_row_by_row(backend: str, start: int, tmp_pat
             "forwarded",
             "v10: 0 of 1 destinations receipted",
         )
+        assert [(a, m) for a, m, d in await check_audit_chain(store, HQ) if "v10:" in d] == [
+            ("forwarded", mid(5))
+        ]
         # Expiry at the hub fails what its own hops failed, never a forwarded relay.
         closed = await store.expire(now=EXPIRES + timedelta(seconds=1))
         assert {(c.message_id, c.sites) for c in closed} >= {(mid(1), (ROME,))}
