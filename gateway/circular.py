@@ -196,13 +196,24 @@ def _short(digest: bytes) -> str:
 
 
 def check_origin_receipt(
-    receipt: Receipt, *, signer: str, receipt_digest: bytes, sent: SentView | None
+    receipt: Receipt,
+    *,
+    signer: str,
+    receipt_digest: bytes,
+    sent: SentView | None,
+    answers: str | None,
 ) -> None:
     """Whether ``receipt`` (signed by ``signer``, in a receipt envelope of digest
-    ``receipt_digest``) may be recorded for the message ``sent`` from here (None: no
-    such message here). Raises ReceiptRefused with the reason; returns quietly for the
-    same receipt recorded already (the store answers ``duplicate``)."""
+    ``receipt_digest`` whose routing header answers message ``answers``) may be recorded
+    for the message ``sent`` from here (None: no such message here). Raises
+    ReceiptRefused with the reason; returns quietly for the same receipt recorded
+    already (the store answers ``duplicate``)."""
     m, site = receipt.message_id, receipt.site
+    if answers != m:
+        # The hub marks delivered the message the routing header answers: both must agree.
+        raise ReceiptRefused(
+            f"receipt names message {m} but its envelope answers {answers or 'no message'}"
+        )
     if sent is None:
         raise ReceiptRefused(f"receipt for unknown message {m}")
     if site != signer:

@@ -439,7 +439,11 @@ class LocalDelivery:
             original = sent.get(receipt.message_id)
             try:
                 check_origin_receipt(
-                    receipt, signer=o.record.origin, receipt_digest=o.record.digest, sent=original
+                    receipt,
+                    signer=o.record.origin,
+                    receipt_digest=o.record.digest,
+                    sent=original,
+                    answers=o.routing.in_reply_to if o.routing is not None else None,
                 )
             except ReceiptRefused as exc:
                 outcomes.append(_refused_receipt(o, exc))

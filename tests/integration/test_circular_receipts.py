@@ -55,10 +55,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def sealed_receipt(
-    world: World, *, signer: str, about: str, digest: bytes, names: str | None = None
+    world: World,
+    *,
+    signer: str,
+    about: str,
+    digest: bytes,
+    names: str | None = None,
+    answers: str | None = None,
 ) -> bytes:
     """A receipt envelope to M-PARIS, signed by ``signer`` with its real key, receipting
-    ``about`` under envelope ``digest`` (and naming site ``names``, default the signer)."""
+    ``about`` under envelope ``digest`` (and naming site ``names``, default the signer;
+    its routing header answering ``answers``, default ``about``)."""
     now = datetime.now(UTC)
     body = write_receipt(Receipt(about, digest, names or signer, now))
     routing = new_routing(
@@ -67,7 +74,7 @@ def sealed_receipt(
         now=now,
         priority=Priority.IMMEDIATE,
         doc_class=RECEIPT_CLASS,
-        in_reply_to=about,
+        in_reply_to=answers or about,
     )
     sealing = Sealing(
         routing=routing,
@@ -182,6 +189,20 @@ def test_a_receipt_naming_a_destination_signed_by_another_site_is_refused_at_the
         world, signer="M-EVIL", about=x, digest=sent_digest(world, x), names="M-HANOI"
     )
     refused_at_origin(world, x, data, "receipt names site M-HANOI but is signed by M-EVIL")
+
+
+def test_a_receipt_whose_envelope_answers_another_message_is_refused_at_the_origin(
+    world: World, circular: str
+) -> None:
+    """HQ marks delivered what the routing header answers (it cannot open the receipt);
+    the origin records what the signed receipt names: when they differ, neither."""
+    x = circular
+    y = send(world, "M-PARIS", ["M-HANOI"])
+    wait_until("Y's receipt", lambda: "M-HANOI" in receipts_in(world, "M-PARIS", y))
+    data = sealed_receipt(world, signer="M-HANOI", about=x, digest=sent_digest(world, x), answers=y)
+    before_y = snapshot(world, "M-PARIS", y)
+    refused_at_origin(world, x, data, f"receipt names message {x} but its envelope answers {y}")
+    assert snapshot(world, "M-PARIS", y) == before_y
 
 
 def test_a_second_receipt_for_one_destination_is_refused(world: World, circular: str) -> None:

@@ -115,7 +115,9 @@ async def _run(store: Store, sites: tuple[str, ...], events: list[Event]) -> Non
             before = (await store.destinations(m), await store.history(m))
             sent = (await store.sent_digests([m])).get(m)
             try:
-                check_origin_receipt(receipt, signer=signer, receipt_digest=digest, sent=sent)
+                check_origin_receipt(
+                    receipt, signer=signer, receipt_digest=digest, sent=sent, answers=m
+                )
             except ReceiptRefused:
                 refused = True
             else:

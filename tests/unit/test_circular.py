@@ -173,20 +173,42 @@ def test_check_origin_receipt_refusals(
     r: Receipt, signer: str, sent: Sent | None, reason: str
 ) -> None:
     with pytest.raises(ReceiptRefused) as refused:
-        check_origin_receipt(r, signer=signer, receipt_digest=R1, sent=sent)
+        check_origin_receipt(r, signer=signer, receipt_digest=R1, sent=sent, answers=M)
+    assert str(refused.value) == reason
+
+
+OTHER_ID = "01900000-0000-7000-8000-000000000002"
+
+
+@pytest.mark.parametrize(
+    ("answers", "reason"),
+    [
+        (OTHER_ID, f"receipt names message {M} but its envelope answers {OTHER_ID}"),
+        (None, f"receipt names message {M} but its envelope answers no message"),
+    ],
+)
+def test_a_receipt_must_name_the_message_its_envelope_answers(
+    answers: str | None, reason: str
+) -> None:
+    """The hub marks delivered what the routing header answers; the origin records
+    what the signed receipt names: a receipt where the two differ counts nowhere."""
+    with pytest.raises(ReceiptRefused) as refused:
+        check_origin_receipt(
+            receipt(), signer="M-HANOI", receipt_digest=R1, sent=SENT, answers=answers
+        )
     assert str(refused.value) == reason
 
 
 def test_a_first_receipt_and_the_same_one_again_pass() -> None:
-    check_origin_receipt(receipt(), signer="M-HANOI", receipt_digest=R1, sent=SENT)
+    check_origin_receipt(receipt(), signer="M-HANOI", receipt_digest=R1, sent=SENT, answers=M)
     again = Sent(SENT.destinations, SENT.digests, {"M-HANOI": R1})
-    check_origin_receipt(receipt(), signer="M-HANOI", receipt_digest=R1, sent=again)
+    check_origin_receipt(receipt(), signer="M-HANOI", receipt_digest=R1, sent=again, answers=M)
 
 
 def test_a_second_receipt_over_a_pre_v10_one_is_refused_as_such() -> None:
     old = Sent(SENT.destinations, SENT.digests, {"M-HANOI": b""})
     with pytest.raises(ReceiptRefused, match="the first \\(recorded before schema v10\\) stands"):
-        check_origin_receipt(receipt(), signer="M-HANOI", receipt_digest=R1, sent=old)
+        check_origin_receipt(receipt(), signer="M-HANOI", receipt_digest=R1, sent=old, answers=M)
 
 
 @given(
@@ -195,19 +217,23 @@ def test_a_second_receipt_over_a_pre_v10_one_is_refused_as_such() -> None:
     digest=st.sampled_from([GOOD, OTHER]),
     first=st.sampled_from([None, R1, b"\x22" * 32, b""]),
     rd=st.sampled_from([R1, b"\x22" * 32]),
+    answers=st.sampled_from([M, OTHER_ID, None]),
 )
 def test_check_origin_receipt_passes_exactly_the_fitting_ones(
-    site: str, signer: str, digest: bytes, first: bytes | None, rd: bytes
+    site: str, signer: str, digest: bytes, first: bytes | None, rd: bytes, answers: str | None
 ) -> None:
     sent = Sent(("HQ", "M-HANOI"), frozenset({GOOD}), {} if first is None else {site: first})
     fits = (
-        site == signer
+        answers == M
+        and site == signer
         and site in sent.destinations
         and digest == GOOD
         and (first is None or first == rd)
     )
     try:
-        check_origin_receipt(receipt(site, digest), signer=signer, receipt_digest=rd, sent=sent)
+        check_origin_receipt(
+            receipt(site, digest), signer=signer, receipt_digest=rd, sent=sent, answers=answers
+        )
     except ReceiptRefused as exc:
         assert not fits, exc
         assert str(exc).count("\n") == 0
