@@ -267,6 +267,9 @@ def hub_rows(start: int) -> OldStore:
         data=b"receipt-of-5-by-paris",
     )
     s.inbound(50, "acked", "receipt")
+    # Relayed to one of its two destinations only (the other is not this hub's to reach).
+    s.envelope(6, origin=PARIS, destinations=(HANOI, ROME), received_from=PARIS)
+    s.delivery(6, HANOI, "forwarded", "hop ack")
     return s
 
 
@@ -544,6 +547,7 @@ async def test_a_hub_store_upgrades_row_by_row(backend: str, start: int, tmp_pat
         ]
         for n in (3, 4, 50):
             assert await ds(mid(n)) == []
+        assert view(await ds(mid(6))) == [(HANOI, HANOI, "forwarded", LEGACY_HUB)]
         # HQ's own circular: M-PARIS's receipt is attributed; M-HANOI's hop, which v9
         # marked delivered with it, is forwarded again.
         (d_paris, d_hanoi) = sorted(await ds(mid(5)), key=lambda d: d.site != PARIS)

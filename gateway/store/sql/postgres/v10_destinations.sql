@@ -60,7 +60,8 @@ SELECT e.message_id, s.site,
 FROM envelopes e CROSS JOIN LATERAL (SELECT DISTINCT unnest(e.destinations) AS site) s
 WHERE e.received_from IS NULL AND e.doc_class <> 'receipt';
 
--- The hub (relayed, with deliveries of its own): a row per destination but the sender.
+-- The hub (relayed, with deliveries of its own): a row per destination it forwarded to,
+-- and one for itself when it is a destination too.
 INSERT INTO destinations (message_id, site, hop, updated_at)
 SELECT e.message_id, s.site,
        CASE WHEN EXISTS (SELECT 1 FROM deliveries d
@@ -70,7 +71,10 @@ SELECT e.message_id, s.site,
 FROM envelopes e CROSS JOIN LATERAL (SELECT DISTINCT unnest(e.destinations) AS site) s
 WHERE e.received_from IS NOT NULL AND e.doc_class <> 'receipt'
   AND s.site <> e.received_from
-  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = e.message_id);
+  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = e.message_id)
+  AND (EXISTS (SELECT 1 FROM deliveries d
+               WHERE d.message_id = e.message_id AND d.peer = s.site)
+       OR s.site = (SELECT a.site FROM audit_site a WHERE a.id = 1));
 
 -- The hub's relays already forwarded: their receipts went by unrecorded.
 UPDATE destinations t SET reason = 'relayed before v10: receipts not tracked here'

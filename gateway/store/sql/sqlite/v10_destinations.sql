@@ -85,7 +85,8 @@ SELECT DISTINCT e.message_id, j.value,
 FROM envelopes e, json_each(e.destinations) j
 WHERE e.received_from IS NULL AND e.doc_class <> 'receipt';
 
--- The hub (relayed, with deliveries of its own): a row per destination but the sender.
+-- The hub (relayed, with deliveries of its own): a row per destination it forwarded to,
+-- and one for itself when it is a destination too.
 INSERT INTO destinations (message_id, site, hop, updated_at)
 SELECT DISTINCT e.message_id, j.value,
        CASE WHEN EXISTS (SELECT 1 FROM deliveries d
@@ -95,7 +96,10 @@ SELECT DISTINCT e.message_id, j.value,
 FROM envelopes e, json_each(e.destinations) j
 WHERE e.received_from IS NOT NULL AND e.doc_class <> 'receipt'
   AND j.value <> e.received_from
-  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = e.message_id);
+  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = e.message_id)
+  AND (EXISTS (SELECT 1 FROM deliveries d
+               WHERE d.message_id = e.message_id AND d.peer = j.value)
+       OR j.value = (SELECT a.site FROM audit_site a WHERE a.id = 1));
 
 -- The hub's relays already forwarded: their receipts went by unrecorded.
 UPDATE destinations AS t SET reason = 'relayed before v10: receipts not tracked here'
