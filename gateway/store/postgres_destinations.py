@@ -42,7 +42,7 @@ from gateway.store.base import (
     ReceiptRecord,
     StoreError,
 )
-from gateway.store.postgres_rows import Conn, add_history, opt_utc, set_state, utc
+from gateway.store.postgres_rows import Conn, opt_utc, set_state, utc
 
 T = TypeVar("T")
 
@@ -140,19 +140,58 @@ WHERE e.message_id = $1 AND e.completed_at IS NULL
 RETURNING true
 """
 
-_COUNTS = """
-SELECT count(*) FILTER (WHERE outcome = 'delivered') AS delivered, count(*) AS total
-FROM destinations WHERE message_id = $1
-"""
-
+# One receipt for one destination row, in one statement (a round trip per receipt):
+# take it if the row has none yet; log it; mark the hop row delivered when no other
+# destination through it lacks a receipt; complete the message when this closed its
+# last open row. Every sub-statement reads the snapshot from before the statement, so
+# the "other rows" tests leave out this row ($2), the only one it changes; the history
+# rows go in in one INSERT, in order. $8: a relayed receipt (never takes a row
+# delivered here, hop NULL); $9: the reason of a receipt after failure; $10: the
+# history reason's digest suffix. Returns what the caller needs for its outcome.
 _TAKE_RECEIPT = """
-UPDATE destinations
-SET outcome = 'delivered', reason = $3, receipt_digest = $4, receipt_for = $5,
-    receipt_at = $6, receipt = $7, updated_at = $6
-WHERE message_id = $1 AND site = $2 AND receipt_at IS NULL
+WITH cur AS (
+    SELECT outcome, hop, receipt_at FROM destinations
+    WHERE message_id = $1 AND site = $2 AND NOT ($8::boolean AND hop IS NULL)
+), took AS (
+    UPDATE destinations t
+    SET outcome = 'delivered',
+        reason = CASE WHEN c.outcome = 'failed' THEN $9 ELSE $3 END,
+        receipt_digest = $4, receipt_for = $5, receipt_at = $6, receipt = $7, updated_at = $6
+    FROM cur c
+    WHERE t.message_id = $1 AND t.site = $2 AND c.receipt_at IS NULL
+    RETURNING t.hop, c.outcome AS was, t.reason
+), hop_moved AS (
+    UPDATE deliveries d
+    SET state = 'delivered', next_attempt = NULL, lease_owner = NULL, lease_until = NULL,
+        last_reason = $11, updated_at = $6
+    FROM took
+    WHERE d.message_id = $1 AND d.peer = took.hop AND d.state <> 'delivered'
+      AND NOT EXISTS (SELECT 1 FROM destinations x
+                      WHERE x.message_id = $1 AND x.hop = took.hop AND x.site <> $2
+                        AND x.outcome <> 'delivered')
+    RETURNING d.peer
+), logged AS (
+    INSERT INTO history (message_id, peer, state, reason, at)
+    SELECT $1, peer, 'delivered', reason, $6 FROM (
+        SELECT 1 AS k, $2::text AS peer, took.reason || $10 AS reason FROM took
+        UNION ALL
+        SELECT 2, peer, $11 FROM hop_moved
+    ) x ORDER BY k
+), completed AS (
+    UPDATE envelopes e SET completed_at = $6
+    FROM took
+    WHERE e.message_id = $1 AND took.was = 'open' AND e.completed_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM destinations x
+                      WHERE x.message_id = $1 AND x.site <> $2 AND x.outcome = 'open')
+    RETURNING true
+)
+SELECT EXISTS (SELECT 1 FROM cur) AS found,
+       EXISTS (SELECT 1 FROM took) AS took,
+       EXISTS (SELECT 1 FROM completed) AS completed,
+       (SELECT count(*) FROM destinations x WHERE x.message_id = $1) AS total,
+       (SELECT count(*) FROM destinations x WHERE x.message_id = $1 AND x.outcome = 'delivered')
+       + (SELECT count(*) FROM took WHERE took.was <> 'delivered') AS delivered
 """
-
-_NOT_DELIVERED = [s.value for s in OutState if s != OutState.DELIVERED]
 
 
 def _bytes(value: bytes | None) -> bytes | None:
@@ -215,43 +254,10 @@ async def record_acks(conn: Conn, items: Sequence[tuple[str, bytes]], at: dateti
     return {int(row["n"]) - 1 for row in rows}
 
 
-async def has_rows(conn: Conn, message_id: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT true FROM destinations WHERE message_id = $1 LIMIT 1", message_id
-        )
-    )
-
-
-async def _counts(conn: Conn, message_id: str) -> tuple[int, int]:
-    row = await conn.fetchrow(_COUNTS, message_id)
-    return int(row["delivered"]), int(row["total"])
-
-
 async def maybe_complete(conn: Conn, message_id: str, at: datetime) -> bool:
     """Set ``completed_at`` if the message has rows, none open, and it is not set yet;
     True only for the call that set it (the caller holds the envelope's lock)."""
     return bool(await conn.fetchval(_COMPLETE, message_id, at))
-
-
-async def _hop_done(conn: Conn, message_id: str, hop: str, at: datetime) -> None:
-    """Mark the hop row delivered once no destination through it lacks a receipt."""
-    left = await conn.fetchval(
-        "SELECT true FROM destinations WHERE message_id = $1 AND hop = $2"
-        " AND outcome <> 'delivered' LIMIT 1",
-        message_id,
-        hop,
-    )
-    if not left:
-        await set_state(
-            conn,
-            message_id,
-            to=OutState.DELIVERED.value,
-            from_states=_NOT_DELIVERED,
-            reason=RECEIPT_REASON,
-            at=at,
-            peers=[hop],
-        )
 
 
 async def _legacy_receipt(conn: Conn, item: ReceiptRecord, at: datetime) -> ReceiptOutcome:
@@ -291,27 +297,9 @@ async def record_receipt_rows(
         if item.message_id not in known:
             out.append(ReceiptOutcome("unknown", 0, 0, False))
             continue
-        row = await conn.fetchrow(
-            "SELECT outcome, hop, receipt_at FROM destinations WHERE message_id = $1 AND site = $2",
-            item.message_id,
-            item.site,
-        )
-        if row is not None and relayed and row["hop"] is None:
-            row = None
-        if row is None:
-            if legacy and not await has_rows(conn, item.message_id):
-                out.append(await _legacy_receipt(conn, item, at))
-                continue
-            delivered, total = await _counts(conn, item.message_id)
-            out.append(ReceiptOutcome("unknown", delivered, total, False))
-            continue
-        if row["receipt_at"] is not None:
-            delivered, total = await _counts(conn, item.message_id)
-            out.append(ReceiptOutcome("duplicate", delivered, total, False))
-            continue
-        reason = LATE_RECEIPT_REASON if row["outcome"] == "failed" else item.reason
+        reason = item.reason
         digest = _bytes(item.receipt_digest) or None
-        await conn.execute(
+        row = await conn.fetchrow(
             _TAKE_RECEIPT,
             item.message_id,
             item.site,
@@ -320,14 +308,21 @@ async def record_receipt_rows(
             _bytes(item.receipt_for),
             at,
             _bytes(item.data),
+            relayed,
+            LATE_RECEIPT_REASON,
+            f" sha256:{digest.hex()[:16]}" if digest else "",
+            RECEIPT_REASON,
         )
-        told = f"{reason} sha256:{digest.hex()[:16]}" if digest else reason
-        await add_history(conn, item.message_id, item.site, OutState.DELIVERED.value, told, at)
-        if row["hop"] is not None:
-            await _hop_done(conn, item.message_id, row["hop"], at)
-        completed = row["outcome"] == "open" and await maybe_complete(conn, item.message_id, at)
-        delivered, total = await _counts(conn, item.message_id)
-        out.append(ReceiptOutcome("recorded", delivered, total, completed))
+        delivered, total = int(row["delivered"]), int(row["total"])
+        if not row["found"]:
+            if legacy and total == 0:
+                out.append(await _legacy_receipt(conn, item, at))
+            else:
+                out.append(ReceiptOutcome("unknown", delivered, total, False))
+        elif not row["took"]:
+            out.append(ReceiptOutcome("duplicate", delivered, total, False))
+        else:
+            out.append(ReceiptOutcome("recorded", delivered, total, bool(row["completed"])))
     return out
 
 
