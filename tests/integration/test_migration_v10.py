@@ -519,6 +519,10 @@ async def test_an_origin_store_upgrades_row_by_row(
         assert by_id[mid(3)].sites == (HQ, HANOI) and by_id[mid(3)].completed
         assert by_id[mid(11)].sites == (HQ,)
         assert view(await ds(mid(9)))[0][2:] == ("failed", "expired")
+        # ... and its hop with them, though v9's unattributed receipt is still kept.
+        hops = {q.message_id: (q.state, q.dest_open, q.dest_total) for q in await store.queue()}
+        assert hops[mid(9)] == ("failed", 0, 2)
+        assert hops[mid(8)] == ("delivered", 0, 2)
         await store.webhook_enqueue(
             [WebhookEvent("wh-c", "app", "completed", mid(8), b"{}")], now=T0 + timedelta(hours=1)
         )
