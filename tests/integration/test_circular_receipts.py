@@ -224,6 +224,28 @@ def test_a_second_receipt_for_one_destination_is_refused(world: World, circular:
     assert receipts_in(world, "M-PARIS", x)["M-HANOI"] == first
 
 
+def test_the_same_receipt_again_is_a_duplicate_at_hq(world: World, circular: str) -> None:
+    """M-HANOI's courier posting its genuine receipt again (its ack lost, say) gets the
+    first acknowledgement back: HQ does not mistake it for a second receipt."""
+    x = circular
+    first = receipts_in(world, "M-PARIS", x)["M-HANOI"]
+
+    async def own_receipt(ctx: SiteContext) -> bytes:
+        for entry in await ctx.store.queue():
+            record = await ctx.store.get_envelope(entry.message_id)
+            if record is None or record.doc_class != RECEIPT_CLASS:
+                continue
+            if parse_framed_head(record.data)[0].head.routing.in_reply_to == x:
+                return record.data
+        raise AssertionError("M-HANOI holds no receipt of X")
+
+    data: bytes = on_site(world, "M-HANOI", own_receipt)
+    assert parse_framed_head(data)[0].digest == first
+    result = post(world, "M-HANOI", data)
+    assert result["status"] == "duplicate", result
+    assert receipts_in(world, "M-PARIS", x)["M-HANOI"] == first
+
+
 def test_a_receipt_for_another_digest_is_refused_at_the_origin(world: World) -> None:
     """M-EVIL is a genuine destination of Y, its process stopped; a receipt sealed with
     its keys naming another digest passes HQ (it cannot open it) but not the origin."""
