@@ -11,6 +11,7 @@ holds only it at HQ, and its origin re-seals the circular although HQ's receipt 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -24,14 +25,27 @@ from click.testing import CliRunner
 from gateway.cli import main
 from gateway.outbox import Document, send_documents
 from gateway.testnet import Network
+from tests.integration.conftest import PG_DSN, pg_admin
 from tests.integration.test_key_rotation import ENV as KEYS_ENV
 from tests.integration.test_key_rotation import _active_enc_elsewhere, active, valise
 from tests.integration.test_receipt_relay import ENV, World, on_site, send, wait_until
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    net = Network(tmp_path_factory.mktemp("circulars"), ("M-PARIS", "M-HANOI"), env=ENV)
+async def _pg_up() -> None:
+    conn = await pg_admin()
+    await conn.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    dsn = None
+    if request.param == "postgres":
+        asyncio.run(_pg_up())  # skips (or fails in CI) when PostgreSQL is down
+        dsn = PG_DSN
+    root = tmp_path_factory.mktemp("circulars")
+    net = Network(root, ("M-PARIS", "M-HANOI"), env=ENV, postgres_dsn=dsn)
     try:
         net.start()
         yield World(net)
