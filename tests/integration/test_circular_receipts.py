@@ -41,12 +41,21 @@ from gateway.metrics import Metrics
 from gateway.site import SiteContext, load_site
 from gateway.submit import record_for
 from gateway.testnet import Network
+from tests.integration.conftest import PG_DSN
+from tests.integration.test_circulars import _pg_up
 from tests.integration.test_receipt_relay import ENV, World, on_site, post, send, wait_until
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    net = Network(tmp_path_factory.mktemp("circularnet"), ("M-PARIS", "M-HANOI", "M-EVIL"), env=ENV)
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    dsn = None
+    if request.param == "postgres":
+        asyncio.run(_pg_up())  # skips (or fails in CI) when PostgreSQL is down
+        dsn = PG_DSN
+    root = tmp_path_factory.mktemp("circularnet")
+    net = Network(root, ("M-PARIS", "M-HANOI", "M-EVIL"), env=ENV, postgres_dsn=dsn)
     try:
         net.start()
         yield World(net)
