@@ -61,6 +61,8 @@ class DestinationView(Protocol):
     def receipt_at(self) -> datetime | None: ...
     @property
     def receipt_digest(self) -> bytes | None: ...
+    @property
+    def receipt_for(self) -> bytes | None: ...
 
 
 class SentView(Protocol):
@@ -108,9 +110,13 @@ class MessageStatus:
             return self.status
         by_site = {d.site: d for d in self.destinations}
         if self.status == DELIVERED:
+            # Verified here (the origin, or a destination's own row) or only relayed (the
+            # hub cannot open a receipt): a receipt's named digest is known if verified.
+            verified = all(d.receipt_for is not None for d in self.destinations)
             if self.total == 1:
-                return "delivered (receipt verified)"
-            return f"delivered ({self.total} of {self.total}, receipts verified)"
+                return f"delivered (receipt {'verified' if verified else 'relayed'})"
+            how = "receipts verified" if verified else "receipts relayed"
+            return f"delivered ({self.total} of {self.total}, {how})"
         text = f"{self.status} ({self.delivered} of {self.total})"
         if self.outstanding:
             text += "; outstanding: " + ", ".join(_site_state(by_site[s]) for s in self.outstanding)

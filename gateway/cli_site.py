@@ -387,7 +387,8 @@ def status(message_id: str, directory: Path | None, as_json: bool) -> None:
         state = info["summary"]
     if info["here"] is not None:
         here = info["here"]
-        state = f"{here['state']} here" + (f" — {here['note']}" if here["note"] else "")
+        mine = f"{here['state']} here" + (f" — {here['note']}" if here["note"] else "")
+        state = f"{mine}; {state}" if info.get("of") else mine  # a hub relays it too
     click.echo(printable(f"{message_id}  {state}"))
     if info.get("of"):
         for line in render(_destination_rows(info["destinations"]), DESTINATION_COLUMNS):

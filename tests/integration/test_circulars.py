@@ -121,6 +121,9 @@ def test_two_destinations_one_down(world: World) -> None:
         "HQ to relay M-HANOI's receipt",
         lambda: by_site(status(world, "HQ", x))["M-HANOI"]["state"] == "delivered",
     )
+    assert text_status(world, "HQ", x).splitlines()[0] == (
+        f"{x}  available here; delivered (2 of 2, receipts relayed)"
+    )
     # Prometheus: receipts per destination, verified at the origin and relayed at HQ
     paris_metrics, hq_metrics = metrics(world, "M-PARIS"), metrics(world, "HQ")
     for site in ("HQ", "M-HANOI"):

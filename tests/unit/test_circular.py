@@ -38,6 +38,7 @@ class Dest:
     message_id: str = M
     receipt_at: datetime | None = None
     receipt_digest: bytes | None = None
+    receipt_for: bytes | None = GOOD
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,11 @@ def test_the_issues_scenario_reads_one_of_two_with_the_outstanding_site() -> Non
     done = summarise([Dest("HQ", "delivered"), Dest("M-HANOI", "delivered")])
     assert (done.status, done.delivered, done.total, done.complete) == ("delivered", 2, 2, True)
     assert done.line() == "delivered (2 of 2, receipts verified)"
+    # at the hub, which cannot open the receipts it relays
+    relayed = summarise([Dest("HQ", "delivered"), Dest("M-HANOI", "delivered", receipt_for=None)])
+    assert relayed.line() == "delivered (2 of 2, receipts relayed)"
+    alone = summarise([Dest("M-HANOI", "delivered", receipt_for=None)])
+    assert alone.line() == "delivered (receipt relayed)"
 
 
 def test_a_failed_destination_is_named_with_its_reason() -> None:
