@@ -1,5 +1,5 @@
-"""``python -m bench [--quick] [--only relay|bridges]``: measure every row in one run, print
-the table, write JSON."""
+"""``python -m bench [--quick] [--only relay|bridges|circular]``: measure every row in one
+run, print the table, write JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bridges, envelope4k, peers, relay, rss, stream64m
+from bench import bridges, circular, envelope4k, peers, relay, rss, stream64m
 from bench.common import FULL, QUICK, Row, interleave
 from bench.report import table
 
@@ -38,13 +38,24 @@ def run(quick: bool, rounds: int | None) -> tuple[list[Row], list[str]]:
         rows += rss_rows
 
     relay_rows, relay_notes = run_relay(quick)
+    seal97 = next((r for r in rows if r.name == "seal.4k.r97"), None)
+    circular_rows, circular_notes = run_circular(quick, seal97)
     bridge_rows, bridge_notes = run_bridges(quick)
-    return rows + relay_rows + bridge_rows, notes + relay_notes + bridge_notes
+    return (
+        rows + relay_rows + circular_rows + bridge_rows,
+        notes + relay_notes + circular_notes + bridge_notes,
+    )
 
 
 def run_relay(quick: bool) -> tuple[list[Row], list[str]]:
     print("Relay, three gateways on loopback:", file=sys.stderr, flush=True)
     return relay.measure(quick)
+
+
+def run_circular(quick: bool, seal: Row | None = None) -> tuple[list[Row], list[str]]:
+    n = circular.QUICK_PLAN.missions if quick else circular.FULL_PLAN.missions
+    print(f"Circular, HQ to {n} missions on loopback:", file=sys.stderr, flush=True)
+    return circular.measure(quick, seal=seal)
 
 
 def run_bridges(quick: bool) -> tuple[list[Row], list[str]]:
@@ -74,7 +85,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=("relay", "bridges"),
+        choices=("relay", "bridges", "circular"),
         help="measure only these rows; the JSON keeps the other rows it already has",
     )
     args = parser.parse_args()
@@ -83,6 +94,8 @@ def main() -> None:
         rows, notes = run_relay(args.quick)
     elif args.only == "bridges":
         rows, notes = run_bridges(args.quick)
+    elif args.only == "circular":
+        rows, notes = run_circular(args.quick)
     else:
         rows, notes = run(args.quick, args.rounds)
     print()
