@@ -244,3 +244,33 @@ def test_hq_and_five_missions_two_down_then_back(tmp_path: Path) -> None:
         assert len(set(digests)) == 5
         for site in FIVE:
             assert (net.sites[site].directory / "inbox" / x).is_dir()
+
+
+def test_a_destination_with_its_receipt_is_not_resealed_for(tmp_path: Path) -> None:
+    """M-HANOI has its receipt when its key is revoked; M-LIMA (down, key good) has not.
+    Nothing is re-sealed: the stale wrap is a delivered destination's, and the one still
+    open opens the copy it will get."""
+    with Network(tmp_path, ("M-PARIS", "M-HANOI", "M-LIMA"), env=KEYS_ENV) as net:
+        w = World(net)
+        hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
+        lima = net.sites["M-LIMA"]
+        old_enc = active(hanoi.directory, "encryption")
+        lima.stop()
+        x = send(w, "M-PARIS", ["M-HANOI", "M-LIMA"])
+        wait_until("M-HANOI's receipt", lambda: status(w, "M-PARIS", x)["receipts"] == 1)
+        valise("keys", "revoke", old_enc, "--reason", "drill: key lost", "--dir", str(hq.directory))
+        wait_until(
+            "M-HANOI's new encryption key at M-PARIS",
+            lambda: _active_enc_elsewhere(paris.directory, "M-HANOI") not in (None, old_enc),
+        )
+        dry = valise("queue", "reseal", "--all", "--dry-run", "--dir", str(paris.directory))
+        assert dry.stdout.splitlines()[0] == "would re-seal 0", dry.stdout
+        out = valise("queue", "reseal", x, "--dir", str(paris.directory), check=False)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert (
+            f"{x}\tskipped\tevery destination sealed to a stale key has its receipt:"
+            " nothing to do" in out.stdout
+        )
+        lima.start()
+        wait_until("M-LIMA's receipt", lambda: status(w, "M-PARIS", x)["receipts"] == 2)
+        assert status(w, "M-PARIS", x)["delivered"] is True
