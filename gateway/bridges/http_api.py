@@ -28,7 +28,12 @@ from aiohttp import web
 
 from config.site import split_hostport
 from gateway.bridges.http_common import API, ApiState, auth_middleware, errors_middleware
-from gateway.bridges.http_documents import document_receipt, document_status, submit_document
+from gateway.bridges.http_documents import (
+    document_destination_receipt,
+    document_receipt,
+    document_status,
+    submit_document,
+)
 from gateway.bridges.http_inbox import inbox_ack, inbox_item, inbox_list, inbox_part
 from gateway.bridges.http_listener import (
     CappedSite,
@@ -68,6 +73,9 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/v1/documents", submit_document)
     router.add_get("/v1/documents/{id}", document_status, allow_head=False)
     router.add_get("/v1/documents/{id}/receipt", document_receipt, allow_head=False)
+    router.add_get(
+        "/v1/documents/{id}/receipts/{site}", document_destination_receipt, allow_head=False
+    )
     router.add_get("/v1/inbox", inbox_list, allow_head=False)
     router.add_get("/v1/inbox/{id}", inbox_item, allow_head=False)
     router.add_get("/v1/inbox/{id}/parts/{n}", inbox_part, allow_head=False)

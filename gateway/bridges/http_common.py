@@ -41,6 +41,7 @@ ERROR_CODES: dict[str, str] = {
     "malformed_edxml": "the edXML document is not well-formed or not edXML",
     "invalid_idempotency_key": "the Idempotency-Key header is not acceptable",
     "idempotency_conflict": "the Idempotency-Key was used for a different request",
+    "circular": "the document has several destinations: one receipt per destination",
     "payload_too_large": "the body exceeds [http] max_body_bytes",
     "unsupported_encoding": "a Content-Encoding was given; send the body as is",
     "unsupported_media_type": "the body's media type is not accepted here",

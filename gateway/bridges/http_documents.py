@@ -1,4 +1,5 @@
-"""``POST /v1/documents`` (submit) and ``GET /v1/documents/{id}`` (status, history, receipt).
+"""``POST /v1/documents`` (submit) and ``GET /v1/documents/{id}`` (status, history,
+receipts: one per destination, ``/v1/documents/{id}/receipts/{site}``).
 
 Rules:
 - ``202`` is answered only after the envelope is durably queued (send_files returns
@@ -9,7 +10,14 @@ Rules:
   (the store accepts a message id once); with a different request it is 409.
 - Every value is checked before the key is reserved, so a refused request never
   burns its key.
-- An integrator sees the status of the messages it submitted, and no others.
+- An integrator sees the status and receipts of the messages it submitted, and no
+  others: another's message is 404 whatever else the path says (ownership is checked
+  before the site in ``/receipts/{site}``).
+- The status document is built by gateway/bridges/http_status.py from the message's
+  per-destination state (gateway/circular_status.py): ``delivered`` only when every
+  destination's receipt is in. ``/receipt`` serves the one receipt of a
+  single-destination document and answers 409 ``circular`` for more destinations;
+  ``/receipts/{site}`` answers 404 for a site that is not a destination.
 - A destination in force with no active encryption key yet (its key was revoked and
   the replacement is not published) is not refused: the document is queued held and
   sealed to the new key once the directory has one (gateway/key_wait.py); the 202
@@ -36,6 +44,7 @@ from envelope.open import parse_framed_head
 from envelope.sealed import check_sealed
 from envelope.values import (
     MESSAGE_ID_RE,
+    SITE_ID_RE,
     Priority,
     check_doc_class,
     check_dossier,
@@ -47,21 +56,22 @@ from envelope.values import (
 from gateway.bridges.http_common import ApiError, integrator, json_response, state
 from gateway.bridges.http_params import ParamError, parse_time
 from gateway.bridges.http_staging import Budget, Staged, Stager, stage
+from gateway.bridges.http_status import ENVELOPE_MEDIA_TYPE, receipts_href, status_document
 from gateway.bridges.integrators import (
     IDEMPOTENCY_TTL,
     IntegratorError,
     check_idempotency_key,
     fingerprint,
 )
+from gateway.circular_status import message_status
 from gateway.envelope_io import InputPart
 from gateway.key_wait import keyless_destinations
 from gateway.outbox import send_files
 from gateway.site import SiteContext
-from gateway.store.base import Submission
+from gateway.store.base import Destination, Submission
 from gateway.submit import ExpiresRefused, check_expires, longest_lifetime
 from routing.directory import DirectoryError
 
-ENVELOPE_MEDIA_TYPE = "application/vnd.valise.envelope"
 METADATA_KEYS = {"to", "class", "subject", "priority", "dossier", "expires", "in_reply_to"}
 
 
@@ -223,18 +233,6 @@ async def submit_document(request: web.Request) -> web.Response:
     return json_response(body, 202, Location=location, **extra)
 
 
-def _status(latest: dict[str, str], delivered: bool, deleted: bool) -> str:
-    states = set(latest.values())
-    if delivered:
-        return "delivered"
-    if deleted:
-        return "deleted"
-    for s in ("failed", "held", "deferred", "sending", "queued"):
-        if s in states:
-            return s
-    return "forwarded" if states else "queued"
-
-
 async def _own_message(request: web.Request) -> str:
     mid = request.match_info["id"]
     sub = None
@@ -249,26 +247,29 @@ async def document_status(request: web.Request) -> web.Response:
     mid = await _own_message(request)
     store = state(request).ctx.store
     record = await store.get_envelope(mid)
-    history = await store.history(mid)
-    if record is None and not history:
+    ms = await message_status(store, mid)
+    if ms is None:
         raise ApiError(404, "not_found", f"document {mid} was never queued")
-    receipt = await store.receipt(mid)
+    history = await store.history(mid)
     latest: dict[str, str] = {}
     for t in history:
         if t.peer is not None:
             latest[t.peer] = t.state
-    body: dict[str, Any] = {
-        "id": mid,
-        "status": _status(
-            latest, receipt is not None, bool(history) and history[-1].state == "deleted"
-        ),
-        "hops": latest,
-        "history": [
+    sizes = {d.site: d.receipt_size for d in ms.destinations if isinstance(d, Destination)}
+    legacy = 0
+    if not ms.destinations:
+        legacy_receipt = await store.receipt(mid)
+        legacy = len(legacy_receipt) if legacy_receipt is not None else 0
+    body = status_document(
+        ms,
+        history=[
             {"at": format_time(t.at), "peer": t.peer, "state": t.state, "reason": t.reason}
             for t in history
         ],
-        "receipt": None,
-    }
+        history_hops=latest,
+        receipt_sizes=sizes,
+        legacy_receipt_size=legacy,
+    )
     if record is not None:
         r = parse_framed_head(record.data)[0].head.routing
         body.update(
@@ -280,22 +281,56 @@ async def document_status(request: web.Request) -> web.Response:
             dossier=r.dossier,
             in_reply_to=r.in_reply_to,
         )
-    if receipt is not None:
-        body["receipt"] = {
-            "href": f"/v1/documents/{mid}/receipt",
-            "media_type": ENVELOPE_MEDIA_TYPE,
-            "size": len(receipt),
-        }
     return json_response(body)
 
 
+def _attachment(data: bytes, filename: str) -> web.Response:
+    return web.Response(
+        body=data,
+        content_type=ENVELOPE_MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 async def document_receipt(request: web.Request) -> web.Response:
+    """The one receipt of a single-destination document; 409 for a circular (one
+    receipt per destination: /v1/documents/{id}/receipts/{site})."""
     mid = await _own_message(request)
-    receipt = await state(request).ctx.store.receipt(mid)
+    store = state(request).ctx.store
+    dests = await store.destinations(mid)
+    if len(dests) > 1:
+        raise ApiError(
+            409,
+            "circular",
+            f"{mid} has {len(dests)} destinations, one receipt per destination:"
+            f" {receipts_href(mid, '{site}')}",
+        )
+    if dests:
+        receipt = await store.destination_receipt(mid, dests[0].site)
+    else:
+        receipt = await store.receipt(mid)
     if receipt is None:
         raise ApiError(404, "not_found", f"no receipt for {mid} yet")
-    return web.Response(
-        body=receipt,
-        content_type=ENVELOPE_MEDIA_TYPE,
-        headers={"Content-Disposition": f'attachment; filename="{mid}.receipt.valise"'},
-    )
+    return _attachment(receipt, f"{mid}.receipt.valise")
+
+
+async def document_destination_receipt(request: web.Request) -> web.Response:
+    """The receipt of one destination of a document (``/receipts/{site}``): 404 for a
+    site that is not one of its destinations, malformed or not, and before it came."""
+    mid = await _own_message(request)  # first: another integrator's document is 404
+    site = request.match_info["site"]
+    store = state(request).ctx.store
+    if not SITE_ID_RE.fullmatch(site):
+        raise ApiError(404, "not_found", f"no destination {site!r} of {mid}")
+    dests = {d.site for d in await store.destinations(mid)}
+    if not dests:
+        record = await store.get_envelope(mid)
+        dests = set(record.destinations) if record is not None else set()
+    if site not in dests:
+        raise ApiError(404, "not_found", f"{site} is not a destination of {mid}")
+    receipt = await store.destination_receipt(mid, site)
+    if receipt is None and len(dests) == 1:
+        receipt = await store.receipt(mid)  # recorded without destination rows
+    if receipt is None:
+        raise ApiError(404, "not_found", f"no receipt from {site} for {mid} here yet")
+    return _attachment(receipt, f"{mid}.receipt-{site}.valise")

@@ -25,8 +25,10 @@ from gateway.bridges.edxml import MEDIA_TYPE as EDXML
 from gateway.bridges.http_common import ERROR_CODES
 from gateway.bridges.http_params import CURSOR_PATTERN, TIME_PATTERN
 from gateway.bridges.integrators import IDEMPOTENCY_KEY_PATTERN
+from gateway.store.base import DestState
 
 JSON = "application/json"
+ENVELOPE = "application/vnd.valise.envelope"
 ID = {"name": "id", "in": "path", "required": True, "schema": {"$ref": "#/components/schemas/Id"}}
 
 
@@ -127,26 +129,104 @@ SCHEMAS: dict[str, Any] = {
             "reason": {"type": "string"},
         },
     },
+    "Destination": {
+        "type": "object",
+        "description": "One final destination of the document, as the origin knows it.",
+        "required": ["site", "state", "reason", "receipt"],
+        "additionalProperties": False,
+        "properties": {
+            "site": _SITE,
+            "state": {"enum": [s.value for s in DestState]},
+            "reason": {"type": "string"},
+            "receipt": {
+                "description": "null until this destination's signed receipt is in",
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["at", "sha256", "href", "media_type", "size"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "at": _TIME,
+                            "sha256": {
+                                "description": "the receipt envelope's digest (SPEC 4.3)",
+                                "oneOf": [
+                                    {"type": "null"},
+                                    {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                ],
+                            },
+                            "href": {
+                                "description": "/v1/documents/{id}/receipts/{site}; null"
+                                " when no receipt envelope is kept here",
+                                **_NULLABLE_STR,
+                            },
+                            "media_type": {"const": ENVELOPE},
+                            "size": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                ],
+            },
+        },
+    },
     "DocumentStatus": {
         "type": "object",
-        "required": ["id", "status", "history", "receipt"],
+        "required": [
+            "id",
+            "status",
+            "receipts",
+            "of",
+            "outstanding",
+            "failed",
+            "destinations",
+            "hops",
+            "history",
+            "receipt",
+        ],
         "properties": {
             "id": _ref("Id"),
             "status": {
+                "description": "delivered only when every destination's receipt is in;"
+                " partially_delivered once some are (see outstanding); failed when"
+                " nothing is open and no receipt came; else the most urgent open state",
                 "enum": [
                     "queued",
                     "sending",
                     "deferred",
                     "held",
                     "forwarded",
+                    "partially_delivered",
                     "delivered",
                     "failed",
                     "deleted",
-                ]
+                ],
             },
-            "hops": {"type": "object", "additionalProperties": {"type": "string"}},
+            "receipts": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "destinations whose receipt is in",
+            },
+            "of": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "destinations (0: a message stored before per-destination state)",
+            },
+            "outstanding": {
+                "type": "array",
+                "items": _SITE,
+                "description": "destinations neither delivered nor failed",
+            },
+            "failed": {"type": "array", "items": _SITE, "description": "failed destinations"},
+            "destinations": {"type": "array", "items": _ref("Destination")},
+            "hops": {
+                "description": "state per next hop: delivered once every destination"
+                " through it has its receipt (kept from before circulars; see destinations)",
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+            },
             "history": {"type": "array", "items": _ref("Transition")},
             "receipt": {
+                "description": "the receipt of a single-destination document, else null:"
+                " a circular has one receipt per destination (see destinations)",
                 "oneOf": [
                     {"type": "null"},
                     {
@@ -157,7 +237,7 @@ SCHEMAS: dict[str, Any] = {
                             "size": {"type": "integer"},
                         },
                     },
-                ]
+                ],
             },
             "to": {"type": "array", "items": {"type": "string"}},
             "created": _TIME,
@@ -232,9 +312,45 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["type", "timestamp", "data"],
         "properties": {
-            "type": {"enum": ["received", "delivered", "failed"]},
+            "type": {"enum": ["received", "delivered", "failed", "completed"]},
             "timestamp": _TIME,
-            "data": {"type": "object", "required": ["id"], "properties": {"id": _ref("Id")}},
+            "data": {
+                "type": "object",
+                "required": ["id"],
+                "properties": {
+                    "id": _ref("Id"),
+                    "document": {"type": "string", "description": "its status resource"},
+                    "inbox": {"type": "string", "description": "received: the inbox item"},
+                    "origin": {**_SITE, "description": "received: the sending site"},
+                    "site": {**_SITE, "description": "delivered: the destination receipted"},
+                    "receipt_sha256": {
+                        "type": "string",
+                        "pattern": "^[0-9a-f]{64}$",
+                        "description": "delivered: the receipt envelope's digest",
+                    },
+                    "delivered": {
+                        "type": "string",
+                        "pattern": "^[0-9]+$",
+                        "description": "delivered, completed: destinations receipted now",
+                    },
+                    "of": {
+                        "type": "string",
+                        "pattern": "^[0-9]+$",
+                        "description": "delivered, completed: destinations",
+                    },
+                    "failed": {
+                        "type": "string",
+                        "description": "completed: the failed destinations, comma-separated"
+                        " (empty: none)",
+                    },
+                    "sites": {
+                        "type": "string",
+                        "description": "failed: the destinations this failure closed,"
+                        " comma-separated",
+                    },
+                    "reason": {"type": "string", "description": "failed: why"},
+                },
+            },
         },
     },
 }
@@ -244,7 +360,7 @@ _STATUS_TEXT = {
     401: "No valid bearer token",
     404: "Not found",
     406: "Not acceptable",
-    409: "Idempotency-Key reused for another request",
+    409: "Idempotency-Key reused for another request, or a circular's single receipt asked",
     413: "Body over [http] max_body_bytes",
     415: "Content-Encoding or media type not accepted",
     422: "Metadata not acceptable (unknown_site, invalid_metadata, no_documents)",
@@ -368,7 +484,7 @@ PATHS: dict[str, Any] = {
     "/v1/documents/{id}": {
         "get": {
             "operationId": "documentStatus",
-            "summary": "Status, history and receipt of a submitted document",
+            "summary": "Status per destination, history and receipts of a submitted document",
             "parameters": [ID],
             "responses": {"200": _json("DocumentStatus", "The document's status"), **_errors(404)},
         }
@@ -376,16 +492,33 @@ PATHS: dict[str, Any] = {
     "/v1/documents/{id}/receipt": {
         "get": {
             "operationId": "documentReceipt",
-            "summary": "The signed receipt envelope",
+            "summary": "The signed receipt envelope of a single-destination document",
+            "description": "409 circular for a document with several destinations: each"
+            " has its own receipt, at /v1/documents/{id}/receipts/{site}.",
             "parameters": [ID],
             "responses": {
                 "200": {
                     "description": "The receipt envelope bytes",
-                    "content": {
-                        "application/vnd.valise.envelope": {
-                            "schema": {"type": "string", "format": "binary"}
-                        }
-                    },
+                    "content": {ENVELOPE: {"schema": {"type": "string", "format": "binary"}}},
+                },
+                **_errors(404, 409),
+            },
+        }
+    },
+    "/v1/documents/{id}/receipts/{site}": {
+        "get": {
+            "operationId": "documentDestinationReceipt",
+            "summary": "The signed receipt envelope of one destination",
+            "description": "404 when the site is not a destination of the document, or its"
+            " receipt is not in yet.",
+            "parameters": [
+                ID,
+                {"name": "site", "in": "path", "required": True, "schema": _SITE},
+            ],
+            "responses": {
+                "200": {
+                    "description": "The receipt envelope bytes, signed by that destination",
+                    "content": {ENVELOPE: {"schema": {"type": "string", "format": "binary"}}},
                 },
                 **_errors(404),
             },
@@ -506,9 +639,14 @@ PATHS: dict[str, Any] = {
 
 _WEBHOOK = {
     "post": {
-        "summary": "received, delivered, failed; signed in the Standard Webhooks way",
+        "summary": "received, delivered, failed, completed; signed in the Standard Webhooks way",
         "description": "Headers webhook-id, webhook-timestamp and webhook-signature"
-        " (v1,<base64 HMAC-SHA256 of id.timestamp.body>).",
+        " (v1,<base64 HMAC-SHA256 of id.timestamp.body>). delivered is sent once per"
+        " destination whose receipt is in (data.site, delivered k of n): for a document"
+        " with several destinations it is not the end. completed is sent once, when no"
+        " destination is open any more, with delivered k of n and the failed sites; a"
+        " receipt arriving after a destination failed still sends delivered, but no"
+        " second completed.",
         "requestBody": {"content": {JSON: {"schema": _ref("WebhookEvent")}}},
         "responses": {"2XX": {"description": "Accepted; anything else is retried with backoff"}},
     }

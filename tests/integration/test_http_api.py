@@ -380,6 +380,115 @@ async def test_idempotency_key_same_request_same_id_sent_once(api: Api) -> None:
     assert sum(1 for p in inbox.iterdir() if p.name == mid) == 1
 
 
+# -- circulars: state and receipts per destination -----------------------------------------
+
+
+async def get_json(s: aiohttp.ClientSession, api: Api, path: str, token: str) -> Any:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with s.get(api.url("M-PARIS", path), headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_a_circulars_status_and_receipts_are_per_destination(api: Api) -> None:
+    hanoi = api.net.sites["M-HANOI"]
+    hanoi.stop()
+    try:
+        async with aiohttp.ClientSession() as s:
+            status, body, _ = await submit(
+                s, api, {"to": ["HQ", "M-HANOI"], "subject": "circulaire"},
+                [("c.txt", "text/plain", b"circulaire\n")],
+            )  # fmt: skip
+            assert status == 202, body
+            mid = body["id"]
+            part = await wait_status(s, api, mid, "partially_delivered")
+            assert part["status"] == "partially_delivered", part
+            assert (part["receipts"], part["of"], part["outstanding"]) == (1, 2, ["M-HANOI"])
+            sites = {d["site"]: d for d in part["destinations"]}
+            assert sites["M-HANOI"]["state"] == "forwarded" and sites["M-HANOI"]["receipt"] is None
+            assert (
+                sites["HQ"]["state"] == "delivered" and len(sites["HQ"]["receipt"]["sha256"]) == 64
+            )
+            assert part["hops"] == {"HQ": "forwarded"} and part["receipt"] is None
+            # Only HQ's completion so far: one delivered webhook, no completed.
+            await asyncio.to_thread(wait_webhook, api, "paris", "delivered", mid)
+            assert api.receiver.events("paris", "completed", mid) == []
+    finally:
+        hanoi.start()
+    async with aiohttp.ClientSession() as s:
+        done = await wait_status(s, api, mid, "delivered")
+        assert done["status"] == "delivered" and (done["receipts"], done["of"]) == (2, 2), done
+        assert done["outstanding"] == [] and done["hops"] == {"HQ": "delivered"}
+        got: dict[str, bytes] = {}
+        for d in done["destinations"]:
+            receipt = d["receipt"]
+            assert receipt["href"] == f"/v1/documents/{mid}/receipts/{d['site']}"
+            async with s.get(api.url("M-PARIS", receipt["href"]), headers=api.auth("M-PARIS")) as r:
+                assert r.status == 200 and r.content_type == "application/vnd.valise.envelope"
+                got[d["site"]] = await r.read()
+            head = parse_framed_head(got[d["site"]])[0]
+            assert head.head.routing.origin == d["site"] and head.head.routing.in_reply_to == mid
+            assert head.digest.hex() == receipt["sha256"] and len(got[d["site"]]) == receipt["size"]
+        assert got["HQ"] != got["M-HANOI"]
+        token = api.tokens["M-PARIS"]
+        # The single receipt of a circular is no answer: 409, naming where to look.
+        code, err = await get_json(s, api, f"/v1/documents/{mid}/receipt", token)
+        assert (code, err["code"]) == (409, "circular") and "/receipts/" in err["message"]
+        # Not a destination, malformed, or this site itself: 404 JSON, never a crash.
+        for site in ("M-PARIS", "M-ROME", "m-hanoi", "X", "M-" + "A" * 40, "H%C3%A9"):
+            code, err = await get_json(s, api, f"/v1/documents/{mid}/receipts/{site}", token)
+            assert (code, err["code"]) == (404, "not_found"), site
+    # Webhooks: delivered once per destination, naming it; completed once, at the end.
+    delivered = await asyncio.to_thread(wait_webhook, api, "paris", "delivered", mid)
+    completed = await asyncio.to_thread(wait_webhook, api, "paris", "completed", mid)
+    await asyncio.sleep(1.0)  # time for a (wrong) second completed to show
+    firsts = {
+        g[0]["webhook-id"]: json.loads(g[1]) for g in api.receiver.events("paris", "delivered", mid)
+    }
+    assert sorted(e["data"]["site"] for e in firsts.values()) == ["HQ", "M-HANOI"], delivered
+    assert {e["data"]["receipt_sha256"] for e in firsts.values()} == {
+        parse_framed_head(b)[0].digest.hex() for b in got.values()
+    }
+    ends = {
+        g[0]["webhook-id"]: json.loads(g[1]) for g in api.receiver.events("paris", "completed", mid)
+    }
+    assert len(ends) == 1, completed
+    (end,) = ends.values()
+    assert (end["data"]["delivered"], end["data"]["of"], end["data"]["failed"]) == ("2", "2", "")
+    for headers_, body_, _ in completed:
+        assert verify(api.secrets["M-PARIS"], headers_, body_)
+
+
+async def test_another_integrator_sees_none_of_a_circulars_status_or_receipts(api: Api) -> None:
+    paris = api.net.sites["M-PARIS"]
+    out = valise("integrator", "add", "rival", "--dir", str(paris.directory))
+    assert out.returncode == 0, out.stderr
+    rival = out.stdout.strip()
+    async with aiohttp.ClientSession() as s:
+        status, body, _ = await submit(
+            s, api, {"to": ["HQ", "M-HANOI"]}, [("r.txt", "text/plain", b"r\n")]
+        )
+        assert status == 202, body
+        mid = body["id"]
+        await wait_status(s, api, mid, "delivered")
+        paths = [
+            f"/v1/documents/{mid}",
+            f"/v1/documents/{mid}/receipt",
+            f"/v1/documents/{mid}/receipts/HQ",
+            f"/v1/documents/{mid}/receipts/M-HANOI",
+            f"/v1/documents/{mid}/receipts/M-ROME",
+            f"/v1/documents/{mid}/receipts/not%20a%20site",
+        ]
+        for path in paths:
+            code, err = await get_json(s, api, path, rival)
+            # As before circulars: 404, the same words whatever follows the id.
+            assert (code, err["code"]) == (404, "not_found"), path
+            assert err["message"] == f"no document {mid} submitted by this integrator", path
+        async with s.get(
+            api.url("M-PARIS", f"/v1/documents/{mid}/receipts/HQ"), headers=api.auth("M-PARIS")
+        ) as r:
+            assert r.status == 200  # its own integrator gets it
+
+
 # -- negatives ---------------------------------------------------------------------------------
 
 
