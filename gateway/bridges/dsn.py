@@ -10,6 +10,11 @@ sender has it). It is sent with the null reverse-path ``MAIL FROM:<>`` and marke
 
 The bytes are fully determined by the :class:`Bounce` (no clock, no randomness), so
 a DSN retried after a crash is the same message.
+
+Only the recipients that failed are named: a document with several destinations
+whose other destinations delivered bounces for the failed ones alone, one RFC 3464
+per-recipient block each with its own ``Status`` and ``Diagnostic-Code`` (from that
+recipient's own reason: ``expired`` is 5.4.7, ``refused by ...`` 5.4.0).
 """
 
 from __future__ import annotations
@@ -38,6 +43,15 @@ class Bounce:
     arrival: datetime  # when the bridge accepted the message
     failed_at: datetime
     original_headers: bytes = b""  # the message's header section, as received
+    # (recipient, reason) per failed recipient, each with its own reason; when given,
+    # these are the recipients bounced (``recipients`` and ``reason`` are then unused).
+    failures: Sequence[tuple[str, str]] = ()
+
+    def failed(self) -> list[tuple[str, str]]:
+        """(recipient, reason) of every recipient bounced."""
+        if self.failures:
+            return list(self.failures)
+        return [(r, self.reason) for r in self.recipients]
 
 
 def status_for(reason: str) -> str:
@@ -68,10 +82,8 @@ def build_dsn(bounce: Bounce) -> bytes:
     headers are 8-bit."""
     b = bounce
     mta = _text(b.reporting_mta, 255)
-    reason = _text(b.reason) or "failed"
-    status = status_for(b.reason)
     boundary = f"=_valise-dsn-{_text(b.message_id, 64)}"
-    recipients = [_text(r, 254) for r in b.recipients]
+    failed = [(_text(r, 254), _text(why) or "failed", status_for(why)) for r, why in b.failed()]
     headers = header_section(b.original_headers)
     eight_bit = any(c > 0x7E for c in headers)
 
@@ -97,7 +109,7 @@ def build_dsn(bounce: Bounce) -> bytes:
         "",
         "Your message could not be delivered to the following recipients:",
         "",
-        *[f"  <{r}>: {reason}" for r in recipients],
+        *[f"  <{r}>: {reason}" for r, reason, _ in failed],
         "",
         f"Valise message id: {_text(b.message_id, 64)}",
         "",
@@ -109,7 +121,7 @@ def build_dsn(bounce: Bounce) -> bytes:
         f"X-Valise-Message-Id: {_text(b.message_id, 64)}",
         f"Arrival-Date: {format_datetime(b.arrival)}",
     ]
-    for r in recipients:
+    for r, reason, status in failed:
         lines += [
             "",
             f"Final-Recipient: rfc822; {r}",

@@ -22,19 +22,26 @@ smtp_message.py (what is read from a message), smtp_auth.py (AUTH),
 smtp_sent.py (the sender records), dsn.py (the DSN) and mail_delivery.py (where
 mail goes at a site: received documents and DSNs).
 
-DSNs: the bridge subscribes to the site's events. ``failed`` for a message it
-queued marks its record failed and sends a DSN through this site's outbound
-delivery (the mailbox's ``[delivery]`` mode: smarthost or Maildir); a DSN that
-cannot be delivered yet is retried. A DSN never leaves the site
+DSNs: the bridge subscribes to the site's events. For a message it queued, each
+``delivered``, ``failed`` or ``completed`` makes it read the message's state per
+destination (gateway/circular_status.py): once every destination's receipt is in,
+the record is forgotten; once none is open and some failed, the record is marked
+failed with those destinations, each with its own reason, and a DSN naming only
+their recipients (one RFC 3464 block each) goes through this site's outbound
+delivery (the mailbox's ``[delivery]`` mode: smarthost or Maildir); while a
+destination is open nothing is done (``completed`` follows). A DSN that cannot be
+delivered yet is retried. A DSN never leaves the site
 (smtp_address.bounce_recipient): it goes to the ``MAIL FROM`` only if that is a
 local address (``mailbox@<this site>.<domain>``), else to the mailbox of the
 integrator that authenticated the submission (its name at this site), else nowhere
 (``dsn_not_deliverable`` in the log): a bounce carries the message's headers and
-must not be a way to send them, or backscatter, to an outside address. ``delivered`` (a receipt)
-forgets the record. A sweep at start and every SWEEP_SECONDS finishes what a
-crash interrupted, and bounces messages that expired beyond this site (a relay's
-failure is not reported back to the origin, so the origin's own clock decides):
-undelivered EXPIRED_GRACE after their expiry.
+must not be a way to send them, or backscatter, to an outside address. Mail
+stored without destination rows (before schema v10) keeps the old rule:
+``delivered`` forgets the record, ``failed`` bounces every recipient. A sweep at
+start and every SWEEP_SECONDS finishes what a crash interrupted, and bounces
+messages that expired beyond this site (a relay's failure is not reported back to
+the origin, so the origin's own clock decides): the destinations still open
+EXPIRED_GRACE after their expiry, as ``expired``.
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ from gateway.bridges.smtp_handler import SmtpHandler
 from gateway.bridges.smtp_sent import SentRecord, SentRecords
 from gateway.bridges.smtp_server import CALL_LIMITS, ValiseSMTP
 from gateway.bridges.smtp_sessions import SessionSlots, preauth_limit
+from gateway.circular import DELIVERED, MessageStatus
+from gateway.circular_status import message_status
 from gateway.events import Event, EventBus
 from gateway.site import SiteContext
 from gateway.tls import _load_chain
@@ -145,19 +154,49 @@ class SmtpBridge:
 
     # -- events -----------------------------------------------------------------------
     async def _on_event(self, event: Event) -> None:
-        if event.kind == "delivered":
+        if event.kind not in ("delivered", "failed", "completed"):
+            return
+        # The record was written before the envelope was committed, so before anything
+        # could happen to it: no record means not a message of this bridge.
+        record = await asyncio.to_thread(self.records.read, event.message_id)
+        if record is None:
+            return
+        ms = await message_status(self.ctx.store, event.message_id)
+        if ms is not None and ms.total > 0:
+            await self._settle(record, ms, event.at)
+        elif event.kind == "delivered":  # no destination rows (stored before v10)
             await asyncio.to_thread(self.records.remove, event.message_id)
         elif event.kind == "failed":
-            reason = event.detail.get("reason", "failed")
-            # The record was written before the envelope was committed, so before
-            # anything could fail: no record means not a message of this bridge.
-            record = await asyncio.to_thread(self.records.read, event.message_id)
-            if record is not None:
-                await self._mark_failed(record, reason, event.at)
+            await self._mark_failed(record, event.detail.get("reason", "failed"), event.at)
 
-    async def _mark_failed(self, record: SentRecord, reason: str, at: datetime) -> None:
+    async def _settle(
+        self, record: SentRecord, ms: MessageStatus, at: datetime, *, expired: bool = False
+    ) -> None:
+        """Act on the message's state per destination: forget it once delivered to
+        every destination, bounce the failed ones once none is open (``expired``: the
+        open ones count as expired, the sweep's rule past expiry); else wait."""
+        if ms.status == DELIVERED:
+            await asyncio.to_thread(self.records.remove, record.message_id)
+            return
+        if not ms.complete and not expired:
+            return
+        reasons = {d.site: d.reason or "failed" for d in ms.destinations}
+        failed = [(site, reasons[site]) for site in ms.failed]
+        failed += [(site, "expired") for site in ms.outstanding]
+        if not failed:
+            return
+        mine = dict(failed).get(record.site, failed[0][1])
+        await self._mark_failed(record, mine, at, tuple(sorted(failed)))
+
+    async def _mark_failed(
+        self,
+        record: SentRecord,
+        reason: str,
+        at: datetime,
+        failed_sites: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         if record.failed_reason is None:
-            record = replace(record, failed_reason=reason, failed_at=at)
+            record = replace(record, failed_reason=reason, failed_at=at, failed_sites=failed_sites)
             await asyncio.to_thread(self.records.write, record)
         self._pending.add(record.message_id)
         self._wake.set()
@@ -188,6 +227,10 @@ class SmtpBridge:
         if record.sender is None:  # never bounce a message from the null sender
             await self._done(message_id, "dsn_skipped", "null sender")
             return
+        failures = _failures(record)
+        if not failures:  # its destination delivered; others of a circular failed
+            await self._done(message_id, "dsn_skipped", "no recipient of this record failed")
+            return
         to = bounce_recipient(
             record.sender, record.integrator, self.ctx.here, self.ctx.config.smtp.domain
         )
@@ -209,8 +252,9 @@ class SmtpBridge:
             Bounce(
                 message_id=message_id,
                 sender=to.value,
-                recipients=record.recipients,
+                recipients=tuple(r for r, _ in failures),
                 reason=record.failed_reason,
+                failures=failures,
                 reporting_mta=gateway_name(self.ctx),
                 arrival=record.arrival,
                 failed_at=record.failed_at or datetime.now(UTC),
@@ -245,12 +289,19 @@ class SmtpBridge:
             if record.failed_reason is not None:
                 self._pending.add(mid)
                 continue
-            history = await store.history(mid)
-            outbound = [t for t in history if t.peer is not None]
-            if not history:
+            ms = await message_status(store, mid)
+            if ms is None:
                 if now - record.arrival > STALE_RECORD:
                     await asyncio.to_thread(self.records.remove, mid)
-            elif any(t.state == "delivered" for t in history):
+                continue
+            if ms.total > 0:
+                expired = now > record.expires + EXPIRED_GRACE
+                await self._settle(record, ms, now, expired=expired)
+                continue
+            # No destination rows (stored before v10): by the history, as before.
+            history = await store.history(mid)
+            outbound = [t for t in history if t.peer is not None]
+            if any(t.state == "delivered" for t in history):
                 await asyncio.to_thread(self.records.remove, mid)
             elif outbound and outbound[-1].state == "failed":
                 await self._mark_failed(record, outbound[-1].reason, outbound[-1].at)
@@ -258,3 +309,15 @@ class SmtpBridge:
                 await self._mark_failed(record, "expired", now)
         if self._pending:
             self._wake.set()
+
+
+def _failures(record: SentRecord) -> tuple[tuple[str, str], ...]:
+    """(recipient, reason) of each recipient of ``record`` to bounce: those whose site
+    failed, with that site's reason; every recipient with the record's reason when the
+    record predates per-destination failures."""
+    if not record.failed_sites:
+        return tuple((r, record.failed_reason or "failed") for r in record.recipients)
+    reasons = dict(record.failed_sites)
+    if record.site not in reasons:
+        return ()
+    return tuple((r, reasons[record.site]) for r in record.recipients)

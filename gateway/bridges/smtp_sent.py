@@ -11,8 +11,9 @@ answers ``250``:
      "recipients": ["registry@m-hanoi.valise.local"], "site": "M-HANOI",
      "mailbox": "registry", "arrival": ISO-8601, "expires": ISO-8601,
      "headers": <latin-1 header section>,
-     "failed": {"reason": ..., "at": ISO-8601}   # once it failed, until the DSN is out
-    }
+     "failed": {"reason": ..., "at": ISO-8601},  # once it failed, until the DSN is out
+     "failed_sites": [[site, reason], ...]       # the destinations that failed, each
+    }                                            # with its own reason (absent: all)
 
 The file is removed when a receipt arrives (the message was delivered) or once the
 DSN has been handed to the origin's outbound delivery; a file that says ``failed``
@@ -47,6 +48,9 @@ class SentRecord:
     failed_reason: str | None = None
     failed_at: datetime | None = None
     integrator: str | None = None  # the AUTH name of the submission (None: anonymous)
+    # (site, reason) of each destination that failed; empty: every recipient failed
+    # with failed_reason (a record written before per-destination state).
+    failed_sites: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> bytes:
         doc: dict[str, object] = {
@@ -62,6 +66,8 @@ class SentRecord:
         }
         if self.failed_reason is not None and self.failed_at is not None:
             doc["failed"] = {"reason": self.failed_reason, "at": self.failed_at.isoformat()}
+        if self.failed_sites:
+            doc["failed_sites"] = [list(f) for f in self.failed_sites]
         return json.dumps(doc).encode()
 
     @classmethod
@@ -80,6 +86,7 @@ class SentRecord:
             headers=str(doc.get("headers", "")).encode("latin-1"),
             failed_reason=failed.get("reason"),
             failed_at=datetime.fromisoformat(failed["at"]) if "at" in failed else None,
+            failed_sites=tuple((str(site), str(why)) for site, why in doc.get("failed_sites", [])),
         )
 
 

@@ -2,8 +2,11 @@
 
 Rules:
 - Events (gateway/events.py) become webhooks: ``received`` goes to every active
-  integrator with a webhook URL (the inbox is the site's); ``delivered`` and
-  ``failed`` go to the integrator that submitted the message, if any.
+  integrator with a webhook URL (the inbox is the site's); ``delivered`` (one per
+  destination, naming it in ``data.site``), ``failed`` and ``completed`` (once, when
+  no destination is open, with ``delivered`` k ``of`` n and the ``failed`` sites) go
+  to the integrator that submitted the message, if any. The event's detail is the
+  webhook's ``data``, with ``id`` and the ``document`` (or ``inbox``) link.
 - A webhook is written to the store (state pending) before anything is posted, so
   a restart loses none; its body and id are fixed then, and every retry sends the
   same ``webhook-id`` (receivers deduplicate on it).

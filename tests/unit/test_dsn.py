@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import Message
@@ -74,6 +75,65 @@ def test_the_delivery_status_has_one_group_per_recipient() -> None:
     assert "Arrival-Date: Tue, 01 Dec 2026 09:00:00 +0000" in status
     # Per-message fields, then each recipient group after an empty line (RFC 3464 2.1).
     assert "\r\n\r\nFinal-Recipient: rfc822; registry@m-hanoi.valise.local\r\n" in status
+
+
+def _groups(data: bytes) -> list[dict[str, str]]:
+    """The per-recipient groups of the delivery-status part, field by field."""
+    status = data.decode("ascii").split("Content-Type: message/delivery-status")[1]
+    status = status.split("--=_valise")[0]
+    groups = []
+    for block in status.split("\r\n\r\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\r\n") if ": " in line)
+        if "Final-Recipient" in fields:
+            groups.append(fields)
+    return groups
+
+
+def test_a_dsn_has_one_block_per_failed_recipient_with_its_own_reason() -> None:
+    # A circular to three sites: M-ROME delivered (not named), M-HANOI expired, HQ refused.
+    bounce = replace(
+        BOUNCE,
+        recipients=("a@m-hanoi.valise.local", "b@hq.valise.local", "c@m-rome.valise.local"),
+        failures=(
+            ("a@m-hanoi.valise.local", "expired"),
+            ("b@hq.valise.local", "refused by HQ: unknown mailbox"),
+        ),
+    )
+    data = build_dsn(bounce)
+    assert [
+        (g["Final-Recipient"], g["Action"], g["Status"], g["Diagnostic-Code"])
+        for g in _groups(data)
+    ] == [
+        ("rfc822; a@m-hanoi.valise.local", "failed", EXPIRED_STATUS, "X-Valise; expired"),
+        (
+            "rfc822; b@hq.valise.local",
+            "failed",
+            REFUSED_STATUS,
+            "X-Valise; refused by HQ: unknown mailbox",
+        ),
+    ]
+    text = _parts(data)[1][0].get_content()  # type: ignore[attr-defined]
+    assert "<a@m-hanoi.valise.local>: expired" in text
+    assert "<b@hq.valise.local>: refused by HQ: unknown mailbox" in text
+    assert b"m-rome" not in data.split(b"Content-Type: text/rfc822-headers")[0]
+    assert build_dsn(bounce) == data  # still deterministic
+    # Without failures, every recipient with the one reason (as before).
+    assert [g["Status"] for g in _groups(build_dsn(BOUNCE))] == [EXPIRED_STATUS] * 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.text(max_size=40), st.sampled_from(["expired", "refused by HQ: x", "?"])),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_any_failures_give_one_block_each_in_order(failures: list[tuple[str, str]]) -> None:
+    data = build_dsn(replace(BOUNCE, failures=failures))
+    groups = _groups(data)
+    assert [g["Status"] for g in groups] == [status_for(why) for _, why in failures]
+    assert [g["Diagnostic-Code"] for g in groups] == [f"X-Valise; {why}" for _, why in failures]
 
 
 def test_the_dsn_is_deterministic() -> None:
