@@ -7,6 +7,9 @@ evidence ID --out DIR [--dir SITE]   (also: evidence export ID --out DIR)
 evidence verify DIR [--trust directory.pub] [--ca ca.crt] [--json]
     Check a bundle without any store. Exit 0 when no check failed, 1 otherwise (each
     check and its reason on stdout), 3 if DIR cannot be read, 2 for a bad --trust.
+    The last line (stderr) names the destinations whose delivery the bundle proves (a
+    receipt per destination, format valise-evidence/2; v1 bundles still verify) and
+    those it does not.
 """
 
 from __future__ import annotations
@@ -125,16 +128,31 @@ def evidence_verify(bundle: Path, trust: Path | None, ca: Path | None, as_json: 
             status = "FAILED" if c.status == FAILED else c.status
             click.echo(f"{status:<8} {c.name:<20} {c.detail}")
     failed = result.failed
+    delivery = _delivery_line(result.destinations)
     if failed:
         first = failed[0]
         _fail(
             EXIT_REJECTED,
             f"evidence for {result.message_id or '?'} does NOT verify: {len(failed)} check(s) "
-            f"failed; first: {first.name}: {first.detail}",
+            f"failed; first: {first.name}: {first.detail}" + (f"; {delivery}" if delivery else ""),
         )
     skipped = sum(1 for c in result.checks if c.status == "skipped")
     click.echo(
         f"valise: evidence for {result.message_id} verifies: "
-        f"{len(result.checks) - skipped} checks passed, {skipped} skipped",
+        f"{len(result.checks) - skipped} checks passed, {skipped} skipped"
+        + (f"; {delivery}" if delivery else ""),
         err=True,
     )
+
+
+def _delivery_line(verdicts: dict[str, str]) -> str:
+    """``delivery proved for HQ; not proved for M-HANOI (no receipt) (1 of 2)``; "" for
+    a bundle whose envelope did not verify."""
+    if not verdicts:
+        return ""
+    proved = [d for d, v in verdicts.items() if v == "proved"]
+    others = [f"{d} ({v})" for d, v in verdicts.items() if v != "proved"]
+    text = f"delivery proved for {', '.join(proved) or 'no destination'}"
+    if others:
+        text += f"; not proved for {', '.join(others)}"
+    return f"{text} ({len(proved)} of {len(verdicts)})"

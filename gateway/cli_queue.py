@@ -1,10 +1,10 @@
 """``valise queue``: the outbound queue, read like mailq / postsuper / qshape.
 
 queue list  [--all] [--peer P] [--state S] [--json]   what is still to do (mailq)
-queue show  ID [--json]                       a message's deliveries and history
+queue show  ID [--json]                       a message's deliveries, destinations, history
 queue hold|release|retry ID ... [--reason R]  postsuper -h / -H / -r
 queue delete ID ... --yes                     postsuper -d (keeps the history)
-queue shape [--json]                          deliveries by next hop and age (qshape)
+queue shape [--messages] [--json]             outstanding destinations by next hop and age
 queue reseal ID ... | --all [--dry-run]       re-seal mail sealed to a revoked key
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from envelope.values import format_time
+from gateway.circular_status import message_status, status_json
 from gateway.cli import EXIT_USAGE, _fail, one_line_errors
 from gateway.cli_site import DIR_OPTION, emit, queue_group, with_site
 from gateway.key_wait import waiting_messages
@@ -37,6 +38,35 @@ SHOW_DELIVERY = [
     Column("reason", ""),
 ]
 SHOW_HISTORY = [Column("at", ""), Column("state", ""), Column("peer", ""), Column("reason", "")]
+# One line per final destination (issue 11), between the deliveries and the history.
+SHOW_DESTINATION = [
+    Column("dest", ""),
+    Column("state", ""),
+    Column("via", ""),
+    Column("receipt", ""),
+    Column("reason", ""),
+]
+
+
+def _destination_lines(dests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``dest M-HANOI  forwarded  via HQ  receipt -  <reason>`` per destination."""
+    rows = []
+    for d in dests:
+        receipt = d["receipt"]
+        digest = (receipt or {}).get("sha256")
+        said = "receipt -"
+        if receipt is not None:
+            said = f"receipt {receipt['at']}" + (f" sha256 {digest[:16]}…" if digest else "")
+        rows.append(
+            {
+                "dest": f"dest {d['site']}",
+                "state": d["state"],
+                "via": f"via {d['via'] or '(here)'}",
+                "receipt": said,
+                "reason": d["reason"],
+            }
+        )
+    return rows
 
 
 def _operator(action: str, ids: tuple[str, ...], directory: Path | None, reason: str) -> None:
@@ -66,13 +96,19 @@ def _operator(action: str, ids: tuple[str, ...], directory: Path | None, reason:
 @click.option("--json", "as_json", is_flag=True)
 @one_line_errors
 def queue_show(message_id: str, directory: Path | None, as_json: bool) -> None:
-    """One message: its deliveries and its whole history."""
+    """One message: its deliveries (one per next hop), its final destinations (state,
+    next hop, receipt time and digest, reason: what ``valise status`` shows) and its
+    whole history."""
 
     async def go(ctx: SiteContext) -> dict[str, Any]:
         entries = [q for q in await ctx.store.queue() if q.message_id == message_id]
         history = await ctx.store.history(message_id)
+        ms = await message_status(ctx.store, message_id)
+        per_site = status_json(ms) if ms is not None and ms.total else {}
         return {
             "id": message_id,
+            "summary": per_site.get("summary"),
+            "destinations": per_site.get("destinations", []),
             "deliveries": [
                 {
                     "peer": q.peer,
@@ -97,7 +133,7 @@ def queue_show(message_id: str, directory: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    click.echo(printable(message_id))
+    click.echo(printable(message_id + (f"  {info['summary']}" if info["summary"] else "")))
     # Reasons may come from a peer (a refusal): shown through gateway/table.py.
     deliveries = [
         {
@@ -109,6 +145,8 @@ def queue_show(message_id: str, directory: Path | None, as_json: bool) -> None:
         for d in info["deliveries"]
     ]
     for line in render(deliveries, SHOW_DELIVERY)[1:]:
+        click.echo(f"  {line}")
+    for line in render(_destination_lines(info["destinations"]), SHOW_DESTINATION)[1:]:
         click.echo(f"  {line}")
     for line in render(info["history"], SHOW_HISTORY)[1:]:
         click.echo(f"  {line}")
@@ -210,22 +248,33 @@ def _dry_run_report(results: list[ResealResult], named: bool) -> None:
 
 @queue_group.command("shape")
 @DIR_OPTION
+@click.option(
+    "--messages",
+    is_flag=True,
+    help="Count undelivered deliveries (one per message and next hop), as before circulars.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @one_line_errors
-def queue_shape(directory: Path | None, as_json: bool) -> None:
-    """Undelivered deliveries by next hop and age in minutes (like qshape)."""
+def queue_shape(directory: Path | None, messages: bool, as_json: bool) -> None:
+    """Outstanding destinations by next hop and age in minutes (like qshape): each final
+    destination still without its receipt or failure counts once under the next hop it
+    goes through, a forwarded one included (a circular to 97 missions through HQ with 2
+    still out counts 2). Mail without destination rows here counts one per undelivered
+    delivery. --messages counts undelivered deliveries instead, whatever their
+    destinations."""
 
     async def go(ctx: SiteContext) -> list[dict[str, Any]]:
         now = datetime.now(UTC)
         table: dict[str, Counter[str]] = {}
         for q in await ctx.store.queue():
-            if q.state in ("forwarded", "delivered"):
+            n = shape_count(q.state, q.dest_open, q.dest_total, messages=messages)
+            if not n:
                 continue
             age = (now - q.created).total_seconds() / 60
             bucket = next((f"{b}" for b in AGE_BUCKETS_MIN if age < b), f"{AGE_BUCKETS_MIN[-1]}+")
             row = table.setdefault(q.peer, Counter())
-            row[bucket] += 1
-            row["T"] += 1
+            row[bucket] += n
+            row["T"] += n
         return [{"peer": peer, **dict(c)} for peer, c in sorted(table.items())]
 
     rows = with_site(directory, go)
@@ -241,3 +290,13 @@ def queue_shape(directory: Path | None, as_json: bool) -> None:
     for r in rows:
         total.update({k: v for k, v in r.items() if k != "peer"})
     emit([{"peer": "TOTAL", **dict(total)}, *rows], False, columns)
+
+
+def shape_count(state: str, dest_open: int, dest_total: int, *, messages: bool = False) -> int:
+    """What one delivery row adds to ``queue shape``: its open destinations when it has
+    destination rows (forwarded or not: they still await a receipt), else 1 while it is
+    not forwarded or delivered. With ``messages``: 1 while not forwarded or delivered."""
+    done = state in ("forwarded", "delivered")
+    if messages or not dest_total:
+        return 0 if done else 1
+    return dest_open

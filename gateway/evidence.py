@@ -12,19 +12,24 @@
     hops/message-NN-SITE.xml   each hop record of the envelope's trace, as in the head
     hops/receipt-NN-SITE.xml   each hop record of the receipt envelope's trace
     hops/ack-SITE.json   for a receipt sealed here: the next hop's signed acknowledgement
-    receipt.vlz          the delivery receipt envelope the origin verified (origin only)
-    receipt.digested     its digested byte range (what the "delivered" token stamps)
-    receipt.xml          the receipt document, opened with this site's key, and
-    receipt.key          the receipt envelope's content key (hex): with it anyone can
-                         check that receipt.xml is what the destination signed
-    timestamps/KIND.tsr  the RFC 3161 tokens (sent, relayed, delivered; KIND-2.tsr, ...)
+    receipts/SITE.vlz    each delivery receipt envelope the origin verified, one per
+                         destination SITE that signed one (origin only)
+    receipts/SITE.digested  its digested byte range (what its "delivered" token stamps)
+    receipts/SITE.xml    the receipt document, opened with this site's key, and
+    receipts/SITE.key    the receipt envelope's content key (hex): with it anyone can
+                         check that SITE.xml is what the destination signed
+    hops/receipt-SITE.NN-HOP.xml  each hop record of SITE's receipt envelope's trace
+    destinations.json    this site's state of each destination (informative: not signed)
+    timestamps/KIND.tsr  the RFC 3161 tokens (sent, relayed; KIND-2.tsr, ...) and
+                         delivered-SITE.tsr (delivered-SITE.2.tsr, ...) over SITE's receipt
     directory/SERIAL.xml the signed directory versions in force at each signed moment,
                          and the current one; directory/directory.pub the trust anchor
     keys.json            the public keys (ids, states) of every site involved, per version
     certs/ca.crt         the HQ site CA; certs/tsa.crt (tsa-2.crt, ...) the certificates
                          of HQ's time-stamp authority: this site's, and each token's
-    openssl/             the origin's (and the receipt's) signed bytes, signatures and
-                         Ed25519 public keys in PEM, for ``openssl pkeyutl -verify``
+    openssl/             the origin's (and each receipt's: receipt-SITE.*) signed bytes,
+                         signatures and Ed25519 public keys in PEM, for
+                         ``openssl pkeyutl -verify``
     history.json         this site's own log of the message (informative: not signed)
 
 Rules:
@@ -38,6 +43,9 @@ Rules:
   nothing of the message itself. The message's own content key is never disclosed.
 - Only time-stamp tokens that verify at export, over the digest of the envelope or of
   its receipt, are included; any other is named in EXPLANATION.txt and left out.
+- Format ``valise-evidence/2`` (issue 11) holds one receipt per destination under
+  receipts/; the verifier still reads ``valise-evidence/1`` bundles, whose one
+  receipt is the top-level receipt.vlz (and its receipt.* / delivered.tsr files).
 - The output folder must be new or empty; the bundle is written to a sibling staging
   folder and renamed into place, so a half-written bundle is never left at DIR.
 """
@@ -72,10 +80,14 @@ from envelope.sealed import parse_sealed
 from envelope.values import format_time
 from gateway.export_dir import ExportDir
 from gateway.site import SiteContext, archived_directories
-from gateway.store.base import TimestampRecord, Transition
+from gateway.store.base import Destination, TimestampRecord, Transition
 from routing.directory import Directory, DirectoryError, parse_directory
 
-FORMAT = "valise-evidence/1"
+FORMAT = "valise-evidence/2"
+FORMAT_V1 = "valise-evidence/1"
+FORMATS = (FORMAT_V1, FORMAT)
+RECEIPTS = "receipts"
+DESTINATIONS = "destinations.json"
 MANIFEST = "MANIFEST.json"
 EXPLANATION = "EXPLANATION.txt"
 ENVELOPE = "envelope.vlz"
@@ -108,6 +120,76 @@ TOKEN_DATA = {
 # RFC 8410: the SubjectPublicKeyInfo of an Ed25519 key is this prefix and the 32 raw bytes.
 ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 SITE_RE = re.compile(r"[A-Z][A-Z0-9-]{1,31}")
+# delivered-SITE.tsr / delivered-SITE.N.tsr (v2); sent|relayed|delivered(-N).tsr (v1).
+TOKEN_NAME_RE = re.compile(
+    r"(?:(sent|relayed|delivered)(?:-([2-9]|[1-9][0-9]+))?"
+    r"|delivered-([A-Z][A-Z0-9-]{1,31})(?:\.([2-9]|[1-9][0-9]+))?)\.tsr"
+)
+
+
+@dataclass(frozen=True)
+class ReceiptFiles:
+    """The file names of one receipt in a bundle. ``site`` is the destination it is
+    filed under (v2: receipts/SITE.*); None for a v1 bundle's one top-level receipt,
+    whose site is its signer."""
+
+    site: str | None
+    vlz: str
+    digested: str
+    xml: str
+    key: str
+    hop_prefix: str
+    hop_sep: str
+    openssl: tuple[str, str, str]
+    token: str  # the token name stem: delivered-SITE (v2), delivered (v1)
+
+    @property
+    def label(self) -> str:
+        return self.site or "receipt"
+
+
+def receipt_files(site: str | None) -> ReceiptFiles:
+    """The names of ``site``'s receipt (v2), or of a v1 bundle's one receipt (None)."""
+    if site is None:
+        return ReceiptFiles(
+            None,
+            RECEIPT,
+            RECEIPT_DIGESTED,
+            RECEIPT_XML,
+            RECEIPT_KEY,
+            "receipt",
+            "-",
+            OPENSSL_FILES["receipt"],
+            "delivered",
+        )
+    # "." never appears in a site name: hops/receipt-M-HANOI.01-HQ.xml is M-HANOI's
+    # receipt's first hop, never a site "M-HANOI-01"'s.
+    return ReceiptFiles(
+        site,
+        f"{RECEIPTS}/{site}.vlz",
+        f"{RECEIPTS}/{site}.digested",
+        f"{RECEIPTS}/{site}.xml",
+        f"{RECEIPTS}/{site}.key",
+        f"receipt-{site}",
+        ".",
+        (
+            f"{OPENSSL}/receipt-{site}.signed",
+            f"{OPENSSL}/receipt-{site}.sig",
+            f"{OPENSSL}/receipt-{site}-signer.pem",
+        ),
+        f"delivered-{site}",
+    )
+
+
+def token_data(name: str) -> str | None:
+    """The digested file a token named ``name`` (timestamps/NAME) stamps; None if the
+    name is none of sent, relayed, delivered (v1) or delivered-SITE (v2)."""
+    m = TOKEN_NAME_RE.fullmatch(name)
+    if m is None:
+        return None
+    if m.group(3) is not None:
+        return receipt_files(m.group(3)).digested
+    return TOKEN_DATA[m.group(1)]
 
 
 class EvidenceError(Exception):
@@ -140,10 +222,10 @@ def hop_xml(hop: HopRecord) -> bytes:
     return serialize_trace((hop,)).removeprefix(b"<trace>").removesuffix(b"</trace>")
 
 
-def hop_files(prefix: str, trace: Sequence[HopRecord]) -> dict[str, bytes]:
-    """hops/PREFIX-NN-SITE.xml for each record of ``trace``, in order from 01."""
+def hop_files(prefix: str, trace: Sequence[HopRecord], sep: str = "-") -> dict[str, bytes]:
+    """hops/PREFIX{sep}NN-SITE.xml for each record of ``trace``, in order from 01."""
     return {
-        f"{HOPS}/{prefix}-{i:02d}-{hop.site}.xml": hop_xml(hop)
+        f"{HOPS}/{prefix}{sep}{i:02d}-{hop.site}.xml": hop_xml(hop)
         for i, hop in enumerate(trace, start=1)
     }
 
@@ -154,9 +236,12 @@ def ed25519_pem(key: VerifyKey) -> bytes:
     return f"-----BEGIN PUBLIC KEY-----\n{der}\n-----END PUBLIC KEY-----\n".encode()
 
 
-def openssl_files(kind: str, parsed: ParsedHead, signer: VerifyKey) -> dict[str, bytes]:
-    """The openssl/ files of one envelope: what ``openssl pkeyutl -verify -rawin`` checks."""
-    signed, sig, pem = OPENSSL_FILES[kind]
+def openssl_files(
+    names: tuple[str, str, str], parsed: ParsedHead, signer: VerifyKey
+) -> dict[str, bytes]:
+    """The openssl/ files (``names``: signed, sig, pem) of one envelope: what
+    ``openssl pkeyutl -verify -rawin`` checks."""
+    signed, sig, pem = names
     return {signed: parsed.signed_message, sig: parsed.head.signature, pem: ed25519_pem(signer)}
 
 
@@ -187,9 +272,9 @@ def public_keys(directories: Iterable[Directory], sites: Iterable[str]) -> dict[
     return {"directories": out}
 
 
-def involved_sites(message: ParsedHead, receipt: ParsedHead | None) -> set[str]:
-    """The origin, destinations and hop sites of the message and of its receipt."""
-    heads = [message] if receipt is None else [message, receipt]
+def involved_sites(message: ParsedHead, *receipts: ParsedHead | None) -> set[str]:
+    """The origin, destinations and hop sites of the message and of its receipts."""
+    heads = [message, *(r for r in receipts if r is not None)]
     sites: set[str] = set()
     for p in heads:
         r = p.head.routing
@@ -197,9 +282,9 @@ def involved_sites(message: ParsedHead, receipt: ParsedHead | None) -> set[str]:
     return sites
 
 
-def signed_moments(message: ParsedHead, receipt: ParsedHead | None) -> list[datetime]:
+def signed_moments(message: ParsedHead, *receipts: ParsedHead | None) -> list[datetime]:
     """Every moment a signature in the bundle claims: creations and hop times."""
-    heads = [message] if receipt is None else [message, receipt]
+    heads = [message, *(r for r in receipts if r is not None)]
     return [t for p in heads for t in (p.head.routing.created, *(h.at for h in p.head.trace))]
 
 
@@ -228,7 +313,7 @@ class _Draft:
     files: dict[str, bytes] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     tokens: list[tuple[str, TimestampRecord, TokenInfo]] = field(default_factory=list)
-    receipt_doc: Receipt | None = None
+    receipt_docs: dict[str, Receipt] = field(default_factory=dict)
 
 
 def _check_out(out: Path) -> None:
@@ -299,15 +384,27 @@ def _open_receipt(
 def _add_tokens(
     draft: _Draft, records: Sequence[TimestampRecord], ca: bytes | None, digests: dict[bytes, str]
 ) -> None:
+    """Add the tokens that verify over what their kind names in this bundle: sent and
+    relayed over envelope.digested, delivered over one receipt's (delivered-SITE)."""
     counts: dict[str, int] = {}
+    receipt_stems = {
+        receipt_files(site).digested: receipt_files(site).token
+        for site in (
+            n.removeprefix(f"{RECEIPTS}/").removesuffix(".digested") for n in digests.values()
+        )
+        if SITE_RE.fullmatch(site)
+    }
     for rec in records:
         data_name = digests.get(rec.digest)
-        if data_name is None or TOKEN_DATA.get(rec.kind) != data_name:
-            held = "the receipt" if RECEIPT_DIGESTED in digests.values() else "no receipt"
+        stem = rec.kind if rec.kind in ("sent", "relayed") else None
+        if rec.kind == "delivered" and data_name is not None:
+            stem = receipt_stems.get(data_name)
+        if data_name is None or stem is None or token_data(f"{stem}.tsr") != data_name:
+            held = f"{len(receipt_stems)} receipt(s)" if receipt_stems else "no receipt"
             draft.notes.append(
                 f"the {rec.kind} time-stamp token over digest {rec.digest.hex()[:16]}… is not "
                 f"over what its kind names in this bundle (which holds {held}); it was left "
-                "out (the origin's bundle holds the receipt a 'delivered' token stamps)"
+                "out (the origin's bundle holds the receipts a 'delivered' token stamps)"
             )
             continue
         if ca is None:
@@ -318,9 +415,10 @@ def _add_tokens(
         except CryptoError as exc:
             draft.notes.append(f"the {rec.kind} token does not verify ({exc}); it was left out")
             continue
-        counts[rec.kind] = counts.get(rec.kind, 0) + 1
-        n = counts[rec.kind]
-        name = f"{TIMESTAMPS}/{rec.kind}{'' if n == 1 else f'-{n}'}.tsr"
+        counts[stem] = counts.get(stem, 0) + 1
+        n = counts[stem]
+        sep = "." if stem.startswith("delivered-") else "-"
+        name = f"{TIMESTAMPS}/{stem}{'' if n == 1 else f'{sep}{n}'}.tsr"
         draft.files[name] = rec.token
         draft.tokens.append((name, rec, info))
 
@@ -340,6 +438,69 @@ def _history(transitions: Sequence[Transition]) -> bytes:
         for t in transitions
     ]
     return json.dumps(rows, indent=2).encode() + b"\n"
+
+
+async def _receipts(
+    ctx: SiteContext, message_id: str, message: ParsedHead, draft: _Draft
+) -> list[tuple[ReceiptFiles, bytes, ParsedHead]]:
+    """The receipt envelopes this site holds for ``message_id``, one per destination
+    (issue 11): each destination row's receipt, or, for mail with no rows here, the
+    one receipt stored before schema v10 (filed under its signer). A receipt sealed
+    here gets its next hop's signed acknowledgement instead (hops/ack-SITE.json)."""
+    r = message.head.routing
+    found: list[tuple[ReceiptFiles, bytes, ParsedHead]] = []
+    relayed = []
+    for d in await ctx.store.destinations(message_id):
+        if d.receipt_at is None:
+            continue
+        data = await ctx.store.destination_receipt(message_id, d.site)
+        if data is None or not data.startswith(MAGIC):
+            relayed.append(d.site)  # the hub: it passed here, sealed; the origin keeps it
+            continue
+        found.append((receipt_files(d.site), data, _parse(data, f"receipt of {d.site}")))
+    stored = await ctx.store.receipt(message_id)
+    if r.doc_class == RECEIPT_CLASS:
+        if stored is not None:
+            # A receipt sealed here: the next hop's signed acknowledgement is its proof.
+            draft.files[f"{HOPS}/ack-{_ack_site(stored)}.json"] = stored
+        return []
+    if not found and stored is not None and stored.startswith(MAGIC):
+        parsed = _parse(stored, "receipt")
+        signer = parsed.head.routing.origin
+        if SITE_RE.fullmatch(signer):
+            found.append((receipt_files(signer), stored, parsed))
+    if relayed:
+        draft.notes.append(
+            f"the receipts of {', '.join(relayed)} passed this site sealed to {r.origin}: "
+            "only the origin's bundle holds them"
+        )
+    if r.origin == ctx.here:
+        held = {n.site for n, _, _ in found}
+        missing = [s for s in r.destinations if s not in held]
+        if missing and not found:
+            draft.notes.append("no delivery receipt has been recorded here for this message")
+        elif missing:
+            draft.notes.append(
+                f"no delivery receipt has been recorded here from {', '.join(missing)}"
+            )
+    return found
+
+
+def _destinations_json(
+    dests: Sequence[Destination], receipts: Sequence[tuple[ReceiptFiles, bytes, ParsedHead]]
+) -> bytes:
+    digests = {n.site: p.digest for n, _, p in receipts}
+    rows = {
+        d.site: {
+            "state": d.state,
+            "via": d.hop,
+            "reason": d.reason,
+            "receipt_at": format_time(d.receipt_at) if d.receipt_at else None,
+            "receipt_sha256": (d.receipt_digest or digests.get(d.site) or b"").hex() or None,
+        }
+        for d in dests
+    }
+    return json.dumps(rows, indent=2, sort_keys=True).encode() + b"\n"
 
 
 async def export_evidence(
@@ -363,53 +524,48 @@ async def export_evidence(
     f[ENVELOPE_DIGESTED] = digested_bytes(message)
     f.update(hop_files("message", message.head.trace))
 
-    stored_receipt = await ctx.store.receipt(message_id)
-    receipt: ParsedHead | None = None
-    if stored_receipt is not None and stored_receipt.startswith(MAGIC):
-        receipt = _parse(stored_receipt, "receipt")
-        f[RECEIPT] = stored_receipt
-        f[RECEIPT_DIGESTED] = digested_bytes(receipt)
-        f.update(hop_files("receipt", receipt.head.trace))
-    elif stored_receipt is not None and message.head.routing.doc_class == RECEIPT_CLASS:
-        # A receipt sealed here: the next hop's signed acknowledgement is its proof.
-        f[f"{HOPS}/ack-{_ack_site(stored_receipt)}.json"] = stored_receipt
-    elif message.head.routing.origin == ctx.here:
-        draft.notes.append("no delivery receipt has been recorded here for this message")
+    receipts = await _receipts(ctx, message_id, message, draft)
+    parsed_receipts = [p for _, _, p in receipts]
 
-    directories = _directories(ctx, signed_moments(message, receipt))
+    directories = _directories(ctx, signed_moments(message, *parsed_receipts))
     for d in directories:
         f[f"{DIRECTORIES}/{d.serial}.xml"] = d.raw
     f[TRUST] = (ctx.config.keys_dir / "directory.pub").read_bytes()
     f[KEYS] = (
-        json.dumps(public_keys(directories, involved_sites(message, receipt)), indent=2).encode()
+        json.dumps(
+            public_keys(directories, involved_sites(message, *parsed_receipts)), indent=2
+        ).encode()
         + b"\n"
     )
-    for kind, parsed in (("envelope", message), ("receipt", receipt)):
-        if parsed is None:
-            continue
+    signed: list[tuple[str, tuple[str, str, str], ParsedHead]] = [
+        ("envelope", OPENSSL_FILES["envelope"], message)
+    ]
+    signed += [(f"receipt of {n.site}", n.openssl, p) for n, _, p in receipts]
+    for kind, ossl, parsed in signed:
         signer = _signer(directories, parsed)
         if signer is None:
             draft.notes.append(f"the {kind}'s signing key is not in the directory in force")
         else:
-            f.update(openssl_files(kind, parsed, signer))
+            f.update(openssl_files(ossl, parsed, signer))
 
-    if receipt is not None:
+    digests = {message.digest: ENVELOPE_DIGESTED}
+    for names, data, parsed in receipts:
+        f[names.vlz] = data
+        f[names.digested] = digested_bytes(parsed)
+        f.update(hop_files(names.hop_prefix, parsed.head.trace, names.hop_sep))
+        digests[parsed.digest] = names.digested
         try:
-            content_key, document, draft.receipt_doc = _open_receipt(
-                stored_receipt or b"", receipt, ctx.here, ctx.keys.decryption
-            )
-            f[RECEIPT_XML] = document
-            f[RECEIPT_KEY] = content_key.hex().encode() + b"\n"
+            content_key, document, doc = _open_receipt(data, parsed, ctx.here, ctx.keys.decryption)
+            f[names.xml] = document
+            f[names.key] = content_key.hex().encode() + b"\n"
+            draft.receipt_docs[names.site or ""] = doc
         except EvidenceError as exc:
-            draft.notes.append(f"{exc}; receipt.xml is not in the bundle")
+            draft.notes.append(f"{names.site}'s receipt: {exc}; {names.xml} is not in the bundle")
 
     ca_path = ctx.config.keys_dir / "ca.crt"
     ca = ca_path.read_bytes() if ca_path.exists() else None
     if ca is not None:
         f[CA] = ca
-    digests = {message.digest: ENVELOPE_DIGESTED}
-    if receipt is not None:
-        digests[receipt.digest] = RECEIPT_DIGESTED
     _add_tokens(draft, await ctx.store.timestamps(message_id), ca, digests)
     tsa_path = ctx.config.keys_dir / "tsa.crt"
     certs = [tsa_path.read_bytes()] if tsa_path.exists() else []
@@ -419,13 +575,13 @@ async def export_evidence(
     for n, cert in enumerate(certs, start=1):
         f[tsa_name(n)] = cert
     f[HISTORY] = _history(await ctx.store.history(message_id))
+    f[DESTINATIONS] = _destinations_json(await ctx.store.destinations(message_id), receipts)
 
     f[EXPLANATION] = explain(
         here=ctx.here,
         now=now,
         message=message,
-        receipt=receipt,
-        receipt_doc=draft.receipt_doc,
+        receipts=[(n, p, draft.receipt_docs.get(n.site or "")) for n, _, p in receipts],
         directories=directories,
         tokens=[(name, rec.kind, info) for name, rec, info in draft.tokens],
         history=await ctx.store.history(message_id),

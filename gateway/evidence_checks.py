@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,31 +35,35 @@ from gateway.evidence import (
     ENVELOPE,
     ENVELOPE_DIGESTED,
     FORMAT,
+    FORMAT_V1,
+    FORMATS,
     HOPS,
     KEYS,
     MANIFEST,
     OPENSSL_FILES,
     RECEIPT,
-    RECEIPT_DIGESTED,
-    RECEIPT_KEY,
-    RECEIPT_XML,
+    RECEIPTS,
+    SITE_RE,
     TIMESTAMPS,
-    TOKEN_DATA,
+    TOKEN_NAME_RE,
     TRUST,
     TSA_NAME_RE,
+    ReceiptFiles,
     hop_files,
     in_force,
     involved_sites,
     openssl_files,
     pem_body,
     public_keys,
+    receipt_files,
+    token_data,
 )
 from gateway.evidence_text import gen_time
 from gateway.hop import verify_hop_ack
 from routing.directory import Directory, DirectoryError, parse_directory
 
 MAX_FILE_BYTES = 1 << 30  # no bundle piece is read beyond this
-TOKEN_NAME_RE = re.compile(r"(sent|relayed|delivered)(?:-([2-9]|[1-9][0-9]+))?\.tsr")
+__all__ = ["TOKEN_NAME_RE"]  # re-exported for gateway/evidence_times.py
 
 
 class Failed(Exception):
@@ -81,11 +84,25 @@ class BundleState:
     manifest_id: str | None = None
     trust: VerifyKey | None = None
     directories: list[Directory] = field(default_factory=list)
+    format: str | None = None
     message: ParsedHead | None = None
     message_data: bytes = b""
-    receipt: ParsedHead | None = None
-    receipt_data: bytes = b""
+    # The receipts that verified, by their signer (a destination): head, bytes, names.
+    receipts: dict[str, tuple[ParsedHead, bytes, ReceiptFiles]] = field(default_factory=dict)
+    proved: set[str] = field(default_factory=set)  # receipt-content ok: delivery proven
+    refused: set[str] = field(default_factory=set)  # sites whose receipt files failed
     tokens: list[tuple[str, TokenInfo]] = field(default_factory=list)
+
+    @property
+    def receipt_heads(self) -> list[ParsedHead]:
+        return [p for p, _, _ in self.receipts.values()]
+
+    def verified(self, names: ReceiptFiles) -> tuple[str, ParsedHead, bytes] | None:
+        """The signer, head and bytes of the receipt filed as ``names``, if it verified."""
+        for site, (parsed, data, n) in self.receipts.items():
+            if n == names:
+                return site, parsed, data
+        return None
 
     def path(self, name: str) -> Path:
         return self.folder.joinpath(*PurePosixPath(name).parts)
@@ -140,8 +157,9 @@ def check_manifest(s: BundleState) -> str:
         manifest = json.loads(s.read(MANIFEST))
     except ValueError:
         raise Failed("MANIFEST.json is not JSON") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise Failed(f"MANIFEST.json is not a {FORMAT} manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
+        raise Failed(f"MANIFEST.json is not a {FORMAT} (or {FORMAT_V1}) manifest")
+    s.format = manifest["format"]
     message, files = manifest.get("message"), manifest.get("files")
     if not isinstance(message, str) or not isinstance(files, dict):
         raise Failed("MANIFEST.json has no message id or no file list")
@@ -273,7 +291,7 @@ def check_origin(s: BundleState) -> str:
     )
 
 
-def _verify_trace(s: BundleState, parsed: ParsedHead, prefix: str) -> list[str]:
+def _verify_trace(s: BundleState, parsed: ParsedHead, prefix: str, sep: str = "-") -> list[str]:
     trace = parsed.head.trace
     try:
         check_path(parsed.head.routing.origin, trace)
@@ -288,10 +306,12 @@ def _verify_trace(s: BundleState, parsed: ParsedHead, prefix: str) -> list[str]:
             raise Failed(
                 f"{prefix} hop {i + 1} ({hop.site}): the signature does not verify"
             ) from None
-    expected = hop_files(prefix, trace)
+    expected = hop_files(prefix, trace, sep)
     folder = s.path(HOPS)
     present = (
-        {f"{HOPS}/{p.name}" for p in folder.glob(f"{prefix}-*.xml")} if folder.is_dir() else set()
+        {f"{HOPS}/{p.name}" for p in folder.glob(f"{prefix}{sep}*.xml")}
+        if folder.is_dir()
+        else set()
     )
     if present != set(expected):
         raise Failed(
@@ -306,8 +326,9 @@ def _verify_trace(s: BundleState, parsed: ParsedHead, prefix: str) -> list[str]:
 def check_hops(s: BundleState) -> str:
     m = s.need_message()
     seen = _verify_trace(s, m, "message")
-    if s.receipt is not None:
-        seen += [f"receipt: {x}" for x in _verify_trace(s, s.receipt, "receipt")]
+    for site, (parsed, _, names) in sorted(s.receipts.items()):
+        label = "receipt" if names.site is None else f"{site}'s receipt"
+        seen += [f"{label}: {x}" for x in _verify_trace(s, parsed, names.hop_prefix, names.hop_sep)]
     folder = s.path(HOPS)
     for ack_path in sorted(folder.glob("ack-*.json")) if folder.is_dir() else []:
         ack = json.loads(s.read(f"{HOPS}/{ack_path.name}"))
@@ -325,99 +346,228 @@ def check_hops(s: BundleState) -> str:
 def check_keys(s: BundleState) -> str:
     m = s.need_message()
     listed = json.loads(s.read(KEYS))
-    expected = public_keys(s.need_directories(), involved_sites(m, s.receipt))
+    sites = involved_sites(m, *s.receipt_heads)
+    expected = public_keys(s.need_directories(), sites)
     if listed != expected:
         raise Failed(f"{KEYS} does not list the keys of the directories in the bundle")
-    return f"{len(involved_sites(m, s.receipt))} sites, as in the directories"
+    return f"{len(sites)} sites, as in the directories"
 
 
-def check_receipt(s: BundleState) -> str:
-    if not s.has(RECEIPT):
-        if s.message is not None and s.message.head.routing.doc_class == RECEIPT_CLASS:
-            raise Skipped("a receipt is not receipted: its hop acknowledgement is its proof")
-        raise Skipped("no receipt in the bundle: delivery is not proven")
+def receipt_slots(s: BundleState) -> list[ReceiptFiles]:
+    """The receipts the bundle holds: receipts/SITE.vlz each (v2), or the one top-level
+    receipt.vlz of a v1 bundle. A bundle whose manifest did not say which format is
+    read both ways."""
+    slots = []
+    if s.format != FORMAT and s.has(RECEIPT):
+        slots.append(receipt_files(None))
+    folder = s.path(RECEIPTS)
+    if s.format != FORMAT_V1 and folder.is_dir():
+        for p in sorted(folder.glob("*.vlz")):
+            site = p.name.removesuffix(".vlz")
+            # A name that is no site still gets its checks: they fail, saying so.
+            slots.append(receipt_files(site))
+    return slots
+
+
+def receipt_checks(s: BundleState) -> list[tuple[str, Callable[[BundleState], str]]]:
+    """``receipt-signature[SITE]`` and ``receipt-content[SITE]`` per receipt (v1: one
+    pair without [SITE]); with no receipt, the pair skipped (delivery not proven)."""
+    slots = receipt_slots(s)
+    if not slots:
+        return [("receipt-signature", _no_receipt), ("receipt-content", _no_receipt_content)]
+    out: list[tuple[str, Callable[[BundleState], str]]] = []
+    for names in slots:
+        tag = "" if names.site is None else f"[{names.site}]"
+        out.append((f"receipt-signature{tag}", _signature_check(names)))
+        out.append((f"receipt-content{tag}", _content_check(names)))
+    return out
+
+
+def _no_receipt(s: BundleState) -> str:
+    if s.message is not None and s.message.head.routing.doc_class == RECEIPT_CLASS:
+        raise Skipped("a receipt is not receipted: its hop acknowledgement is its proof")
+    raise Skipped("no receipt in the bundle: delivery is not proven")
+
+
+def _no_receipt_content(s: BundleState) -> str:
+    raise Skipped("no receipt in the bundle")
+
+
+def _refusing(
+    names: ReceiptFiles, fn: Callable[[BundleState], str]
+) -> Callable[[BundleState], str]:
+    """``fn``, noting the site filed as ``names`` as refused when it does not pass."""
+
+    def check(s: BundleState) -> str:
+        try:
+            return fn(s)
+        except Skipped:
+            raise
+        except Exception:
+            if names.site is not None:
+                s.refused.add(names.site)
+            raise
+
+    return check
+
+
+def _signature_check(names: ReceiptFiles) -> Callable[[BundleState], str]:
+    def check(s: BundleState) -> str:
+        vlz = names.vlz
+        if names.site is not None and not SITE_RE.fullmatch(names.site):
+            raise Failed(f"{vlz} is not named after a site (receipts/SITE.vlz)")
+        m = s.need_message()
+        data = s.read(vlz)
+        parsed, offset = parse_framed_head(data)
+        r, mr = parsed.head.routing, m.head.routing
+        if r.doc_class != RECEIPT_CLASS:
+            raise Failed(f"{vlz} is of class {r.doc_class}, not a receipt")
+        if names.site is not None and r.origin != names.site:
+            raise Failed(
+                f"{vlz} is filed under {names.site} but signed by {r.origin}: "
+                f"it proves nothing of {names.site}"
+            )
+        if r.origin not in mr.destinations:
+            raise Failed(
+                f"{vlz} is signed by {r.origin}, not a destination of the message "
+                f"(destinations: {', '.join(mr.destinations)})"
+            )
+        if r.in_reply_to != mr.message_id:
+            raise Failed(f"{vlz} answers message {r.in_reply_to}, not {mr.message_id}")
+        if mr.origin not in r.destinations:
+            raise Failed(
+                f"{vlz} is addressed to {', '.join(r.destinations)}, not the origin {mr.origin}"
+            )
+        if r.origin in s.receipts:
+            raise Failed(
+                f"{vlz} is a second receipt from {r.origin} "
+                f"(the first is {s.receipts[r.origin][2].vlz})"
+            )
+        _segments_match(data, parsed, offset, vlz)
+        if s.read(names.digested) != digested_bytes(parsed):
+            raise Failed(f"{names.digested} is not the digested range of {vlz}'s head")
+        key, d = _key_at(s, r.origin, parsed.head.signature_key_id, r.created, "receipt signature")
+        verify_origin(parsed, key)
+        s.receipts[r.origin] = (parsed, data, names)
+        return (
+            f"receipt {r.message_id} signed by {r.origin} with key {key.key_id} "
+            f"(directory serial {d.serial}) at {format_time(r.created)}"
+        )
+
+    return _refusing(names, check)
+
+
+def _content_check(names: ReceiptFiles) -> Callable[[BundleState], str]:
+    def check(s: BundleState) -> str:
+        vlz, xml = names.vlz, names.xml
+        if not s.has(xml) or not s.has(names.key):
+            raise Skipped(
+                "the receipt document was not disclosed: the digest it names is not checked"
+            )
+        got = s.verified(names)
+        if got is None:
+            raise Failed(f"cannot check: {vlz} did not verify")
+        signer, parsed, receipt_data = got
+        m = s.need_message()
+        content_key = bytes.fromhex(s.read(names.key).decode("ascii").strip())
+        if len(content_key) != 32:
+            raise Failed(f"{names.key} is not a 32-byte content key in hex")
+        _, offset = parse_framed_head(receipt_data)
+        manifest = parsed.head.manifest
+        sealed_len = manifest.sealed_header.length
+        try:
+            sealed = parse_sealed(
+                open_segment(part_key(content_key, 0), receipt_data[offset : offset + sealed_len])
+            )
+            if len(manifest.parts) != 1 or [(p.name, p.media_type) for p in sealed.parts] != [
+                (RECEIPT_NAME, RECEIPT_MEDIA_TYPE)
+            ]:
+                raise Failed(f"{vlz} does not hold one {RECEIPT_NAME}")
+            start = offset + sealed_len
+            plain = open_segment(
+                part_key(content_key, 1), receipt_data[start : start + manifest.parts[0].length]
+            )
+        except CryptoError:
+            raise Failed(f"{names.key} does not decrypt {vlz}") from None
+        if plain != s.read(xml):
+            raise Failed(f"{xml} is not the document the destination signed in {vlz}")
+        doc = parse_receipt(plain)
+        digest = hashlib.sha256(s.read(ENVELOPE_DIGESTED)).digest()
+        if doc.message_id != m.head.routing.message_id:
+            raise Failed(f"{xml} names message {doc.message_id}, not {m.head.routing.message_id}")
+        if doc.site != signer:
+            raise Failed(f"{xml} names site {doc.site}, not its signer {signer}")
+        if not hmac.compare_digest(doc.envelope_digest, digest):
+            raise Failed(
+                f"{xml} names envelope digest {doc.envelope_digest.hex()}, "
+                f"not SHA-256 of {ENVELOPE_DIGESTED} ({digest.hex()}): "
+                "it is a receipt for another envelope"
+            )
+        s.proved.add(signer)
+        return f"{doc.site} received envelope digest {digest.hex()} at {format_time(doc.at)}"
+
+    return _refusing(names, check)
+
+
+def check_delivery(s: BundleState) -> str:
+    """Which destinations the bundle proves delivered: a receipt whose signature and
+    content both verified. Sites without one are named, not failed: a bundle of a
+    partial delivery is valid evidence of what it holds."""
     m = s.need_message()
-    data = s.read(RECEIPT)
-    parsed, offset = parse_framed_head(data)
-    r, mr = parsed.head.routing, m.head.routing
-    if r.doc_class != RECEIPT_CLASS:
-        raise Failed(f"{RECEIPT} is of class {r.doc_class}, not a receipt")
-    if r.in_reply_to != mr.message_id:
-        raise Failed(f"{RECEIPT} answers message {r.in_reply_to}, not {mr.message_id}")
-    if r.origin not in mr.destinations:
-        raise Failed(f"{RECEIPT} is signed by {r.origin}, not a destination of the message")
-    if mr.origin not in r.destinations:
-        raise Failed(
-            f"{RECEIPT} is addressed to {', '.join(r.destinations)}, not the origin {mr.origin}"
-        )
-    _segments_match(data, parsed, offset, RECEIPT)
-    if s.read(RECEIPT_DIGESTED) != digested_bytes(parsed):
-        raise Failed(f"{RECEIPT_DIGESTED} is not the digested range of {RECEIPT}'s head")
-    key, d = _key_at(s, r.origin, parsed.head.signature_key_id, r.created, "receipt signature")
-    verify_origin(parsed, key)
-    s.receipt, s.receipt_data = parsed, data
-    return (
-        f"receipt {r.message_id} signed by {r.origin} with key {key.key_id} "
-        f"(directory serial {d.serial}) at {format_time(r.created)}"
-    )
+    r = m.head.routing
+    if r.doc_class == RECEIPT_CLASS:
+        raise Skipped("a receipt is not receipted: its hop acknowledgement is its proof")
+    states = destination_verdicts(s)
+    proved = [d for d, v in states.items() if v == PROVED]
+    said = []
+    if proved:
+        said.append("proved by receipt: " + ", ".join(proved))
+    for verdict in (NO_RECEIPT, RECEIPT_REFUSED, NOT_DISCLOSED):
+        sites = [d for d, v in states.items() if v == verdict]
+        if sites:
+            said.append(f"{verdict}: {', '.join(sites)}")
+    text = "; ".join(said) + f" ({len(proved)} of {len(states)})"
+    if not proved:
+        raise Skipped(f"no destination's delivery is proven: {text}")
+    return text
 
 
-def check_receipt_content(s: BundleState) -> str:
-    if not s.has(RECEIPT):
-        raise Skipped("no receipt in the bundle")
-    if not s.has(RECEIPT_XML) or not s.has(RECEIPT_KEY):
-        raise Skipped("the receipt document was not disclosed: the digest it names is not checked")
-    if s.receipt is None:
-        raise Failed(f"cannot check: {RECEIPT} did not verify")
-    m, parsed = s.need_message(), s.receipt
-    content_key = bytes.fromhex(s.read(RECEIPT_KEY).decode("ascii").strip())
-    if len(content_key) != 32:
-        raise Failed(f"{RECEIPT_KEY} is not a 32-byte content key in hex")
-    _, offset = parse_framed_head(s.receipt_data)
-    manifest = parsed.head.manifest
-    sealed_len = manifest.sealed_header.length
-    try:
-        sealed = parse_sealed(
-            open_segment(part_key(content_key, 0), s.receipt_data[offset : offset + sealed_len])
-        )
-        if len(manifest.parts) != 1 or [(p.name, p.media_type) for p in sealed.parts] != [
-            (RECEIPT_NAME, RECEIPT_MEDIA_TYPE)
-        ]:
-            raise Failed(f"{RECEIPT} does not hold one {RECEIPT_NAME}")
-        start = offset + sealed_len
-        plain = open_segment(
-            part_key(content_key, 1), s.receipt_data[start : start + manifest.parts[0].length]
-        )
-    except CryptoError:
-        raise Failed(f"{RECEIPT_KEY} does not decrypt {RECEIPT}") from None
-    if plain != s.read(RECEIPT_XML):
-        raise Failed(f"{RECEIPT_XML} is not the document the destination signed in {RECEIPT}")
-    doc = parse_receipt(plain)
-    digest = hashlib.sha256(s.read(ENVELOPE_DIGESTED)).digest()
-    if doc.message_id != m.head.routing.message_id:
-        raise Failed(
-            f"{RECEIPT_XML} names message {doc.message_id}, not {m.head.routing.message_id}"
-        )
-    if doc.site != parsed.head.routing.origin:
-        raise Failed(
-            f"{RECEIPT_XML} names site {doc.site}, not its signer {parsed.head.routing.origin}"
-        )
-    if not hmac.compare_digest(doc.envelope_digest, digest):
-        raise Failed(
-            f"{RECEIPT_XML} names envelope digest {doc.envelope_digest.hex()}, "
-            f"not SHA-256 of {ENVELOPE_DIGESTED} ({digest.hex()})"
-        )
-    return f"{doc.site} received envelope digest {digest.hex()} at {format_time(doc.at)}"
+PROVED = "proved"
+NO_RECEIPT = "no receipt"
+RECEIPT_REFUSED = "receipt does not verify"
+NOT_DISCLOSED = "receipt signed, content not disclosed"
+
+
+def destination_verdicts(s: BundleState) -> dict[str, str]:
+    """Each destination the signed envelope names: proved, no receipt, receipt does
+    not verify, or receipt signed with its content not disclosed."""
+    if s.message is None:
+        return {}
+    out = {}
+    for d in s.message.head.routing.destinations:
+        if d in s.proved:
+            out[d] = PROVED
+        elif d in s.refused:
+            out[d] = RECEIPT_REFUSED
+        elif d in s.receipts:
+            out[d] = NOT_DISCLOSED
+        else:
+            out[d] = NO_RECEIPT
+    return out
 
 
 def token_check(name: str) -> Callable[[BundleState], str]:
     def check(s: BundleState) -> str:
-        match = TOKEN_NAME_RE.fullmatch(name)
-        if match is None:
-            raise Failed(f"{TIMESTAMPS}/{name} is not named KIND.tsr (sent, relayed, delivered)")
-        data_name = TOKEN_DATA[match.group(1)]
-        if data_name == RECEIPT_DIGESTED and s.receipt is None:
-            raise Failed(f"cannot check: {RECEIPT} did not verify")
+        data_name = token_data(name)
+        if data_name is None:
+            raise Failed(
+                f"{TIMESTAMPS}/{name} is not named KIND.tsr (sent, relayed, delivered-SITE)"
+            )
+        if data_name != ENVELOPE_DIGESTED and not any(
+            n.digested == data_name for _, _, n in s.receipts.values()
+        ):
+            vlz = data_name.removesuffix(".digested") + ".vlz"
+            raise Failed(f"cannot check: {vlz} did not verify")
         s.need_message()
         if not s.has(CA):
             raise Failed(f"cannot check: {CA} is missing")
@@ -460,9 +610,15 @@ def check_certificates(s: BundleState) -> str:
 def check_openssl(s: BundleState) -> str:
     m = s.need_message()
     done = []
-    for kind, parsed in (("envelope", m), ("receipt", s.receipt)):
-        names = OPENSSL_FILES[kind]
-        if parsed is None or not any(s.has(n) for n in names):
+    signed: list[tuple[str, str, tuple[str, str, str], ParsedHead]] = [
+        ("envelope", ENVELOPE, OPENSSL_FILES["envelope"], m)
+    ]
+    signed += [
+        ("receipt" if n.site is None else f"receipt of {site}", n.vlz, n.openssl, p)
+        for site, (p, _, n) in sorted(s.receipts.items())
+    ]
+    for kind, source, names, parsed in signed:
+        if not any(s.has(n) for n in names):
             continue
         key, _ = _key_at(
             s,
@@ -471,11 +627,9 @@ def check_openssl(s: BundleState) -> str:
             parsed.head.routing.created,
             f"{kind} signer",
         )
-        for name, data in openssl_files(kind, parsed, key).items():
+        for name, data in openssl_files(names, parsed, key).items():
             if s.read(name) != data:
-                raise Failed(
-                    f"{name} is not taken from {ENVELOPE if kind == 'envelope' else RECEIPT}"
-                )
+                raise Failed(f"{name} is not taken from {source}")
         done.append(kind)
     if not done:
         raise Skipped("no openssl/ files in the bundle")

@@ -25,15 +25,12 @@ from gateway.evidence import (
     ENVELOPE_DIGESTED,
     FORMAT,
     OPENSSL_FILES,
-    RECEIPT,
-    RECEIPT_DIGESTED,
-    RECEIPT_KEY,
-    RECEIPT_XML,
-    TOKEN_DATA,
     TRUST,
     TSA_NAME_RE,
+    ReceiptFiles,
     hop_files,
     in_force,
+    token_data,
 )
 from gateway.store.base import Transition
 from routing.directory import Directory, DirectoryError
@@ -49,8 +46,8 @@ def _key_line(directory: Directory, site: str) -> str:
     return f"    {site}: signing {signing}; encryption {encryption}"
 
 
-def _trace_lines(parsed: ParsedHead, prefix: str) -> list[str]:
-    names = list(hop_files(prefix, parsed.head.trace))
+def _trace_lines(parsed: ParsedHead, prefix: str, sep: str = "-") -> list[str]:
+    names = list(hop_files(prefix, parsed.head.trace, sep))
     out = []
     for i, (h, name) in enumerate(zip(parsed.head.trace, names, strict=True), start=1):
         out += [
@@ -75,8 +72,7 @@ def explain(
     here: str,
     now: datetime,
     message: ParsedHead,
-    receipt: ParsedHead | None,
-    receipt_doc: Receipt | None,
+    receipts: Sequence[tuple[ReceiptFiles, ParsedHead, Receipt | None]],
     directories: Sequence[Directory],
     tokens: Sequence[tuple[str, str, TokenInfo]],
     history: Sequence[Transition],
@@ -123,13 +119,14 @@ def explain(
             f"    {format_time(t.at)}  {t.state:<10} {t.peer or '':<10} {t.reason}".rstrip()
             for t in history
         ]
-    out += ["", "DELIVERY RECEIPT"]
-    if receipt is None:
+    receipted = {n.site for n, _, _ in receipts}
+    out += ["", f"DELIVERY RECEIPTS ({len(receipts)} of {len(r.destinations)} destinations)"]
+    if not receipts:
         out.append("  None in this bundle (see the notes below).")
-    else:
+    for names, receipt, receipt_doc in receipts:
         rr = receipt.head.routing
         out += [
-            f"  {RECEIPT} is receipt envelope {rr.message_id}, class {rr.doc_class},",
+            f"  {names.vlz} is receipt envelope {rr.message_id}, class {rr.doc_class},",
             f"  in reply to {rr.in_reply_to}, created {format_time(rr.created)},",
             f"  signed by {rr.origin} with its key {receipt.head.signature_key_id},",
             f"  addressed to {', '.join(rr.destinations)}.",
@@ -137,23 +134,27 @@ def explain(
         if receipt_doc is not None:
             match = "matches" if receipt_doc.envelope_digest == message.digest else "DOES NOT match"
             out += [
-                f"  {RECEIPT_XML} (opened at {here}) says: message {receipt_doc.message_id},",
+                f"  {names.xml} (opened at {here}) says: message {receipt_doc.message_id},",
                 f"  envelope-sha256 {receipt_doc.envelope_digest.hex()},",
                 f"  site {receipt_doc.site}, at {format_time(receipt_doc.at)}.",
                 f"  That digest {match} the envelope digest above.",
-                f"  {RECEIPT_KEY} is the receipt envelope's content key: with it anyone can",
+                f"  {names.key} is the receipt envelope's content key: with it anyone can",
                 "  decrypt the receipt's ciphertext, whose SHA-256 the destination signed, and",
-                f"  see that it is {RECEIPT_XML} (valise evidence verify does this).",
+                f"  see that it is {names.xml} (valise evidence verify does this).",
             ]
         if receipt.head.trace:
             out.append("  Hop records of the receipt on its way back:")
-            out += _trace_lines(receipt, "receipt")
+            out += _trace_lines(receipt, names.hop_prefix, names.hop_sep)
+    missing = [d for d in r.destinations if d not in receipted]
+    if receipts and missing:
+        out.append(f"  No receipt in this bundle from: {', '.join(missing)}.")
     out += ["", "TIME-STAMP TOKENS (RFC 3161, HQ's time-stamp authority)"]
     if tokens:
         for name, kind, info in tokens:
             out += [
                 f"  {name} ({kind}): genTime {gen_time(info)}, serial {info.serial}",
-                f"    over SHA-256 of {TOKEN_DATA[kind]}, by {info.tsa_name or 'the TSA'}",
+                f"    over SHA-256 of {token_data(name.rpartition('/')[2])}, "
+                f"by {info.tsa_name or 'the TSA'}",
             ]
     else:
         out.append("  None stored at this site for this message.")
@@ -182,6 +183,7 @@ def explain(
     shown = created_dir or directories[-1]
     out.append(f"  Keys in directory serial {shown.serial} (all versions: keys.json):")
     sites = sorted({r.origin, *r.destinations, *(h.site for h in message.head.trace)})
+    # (the receipts' hop sites are in keys.json)
     out += [_key_line(shown, s) for s in sites]
     out += [
         "",
@@ -192,9 +194,10 @@ def explain(
         "    in which state, when each signature was made.",
         "  - hops/: each relay's signed statement that it accepted the envelope, chained to",
         "    the origin's signature so that none can be dropped, reordered or moved.",
-        f"  - {RECEIPT}: signed by the destination, it names the message (in-reply-to), and",
-        f"    through {RECEIPT_XML} the envelope digest: the destination opened exactly this",
-        "    envelope (non-repudiation of receipt).",
+        "  - receipts/SITE.vlz: signed by destination SITE, it names the message",
+        "    (in-reply-to), and through receipts/SITE.xml the envelope digest: SITE opened",
+        "    exactly this envelope (non-repudiation of receipt), one per destination.",
+        "    A destination with no receipt here is not proven delivered.",
         "  - timestamps/: HQ's time-stamp authority attests that the digested bytes existed",
         "    at genTime.",
         "  - MANIFEST.json lists the SHA-256 of every file: it detects damage and missing",
@@ -206,33 +209,34 @@ def explain(
         "  All of it, offline:   valise evidence verify .",
         "  With standard tools:",
         f"    sha256sum {ENVELOPE_DIGESTED}     # = the envelope digest above"
-        + (" and receipt.xml's envelope-sha256" if receipt_doc is not None else ""),
+        + (" and each receipt's envelope-sha256" if any(d for _, _, d in receipts) else ""),
     ]
-    for name, kind, _ in tokens:
-        out.append(
-            f"    openssl ts -verify -data {TOKEN_DATA[kind]} -in {name} -token_in -CAfile {CA}"
-        )
+    for name, _kind, _ in tokens:
+        data = token_data(name.rpartition("/")[2])
+        out.append(f"    openssl ts -verify -data {data} -in {name} -token_in -CAfile {CA}")
     if CA in files:
         out += [f"    openssl verify -CAfile {CA} {name}" for name in _tsa_files(files)]
-    for kind, parsed in (("envelope", message), ("receipt", receipt)):
-        signed, sig, pem = OPENSSL_FILES[kind]
-        if parsed is None or pem not in files:
+    signed_by = [(OPENSSL_FILES["envelope"], message)]
+    signed_by += [(n.openssl, p) for n, p, _ in receipts]
+    for (signed, sig, pem), _parsed in signed_by:
+        if pem not in files:
             continue
         out.append(
             f"    openssl pkeyutl -verify -pubin -inkey {pem} -rawin -in {signed} -sigfile {sig}"
         )
-    for kind, parsed in (("envelope", message), ("receipt", receipt)):
-        _, _, pem = OPENSSL_FILES[kind]
-        if parsed is None or pem not in files:
+    for (_, _, pem), parsed in signed_by:
+        if pem not in files:
             continue
         directory = in_force(directories, parsed.head.routing.created)
         out += _origin_key_check(
             pem, directory, parsed.head.routing.origin, parsed.head.signature_key_id
         )
-    if RECEIPT_DIGESTED in files:
-        out.append(
-            f"  ({RECEIPT_DIGESTED} is the receipt's digested range: the 'delivered' token's.)"
-        )
+    for names, _, _ in receipts:
+        if names.digested in files:
+            out.append(
+                f"  ({names.digested} is {names.label}'s receipt's digested range: "
+                f"its {names.token} token's.)"
+            )
     if notes:
         out += ["", "NOTES"]
         out += [f"  - {n}" for n in notes]

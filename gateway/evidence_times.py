@@ -15,8 +15,8 @@ from pathlib import PurePosixPath
 
 from envelope.head import ParsedHead
 from envelope.values import format_time
-from gateway.evidence import ENVELOPE_DIGESTED, RECEIPT_DIGESTED, TOKEN_DATA, in_force
-from gateway.evidence_checks import TOKEN_NAME_RE, BundleState, Failed
+from gateway.evidence import ENVELOPE_DIGESTED, in_force, token_data
+from gateway.evidence_checks import BundleState, Failed
 from routing.directory import USABLE, Directory, DirectoryError, KeyState
 
 
@@ -45,8 +45,7 @@ def _signing_time(s: BundleState, parsed: ParsedHead, data_name: str, what: str)
     times = [
         info.gen_time
         for name, info in s.tokens
-        if (m := TOKEN_NAME_RE.fullmatch(PurePosixPath(name).name)) is not None
-        and TOKEN_DATA[m.group(1)] == data_name
+        if token_data(PurePosixPath(name).name) == data_name
     ]
     if not times:
         d = _revoked_by(s, site, key_id, None)
@@ -84,6 +83,7 @@ def check_signing_times(s: BundleState) -> str:
     """Signatures against the time-stamps' time, not the signer's (module docstring)."""
     m = s.need_message()
     said = [_signing_time(s, m, ENVELOPE_DIGESTED, "origin signature")]
-    if s.receipt is not None:
-        said.append(_signing_time(s, s.receipt, RECEIPT_DIGESTED, "receipt signature"))
+    for site, (parsed, _, names) in sorted(s.receipts.items()):
+        what = "receipt signature" if names.site is None else f"{site}'s receipt signature"
+        said.append(_signing_time(s, parsed, names.digested, what))
     return "; ".join(said)

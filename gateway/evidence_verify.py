@@ -15,9 +15,15 @@ Rules:
   of the tokens over what they signed, and revoked by no directory issued before it; a
   signature by a key some directory of the bundle revokes, with no token over it, fails
   (``signing-time``).
-- The envelope digest is recomputed from the envelope's own bytes; the receipt must
-  name the message, be signed by one of its destinations, and (when its content key is
-  disclosed) decrypt to a receipt.xml that names that digest.
+- The envelope digest is recomputed from the envelope's own bytes; each receipt must be
+  filed under the destination that signed it (receipts/SITE.vlz; a v1 bundle's one
+  receipt.vlz under its signer), name the message, be signed by one of its
+  destinations, be the only one from that site, and (when its content key is
+  disclosed) decrypt to a document that names that digest.
+- The final ``delivery`` check names the destinations proved delivered (a receipt
+  whose signature and content verified) and those without: a bundle of a partial
+  delivery verifies as evidence of what it holds; a site whose receipt fails is never
+  counted as delivered, and the failure fails the bundle.
 - Any input, however damaged, gives a report: a bad file is a failed check, never an
   exception. Only a folder that cannot be read at all raises :class:`NotABundle`.
 """
@@ -25,7 +31,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,7 @@ from gateway.evidence_checks import (
     Failed,
     Skipped,
     check_certificates,
+    check_delivery,
     check_directories,
     check_envelope,
     check_hops,
@@ -45,9 +52,9 @@ from gateway.evidence_checks import (
     check_manifest,
     check_openssl,
     check_origin,
-    check_receipt,
-    check_receipt_content,
     check_trust,
+    destination_verdicts,
+    receipt_checks,
     token_check,
 )
 from gateway.evidence_times import check_signing_times
@@ -88,6 +95,8 @@ class Verification:
     folder: Path
     message_id: str | None
     checks: tuple[Check, ...]
+    # Each destination the envelope names: proved, no receipt, receipt does not verify.
+    destinations: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -102,6 +111,7 @@ class Verification:
             "folder": str(self.folder),
             "message": self.message_id,
             "ok": self.ok,
+            "destinations": dict(self.destinations),
             "checks": [
                 {"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks
             ],
@@ -138,12 +148,11 @@ def verify_bundle(
         ("directories", check_directories),
         ("envelope", check_envelope),
         ("origin-signature", check_origin),
-        ("receipt-signature", check_receipt),
-        ("receipt-content", check_receipt_content),
-        ("hops", check_hops),
-        ("keys", check_keys),
     ]
     checks = [_run(s, name, fn) for name, fn in steps]
+    # The receipts present are known once the manifest said the bundle's format.
+    later = [*receipt_checks(s), ("hops", check_hops), ("keys", check_keys)]
+    checks += [_run(s, name, fn) for name, fn in later]
     token_folder = s.path(TIMESTAMPS)
     tokens = sorted(p.name for p in token_folder.iterdir()) if token_folder.is_dir() else []
     checks += [_run(s, f"timestamp {name}", token_check(name)) for name in tokens]
@@ -152,5 +161,6 @@ def verify_bundle(
     checks.append(_run(s, "signing-time", check_signing_times))
     checks.append(_run(s, "certificates", check_certificates))
     checks.append(_run(s, "openssl-files", check_openssl))
+    checks.append(_run(s, "delivery", check_delivery))
     message_id = s.message.head.routing.message_id if s.message is not None else s.manifest_id
-    return Verification(folder, message_id, tuple(checks))
+    return Verification(folder, message_id, tuple(checks), destination_verdicts(s))

@@ -7,6 +7,9 @@ Rules:
   retry, re-seal or delete), and a message sent from here forwarded but awaiting its
   receipt. A relayed message forwarded on is done here, as is a delivered one: ``--all``
   shows them too. ``--state`` shows the deliveries in that state, done or not.
+- A row is a delivery to a next hop; DESTS counts the final destinations routed
+  through it, open/total (``1/2``: one of the two still awaits its receipt or its
+  failure). Blank for mail with no destination rows here (a receipt, pre-v10 relays).
 - A document received here and not delivered yet is shown with why (gateway/waiting.py):
   above all a receipt deferred for want of the origin's encryption key.
 - JSON rows carry the values whole; the text tables cut only the long free-text
@@ -37,6 +40,7 @@ QUEUE_COLUMNS = [
     Column("peer", "NEXT HOP"),
     Column("state", "STATE"),
     Column("attempts", "TRIES"),
+    Column("dests", "DESTS"),
     Column("size", "SIZE"),
     Column("to", "TO", limit=24),
     Column("reason", "REASON", limit=60),
@@ -63,6 +67,8 @@ async def queue_rows(
             "peer": q.peer,
             "state": q.state,
             "attempts": q.attempts,
+            # open/total destinations routed through this hop (issue 11); "" without rows
+            "dests": f"{q.dest_open}/{q.dest_total}" if q.dest_total else "",
             "size": q.size,
             "origin": q.origin,
             "to": ",".join(q.destinations),

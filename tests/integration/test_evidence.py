@@ -210,17 +210,20 @@ def test_exported_bundle_verifies_offline(bundles: tuple[Path, Path, str]) -> No
         "directories",
         "envelope",
         "origin-signature",
-        "receipt-signature",
-        "receipt-content",
+        "receipt-signature[M-HANOI]",
+        "receipt-content[M-HANOI]",
         "hops",
         "keys",
         "timestamp sent.tsr",
         "timestamp relayed.tsr",
-        "timestamp delivered.tsr",
+        "timestamp delivered-M-HANOI.tsr",
         "certificates",
         "openssl-files",
+        "delivery",
     ):
         assert status.get(name) == OK, (name, report)
+    assert report["destinations"] == {"M-HANOI": "proved"}
+    assert "delivery proved for M-HANOI (1 of 1)" in done.stderr
     trust = bundle / "directory" / "directory.pub"
     pinned = valise("evidence", "verify", bundle, "--trust", trust, "--ca", bundle / "certs/ca.crt")
     assert pinned.returncode == 0, pinned.stdout + pinned.stderr
@@ -267,7 +270,8 @@ def test_openssl_checks_the_pieces_as_explained(bundles: tuple[Path, Path, str])
             assert "Signature Verified Successfully" in said
     # And the digest the receipt names is the SHA-256 of envelope.digested.
     digest = hashlib.sha256((bundle / "envelope.digested").read_bytes()).hexdigest()
-    assert f"<envelope-sha256>{digest}</envelope-sha256>" in (bundle / "receipt.xml").read_text()
+    receipt_xml = (bundle / "receipts" / "M-HANOI.xml").read_text()
+    assert f"<envelope-sha256>{digest}</envelope-sha256>" in receipt_xml
 
 
 def _envelope_payload_byte(b: Path) -> None:
@@ -283,11 +287,12 @@ def _envelope_signed_field(b: Path) -> None:
 
 
 def _receipt_byte(b: Path) -> None:
-    _flip(b / "receipt.vlz", len((b / "receipt.vlz").read_bytes()) - 5)
+    path = b / "receipts" / "M-HANOI.vlz"
+    _flip(path, len(path.read_bytes()) - 5)
 
 
 def _receipt_document(b: Path) -> None:
-    path = b / "receipt.xml"
+    path = b / "receipts" / "M-HANOI.xml"
     text = path.read_text()
     start = text.index("<envelope-sha256>") + len("<envelope-sha256>")
     digit = "1" if text[start] != "1" else "2"
@@ -313,8 +318,13 @@ def _hop_file(b: Path) -> None:
 TAMPERS: list[tuple[str, Callable[[Path], None], str, str]] = [
     ("envelope-payload", _envelope_payload_byte, "envelope", "does not match the signed manifest"),
     ("envelope-signed", _envelope_signed_field, "origin-signature", "signature does not verify"),
-    ("receipt-byte", _receipt_byte, "receipt-signature", "does not match the signed manifest"),
-    ("receipt-document", _receipt_document, "receipt-content", "is not the document"),
+    (
+        "receipt-byte",
+        _receipt_byte,
+        "receipt-signature[M-HANOI]",
+        "does not match the signed manifest",
+    ),
+    ("receipt-document", _receipt_document, "receipt-content[M-HANOI]", "is not the document"),
     ("token-byte", _token_byte, "timestamp sent.tsr", ""),
     ("directory-byte", _directory_byte, "directories", "does not verify"),
     ("hop-record", _hop_file, "hops", "is not the hop record"),
@@ -352,9 +362,9 @@ def test_tampering_is_refused_with_a_reason(
 
 def test_a_removed_file_is_refused(bundles: tuple[Path, Path, str], tmp_path: Path) -> None:
     bundle = _copy(bundles[0], tmp_path)
-    (bundle / "receipt.vlz").unlink()
+    (bundle / "receipts" / "M-HANOI.vlz").unlink()
     status = _status(verify_bundle(bundle))
-    assert status["manifest"] == (FAILED, "receipt.vlz is listed but missing")
+    assert status["manifest"] == (FAILED, "receipts/M-HANOI.vlz is listed but missing")
     # Dropped from the manifest too: delivery is then not proven, and the token over
     # the receipt can no longer be checked.
     _rehash(bundle)
@@ -363,7 +373,9 @@ def test_a_removed_file_is_refused(bundles: tuple[Path, Path, str], tmp_path: Pa
     assert not result.ok
     assert status["receipt-signature"][0] == SKIPPED
     assert "delivery is not proven" in status["receipt-signature"][1]
-    assert status["timestamp delivered.tsr"][0] == FAILED
+    assert status["timestamp delivered-M-HANOI.tsr"][0] == FAILED
+    assert status["delivery"][0] == SKIPPED and "no receipt: M-HANOI" in status["delivery"][1]
+    assert result.destinations == {"M-HANOI": "no receipt"}
 
 
 def test_another_messages_receipt_is_refused(
@@ -371,8 +383,8 @@ def test_another_messages_receipt_is_refused(
 ) -> None:
     bundle, other, mid = bundles
     bundle = _copy(bundle, tmp_path)
-    for name in ("receipt.vlz", "receipt.digested", "receipt.xml", "receipt.key"):
-        shutil.copy(other / name, bundle / name)
+    for name in ("vlz", "digested", "xml", "key"):
+        shutil.copy(other / "receipts" / f"M-HANOI.{name}", bundle / "receipts" / f"M-HANOI.{name}")
     for folder, pattern in (("hops", "receipt-*"), ("openssl", "receipt*")):
         for path in (bundle / folder).glob(pattern):
             path.unlink()
@@ -382,8 +394,9 @@ def test_another_messages_receipt_is_refused(
     result = verify_bundle(bundle)
     status = _status(result)
     assert not result.ok
-    assert status["receipt-signature"][0] == FAILED
-    assert f"not {mid}" in status["receipt-signature"][1]
+    assert status["receipt-signature[M-HANOI]"][0] == FAILED
+    assert f"not {mid}" in status["receipt-signature[M-HANOI]"][1]
+    assert result.destinations == {"M-HANOI": "receipt does not verify"}
 
 
 def test_verify_of_a_missing_folder_is_a_usage_failure(tmp_path: Path) -> None:

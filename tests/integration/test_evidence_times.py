@@ -21,7 +21,7 @@ from gateway.evidence import (
     ENVELOPE,
     ENVELOPE_DIGESTED,
     KEYS,
-    RECEIPT,
+    RECEIPTS,
     TIMESTAMPS,
     TRUST,
     involved_sites,
@@ -61,7 +61,7 @@ async def _revoke_origin_key(hq: Path, bundle: Path, at: datetime) -> None:
         parse_directory(p.read_bytes(), trust) for p in (bundle / DIRECTORIES).glob("*.xml")
     ]
     message = parse_framed_head((bundle / ENVELOPE).read_bytes())[0]
-    receipt = parse_framed_head((bundle / RECEIPT).read_bytes())[0]
+    receipt = parse_framed_head((bundle / RECEIPTS / "M-HANOI.vlz").read_bytes())[0]
     keys = public_keys(directories, involved_sites(message, receipt))
     (bundle / KEYS).write_text(json.dumps(keys))
     assert (bundle / TRUST).is_file()
