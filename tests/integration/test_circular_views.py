@@ -17,20 +17,27 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from crypto.tsa import TimeStampAuthority
+from crypto.x509 import SiteCA, issue_tsa_certificate
 from envelope.digested import digested_bytes
 from envelope.open import parse_framed_head
 from gateway.cli import main
 from gateway.evidence import FORMAT, FORMAT_V1, MANIFEST, _open_receipt
 from gateway.evidence_verify import FAILED, OK, SKIPPED, Verification, verify_bundle
+from gateway.store.base import TimestampRecord
 from gateway.testnet import Network
+from tests.conftest import require_tool
+from tests.integration.test_evidence import POLICY
 from tests.integration.test_receipt_relay import ENV, World, forged_receipt, on_site, send
 from tests.integration.test_receipt_relay import wait_until as _wait_until
 
@@ -108,6 +115,7 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seen]:
         wait_until(
             "M-HANOI's receipt", lambda: as_json("status", x, "--dir", paris)["receipts"] == 2
         )
+        on_site(world, "M-PARIS", lambda ctx: _stamp(hq, ctx, x))
         for name, mid in (("full", x), ("rome", y)):
             ok("evidence", "export", mid, "--out", root / name, "--dir", paris)
             s.bundles[name] = root / name
@@ -126,6 +134,28 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seen]:
         yield s
     finally:
         net.close()
+
+
+async def _stamp(hq: Path, ctx: Any, mid: str) -> None:
+    """Tokens sent and relayed over the envelope's digest, and delivered over each
+    destination's receipt, under HQ's CA (as test_evidence stamps one receipt)."""
+    keys = hq / "keys"
+    ca = SiteCA.from_pem((keys / "ca.crt").read_bytes(), (keys / "ca.key").read_bytes())
+    now = datetime.now(UTC).replace(microsecond=0)
+    cert, key = issue_tsa_certificate(ca, "Valise test TSA", now=now)
+    tsa = TimeStampAuthority(cert, key, policy=POLICY)
+    record = await ctx.store.get_envelope(mid)
+    wanted = [("sent", record.digest), ("relayed", record.digest)]
+    for d in await ctx.store.destinations(mid):
+        data = await ctx.store.destination_receipt(mid, d.site)
+        wanted.append(("delivered", parse_framed_head(data)[0].digest))
+    at = datetime.now(UTC)
+    await ctx.store.timestamp_add(
+        [
+            TimestampRecord(mid, kind, digest, tsa.issue(digest, serial=7000 + i, now=at), at)
+            for i, (kind, digest) in enumerate(wanted)
+        ]
+    )
 
 
 async def _opened(data: bytes, parsed: Any, ctx: Any) -> Any:
@@ -248,6 +278,10 @@ def test_a_circulars_bundle_holds_every_receipt_and_verify_names_the_proved_dest
         assert checks[f"receipt-content[{site}]"][0] == OK
     assert result.destinations == {"HQ": "proved", "M-HANOI": "proved"}
     assert checks["delivery"] == (OK, "proved by receipt: HQ, M-HANOI (2 of 2)")
+    for site in ("HQ", "M-HANOI"):  # each receipt's own delivered token, over its range
+        token = checks[f"timestamp delivered-{site}.tsr"]
+        assert token[0] == OK and f"over receipts/{site}.digested" in token[1]
+        assert f"{site}'s receipt signature: key" in checks["signing-time"][1]
     assert "M-HANOI's receipt: HQ at" in checks["hops"][1]
     done = cli("evidence", "verify", bundle, "--json")
     assert done.exit_code == 0
@@ -394,3 +428,22 @@ def test_a_receipt_for_another_digest_fails(seen: Seen, tmp_path: Path) -> None:
     result = _refused(bundle, "receipt-content[M-HANOI]", "it is a receipt for another envelope")
     assert _status(result)["receipt-signature[M-HANOI]"][0] == OK
     assert result.destinations == {"HQ": "proved", "M-HANOI": "receipt does not verify"}
+
+
+def test_the_explained_openssl_commands_check_every_receipt(seen: Seen) -> None:
+    require_tool("openssl")
+    bundle = seen.bundles["full"]
+    commands = [
+        line.strip().split()
+        for line in (bundle / "EXPLANATION.txt").read_text().splitlines()
+        if line.strip().startswith(("openssl ts ", "openssl pkeyutl "))
+    ]
+    # the envelope and each receipt's signature; sent, relayed and one token per receipt
+    assert sum(c[1] == "pkeyutl" for c in commands) == 3
+    assert sum(c[1] == "ts" for c in commands) == 4
+    assert any("receipts/M-HANOI.digested" in c for c in commands)
+    for command in commands:
+        run = subprocess.run(
+            command, cwd=bundle, capture_output=True, text=True, check=False, timeout=60
+        )
+        assert run.returncode == 0, (command, run.stdout + run.stderr)
