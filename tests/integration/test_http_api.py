@@ -526,7 +526,8 @@ async def test_missing_wrong_and_revoked_tokens_get_401_and_are_logged(api: Api)
     listing = json.loads(
         valise("integrator", "list", "--json", "--dir", str(paris.directory)).stdout
     )
-    assert {r["name"]: r["status"] for r in listing} == {"app": "active", "temp": "revoked"}
+    mine = {r["name"]: r["status"] for r in listing if r["name"] in ("app", "temp")}
+    assert mine == {"app": "active", "temp": "revoked"}  # other tests add their own
     assert temp not in paris.log.read_text()  # tokens are never logged
     lines = paris.log.read_text().splitlines()
     logged = [json.loads(line) for line in lines if "http_unauthorized" in line]
