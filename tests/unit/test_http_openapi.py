@@ -84,3 +84,20 @@ def test_error_codes_are_the_documented_enum() -> None:
 def test_the_document_validates_as_openapi_3_1() -> None:
     validator = pytest.importorskip("openapi_spec_validator")
     validator.validate(document())
+
+
+def test_document_status_schema_has_destinations() -> None:
+    schemas = document()["components"]["schemas"]
+    status = schemas["DocumentStatus"]
+    assert {"destinations", "receipts", "of", "outstanding"} <= set(status["required"])
+    assert "partially_delivered" in status["properties"]["status"]["enum"]
+    assert status["properties"]["destinations"]["items"] == {
+        "$ref": "#/components/schemas/Destination"
+    }
+    assert set(schemas["Destination"]["properties"]["state"]["enum"]) == {
+        "queued", "forwarded", "delivered", "deferred", "held", "failed",
+    }  # fmt: skip
+    assert "completed" in schemas["WebhookEvent"]["properties"]["type"]["enum"]
+    path = document()["paths"]["/v1/documents/{id}/receipts/{site}"]["get"]
+    assert {"200", "404"} <= set(path["responses"])
+    assert "409" in document()["paths"]["/v1/documents/{id}/receipt"]["get"]["responses"]
