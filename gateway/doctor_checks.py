@@ -367,7 +367,9 @@ def failed_check(failed: list[Waiting], now: datetime) -> Check:
 
 def receipts_awaited_check(forwarded: list[Waiting], now: datetime, threshold: timedelta) -> Check:
     """Messages sent from here, forwarded (``since``: when) and still without a receipt:
-    longer than ``threshold`` is a warning (is the destination up, can it seal one?)."""
+    longer than ``threshold`` is a warning (is the destination up, can it seal one?).
+    A circular's entries are its destinations still awaiting theirs (``who``: "SITE via
+    HOP"), counted as destinations too."""
     name = "receipts awaited"
     late = [w for w in forwarded if now - w.since > threshold]
     if not late:
@@ -378,10 +380,15 @@ def receipts_awaited_check(forwarded: list[Waiting], now: datetime, threshold: t
             f"{_span(threshold)}",
         )
     w = _oldest(late)
+    n = len(late)
+    dests = (
+        f" ({n} destination{'' if n == 1 else 's'})" if any(" via " in w.who for w in late) else ""
+    )
     return Check(
         name,
         Status.WARN,
-        f"{_messages(late)} forwarded with no receipt for longer than {_span(threshold)}; oldest "
+        f"{_messages(late)}{dests} forwarded with no receipt for longer than "
+        f"{_span(threshold)}; oldest "
         f"{w.message_id} to {w.who}, forwarded {_span(now - w.since)} ago "
         f"(valise status {w.message_id})",
     )

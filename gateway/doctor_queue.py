@@ -48,11 +48,21 @@ async def queue_checks(
         for q in todo
         if q.state == OutState.FAILED.value
     ]
-    forwarded = [
-        Waiting(q.message_id, q.peer, _since(q, q.updated), q.last_reason)
-        for q in todo
-        if q.state == OutState.FORWARDED.value
-    ]
+    forwarded = []
+    for q in todo:
+        if q.state != OutState.FORWARDED.value:
+            continue
+        since = _since(q, q.updated)
+        if not q.dest_total:
+            forwarded.append(Waiting(q.message_id, q.peer, since, q.last_reason))
+            continue
+        # A circular (issue 11): each destination through this hop still awaiting its
+        # receipt, not the message (whose other destinations may have theirs).
+        forwarded += [
+            Waiting(q.message_id, f"{d.site} via {q.peer}", since, q.last_reason)
+            for d in await store.destinations(q.message_id)
+            if d.hop == q.peer and d.state == OutState.FORWARDED.value
+        ]
     inbox = config.directory / "inbox"
     received = [
         Waiting(

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from crypto.x509 import SiteCA, issue_tsa_certificate
 from envelope.digested import digested_bytes
 from envelope.open import parse_framed_head
 from gateway.cli import main
+from gateway.doctor_checks import Status
+from gateway.doctor_queue import queue_checks
 from gateway.evidence import FORMAT, FORMAT_V1, MANIFEST, _open_receipt
 from gateway.evidence_verify import FAILED, OK, SKIPPED, Verification, verify_bundle
 from gateway.store.base import TimestampRecord
@@ -108,6 +110,13 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seen]:
             p[f"show_{site}_text"] = ok("queue", "show", x, "--dir", folder)
             p[f"shape_{site}"] = as_json("queue", "shape", "--dir", folder)
             p[f"shape_{site}_messages"] = as_json("queue", "shape", "--messages", "--dir", folder)
+        p["doctor"] = on_site(
+            world,
+            "M-PARIS",
+            lambda ctx: queue_checks(
+                ctx.store, ctx.config, ctx.directory, datetime.now(UTC) + timedelta(hours=2)
+            ),
+        )
         ok("evidence", "export", x, "--out", root / "partial", "--dir", paris)
         s.bundles["partial"] = root / "partial"
 
@@ -226,6 +235,13 @@ def test_queue_shape_counts_outstanding_destinations(seen: Seen) -> None:
     assert p["shape_paris_messages"] == []  # no undelivered delivery: as before circulars
     assert [(r["peer"], r["T"]) for r in p["shape_hq"]] == [("M-HANOI", 1)]
     assert [(r["peer"], r["T"]) for r in p["shape_hq_messages"]] == [("M-HANOI", 1)]
+
+
+def test_the_doctor_names_the_destination_awaiting_its_receipt(seen: Seen) -> None:
+    awaited = {c.name: c for c in seen.partial["doctor"]}["receipts awaited"]
+    assert awaited.status is Status.WARN
+    assert "1 message (1 destination) forwarded with no receipt" in awaited.detail
+    assert f"oldest {seen.x} to M-HANOI via HQ" in awaited.detail
 
 
 # -- evidence --------------------------------------------------------------------------
