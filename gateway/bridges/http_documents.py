@@ -321,7 +321,8 @@ async def document_destination_receipt(request: web.Request) -> web.Response:
     site = request.match_info["site"]
     store = state(request).ctx.store
     if not SITE_ID_RE.fullmatch(site):
-        raise ApiError(404, "not_found", f"no destination {site!r} of {mid}")
+        # Not echoed: the segment is the client's, of any length and content.
+        raise ApiError(404, "not_found", f"not a site id, so no destination of {mid}")
     dests = {d.site for d in await store.destinations(mid)}
     if not dests:
         record = await store.get_envelope(mid)
