@@ -18,6 +18,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crypto.tsa import TimeStampAuthority
 from crypto.x509 import SiteCA, issue_tsa_certificate
@@ -463,3 +466,36 @@ def test_the_explained_openssl_commands_check_every_receipt(seen: Seen) -> None:
             command, cwd=bundle, capture_output=True, text=True, check=False, timeout=60
         )
         assert run.returncode == 0, (command, run.stdout + run.stderr)
+
+
+GROUPS = ("HQ", "M-HANOI", "M-ROME")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_no_refiling_of_receipts_proves_a_destination_it_does_not_hold(
+    seen: Seen, data: st.DataObject
+) -> None:
+    """Whatever receipts a forger files under whatever names (a destination's own, another
+    destination's, a non-destination's, twice, or none), with the manifest rewritten,
+    verify proves a destination only from that destination's own genuine receipt, and
+    fails whenever a receipt is filed under another site than its signer."""
+    sources = {"HQ": seen.bundles["full"], "M-HANOI": seen.bundles["full"]}
+    sources["M-ROME"] = seen.bundles["rome"]
+    filing = data.draw(
+        st.dictionaries(st.sampled_from(GROUPS), st.sampled_from(GROUPS), max_size=3)
+    )  # filed-as site -> whose receipt
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = _copy(seen.bundles["full"], Path(tmp))
+        _drop(bundle, "HQ")
+        _drop(bundle, "M-HANOI")
+        for as_site, signer in filing.items():
+            _file_as(sources[signer], signer, bundle, as_site)
+        _rehash(bundle)
+        result = verify_bundle(bundle)
+        proved = {d for d, v in result.destinations.items() if v == "proved"}
+        genuine = {a for a, signer in filing.items() if a == signer and a != "M-ROME"}
+        assert proved == genuine, (filing, _status(result))
+        misfiled = any(a != signer for a, signer in filing.items())
+        stranger = "M-ROME" in filing
+        assert result.ok == (not misfiled and not stranger), (filing, _status(result))
