@@ -17,8 +17,13 @@ Rules:
   kept), so a crash anywhere is finished by the next run, and each document is
   delivered exactly once.
 - A receipt envelope arriving at the origin marks the message delivered only if
-  it verifies: signed by the destination, naming the message and its digest; the
-  batch's receipts are recorded in the same single transaction.
+  it verifies: signed by the destination, naming the message and its digest (the
+  stored copy's, or one of a copy it replaced: re-sealed or re-signed here after
+  that copy may already have been delivered, gateway/reseal.py); the batch's
+  receipts are recorded in the same single transaction.
+- A receipt is sealed with an escrow of its content key, like any document sent
+  from here: if the origin's key it is sealed to is revoked while it is on its way,
+  it is re-sealed to the replacement (gateway/reseal.py reseal_revoked).
 - An envelope that cannot be opened or delivered is failed and acked with the
   reason; one whose local hand-off failed for now (DeliveryDeferred) stays
   ``received`` and is retried with backoff.
@@ -112,7 +117,7 @@ def seal_reply(
     )
     data = seal_bytes(sealing, [receipt])
     next_hops, _ = route_here(routing, here=ctx.here, hub=directory.hub)
-    return sealed_record(sealing, data), next_hops
+    return sealed_record(sealing, data, escrow_to=ctx.keys.decryption.public), next_hops
 
 
 def open_one(
@@ -369,9 +374,9 @@ class LocalDelivery:
         """Verify receipts against the messages sent from here; queue their outcomes."""
         if not receipts:
             return []
-        sent = await self.ctx.store.sent_digests(
-            [o.receipt.message_id for o in receipts if o.receipt is not None]
-        )
+        answered = [o.receipt.message_id for o in receipts if o.receipt is not None]
+        sent = await self.ctx.store.sent_digests(answered)
+        earlier = await self.ctx.store.superseded_digests(answered)
         verified: list[Opened] = []
         for o in receipts:
             receipt = o.receipt
@@ -383,7 +388,7 @@ class LocalDelivery:
                 destinations, digest = original
                 if receipt.site != o.record.origin or receipt.site not in destinations:
                     raise EnvelopeError("receipt signed by a site that is not a destination")
-                if receipt.envelope_digest != digest:
+                if receipt.envelope_digest not in (digest, *earlier.get(receipt.message_id, ())):
                     raise EnvelopeError("receipt digest does not match the envelope sent")
             except EnvelopeError as exc:
                 outcomes.append(_undeliverable(o.record.message_id, exc))

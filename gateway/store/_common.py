@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -15,7 +16,8 @@ from gateway.store.base import EnvelopeRecord, OutState, StoreError
 # Version 3 is the audit log, 4 the time-stamp tokens, 5 the directory fetch record,
 # 6 the origin's escrowed content keys (re-sealing), 7 tombstones of deleted messages
 # (a replayed copy stays refused until it expires), 8 HQ's pending enrolments and the
-# TLS certificates it issued (gateway/store/enrollments.py).
+# TLS certificates it issued (gateway/store/enrollments.py). 10 the digests of the copies
+# a re-sealed or re-signed envelope replaced (a receipt may name any of them).
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, "schema.sql"),
     (2, "v2_claim_order.sql"),
@@ -26,6 +28,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (7, "v7_tombstones.sql"),
     (8, "v8_enrollments.sql"),
     (9, "v9_witness.sql"),
+    (10, "v10_superseded.sql"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -50,6 +53,15 @@ EXPIRED_REASON = "expired"
 # checked as unexpired by a hop handler whose clock is a little behind is still
 # refused (gateway/store tombstones, migration v7).
 TOMBSTONE_GRACE = timedelta(hours=1)
+
+
+def split_digests(text: str) -> tuple[bytes, ...]:
+    """The digests of ``envelopes.superseded`` (hex SHA-256 digests one after the other,
+    migration v10), oldest first. Raises StoreError if the column is not that."""
+    if len(text) % 64 or not all(c in string.hexdigits for c in text):
+        raise StoreError("superseded digests are not hex SHA-256 digests")
+    raw = bytes.fromhex(text)
+    return tuple(raw[i : i + 32] for i in range(0, len(raw), 32))
 
 
 def load_sql(backend: str, name: str) -> str:

@@ -391,6 +391,11 @@ class Store(Protocol):
         """(destinations, envelope digest) of each of these messages that is stored here."""
         ...
 
+    async def superseded_digests(self, message_ids: Sequence[str]) -> dict[str, tuple[bytes, ...]]:
+        """The digests of the earlier copies of each of these messages, replaced here by
+        ``replace_sealed``, oldest first (absent: none)."""
+        ...
+
     async def message_routes(self, message_ids: Sequence[str]) -> dict[str, MessageRoute]:
         """The origin and destinations of each of these messages stored here, whatever
         its origin (a relay's check of a receipt: gateway/hop.py check_receipt)."""
@@ -562,14 +567,21 @@ class Store(Protocol):
         held_for: str | None,
         now: datetime,
         reason: str,
+        resend_receipt: bool = False,
     ) -> int:
         """Put a re-sealed copy of the envelope in place of the stored one (same id, no
         receipt yet) and move its deliveries in ``requeue`` states back to queued.
+        With ``resend_receipt``, the envelope may be a receipt sealed here that its next
+        hop acknowledged already (its stored proof, the hop ack, is dropped with the copy
+        it proved; the new copy's is recorded when it is acknowledged in turn). With no
+        delivery in ``requeue`` states (one being tried, say), nothing changes: that try
+        sends the stored copy, which must stay the one stored.
         Only if the stored copy is still the one of ``expected_digest`` (the one the
         caller checked the replacement against: gateway/reseal.py). With ``held_for``,
         only if a delivery is held with a reason starting so (a relay taking a re-sealed
-        copy in place of the one it held). Returns the deliveries requeued; 0 and
-        nothing changed otherwise."""
+        copy in place of the one it held). The replaced copy's digest is kept
+        (``superseded_digests``). Returns the deliveries requeued; 0 and nothing
+        changed otherwise."""
         ...
 
     async def renew_hop_ack(

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from gateway.store._common import aware, check_record
+from gateway.store._common import aware, check_record, split_digests
 from gateway.store.base import (
     EnvelopeRecord,
     InboundOutcome,
@@ -220,6 +220,21 @@ class PostgresInbound:
                 ids,
             )
             return {r["message_id"]: (tuple(r["destinations"]), r["digest"]) for r in rows}
+
+        return await self._read(q)
+
+    async def superseded_digests(self, message_ids: Sequence[str]) -> dict[str, tuple[bytes, ...]]:
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return {}
+
+        async def q(conn: Conn) -> dict[str, tuple[bytes, ...]]:
+            rows = await conn.fetch(
+                "SELECT message_id, superseded FROM envelopes WHERE superseded != ''"
+                " AND message_id = ANY($1::text[])",
+                ids,
+            )
+            return {r["message_id"]: split_digests(r["superseded"]) for r in rows}
 
         return await self._read(q)
 

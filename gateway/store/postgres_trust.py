@@ -144,6 +144,7 @@ class PostgresTrust:
         held_for: str | None,
         now: datetime,
         reason: str,
+        resend_receipt: bool = False,
     ) -> int:
         at = aware(now)
 
@@ -157,21 +158,20 @@ class PostgresTrust:
                 )
                 if held is None:
                     return 0
-            changed = await conn.fetchval(
-                "WITH r AS (UPDATE envelopes SET data = $2, digest = $3, chain = $4,"
-                " hop_ack = $5, size = $6 WHERE message_id = $1 AND receipt IS NULL"
-                " AND digest = $7 AND digest != $3 RETURNING 1) SELECT count(*) FROM r",
+            replaceable = await conn.fetchval(
+                "SELECT 1 FROM envelopes WHERE message_id = $1"
+                " AND (receipt IS NULL OR ($2 AND doc_class = 'receipt'))"
+                " AND digest = $3 AND digest != $4 FOR UPDATE",
                 message_id,
-                data,
-                digest,
-                chain,
-                hop_ack,
-                len(data),
+                resend_receipt,
                 expected_digest,
+                digest,
             )
-            if not changed:
+            if replaceable is None:
                 return 0
-            return await set_state(
+            # Deliveries first: with none to send again (one being tried now, say), the
+            # stored copy stays the one that try sends, and nothing changes.
+            moved = await set_state(
                 conn,
                 message_id,
                 to="queued",
@@ -180,6 +180,19 @@ class PostgresTrust:
                 at=at,
                 next_attempt=at,
             )
+            if moved:
+                await conn.execute(
+                    "UPDATE envelopes SET data = $2, digest = $3, chain = $4, hop_ack = $5,"
+                    " size = $6, superseded = superseded || encode(digest, 'hex'),"
+                    " receipt = NULL WHERE message_id = $1",
+                    message_id,
+                    data,
+                    digest,
+                    chain,
+                    hop_ack,
+                    len(data),
+                )
+            return moved
 
         return await self._write(tx)
 

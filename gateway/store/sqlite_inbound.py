@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from gateway.store._common import check_record
+from gateway.store._common import check_record, split_digests
 from gateway.store.base import (
     EnvelopeRecord,
     InboundOutcome,
@@ -190,6 +190,21 @@ class SqliteInbound:
                 (json.dumps(ids),),
             ).fetchall()
             return {r[0]: (tuple(json.loads(r[1])), r[2]) for r in rows}
+
+        return await self._read(q)
+
+    async def superseded_digests(self, message_ids: Sequence[str]) -> dict[str, tuple[bytes, ...]]:
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return {}
+
+        def q(c: sqlite3.Connection) -> dict[str, tuple[bytes, ...]]:
+            rows = c.execute(
+                "SELECT message_id, superseded FROM envelopes WHERE superseded != ''"
+                " AND message_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids),),
+            ).fetchall()
+            return {r[0]: split_digests(r[1]) for r in rows}
 
         return await self._read(q)
 

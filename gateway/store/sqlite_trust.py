@@ -150,8 +150,10 @@ class SqliteTrust:
         held_for: str | None,
         now: datetime,
         reason: str,
+        resend_receipt: bool = False,
     ) -> int:
         at = _ts(now)
+        again = 1 if resend_receipt else 0
 
         def tx(c: sqlite3.Connection) -> int:
             if held_for is not None:
@@ -162,14 +164,17 @@ class SqliteTrust:
                 ).fetchone()
                 if held is None:
                     return 0
-            cur = c.execute(
-                "UPDATE envelopes SET data = ?, digest = ?, chain = ?, hop_ack = ?, size = ?"
-                " WHERE message_id = ? AND receipt IS NULL AND digest = ? AND digest != ?",
-                (data, digest, chain, hop_ack, len(data), message_id, expected_digest, digest),
-            )
-            if cur.rowcount == 0:
+            replaceable = c.execute(
+                "SELECT 1 FROM envelopes WHERE message_id = ?"
+                " AND (receipt IS NULL OR (? AND doc_class = 'receipt'))"
+                " AND digest = ? AND digest != ?",
+                (message_id, again, expected_digest, digest),
+            ).fetchone()
+            if replaceable is None:
                 return 0
-            return set_state(
+            # Deliveries first: with none to send again (one being tried now, say), the
+            # stored copy stays the one that try sends, and nothing changes.
+            moved = set_state(
                 c,
                 message_id,
                 to="queued",
@@ -178,6 +183,14 @@ class SqliteTrust:
                 at=at,
                 next_attempt=at,
             )
+            if moved:
+                c.execute(
+                    "UPDATE envelopes SET data = ?, digest = ?, chain = ?, hop_ack = ?, size = ?,"
+                    " superseded = superseded || hex(digest), receipt = NULL"
+                    " WHERE message_id = ?",
+                    (data, digest, chain, hop_ack, len(data), message_id),
+                )
+            return moved
 
         return await self._write(tx)
 
