@@ -18,6 +18,14 @@ Rules:
   in place of the old one (only if that is still what the store holds), so that the
   next repeat gets it back unchanged.
 - Nothing else changes: the stored envelope, its deliveries and its state stay.
+- A repeated id with other bytes that got this far is its origin's re-sealed or
+  re-signed copy (gateway/channel.py refuses any other, gateway/reseal.py
+  take_resealed_copy) that was not taken in place of ours: ours went on already (or
+  was delivered here). It is answered with the fresh acknowledgement of the copy
+  received, not the stored one, which names the other copy's digest and would never
+  verify for the sender (it would fail the delivery): the sender learns that we hold
+  the message, and its receipt, naming our copy, is one its origin accepts
+  (gateway/local_delivery.py).
 """
 
 from __future__ import annotations
@@ -61,15 +69,16 @@ def stale_ack_key(ctx: SiteContext, ack: bytes) -> str | None:
 async def ack_for_repeat(ctx: SiteContext, checked: Checked, stored: bytes, now: datetime) -> bytes:
     """The acknowledgement to answer a repeated ``checked`` envelope with: ``stored``
     (the first one), or the fresh one of ``checked`` if ``stored`` is stale (see the
-    module rules), which is then kept in its place."""
-    stale = stale_ack_key(ctx, stored)
-    if stale is None:
-        return stored
+    module rules), which is then kept in its place; or the fresh one of ``checked`` if
+    it is another copy of the stored message (its origin's, kept out)."""
     mid = checked.record.message_id
-    held = await ctx.store.get_envelope(mid)
-    if held is None or held.digest != checked.record.digest:
-        return stored  # another copy under this id: not ours to acknowledge afresh
-    await ctx.store.renew_hop_ack(mid, digest=held.digest, old=stored, new=checked.hop_ack)
+    held = (await ctx.store.sent_digests([mid])).get(mid)
+    if held is not None and held.stored != checked.record.digest:
+        return checked.hop_ack  # what we received, acknowledged; ours stays
+    stale = stale_ack_key(ctx, stored)
+    if stale is None or held is None:
+        return stored
+    await ctx.store.renew_hop_ack(mid, digest=held.stored, old=stored, new=checked.hop_ack)
     logjson.event(
         log,
         logging.INFO,

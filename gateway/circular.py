@@ -11,7 +11,7 @@ Rules:
   urgent state of its open destinations: held > deferred > queued > forwarded. A
   single-destination message therefore reads as before circulars.
 - Without destination rows (a receipt envelope, a document received here, a relay of
-  mail stored before schema v10) the state falls back to the latest state per next
+  mail stored before schema v11) the state falls back to the latest state per next
   hop, as the API computed it before.
 - A receipt arriving at the origin is accepted only if the site named in it signed
   it, that site is a destination of the message, it names the digest of an envelope
@@ -229,8 +229,8 @@ def check_origin_receipt(
             f"receipt from {site}, which is not a destination of {m}"
             f" (destinations: {', '.join(sent.destinations)})"
         )
-    # merge: superseded — the digests of the copies this message had before a re-seal or
-    # re-sign here (issue 10's envelopes.superseded) belong in sent.digests too.
+    # sent.digests: the stored copy's digest and those of the copies this message had
+    # before a re-seal or re-sign here (envelopes.superseded, store schema v10).
     if receipt.envelope_digest not in sent.digests:
         raise ReceiptRefused(
             f"receipt from {site} names envelope digest {_short(receipt.envelope_digest)},"
@@ -242,7 +242,7 @@ def check_origin_receipt(
 
 
 def _second(site: str, message_id: str, first: bytes) -> str:
-    held = f"sha256 {_short(first)}" if first else "recorded before schema v10"
+    held = f"sha256 {_short(first)}" if first else "recorded before schema v11"
     return f"a second receipt from {site} for {message_id}: the first ({held}) stands"
 
 

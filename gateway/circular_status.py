@@ -5,8 +5,8 @@ events of what a failure or an expiry closed.
 Rules:
 - The state is computed in one place, gateway/circular.py summarise, from the
   message's destination rows; without rows (a receipt envelope, a document received
-  here, a relay of mail stored before schema v10) from the latest state per next hop.
-- A receipt recorded before schema v10 has no digest in its row: it is computed here
+  here, a relay of mail stored before schema v11) from the latest state per next hop.
+- A receipt recorded before schema v11 has no digest in its row: it is computed here
   from the receipt envelope's bytes.
 - ``failed`` is emitted for what a failure closed (its destinations in ``sites``) and
   ``completed`` once, by the caller whose change closed the message's last open

@@ -445,7 +445,7 @@ async def _receipts(
 ) -> list[tuple[ReceiptFiles, bytes, ParsedHead]]:
     """The receipt envelopes this site holds for ``message_id``, one per destination
     (issue 11): each destination row's receipt, or, for mail with no rows here, the
-    one receipt stored before schema v10 (filed under its signer). A receipt sealed
+    one receipt stored before schema v11 (filed under its signer). A receipt sealed
     here gets its next hop's signed acknowledgement instead (hops/ack-SITE.json)."""
     r = message.head.routing
     found: list[tuple[ReceiptFiles, bytes, ParsedHead]] = []

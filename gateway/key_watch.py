@@ -15,7 +15,10 @@ Every ``[keys] check_seconds`` (and at once after a directory change):
   connections are closed (in-flight ones when done), so the next request to each
   peer presents the new certificate, not the old one until the overlap ends;
 - deliveries of envelopes sealed to an encryption key the directory now shows
-  revoked are put on hold (``valise queue reseal`` / ``release`` after review);
+  revoked are put on hold; the origin seals its own again to the replacement once
+  the directory lists it (gateway/reseal.py reseal_revoked; its receipts relayed
+  through the hub too: gateway/receipt_reseal.py), and the relay takes the
+  re-sealed copy in place of the held one;
 - mail sent here while a destination had no active encryption key (held, waiting
   for it) is sealed to the key once the directory lists one (gateway/key_wait.py).
 A failure is logged and tried again on the next round; it never stops the site.
@@ -40,7 +43,8 @@ from gateway.key_announce import activate_announced
 from gateway.key_wait import seal_waiting
 from gateway.keys_lifecycle import KeyOpError, KeyOps, Outcome, audit_key_event
 from gateway.keystore import KeyStoreError
-from gateway.reseal import HOLD_REASON, resign_refused, stored_head
+from gateway.receipt_reseal import ReceiptSweep
+from gateway.reseal import HOLD_REASON, NOTHING_LEFT, reseal_revoked, resign_refused, stored_head
 from gateway.site import SiteContext, load_keys
 from gateway.store.base import StoreError
 from gateway.tls import TLSConfigError, reload_chain
@@ -66,6 +70,8 @@ class KeyWatcher:
         self._held_for: set[tuple[str, str]] = set()
         self.installed: list[int] = []  # directory serials adopted, for the audit log
         self._resign_seen: tuple[int, str] | None = None  # (serial, signing key) swept
+        self._receipts = ReceiptSweep()  # receipts relayed to a site whose key is revoked
+        self._reseal_again = False  # a re-seal found its delivery being sent: try again
 
     def _ring_stamp(self) -> tuple[int, int] | None:
         try:
@@ -172,7 +178,8 @@ class KeyWatcher:
         if not revoked:
             return
         held = await hold_sealed_to(self.ctx, revoked, datetime.now(UTC))
-        self._held_for |= revoked
+        if not await in_flight_to(self.ctx, revoked):  # else look again when the try ends
+            self._held_for |= revoked
         for message_id in held:
             logjson.event(log, logging.WARNING, "held", id=message_id, reason=HOLD_REASON)
 
@@ -188,6 +195,18 @@ class KeyWatcher:
                 "resigned" if done.done else "resign_skipped",
                 id=done.message_id,
                 detail=done.detail,
+            )
+        # A replacement for a revoked encryption key may be published now.
+        again = every or self._reseal_again
+        resealed = await reseal_revoked(self.ctx, now=now) if again else []
+        self._reseal_again = any(r.detail == NOTHING_LEFT for r in resealed)
+        for one in resealed + await self._receipts.run(self.ctx, now):
+            logjson.event(
+                log,
+                logging.INFO if one.done else logging.WARNING,
+                "resealed" if one.done else "reseal_skipped",
+                id=one.message_id,
+                detail=one.detail,
             )
 
 
@@ -212,7 +231,7 @@ async def hold_sealed_to(
     is held only if every open destination routed through it is sealed to such a key
     (at the hub, where hop and destination coincide, just that destination; a
     mission's hub hop only if all of them are: otherwise the hub holds the stale one).
-    A message without destination rows (stored before schema v10, a receipt) is held
+    A message without destination rows (stored before schema v11, a receipt) is held
     whole, as before. Returns the message ids held."""
     held: list[str] = []
     seen: set[str] = set()
@@ -251,6 +270,32 @@ async def _hold_stale(
         reason = f"{HOLD_REASON} {hit.key_id} of {hit.site}"
         done += await ctx.store.hold(message_id, now=now, reason=reason, peers=[hop])
     return done > 0
+
+
+async def in_flight_to(ctx: SiteContext, revoked: set[tuple[str, str]]) -> bool:
+    """Whether a delivery being tried now (``sending``) is of an envelope with a stanza
+    in ``revoked``: its try may fail and leave it deferred, to be held then. (Not held
+    now: a try that succeeds would leave the delivery held, the message delivered.)"""
+    try:
+        entries = await ctx.store.queue(state="sending")
+    except StoreError:
+        return True
+    for entry in entries:
+        if await _stanza_in(ctx, entry.message_id, revoked) is not None:
+            return True
+    return False
+
+
+async def _stanza_in(
+    ctx: SiteContext, message_id: str, revoked: set[tuple[str, str]]
+) -> tuple[str, str] | None:
+    parsed = await stored_head(ctx, message_id)
+    if parsed is None:
+        return None
+    return next(
+        ((s.site, s.key_id) for s in parsed.head.recipients if (s.site, s.key_id) in revoked),
+        None,
+    )
 
 
 async def audit_directory(ctx: SiteContext, serial: int) -> None:

@@ -18,11 +18,15 @@ Rules:
   delivered exactly once.
 - A receipt envelope arriving at the origin marks its destination delivered only if
   it verifies (gateway/circular.py check_origin_receipt): signed by the site it names,
-  a destination of the message, naming the digest of an envelope sent as it, and the
-  first receipt from that site (the same one again is a duplicate); the batch's
-  receipts are recorded in the same single transaction. The message is delivered when
-  every destination's receipt is in. A refused receipt is acked with the reason and
-  changes nothing else.
+  a destination of the message, naming the digest of an envelope sent as it (the
+  stored copy's, or one of a copy it replaced: re-sealed or re-signed here after that
+  copy may already have been delivered, gateway/reseal.py), and the first receipt from
+  that site (the same one again is a duplicate); the batch's receipts are recorded in
+  the same single transaction. The message is delivered when every destination's
+  receipt is in. A refused receipt is acked with the reason and changes nothing else.
+- A receipt is sealed with an escrow of its content key, like any document sent
+  from here: if the origin's key it is sealed to is revoked while it is on its way,
+  it is re-sealed to the replacement (gateway/reseal.py reseal_revoked).
 - An envelope that cannot be opened or delivered is failed and acked with the
   reason; one whose local hand-off failed for now (DeliveryDeferred) stays
   ``received`` and is retried with backoff.
@@ -125,7 +129,7 @@ def seal_reply(
     )
     data = seal_bytes(sealing, [receipt])
     next_hops, _ = route_here(routing, here=ctx.here, hub=directory.hub)
-    return sealed_record(sealing, data), next_hops
+    return sealed_record(sealing, data, escrow_to=ctx.keys.decryption.public), next_hops
 
 
 def open_one(
@@ -429,6 +433,7 @@ class LocalDelivery:
         reason and changes nothing else."""
         if not receipts:
             return []
+        # SentMessage.digests: the stored copy's and those it replaced (superseded).
         sent = await self.ctx.store.sent_digests(
             [o.receipt.message_id for o in receipts if o.receipt is not None]
         )
@@ -455,6 +460,7 @@ class LocalDelivery:
                 original.destinations,
                 original.digests,
                 {receipt.site: o.record.digest, **original.receipted},
+                original.stored,
             )
             verified.append(o)
             outcomes.append(

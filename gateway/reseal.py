@@ -9,7 +9,11 @@ Rules:
   escrow, envelope/reseal.py). Re-sealing writes a new head (new stanzas, new origin
   signature) over the same ciphertext, under the same message id, in place of the
   stored copy, and sends it again: its held, deferred or already-forwarded deliveries
-  go back to queued.
+  go back to queued. The key watcher does this by itself once every destination has
+  an active encryption key in the origin's directory (:func:`reseal_revoked`: the
+  replacement is published; nothing is sealed to a key that is not), except for a
+  message an operator holds (``OPERATOR_HOLD``); ``valise queue reseal`` does it on
+  demand.
 - A relay (HQ) that holds the old copy for that reason takes the re-sealed one in its
   place when it arrives (gateway/channel.py), and sends it on; anywhere else a copy
   with a known id is a duplicate, as always.
@@ -44,15 +48,19 @@ from datetime import datetime
 from envelope.errors import DecryptionFailed, EnvelopeError
 from envelope.head import ParsedHead
 from envelope.open import parse_framed_head
+from envelope.receipt import RECEIPT_CLASS
 from envelope.replacement import ReplacementRefused, check_replacement
 from envelope.reseal import Resealed, reseal, resign
 from envelope.seal import Recipient
 from gateway.circular import open_sites
 from gateway.site import SiteContext
-from gateway.store.base import Destination, DestState, EnvelopeRecord, OutState
+from gateway.store.base import Destination, DestState, EnvelopeRecord, OutState, QueueEntry
 from routing.directory import USABLE, Directory, DirectoryError
 
 HOLD_REASON = "sealed to revoked encryption key"
+# How an operator's hold reads (gateway/cli_queue.py): the gateway's own re-seals and
+# re-signatures leave such a message alone, held (``queue reseal`` by hand does not).
+OPERATOR_HOLD = "operator: "
 # Deliveries of a re-sealed envelope that are sent again.
 REQUEUE = (OutState.HELD.value, OutState.DEFERRED.value, OutState.FORWARDED.value)
 
@@ -133,7 +141,7 @@ async def candidates(ctx: SiteContext) -> list[str]:
 
 async def _open_destinations(ctx: SiteContext, message_id: str) -> set[str] | None:
     """The destinations of a message sent from here still without a receipt (nor
-    failed); None if it has no destination rows (stored before schema v10): then
+    failed); None if it has no destination rows (stored before schema v11): then
     every destination unless a receipt is held."""
     dests = await ctx.store.destinations(message_id)
     if dests:
@@ -144,20 +152,30 @@ async def _open_destinations(ctx: SiteContext, message_id: str) -> set[str] | No
 
 
 async def reseal_message(
-    ctx: SiteContext, message_id: str, *, now: datetime, dry_run: bool = False
+    ctx: SiteContext,
+    message_id: str,
+    *,
+    now: datetime,
+    dry_run: bool = False,
+    sent_receipt: bool = False,
 ) -> ResealResult:
-    """Re-seal one message this site sent to the destinations' keys in force now."""
+    """Re-seal one message this site sent to the destinations' keys in force now. With
+    ``sent_receipt``, a receipt of ours that its next hop acknowledged already (see
+    :func:`reseal_receipts`)."""
     record = await ctx.store.get_envelope(message_id)
     if record is None:
         return ResealResult(message_id, False, "no such message here")
     if record.origin != ctx.here:
         return ResealResult(message_id, False, f"sealed by {record.origin}; only it can re-seal")
+    if sent_receipt and record.doc_class != RECEIPT_CLASS:
+        return ResealResult(message_id, False, "not a receipt")
     dests = await ctx.store.destinations(message_id)
     if dests and all(d.state == DestState.DELIVERED.value for d in dests):
         return ResealResult(
             message_id, False, "delivered (every destination's receipt is held): nothing to do"
         )
-    live = await _open_destinations(ctx, message_id)
+    # A receipt of ours (no destination rows) whose hop ack is held is re-sealed whole.
+    live = None if sent_receipt else await _open_destinations(ctx, message_id)
     if live is not None and not dests:
         return ResealResult(message_id, False, "delivered (a receipt is held): nothing to do")
     parsed, offset = parse_framed_head(record.data)
@@ -193,7 +211,9 @@ async def reseal_message(
     reason = f"resealed: {', '.join(stale)} replaced"
     if unsigned is not None:
         reason += f"; signed again (signing key {unsigned} no longer accepted)"
-    return await _replace(ctx, record, new, reason, now, resigned=unsigned is not None)
+    return await _replace(
+        ctx, record, new, reason, now, resigned=unsigned is not None, sent_receipt=sent_receipt
+    )
 
 
 def _closed_stale(
@@ -209,6 +229,8 @@ def _closed_stale(
 
 
 _UNPUBLISHED = "our signing key is no longer accepted and its successor is not yet published"
+# No delivery to send again: delivered meanwhile, or being tried (then look again).
+NOTHING_LEFT = "nothing left to send (delivered meanwhile, or being sent now?)"
 
 
 def _signing_key_published(ctx: SiteContext) -> bool:
@@ -248,9 +270,11 @@ async def _replace(
     now: datetime,
     *,
     resigned: bool,
+    sent_receipt: bool = False,
 ) -> ResealResult:
     """Put ``new`` in place of ``record`` and send it again. A copy signed again also
-    takes back the deliveries a peer refused (failed) for the old signature."""
+    takes back the deliveries a peer refused (failed) for the old signature; a receipt
+    of ours its next hop acknowledged, that delivery."""
     message_id = record.message_id
     held, arriving = parse_framed_head(record.data)[0], parse_framed_head(new.data)[0]
     try:
@@ -258,6 +282,8 @@ async def _replace(
     except ReplacementRefused as exc:  # our own bug: never replace with such a copy
         return ResealResult(message_id, False, f"re-sealed copy refused: {exc}")
     requeue = (*REQUEUE, OutState.FAILED.value) if resigned else REQUEUE
+    if sent_receipt:
+        requeue = (*requeue, OutState.DELIVERED.value)
     count = await ctx.store.replace_sealed(
         message_id,
         data=new.data,
@@ -269,9 +295,10 @@ async def _replace(
         held_for=None,
         now=now,
         reason=reason,
+        resend_receipt=sent_receipt,
     )
     if not count:
-        return ResealResult(message_id, False, "nothing left to send (delivered meanwhile?)")
+        return ResealResult(message_id, False, NOTHING_LEFT)
     ctx.notify([d.peer for d in await ctx.store.queue() if d.message_id == message_id])
     return ResealResult(message_id, True, f"{reason}; {count} deliveries queued again")
 
@@ -351,14 +378,16 @@ async def resign_refused(ctx: SiteContext, *, now: datetime, every: bool) -> lis
     """Sign again, with our current signing key once it is published, what this site
     signed with a key of its own no longer accepted: the messages a peer refused for
     that (failed), and with ``every`` each one still to send as well. Messages also
-    sealed to a revoked encryption key are left to ``valise queue reseal`` (the
-    operator decides). For the key watcher (gateway/key_watch.py)."""
+    sealed to a revoked encryption key are :func:`reseal_revoked`'s. For the key
+    watcher (gateway/key_watch.py)."""
     if not _signing_key_published(ctx):
         return []
     pending = (*REQUEUE, OutState.QUEUED.value)
     ids: list[str] = []
-    for entry in await ctx.store.queue():
-        if entry.origin != ctx.here or entry.message_id in ids:
+    entries = await ctx.store.queue()
+    kept = operator_held(entries)
+    for entry in entries:
+        if entry.origin != ctx.here or entry.message_id in ids or entry.message_id in kept:
             continue
         refused = entry.state == OutState.FAILED.value and SIGNATURE_REFUSED in (
             entry.last_reason or ""
@@ -375,3 +404,46 @@ async def resign_refused(ctx: SiteContext, *, now: datetime, every: bool) -> lis
             continue
         results.append(await reseal_message(ctx, mid, now=now))
     return results
+
+
+async def reseal_revoked(ctx: SiteContext, *, now: datetime) -> list[ResealResult]:
+    """Seal again, to the keys in force, what this site sealed to an encryption key the
+    directory no longer accepts (revoked, retired) and is not yet delivered, once every
+    destination has an active encryption key in our directory (its replacement is
+    published): what ``valise queue reseal --all`` does, without waiting for the
+    operator. A message whose destination has no key yet waits for a later directory.
+    For the key watcher (gateway/key_watch.py), whenever the directory changes. A
+    message an operator holds is left alone."""
+    results: list[ResealResult] = []
+    kept = operator_held(await ctx.store.queue(state=OutState.HELD.value))
+    for mid in await candidates(ctx):
+        if mid in kept:
+            continue
+        parsed = await stored_head(ctx, mid)
+        if parsed is None:
+            continue
+        live = await _open_destinations(ctx, mid)
+        wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
+        if not stale_stanzas(ctx.directory, [w for w in wraps if live is None or w[0] in live]):
+            continue  # only a stale signature of ours: resign_refused's
+        if not all(has_active_key(ctx.directory, d) for d in parsed.head.routing.destinations):
+            continue
+        results.append(await reseal_message(ctx, mid, now=now))
+    return results
+
+
+def operator_held(entries: Sequence[QueueEntry]) -> set[str]:
+    """The ids of messages with a delivery an operator put on hold."""
+    return {
+        q.message_id
+        for q in entries
+        if q.state == OutState.HELD.value and q.last_reason.startswith(OPERATOR_HOLD)
+    }
+
+
+def has_active_key(directory: Directory, site: str) -> bool:
+    try:
+        directory.site(site).active_encryption_key()
+    except DirectoryError:
+        return False
+    return True

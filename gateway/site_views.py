@@ -9,7 +9,7 @@ Rules:
   shows them too. ``--state`` shows the deliveries in that state, done or not.
 - A row is a delivery to a next hop; DESTS counts the final destinations routed
   through it, open/total (``1/2``: one of the two still awaits its receipt or its
-  failure). Blank for mail with no destination rows here (a receipt, pre-v10 relays).
+  failure). Blank for mail with no destination rows here (a receipt, pre-v11 relays).
 - A document received here and not delivered yet is shown with why (gateway/waiting.py):
   above all a receipt deferred for want of the origin's encryption key.
 - JSON rows carry the values whole; the text tables cut only the long free-text

@@ -17,11 +17,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
-from config.site import StoreSection, load_site_config, render_site_config
+from config.site import SiteConfig, StoreSection, load_site_config, render_site_config
 from gateway.enroll import add_site, init_hub, join
 
 READY_TIMEOUT_S = 20.0
@@ -108,13 +109,17 @@ class Network:
         env: dict[str, str] | None = None,
         site_env: dict[str, dict[str, str]] | None = None,
         postgres_dsn: str | None = None,
+        configure: Callable[[SiteConfig], SiteConfig] | None = None,
     ) -> None:
+        """``configure``, if given, rewrites each site's valise.toml before it starts
+        (for the drills' short intervals, set as an operator would)."""
         self.root = root
         self.hub = hub
         self.mission_ids = missions
         self.env = env or {}
         self.site_env = site_env or {}
         self.postgres_dsn = postgres_dsn
+        self.configure = configure
         self.sites: dict[str, SiteProcess] = {}
 
     @staticmethod
@@ -122,15 +127,18 @@ class Network:
         return f"valise_{site.site.lower().replace('-', '_')}_{site.port}"
 
     def _use_store(self, site: SiteProcess) -> None:
-        """Point the site at PostgreSQL (one schema per site and network) if asked."""
-        if self.postgres_dsn is None:
+        """Point the site at PostgreSQL (one schema per site and network) if asked, and
+        apply ``configure``."""
+        if self.postgres_dsn is None and self.configure is None:
             return
         config = load_site_config(site.directory, {})
-        schema = self.schema_of(site)
-        store = StoreSection(backend="postgres", dsn=self.postgres_dsn, schema=schema)
-        (site.directory / "valise.toml").write_text(
-            render_site_config(replace(config, store=store))
-        )
+        if self.postgres_dsn is not None:
+            schema = self.schema_of(site)
+            store = StoreSection(backend="postgres", dsn=self.postgres_dsn, schema=schema)
+            config = replace(config, store=store)
+        if self.configure is not None:
+            config = self.configure(config)
+        (site.directory / "valise.toml").write_text(render_site_config(config))
 
     def _site(self, site: str) -> SiteProcess:
         env = {**self.env, **self.site_env.get(site, {})}

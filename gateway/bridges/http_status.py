@@ -16,7 +16,7 @@ Rules:
   ``delivered`` once every destination through it has its receipt, else its open
   destinations' most urgent state, else ``failed``) and ``receipt`` (the one
   destination's receipt when there is exactly one destination, else null: see
-  ``destinations``). Without destination rows (mail stored before schema v10 whose
+  ``destinations``). Without destination rows (mail stored before schema v11 whose
   rows could not be made) ``hops`` is the latest state per next hop in the history.
 """
 
@@ -102,7 +102,7 @@ def status_document(
         }
     status = ms.api_status()
     if not entries and receipt is not None:
-        status = DELIVERED  # a receipt recorded without destination rows (before v10)
+        status = DELIVERED  # a receipt recorded without destination rows (before v11)
     return {
         "id": ms.message_id,
         "status": status,

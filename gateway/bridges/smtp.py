@@ -36,7 +36,7 @@ local address (``mailbox@<this site>.<domain>``), else to the mailbox of the
 integrator that authenticated the submission (its name at this site), else nowhere
 (``dsn_not_deliverable`` in the log): a bounce carries the message's headers and
 must not be a way to send them, or backscatter, to an outside address. Mail
-stored without destination rows (before schema v10) keeps the old rule:
+stored without destination rows (before schema v11) keeps the old rule:
 ``delivered`` forgets the record, ``failed`` bounces every recipient. A sweep at
 start and every SWEEP_SECONDS finishes what a crash interrupted, and bounces
 messages that expired beyond this site (a relay's failure is not reported back to
@@ -164,7 +164,7 @@ class SmtpBridge:
         ms = await message_status(self.ctx.store, event.message_id)
         if ms is not None and ms.total > 0:
             await self._settle(record, ms, event.at)
-        elif event.kind == "delivered":  # no destination rows (stored before v10)
+        elif event.kind == "delivered":  # no destination rows (stored before v11)
             await asyncio.to_thread(self.records.remove, event.message_id)
         elif event.kind == "failed":
             await self._mark_failed(record, event.detail.get("reason", "failed"), event.at)
@@ -298,7 +298,7 @@ class SmtpBridge:
                 expired = now > record.expires + EXPIRED_GRACE
                 await self._settle(record, ms, now, expired=expired)
                 continue
-            # No destination rows (stored before v10): by the history, as before.
+            # No destination rows (stored before v11): by the history, as before.
             history = await store.history(mid)
             outbound = [t for t in history if t.peer is not None]
             if any(t.state == "delivered" for t in history):

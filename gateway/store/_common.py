@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -16,8 +17,9 @@ from gateway.store.base import EnvelopeRecord, OutState, StoreError
 # 6 the origin's escrowed content keys (re-sealing), 7 tombstones of deleted messages
 # (a replayed copy stays refused until it expires), 8 HQ's pending enrolments and the
 # TLS certificates it issued (gateway/store/enrollments.py), 9 the audit witness,
-# 10 delivery state and receipts per final destination (issue 11: table destinations,
-# envelopes.completed_at, webhook kind 'completed'). merge: renumber after issue 10's v10.
+# 10 the digests of the copies a re-sealed or re-signed envelope replaced (a receipt may
+# name any of them), 11 delivery state and receipts per final destination (issue 11:
+# table destinations, envelopes.completed_at, webhook kind 'completed').
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, "schema.sql"),
     (2, "v2_claim_order.sql"),
@@ -28,7 +30,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (7, "v7_tombstones.sql"),
     (8, "v8_enrollments.sql"),
     (9, "v9_witness.sql"),
-    (10, "v10_destinations.sql"),
+    (10, "v10_superseded.sql"),
+    (11, "v11_destinations.sql"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -78,6 +81,15 @@ def receipt_reason(receipt_digest: bytes | None) -> str:
     if not receipt_digest:
         return RECEIPT_REASON
     return f"{RECEIPT_REASON} sha256:{bytes(receipt_digest).hex()[:16]}"
+
+
+def split_digests(text: str) -> tuple[bytes, ...]:
+    """The digests of ``envelopes.superseded`` (hex SHA-256 digests one after the other,
+    migration v10), oldest first. Raises StoreError if the column is not that."""
+    if len(text) % 64 or not all(c in string.hexdigits for c in text):
+        raise StoreError("superseded digests are not hex SHA-256 digests")
+    raw = bytes.fromhex(text)
+    return tuple(raw[i : i + 32] for i in range(0, len(raw), 32))
 
 
 def load_sql(backend: str, name: str) -> str:

@@ -19,7 +19,7 @@ Outbound states (per message and next hop): queued, sending, forwarded,
 delivered, deferred, held, failed. Inbound states (at the destination):
 received, available, acked.
 
-Destinations (schema v10, issue 11): at the origin, and at a hub that relays, one row
+Destinations (schema v11, issue 11): at the origin, and at a hub that relays, one row
 per final destination of a message (``destinations``), routed through one hop row
 (``hop`` = deliveries.peer; None: delivered here). The row stores only its terminal
 fact, ``outcome`` open / delivered (with its receipt) / failed (with its reason); the
@@ -134,7 +134,7 @@ class Destination:
     next_attempt: datetime | None
     updated: datetime
     receipt_at: datetime | None = None
-    receipt_digest: bytes | None = None  # envelope digest of the receipt envelope (None: pre-v10)
+    receipt_digest: bytes | None = None  # envelope digest of the receipt envelope (None: pre-v11)
     receipt_for: bytes | None = None  # the envelope digest the receipt names (origin only)
     receipt_size: int = 0  # bytes of the receipt envelope kept here (0: none kept)
 
@@ -180,8 +180,9 @@ class SentMessage:
     """What a receipt for a message sent from here must match (Store.sent_digests)."""
 
     destinations: tuple[str, ...]
-    digests: frozenset[bytes]  # the envelope digest (merge: and the superseded ones)
-    receipted: dict[str, bytes]  # site -> receipt digest recorded (b"": pre-v10, unknown)
+    digests: frozenset[bytes]  # the stored copy's digest and the superseded ones (v10)
+    receipted: dict[str, bytes]  # site -> receipt digest recorded (b"": pre-v11, unknown)
+    stored: bytes  # the digest of the copy stored here now (one of ``digests``)
 
 
 @dataclass(frozen=True)
@@ -545,6 +546,11 @@ class Store(Protocol):
         """What a receipt must match, for each of these messages stored here."""
         ...
 
+    async def superseded_digests(self, message_ids: Sequence[str]) -> dict[str, tuple[bytes, ...]]:
+        """The digests of the earlier copies of each of these messages, replaced here by
+        ``replace_sealed``, oldest first (absent: none)."""
+        ...
+
     async def message_routes(self, message_ids: Sequence[str]) -> dict[str, MessageRoute]:
         """The origin and destinations of each of these messages stored here, whatever
         its origin (a relay's check of a receipt: gateway/hop.py check_receipt)."""
@@ -731,15 +737,22 @@ class Store(Protocol):
         held_for: str | None,
         now: datetime,
         reason: str,
+        resend_receipt: bool = False,
     ) -> int:
         """Put a re-sealed copy of the envelope in place of the stored one (same id, a
         destination still open) and move its deliveries in ``requeue`` states back to
         queued (a requeued failed one reopens its failed destinations).
+        With ``resend_receipt``, the envelope may be a receipt sealed here that its next
+        hop acknowledged already (its stored proof, the hop ack, is dropped with the copy
+        it proved; the new copy's is recorded when it is acknowledged in turn). With no
+        delivery in ``requeue`` states (one being tried, say), nothing changes: that try
+        sends the stored copy, which must stay the one stored.
         Only if the stored copy is still the one of ``expected_digest`` (the one the
         caller checked the replacement against: gateway/reseal.py). With ``held_for``,
         only if a delivery is held with a reason starting so (a relay taking a re-sealed
-        copy in place of the one it held). Returns the deliveries requeued; 0 and
-        nothing changed otherwise."""
+        copy in place of the one it held). The replaced copy's digest is kept
+        (``superseded_digests``). Returns the deliveries requeued; 0 and nothing
+        changed otherwise."""
         ...
 
     async def renew_hop_ack(

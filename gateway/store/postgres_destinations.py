@@ -1,7 +1,7 @@
 """Delivery state and receipts per final destination, in the PostgreSQL store (issue 11).
 
 One ``destinations`` row per final destination of a message, at the origin and at a hub
-that relays it (sql/postgres/v10_destinations.sql). A row stores only its terminal fact
+that relays it (sql/postgres/v11_destinations.sql). A row stores only its terminal fact
 (``outcome``: open, delivered with its receipt, failed with its reason); the state it
 shows is derived from its hop row when read (_common.DEST_STATE_SQL). Every change to a
 destination row appends a history row whose peer is the destination site.
@@ -262,7 +262,7 @@ async def maybe_complete(conn: Conn, message_id: str, at: datetime) -> bool:
 
 async def _legacy_receipt(conn: Conn, item: ReceiptRecord, at: datetime) -> ReceiptOutcome:
     """A message without destination rows (accepted without routes): the receipt is the
-    message's, as before v10 (envelopes.receipt, every hop row delivered)."""
+    message's, as before v11 (envelopes.receipt, every hop row delivered)."""
     if item.data is None:
         return ReceiptOutcome("unknown", 0, 0, False)
     if await record_acks(conn, [(item.message_id, item.data)], at):
@@ -287,7 +287,7 @@ async def record_receipt_rows(
     within the batch: the items are taken in order).
 
     ``legacy``: a message that exists without any destination row takes the receipt as
-    before v10 (see _legacy_receipt); otherwise it is ``unknown``. ``relayed``: a receipt
+    before v11 (see _legacy_receipt); otherwise it is ``unknown``. ``relayed``: a receipt
     passing through here on its way to the origin, which closes only a row forwarded
     on (a row delivered here, hop None, is this site's own to close: ``unknown``).
     """
@@ -393,7 +393,7 @@ async def requeue(
 
 async def receipted(conn: Conn, message_ids: Sequence[str]) -> dict[str, dict[str, bytes]]:
     """message id -> (site -> receipt digest) of the rows with a receipt (b"": digest
-    not known, recorded before v10)."""
+    not known, recorded before v11)."""
     rows = await conn.fetch(
         "SELECT message_id, site, receipt_digest FROM destinations"
         " WHERE message_id = ANY($1::text[]) AND receipt_at IS NOT NULL ORDER BY site",

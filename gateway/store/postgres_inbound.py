@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from gateway.store._common import DUPLICATE_RECEIPT, aware, check_record
+from gateway.store._common import DUPLICATE_RECEIPT, aware, check_record, split_digests
 from gateway.store.base import (
     Closed,
     EnvelopeRecord,
@@ -266,23 +266,39 @@ class PostgresInbound:
 
         async def q(conn: Conn) -> dict[str, SentMessage]:
             rows = await conn.fetch(
-                "SELECT message_id, destinations, digest, receipt, doc_class FROM envelopes"
-                " WHERE message_id = ANY($1::text[])",
+                "SELECT message_id, destinations, digest, receipt, doc_class, superseded"
+                " FROM envelopes WHERE message_id = ANY($1::text[])",
                 ids,
             )
             done = await receipted(conn, ids)
             out = {}
             for r in rows:
                 destinations = tuple(r["destinations"])
-                # merge: superseded (issue 10): the digests of copies replaced here count too.
                 sites = done.get(r["message_id"], {})
                 if not sites and r["receipt"] is not None and r["doc_class"] != "receipt":
                     # A message without destination rows, receipted (legacy: one receipt).
                     sites = dict.fromkeys(destinations, b"")
-                out[r["message_id"]] = SentMessage(
-                    destinations, frozenset({bytes(r["digest"])}), sites
-                )
+                # The stored copy's digest, and those of the copies it replaced here
+                # (re-sealed or re-signed after one may have been delivered: v10).
+                stored = bytes(r["digest"])
+                digests = frozenset({stored, *split_digests(r["superseded"])})
+                out[r["message_id"]] = SentMessage(destinations, digests, sites, stored)
             return out
+
+        return await self._read(q)
+
+    async def superseded_digests(self, message_ids: Sequence[str]) -> dict[str, tuple[bytes, ...]]:
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return {}
+
+        async def q(conn: Conn) -> dict[str, tuple[bytes, ...]]:
+            rows = await conn.fetch(
+                "SELECT message_id, superseded FROM envelopes WHERE superseded != ''"
+                " AND message_id = ANY($1::text[])",
+                ids,
+            )
+            return {r["message_id"]: split_digests(r["superseded"]) for r in rows}
 
         return await self._read(q)
 

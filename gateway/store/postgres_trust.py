@@ -144,6 +144,7 @@ class PostgresTrust:
         held_for: str | None,
         now: datetime,
         reason: str,
+        resend_receipt: bool = False,
     ) -> int:
         at = aware(now)
 
@@ -157,32 +158,45 @@ class PostgresTrust:
                 )
                 if held is None:
                     return 0
-            # Only while a destination still lacks its receipt (open or failed; without
-            # destination rows: while the message has no receipt).
-            changed = await conn.fetchval(
-                "WITH r AS (UPDATE envelopes e SET data = $2, digest = $3, chain = $4,"
-                " hop_ack = $5, size = $6 WHERE e.message_id = $1"
-                " AND e.digest = $7 AND e.digest != $3"
+            # Only while a destination still lacks its receipt (open or failed); without
+            # destination rows: while the message has no receipt, or (resend_receipt) it
+            # is a receipt sealed here whose stored proof, the hop ack, goes with its copy.
+            replaceable = await conn.fetchval(
+                "SELECT 1 FROM envelopes e WHERE e.message_id = $1"
+                " AND e.digest = $3 AND e.digest != $4"
                 " AND (EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = $1"
                 "      AND t.outcome <> 'delivered')"
-                "  OR (e.receipt IS NULL"
+                "  OR ((e.receipt IS NULL OR ($2 AND e.doc_class = 'receipt'))"
                 "      AND NOT EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = $1)))"
-                " RETURNING 1) SELECT count(*) FROM r",
+                " FOR UPDATE OF e",
                 message_id,
-                data,
-                digest,
-                chain,
-                hop_ack,
-                len(data),
+                resend_receipt,
                 expected_digest,
+                digest,
             )
-            if not changed:
+            if replaceable is None:
                 return 0
-            # merge: superseded (issue 10): at the origin (received_from IS NULL), keep
-            # expected_digest in envelopes.superseded so a receipt over it still counts.
-            return await requeue_deliveries(
+            # Deliveries first: with none to send again (one being tried now, say), the
+            # stored copy stays the one that try sends, and nothing changes. A requeued
+            # failed delivery reopens its failed destinations.
+            moved = await requeue_deliveries(
                 conn, message_id, from_states=list(requeue), reason=reason, at=at
             )
+            if moved:
+                await conn.execute(
+                    "UPDATE envelopes SET data = $2, digest = $3, chain = $4, hop_ack = $5,"
+                    " size = $6, superseded = superseded || encode(digest, 'hex'),"
+                    " receipt = CASE WHEN $7 AND doc_class = 'receipt' THEN NULL ELSE receipt END"
+                    " WHERE message_id = $1",
+                    message_id,
+                    data,
+                    digest,
+                    chain,
+                    hop_ack,
+                    len(data),
+                    resend_receipt,
+                )
+            return moved
 
         return await self._write(tx)
 

@@ -1,7 +1,7 @@
 """Delivery state and receipts per final destination, in the SQLite store (issue 11).
 
 One ``destinations`` row per final destination of a message, at the origin and at a hub
-that relays it (sql/sqlite/v10_destinations.sql). A row stores only its terminal fact
+that relays it (sql/sqlite/v11_destinations.sql). A row stores only its terminal fact
 (``outcome``: open, delivered with its receipt, failed with its reason); the state it
 shows is derived from its hop row when read (_common.DEST_STATE_SQL).
 
@@ -168,7 +168,7 @@ def record_ack(c: sqlite3.Connection, message_id: str, proof: bytes, at: str) ->
 
 def _legacy_receipt(c: sqlite3.Connection, item: ReceiptRecord, at: str) -> ReceiptOutcome:
     """A message without destination rows (accepted without routes): the receipt is the
-    message's, as before v10 (envelopes.receipt, every hop row delivered)."""
+    message's, as before v11 (envelopes.receipt, every hop row delivered)."""
     if item.data is None:
         return ReceiptOutcome("unknown", 0, 0, False)
     if record_ack(c, item.message_id, item.data, at):
@@ -191,7 +191,7 @@ def record_receipt_rows(
     """Record each receipt for its destination row, once (the first one stands).
 
     ``legacy``: a message that exists without any destination row takes the receipt as
-    before v10 (see _legacy_receipt); otherwise it is ``unknown``. ``relayed``: a receipt
+    before v11 (see _legacy_receipt); otherwise it is ``unknown``. ``relayed``: a receipt
     passing through here on its way to the origin, which closes only a row forwarded
     on (a row delivered here, hop None, is this site's own to close: ``unknown``).
     """

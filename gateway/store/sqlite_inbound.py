@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from gateway.store._common import DUPLICATE_RECEIPT, check_record
+from gateway.store._common import DUPLICATE_RECEIPT, check_record, split_digests
 from gateway.store.base import (
     EnvelopeRecord,
     InboundOutcome,
@@ -206,20 +206,37 @@ class SqliteInbound:
 
         def q(c: sqlite3.Connection) -> dict[str, SentMessage]:
             rows = c.execute(
-                "SELECT message_id, destinations, digest, receipt, doc_class FROM envelopes"
-                " WHERE message_id IN (SELECT value FROM json_each(?))",
+                "SELECT message_id, destinations, digest, receipt, doc_class, superseded"
+                " FROM envelopes WHERE message_id IN (SELECT value FROM json_each(?))",
                 (json.dumps(ids),),
             ).fetchall()
             out = {}
             for r in rows:
                 destinations = tuple(json.loads(r[1]))
-                # merge: superseded (issue 10): the digests of copies replaced here count too.
                 done = receipted(c, r[0])
                 if r[3] is not None and r[4] != "receipt" and not has_rows(c, r[0]):
                     # A message without destination rows, receipted (legacy: one receipt).
                     done = dict.fromkeys(destinations, b"")
-                out[r[0]] = SentMessage(destinations, frozenset({bytes(r[2])}), done)
+                # The stored copy's digest, and those of the copies it replaced here
+                # (re-sealed or re-signed after one may have been delivered: v10).
+                digests = frozenset({bytes(r[2]), *split_digests(r[5])})
+                out[r[0]] = SentMessage(destinations, digests, done, bytes(r[2]))
             return out
+
+        return await self._read(q)
+
+    async def superseded_digests(self, message_ids: Sequence[str]) -> dict[str, tuple[bytes, ...]]:
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return {}
+
+        def q(c: sqlite3.Connection) -> dict[str, tuple[bytes, ...]]:
+            rows = c.execute(
+                "SELECT message_id, superseded FROM envelopes WHERE superseded != ''"
+                " AND message_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids),),
+            ).fetchall()
+            return {r[0]: split_digests(r[1]) for r in rows}
 
         return await self._read(q)
 

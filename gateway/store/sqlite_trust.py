@@ -150,9 +150,11 @@ class SqliteTrust:
         held_for: str | None,
         now: datetime,
         reason: str,
+        resend_receipt: bool = False,
     ) -> int:
         at = _ts(now)
         requeue_states = list(requeue)
+        again = 1 if resend_receipt else 0
 
         def tx(c: sqlite3.Connection) -> int:
             if held_for is not None:
@@ -163,35 +165,34 @@ class SqliteTrust:
                 ).fetchone()
                 if held is None:
                     return 0
-            # Only while a destination still lacks its receipt (open or failed; without
-            # destination rows: while the message has no receipt).
-            cur = c.execute(
-                "UPDATE envelopes SET data = ?, digest = ?, chain = ?, hop_ack = ?, size = ?"
-                " WHERE message_id = ? AND digest = ? AND digest != ?"
+            # Only while a destination still lacks its receipt (open or failed); without
+            # destination rows: while the message has no receipt, or (resend_receipt) it
+            # is a receipt sealed here whose stored proof, the hop ack, goes with its copy.
+            replaceable = c.execute(
+                "SELECT 1 FROM envelopes WHERE message_id = ? AND digest = ? AND digest != ?"
                 " AND (EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = ?"
                 "      AND t.outcome <> 'delivered')"
-                "  OR (receipt IS NULL"
+                "  OR ((receipt IS NULL OR (? AND doc_class = 'receipt'))"
                 "      AND NOT EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = ?)))",
-                (
-                    data,
-                    digest,
-                    chain,
-                    hop_ack,
-                    len(data),
-                    message_id,
-                    expected_digest,
-                    digest,
-                    message_id,
-                    message_id,
-                ),
-            )
-            if cur.rowcount == 0:
+                (message_id, expected_digest, digest, message_id, again, message_id),
+            ).fetchone()
+            if replaceable is None:
                 return 0
-            # merge: superseded (issue 10): at the origin (received_from IS NULL), keep
-            # expected_digest in envelopes.superseded so a receipt over it still counts.
-            return requeue_deliveries(
+            # Deliveries first: with none to send again (one being tried now, say), the
+            # stored copy stays the one that try sends, and nothing changes. A requeued
+            # failed delivery reopens its failed destinations.
+            moved = requeue_deliveries(
                 c, message_id, from_states=requeue_states, reason=reason, at=at
             )
+            if moved:
+                c.execute(
+                    "UPDATE envelopes SET data = ?, digest = ?, chain = ?, hop_ack = ?, size = ?,"
+                    " superseded = superseded || hex(digest),"
+                    " receipt = CASE WHEN ? AND doc_class = 'receipt' THEN NULL ELSE receipt END"
+                    " WHERE message_id = ?",
+                    (data, digest, chain, hop_ack, len(data), again, message_id),
+                )
+            return moved
 
         return await self._write(tx)
 

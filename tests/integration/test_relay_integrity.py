@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import shutil
 import ssl
 import subprocess
 import sys
@@ -324,6 +325,10 @@ def test_a_co_recipient_cannot_replace_mail_held_for_a_revoked_key(net: Network)
         "HQ to hold it (sealed to a revoked key)",
         lambda: stored(net, "HQ", mid)["deliveries"].get("M-HANOI") == "held",
     )
+    # M-PARIS would re-seal by itself once it sees the new key (gateway/reseal.py
+    # reseal_revoked): stopped, it leaves HQ's held copy as it is until it is re-sealed
+    # below, so that only M-EVIL's forgery could change it meanwhile.
+    net.sites["M-PARIS"].stop()
     ensure_running(net, "M-HANOI")  # it publishes a new encryption key
 
     def new_key() -> EncryptionKey | None:
@@ -360,8 +365,10 @@ def test_a_co_recipient_cannot_replace_mail_held_for_a_revoked_key(net: Network)
     assert len(forgeries) == 1 and forgeries[0].result == "refused", forgeries
 
     # The genuine re-seal by M-PARIS still goes through, and M-HANOI gets M-PARIS's text.
+    shutil.copyfile(hq_dir / "directory.xml", paris_dir / "directory.xml")  # as polled
     out = valise("queue", "reseal", mid, "--dir", str(paris_dir))
     assert f"{mid}\tresealed" in out.stdout, out.stdout
+    ensure_running(net, "M-PARIS")
     wait_for("M-HANOI to receive the genuine copy", lambda: received(net, "M-HANOI", mid))
     inbox = site_dir(net, "M-HANOI") / "inbox" / mid
     assert (inbox / "genuine.txt").read_bytes() == b"from M-PARIS\n"

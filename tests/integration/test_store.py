@@ -858,7 +858,7 @@ async def test_postgres_bad_schema_name_and_unreachable_server() -> None:
 def _sqlite_tables() -> dict[str, tuple[list[str], list[str], set[str]]]:
     """table -> (columns in order, primary key columns, NOT NULL columns)."""
     conn = sqlite3.connect(":memory:")
-    register_audit_functions(conn)  # v10's data mapping writes history (audited)
+    register_audit_functions(conn)  # v11's data mapping writes history (audited)
     for _, name in MIGRATIONS:
         for statement in _statements(load_sql("sqlite", name)):
             conn.execute(statement)

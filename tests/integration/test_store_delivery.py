@@ -103,7 +103,7 @@ async def test_inbound_settle_applies_a_batch_in_one_transaction(store: Store) -
         InboundOutcome(mid(6), InState.ACKED, "receipt", delivered=receipt(9, PARIS)),
     ]
     # Message 5 was accepted without routes (no destination rows): its receipt is the
-    # message's, as before v10; message 9 is not stored here.
+    # message's, as before v11; message 9 is not stored here.
     assert await store.inbound_settle(outcomes, now=later) == [
         Settled(applied=True, delivered=False),
         Settled(applied=True, delivered=True, receipt=ReceiptOutcome("recorded", 1, 1, True)),
@@ -172,8 +172,8 @@ async def test_sent_digests(store: Store) -> None:
     await put(store, 2)
     got = await store.sent_digests([mid(1), mid(2), mid(9), mid(1)])
     assert got == {
-        mid(1): SentMessage((PARIS, HANOI), frozenset({record(1).digest}), {}),
-        mid(2): SentMessage((PARIS,), frozenset({record(2).digest}), {}),
+        mid(1): SentMessage((PARIS, HANOI), frozenset({record(1).digest}), {}, record(1).digest),
+        mid(2): SentMessage((PARIS,), frozenset({record(2).digest}), {}, record(2).digest),
     }
     assert await store.sent_digests([]) == {}
 

@@ -405,8 +405,9 @@ async def test_replace_sealed_keeps_receipts_and_the_prior_digest(store: Store) 
     )
     assert dests[HANOI].state == "queued"
     sent = (await store.sent_digests([o]))[o]
-    # merge: superseded (issue 10) adds record(1).digest here; until then only the new one.
-    assert new_digest in sent.digests
+    # The replaced copy's digest stays acceptable (superseded, v10): HQ's receipt named it.
+    assert sent.digests == frozenset({record(1).digest, new_digest})
+    assert sent.stored == new_digest
     assert sent.receipted == {HQ: receipt(1, HQ).receipt_digest}
     # Once every destination has its receipt, nothing is re-sealed.
     await store.record_receipts([receipt(1, HANOI, for_digest=new_digest)], now=T0)

@@ -211,9 +211,9 @@ def test_a_first_receipt_and_the_same_one_again_pass() -> None:
     check_origin_receipt(receipt(), signer="M-HANOI", receipt_digest=R1, sent=again, answers=M)
 
 
-def test_a_second_receipt_over_a_pre_v10_one_is_refused_as_such() -> None:
+def test_a_second_receipt_over_a_pre_v11_one_is_refused_as_such() -> None:
     old = Sent(SENT.destinations, SENT.digests, {"M-HANOI": b""})
-    with pytest.raises(ReceiptRefused, match="the first \\(recorded before schema v10\\) stands"):
+    with pytest.raises(ReceiptRefused, match="the first \\(recorded before schema v11\\) stands"):
         check_origin_receipt(receipt(), signer="M-HANOI", receipt_digest=R1, sent=old, answers=M)
 
 

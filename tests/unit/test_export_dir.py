@@ -28,7 +28,10 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
-    """A site folder holding one delivered document with parts a.txt and b.txt."""
+    """A site folder (``valise init``) holding one delivered document with parts a.txt
+    and b.txt."""
+    made = run("init", "--site", "HQ", "--dir", str(tmp_path / "site"), "--listen", "127.0.0.1:0")
+    assert made.returncode == 0, made.stderr
     item = tmp_path / "site" / "inbox" / MID
     item.mkdir(parents=True)
     (item / "a.txt").write_bytes(b"from the remote site\n")

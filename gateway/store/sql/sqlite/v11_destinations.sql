@@ -1,6 +1,5 @@
--- Valise store schema, version 10 (sqlite): delivery state and receipts per final
+-- Valise store schema, version 11 (sqlite): delivery state and receipts per final
 -- destination (issue 11; docs/AUDIT.md). Keep in step with ../postgres/.
--- merge: issue 10 takes version 10 on main; this file becomes v11_destinations.sql.
 --
 -- One row per final destination of a message, at the sites responsible for it: the
 -- origin (every destination) and a hub that relays (every destination it forwards to or
@@ -16,7 +15,7 @@ CREATE TABLE destinations (
     outcome         TEXT NOT NULL DEFAULT 'open'
                     CHECK (outcome IN ('open', 'delivered', 'failed')),
     reason          TEXT NOT NULL DEFAULT '',
-    receipt_digest  BLOB,                   -- SPEC 4.3 digest of the receipt envelope (NULL: recorded before v10)
+    receipt_digest  BLOB,                   -- SPEC 4.3 digest of the receipt envelope (NULL: recorded before v11)
     receipt_for     BLOB,                   -- the envelope digest the receipt names (origin: verified; hub: NULL, sealed)
     receipt_at      TEXT,                   -- when this site recorded it
     receipt         BLOB,                   -- origin: the receipt envelope; hub: NULL
@@ -28,12 +27,12 @@ CREATE INDEX destinations_outcome ON destinations (outcome, site);
 
 -- Set once, by the transaction that closes the message's last open destination.
 ALTER TABLE envelopes ADD COLUMN completed_at TEXT;
--- From v10, envelopes.receipt holds only a receipt envelope's proof (its next hop's
+-- From v11, envelopes.receipt holds only a receipt envelope's proof (its next hop's
 -- signed acknowledgement); document receipts live in destinations.
 
 -- Webhook kind 'completed' (every destination delivered or failed): SQLite cannot alter a
 -- CHECK, so the table is rebuilt (nothing references it) and its indexes re-created.
-CREATE TABLE webhooks_v10 (
+CREATE TABLE webhooks_v11 (
     id            TEXT PRIMARY KEY,
     integrator    TEXT NOT NULL REFERENCES integrators (name),
     kind          TEXT NOT NULL CHECK (kind IN ('received', 'delivered', 'failed', 'completed')),
@@ -48,26 +47,26 @@ CREATE TABLE webhooks_v10 (
     created_at    TEXT NOT NULL,
     updated_at    TEXT NOT NULL
 );
-INSERT INTO webhooks_v10 (id, integrator, kind, message_id, body, state, attempts,
+INSERT INTO webhooks_v11 (id, integrator, kind, message_id, body, state, attempts,
     next_attempt, lease_owner, lease_until, last_reason, created_at, updated_at)
 SELECT id, integrator, kind, message_id, body, state, attempts, next_attempt, lease_owner,
     lease_until, last_reason, created_at, updated_at FROM webhooks;
 DROP TABLE webhooks;
-ALTER TABLE webhooks_v10 RENAME TO webhooks;
+ALTER TABLE webhooks_v11 RENAME TO webhooks;
 CREATE INDEX webhooks_state_next ON webhooks (state, next_attempt);
 CREATE INDEX webhooks_message ON webhooks (message_id);
 
--- What each v9 message becomes (pure SQL, in the migration's transaction; "here" is
--- audit_site.site). The same statements as ../postgres/v10_destinations.sql, spelt for
+-- What each v10 message becomes (pure SQL, in the migration's transaction; "here" is
+-- audit_site.site). The same statements as ../postgres/v11_destinations.sql, spelt for
 -- SQLite (json_each, no DML in a WITH: history is written before the update it logs).
 -- Known limits:
--- * the hub cannot attribute the receipts it relayed before v10 (the answered message
+-- * the hub cannot attribute the receipts it relayed before v11 (the answered message
 --   id is in the receipt's head, not in a column): its forwarded rows stay forwarded,
 --   with a reason, and its expiry never fails them;
 -- * a circular whose receipt cannot be attributed to its signer (the receipt envelope's
 --   own row is gone) keeps every destination open, and keeps that receipt in
 --   envelopes.receipt, so that the proof is not lost;
--- * a digest replaced by a v9 re-seal is not known (v9 never re-sealed receipted mail).
+-- * a receipt over a copy replaced by a re-seal names a digest in envelopes.superseded (v10).
 
 -- The origin (received_from NULL; not a receipt envelope): a row per destination. Its
 -- hop: none for this site itself; the destination itself when there is a delivery to
@@ -102,11 +101,11 @@ WHERE e.received_from IS NOT NULL AND e.doc_class <> 'receipt'
        OR j.value = (SELECT a.site FROM audit_site a WHERE a.id = 1));
 
 -- The hub's relays already forwarded: their receipts went by unrecorded.
-UPDATE destinations AS t SET reason = 'relayed before v10: receipts not tracked here'
+UPDATE destinations AS t SET reason = 'relayed before v11: receipts not tracked here'
 FROM envelopes e, deliveries d
 WHERE e.message_id = t.message_id AND e.received_from IS NOT NULL
   AND d.message_id = t.message_id AND d.peer = t.hop AND d.state IN ('forwarded', 'delivered');
-UPDATE deliveries AS d SET last_reason = 'relayed before v10: receipts not tracked here'
+UPDATE deliveries AS d SET last_reason = 'relayed before v11: receipts not tracked here'
 FROM envelopes e
 WHERE e.message_id = d.message_id AND e.received_from IS NOT NULL
   AND d.state = 'forwarded' AND e.doc_class <> 'receipt'
@@ -130,8 +129,10 @@ WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.doc_class <>
   AND r.doc_class = 'receipt' AND r.origin = t.site
   AND r.size = length(e.receipt) AND r.data = e.receipt;
 
--- A single destination's receipt (v9 verified it against the envelope's digest, and
--- never re-sealed a receipted message). Its digest is read from the bytes when needed.
+-- A single destination's receipt (verified against the envelope's digest or, from v10, a
+-- digest in envelopes.superseded: receipt_for reads the stored copy's digest, which is
+-- the one named unless the message was re-sealed before its receipt came; never after).
+-- Its digest is read from the bytes when needed.
 UPDATE destinations AS t
 SET outcome = 'delivered', reason = 'receipt', receipt = e.receipt, receipt_for = e.digest,
     receipt_at = coalesce((SELECT max(h.at) FROM history h
@@ -146,7 +147,7 @@ WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.doc_class <>
   AND (SELECT count(*) FROM destinations x WHERE x.message_id = t.message_id) = 1;
 
 -- The other destinations of a receipted circular (the v9 bug dropped their receipts).
-UPDATE destinations AS t SET reason = 'no receipt of its own recorded before v10'
+UPDATE destinations AS t SET reason = 'no receipt of its own recorded before v11'
 FROM envelopes e
 WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.receipt IS NOT NULL
   AND t.outcome = 'open';
@@ -154,7 +155,7 @@ WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.receipt IS N
 -- This site as a destination: delivered once its inbound item was opened here; failed
 -- when the item was acknowledged without being opened (undeliverable).
 UPDATE destinations AS t
-SET outcome = 'delivered', reason = 'delivered here before v10', receipt_at = h.at,
+SET outcome = 'delivered', reason = 'delivered here before v11', receipt_at = h.at,
     updated_at = h.at
 FROM (SELECT message_id, max(at) AS at FROM history
       WHERE peer IS NULL AND state = 'available' GROUP BY message_id) h
@@ -180,7 +181,7 @@ WHERE d.message_id = t.message_id AND d.peer = t.hop AND d.state = 'failed'
 -- it have none goes back to forwarded (with a history row, so the audit log has it).
 INSERT INTO history (message_id, peer, state, reason, at)
 SELECT d.message_id, d.peer, 'forwarded',
-       'v10: ' || c.k || ' of ' || c.n || ' destinations receipted',
+       'v11: ' || c.k || ' of ' || c.n || ' destinations receipted',
        strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'
 FROM deliveries d
 JOIN (SELECT message_id, hop, sum(outcome = 'delivered') AS k, count(*) AS n
@@ -190,7 +191,7 @@ WHERE d.state = 'delivered' AND c.k < c.n
 ORDER BY d.message_id, d.peer;
 UPDATE deliveries AS d
 SET state = 'forwarded',
-    last_reason = 'v10: ' || c.k || ' of ' || c.n || ' destinations receipted',
+    last_reason = 'v11: ' || c.k || ' of ' || c.n || ' destinations receipted',
     updated_at = strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'
 FROM (SELECT message_id, hop, sum(outcome = 'delivered') AS k, count(*) AS n
       FROM destinations WHERE hop IS NOT NULL GROUP BY message_id, hop) c

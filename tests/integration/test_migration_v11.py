@@ -1,5 +1,5 @@
-"""The upgrade to per-destination delivery state (issue 11, store schema v10), on both
-backends, from a v6 and from a v9 store.
+"""The upgrade to per-destination delivery state (issue 11, store schema v11), on both
+backends, from a v6 and from a v10 store.
 
 Each test builds an old store the way test_store_delivery.py's version-1 upgrade does:
 it applies the migration files up to ``start`` by hand, writes raw rows in every state
@@ -41,9 +41,9 @@ from tests.integration.conftest import PG_DSN, pg_test_schema
 T0 = datetime(2026, 12, 1, 9, 0, 0, tzinfo=UTC)
 EXPIRES = T0 + timedelta(days=7)
 PARIS, HANOI, ROME, HQ = "M-PARIS", "M-HANOI", "M-ROME", "HQ"
-LEGACY_HUB = "relayed before v10: receipts not tracked here"
-LEGACY_HERE = "delivered here before v10"
-NO_OWN = "no receipt of its own recorded before v10"
+LEGACY_HUB = "relayed before v11: receipts not tracked here"
+LEGACY_HERE = "delivered here before v11"
+NO_OWN = "no receipt of its own recorded before v11"
 
 
 def mid(n: int) -> str:
@@ -408,7 +408,7 @@ def view(dests: list[Destination]) -> list[tuple[str, str | None, str, str]]:
 
 
 BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-STARTS = pytest.mark.parametrize("start", [6, 9])
+STARTS = pytest.mark.parametrize("start", [6, 10])
 
 
 @BACKENDS
@@ -456,24 +456,24 @@ async def test_an_origin_store_upgrades_row_by_row(
         assert (d8_hq.site, d8_hq.state, d8_hq.reason) == (
             HQ,
             "forwarded",
-            "v10: 1 of 2 destinations receipted",
+            "v11: 1 of 2 destinations receipted",
         )
         last = (await store.history(mid(8)))[-1]
         assert (last.peer, last.state, last.reason) == (
             HQ,
             "forwarded",
-            "v10: 1 of 2 destinations receipted",
+            "v11: 1 of 2 destinations receipted",
         )
         # ... and the audit log has it, chained by the migration's own transaction.
         logged = await check_audit_chain(store, PARIS)
-        assert [(a, m) for a, m, d in logged if "v10:" in d] == [
+        assert [(a, m) for a, m, d in logged if "v11:" in d] == [
             ("forwarded", mid(8)),
             ("forwarded", mid(9)),
         ]
         # Unattributable: both open, the receipt kept where v9 had it.
         assert view(await ds(mid(9))) == [
-            (HQ, HQ, "forwarded", "v10: 0 of 2 destinations receipted"),
-            (HANOI, HQ, "forwarded", "v10: 0 of 2 destinations receipted"),
+            (HQ, HQ, "forwarded", "v11: 0 of 2 destinations receipted"),
+            (HANOI, HQ, "forwarded", "v11: 0 of 2 destinations receipted"),
         ]
         assert await raw(up, "SELECT receipt FROM envelopes WHERE message_id = $1", mid(9)) == (
             b"receipt-of-9"
@@ -563,9 +563,9 @@ async def test_a_hub_store_upgrades_row_by_row(backend: str, start: int, tmp_pat
         )
         assert (d_hanoi.state, d_hanoi.reason) == (
             "forwarded",
-            "v10: 0 of 1 destinations receipted",
+            "v11: 0 of 1 destinations receipted",
         )
-        assert [(a, m) for a, m, d in await check_audit_chain(store, HQ) if "v10:" in d] == [
+        assert [(a, m) for a, m, d in await check_audit_chain(store, HQ) if "v11:" in d] == [
             ("forwarded", mid(5))
         ]
         # Expiry at the hub fails what its own hops failed, never a forwarded relay.

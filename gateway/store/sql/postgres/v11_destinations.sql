@@ -1,4 +1,4 @@
--- Valise store schema, version 10 (PostgreSQL): delivery state and receipts per final
+-- Valise store schema, version 11 (PostgreSQL): delivery state and receipts per final
 -- destination (issue 11). Keep in step with ../sqlite/.
 --
 -- A message's deliveries are per next hop; its destinations are the sites it is
@@ -15,7 +15,7 @@ CREATE TABLE destinations (
     outcome         text NOT NULL DEFAULT 'open'
                     CHECK (outcome IN ('open', 'delivered', 'failed')),
     reason          text NOT NULL DEFAULT '',
-    receipt_digest  bytea,                  -- digest of the receipt envelope (NULL: recorded before v10)
+    receipt_digest  bytea,                  -- digest of the receipt envelope (NULL: recorded before v11)
     receipt_for     bytea,                  -- the envelope digest the receipt names (origin only)
     receipt_at      timestamptz,            -- when this site recorded it
     receipt         bytea,                  -- origin: the receipt envelope; hub: NULL
@@ -27,22 +27,22 @@ CREATE INDEX destinations_outcome ON destinations (outcome, site);
 
 -- Set once, by the transaction that closes the message's last open destination.
 ALTER TABLE envelopes ADD COLUMN completed_at timestamptz;
--- From v10, envelopes.receipt holds a receipt envelope's proof (its next hop's signed
+-- From v11, envelopes.receipt holds a receipt envelope's proof (its next hop's signed
 -- acknowledgement); document receipts live in destinations.
 
 ALTER TABLE webhooks DROP CONSTRAINT webhooks_kind_check,
     ADD CONSTRAINT webhooks_kind_check
     CHECK (kind IN ('received', 'delivered', 'failed', 'completed'));
 
--- What each v9 message becomes (pure SQL, in the migration's transaction; "here" is
+-- What each v10 message becomes (pure SQL, in the migration's transaction; "here" is
 -- audit_site.site). Known limits:
--- * the hub cannot attribute the receipts it relayed before v10 (the answered message
+-- * the hub cannot attribute the receipts it relayed before v11 (the answered message
 --   id is in the receipt's head, not in a column): its forwarded rows stay forwarded,
 --   with a reason, and its expiry never fails them;
 -- * a circular whose receipt cannot be attributed to its signer (the receipt envelope's
 --   own row is gone) keeps every destination open, and keeps that receipt in
 --   envelopes.receipt, so that the proof is not lost;
--- * a digest replaced by a v9 re-seal is not known (v9 never re-sealed receipted mail).
+-- * a receipt over a copy replaced by a re-seal names a digest in envelopes.superseded (v10).
 
 -- The origin (received_from NULL; not a receipt envelope): a row per destination. Its
 -- hop: none for this site itself; the destination itself when there is a delivery to
@@ -77,11 +77,11 @@ WHERE e.received_from IS NOT NULL AND e.doc_class <> 'receipt'
        OR s.site = (SELECT a.site FROM audit_site a WHERE a.id = 1));
 
 -- The hub's relays already forwarded: their receipts went by unrecorded.
-UPDATE destinations t SET reason = 'relayed before v10: receipts not tracked here'
+UPDATE destinations t SET reason = 'relayed before v11: receipts not tracked here'
 FROM envelopes e, deliveries d
 WHERE e.message_id = t.message_id AND e.received_from IS NOT NULL
   AND d.message_id = t.message_id AND d.peer = t.hop AND d.state IN ('forwarded', 'delivered');
-UPDATE deliveries d SET last_reason = 'relayed before v10: receipts not tracked here'
+UPDATE deliveries d SET last_reason = 'relayed before v11: receipts not tracked here'
 FROM envelopes e
 WHERE e.message_id = d.message_id AND e.received_from IS NOT NULL
   AND d.state = 'forwarded' AND e.doc_class <> 'receipt'
@@ -105,8 +105,10 @@ WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.doc_class <>
   AND r.doc_class = 'receipt' AND r.origin = t.site
   AND r.size = length(e.receipt) AND r.data = e.receipt;
 
--- A single destination's receipt (v9 verified it against the envelope's digest, and
--- never re-sealed a receipted message). Its digest is read from the bytes when needed.
+-- A single destination's receipt (verified against the envelope's digest or, from v10, a
+-- digest in envelopes.superseded: receipt_for reads the stored copy's digest, which is
+-- the one named unless the message was re-sealed before its receipt came; never after).
+-- Its digest is read from the bytes when needed.
 UPDATE destinations t
 SET outcome = 'delivered', reason = 'receipt', receipt = e.receipt, receipt_for = e.digest,
     receipt_at = coalesce((SELECT max(h.at) FROM history h
@@ -121,7 +123,7 @@ WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.doc_class <>
   AND (SELECT count(*) FROM destinations x WHERE x.message_id = t.message_id) = 1;
 
 -- The other destinations of a receipted circular (the v9 bug dropped their receipts).
-UPDATE destinations t SET reason = 'no receipt of its own recorded before v10'
+UPDATE destinations t SET reason = 'no receipt of its own recorded before v11'
 FROM envelopes e
 WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.receipt IS NOT NULL
   AND t.outcome = 'open';
@@ -129,7 +131,7 @@ WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.receipt IS N
 -- This site as a destination: delivered once its inbound item was opened here; failed
 -- when the item was acknowledged without being opened (undeliverable).
 UPDATE destinations t
-SET outcome = 'delivered', reason = 'delivered here before v10', receipt_at = h.at,
+SET outcome = 'delivered', reason = 'delivered here before v11', receipt_at = h.at,
     updated_at = h.at
 FROM (SELECT message_id, max(at) AS at FROM history
       WHERE peer IS NULL AND state = 'available' GROUP BY message_id) h
@@ -159,7 +161,7 @@ WITH c AS (
 ), moved AS (
     UPDATE deliveries d
     SET state = 'forwarded',
-        last_reason = 'v10: ' || c.k || ' of ' || c.n || ' destinations receipted',
+        last_reason = 'v11: ' || c.k || ' of ' || c.n || ' destinations receipted',
         updated_at = now()
     FROM c
     WHERE d.message_id = c.message_id AND d.peer = c.hop AND d.state = 'delivered'
