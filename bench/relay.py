@@ -536,7 +536,7 @@ class _ReceiptProbe:
     def receipted(self, ids: Sequence[str]) -> list[str]:
         rows = self.conn.execute(
             # completed_at: set when the last destination's receipt is recorded (store
-            # schema v10, issue 11; this bench's mail has one destination, which never fails).
+            # schema v11, issue 11; this bench's mail has one destination, which never fails).
             "SELECT message_id FROM envelopes WHERE completed_at IS NOT NULL"
             " AND message_id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(ids)),),
