@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
+from gateway.evidence_verify import verify_bundle
 from gateway.outbox import Document, send_documents
 from gateway.testnet import Network
 from tests.integration.conftest import PG_DSN, pg_admin
@@ -186,14 +188,20 @@ def test_a_revoked_key_of_one_destination_holds_and_reseals_only_for_it(tmp_path
         at_hq = by_site(status(w, "HQ", x))
         assert at_hq["HQ"]["state"] == "delivered", "HQ's own delivery is not held"
         assert "sealed to revoked encryption key" in at_hq["M-HANOI"]["reason"]
+        # M-PARIS is stopped before it sees the replacement, so that the operator's
+        # command does the re-seal (a running gateway does it by itself, issue 10:
+        # gateway/reseal.py reseal_revoked, which the same per-destination rules bound).
+        paris.stop()
         hanoi.start()  # it sees its key revoked and publishes a replacement
         wait_until(
-            "M-HANOI's new encryption key at M-PARIS",
-            lambda: _active_enc_elsewhere(paris.directory, "M-HANOI") not in (None, old_enc),
+            "M-HANOI's new encryption key at HQ",
+            lambda: _active_enc_elsewhere(hq.directory, "M-HANOI") not in (None, old_enc),
         )
+        shutil.copyfile(hq.directory / "directory.xml", paris.directory / "directory.xml")
         # Re-sealed although HQ's receipt is in: only M-HANOI is still open.
         out = valise("queue", "reseal", x, "--dir", str(paris.directory))
         assert f"{x}\tresealed" in out.stdout, out.stdout
+        paris.start()
         wait_until("M-HANOI's receipt", lambda: status(w, "M-PARIS", x)["receipts"] == 2)
         done = status(w, "M-PARIS", x)
         assert done["delivered"] is True
@@ -244,6 +252,15 @@ def test_hq_and_five_missions_two_down_then_back(tmp_path: Path) -> None:
         assert len(set(digests)) == 5
         for site in FIVE:
             assert (net.sites[site].directory / "inbox" / x).is_dir()
+        # The origin's evidence bundle proves all five, one receipt each (design §4 WP-C).
+        out = tmp_path / "bundle"
+        exported = CliRunner().invoke(
+            main, ["evidence", "export", x, "--out", str(out), "--dir", str(w.folder("HQ"))]
+        )
+        assert exported.exit_code == 0, exported.output
+        proved = verify_bundle(out)
+        assert proved.ok, proved
+        assert proved.destinations == dict.fromkeys(FIVE, "proved")
 
 
 def test_a_destination_with_its_receipt_is_not_resealed_for(tmp_path: Path) -> None:
