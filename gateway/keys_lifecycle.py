@@ -27,6 +27,7 @@ the directory revokes it in its ring and replaces it (:func:`reconcile`).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,7 @@ from gateway.key_updates import (
     post_update,
 )
 from gateway.keyring import (
+    MAX_OVERLAP_SECONDS,
     KeyRing,
     RingKey,
     activate,
@@ -114,8 +116,9 @@ class Outcome:
         self.steps.append(step)
 
 
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``12h``, ``7d`` or plain seconds. Raises KeyOpError."""
+def parse_duration(text: str, limit: float = MAX_OVERLAP_SECONDS) -> timedelta:
+    """``90s``, ``30m``, ``12h``, ``7d`` or plain seconds, 0 to ``limit`` seconds (an
+    overlap: ten years). Raises KeyOpError (nan, inf, negative, too long)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
     value = text.strip().lower()
     try:
@@ -125,9 +128,19 @@ def parse_duration(text: str) -> timedelta:
             seconds = float(value)
     except ValueError:
         raise KeyOpError(f"{text!r} is not a duration (like 90s, 30m, 12h, 7d)") from None
+    if not math.isfinite(seconds):
+        raise KeyOpError(f"{text!r} is not a duration (like 90s, 30m, 12h, 7d)")
     if seconds < 0:
         raise KeyOpError("a duration cannot be negative")
+    if seconds > limit:
+        raise KeyOpError(f"{text!r} is too long: at most {limit:.0f} seconds")
     return timedelta(seconds=seconds)
+
+
+def check_overlap(overlap: timedelta) -> None:
+    """Refuse an overlap the ring would refuse later, before anything is generated."""
+    if not timedelta(0) <= overlap <= timedelta(seconds=MAX_OVERLAP_SECONDS):
+        raise KeyOpError(f"an overlap must be 0 to {MAX_OVERLAP_SECONDS:.0f} seconds")
 
 
 class KeyOps:
@@ -161,6 +174,7 @@ class KeyOps:
         is due (gateway/key_announce.py)."""
         from gateway.key_announce import announce_key
 
+        check_overlap(overlap)  # before a key is generated and published
         out = Outcome()
         announce = timedelta(seconds=self.config.keys.announce_seconds)
         at_once = at_once or announce <= timedelta(0)
@@ -200,6 +214,7 @@ class KeyOps:
     async def activate(
         self, key_id: str, overlap: timedelta, *, dry_run: bool = False, out: Outcome | None = None
     ) -> Outcome:
+        check_overlap(overlap)
         out = out or Outcome()
         with ring_lock(self.keys_dir):
             ring = self.ring()
