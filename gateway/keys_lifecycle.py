@@ -74,6 +74,7 @@ from gateway.keyring import (
 )
 from gateway.keystore import KeyStoreError, _read_private
 from gateway.publish import publish
+from gateway.ring_repair import drop_extra_next
 from gateway.site import (
     install_directory_file,
     load_directory,
@@ -178,6 +179,8 @@ class KeyOps:
         out = Outcome()
         announce = timedelta(seconds=self.config.keys.announce_seconds)
         at_once = at_once or announce <= timedelta(0)
+        if not dry_run:
+            self._repair_next(out)
         ring = self.ring()
         retiring = ring.of(kind, KeyState.RETIRING)
         pending = ring.of(kind, KeyState.NEXT)
@@ -204,8 +207,11 @@ class KeyOps:
                 )
             return out
         else:
-            new_id = self._generate(kind)
-            out.add(f"generated {kind} key {new_id} (next)")
+            new_id, made = self._next_key(kind)
+            if made:
+                out.add(f"generated {kind} key {new_id} (next)")
+            else:
+                out.add(f"resume: {kind} key {new_id} is next already (made meanwhile)")
         await self._sync(out, dry_run)
         if at_once:
             return await self.activate(new_id, overlap, dry_run=dry_run, out=out)
@@ -286,8 +292,8 @@ class KeyOps:
         """Revoke the active key ``old`` and put a new one in its place, with no overlap:
         the new key is published first (as next, so a TLS key gets its certificate),
         then made active while ``old`` is revoked, in one ring change."""
-        pending = self.ring().of(old.kind, KeyState.NEXT)
-        new_id = pending[0].id if pending else self._generate(old.kind)
+        self._repair_next(out)
+        new_id, _ = self._next_key(old.kind)
         out.add(f"new {old.kind} key {new_id} (next) to replace {old.id}")
         await self._sync(out, False)
         with ring_lock(self.keys_dir):
@@ -377,12 +383,30 @@ class KeyOps:
         return out
 
     # -- internals -----------------------------------------------------------------
-    def _generate(self, kind: str) -> str:
+    def _next_key(self, kind: str) -> tuple[str, bool]:
+        """The ring's next ``kind`` key, generated if there is none: (id, generated).
+        Looked for again under the ring lock, so that two commands at once (two
+        ``keys rotate``, or the site's TLS renewal and an operator) make one key."""
         with ring_lock(self.keys_dir):
             ring = self.ring()
+            pending = ring.of(kind, KeyState.NEXT)
+            if pending:
+                return pending[0].id, False
             k = self._new_key(ring, kind)
             save_ring(ring)
-            return k.id
+            return k.id, True
+
+    def _repair_next(self, out: Outcome) -> None:
+        """Keep one next key per kind (gateway/ring_repair.py): a ring left with two by
+        commands run at once (before ``_next_key``) could publish nothing any more."""
+        directory = self.directory()
+        with ring_lock(self.keys_dir):
+            ring = self.ring()
+            dropped = drop_extra_next(ring, directory)
+            if dropped:
+                save_ring(ring)
+        for k in dropped:
+            out.add(f"dropped {k.kind} key {k.id}: a second next key, never published")
 
     def _new_key(self, ring: KeyRing, kind: str) -> RingKey:
         """A new key in ``ring`` as next (not saved). A TLS key gets its certificate
@@ -460,6 +484,8 @@ class KeyOps:
             ) from None
 
     async def _sync_now(self, out: Outcome, dry_run: bool) -> None:
+        if not dry_run:
+            self._repair_next(out)
         ring = self.ring()
         directory = self.directory()
         changes, tls_public = self._changes(ring, directory)
