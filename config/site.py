@@ -50,6 +50,7 @@ Environment overrides use the upper-case dotted path: ``VALISE_STORE_DSN``,
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -208,7 +209,40 @@ MAX_EXPIRES_DAYS = 3650
 MAX_WARN_DEFERRED_SECONDS = MAX_EXPIRES_DAYS * 86400
 # The longest [keys] announce_seconds: a new key waits at most this long as next.
 MAX_ANNOUNCE_SECONDS = 30 * 86400.0
+# The longest [keys] overlap_seconds (gateway/keyring.py MAX_OVERLAP_SECONDS: ten years).
+MAX_OVERLAP_SECONDS = 3650 * 86400.0
 _OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]{0,17})){1,31}")
+
+
+def _check_keys(k: KeysSection) -> None:
+    """[keys]: finite, in range, and a TLS renewal that starts early enough for its
+    announcement to end before the old certificate does (review 10, F6): a renewed TLS
+    key waits as next up to announce_seconds, so a mission that never fetches could
+    otherwise keep a site presenting an expired certificate."""
+    for name in ("overlap_seconds", "check_seconds", "announce_seconds"):
+        if not math.isfinite(getattr(k, name)):
+            raise ConfigError(f"[keys] {name} must be a finite number of seconds")
+    if not 0 <= k.overlap_seconds <= MAX_OVERLAP_SECONDS:
+        raise ConfigError(f"[keys] overlap_seconds must be 0 to {MAX_OVERLAP_SECONDS:.0f}")
+    if k.check_seconds <= 0:
+        raise ConfigError("[keys] check_seconds must be positive")
+    if not 0 <= k.announce_seconds <= MAX_ANNOUNCE_SECONDS:
+        raise ConfigError(
+            f"[keys] announce_seconds must be 0 to {MAX_ANNOUNCE_SECONDS:.0f} (30 days)"
+        )
+    if k.tls_days < 2:
+        raise ConfigError("[keys] tls_days must be at least 2")
+    if not 1 <= k.tls_renew_days < k.tls_days:
+        raise ConfigError(
+            f"[keys] tls_renew_days must be 1 to {k.tls_days - 1} (less than tls_days,"
+            f" {k.tls_days}), not {k.tls_renew_days}"
+        )
+    if k.tls_renew_days * 86400 <= k.announce_seconds:
+        raise ConfigError(
+            f"[keys] tls_renew_days ({k.tls_renew_days} days) must be longer than"
+            f" announce_seconds ({k.announce_seconds:.0f} s): a renewed TLS key may wait"
+            " that long as next, and the old certificate must not end before it is used"
+        )
 
 
 @dataclass(frozen=True)
@@ -434,12 +468,7 @@ def _check(c: SiteConfig) -> SiteConfig:
         raise ConfigError("[delivery] mode must be inbox, maildir or smtp")
     if c.delivery.mode == "smtp" and not c.delivery.smarthost:
         raise ConfigError("[delivery] smarthost is required for mode = smtp")
-    if c.keys.overlap_seconds < 0 or c.keys.tls_days < 1 or c.keys.check_seconds <= 0:
-        raise ConfigError("[keys] overlap_seconds, tls_days and check_seconds must be positive")
-    if not 0 <= c.keys.announce_seconds <= MAX_ANNOUNCE_SECONDS:
-        raise ConfigError(
-            f"[keys] announce_seconds must be 0 to {MAX_ANNOUNCE_SECONDS:.0f} (30 days)"
-        )
+    _check_keys(c.keys)
     if _OID.fullmatch(c.tsa.policy) is None:
         raise ConfigError(
             f"[tsa] policy must be a dotted OID like 1.3.6.1.4.1.N.1, not {c.tsa.policy!r}"

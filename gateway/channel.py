@@ -364,7 +364,13 @@ async def directory(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     peer, serial = request["peer"], ctx.directory.serial
     last = ctx.fetched.get(peer)
-    if last is None or last[0] != serial or time.monotonic() - last[1] > FETCH_RECORD_SECONDS:
+    # A fetch counts for key announcements (gateway/key_announce.py) only if made with a
+    # certificate whose key is pinned for the site now (next, active or retiring): the
+    # directory is public, but a revoked (stolen) or replaced key must not make HQ
+    # believe the site has learnt a new key (review 10, F3).
+    pinned = request.get("standing") is tls_identity.Standing.PINNED
+    due = last is None or last[0] != serial or time.monotonic() - last[1] > FETCH_RECORD_SECONDS
+    if pinned and due:
         await ctx.store.directory_fetched(peer, serial, now=datetime.now(UTC))
         ctx.fetched[peer] = (serial, time.monotonic())
     return web.Response(body=ctx.directory.raw, content_type="application/vnd.valise.directory+xml")

@@ -349,6 +349,27 @@ def deferred_check(deferred: list[Waiting], now: datetime, threshold: timedelta)
     )
 
 
+def held_check(held: list[Waiting], now: datetime, threshold: timedelta) -> Check:
+    """Deliveries held (by the operator, for a revoked destination key, or waiting for a
+    destination's encryption key), ``since`` this site accepted their message: any held
+    longer than ``threshold`` (``[relay] warn_deferred_seconds``) is a warning naming
+    the oldest and why it is held (a key that never comes holds it until it expires)."""
+    name = "queue held"
+    late = [w for w in held if now - w.since > threshold]
+    if not late:
+        return Check(
+            name, Status.OK, f"{_messages(held)} held, none longer than {_span(threshold)}"
+        )
+    w = _oldest(late)
+    return Check(
+        name,
+        Status.WARN,
+        f"{_messages(late)} held longer than {_span(threshold)}; oldest {w.message_id} to "
+        f"{w.who}, held {_span(now - w.since)}{_why(w.reason)} "
+        "(valise queue list --state held)",
+    )
+
+
 def failed_check(failed: list[Waiting], now: datetime) -> Check:
     """Deliveries that failed (``since``: when) within FAILED_WINDOW: a warning naming
     how many, the latest, and the command that lists them."""

@@ -1,6 +1,8 @@
 """``valise doctor``'s look at the work still to do: deliveries deferred too long or
 failed lately, messages sent from here still without a receipt, documents received
-here and not delivered (a receipt deferred for want of the origin's key, above all).
+here and not delivered (a receipt deferred for want of the origin's key, above all),
+deliveries held too long, and held mail whose escrow no key here opens any more
+(gateway/doctor_escrow.py).
 
 Reads the store (``Store.queue(todo=True)``, the inbound items still ``received``) and
 whether each such document's inbox folder exists, and hands plain values to the pure
@@ -18,9 +20,11 @@ from gateway.doctor_checks import (
     Waiting,
     deferred_check,
     failed_check,
+    held_check,
     receipts_awaited_check,
     received_check,
 )
+from gateway.doctor_escrow import escrow_check
 from gateway.store.base import InState, OutState, QueueEntry, Store
 from gateway.waiting import waiting_reason
 from routing.directory import Directory
@@ -47,6 +51,11 @@ async def queue_checks(
         Waiting(q.message_id, q.peer, _since(q, q.updated), q.last_reason)
         for q in todo
         if q.state == OutState.FAILED.value
+    ]
+    held = [
+        Waiting(q.message_id, q.peer, _since(q, q.accepted), q.last_reason)
+        for q in todo
+        if q.state == OutState.HELD.value
     ]
     forwarded = []
     for q in todo:
@@ -80,6 +89,8 @@ async def queue_checks(
     ]
     return [
         deferred_check(deferred, now, threshold),
+        held_check(held, now, threshold),
+        await escrow_check(store, config, [w.message_id for w in held]),
         failed_check(failed, now),
         receipts_awaited_check(forwarded, now, threshold),
         received_check(received, now, threshold),

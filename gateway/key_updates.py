@@ -58,7 +58,7 @@ from gateway.store.base import StoreError
 from gateway.store.enrollments import CertificatePurpose
 from gateway.tls_identity import Standing, issued
 from routing.directory import Directory, DirectoryError, KeyState, SiteEntry
-from routing.key_changes import KeyChange, apply_changes
+from routing.key_changes import KeyChange, apply_site_update
 
 LABEL = b"valise/v1/key-update\x00"
 POSSESSION_LABEL = b"valise/v1/key-possession\x00"
@@ -282,7 +282,7 @@ def apply_update(
     try:
         directory, _ = publish(
             site_dir,
-            lambda d, now: apply_changes(d, update.changes, now=now),
+            lambda d, now: apply_site_update(d, update.changes, now=now),
             passphrase=passphrase,
         )
     except DirectoryError as exc:

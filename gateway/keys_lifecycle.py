@@ -27,6 +27,7 @@ the directory revokes it in its ring and replaces it (:func:`reconcile`).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,7 @@ from gateway.key_updates import (
     post_update,
 )
 from gateway.keyring import (
+    MAX_OVERLAP_SECONDS,
     KeyRing,
     RingKey,
     activate,
@@ -72,6 +74,7 @@ from gateway.keyring import (
 )
 from gateway.keystore import KeyStoreError, _read_private
 from gateway.publish import publish
+from gateway.ring_repair import drop_extra_next
 from gateway.site import (
     install_directory_file,
     load_directory,
@@ -114,8 +117,9 @@ class Outcome:
         self.steps.append(step)
 
 
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``12h``, ``7d`` or plain seconds. Raises KeyOpError."""
+def parse_duration(text: str, limit: float = MAX_OVERLAP_SECONDS) -> timedelta:
+    """``90s``, ``30m``, ``12h``, ``7d`` or plain seconds, 0 to ``limit`` seconds (an
+    overlap: ten years). Raises KeyOpError (nan, inf, negative, too long)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
     value = text.strip().lower()
     try:
@@ -125,9 +129,19 @@ def parse_duration(text: str) -> timedelta:
             seconds = float(value)
     except ValueError:
         raise KeyOpError(f"{text!r} is not a duration (like 90s, 30m, 12h, 7d)") from None
+    if not math.isfinite(seconds):
+        raise KeyOpError(f"{text!r} is not a duration (like 90s, 30m, 12h, 7d)")
     if seconds < 0:
         raise KeyOpError("a duration cannot be negative")
+    if seconds > limit:
+        raise KeyOpError(f"{text!r} is too long: at most {limit:.0f} seconds")
     return timedelta(seconds=seconds)
+
+
+def check_overlap(overlap: timedelta) -> None:
+    """Refuse an overlap the ring would refuse later, before anything is generated."""
+    if not timedelta(0) <= overlap <= timedelta(seconds=MAX_OVERLAP_SECONDS):
+        raise KeyOpError(f"an overlap must be 0 to {MAX_OVERLAP_SECONDS:.0f} seconds")
 
 
 class KeyOps:
@@ -161,9 +175,12 @@ class KeyOps:
         is due (gateway/key_announce.py)."""
         from gateway.key_announce import announce_key
 
+        check_overlap(overlap)  # before a key is generated and published
         out = Outcome()
         announce = timedelta(seconds=self.config.keys.announce_seconds)
         at_once = at_once or announce <= timedelta(0)
+        if not dry_run:
+            self._repair_next(out)
         ring = self.ring()
         retiring = ring.of(kind, KeyState.RETIRING)
         pending = ring.of(kind, KeyState.NEXT)
@@ -190,8 +207,11 @@ class KeyOps:
                 )
             return out
         else:
-            new_id = self._generate(kind)
-            out.add(f"generated {kind} key {new_id} (next)")
+            new_id, made = self._next_key(kind)
+            if made:
+                out.add(f"generated {kind} key {new_id} (next)")
+            else:
+                out.add(f"resume: {kind} key {new_id} is next already (made meanwhile)")
         await self._sync(out, dry_run)
         if at_once:
             return await self.activate(new_id, overlap, dry_run=dry_run, out=out)
@@ -200,6 +220,7 @@ class KeyOps:
     async def activate(
         self, key_id: str, overlap: timedelta, *, dry_run: bool = False, out: Outcome | None = None
     ) -> Outcome:
+        check_overlap(overlap)
         out = out or Outcome()
         with ring_lock(self.keys_dir):
             ring = self.ring()
@@ -271,8 +292,8 @@ class KeyOps:
         """Revoke the active key ``old`` and put a new one in its place, with no overlap:
         the new key is published first (as next, so a TLS key gets its certificate),
         then made active while ``old`` is revoked, in one ring change."""
-        pending = self.ring().of(old.kind, KeyState.NEXT)
-        new_id = pending[0].id if pending else self._generate(old.kind)
+        self._repair_next(out)
+        new_id, _ = self._next_key(old.kind)
         out.add(f"new {old.kind} key {new_id} (next) to replace {old.id}")
         await self._sync(out, False)
         with ring_lock(self.keys_dir):
@@ -362,12 +383,30 @@ class KeyOps:
         return out
 
     # -- internals -----------------------------------------------------------------
-    def _generate(self, kind: str) -> str:
+    def _next_key(self, kind: str) -> tuple[str, bool]:
+        """The ring's next ``kind`` key, generated if there is none: (id, generated).
+        Looked for again under the ring lock, so that two commands at once (two
+        ``keys rotate``, or the site's TLS renewal and an operator) make one key."""
         with ring_lock(self.keys_dir):
             ring = self.ring()
+            pending = ring.of(kind, KeyState.NEXT)
+            if pending:
+                return pending[0].id, False
             k = self._new_key(ring, kind)
             save_ring(ring)
-            return k.id
+            return k.id, True
+
+    def _repair_next(self, out: Outcome) -> None:
+        """Keep one next key per kind (gateway/ring_repair.py): a ring left with two by
+        commands run at once (before ``_next_key``) could publish nothing any more."""
+        directory = self.directory()
+        with ring_lock(self.keys_dir):
+            ring = self.ring()
+            dropped = drop_extra_next(ring, directory)
+            if dropped:
+                save_ring(ring)
+        for k in dropped:
+            out.add(f"dropped {k.kind} key {k.id}: a second next key, never published")
 
     def _new_key(self, ring: KeyRing, kind: str) -> RingKey:
         """A new key in ``ring`` as next (not saved). A TLS key gets its certificate
@@ -445,6 +484,8 @@ class KeyOps:
             ) from None
 
     async def _sync_now(self, out: Outcome, dry_run: bool) -> None:
+        if not dry_run:
+            self._repair_next(out)
         ring = self.ring()
         directory = self.directory()
         changes, tls_public = self._changes(ring, directory)

@@ -184,6 +184,29 @@ def apply_changes(d: Directory, changes: Sequence[KeyChange], *, now: datetime) 
     return Directory(serial=d.serial + 1, issued=now, hub=d.hub, sites=new_sites)
 
 
+def apply_site_update(d: Directory, changes: Sequence[KeyChange], *, now: datetime) -> Directory:
+    """:func:`apply_changes` for a site's own key update (``/v1/keys``, review 10 F2):
+    also refused if it leaves a site that had an active encryption key with none. Mail
+    to a site with no active encryption key waits (gateway/key_wait.py), so a mission
+    revoking its own key without a replacement would hold what is sent to it; ``valise
+    keys revoke`` always activates the replacement in the same update. HQ's own
+    revocation of a site's key (a compromise) is not a site update and still may."""
+    new = apply_changes(d, changes, now=now)
+    for site in sorted({c.site for c in changes}):
+        if _has_active(d.site(site), "encryption") and not _has_active(
+            new.site(site), "encryption"
+        ):
+            raise DirectoryError(
+                f"{site} would have no active encryption key: an update that revokes or"
+                " retires it must activate its replacement too"
+            )
+    return new
+
+
+def _has_active(entry: SiteEntry, kind: str) -> bool:
+    return any(s is KeyState.ACTIVE for _, s in _keys(entry, kind))
+
+
 def enrol_site(d: Directory, entry: SiteEntry, *, now: datetime) -> Directory:
     """``d`` with ``entry`` added, or in place of the site's entry (enrolled again): the
     old entry's keys go to the new one's retired ids, never to be used again. Raises

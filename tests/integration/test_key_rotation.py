@@ -315,8 +315,9 @@ _ = (KeyState, _check_exactly_once)
 def test_tls_certificates_renew_by_themselves_and_directory_status_shows_the_fetches(
     tmp_path: Path,
 ) -> None:
-    # Renew when the certificate ends within 400 days: at once, for a 365-day one.
-    site_env = {"M-HANOI": {"VALISE_KEYS_TLS_RENEW_DAYS": "400"}}
+    # Renew when the certificate ends within 400 days: at once, for the 365-day one it
+    # enrolled with (tls_renew_days must be under tls_days, so tls_days is 800 here).
+    site_env = {"M-HANOI": {"VALISE_KEYS_TLS_RENEW_DAYS": "400", "VALISE_KEYS_TLS_DAYS": "800"}}
     with Network(tmp_path, env=ENV, site_env=site_env) as net:
         hq, hanoi = net.sites["HQ"], net.sites["M-HANOI"]
 

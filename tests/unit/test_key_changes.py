@@ -20,7 +20,7 @@ from routing.directory import (
     parse_directory,
     write_directory,
 )
-from routing.key_changes import KINDS, KeyChange, apply_changes, key_site
+from routing.key_changes import KINDS, KeyChange, apply_changes, apply_site_update, key_site
 from tests.conftest import NOW
 
 DIRECTORY_KEY = SigningKey.from_seed(bytes([77]) * 32)
@@ -421,3 +421,39 @@ def test_changed_states_survive_signing_and_the_schema() -> None:
     unknown = data.replace(b'state="retired"', b'state="dormant"', 1)
     with pytest.raises(DirectoryError):
         parse_directory(unknown, DIRECTORY_KEY.public)
+
+
+def test_a_site_update_may_not_leave_it_without_an_active_encryption_key() -> None:
+    """Review 10, F2: a mission revoking its own encryption key with no replacement
+    would hold every message sent to it (and, before the split, to others with it)."""
+    alone = [change("M-PARIS", "encryption", 0, REV)]
+    with pytest.raises(DirectoryError, match="no active encryption key"):
+        apply_site_update(base(), alone, now=LATER)
+    replaced = [
+        change("M-PARIS", "encryption", 1, N),
+        change("M-PARIS", "encryption", 1, A),
+        change("M-PARIS", "encryption", 0, REV),
+    ]
+    d = apply_site_update(base(), replaced, now=LATER)
+    assert d.site("M-PARIS").active_encryption_key() == ENCRYPTION["M-PARIS"][1].public
+    # HQ revoked it (not a site update): the site may then publish anything.
+    revoked = apply_changes(base(), alone, now=LATER)
+    again = apply_site_update(revoked, [change("M-PARIS", "signing", 1, N)], now=LATER)
+    assert state_of(again, "M-PARIS", "signing", 1) is N
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from(list(KeyState))), max_size=6))
+def test_a_site_update_applies_as_apply_changes_or_keeps_an_active_encryption_key(
+    steps: list[tuple[int, KeyState]],
+) -> None:
+    changes = [change("M-PARIS", "encryption", n, s) for n, s in steps]
+    try:
+        plain = apply_changes(base(), changes, now=LATER)
+    except DirectoryError:
+        return
+    try:
+        got = apply_site_update(base(), changes, now=LATER)
+    except DirectoryError:
+        assert not [s for _, s in states(plain, "M-PARIS", "encryption") if s is A]
+        return
+    assert got == plain

@@ -192,3 +192,17 @@ def test_warn_deferred_seconds_is_a_positive_finite_bounded_number(
     else:
         with pytest.raises(ConfigError, match=r"\[relay\] warn_deferred_seconds"):
             load_site_config(site_dir, env)
+
+
+# -- held (review 10, F1) --------------------------------------------------------------
+
+
+def test_held_under_the_threshold_is_ok_over_it_warns_with_the_oldest_and_why() -> None:
+    from gateway.doctor_checks import held_check
+
+    waiting = "waiting for an encryption key of M-HANOI"
+    assert held_check([_w(1, HOUR / 2, "HQ", waiting)], NOW, HOUR).status is Status.OK
+    check = held_check([_w(1, HOUR / 2, "HQ", waiting), _w(2, 3 * HOUR, "HQ", waiting)], NOW, HOUR)
+    assert check.status is Status.WARN
+    assert mid(2) in check.detail and waiting in check.detail and mid(1) not in check.detail
+    assert "1 message held longer than" in check.detail
