@@ -25,8 +25,14 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/mypy $(PKGS)
 	$(BIN)/lint-imports
 
+# Test files run in parallel on TEST_WORKERS processes (pytest-xdist, one file per
+# worker at a time: a file's tests share its fixtures and order). Every server a test
+# starts binds a free loopback port and every PostgreSQL test has its own schema, so
+# files are independent. TEST_WORKERS=0 runs them one after the other.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The inner loop (under 2 minutes): lint, then the unit tests and vectors only; no
 # sockets, no processes, no database. `make test` runs everything.
