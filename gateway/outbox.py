@@ -40,6 +40,9 @@ class Document:
     data: bytes
 
 
+RESERVED_CLASS = "receipt"
+
+
 def _address(
     ctx: SiteContext,
     to: Sequence[str],
@@ -53,7 +56,15 @@ def _address(
     message_id: str | None,
 ) -> tuple[list[Recipient], RoutingHeader, str | None]:
     """The recipients, the routing header, and the hold reason if a destination has
-    no active encryption key yet (its stanza then opens for no one: key_wait.py)."""
+    no active encryption key yet (its stanza then opens for no one: key_wait.py).
+
+    The class ``receipt`` is reserved to the receipts this gateway seals itself
+    (local_delivery.seal_reply): a submitted "receipt" would pass HQ, which cannot open
+    it, as its sender's receipt of ``in_reply_to`` and close that delivery there."""
+    if doc_class == RESERVED_CLASS:
+        raise UsageError(
+            f"class {RESERVED_CLASS!r} is reserved to the receipts the gateway seals itself"
+        )
     try:
         waiting = keyless_destinations(ctx.directory, to)
         recipients = [

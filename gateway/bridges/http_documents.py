@@ -66,7 +66,7 @@ from gateway.bridges.integrators import (
 from gateway.circular_status import message_status
 from gateway.envelope_io import InputPart
 from gateway.key_wait import keyless_destinations
-from gateway.outbox import send_files
+from gateway.outbox import RESERVED_CLASS, send_files
 from gateway.site import SiteContext
 from gateway.store.base import Destination, Submission
 from gateway.submit import ExpiresRefused, check_expires, longest_lifetime
@@ -144,6 +144,8 @@ def check_metadata(meta: dict[str, Any], ctx: SiteContext, now: datetime) -> Met
             check_message_id(in_reply_to)
     except EnvelopeError as exc:
         raise _invalid(str(exc)) from None
+    if doc_class == RESERVED_CLASS:  # only the gateway seals receipts (review 11, F1)
+        raise _invalid(f"class {RESERVED_CLASS!r} is reserved to the receipts the gateway seals")
     return Metadata(
         to=tuple(dict.fromkeys(to)),
         doc_class=doc_class,
