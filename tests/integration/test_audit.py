@@ -216,7 +216,9 @@ async def test_a_time_stamped_checkpoint_verifies(store: Store) -> None:
     cp = await checkpoint_now(store, site=HERE, key=KEY, stamp=stamp, now=T0)
     assert cp is not None and cp.token is not None
     assert (await verify_store(store, site=HERE, keys=KEYS, token_check=token_check)).ok
-    await raw(store, "UPDATE audit_checkpoints SET token = ?", cp.token[:-1] + b"\x00")
+    # Flip a bit of the last byte (setting it to 0 left it unchanged when it was 0).
+    bent = cp.token[:-1] + bytes([cp.token[-1] ^ 1])
+    await raw(store, "UPDATE audit_checkpoints SET token = ?", bent)
     report = await verify_store(store, site=HERE, keys=KEYS, token_check=token_check)
     assert report.first is not None and report.first.kind == "checkpoint"
     assert "time-stamp" in report.first.what
