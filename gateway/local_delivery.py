@@ -409,11 +409,24 @@ class LocalDelivery:
         )
 
     def _own_receipt(self, o: Opened) -> ReceiptRecord | None:
-        """The receipt sealed here for document ``o``, as the record that closes this
-        site's own destination row of it where there is one (a hub that also relays
-        the message). None at the origin itself: its receipt comes back to it as an
-        envelope and is checked and kept like any other."""
-        if o.reply is None or o.routing is None or o.routing.origin == self.ctx.here:
+        """The record that closes this site's own destination row of document ``o``
+        where there is one: at a hub that also relays the message, the receipt sealed
+        here for it; at the origin, when it listed itself among the destinations, the
+        opening here (no receipt envelope is sealed to oneself; the row's digest is
+        then the document's own). Review 11, F2: the origin's own row stayed queued,
+        the circular never completed and expiry failed a document in the inbox."""
+        if o.routing is None:
+            return None
+        if o.routing.origin == self.ctx.here:
+            return ReceiptRecord(
+                o.record.message_id,
+                self.ctx.here,
+                o.record.digest,
+                o.record.digest,
+                None,
+                "opened here (the origin)",
+            )
+        if o.reply is None:
             return None
         reply = o.reply[0]
         return ReceiptRecord(
