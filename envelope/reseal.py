@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from crypto.errors import DecryptionError
-from crypto.keys import DecryptionKey, SigningKey
+from crypto.keys import DecryptionKey, EncryptionKey, SigningKey
 from crypto.recipes import sign, unwrap, wrap
 from envelope.errors import DecryptionFailed, UsageError
 from envelope.framing import frame_prefix
@@ -101,3 +101,14 @@ def _signed_anew(
         envelope_digest(signed_xml, signature_xml),
         signature,
     )
+
+
+def rewrap_escrow(escrow: bytes, message_id: str, old: DecryptionKey, new: EncryptionKey) -> bytes:
+    """The origin's escrow of ``message_id``'s content key, wrapped to ``old`` (this
+    site's encryption key, about to be deleted), wrapped again to ``new`` (its key now).
+    Raises :class:`DecryptionFailed` if the escrow is not wrapped to ``old``."""
+    try:
+        content_key = unwrap(escrow, old, escrow_info(message_id, old.key_id))
+    except DecryptionError:
+        raise DecryptionFailed() from None
+    return wrap(content_key, new, escrow_info(message_id, new.key_id))

@@ -53,7 +53,7 @@ from gateway.hop import (
     split_batch,
 )
 from gateway.metrics import Metrics
-from gateway.reseal import take_resealed_copy
+from gateway.reseal import stale_for_here, take_resealed_copy
 from gateway.site import SiteContext
 from gateway.store.base import Acceptance, StoreError
 from gateway.tls import TLSConfigError, peer_certificate, peer_pin, peer_site_id
@@ -199,6 +199,7 @@ async def hop(request: web.Request) -> web.Response:
         accepted.append((len(results), checked))
         results.append({"status": "accepted", "id": checked.record.message_id})
     accepted = await _fitting_receipts(request, accepted, results)
+    accepted = await _opening_here(request, accepted, results)
     if accepted:
         _crash(ctx, "hop-before-commit")
         outcomes = await ctx.store.accept_many(
@@ -251,6 +252,30 @@ async def hop(request: web.Request) -> web.Response:
         if any(c.deliver_here for _, c in accepted):
             request.app[INBOUND].set()
     return web.Response(body=_results_json(results), content_type="application/json")
+
+
+async def _opening_here(
+    request: web.Request, accepted: list[tuple[int, Checked]], results: list[Any]
+) -> list[tuple[int, Checked]]:
+    """``accepted`` less the envelopes new here wrapped to us under a key of ours we no
+    longer accept (revoked, retired): refused, with a reason for which the sender holds
+    them until their origin re-seals them (gateway/reseal.py stale_for_here). Taken,
+    such a copy would be failed here, and its re-sealed copy then seen as a duplicate:
+    the message lost. One stored here already is a duplicate as ever."""
+    ctx, peer = request.app[CONTEXT], request["peer"]
+    stale = {i: why for i, c in accepted if (why := stale_for_here(ctx, c.parsed)) is not None}
+    if not stale:
+        return accepted
+    known = await ctx.store.sent_digests([c.record.message_id for i, c in accepted if i in stale])
+    kept: list[tuple[int, Checked]] = []
+    for index, c in accepted:
+        if index in stale and c.record.message_id not in known:
+            results[index] = {"status": "refused", "reason": stale[index]}
+            request.app[METRICS].refused.labels(peer).inc()
+            logjson.event(log, logging.WARNING, "hop_refused", peer=peer, reason=stale[index])
+            continue
+        kept.append((index, c))
+    return kept
 
 
 async def _fitting_receipts(

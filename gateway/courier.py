@@ -40,6 +40,7 @@ from gateway.circular_status import emit_closed
 from gateway.events import EventBus
 from gateway.hop import HopRefused, HopUnknownKey, verify_ack, verify_hop_ack
 from gateway.metrics import Metrics
+from gateway.reseal import HOLD_REASON
 from gateway.site import SiteContext
 from gateway.store.base import Claimed
 from routing.directory import DirectoryError
@@ -228,8 +229,13 @@ class Couriers:
 
     async def _refused(self, c: Claimed, peer: str, reason: str) -> None:
         logjson.event(log, logging.WARNING, "refused", id=c.message_id, peer=peer, reason=reason)
-        why = f"refused by {peer}: {reason}"
         now = datetime.now(UTC)
+        if reason.startswith(HOLD_REASON):
+            # Sealed to a key the peer no longer accepts: held for its origin's re-seal
+            # (gateway/reseal.py), which takes this copy's place; not failed.
+            await self.ctx.store.hold(c.message_id, now=now, reason=f"{reason} ({peer})")
+            return
+        why = f"refused by {peer}: {reason}"
         closed = await self.ctx.store.fail(c.message_id, peer, reason=why, now=now)
         if closed is not None:
             await emit_closed(self.events, self.ctx.store, closed, now)

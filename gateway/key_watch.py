@@ -34,17 +34,27 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import ClientSession
 
+from envelope.errors import EnvelopeError
 from envelope.model import RecipientStanza
+from envelope.open import parse_framed_head
 from gateway import logjson
 from gateway.audit import AuditError, record
 from gateway.channel import PinnedConnector
 from gateway.circular import hops_to_hold
 from gateway.key_announce import activate_announced
 from gateway.key_wait import seal_waiting
+from gateway.keyring import prunable
 from gateway.keys_lifecycle import KeyOpError, KeyOps, Outcome, audit_key_event
 from gateway.keystore import KeyStoreError
 from gateway.receipt_reseal import ReceiptSweep
-from gateway.reseal import HOLD_REASON, NOTHING_LEFT, reseal_revoked, resign_refused, stored_head
+from gateway.reseal import (
+    HOLD_REASON,
+    NOTHING_LEFT,
+    release_fresh,
+    reseal_revoked,
+    resign_refused,
+    stored_head,
+)
 from gateway.site import SiteContext, load_keys
 from gateway.store.base import StoreError
 from gateway.tls import TLSConfigError, reload_chain
@@ -62,6 +72,7 @@ class KeyWatcher:
     ) -> None:
         self.ctx = ctx
         self.ops = KeyOps(ctx.config, session, ctx.store)
+        self.ops.prune_on_publish = False  # after our keys are loaded again: _prune
         self.session = session  # its pooled connections follow a new client certificate
         self.contexts = contexts  # the server's and the client's: reloaded on rotation
         self.kick = asyncio.Event()
@@ -115,9 +126,28 @@ class KeyWatcher:
             await audit_directory(ctx, serial)
         self.installed.clear()
         self._reload_if_changed()
+        await self._prune()
         await self._hold_revoked()
+        await self._release_fresh()
         await self._resign_revoked(now)
         await seal_waiting(ctx, now=now)  # mail queued for a site that had no key
+
+    async def _prune(self) -> None:
+        """Delete the private files of our retired and revoked keys the directory shows
+        so, once the keys in use here are the ring's (an escrow sealed meanwhile to the
+        old encryption key is wrapped again first: gateway/escrow_rewrap.py)."""
+        if self._ring_stamp() != self._ring_seen:
+            return  # not loaded yet: the next round
+        out = Outcome([])
+        try:
+            going = {k.id for k in prunable(self.ops.ring(), self.ctx.directory)}
+            if going and await still_to_open(self.ctx, going):
+                return  # received here sealed to a key going: opened first
+            await self.ops.prune(self.ctx.directory, out)
+        except (KeyStoreError, DirectoryError, OSError) as exc:
+            logjson.event(log, logging.WARNING, "keys_step_failed", reason=str(exc))
+        if out.steps:
+            self._log(out)
 
     async def _audit(self, action: str, out: Outcome, result: str) -> None:
         ctx = self.ctx
@@ -182,6 +212,10 @@ class KeyWatcher:
             self._held_for |= revoked
         for message_id in held:
             logjson.event(log, logging.WARNING, "held", id=message_id, reason=HOLD_REASON)
+
+    async def _release_fresh(self) -> None:
+        for message_id in await release_fresh(self.ctx, datetime.now(UTC)):
+            logjson.event(log, logging.INFO, "released", id=message_id, reason="re-sealed")
 
     async def _resign_revoked(self, now: datetime) -> None:
         """Sign again what a peer refused for our revoked signing key (every round), and
@@ -270,6 +304,24 @@ async def _hold_stale(
         reason = f"{HOLD_REASON} {hit.key_id} of {hit.site}"
         done += await ctx.store.hold(message_id, now=now, reason=reason, peers=[hop])
     return done > 0
+
+
+async def still_to_open(ctx: SiteContext, key_ids: set[str]) -> bool:
+    """Whether an envelope received here and not opened yet is wrapped to us under one
+    of ``key_ids`` (accepted before our directory showed the key revoked: it opens
+    only while its private file is there)."""
+    try:
+        waiting = await ctx.store.inbound_received(limit=10_000, max_bytes=1 << 62)
+    except StoreError:
+        return True
+    for item in waiting:
+        try:
+            parsed = parse_framed_head(item.data)[0]
+        except EnvelopeError:
+            continue
+        if any(s.site == ctx.here and s.key_id in key_ids for s in parsed.head.recipients):
+            return True
+    return False
 
 
 async def in_flight_to(ctx: SiteContext, revoked: set[tuple[str, str]]) -> bool:

@@ -281,15 +281,22 @@ def prune(ring: KeyRing, directory: Directory) -> list[RingKey]:
     """Delete the private file of every retired or revoked key whose state the
     directory shows already (until then it may still have to sign the update that
     publishes it). Returns the keys pruned."""
+    pruned = prunable(ring, directory)
+    for k in pruned:
+        ring.path(k).unlink()
+    return pruned
+
+
+def prunable(ring: KeyRing, directory: Directory) -> list[RingKey]:
+    """The keys :func:`prune` deletes the private file of."""
     published = directory.site(ring.site).states()
-    pruned = []
+    found = []
     for k in ring.keys:
         shown = published.get(k.id)
         unusable = k.key_state not in USABLE
         if unusable and (shown is None or shown[1] is k.key_state) and ring.path(k).exists():
-            ring.path(k).unlink()
-            pruned.append(k)
-    return pruned
+            found.append(k)
+    return found
 
 
 def add_key(

@@ -45,6 +45,7 @@ from crypto.x509 import (
     site_public_key,
 )
 from gateway import audit
+from gateway.escrow_rewrap import rewrap_escrows
 from gateway.key_updates import (
     KeyUpdate,
     KeyUpdateError,
@@ -64,6 +65,7 @@ from gateway.keyring import (
     due_for_retirement,
     generate_key,
     load_ring,
+    prunable,
     prune,
     publish_lock,
     retire,
@@ -83,7 +85,7 @@ from gateway.site import (
     read_trust,
     write_private,
 )
-from gateway.store.base import Store
+from gateway.store.base import Store, StoreError
 from gateway.tls import client_context
 from routing.directory import (
     USABLE,
@@ -158,6 +160,10 @@ class KeyOps:
         self.keys_dir = config.keys_dir
         self._session = session  # a running mission's channel session, else our own
         self.store = store  # a running site's store, else opened when needed
+        # Delete retired and revoked private files once published. The running gateway
+        # turns this off and prunes after it has loaded its new keys (gateway/key_watch.py):
+        # until then it may still seal escrows to the old encryption key.
+        self.prune_on_publish = True
 
     # -- reading -------------------------------------------------------------------
     def ring(self) -> KeyRing:
@@ -518,8 +524,39 @@ class KeyOps:
             self._store_certificate(cert)
         out.add(f"published: {described} (directory {new.serial})")
         out.serial = new.serial
-        with ring_lock(self.keys_dir):
-            prune(self.ring(), new)
+        if self.prune_on_publish:
+            await self.prune(new, out)
+
+    async def prune(self, directory: Directory, out: Outcome) -> None:
+        """Delete the private files :func:`gateway.keyring.prune` deletes, the escrows
+        wrapped to an encryption key among them wrapped again to the active key first."""
+        if await self._keep_escrows(directory, out):
+            with ring_lock(self.keys_dir):
+                prune(self.ring(), directory)
+
+    async def _keep_escrows(self, directory: Directory, out: Outcome) -> bool:
+        """Wrap the escrows wrapped to an encryption key about to be pruned again to the
+        active one (gateway/escrow_rewrap.py). False (prune later) if the store failed."""
+        ring = self.ring()
+        going = [k for k in prunable(ring, directory) if k.kind == "encryption"]
+        if not going:
+            return True
+        old = [decryption_key(ring, k) for k in going]
+        new = decryption_key(ring, ring.active("encryption")).public
+        own = self.store is None
+        try:
+            store = await open_store(self.config) if self.store is None else self.store
+            try:
+                n = await rewrap_escrows(store, old, new, now=datetime.now(UTC))
+            finally:
+                if own:
+                    await store.close()
+        except StoreError as exc:
+            out.add(f"kept the private file of {', '.join(k.id for k in going)}: {exc}")
+            return False
+        if n:
+            out.add(f"{n} escrows wrapped again to encryption key {new.key_id}")
+        return True
 
     def _signer(self, ring: KeyRing, directory: Directory) -> SigningKey:
         """A signing key the directory accepts now, whose private file we still hold:

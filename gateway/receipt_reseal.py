@@ -15,7 +15,9 @@ Rules:
   the active key and sent again (same id). The hub takes the new copy in place of a
   held one and sends it on; it acknowledges a copy of one it passed on already, and
   sends nothing (gateway/ack_renewal.py).
-- Once per revoked key, and for one destination at most once per ``EVERY``: a site
+- Once per revoked key (again next round if one could not be sealed again yet: our
+  own new signing key not published, or the receipt being sent), and for one
+  destination at most once per ``EVERY``: a site
   that revokes its own keys again and again (each needs a key update HQ accepts, and
   a replacement) makes each site send each of its receipts again at most
   ``WINDOW / EVERY + 1`` times. A revocation due meanwhile waits for its turn; none is
@@ -29,7 +31,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from envelope.receipt import RECEIPT_CLASS
-from gateway.reseal import ResealResult, has_active_key, reseal_message, stored_head
+from gateway.reseal import NOT_YET, ResealResult, has_active_key, reseal_message, stored_head
 from gateway.site import SiteContext
 from gateway.store.base import OutState
 from routing.directory import Directory, KeyState
@@ -76,8 +78,9 @@ class ReceiptSweep:
         if not due:
             return []
         results = await reseal_receipts(ctx, due, now=now)
-        self.swept |= set(due)
-        self.last.update({site: now for site, _ in due})
+        if not any(r.detail in NOT_YET for r in results):  # else all again next round
+            self.swept |= set(due)
+            self.last.update({site: now for site, _ in due})
         return results
 
 

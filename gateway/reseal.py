@@ -231,6 +231,8 @@ def _closed_stale(
 _UNPUBLISHED = "our signing key is no longer accepted and its successor is not yet published"
 # No delivery to send again: delivered meanwhile, or being tried (then look again).
 NOTHING_LEFT = "nothing left to send (delivered meanwhile, or being sent now?)"
+# Why a re-seal or re-signature may succeed later without anyone doing anything.
+NOT_YET = (_UNPUBLISHED, NOTHING_LEFT)
 
 
 def _signing_key_published(ctx: SiteContext) -> bool:
@@ -354,6 +356,11 @@ async def take_resealed_copy(
     wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
     if stale_stanzas(ctx.directory, wraps):
         return False  # an older copy (a retry crossing the re-seal): it would not open
+    # Ours no longer goes through (wrapped to a key, or signed with one, no longer
+    # accepted): the new copy takes its place wherever it has not gone on yet.
+    stale = bool(
+        stale_stanzas(ctx.directory, [(s.site, s.key_id) for s in held_head.head.recipients])
+    ) or not _signed_usably(ctx, held_head)
     count = await ctx.store.replace_sealed(
         record.message_id,
         data=record.data,
@@ -361,12 +368,67 @@ async def take_resealed_copy(
         chain=record.chain or b"",
         hop_ack=hop_ack,
         expected_digest=held.digest,
-        requeue=(OutState.HELD.value,),
-        held_for=HOLD_REASON,
+        requeue=NOT_GONE_ON if stale else (OutState.HELD.value,),
+        held_for=None if stale else HOLD_REASON,
         now=now,
         reason="resealed by its origin",
     )
     return count > 0
+
+
+# A relay's deliveries of a copy that has not gone on: a better copy is sent instead.
+NOT_GONE_ON = (
+    OutState.HELD.value,
+    OutState.QUEUED.value,
+    OutState.DEFERRED.value,
+    OutState.SENDING.value,
+    OutState.FAILED.value,
+)
+
+
+def _signed_usably(ctx: SiteContext, parsed: ParsedHead) -> bool:
+    try:
+        keys = ctx.directory.site(parsed.head.routing.origin).verify_keys()
+    except DirectoryError:
+        return True  # not ours to judge
+    return parsed.head.signature_key_id in keys
+
+
+def stale_for_here(ctx: SiteContext, parsed: ParsedHead) -> str | None:
+    """Why an envelope wrapped to us under a key of ours we no longer accept (revoked,
+    retired) is refused (it would not open, or with a key no longer safe): a reason
+    starting with HOLD_REASON, so that the relay holds it for its origin's re-seal
+    (gateway/courier.py). None if its stanza for us is to a key in force."""
+    ours = [(s.site, s.key_id) for s in parsed.head.recipients if s.site == ctx.here]
+    stale = stale_stanzas(ctx.directory, ours)
+    if not stale:
+        return None
+    key = stale[0].split(":", 1)[1]
+    try:
+        why = ctx.directory.site(ctx.here).refusal(key)
+    except DirectoryError:
+        why = "not in our directory"
+    return f"{HOLD_REASON} {key} of {ctx.here}: {why}; its origin re-seals it"
+
+
+async def release_fresh(ctx: SiteContext, now: datetime) -> list[str]:
+    """Release what is held here for a revoked key although the copy stored now is
+    sealed to keys in force (a re-sealed copy taken in its place while a try of the
+    old one was refused). Returns the message ids released."""
+    released: list[str] = []
+    for entry in await ctx.store.queue(state=OutState.HELD.value):
+        if not entry.last_reason.startswith(HOLD_REASON) or entry.message_id in released:
+            continue
+        parsed = await stored_head(ctx, entry.message_id)
+        if parsed is None:
+            continue
+        wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
+        if stale_stanzas(ctx.directory, wraps):
+            continue
+        reason = "its copy here is sealed to keys in force"
+        if await ctx.store.release(entry.message_id, now=now, reason=reason):
+            released.append(entry.message_id)
+    return released
 
 
 # How a peer's refusal of an origin signature reads in a failed delivery's reason

@@ -724,6 +724,16 @@ class Store(Protocol):
         """The escrowed content key of an envelope this site sealed (None: none kept)."""
         ...
 
+    async def open_escrows(self, *, receipts_since: datetime) -> list[tuple[str, bytes]]:
+        """(message id, escrow) of each envelope sealed here not yet delivered (no
+        receipt), and of each receipt of ours created since ``receipts_since`` (its hop
+        ack is its receipt, but the hub may still hold it: gateway/receipt_reseal.py)."""
+        ...
+
+    async def replace_escrow(self, message_id: str, *, old: bytes, new: bytes) -> bool:
+        """Store ``new`` as the message's escrow if ``old`` is still the one stored."""
+        ...
+
     async def replace_sealed(
         self,
         message_id: str,

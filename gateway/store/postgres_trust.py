@@ -131,6 +131,33 @@ class PostgresTrust:
 
         return await self._read(q)
 
+    async def open_escrows(self, *, receipts_since: datetime) -> list[tuple[str, bytes]]:
+        since = aware(receipts_since)
+
+        async def q(conn: Conn) -> list[tuple[str, bytes]]:
+            rows = await conn.fetch(
+                "SELECT message_id, escrow FROM envelopes WHERE escrow IS NOT NULL"
+                " AND (receipt IS NULL OR (doc_class = 'receipt' AND created >= $1))"
+                " ORDER BY message_id",
+                since,
+            )
+            return [(r["message_id"], bytes(r["escrow"])) for r in rows]
+
+        return await self._read(q)
+
+    async def replace_escrow(self, message_id: str, *, old: bytes, new: bytes) -> bool:
+        async def tx(conn: Conn) -> bool:
+            done = await conn.fetchval(
+                "UPDATE envelopes SET escrow = $2 WHERE message_id = $1 AND escrow = $3"
+                " RETURNING 1",
+                message_id,
+                new,
+                old,
+            )
+            return done is not None
+
+        return await self._write(tx)
+
     async def replace_sealed(
         self,
         message_id: str,

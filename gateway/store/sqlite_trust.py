@@ -137,6 +137,31 @@ class SqliteTrust:
 
         return await self._read(q)
 
+    async def open_escrows(self, *, receipts_since: datetime) -> list[tuple[str, bytes]]:
+        since = _ts(receipts_since)
+
+        def q(c: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            rows = c.execute(
+                "SELECT message_id, escrow FROM envelopes WHERE escrow IS NOT NULL"
+                " AND (receipt IS NULL OR (doc_class = 'receipt' AND created >= ?))"
+                " ORDER BY message_id",
+                (since,),
+            ).fetchall()
+            return [(r[0], bytes(r[1])) for r in rows]
+
+        return await self._read(q)
+
+    async def replace_escrow(self, message_id: str, *, old: bytes, new: bytes) -> bool:
+        def tx(c: sqlite3.Connection) -> bool:
+            return bool(
+                c.execute(
+                    "UPDATE envelopes SET escrow = ? WHERE message_id = ? AND escrow = ?",
+                    (new, message_id, old),
+                ).rowcount
+            )
+
+        return await self._write(tx)
+
     async def replace_sealed(
         self,
         message_id: str,

@@ -18,24 +18,25 @@ before its fix):
 - The key watcher signed again a message whose one delivery was being sent: the store
   replaced the copy though no delivery was queued again, the try in flight (old copy)
   was refused, and the message stayed failed. Now nothing is replaced then.
-- Not fixed (expected to fail): mail caught by a revocation of its origin's encryption
-  key and then of its destination's cannot be re-sealed.
+- Mail caught by a revocation of its origin's encryption key and then of its
+  destination's could not be re-sealed: its escrow was wrapped to the origin's revoked
+  key, deleted. Escrows are wrapped again to the new key first now.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.store._common import split_digests
-from gateway.store.base import Store, StoreError
+from gateway.store.base import EnvelopeRecord, Store, StoreError
 from gateway.testnet import Network
 from tests.integration.drill_support import (
     MISSIONS,
@@ -44,6 +45,7 @@ from tests.integration.drill_support import (
     look,
     own_keys,
     poll,
+    published,
 )
 from tests.integration.test_key_rotation import send_one, valise
 from tests.integration.test_relay_integrity import (
@@ -84,6 +86,85 @@ def test_mail_held_for_a_revoked_key_goes_out_once_the_replacement_is_published(
         assert any(h.startswith("queued HQ: resealed") and old_enc in h for h in history), history
         received = look(hanoi, [relayed, direct]).received
         assert received == Counter({relayed: 1, direct: 1})
+
+
+def _held_at_hq_for_a_revoked_key(net: Network) -> tuple[str, str]:
+    """M-PARIS's document held at HQ for M-HANOI's encryption key, revoked; M-PARIS is
+    stopped (it would re-seal the document by itself), M-HANOI has published its new
+    key and deleted the old one. (document id, the revoked key id)"""
+    hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
+    (old_enc,) = own_keys(hanoi.directory, "encryption")
+    hanoi.stop()
+    doc = asyncio.run(send_one(paris.directory, "M-HANOI", "stale"))
+    poll("the document to wait at HQ", lambda: "M-HANOI" in delivery_states(hq, doc))
+    valise("keys", "revoke", old_enc, "--reason", "drill", "--dir", str(hq.directory))
+    poll("HQ to hold it", lambda: delivery_states(hq, doc) == {"M-HANOI": "held"})
+    paris.stop()
+    hanoi.start()
+    poll(
+        "M-HANOI's new key, its old one deleted",
+        lambda: (
+            own_keys(hanoi.directory, "encryption") != {old_enc}
+            and not any((hanoi.directory / "keys" / "ring").glob(f"*{old_enc}*"))
+        ),
+    )
+    poll(
+        "HQ to list it",
+        lambda: bool(published(hq.directory, "M-HANOI", "encryption") - {old_enc}),
+    )
+    return doc, old_enc
+
+
+def test_a_destination_refuses_a_copy_sealed_to_its_revoked_key_and_the_relay_holds_it(
+    tmp_path: Path,
+) -> None:
+    """Found by the drill: HQ's try of a copy sealed to M-PARIS's key, in flight while
+    M-PARIS was paused, reached it after HQ revoked that key. M-PARIS took it, could not
+    open it (its private key deleted) and recorded it undeliverable; the re-sealed copy
+    that followed was a duplicate: the receipt was lost. Now a destination refuses such
+    a copy (new to it) with a reason the relay holds it for, not fails it, and the
+    origin's re-sealed copy goes through. Here an operator releases HQ's held copy by
+    mistake, which sends it to M-HANOI as that try did."""
+    with Network(tmp_path, MISSIONS, configure=drill_config) as net:
+        hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
+        doc, old_enc = _held_at_hq_for_a_revoked_key(net)
+        valise("queue", "release", doc, "--dir", str(hq.directory))
+        refused = f"{old_enc} of M-HANOI: encryption key {old_enc} of M-HANOI is revoked"
+
+        def held_again() -> bool:
+            rows = [r for r in look(hq).deliveries if r[0] == doc]
+            return any(state == "held" and refused in why for _, _, state, _, why in rows)
+
+        poll("M-HANOI to refuse it and HQ to hold it again", held_again)
+        assert not look(hanoi, [doc]).history[doc], "M-HANOI took the copy it cannot open"
+        paris.start()  # re-seals it to M-HANOI's new key by itself
+        poll("its receipt", lambda: _receipted(net, "M-PARIS", doc), 60)
+        assert look(hanoi, [doc]).received == Counter({doc: 1})
+
+
+def test_a_relay_sends_the_re_sealed_copy_in_place_of_a_stale_one_it_did_not_hold(
+    tmp_path: Path,
+) -> None:
+    """A relay took the origin's re-sealed copy in place of its own only if it held its
+    own: a stale copy merely waiting (deferred: an operator released it, or a try was
+    in flight when the key was revoked) stayed, and went to a destination that could
+    not open it, the new one acknowledged and dropped. Now a stale copy not passed on
+    yet is replaced, whatever its delivery's state."""
+    with Network(tmp_path, MISSIONS, configure=drill_config) as net:
+        hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
+        doc, _ = _held_at_hq_for_a_revoked_key(net)
+        hanoi.stop()
+        valise("queue", "release", doc, "--dir", str(hq.directory))
+        poll("HQ to try it", lambda: delivery_states(hq, doc)["M-HANOI"] == "deferred")
+        paris.start()  # re-seals it; HQ's copy is deferred, not held
+
+        def replaced() -> bool:
+            return any("resealed by its origin" in h for h in look(hq, [doc]).history[doc])
+
+        poll("HQ to take the re-sealed copy", replaced)
+        hanoi.start()
+        poll("its receipt", lambda: _receipted(net, "M-PARIS", doc), 60)
+        assert look(hanoi, [doc]).received == Counter({doc: 1})
 
 
 def _delivered_with_receipt_waiting_at_hq(net: Network) -> tuple[str, str]:
@@ -186,17 +267,12 @@ def test_a_co_recipient_s_copy_of_mail_passed_on_already_gets_no_acknowledgement
         assert after["digest"] == before["digest"] and after["deliveries"] == before["deliveries"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the escrow of mail sealed before its origin's own encryption key was"
-    " revoked is wrapped to that key, whose private file is deleted when its revocation is"
-    " published; it should be wrapped again to the new key first (gateway/keys_lifecycle.py)",
-)
 def test_mail_whose_origin_key_was_revoked_too_is_resealed(tmp_path: Path) -> None:
     """Found by the drill when two revocations follow each other closely: M-PARIS's
     document waits at HQ for M-HANOI; HQ revokes M-PARIS's encryption key, then
-    M-HANOI's. M-PARIS cannot re-seal it to M-HANOI's new key: its escrow opens only
-    with M-PARIS's revoked key, deleted meanwhile."""
+    M-HANOI's. M-PARIS could not re-seal it to M-HANOI's new key: its escrow opened
+    only with M-PARIS's revoked key, deleted meanwhile. The escrow is now wrapped again
+    to the new key first (gateway/escrow_rewrap.py)."""
     with Network(tmp_path, MISSIONS, configure=drill_config) as net:
         hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
         (paris_enc,) = own_keys(paris.directory, "encryption")
@@ -221,6 +297,7 @@ def test_mail_whose_origin_key_was_revoked_too_is_resealed(tmp_path: Path) -> No
 
         poll("M-PARIS to try to re-seal it", lambda: bool(tried()))
         assert '"event": "resealed"' in tried()[0], tried()
+        poll("its receipt", lambda: _receipted(net, "M-PARIS", doc))
 
 
 async def test_a_replaced_copy_s_digest_is_kept(store: Store) -> None:
@@ -303,3 +380,28 @@ async def test_nothing_is_replaced_while_its_one_delivery_is_being_sent(store: S
     kept = await store.get_envelope(mid(1))
     assert kept is not None and kept.digest == first.digest and kept.data == first.data
     assert await store.superseded_digests([mid(1)]) == {}
+
+
+async def test_open_escrows_are_those_not_delivered_and_change_only_if_still_read(
+    store: Store,
+) -> None:
+    def receipt(n: int, created: datetime) -> EnvelopeRecord:
+        r = dataclasses.replace(record(n, created=created), escrow=f"e{n}".encode())
+        return dataclasses.replace(r, doc_class="receipt")
+
+    kept, done = (
+        dataclasses.replace(record(1), escrow=b"e1"),
+        dataclasses.replace(record(2), escrow=b"e2"),
+    )
+    recent, old = receipt(4, T0), receipt(5, T0 - timedelta(days=3))
+    for r in (kept, done, record(3), recent, old):
+        await store.accept(r, next_hops=["HQ"], deliver_here=False, hop_ack=None, now=T0)
+    # Delivered: a document's receipt; for receipts of ours, the hub's hop ack.
+    acked = [(mid(n), b"receipt or hop ack") for n in (2, 4, 5)]
+    await store.forwarded([], owner="x", now=T0, receipts=acked)
+    since = T0 - timedelta(days=2)
+    assert await store.open_escrows(receipts_since=since) == [(mid(1), b"e1"), (mid(4), b"e4")]
+    assert not await store.replace_escrow(mid(1), old=b"other", new=b"x")
+    assert await store.replace_escrow(mid(1), old=b"e1", new=b"e1 again")
+    assert await store.escrow(mid(1)) == b"e1 again"
+    assert not await store.replace_escrow(mid(9), old=b"e1", new=b"x")
