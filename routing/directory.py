@@ -19,6 +19,9 @@ Rules:
   this is refused by every writer and every reader (:class:`KeyReuseError`): a site
   cannot publish another site's key as its own (and then revoke it, or make HQ's
   operator revoke its copy), nor bring back a key once retired or revoked.
+- A site may list the organ ids it serves (routing/organs.py), after its retired ids:
+  an organ id is one site's, never a site id (:class:`OrganReuseError`). A directory
+  that lists none is written exactly as before organs existed.
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ from crypto.recipes import sign, verify
 from envelope import xmlsafe as x
 from envelope.errors import EnvelopeError, SchemaError, SignatureInvalid
 from envelope.values import check_site_id, format_time, parse_time
+from routing.organs import Organ, check_site_organs, organ_conflict
 
 DIRECTORY_LABEL = b"valise/v1/directory\x00"
 MAX_DIRECTORY_BYTES = 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
+_KEY_ELEMENTS = frozenset({"signing-key", "encryption-key", "tls-pin"})
 
 
 class KeyState(StrEnum):
@@ -63,6 +68,10 @@ class KeyReuseError(DirectoryError):
     after it was retired or revoked."""
 
 
+class OrganReuseError(DirectoryError):
+    """An organ id listed twice (for one site or two), or equal to a site id."""
+
+
 @dataclass(frozen=True)
 class SiteEntry:
     site: str
@@ -74,6 +83,9 @@ class SiteEntry:
     # Ids (TLS keys: pins) of this site's retired or revoked keys that are no longer
     # listed with their key (routing/key_changes.py prunes them): refused for good.
     retired_ids: tuple[str, ...] = ()
+    # The organs this site serves (routing/organs.py), in the order HQ listed them: the
+    # first is the one the site speaks as in the headers it exports.
+    organs: tuple[Organ, ...] = ()
 
     def verify_keys(self) -> dict[str, VerifyKey]:
         """Keys whose signatures are accepted: next, active and retiring."""
@@ -142,6 +154,15 @@ class Directory:
     def site_for_pin(self, pin: str) -> str | None:
         return next((e.site for e in self.sites if pin in e.tls_pins), None)
 
+    @cached_property
+    def organ_sites(self) -> dict[str, str]:
+        """Every organ id in this version -> the site serving it, built once."""
+        return {o.organ_id: e.site for e in self.sites for o in e.organs}
+
+    def site_for_organ(self, organ_id: str) -> str | None:
+        """The site serving ``organ_id`` (exactly as listed), disabled or not, or None."""
+        return self.organ_sites.get(organ_id)
+
 
 def check_unique_keys(sites: tuple[SiteEntry, ...]) -> None:
     """Every key id and TLS pin appears once in the directory, listed or retired.
@@ -159,6 +180,19 @@ def check_unique_keys(sites: tuple[SiteEntry, ...]) -> None:
             owner[key_id] = e.site
 
 
+def check_unique_organs(sites: tuple[SiteEntry, ...]) -> None:
+    """Every organ id is one site's, once, and no site's id. Raises OrganReuseError
+    naming the organ and both places."""
+    conflict = organ_conflict((e.site, e.organs) for e in sites)
+    if conflict is not None:
+        raise OrganReuseError(conflict)
+
+
+def _organs(e: SiteEntry) -> str:
+    check_site_organs(e.site, e.organs)  # raises OrganError (a SchemaError)
+    return "".join(f'<organ id="{o.organ_id}">{x.escape_text(o.name)}</organ>' for o in e.organs)
+
+
 def _retired_ids(e: SiteEntry) -> str:
     for key_id in e.retired_ids:
         if len(key_id) not in (32, 64) or not _HEX.issuperset(key_id):
@@ -169,6 +203,7 @@ def _retired_ids(e: SiteEntry) -> str:
 def _body(d: Directory) -> bytes:
     check_site_id(d.hub)
     check_unique_keys(d.sites)
+    check_unique_organs(d.sites)
     out = [
         f"<body><serial>{d.serial}</serial><issued>{format_time(d.issued)}</issued>",
         f"<hub>{d.hub}</hub>",
@@ -195,6 +230,7 @@ def _body(d: Directory) -> bytes:
         ]
         out += [f'<tls-pin state="{s.value}">{pin}</tls-pin>' for pin, s in e.tls]
         out.append(_retired_ids(e))
+        out.append(_organs(e))
         out.append("</site>")
     if d.hub not in seen:
         raise SchemaError("the hub must be listed")
@@ -247,12 +283,18 @@ def _read_body(el: _Element) -> Directory:
         encryption: list[tuple[EncryptionKey, KeyState]] = []
         pins: list[tuple[str, KeyState]] = []
         retired: tuple[str, ...] = ()
+        organs: list[Organ] = []
         try:
             for k in key_els:
                 name = x.local_name(k)
                 if name == "retired-ids":
                     retired = tuple((k.text or "").split(" "))
                     continue
+                if name == "organ":
+                    organs.append(Organ(k.get("id", ""), k.text or ""))
+                    continue
+                if name not in _KEY_ELEMENTS:  # the schema allows none: never guessed
+                    raise SchemaError(f"unexpected <{name}> in the entry of {s.get('id')}")
                 state = KeyState(k.get("state", ""))
                 if name == "tls-pin":
                     pins.append((k.text or "", state))
@@ -277,6 +319,7 @@ def _read_body(el: _Element) -> Directory:
                 tls=tuple(pins),
                 active=s.get("status") == "active",
                 retired_ids=retired,
+                organs=tuple(organs),
             )
         )
     return Directory(
