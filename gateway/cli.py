@@ -407,6 +407,7 @@ def _register_site_commands() -> None:
     import gateway.cli_evidence
     import gateway.cli_integrator
     import gateway.cli_keys
+    import gateway.cli_organ
     import gateway.cli_queue
     import gateway.cli_site
     import gateway.cli_timestamp  # noqa: F401

@@ -178,7 +178,8 @@ def site_list(directory: Path | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @one_line_errors
 def site_show(site: str, directory: Path | None, as_json: bool) -> None:
-    """One site's entry in the directory: endpoint, keys and their states, TLS pins."""
+    """One site's entry in the directory: endpoint, keys and their states, TLS pins,
+    and the organs it serves (valise organ list)."""
 
     async def go(ctx: SiteContext) -> dict[str, Any]:
         try:
@@ -193,6 +194,7 @@ def site_show(site: str, directory: Path | None, as_json: bool) -> None:
             "signing_keys": [{"id": k.key_id, "state": s.value} for k, s in e.signing],
             "encryption_keys": [{"id": k.key_id, "state": s.value} for k, s in e.encryption],
             "tls_pins": list(e.tls_pins),
+            "organs": [{"id": o.organ_id, "name": o.name} for o in e.organs],
         }
 
     info = with_site(directory, go)
@@ -206,6 +208,8 @@ def site_show(site: str, directory: Path | None, as_json: bool) -> None:
             click.echo(f"{kind[:-5] + ' key':<18}{k['id']}  {k['state']}")
     for pin in info["tls_pins"]:
         click.echo(f"{'tls pin':<18}{pin}")
+    for o in info["organs"]:
+        click.echo(printable(f"{'organ':<18}{o['id']}" + (f"  {o['name']}" if o["name"] else "")))
 
 
 @main.group("directory")

@@ -5,7 +5,8 @@ issue time and hub, the id of the directory key that signed it (the one this sit
 trusts: a directory signed by any other is refused on reading), and per site its
 id, whether it is active, its endpoint, its role (``hub`` for HQ; missions have
 none) and every key listed for it with its kind, id (a TLS key: its pin) and state,
-and the ids of its retired or revoked keys no longer listed. The directory keeps no
+the ids of its retired or revoked keys no longer listed, and the organs it serves
+(id and name, the first being the one it speaks as). The directory keeps no
 per-key dates (routing/key_changes.py); each site's key ring has them
 (``valise keys list``).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from envelope.values import format_time
+from gateway.table import printable
 from routing.directory import Directory, SiteEntry
 
 
@@ -41,6 +43,7 @@ def directory_summary(d: Directory, *, signed_by: str) -> dict[str, Any]:
                 "role": "hub" if e.site == d.hub else None,
                 "keys": _keys(e),
                 "retired_ids": list(e.retired_ids),
+                "organs": [{"id": o.organ_id, "name": o.name} for o in e.organs],
             }
             for e in d.sites
         ],
@@ -60,4 +63,8 @@ def directory_lines(summary: dict[str, Any]) -> list[str]:
         lines += [f"    {k['kind']:<12}{k['state']:<10}{k['id']}" for k in site["keys"]]
         if site["retired_ids"]:
             lines.append(f"    {'retired ids':<22}{' '.join(site['retired_ids'])}")
+        lines += [
+            printable(f"    {'organ':<22}{o['id']}" + (f"  {o['name']}" if o["name"] else ""))
+            for o in site.get("organs", [])
+        ]
     return lines

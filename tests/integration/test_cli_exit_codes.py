@@ -200,6 +200,9 @@ SITE_BASE: dict[str, Args] = {
     "site show": _site("site", "show", "HQ"),
     "directory show": _site("directory", "show", "--json"),
     "directory status": _site("directory", "status"),
+    "organ add": lambda w: _organ_add(w, f"000.00.{next(w.names):02d}.H41"),
+    "organ remove": lambda w: ["organ", "remove", _organ_added(w), "--dir", str(w.hq)],
+    "organ list": _site("organ", "list", "--json"),
     "serve": lambda w: ["serve", "--dir", str(w.hq)],  # its 0 is not run here
     "send": lambda w: ["send", "--to", "M-HANOI", str(w.note), "--dir", str(w.hq)],
     "status": lambda w: ["status", w.delivered, "--dir", str(w.hq)],
@@ -246,6 +249,18 @@ def _active(hq: Path, kind: str) -> str:
 
     rows = json.loads(run(["keys", "list", "--json", "--dir", str(hq)]).stdout)
     return next(r["id"] for r in rows if r["kind"] == kind and r["state"] == "active")[:12]
+
+
+def _organ_add(w: World, organ_id: str, site: str = "M-HANOI", hq: Path | None = None) -> list[str]:
+    return ["organ", "add", organ_id, "--site", site, "--dir", str(hq or w.hq)]
+
+
+def _organ_added(w: World) -> str:
+    """A new organ id that M-HANOI serves (published at HQ)."""
+    organ_id = f"G{next(w.names)}"
+    out = run(_organ_add(w, organ_id))
+    assert out.exit_code == 0, out.output
+    return organ_id
 
 
 def _held(w: World) -> list[str]:
@@ -441,6 +456,15 @@ SPECIFIC: list[tuple[str, int, Case]] = [
     ),
     ("directory status", 2, lambda w: ["directory", "status", "--dir", str(_mission_shaped(w))]),
     ("keys revoke", 2, _revoke_at_a_mission),
+    ("organ add", 0, lambda w: _organ_add(w, _organ_added(w))),  # served already: 0
+    ("organ add", 2, lambda w: _organ_add(w, "bad id")),
+    ("organ add", 2, lambda w: _organ_add(w, "G9", site="M-NOWHERE")),
+    ("organ add", 2, lambda w: _organ_add(w, "m-hanoi")),  # a site id
+    ("organ add", 2, lambda w: _organ_add(w, _organ_added(w), site="HQ")),  # M-HANOI's
+    ("organ add", 2, lambda w: _organ_add(w, "G9", hq=_mission_shaped(w))),
+    ("organ remove", 2, _site("organ", "remove", "000.99.99.Z99")),
+    ("organ remove", 2, lambda w: ["organ", "remove", "G9", "--dir", str(_mission_shaped(w))]),
+    ("organ list", 2, _site("organ", "list", "--site", "M-NOWHERE")),
     ("join", 3, _join_into_a_file),
     ("send", 0, lambda w: ["send", "--to", "M-WAIT", str(w.note), "--dir", str(w.hq)]),
     ("send", 2, lambda w: ["send", "--to", "M-NOWHERE", str(w.note), "--dir", str(w.hq)]),
