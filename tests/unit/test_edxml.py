@@ -76,8 +76,13 @@ def test_parse_maps_the_message_header() -> None:
     assert edxml.originator(doc) == "Bộ Ngoại giao <000.00.00.G06>"
     due = edxml.expires(doc, datetime(2026, 1, 1, tzinfo=UTC))
     assert due is not None and due.isoformat() == "2099-06-30T23:59:59+07:00"
-    assert doc.attachments == (edxml.Attachment("cid:1", "cv.pdf", "application/pdf", b"%PDF-1"),)
-    assert b"ContentTransferEncoded" not in doc.header_xml and b"DOC-1" in doc.header_xml
+    assert [(a.content_id, a.name, a.media_type, a.data) for a in doc.attachments] == [
+        ("cid:1", "cv.pdf", "application/pdf", b"%PDF-1")
+    ]
+    assert doc.kind is edxml.Kind.NEW and edxml.kind(doc) == "new"
+    # The whole document is kept, each ContentTransferEncoded emptied as a placeholder.
+    assert b"<ContentTransferEncoded/>" in doc.header_xml and b"DOC-1" in doc.header_xml
+    assert base64.b64encode(b"%PDF-1") not in doc.header_xml
 
 
 def test_wrapper_root_with_attachments_outside_the_envelope() -> None:
@@ -108,7 +113,7 @@ def test_build_from_the_kept_header_round_trips() -> None:
         attachments=[(a.name, a.media_type, a.data) for a in doc.attachments],
     )
     again = edxml.parse_edxml(out, max_bytes=MAX)
-    assert again.attachments == doc.attachments
+    assert [(a.name, a.media_type, a.data) for a in again.attachments] == list(files)
     assert (again.sender, again.recipients, again.subject) == (
         doc.sender,
         doc.recipients,
@@ -136,7 +141,9 @@ def test_build_without_a_header_makes_one_from_the_facts() -> None:
     assert doc.sender is not None and doc.sender.organ_id == "M-PARIS"
     assert [r.organ_id for r in doc.recipients] == ["M-HANOI"]
     assert (doc.subject, doc.code_number, doc.code_notation) == ("Note verbale", "NV", "12")
-    assert edxml.priority(doc) == "flash" and doc.document_id == facts.message_id
+    assert edxml.priority(doc) == "flash"
+    assert doc.document_id == "M-PARIS,2026/12/01,NV/12"  # the real form: organ,date,code
+    assert doc.business_document_id == f"M-PARIS,2026/12/01,{facts.message_id}"
     assert [(a.name, a.data) for a in doc.attachments] == [("n.txt", b"x")]
 
 
@@ -166,7 +173,7 @@ EXTERNAL = b"""<?xml version="1.0"?>
         (sample().replace(b"<edXML:OrganId>M-HANOI</edXML:OrganId>", b""), "To/OrganId"),
         (
             sample().replace(b"<Attachment>", b"<Other>").replace(b"</Attachment>", b"</Other>"),
-            "no ContentTransferEncoded",
+            "outside an Attachment",
         ),
         (sample().replace(base64.encodebytes(b"%PDF-1").strip(), b"!!notbase64!!"), "base64"),
         (b"<a>" * 30 + b"</a>" * 30, "deeper"),

@@ -1,0 +1,64 @@
+"""The two doors in: an edXML file streamed to disk, or bytes in memory.
+
+Rules:
+- Both raise :class:`EdxmlError` (one line) for any input, and nothing else but
+  ``OSError`` for local I/O trouble; a property test holds them to that.
+- :func:`parse_edxml_file` leaves one new file per attachment in ``out_dir`` (named
+  by it, 0600) and deletes them itself when it refuses the document; after success
+  they are the caller's.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+from gateway.bridges.edxml.errors import EdxmlError
+from gateway.bridges.edxml.limits import MAX_ATTACHMENTS
+from gateway.bridges.edxml.model import EdxmlDocument
+from gateway.bridges.edxml.reader import read_document
+from gateway.bridges.edxml.stream import split_stream
+
+
+def parse_edxml_file(
+    source: Path, out_dir: Path, *, max_attachments: int, max_bytes: int | None = None
+) -> EdxmlDocument:
+    """Parse the edXML document in ``source``, each attachment decoded into a new file
+    in ``out_dir`` (``Attachment.path``). Memory stays bounded whatever the size.
+    Raises :class:`EdxmlError`."""
+    with open(source, "rb") as raw:
+        root, files = split_stream(
+            raw, out_dir, max_attachments=max_attachments, max_bytes=max_bytes
+        )
+    try:
+        return read_document(root, files)
+    except BaseException:
+        for f in files:
+            f.path.unlink(missing_ok=True)
+        raise
+
+
+def parse_edxml(
+    data: bytes,
+    *,
+    max_bytes: int,
+    out_dir: Path | None = None,
+    max_attachments: int = MAX_ATTACHMENTS,
+) -> EdxmlDocument:
+    """Parse an edXML document held in memory. With ``out_dir`` the attachments are
+    files there (as :func:`parse_edxml_file`); without, their bytes are in
+    ``Attachment.data`` and no file is left. Raises :class:`EdxmlError`."""
+    if len(data) > max_bytes:
+        raise EdxmlError(f"edXML document of {len(data)} bytes exceeds {max_bytes}")
+    if out_dir is not None:
+        root, files = split_stream(io.BytesIO(data), out_dir, max_attachments=max_attachments)
+        try:
+            return read_document(root, files)
+        except BaseException:
+            for f in files:
+                f.path.unlink(missing_ok=True)
+            raise
+    with tempfile.TemporaryDirectory(prefix="valise-edxml-") as scratch:
+        root, files = split_stream(io.BytesIO(data), Path(scratch), max_attachments=max_attachments)
+        return read_document(root, files, keep_data=True)
