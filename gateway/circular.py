@@ -13,7 +13,8 @@ Rules:
 - Without destination rows (a receipt envelope, a document received here, a relay of
   mail stored before schema v11) the state falls back to the latest state per next
   hop, as the API computed it before.
-- A receipt arriving at the origin is accepted only if the site named in it signed
+- A receipt arriving at the origin is accepted only if it answers a document sent from
+  here (not one received here, not a receipt envelope), the site named in it signed
   it, that site is a destination of the message, it names the digest of an envelope
   sent as that message, and no other receipt from that site is in. The same receipt
   again passes (the store answers ``duplicate`` and changes nothing).
@@ -31,7 +32,7 @@ from typing import Protocol
 
 from envelope.errors import EnvelopeError
 from envelope.model import RoutingHeader
-from envelope.receipt import Receipt
+from envelope.receipt import RECEIPT_CLASS, Receipt
 
 DELIVERED = "delivered"
 FAILED = "failed"
@@ -75,6 +76,10 @@ class SentView(Protocol):
     def digests(self) -> frozenset[bytes]: ...
     @property
     def receipted(self) -> Mapping[str, bytes]: ...
+    @property
+    def sent_here(self) -> bool: ...
+    @property
+    def doc_class(self) -> str: ...
 
 
 class RouteView(Protocol):
@@ -222,6 +227,12 @@ def check_origin_receipt(
         )
     if sent is None:
         raise ReceiptRefused(f"receipt for unknown message {m}")
+    # Only a document sent from here is receipted here: not one received here (its
+    # co-recipients know its digest too), nor a receipt envelope sealed here (review 11b, F4).
+    if not sent.sent_here:
+        raise ReceiptRefused(f"receipt for message {m}, which was not sent from here")
+    if sent.doc_class == RECEIPT_CLASS:
+        raise ReceiptRefused(f"receipt for message {m}, which is itself a receipt")
     if site != signer:
         raise ReceiptRefused(f"receipt names site {site} but is signed by {signer}")
     if site not in sent.destinations:

@@ -45,7 +45,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -78,7 +78,6 @@ from gateway.store.base import (
     InboundOutcome,
     InState,
     ReceiptRecord,
-    SentMessage,
     Settled,
 )
 from gateway.submit import route_here, sealed_record
@@ -469,11 +468,8 @@ class LocalDelivery:
             assert original is not None
             # A second, different receipt from the same site in this batch is refused
             # like one recorded before it.
-            sent[receipt.message_id] = SentMessage(
-                original.destinations,
-                original.digests,
-                {receipt.site: o.record.digest, **original.receipted},
-                original.stored,
+            sent[receipt.message_id] = replace(
+                original, receipted={receipt.site: o.record.digest, **original.receipted}
             )
             verified.append(o)
             outcomes.append(

@@ -266,7 +266,8 @@ class PostgresInbound:
 
         async def q(conn: Conn) -> dict[str, SentMessage]:
             rows = await conn.fetch(
-                "SELECT message_id, destinations, digest, receipt, doc_class, superseded"
+                "SELECT message_id, destinations, digest, receipt, doc_class, superseded,"
+                " received_from IS NULL AS sent_here"
                 " FROM envelopes WHERE message_id = ANY($1::text[])",
                 ids,
             )
@@ -282,7 +283,9 @@ class PostgresInbound:
                 # (re-sealed or re-signed after one may have been delivered: v10).
                 stored = bytes(r["digest"])
                 digests = frozenset({stored, *split_digests(r["superseded"])})
-                out[r["message_id"]] = SentMessage(destinations, digests, sites, stored)
+                out[r["message_id"]] = SentMessage(
+                    destinations, digests, sites, stored, r["sent_here"], r["doc_class"]
+                )
             return out
 
         return await self._read(q)

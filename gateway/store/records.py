@@ -146,6 +146,11 @@ class SentMessage:
     digests: frozenset[bytes]  # the stored copy's digest and the superseded ones (v10)
     receipted: dict[str, bytes]  # site -> receipt digest recorded (b"": pre-v11, unknown)
     stored: bytes  # the digest of the copy stored here now (one of ``digests``)
+    # Whether it was sent from here (received_from IS NULL), and its class: a receipt
+    # may answer only a document sent from here (review 11b, F4), not one received here
+    # nor a receipt envelope sealed here.
+    sent_here: bool
+    doc_class: str
 
 
 @dataclass(frozen=True)

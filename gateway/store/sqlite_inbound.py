@@ -206,7 +206,8 @@ class SqliteInbound:
 
         def q(c: sqlite3.Connection) -> dict[str, SentMessage]:
             rows = c.execute(
-                "SELECT message_id, destinations, digest, receipt, doc_class, superseded"
+                "SELECT message_id, destinations, digest, receipt, doc_class, superseded,"
+                " received_from IS NULL"
                 " FROM envelopes WHERE message_id IN (SELECT value FROM json_each(?))",
                 (json.dumps(ids),),
             ).fetchall()
@@ -220,7 +221,7 @@ class SqliteInbound:
                 # The stored copy's digest, and those of the copies it replaced here
                 # (re-sealed or re-signed after one may have been delivered: v10).
                 digests = frozenset({bytes(r[2]), *split_digests(r[5])})
-                out[r[0]] = SentMessage(destinations, digests, done, bytes(r[2]))
+                out[r[0]] = SentMessage(destinations, digests, done, bytes(r[2]), bool(r[6]), r[4])
             return out
 
         return await self._read(q)

@@ -170,10 +170,13 @@ async def test_forwarded_records_acknowledged_receipts_in_the_same_call(store: S
 async def test_sent_digests(store: Store) -> None:
     await put(store, 1, destinations=(PARIS, HANOI))
     await put(store, 2)
-    got = await store.sent_digests([mid(1), mid(2), mid(9), mid(1)])
+    await put(store, 3, received_from=HANOI)  # received here, not sent: review 11b F4
+    got = await store.sent_digests([mid(1), mid(2), mid(9), mid(1), mid(3)])
+    d1, d2, d3 = record(1).digest, record(2).digest, record(3).digest
     assert got == {
-        mid(1): SentMessage((PARIS, HANOI), frozenset({record(1).digest}), {}, record(1).digest),
-        mid(2): SentMessage((PARIS,), frozenset({record(2).digest}), {}, record(2).digest),
+        mid(1): SentMessage((PARIS, HANOI), frozenset({d1}), {}, d1, True, "document"),
+        mid(2): SentMessage((PARIS,), frozenset({d2}), {}, d2, True, "document"),
+        mid(3): SentMessage((PARIS,), frozenset({d3}), {}, d3, False, "document"),
     }
     assert await store.sent_digests([]) == {}
 

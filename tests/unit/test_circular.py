@@ -46,6 +46,8 @@ class Sent:
     destinations: tuple[str, ...]
     digests: frozenset[bytes]
     receipted: dict[str, bytes] = field(default_factory=dict)
+    sent_here: bool = True
+    doc_class: str = "document"
 
 
 def sites(n: int) -> list[str]:
@@ -172,8 +174,28 @@ R1 = b"\x11" * 32
             SENT,
             f"a second receipt from HQ for {M}: the first (sha256 {'00' * 8}…) stands",
         ),
+        (
+            receipt(),
+            "M-HANOI",
+            Sent(SENT.destinations, SENT.digests, sent_here=False),
+            f"receipt for message {M}, which was not sent from here",
+        ),
+        (
+            receipt(),
+            "M-HANOI",
+            Sent(SENT.destinations, SENT.digests, doc_class="receipt"),
+            f"receipt for message {M}, which is itself a receipt",
+        ),
     ],
-    ids=["unknown-message", "signer-mismatch", "not-a-destination", "other-digest", "second"],
+    ids=[
+        "unknown-message",
+        "signer-mismatch",
+        "not-a-destination",
+        "other-digest",
+        "second",
+        "received-here",
+        "a-receipt",
+    ],
 )
 def test_check_origin_receipt_refusals(
     r: Receipt, signer: str, sent: Sent | None, reason: str
