@@ -108,9 +108,17 @@ def _rewrap(envelope: etree._Element, parts: Sequence[tuple[str, str]]) -> etree
         parent = el.getparent()
         assert parent is not None
         parent.remove(el)
+    # Appending the old envelope itself would let lxml drop its prefix for the root's
+    # default namespace; its children are moved into a new edXML:edXMLEnvelope instead.
+    # (An element in no namespace among them lands in the QCVN namespace: edXML has one.)
     root = etree.Element(q("edXML"), nsmap={None: NS})
-    root.append(envelope)
-    _append_encoded(root, _entries(_manifest(envelope), parts, old))
+    moved = etree.SubElement(root, q("edXMLEnvelope"), nsmap={PREFIX: NS})
+    for key, value in envelope.attrib.items():
+        moved.set(key, value)
+    moved.text = envelope.text
+    for child in list(envelope):
+        moved.append(child)
+    _append_encoded(root, _entries(_manifest(moved), parts, old))
     return root
 
 
