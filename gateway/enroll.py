@@ -191,6 +191,7 @@ async def _add_site(hub_dir: Path, site: str, endpoint: str, out: Path) -> Bundl
         raise EnrollError("site add runs at HQ")
     if not endpoint.startswith("https://"):
         raise EnrollError("--endpoint must be https://HOST:PORT")
+    _refuse_organ_id(hub_dir, site)
     now = datetime.now(UTC)
     k = config.keys_dir
     ca = load_site_ca(k, config.key_passphrase)
@@ -226,6 +227,25 @@ async def _add_site(hub_dir: Path, site: str, endpoint: str, out: Path) -> Bundl
     )
     write_private(out, json.dumps(bundle.__dict__, indent=2).encode())
     return bundle
+
+
+def _refuse_organ_id(hub_dir: Path, site: str) -> None:
+    """A new site's id may not be an organ id of the directory, in any case (the
+    enrollment would be refused after its one-time token was spent)."""
+    held = parse_directory((hub_dir / "directory.xml").read_bytes(), read_trust(hub_dir / "keys"))
+    taken = next(
+        (
+            o.organ_id
+            for e in held.sites
+            for o in e.organs
+            if o.organ_id.casefold() == site.casefold()
+        ),
+        None,
+    )
+    if taken is not None:
+        raise EnrollError(
+            f"{site} is organ {taken} of the directory: a site id may not be an organ id"
+        )
 
 
 def _token_sha256(token: str) -> str:

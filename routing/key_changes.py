@@ -214,7 +214,10 @@ def enrol_site(d: Directory, entry: SiteEntry, *, now: datetime) -> Directory:
     old = next((e for e in d.sites if e.site == entry.site), None)
     if old is not None:
         gone = [key_id for key_id in old.key_ids() if key_id not in entry.retired_ids]
-        entry = replace(entry, retired_ids=(*entry.retired_ids, *gone))
+        # A site enrolled again keeps the organs HQ listed for it (issue 12).
+        entry = replace(
+            entry, retired_ids=(*entry.retired_ids, *gone), organs=entry.organs or old.organs
+        )
     others = tuple(e for e in d.sites if e.site != entry.site)
     sites = (*others, entry)
     check_unique_keys(sites)

@@ -196,3 +196,15 @@ def test_a_mission_lists_organs_but_cannot_publish_them(tmp_path: Path) -> None:
         assert serial(paris) == serial(hq)
         assert valise("organ", "remove", H41, "--dir", str(hq)).exit_code == 0
         poll("M-PARIS sees it removed", lambda: organs(paris) == [])
+
+
+def test_site_add_refuses_an_organ_id_before_any_token_is_made(hq: Path, tmp_path: Path) -> None:
+    assert valise("organ", "add", "m-rome", "--site", "M-PARIS", "--dir", str(hq)).exit_code == 0
+    bundle = tmp_path / "rome.bundle"
+    out = valise(
+        "site", "add", "M-ROME", "--endpoint", "https://127.0.0.1:9", "--out", str(bundle),
+        "--dir", str(hq),
+    )  # fmt: skip
+    assert out.exit_code != 0
+    assert "M-ROME is organ m-rome of the directory" in out.output
+    assert not bundle.exists()

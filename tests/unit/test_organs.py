@@ -300,3 +300,12 @@ def test_any_organ_list_round_trips_or_is_refused_typed(
         for o in e.organs:
             assert parsed.site_for_organ(o.organ_id) == e.site
             assert resolve(parsed, [o.organ_id]).sites == (e.site,)
+
+
+def test_a_site_enrolled_again_keeps_its_organs() -> None:
+    from routing.key_changes import enrol_site
+
+    d = served()
+    again = entry("M-PARIS", 7, 8450)  # new keys, no organs: what an enrollment carries
+    paris = enrol_site(d, again, now=NOW).site("M-PARIS")
+    assert paris.organs == (H41, G22)
