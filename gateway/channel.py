@@ -320,14 +320,20 @@ async def _repeated(
 ) -> tuple[set[str], dict[int, str]]:
     """The envelopes of a batch whose message id was known here: those taken in place
     of a held copy (gateway/reseal.py), and the refused ones by result index with
-    their reason: an id the operator deleted (its tombstone), or a copy that is not a
-    re-seal of the stored one by its origin (a forgery attempt: logged and audited)."""
+    their reason: an id the operator deleted (its tombstone), a copy that is not a
+    re-seal of the stored one by its origin (a forgery attempt: logged and audited),
+    or a second receipt the store refused (Acceptance.refused)."""
     ctx, peer = request.app[CONTEXT], request["peer"]
     resealed: set[str] = set()
     refused: dict[int, str] = {}
     for (index, c), outcome in zip(accepted, outcomes, strict=True):
         mid = c.record.message_id
-        if outcome.deleted:
+        if outcome.refused is not None:
+            # A second receipt from a destination, its first recorded by a request
+            # that raced this one's hop check (the store refused it: review 11b, F3).
+            refused[index] = outcome.refused
+            logjson.event(log, logging.WARNING, "hop_refused", peer=peer, reason=refused[index])
+        elif outcome.deleted:
             refused[index] = (
                 f"message {mid} was deleted at {ctx.here} by its operator;"
                 " it is not accepted again before it expires"

@@ -16,10 +16,14 @@ Rules (PRODUCT.md, Network; issue "The relay"):
   that message (``in-reply-to``), comes from one of its destinations and goes to its
   origin alone, and is the first receipt from that destination (the same receipt
   envelope again passes, to be answered as a duplicate; a different one is refused:
-  gateway/circular.py hub_second_receipt). The hub stamps each receipt it relays as
-  ``delivered`` for that message, and marks that destination delivered, so a receipt
-  it cannot match is refused, not relayed unstamped: every message passes the hub and
-  stays in its store until its operator deletes it.
+  gateway/circular.py hub_second_receipt). That check reads the store before the
+  accepting transaction, so the store enforces the rule again inside it: of two
+  different receipts from one destination racing, the second is neither stored nor
+  queued, and is answered refused (Acceptance.refused; review 11b, F3). The hub
+  stamps each receipt it relays as ``delivered`` for that message, and marks that
+  destination delivered, so a receipt it cannot match is refused, not relayed
+  unstamped: every message passes the hub and stays in its store until its operator
+  deletes it.
 - Only then does the receiver append its own signed hop record, and commit; its
   hop record is the acknowledgement. A repeated message id gets the first
   acknowledgement back and stores nothing, unless that one was signed with a key of

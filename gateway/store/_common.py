@@ -57,6 +57,16 @@ LATE_RECEIPT_REASON = "receipt after failure"  # recorded all the same (proof of
 # An inbound receipt whose destination has one already (the store sets the item's reason).
 DUPLICATE_RECEIPT = "second receipt from {site}: refused, the first stands"
 
+
+def second_relayed_receipt(site: str, message_id: str, first: bytes | None) -> str:
+    """Why a hub refuses a new receipt envelope from ``site`` for ``message_id`` whose
+    destination row took another one already (``first``: its digest; empty or None:
+    recorded before schema v11). The wording is gateway/circular.py's, whose check
+    runs before the accepting transaction; this one runs inside it (review 11b, F3)."""
+    held = f"sha256 {first.hex()[:16]}…" if first else "recorded before schema v11"
+    return f"a second receipt from {site} for {message_id}: the first ({held}) stands"
+
+
 # A destination's shown state (base.DestState), derived from its row ``t`` (destinations)
 # and its hop row ``d`` (deliveries LEFT JOINed on message_id and peer = t.hop); standard
 # SQL, the same in both backends. DEST_REASON_SQL is the reason shown with it.

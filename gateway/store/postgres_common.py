@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
-from gateway.store._common import UNDELIVERED, aware, rank, unique_hops
+from gateway.store._common import UNDELIVERED, aware, rank, second_relayed_receipt, unique_hops
 from gateway.store.base import Acceptance, Closed, EnvelopeRecord, ReceiptRecord, StoreError
 from gateway.store.postgres_destinations import (
     close_open,
@@ -193,23 +193,40 @@ async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> 
     queued: list[tuple[str, str, int, datetime]] = []
     here: list[str] = []
     routed: list[EnvelopeRecord] = []
-    relayed: list[ReceiptRecord] = []
+    relayed: list[tuple[int, ReceiptRecord]] = []
+    refused: dict[str, Acceptance] = {}
     results: list[Acceptance | None] = []
-    for (record, hops, deliver_here, hop_ack), order in zip(items, ranks, strict=True):
+    for index, (record, _, deliver_here, hop_ack) in enumerate(items):
         mid = record.message_id
         if mid in new and mid not in first_ack:
             first_ack[mid] = hop_ack
             results.append(Acceptance(new=True, hop_ack=hop_ack))
+            answer = None if deliver_here else relayed_receipt(record)
+            if answer is not None:
+                relayed.append((index, answer))
+        else:
+            results.append(None)
+    if relayed:
+        # Recorded first, inside this transaction (record_receipt_rows locks the answered
+        # message's row): a second, different receipt from the destination, whose hop
+        # check read the store before a racing first one committed, is refused here,
+        # neither stored nor queued (review 11b, F3).
+        done = await record_receipt_rows(conn, [r for _, r in relayed], at, relayed=True)
+        second = [
+            (i, r) for (i, r), o in zip(relayed, done, strict=True) if o.status == "duplicate"
+        ]
+        if second:
+            refused = await _refuse_second_receipts(conn, records, second)
+            for i, _ in second:
+                results[i] = refused[records[i].message_id]
+    for (record, hops, deliver_here, _), order, result in zip(items, ranks, results, strict=True):
+        if result is not None and result.new:
+            mid = record.message_id
             queued += [(mid, p, order, aware(record.created)) for p in unique_hops(hops)]
             if record.routes:
                 routed.append(record)
-            answer = None if deliver_here else relayed_receipt(record)
-            if answer is not None:
-                relayed.append(answer)
             if deliver_here:
                 here.append(mid)
-        else:
-            results.append(None)
     earlier = [
         r.message_id
         for r, a in zip(records, results, strict=True)
@@ -239,16 +256,44 @@ async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> 
     if here:
         await conn.execute(_ADD_INBOUND, here, at)
     await insert_routes(conn, routed, at)
-    if relayed:
-        await record_receipt_rows(conn, relayed, at, relayed=True)
     return [
         a
         if a is not None
+        else refused[r.message_id]
+        if r.message_id in refused
         else Acceptance(new=False, hop_ack=None, deleted=True)
         if r.message_id in deleted
         else Acceptance(new=False, hop_ack=first_ack.get(r.message_id))
         for r, a in zip(records, results, strict=True)
     ]
+
+
+async def _refuse_second_receipts(
+    conn: Conn,
+    records: Sequence[EnvelopeRecord],
+    second: Sequence[tuple[int, ReceiptRecord]],
+) -> dict[str, Acceptance]:
+    """Take back the receipt envelopes at ``second`` (index, its receipt), inserted by
+    this transaction; their refusals by message id, naming the first receipt's digest."""
+    await conn.execute(
+        "DELETE FROM envelopes WHERE message_id = ANY($1::text[])",
+        [records[i].message_id for i, _ in second],
+    )
+    rows = await conn.fetch(
+        "SELECT message_id, site, receipt_digest FROM destinations"
+        " WHERE (message_id, site) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [r.message_id for _, r in second],
+        [r.site for _, r in second],
+    )
+    first = {(row["message_id"], row["site"]): row["receipt_digest"] for row in rows}
+    return {
+        records[i].message_id: Acceptance(
+            new=False,
+            hop_ack=None,
+            refused=second_relayed_receipt(r.site, r.message_id, first.get((r.message_id, r.site))),
+        )
+        for i, r in second
+    }
 
 
 async def fail_undelivered(

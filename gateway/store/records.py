@@ -157,11 +157,14 @@ class SentMessage:
 class Acceptance:
     """What accept() did: ``new`` is False for a repeated message id, and for one the
     operator deleted here (``deleted``: a tombstone holds it until it expires, so a
-    replayed copy is neither stored nor delivered again)."""
+    replayed copy is neither stored nor delivered again). ``refused``: why a new relayed
+    receipt envelope was neither stored nor queued, its destination's receipt having
+    been recorded here already by another one (the first stands, also when two race)."""
 
     new: bool
     hop_ack: bytes | None  # the signed hop acknowledgement recorded on first acceptance
     deleted: bool = False
+    refused: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from gateway.store._common import UNDELIVERED, rank, unique_hops
+from gateway.store._common import UNDELIVERED, rank, second_relayed_receipt, unique_hops
 from gateway.store.base import Acceptance, Closed, EnvelopeRecord, InState, OutState, StoreError
 from gateway.store.sqlite_destinations import (
     close_open,
@@ -104,6 +104,20 @@ def accept_one(
             "SELECT hop_ack FROM envelopes WHERE message_id = ?", (record.message_id,)
         ).fetchone()
         return Acceptance(new=False, hop_ack=row[0])
+    relayed = None if deliver_here else relayed_receipt(record)
+    if relayed is not None:
+        # Recorded first, inside this transaction: a second, different receipt from the
+        # destination (checked by the hop against a store read before it, and passing
+        # when two race) is refused here, neither stored nor queued (review 11b, F3).
+        (done,) = record_receipt_rows(c, [relayed], at, relayed=True)
+        if done.status == "duplicate":
+            c.execute("DELETE FROM envelopes WHERE message_id = ?", (record.message_id,))
+            first = c.execute(
+                "SELECT receipt_digest FROM destinations WHERE message_id = ? AND site = ?",
+                (relayed.message_id, relayed.site),
+            ).fetchone()
+            why = second_relayed_receipt(relayed.site, relayed.message_id, first and first[0])
+            return Acceptance(new=False, hop_ack=None, refused=why)
     order = rank(record.priority)
     hops = unique_hops(next_hops)
     if hops:
@@ -118,9 +132,6 @@ def accept_one(
             [(record.message_id, peer, at) for peer in hops],
         )
     insert_routes(c, record, at)
-    relayed = None if deliver_here else relayed_receipt(record)
-    if relayed is not None:
-        record_receipt_rows(c, [relayed], at, relayed=True)
     if deliver_here:
         c.execute(
             "INSERT INTO inbound (message_id, state, received_at, updated_at)"
