@@ -33,7 +33,6 @@ from gateway.bridges.edxml.names import CONTENT, NS, PREFIX, is_named, kid, kids
 from gateway.bridges.edxml.reader import cid_key, content_elements, envelope_of, serialize
 from gateway.bridges.edxml.skeleton import load_header
 
-Source = tuple[str, str, "Path | bytes"]
 _RAW_CHUNK = 3 * 16 * 1024  # a multiple of 3: base64 pieces join without padding
 
 

@@ -2,7 +2,7 @@
 
 Rules:
 - Both raise :class:`EdxmlError` (one line) for any input, and nothing else but
-  ``OSError`` for local I/O trouble; a property test holds them to that.
+  ``OSError`` for local I/O trouble; property tests hold them to that.
 - :func:`parse_edxml_file` leaves one new file per attachment in ``out_dir`` (named
   by it, 0600) and deletes them itself when it refuses the document; after success
   they are the caller's.
@@ -12,13 +12,38 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
+
+from lxml import etree
 
 from gateway.bridges.edxml.errors import EdxmlError
 from gateway.bridges.edxml.limits import MAX_ATTACHMENTS
 from gateway.bridges.edxml.model import EdxmlDocument
 from gateway.bridges.edxml.reader import read_document
-from gateway.bridges.edxml.stream import split_stream
+from gateway.bridges.edxml.stream import ContentFile, split_stream
+
+
+def _read(root: etree._Element, files: Sequence[ContentFile], keep_data: bool) -> EdxmlDocument:
+    try:
+        return read_document(root, files, keep_data=keep_data)
+    except EdxmlError:
+        raise
+    except (etree.LxmlError, ValueError, TypeError, UnicodeError) as exc:
+        raise EdxmlError(f"not acceptable edXML: {exc}") from None
+
+
+def _parse(
+    raw: BinaryIO, out_dir: Path, max_attachments: int, max_bytes: int | None, keep_data: bool
+) -> EdxmlDocument:
+    root, files = split_stream(raw, out_dir, max_attachments=max_attachments, max_bytes=max_bytes)
+    try:
+        return _read(root, files, keep_data)
+    except BaseException:
+        for f in files:
+            f.path.unlink(missing_ok=True)
+        raise
 
 
 def parse_edxml_file(
@@ -28,15 +53,7 @@ def parse_edxml_file(
     in ``out_dir`` (``Attachment.path``). Memory stays bounded whatever the size.
     Raises :class:`EdxmlError`."""
     with open(source, "rb") as raw:
-        root, files = split_stream(
-            raw, out_dir, max_attachments=max_attachments, max_bytes=max_bytes
-        )
-    try:
-        return read_document(root, files)
-    except BaseException:
-        for f in files:
-            f.path.unlink(missing_ok=True)
-        raise
+        return _parse(raw, out_dir, max_attachments, max_bytes, keep_data=False)
 
 
 def parse_edxml(
@@ -52,13 +69,6 @@ def parse_edxml(
     if len(data) > max_bytes:
         raise EdxmlError(f"edXML document of {len(data)} bytes exceeds {max_bytes}")
     if out_dir is not None:
-        root, files = split_stream(io.BytesIO(data), out_dir, max_attachments=max_attachments)
-        try:
-            return read_document(root, files)
-        except BaseException:
-            for f in files:
-                f.path.unlink(missing_ok=True)
-            raise
+        return _parse(io.BytesIO(data), out_dir, max_attachments, None, keep_data=False)
     with tempfile.TemporaryDirectory(prefix="valise-edxml-") as scratch:
-        root, files = split_stream(io.BytesIO(data), Path(scratch), max_attachments=max_attachments)
-        return read_document(root, files, keep_data=True)
+        return _parse(io.BytesIO(data), Path(scratch), max_attachments, None, keep_data=True)

@@ -34,8 +34,8 @@ _NAME = re.compile(rb"[^\s/>]+")
 _ENCODING = re.compile(rb"""encoding\s*=\s*["']([^"']*)["']""")
 _CDATA = b"<![CDATA["
 _COMMENT = b"<!--"
-_LONGEST_REF = 12
-_END_TAG_SLACK = 64
+_LONGEST_REF = 12  # "&#x0000020;" and a little
+_END_TAG_WAIT = 1024  # bytes to wait for the ">" of the closing tag before refusing
 
 
 class Sink(Protocol):
@@ -107,7 +107,7 @@ class Splitter:
             self._sink.markup(buf[pos : end.end()])
             self._end_tag = None
             return end.end()
-        if not final and b">" not in buf[pos : pos + _END_TAG_SLACK + 1024]:
+        if not final and b">" not in buf[pos : pos + _END_TAG_WAIT]:
             return -1
         raise EdxmlError("ContentTransferEncoded holds markup; only base64 text is allowed")
 

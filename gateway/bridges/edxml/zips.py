@@ -32,6 +32,7 @@ from typing import BinaryIO
 
 from gateway.bridges.edxml.b64 import create_private
 from gateway.bridges.edxml.errors import ZipBombError
+from gateway.bridges.edxml.limits import UNZIP_MAX_ENTRIES, UNZIP_MAX_RATIO, UNZIP_MAX_TOTAL_BYTES
 
 ZIP_MAGIC = b"PK\x03\x04"
 ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/x-zip"})
@@ -54,8 +55,8 @@ def is_wrapped_zip(content: Path | bytes, name: str, declared_types: Sequence[st
     """``content`` is the SDK's ZIP of the file ``name`` (see the module rules)."""
     if name.lower().endswith(".zip"):
         return False
-    raw: BinaryIO = io.BytesIO(content) if isinstance(content, bytes) else open(content, "rb")  # noqa: SIM115
     try:
+        raw: BinaryIO = io.BytesIO(content) if isinstance(content, bytes) else open(content, "rb")  # noqa: SIM115
         with raw:
             if raw.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
                 return False
@@ -125,7 +126,12 @@ def _entries(
 
 
 def unzip_bounded(
-    path: Path, out_dir: Path, *, max_total_bytes: int, max_entries: int, max_ratio: float
+    path: Path,
+    out_dir: Path,
+    *,
+    max_total_bytes: int = UNZIP_MAX_TOTAL_BYTES,
+    max_entries: int = UNZIP_MAX_ENTRIES,
+    max_ratio: float = UNZIP_MAX_RATIO,
 ) -> list[UnzippedEntry]:
     """Unzip ``path`` into new files in ``out_dir``. Raises :class:`ZipBombError`
     (after deleting what it wrote)."""
@@ -154,7 +160,11 @@ def unzip_bounded(
 
 
 def check_zip(
-    path: Path, *, max_total_bytes: int, max_entries: int, max_ratio: float
+    path: Path,
+    *,
+    max_total_bytes: int = UNZIP_MAX_TOTAL_BYTES,
+    max_entries: int = UNZIP_MAX_ENTRIES,
+    max_ratio: float = UNZIP_MAX_RATIO,
 ) -> list[tuple[str, int]]:
     """Decompress ``path`` without keeping anything; each entry's label and size.
     Raises :class:`ZipBombError` as :func:`unzip_bounded` would."""
