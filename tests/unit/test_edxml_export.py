@@ -232,6 +232,29 @@ def test_parts_from_files_and_bytes_give_the_same_document(tmp_path: Path) -> No
     assert (tmp_path / "out.edxml").read_bytes() == edxml.build_edxml(None, facts(), FILES)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        # What Valise exported before issue 12: the envelope as root, AttachmentEncoded in
+        # edXMLBody (the SDK's parser and iOffice's could not read it).
+        f'<edXML:edXMLEnvelope xmlns:edXML="{NS}"><edXML:edXMLBody><edXML:AttachmentEncoded>'
+        "</edXML:AttachmentEncoded></edXML:edXMLBody></edXML:edXMLEnvelope>",
+        f'<edXML xmlns="{NS}"><edXML:edXMLEnvelope xmlns:edXML="{NS}"><edXML:edXMLBody>'
+        "<AttachmentEncoded/></edXML:edXMLBody></edXML:edXMLEnvelope></edXML>",
+        f'<edXML xmlns="{NS}" xmlns="{NS}"><edXML:edXMLEnvelope xmlns:edXML="{NS}"/></edXML>',
+        f'<edXML xmlns="{NS}"><AttachmentEncoded/>'
+        f'<edXML:edXMLEnvelope xmlns:edXML="{NS}"/></edXML>',
+        f'<edXML xmlns="{NS}"><edXMLEnvelope/></edXML>',
+        f'<edXML xmlns="{NS}"><edXML:edXMLEnvelope xmlns:edXML="{NS}"/><AttachmentEncoded>'
+        f'<Attachment><edXML:ContentTransferEncoded xmlns:edXML="{NS}"/><ContentId/></Attachment>'
+        "</AttachmentEncoded></edXML>",
+    ],
+)
+def test_the_layout_check_has_teeth(bad: str) -> None:
+    with pytest.raises((AssertionError, etree.XMLSyntaxError)):
+        check_layout(bad.encode())
+
+
 def test_base64_is_written_on_one_line() -> None:
     big = ("big.bin", "application/octet-stream", bytes(range(256)) * 1000)
     out = edxml.build_edxml(None, facts(), [big])

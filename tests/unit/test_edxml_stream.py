@@ -339,8 +339,12 @@ def _split(data: bytes, cuts: list[int]) -> list[tuple[str, bytes]]:
     return rec.out
 
 
-SAMPLE = document([b"some data here", b""]).replace(
-    b"<edXML:Subject>", b'<!-- a > b --><![CDATA[<x>]]><?pi "?><edXML:Subject a=">" b=\'"\'>'
+SAMPLE = (
+    document([b"some data here", b""])
+    .replace(
+        b"<edXML:Subject>", b'<!-- a > b --><![CDATA[<x>]]><?pi "?><edXML:Subject a=">" b=\'"\'>'
+    )
+    .replace(b"c29tZSBk", b"c29t&#13;&#x0A;ZSBk")  # whitespace references in the base64
 )
 
 
