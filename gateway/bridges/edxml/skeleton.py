@@ -20,7 +20,7 @@ from lxml import etree
 from gateway.bridges.edxml.errors import EdxmlError
 from gateway.bridges.edxml.limits import MAX_DEPTH, MAX_ELEMENTS, MAX_HEADER_BYTES
 from gateway.bridges.edxml.names import is_named, kid, kids, text
-from gateway.bridges.edxml.reader import content_elements, envelope_of
+from gateway.bridges.edxml.reader import cid_key, content_elements, envelope_of
 from gateway.bridges.edxml.zips import is_wrapped_zip
 
 _DECLARATIONS = re.compile(rb"<!\s*(DOCTYPE|ENTITY|ELEMENT|ATTLIST)", re.IGNORECASE)
@@ -76,21 +76,18 @@ def declared_parts(header_xml: bytes) -> tuple[DeclaredPart, ...]:
     placeholders = content_elements(root)
     if not placeholders:
         return tuple(_declared(ref, None) for ref in refs)
-    by_cid = {_key(text(r, "ContentId")): r for r in refs}
+    by_cid = {cid_key(text(r, "ContentId")): r for r in refs}
     out = []
     for el in placeholders:
         holder = el.getparent()
         assert holder is not None
         ref = (
-            holder if is_named(holder, "Reference") else by_cid.get(_key(text(holder, "ContentId")))
+            holder
+            if is_named(holder, "Reference")
+            else by_cid.get(cid_key(text(holder, "ContentId")))
         )
         out.append(_declared(holder, ref))
     return tuple(out)
-
-
-def _key(cid: str) -> str:
-    cid = cid.strip()
-    return cid[4:].strip() if cid[:4].lower() == "cid:" else cid
 
 
 def _declared(own: etree._Element, ref: etree._Element | None) -> DeclaredPart:
