@@ -34,6 +34,26 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (11, "v11_destinations.sql"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
+# A migration file may be cut by lines ``-- @step NAME``: the backend runs the SQL before
+# the line, then its Python step NAME (in the same transaction), then the rest. To
+# anything that runs the file as plain SQL the line is a comment.
+STEP_MARK = "-- @step "
+
+
+def migration_parts(sql: str) -> list[tuple[str, str | None]]:
+    """The SQL of a migration file cut at its step lines: each part with the name of the
+    step to run after it (None after the last part)."""
+    parts: list[tuple[str, str | None]] = []
+    chunk: list[str] = []
+    for line in sql.splitlines(keepends=True):
+        if line.startswith(STEP_MARK):
+            parts.append(("".join(chunk), line[len(STEP_MARK) :].strip()))
+            chunk = []
+        else:
+            chunk.append(line)
+    parts.append(("".join(chunk), None))
+    return parts
+
 
 # Deliveries still trying to reach their next hop: expire() and fail() act on these.
 # (The SQL spells some of these sets, and the precedence order flash, immediate,

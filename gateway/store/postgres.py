@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
+from gateway.store import migrate_v11
 from gateway.store._common import (
     EXPIRED_REASON,
     LATEST_VERSION,
@@ -36,6 +37,7 @@ from gateway.store._common import (
     aware,
     check_record,
     load_sql,
+    migration_parts,
 )
 from gateway.store.base import (
     Acceptance,
@@ -156,6 +158,14 @@ FOR NO KEY UPDATE OF e
 """
 
 
+def _step(name: str) -> Callable[[Conn], Awaitable[None]]:
+    """The Python step of a migration file (``-- @step NAME``). Raises StoreError."""
+    steps = {migrate_v11.STEP: migrate_v11.postgres_step}
+    if name not in steps:
+        raise StoreError(f"unknown migration step {name!r}")
+    return steps[name]
+
+
 class PostgresStore(
     PostgresInbound,
     PostgresOperator,
@@ -235,7 +245,10 @@ class PostgresStore(
         for version, name in MIGRATIONS:
             if version <= current:
                 continue
-            await conn.execute(load_sql("postgres", name))
+            for part, step in migration_parts(load_sql("postgres", name)):
+                await conn.execute(part)
+                if step is not None:
+                    await _step(step)(conn)
             await conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES ($1, now())", version
             )

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from gateway.store import migrate_v11
 from gateway.store._common import (
     EXPIRED_REASON,
     LATEST_VERSION,
@@ -32,6 +33,7 @@ from gateway.store._common import (
     aware,
     check_record,
     load_sql,
+    migration_parts,
     reclaim_reason,
 )
 from gateway.store.base import (
@@ -135,8 +137,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
         for version, name in MIGRATIONS:
             if version <= current:
                 continue
-            for statement in _statements(load_sql("sqlite", name)):
-                conn.execute(statement)
+            for part, step in migration_parts(load_sql("sqlite", name)):
+                for statement in _statements(part):
+                    conn.execute(statement)
+                if step is not None:
+                    _step(step)(conn)
             conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, now)
             )
@@ -145,6 +150,14 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _step(name: str) -> Callable[[sqlite3.Connection], None]:
+    """The Python step of a migration file (``-- @step NAME``). Raises StoreError."""
+    steps = {migrate_v11.STEP: migrate_v11.sqlite_step}
+    if name not in steps:
+        raise StoreError(f"unknown migration step {name!r}")
+    return steps[name]
 
 
 class SqliteStore(

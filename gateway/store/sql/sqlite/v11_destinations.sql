@@ -65,7 +65,8 @@ CREATE INDEX webhooks_message ON webhooks (message_id);
 --   with a reason, and its expiry never fails them;
 -- * a circular whose receipt cannot be attributed to its signer (the receipt envelope's
 --   own row is gone) keeps every destination open, and keeps that receipt in
---   envelopes.receipt, so that the proof is not lost;
+--   envelopes.receipt, so that the proof is not lost; the same for a destination whose
+--   verified receipt envelope is no longer kept here;
 -- * a receipt over a copy replaced by a re-seal names a digest in envelopes.superseded (v10).
 
 -- The origin (received_from NULL; not a receipt envelope): a row per destination. Its
@@ -146,7 +147,12 @@ WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.doc_class <>
   AND e.receipt IS NOT NULL
   AND (SELECT count(*) FROM destinations x WHERE x.message_id = t.message_id) = 1;
 
--- The other destinations of a receipted circular (the v9 bug dropped their receipts).
+-- The other destinations' receipts, verified before v11 and kept here as received
+-- (acknowledged 'receipt'), attributed to their signers by their plain heads: a step in
+-- Python (gateway/store/migrate_v11.py), before anything below reads which rows are open.
+-- @step v11_kept_receipts
+
+-- The other destinations of a receipted circular without a receipt kept here.
 UPDATE destinations AS t SET reason = 'no receipt of its own recorded before v11'
 FROM envelopes e
 WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.receipt IS NOT NULL
