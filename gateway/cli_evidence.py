@@ -8,8 +8,8 @@ evidence verify DIR [--trust directory.pub] [--ca ca.crt] [--json]
     Check a bundle without any store. Exit 0 when no check failed, 1 otherwise (each
     check and its reason on stdout), 3 if DIR cannot be read, 2 for a bad --trust.
     The last line (stderr) names the destinations whose delivery the bundle proves (a
-    receipt per destination, format valise-evidence/2; v1 bundles still verify) and
-    those it does not.
+    receipt per destination, format valise-evidence/3 with the earlier copies the
+    receipts name; v1 and v2 bundles still verify) and those it does not.
 """
 
 from __future__ import annotations

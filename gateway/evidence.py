@@ -19,6 +19,10 @@
     receipts/SITE.key    the receipt envelope's content key (hex): with it anyone can
                          check that SITE.xml is what the destination signed
     hops/receipt-SITE.NN-HOP.xml  each hop record of SITE's receipt envelope's trace
+    copies/DIGEST.head   an earlier copy of the envelope that a receipt names (DIGEST: its
+                         digest in hex), replaced here since by a re-seal or re-sign: its
+                         framing prefix and head (the segments are envelope.vlz's), and
+    copies/DIGEST.digested  its digested range (gateway/evidence_copies.py)
     destinations.json    this site's state of each destination (informative: not signed)
     timestamps/KIND.tsr  the RFC 3161 tokens (sent, relayed; KIND-2.tsr, ...) and
                          delivered-SITE.tsr (delivered-SITE.2.tsr, ...) over SITE's receipt
@@ -44,8 +48,14 @@ Rules:
 - Only time-stamp tokens that verify at export, over the digest of the envelope or of
   its receipt, are included; any other is named in EXPLANATION.txt and left out.
 - Format ``valise-evidence/2`` (issue 11) holds one receipt per destination under
-  receipts/; the verifier still reads ``valise-evidence/1`` bundles, whose one
-  receipt is the top-level receipt.vlz (and its receipt.* / delivered.tsr files).
+  receipts/; ``valise-evidence/3`` (review 11b) adds copies/, the earlier copies the
+  receipts name. The verifier still reads ``valise-evidence/1`` bundles, whose one
+  receipt is the top-level receipt.vlz (and its receipt.* / delivered.tsr files), and
+  ``valise-evidence/2`` bundles (no copies/).
+- A receipt naming an earlier copy of the envelope (re-sealed or re-signed here after
+  that copy reached its destination) comes with that copy's head (store schema 12).
+  Without it (a copy replaced before schema 12) the receipt's content is not disclosed:
+  the bundle could not show that the digest it names was this message.
 - The output folder must be new or empty; the bundle is written to a sibling staging
   folder and renamed into place, so a half-written bundle is never left at DIR.
 """
@@ -83,10 +93,12 @@ from gateway.site import SiteContext, archived_directories
 from gateway.store.base import Destination, TimestampRecord, Transition
 from routing.directory import Directory, DirectoryError, parse_directory
 
-FORMAT = "valise-evidence/2"
+FORMAT = "valise-evidence/3"
+FORMAT_V2 = "valise-evidence/2"
 FORMAT_V1 = "valise-evidence/1"
-FORMATS = (FORMAT_V1, FORMAT)
+FORMATS = (FORMAT_V1, FORMAT_V2, FORMAT)
 RECEIPTS = "receipts"
+COPIES = "copies"
 DESTINATIONS = "destinations.json"
 MANIFEST = "MANIFEST.json"
 EXPLANATION = "EXPLANATION.txt"
@@ -179,6 +191,11 @@ def receipt_files(site: str | None) -> ReceiptFiles:
         ),
         f"delivered-{site}",
     )
+
+
+def copy_files(digest: bytes) -> tuple[str, str]:
+    """copies/HEX.head and copies/HEX.digested of the earlier copy of digest ``digest``."""
+    return f"{COPIES}/{digest.hex()}.head", f"{COPIES}/{digest.hex()}.digested"
 
 
 def token_data(name: str) -> str | None:
@@ -511,6 +528,7 @@ async def export_evidence(
     Raises :class:`UnknownMessage`, :class:`OutputNotEmpty`, :class:`EvidenceError`
     (a stored piece is damaged) or OSError.
     """
+    from gateway.evidence_copies import add_copies
     from gateway.evidence_text import explain
 
     _check_out(out)
@@ -561,6 +579,15 @@ async def export_evidence(
             draft.receipt_docs[names.site or ""] = doc
         except EvidenceError as exc:
             draft.notes.append(f"{names.site}'s receipt: {exc}; {names.xml} is not in the bundle")
+    opened = [
+        (names, opened_doc)
+        for names, _, _ in receipts
+        if (opened_doc := draft.receipt_docs.get(names.site or "")) is not None
+    ]
+    copies = await add_copies(ctx, message, opened, f, draft.notes)
+    for names, _ in opened:
+        if names.xml not in f:  # withheld: it names a copy the bundle cannot show
+            draft.receipt_docs.pop(names.site or "", None)
 
     ca_path = ctx.config.keys_dir / "ca.crt"
     ca = ca_path.read_bytes() if ca_path.exists() else None
@@ -582,6 +609,7 @@ async def export_evidence(
         now=now,
         message=message,
         receipts=[(n, p, draft.receipt_docs.get(n.site or "")) for n, _, p in receipts],
+        copies={c.digest: copy_files(c.digest)[0] for c in copies},
         directories=directories,
         tokens=[(name, rec.kind, info) for name, rec, info in draft.tokens],
         history=await ctx.store.history(message_id),

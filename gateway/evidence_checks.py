@@ -31,10 +31,10 @@ from envelope.trace import TraceSpliced, check_path, hop_message
 from envelope.values import format_time, parse_time
 from gateway.evidence import (
     CA,
+    COPIES,
     DIRECTORIES,
     ENVELOPE,
     ENVELOPE_DIGESTED,
-    FORMAT,
     FORMAT_V1,
     FORMATS,
     HOPS,
@@ -91,6 +91,12 @@ class BundleState:
     receipts: dict[str, tuple[ParsedHead, bytes, ReceiptFiles]] = field(default_factory=dict)
     proved: set[str] = field(default_factory=set)  # receipt-content ok: delivery proven
     refused: set[str] = field(default_factory=set)  # sites whose receipt files failed
+    # Earlier copies of the envelope that verified (gateway/evidence_copies.py): their
+    # digest -> copies/HEX.head. A receipt naming one proves delivery of this message.
+    copies: dict[bytes, str] = field(default_factory=dict)
+    copy_heads: list[ParsedHead] = field(default_factory=list)
+    # Which copy each proved site's receipt names, when not the envelope itself.
+    proved_copy: dict[str, str] = field(default_factory=dict)
     tokens: list[tuple[str, TokenInfo]] = field(default_factory=list)
 
     @property
@@ -158,7 +164,7 @@ def check_manifest(s: BundleState) -> str:
     except ValueError:
         raise Failed("MANIFEST.json is not JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
-        raise Failed(f"MANIFEST.json is not a {FORMAT} (or {FORMAT_V1}) manifest")
+        raise Failed(f"MANIFEST.json is not a {' or '.join(reversed(FORMATS))} manifest")
     s.format = manifest["format"]
     message, files = manifest.get("message"), manifest.get("files")
     if not isinstance(message, str) or not isinstance(files, dict):
@@ -354,11 +360,11 @@ def check_keys(s: BundleState) -> str:
 
 
 def receipt_slots(s: BundleState) -> list[ReceiptFiles]:
-    """The receipts the bundle holds: receipts/SITE.vlz each (v2), or the one top-level
+    """The receipts the bundle holds: receipts/SITE.vlz each (v2, v3), or the one top-level
     receipt.vlz of a v1 bundle. A bundle whose manifest did not say which format is
     read both ways."""
     slots = []
-    if s.format != FORMAT and s.has(RECEIPT):
+    if s.format in (FORMAT_V1, None) and s.has(RECEIPT):
         slots.append(receipt_files(None))
     folder = s.path(RECEIPTS)
     if s.format != FORMAT_V1 and folder.is_dir():
@@ -497,13 +503,21 @@ def _content_check(names: ReceiptFiles) -> Callable[[BundleState], str]:
             raise Failed(f"{xml} names message {doc.message_id}, not {m.head.routing.message_id}")
         if doc.site != signer:
             raise Failed(f"{xml} names site {doc.site}, not its signer {signer}")
-        if not hmac.compare_digest(doc.envelope_digest, digest):
+        copy = s.copies.get(doc.envelope_digest)
+        if not hmac.compare_digest(doc.envelope_digest, digest) and copy is None:
             raise Failed(
                 f"{xml} names envelope digest {doc.envelope_digest.hex()}, "
-                f"not SHA-256 of {ENVELOPE_DIGESTED} ({digest.hex()}): "
-                "it is a receipt for another envelope"
+                f"not SHA-256 of {ENVELOPE_DIGESTED} ({digest.hex()}) nor of an earlier "
+                f"copy in {COPIES}/ that verified: it is a receipt for another envelope"
             )
         s.proved.add(signer)
+        if copy is not None:
+            s.proved_copy[signer] = copy
+            return (
+                f"{doc.site} received the earlier copy {copy} (envelope digest "
+                f"{doc.envelope_digest.hex()}), re-sealed by the origin since, at "
+                f"{format_time(doc.at)}"
+            )
         return f"{doc.site} received envelope digest {digest.hex()} at {format_time(doc.at)}"
 
     return _refusing(names, check)
@@ -527,6 +541,11 @@ def check_delivery(s: BundleState) -> str:
         if sites:
             said.append(f"{verdict}: {', '.join(sites)}")
     text = "; ".join(said) + f" ({len(proved)} of {len(states)})"
+    if s.proved_copy:
+        text += "; " + ", ".join(
+            f"{site} by its receipt of the earlier copy {copy}"
+            for site, copy in sorted(s.proved_copy.items())
+        )
     if not proved:
         raise Skipped(f"no destination's delivery is proven: {text}")
     return text

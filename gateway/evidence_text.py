@@ -73,6 +73,7 @@ def explain(
     now: datetime,
     message: ParsedHead,
     receipts: Sequence[tuple[ReceiptFiles, ParsedHead, Receipt | None]],
+    copies: Mapping[bytes, str],
     directories: Sequence[Directory],
     tokens: Sequence[tuple[str, str, TokenInfo]],
     history: Sequence[Transition],
@@ -132,12 +133,19 @@ def explain(
             f"  addressed to {', '.join(rr.destinations)}.",
         ]
         if receipt_doc is not None:
-            match = "matches" if receipt_doc.envelope_digest == message.digest else "DOES NOT match"
+            copy = copies.get(receipt_doc.envelope_digest)
+            match = (
+                "matches the envelope digest above"
+                if receipt_doc.envelope_digest == message.digest
+                else f"is that of {copy}, an earlier copy of this envelope (see below)"
+                if copy is not None
+                else "DOES NOT match the envelope digest above"
+            )
             out += [
                 f"  {names.xml} (opened at {here}) says: message {receipt_doc.message_id},",
                 f"  envelope-sha256 {receipt_doc.envelope_digest.hex()},",
                 f"  site {receipt_doc.site}, at {format_time(receipt_doc.at)}.",
-                f"  That digest {match} the envelope digest above.",
+                f"  That digest {match}.",
                 f"  {names.key} is the receipt envelope's content key: with it anyone can",
                 "  decrypt the receipt's ciphertext, whose SHA-256 the destination signed, and",
                 f"  see that it is {names.xml} (valise evidence verify does this).",
@@ -148,6 +156,18 @@ def explain(
     missing = [d for d in r.destinations if d not in receipted]
     if receipts and missing:
         out.append(f"  No receipt in this bundle from: {', '.join(missing)}.")
+    if copies:
+        out += ["", "EARLIER COPIES OF THE ENVELOPE"]
+        for digest, name in sorted(copies.items(), key=lambda c: c[1]):
+            digested = name.removesuffix(".head") + ".digested"
+            out += [
+                f"  {name}: the framing prefix and head of a copy of this message that reached",
+                f"  a destination before {r.origin} re-sealed (or re-signed) it; digest",
+                f"  {digest.hex()} = SHA-256 of {digested}. Its routing header and",
+                "  manifest (so every ciphertext segment of envelope.vlz) are the envelope's;",
+                "  only the recipient stanzas, the signature and its key differ. It is signed by",
+                f"  {r.origin} (valise evidence verify checks all of this).",
+            ]
     out += ["", "TIME-STAMP TOKENS (RFC 3161, HQ's time-stamp authority)"]
     if tokens:
         for name, kind, info in tokens:
@@ -198,6 +218,8 @@ def explain(
         "    (in-reply-to), and through receipts/SITE.xml the envelope digest: SITE opened",
         "    exactly this envelope (non-repudiation of receipt), one per destination.",
         "    A destination with no receipt here is not proven delivered.",
+        "  - copies/: an earlier copy a receipt names: the same message, signed by its origin",
+        "    before it was re-sealed (only when a receipt names one).",
         "  - timestamps/: HQ's time-stamp authority attests that the digested bytes existed",
         "    at genTime.",
         "  - MANIFEST.json lists the SHA-256 of every file: it detects damage and missing",

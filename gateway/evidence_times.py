@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 
 from envelope.head import ParsedHead
 from envelope.values import format_time
-from gateway.evidence import ENVELOPE_DIGESTED, in_force, token_data
+from gateway.evidence import ENVELOPE_DIGESTED, copy_files, in_force, token_data
 from gateway.evidence_checks import BundleState, Failed
 from routing.directory import USABLE, Directory, DirectoryError, KeyState
 
@@ -86,4 +86,7 @@ def check_signing_times(s: BundleState) -> str:
     for site, (parsed, _, names) in sorted(s.receipts.items()):
         what = "receipt signature" if names.site is None else f"{site}'s receipt signature"
         said.append(_signing_time(s, parsed, names.digested, what))
+    for copy in s.copy_heads:  # earlier copies of the envelope (gateway/evidence_copies.py)
+        head_name, digested_name = copy_files(copy.digest)
+        said.append(_signing_time(s, copy, digested_name, f"earlier copy {head_name}'s signature"))
     return "; ".join(said)

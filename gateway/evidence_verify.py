@@ -19,7 +19,9 @@ Rules:
   filed under the destination that signed it (receipts/SITE.vlz; a v1 bundle's one
   receipt.vlz under its signer), name the message, be signed by one of its
   destinations, be the only one from that site, and (when its content key is
-  disclosed) decrypt to a document that names that digest.
+  disclosed) decrypt to a document that names that digest, or the digest of an earlier
+  copy of the envelope in copies/ that verified: a re-seal of it by its origin
+  (``valise-evidence/3``, gateway/evidence_copies.py).
 - The final ``delivery`` check names the destinations proved delivered (a receipt
   whose signature and content verified) and those without: a bundle of a partial
   delivery verifies as evidence of what it holds; a site whose receipt fails is never
@@ -57,6 +59,7 @@ from gateway.evidence_checks import (
     receipt_checks,
     token_check,
 )
+from gateway.evidence_copies import check_copies
 from gateway.evidence_times import check_signing_times
 from gateway.hop import HopRefused
 from routing.directory import DirectoryError
@@ -148,6 +151,8 @@ def verify_bundle(
         ("directories", check_directories),
         ("envelope", check_envelope),
         ("origin-signature", check_origin),
+        # Before the receipts: a receipt may name an earlier copy of the envelope.
+        ("copies", check_copies),
     ]
     checks = [_run(s, name, fn) for name, fn in steps]
     # The receipts present are known once the manifest said the bundle's format.

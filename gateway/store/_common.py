@@ -19,7 +19,8 @@ from gateway.store.base import EnvelopeRecord, OutState, StoreError
 # TLS certificates it issued (gateway/store/enrollments.py), 9 the audit witness,
 # 10 the digests of the copies a re-sealed or re-signed envelope replaced (a receipt may
 # name any of them), 11 delivery state and receipts per final destination (issue 11:
-# table destinations, envelopes.completed_at, webhook kind 'completed').
+# table destinations, envelopes.completed_at, webhook kind 'completed'), 12 the heads of
+# those replaced copies (evidence of a receipt naming one: review 11b, F1).
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, "schema.sql"),
     (2, "v2_claim_order.sql"),
@@ -32,6 +33,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (9, "v9_witness.sql"),
     (10, "v10_superseded.sql"),
     (11, "v11_destinations.sql"),
+    (12, "v12_superseded_heads.sql"),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 # A migration file may be cut by lines ``-- @step NAME``: the backend runs the SQL before

@@ -226,6 +226,11 @@ class Store(Protocol):
         ``replace_sealed``, oldest first (absent: none)."""
         ...
 
+    async def superseded_heads(self, message_id: str) -> dict[bytes, bytes]:
+        """The framed heads (prefix and head XML) of the earlier copies of this message
+        that ``replace_sealed`` replaced here from schema v12, by their digest."""
+        ...
+
     async def message_routes(self, message_ids: Sequence[str]) -> dict[str, MessageRoute]:
         """The origin and destinations of each of these messages stored here, whatever
         its origin (a relay's check of a receipt: gateway/hop.py check_receipt)."""

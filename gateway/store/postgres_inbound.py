@@ -305,6 +305,15 @@ class PostgresInbound:
 
         return await self._read(q)
 
+    async def superseded_heads(self, message_id: str) -> dict[bytes, bytes]:
+        async def q(conn: Conn) -> dict[bytes, bytes]:
+            rows = await conn.fetch(
+                "SELECT digest, head FROM superseded_heads WHERE message_id = $1", message_id
+            )
+            return {bytes(r["digest"]): bytes(r["head"]) for r in rows}
+
+        return await self._read(q)
+
     async def message_routes(self, message_ids: Sequence[str]) -> dict[str, MessageRoute]:
         ids = list(dict.fromkeys(message_ids))
         if not ids:

@@ -210,6 +210,20 @@ class PostgresTrust:
                 conn, message_id, from_states=list(requeue), reason=reason, at=at
             )
             if moved:
+                # Keep the replaced copy's head (superseded_heads, v12): a receipt naming
+                # its digest is then shown to be for the same message. Its length is in
+                # the prefix (envelope/framing.py).
+                await conn.execute(
+                    "INSERT INTO superseded_heads (message_id, digest, head, replaced_at)"
+                    " SELECT message_id, digest, substring(data from 1 for (12 + least($3::bigint,"
+                    " CASE WHEN length(data) < 12 THEN 0 ELSE (get_byte(data, 8)::bigint << 24)"
+                    " | (get_byte(data, 9) << 16) | (get_byte(data, 10) << 8)"
+                    " | get_byte(data, 11) END))::int), $2"
+                    " FROM envelopes WHERE message_id = $1 ON CONFLICT DO NOTHING",
+                    message_id,
+                    at,
+                    MAX_HEAD_XML_BYTES,
+                )
                 await conn.execute(
                     "UPDATE envelopes SET data = $2, digest = $3, chain = $4, hop_ack = $5,"
                     " size = $6, superseded = superseded || encode(digest, 'hex'),"

@@ -241,6 +241,15 @@ class SqliteInbound:
 
         return await self._read(q)
 
+    async def superseded_heads(self, message_id: str) -> dict[bytes, bytes]:
+        def q(c: sqlite3.Connection) -> dict[bytes, bytes]:
+            rows = c.execute(
+                "SELECT digest, head FROM superseded_heads WHERE message_id = ?", (message_id,)
+            ).fetchall()
+            return {bytes(r[0]): bytes(r[1]) for r in rows}
+
+        return await self._read(q)
+
     async def message_routes(self, message_ids: Sequence[str]) -> dict[str, MessageRoute]:
         ids = list(dict.fromkeys(message_ids))
         if not ids:

@@ -210,6 +210,7 @@ class SqliteTrust:
                 c, message_id, from_states=requeue_states, reason=reason, at=at
             )
             if moved:
+                _keep_head(c, message_id, at)
                 c.execute(
                     "UPDATE envelopes SET data = ?, digest = ?, chain = ?, hop_ack = ?, size = ?,"
                     " superseded = superseded || hex(digest),"
@@ -233,3 +234,19 @@ class SqliteTrust:
             return cur.rowcount > 0
 
         return await self._write(tx)
+
+
+def _keep_head(c: sqlite3.Connection, message_id: str, at: str) -> None:
+    """Keep the head of the stored copy that is being replaced (superseded_heads, v12):
+    a receipt naming its digest is then shown to be for the same message."""
+    (prefix,) = c.execute(
+        "SELECT substr(data, 1, ?) FROM envelopes WHERE message_id = ?", (PREFIX_BYTES, message_id)
+    ).fetchone()
+    prefix = bytes(prefix)
+    length = int.from_bytes(prefix[-4:], "big") if len(prefix) == PREFIX_BYTES else 0
+    c.execute(
+        "INSERT INTO superseded_heads (message_id, digest, head, replaced_at)"
+        " SELECT message_id, digest, substr(data, 1, ?), ? FROM envelopes WHERE message_id = ?"
+        " ON CONFLICT DO NOTHING",
+        (PREFIX_BYTES + min(length, MAX_HEAD_XML_BYTES), at, message_id),
+    )

@@ -927,6 +927,7 @@ async def test_sqlite_and_postgres_schemas_define_the_same_tables(pg_schema: str
         "tls_certificates",
         "audit_witness",
         "destinations",
+        "superseded_heads",
     }
     assert pg == lite
 
