@@ -52,6 +52,7 @@ INBOX_COLUMNS = [
     Column("state", "STATE"),
     Column("received", "RECEIVED"),
     Column("parts", "PARTS"),
+    Column("kind", "KIND"),
     Column("subject", "SUBJECT", limit=40),
     Column("note", "NOTE"),
 ]
@@ -102,6 +103,7 @@ async def inbox_rows(ctx: SiteContext) -> list[dict[str, Any]]:
                 "from": item.origin,
                 "state": item.state,
                 "received": format_time(item.received),
+                "kind": _kind(folder, meta),
                 "subject": (meta or {}).get("subject") or "",
                 "parts": len(meta["parts"]) if meta else None,
                 "note": (
@@ -112,6 +114,14 @@ async def inbox_rows(ctx: SiteContext) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _kind(folder: Path, meta: dict[str, Any] | None) -> str:
+    """The edXML kind (new, status, revocation, ...) its kept header gives, else ""."""
+    from gateway.bridges.edxml_inbox import read_info
+
+    info = read_info(folder, meta) if meta is not None else None
+    return info.kind if info is not None else ""
 
 
 def _meta(folder: Path) -> dict[str, Any] | None:

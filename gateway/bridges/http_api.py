@@ -8,6 +8,7 @@ Routes (documented in gateway/bridges/openapi.py, served at /v1/openapi.json):
     GET  /v1/inbox                     delivered documents, cursor-paged
     GET  /v1/inbox/{id}                one document (JSON, or edXML)
     GET  /v1/inbox/{id}/parts/{n}      one part, streamed
+    GET  /v1/inbox/{id}/parts/{n}/unzipped  the file inside an SDK-zipped edXML part
     POST /v1/inbox/{id}/ack            acknowledge
 
 It listens on ``[http] listen`` (loopback by default), at most ``[http]
@@ -34,7 +35,13 @@ from gateway.bridges.http_documents import (
     document_status,
     submit_document,
 )
-from gateway.bridges.http_inbox import inbox_ack, inbox_item, inbox_list, inbox_part
+from gateway.bridges.http_inbox import (
+    inbox_ack,
+    inbox_item,
+    inbox_list,
+    inbox_part,
+    inbox_part_unzipped,
+)
 from gateway.bridges.http_listener import (
     CappedSite,
     ConnectionCap,
@@ -79,6 +86,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/v1/inbox", inbox_list, allow_head=False)
     router.add_get("/v1/inbox/{id}", inbox_item, allow_head=False)
     router.add_get("/v1/inbox/{id}/parts/{n}", inbox_part, allow_head=False)
+    router.add_get("/v1/inbox/{id}/parts/{n}/unzipped", inbox_part_unzipped, allow_head=False)
     router.add_post("/v1/inbox/{id}/ack", inbox_ack)
     router.add_get("/v1/openapi.json", openapi_json, allow_head=False)
 

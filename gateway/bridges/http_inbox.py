@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mimetypes
+import os
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,9 +25,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from envelope.model import RoutingHeader
 from envelope.open import parse_framed_head
 from envelope.values import MESSAGE_ID_RE, format_time
-from gateway.bridges import edxml
+from gateway.bridges import edxml, edxml_inbox
 from gateway.bridges.http_common import ApiError, integrator, json_response, state
 from gateway.bridges.http_params import ParamError, cursor_of, parse_count, parse_cursor
 from gateway.site import SiteContext
@@ -78,7 +83,9 @@ async def inbox_list(request: web.Request) -> web.Response:
             after = (row.received, row.message_id)
             meta = None if row.state == InState.RECEIVED else _meta(ctx, row.message_id)
             if meta is not None:
-                items.append(_summary(row, meta))
+                folder = ctx.config.directory / "inbox" / row.message_id
+                info = await asyncio.to_thread(edxml_inbox.read_info, folder, meta)
+                items.append({**_summary(row, meta), "kind": info.kind if info else None})
             if len(items) == limit:
                 more = more or row is not batch[-1]
                 break
@@ -128,20 +135,11 @@ async def inbox_item(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "not_found", f"no document {mid} in this inbox")
     r = parse_framed_head(record.data)[0].head.routing
     received = [t.at for t in await ctx.store.history(mid) if t.state == InState.RECEIVED]
+    folder = ctx.config.directory / "inbox" / mid
     if _wants_edxml(request):
-        facts = edxml.Facts(
-            message_id=mid,
-            origin=r.origin,
-            here=ctx.here,
-            created=r.created,
-            subject=meta.get("subject") or "",
-            doc_class=r.doc_class,
-            dossier=r.dossier or "",
-            priority=r.priority.value,
-            originator="",
-        )
-        body = await asyncio.to_thread(_edxml_of, ctx.config.directory / "inbox" / mid, meta, facts)
-        return web.Response(body=body, content_type=edxml.MEDIA_TYPE)
+        return await _edxml_response(request, ctx, folder, meta, mid, r)
+    info = await asyncio.to_thread(edxml_inbox.read_info, folder, meta)
+    zipped = info.zipped if info is not None else ()
     return json_response(
         {
             "id": mid,
@@ -163,27 +161,65 @@ async def inbox_item(request: web.Request) -> web.StreamResponse:
                     "media_type": p["media_type"],
                     "size": p["size"],
                     "href": f"/v1/inbox/{mid}/parts/{n}",
+                    **({"unzipped": f"/v1/inbox/{mid}/parts/{n}/unzipped"} if n in zipped else {}),
                 }
                 for n, p in enumerate(meta["parts"])
             ],
             "edxml": f"/v1/inbox/{mid}?format=edxml",
+            "kind": info.kind if info is not None else None,
+            "edxml_header": info.as_json() if info is not None else None,
         }
     )
 
 
-def _edxml_of(folder: Path, meta: dict[str, Any], facts: edxml.Facts) -> bytes:
-    header: bytes | None = None
-    attachments = []
-    for p in meta["parts"]:
-        data = (folder / p["name"]).read_bytes()
-        if p["media_type"] == edxml.HEADER_MEDIA_TYPE and header is None:
-            header = data
-        else:
-            attachments.append((p["name"], p["media_type"], data))
+async def _edxml_response(
+    request: web.Request,
+    ctx: SiteContext,
+    folder: Path,
+    meta: dict[str, Any],
+    mid: str,
+    routing: RoutingHeader,
+) -> web.StreamResponse:
+    """The item as edXML, written to a scratch file in a worker thread (attachments
+    streamed from their files) and streamed from it."""
+    scratch = await asyncio.to_thread(_scratch_file, state(request).workdir)
     try:
-        return edxml.build_edxml(header_xml=header, facts=facts, attachments=attachments)
-    except edxml.EdxmlError:  # a kept header that does not parse: make one instead
-        return edxml.build_edxml(header_xml=None, facts=facts, attachments=attachments)
+
+        def write() -> None:
+            with scratch.open("wb") as out:
+                edxml_inbox.write_export(
+                    out, folder, meta, message_id=mid, here=ctx.here, routing=routing,
+                    directory=ctx.directory,
+                )  # fmt: skip
+
+        await asyncio.to_thread(write)
+        return await _stream_file(request, scratch, edxml.MEDIA_TYPE, None)
+    finally:
+        await asyncio.to_thread(scratch.unlink, missing_ok=True)
+
+
+def _scratch_file(workdir: Path) -> Path:
+    fd, name = tempfile.mkstemp(dir=workdir, prefix="edxml-", suffix=".xml")
+    os.close(fd)
+    return Path(name)
+
+
+async def _stream_file(
+    request: web.Request, path: Path, media_type: str, filename: str | None
+) -> web.StreamResponse:
+    # Streamed by hand: FileResponse would serve a sibling "NAME.gz" part to a client
+    # that accepts gzip, and a delivered document may well hold both.
+    headers = {"Content-Type": media_type}
+    if filename is not None:
+        headers["Content-Disposition"] = content_disposition(filename)
+    response = web.StreamResponse(headers=headers)
+    response.content_length = path.stat().st_size
+    await response.prepare(request)
+    with path.open("rb") as f:
+        while chunk := await asyncio.to_thread(f.read, PART_CHUNK_BYTES):
+            await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 def content_disposition(name: str) -> str:
@@ -205,21 +241,33 @@ async def inbox_part(request: web.Request) -> web.StreamResponse:
     path = folder / part["name"]
     if path.parent != folder or not path.is_file():
         raise ApiError(404, "not_found", f"part {n} of {mid} is missing")
-    # Streamed by hand: FileResponse would serve a sibling "NAME.gz" part to a client
-    # that accepts gzip, and a delivered document may well hold both.
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": part["media_type"],
-            "Content-Disposition": content_disposition(part["name"]),
-        }
+    return await _stream_file(request, path, part["media_type"], part["name"])
+
+
+async def inbox_part_unzipped(request: web.Request) -> web.StreamResponse:
+    """The file inside a part that is the SDK's ZIP of it, unpacked (bounded) into a
+    scratch folder and streamed; 404 for a part that is no such ZIP."""
+    ctx = state(request).ctx
+    mid, _, meta = await _item(request)
+    try:
+        n = parse_count(request.match_info["n"], 0, len(meta["parts"]) - 1, "a part number")
+    except ParamError:
+        raise ApiError(404, "not_found", f"document {mid} has no such part") from None
+    folder = ctx.config.directory / "inbox" / mid
+    scratch = Path(
+        await asyncio.to_thread(tempfile.mkdtemp, dir=state(request).workdir, prefix="unzip-")
     )
-    response.content_length = path.stat().st_size
-    await response.prepare(request)
-    with path.open("rb") as f:
-        while chunk := await asyncio.to_thread(f.read, PART_CHUNK_BYTES):
-            await response.write(chunk)
-    await response.write_eof()
-    return response
+    try:
+        try:
+            entry = await asyncio.to_thread(edxml_inbox.unzip_part, folder, meta, n, scratch)
+        except LookupError as exc:
+            raise ApiError(404, "not_found", f"document {mid}: {exc}") from None
+        except edxml.EdxmlError as exc:
+            raise ApiError(422, "unsafe_attachment", f"part {n} of {mid}: {exc}") from None
+        media = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
+        return await _stream_file(request, entry.path, media, entry.name)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
 
 
 async def inbox_ack(request: web.Request) -> web.Response:

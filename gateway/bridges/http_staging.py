@@ -2,8 +2,8 @@
 
 Rules:
 - Bodies are streamed in CHUNK_BYTES pieces into files under the API's work folder;
-  the handler never holds a whole body in memory (an edXML document is the
-  exception: it is parsed whole, within the same size limit).
+  the handler never holds a whole body in memory (an edXML document too: it is
+  parsed streaming, each attachment decoded into its own file).
 - One byte budget, [http] max_body_bytes, covers the whole submission: a declared
   Content-Length past it is refused before reading, a body that grows past it is
   refused as soon as it does (413). Every byte read from the request is charged
@@ -35,10 +35,13 @@ from aiohttp import BodyPartReader, MultipartReader, StreamReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
-from envelope.limits import MAX_PARTS
+from envelope.limits import MAX_DESTINATIONS, MAX_PARTS
+from envelope.seal import DEFAULT_TTL
 from gateway.bridges import edxml
 from gateway.bridges.http_common import ApiError, state
 from gateway.submit import longest_lifetime
+from routing.directory import Directory
+from routing.organs import ORGAN_ID_RE, resolve
 
 CHUNK_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 64 * 1024
@@ -167,6 +170,16 @@ class Stager:
             await asyncio.to_thread(f.close)
         return StagedPart(name, media_type, path, digest.hexdigest(), size)
 
+    def adopt(self, name: str, media_type: str, path: Path, sha256: str, size: int) -> StagedPart:
+        """A part already written in the folder (an edXML attachment decoded there),
+        counted against ``max_parts`` as any other."""
+        if self.count >= self.max_parts:
+            raise ApiError(
+                422, "invalid_metadata", f"the submission has more than {self.max_parts} parts"
+            )
+        self.count += 1
+        return StagedPart(name, media_type, path, sha256, size)
+
     async def write_bytes(self, name: str, media_type: str, data: bytes) -> StagedPart:
         path, f = await self._create()
 
@@ -191,6 +204,17 @@ async def _part_chunks(part: BodyPartReader) -> Any:
         if not chunk:
             return
         yield chunk
+
+
+def _refuse_reserved(media_type: str) -> None:
+    """The kept edXML header's media type is the gateway's own: only an edXML
+    submission makes that part (a receiver exports it as the sender's header)."""
+    if media_type == edxml.HEADER_MEDIA_TYPE:
+        raise ApiError(
+            422,
+            "invalid_metadata",
+            f"{media_type} is reserved to the header the gateway keeps of an edXML submission",
+        )
 
 
 def _refuse_encoding(headers: Any, where: str) -> None:
@@ -228,6 +252,7 @@ async def stage_multipart(request: web.Request, stager: Stager) -> Staged:
             continue
         name = _unescape(part.filename) or part.name or f"document-{len(staged.parts) + 1}"
         media = _media_type(part.headers.get(hdrs.CONTENT_TYPE), name)
+        _refuse_reserved(media)
         staged.parts.append(await stager.write_stream(name, media, _part_chunks(part)))
     if staged is None:
         raise ApiError(400, "malformed_multipart", "the body has no parts (metadata first)")
@@ -278,6 +303,7 @@ async def stage_raw(request: web.Request, stager: Stager) -> Staged:
         meta[key] = [s.strip() for s in text.split(",") if s.strip()] if key == "to" else text
     name = _raw_filename(request) or "document"
     media = _media_type(request.headers.get(hdrs.CONTENT_TYPE), name)
+    _refuse_reserved(media)
     part = await stager.write_stream(name, media, _body_chunks(request, stager.budget))
     return Staged(meta, [part])
 
@@ -303,21 +329,33 @@ async def _body_chunks(request: web.Request, budget: Budget) -> Any:
 
 
 async def stage_edxml(request: web.Request, stager: Stager) -> Staged:
+    """An edXML document: streamed to a scratch file, parsed streaming (attachments
+    decoded to files in the folder), routed by organ (see EDXML.md)."""
     whole = await stager.write_stream(
         "edxml", edxml.MEDIA_TYPE, _body_chunks(request, stager.budget), part=False
     )
-    data = await asyncio.to_thread(whole.path.read_bytes)
     try:
-        doc = await asyncio.to_thread(edxml.parse_edxml, data, max_bytes=stager.budget.limit)
+        doc = await asyncio.to_thread(
+            edxml.parse_edxml_file,
+            whole.path,
+            stager.folder,
+            max_attachments=stager.max_parts - 1,  # one part is the kept header
+            max_bytes=stager.budget.limit,
+        )
     except edxml.EdxmlError as exc:
         raise ApiError(400, "malformed_edxml", str(exc)) from None
-    del data
-    await asyncio.to_thread(whole.path.unlink)
-    to = request.headers.get("Valise-To")
+    finally:
+        await asyncio.to_thread(whole.path.unlink, missing_ok=True)
+    ctx = state(request).ctx
+    for a in doc.attachments:
+        if a.zipped and a.path is not None:
+            try:
+                await asyncio.to_thread(edxml.check_zip, a.path)
+            except edxml.ZipBombError as exc:
+                raise ApiError(422, "unsafe_attachment", f"attachment {a.name}: {exc}") from None
+    now = datetime.now(UTC)
     meta: dict[str, Any] = {
-        "to": [s.strip() for s in to.split(",") if s.strip()]
-        if to
-        else [r.organ_id for r in doc.recipients],
+        "to": _edxml_destinations(request, doc, ctx.directory),
         "class": edxml.doc_class(doc),
         "priority": edxml.priority(doc),
     }
@@ -325,20 +363,48 @@ async def stage_edxml(request: web.Request, stager: Stager) -> Staged:
         meta["subject"] = doc.subject
     if (code := edxml.dossier(doc)) is not None:
         meta["dossier"] = code
-    now = datetime.now(UTC)
-    if (due := edxml.expires(doc, now)) is not None:
-        # A DueDate is the document's deadline, not a request to be kept for ever: one
-        # past [relay] max_expires_days is cut to it (the edXML header still says it).
-        meta["expires"] = min(due, now + longest_lifetime(state(request).ctx)).isoformat()
+    if (due := edxml.expires(doc, now, DEFAULT_TTL)) is not None:
+        # A DueDate later than the default lifetime keeps the document that long, up to
+        # [relay] max_expires_days (the edXML header, sealed, still says it whole).
+        meta["expires"] = min(due, now + longest_lifetime(ctx)).isoformat()
     staged = Staged(meta, originator=edxml.originator(doc))
     for a in doc.attachments:
+        assert a.path is not None  # parse_edxml_file leaves each in a file
         staged.parts.append(
-            await stager.write_bytes(a.name, _media_type(a.media_type, a.name), a.data)
+            stager.adopt(a.name, _media_type(a.media_type, a.name), a.path, a.sha256, a.size)
         )
     staged.parts.append(
         await stager.write_bytes(edxml.HEADER_PART_NAME, edxml.HEADER_MEDIA_TYPE, doc.header_xml)
     )
     return staged
+
+
+def _edxml_destinations(
+    request: web.Request, doc: edxml.EdxmlDocument, directory: Directory
+) -> list[str]:
+    """The sites to send to: ``Valise-To`` when given (site ids, checked as for any
+    submission), else the sites serving the organs the document is for (To/OrganId;
+    a status: ResponseFor/OrganId). An organ no site serves is 422 naming it."""
+    to = request.headers.get("Valise-To")
+    if to:
+        return [s.strip() for s in to.split(",") if s.strip()]
+    wanted = edxml.wanted_organs(doc)
+    if len(wanted) > MAX_DESTINATIONS:
+        raise ApiError(422, "invalid_metadata", f"To names more than {MAX_DESTINATIONS} organs")
+    found = resolve(directory, wanted)
+    if found.unknown:
+        raise ApiError(
+            422,
+            "unknown_organ",
+            "no site serves organ " + ", ".join(_printable(o) for o in found.unknown[:10]),
+        )
+    return list(found.sites)
+
+
+def _printable(organ_id: str) -> str:
+    """An organ id as it may be echoed: the id itself when it is one, else its repr
+    cut short (a refusal never copies a sender's control characters into a reply)."""
+    return organ_id if ORGAN_ID_RE.fullmatch(organ_id) else repr(organ_id[:64])
 
 
 async def stage(request: web.Request, stager: Stager) -> Staged:

@@ -46,6 +46,14 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_STR = {"type": ["string", "null"]}
+_KIND = {
+    "description": "the edXML kind from the kept header (new, revocation, update,"
+    " replacement, status); null for a document that came without edXML",
+    "oneOf": [
+        {"type": "null"},
+        {"enum": ["new", "revocation", "update", "replacement", "status"]},
+    ],
+}
 _INBOX_ITEM_FIELDS = [
     "id",
     "from",
@@ -260,6 +268,7 @@ SCHEMAS: dict[str, Any] = {
             "parts": {"type": "integer", "description": "how many parts"},
             "size": {"type": "integer"},
             "href": {"type": "string"},
+            "kind": _KIND,
         },
     },
     "InboxPage": {
@@ -284,6 +293,35 @@ SCHEMAS: dict[str, Any] = {
             "media_type": {"type": "string"},
             "size": {"type": "integer"},
             "href": {"type": "string"},
+            "unzipped": {
+                "type": "string",
+                "description": "an edXML part that is the SDK's ZIP of one file: where the"
+                " file itself is served, unzipped (the part stays the ZIP, as sent)",
+            },
+        },
+    },
+    "EdxmlHeader": {
+        "description": "what the kept edXML header says (the sender's claim, as sent)",
+        "type": "object",
+        "properties": {
+            "kind": _KIND,
+            "document_id": {"type": "string"},
+            "response_for": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "organ_id": {"type": "string"},
+                            "code": {"type": "string"},
+                            "document_id": {"type": "string"},
+                        },
+                    },
+                ]
+            },
+            "status_code": _NULLABLE_STR,
+            "status_description": _NULLABLE_STR,
+            "replaces": {"type": "array", "items": {"type": "string"}},
         },
     },
     # Not an allOf of InboxSummary: there "parts" is a count, here the list of parts.
@@ -305,6 +343,8 @@ SCHEMAS: dict[str, Any] = {
             "subject": _NULLABLE_STR,
             "parts": {"type": "array", "items": _ref("Part")},
             "edxml": {"type": "string"},
+            "kind": _KIND,
+            "edxml_header": {"oneOf": [{"type": "null"}, _ref("EdxmlHeader")]},
         },
     },
     "Acked": {"type": "object", "properties": {"id": _ref("Id"), "state": {"const": "acked"}}},
@@ -363,7 +403,8 @@ _STATUS_TEXT = {
     409: "Idempotency-Key reused for another request, or a circular's single receipt asked",
     413: "Body over [http] max_body_bytes",
     415: "Content-Encoding or media type not accepted",
-    422: "Metadata not acceptable (unknown_site, invalid_metadata, no_documents)",
+    422: "Metadata not acceptable (unknown_site, unknown_organ, unsafe_attachment,"
+    " invalid_metadata, no_documents)",
     503: "Store unavailable",
 }
 
@@ -581,7 +622,14 @@ PATHS: dict[str, Any] = {
                                 "id": "$request.path.id",
                                 "n": "$response.body#/parts/0/n",
                             },
-                        }
+                        },
+                        "unzipped": {
+                            "operationId": "inboxPartUnzipped",
+                            "parameters": {
+                                "id": "$request.path.id",
+                                "n": "$response.body#/parts/0/n",
+                            },
+                        },
                     },
                     "content": {
                         JSON: {"schema": _ref("InboxItem")},
@@ -611,6 +659,29 @@ PATHS: dict[str, Any] = {
                     "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                 },
                 **_errors(404),
+            },
+        }
+    },
+    "/v1/inbox/{id}/parts/{n}/unzipped": {
+        "get": {
+            "operationId": "inboxPartUnzipped",
+            "summary": "The file inside an edXML part that is the SDK's ZIP of it, unzipped"
+            " (bounded as at submission)",
+            "parameters": [
+                ID,
+                {
+                    "name": "n",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The file, its media type guessed from its name",
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                **_errors(404, 422),
             },
         }
     },

@@ -676,10 +676,12 @@ async def test_edxml_round_trip_and_malformed_edxml(api: Api) -> None:
                 "VB-45",
             )
             assert back.subject == "Về việc cấp thị thực" and back.priority == "2"
-        # An organ id that is not a site id needs Valise-To.
+        # An organ id no site serves (see test_edxml_network.py for organs) needs Valise-To.
         foreign = edxml_doc("000.00.00.H01", files[:1])
         async with s.post(url, data=foreign, headers=headers) as r:
-            assert r.status == 422 and (await r.json())["code"] == "unknown_site"
+            body = await r.json()
+            assert r.status == 422 and body["code"] == "unknown_organ", body
+            assert body["message"] == "no site serves organ 000.00.00.H01", body
         async with s.post(url, data=foreign, headers={**headers, "Valise-To": "M-HANOI"}) as r:
             assert r.status == 202
         for bad in (

@@ -81,4 +81,4 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
             check=False,
         )
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
-    assert "Tested: 8" in run.stdout or "Tested: 7" in run.stdout, run.stdout[-5000:]
+    assert any(f"Tested: {n}" in run.stdout for n in (7, 8, 9)), run.stdout[-5000:]
