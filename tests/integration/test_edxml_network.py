@@ -12,8 +12,10 @@ Bad input is refused with its code and leaves nothing queued and no file behind.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
+import os
 import time
 import zipfile
 from base64 import b64encode
@@ -28,10 +30,13 @@ from lxml import etree
 
 from gateway.bridges import edxml
 from gateway.testnet import Network
-from tests.integration.test_http_api import ENV, valise
+from tests.integration.test_http_api import ENV as HTTP_ENV
+from tests.integration.test_http_api import form, valise
 from tests.unit.edxml_support import c14n, check_layout, emptied, samples_dir
 
 WAIT_S = 60.0
+MAX_BODY = 24 * 1024 * 1024  # a 12 MiB attachment is 16 MiB of base64: past libxml2's 10 MB
+ENV = {**HTTP_ENV, "VALISE_HTTP_MAX_BODY_BYTES": str(MAX_BODY)}
 ORGANS = {
     "000.00.00.G22": "M-PARIS",
     "000.00.00.H41": "M-HANOI",
@@ -93,7 +98,8 @@ async def post_edxml(
     s: aiohttp.ClientSession, net: Net, site: str, data: bytes
 ) -> tuple[int, dict[str, Any]]:
     headers = {**net.auth(site), "Content-Type": edxml.MEDIA_TYPE}
-    async with s.post(net.url(site, "/v1/documents"), data=data, headers=headers) as r:
+    body = io.BytesIO(data)
+    async with s.post(net.url(site, "/v1/documents"), data=body, headers=headers) as r:
         return r.status, await r.json()
 
 
@@ -258,3 +264,52 @@ async def test_bad_edxml_is_refused_and_leaves_nothing(net: Net) -> None:
     assert queued() == before
     assert work.is_dir()
     assert not list(work.iterdir()), "files left in the work folder"
+
+
+async def test_a_multipart_document_is_exported_with_a_made_header_naming_organs(net: Net) -> None:
+    files = [("cong-van.pdf", "application/pdf", b"%PDF-1.4 made header\n")]
+    meta = {"to": ["M-HANOI"], "subject": "Về việc", "class": "edxml-2", "dossier": "45/BNG"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            net.url("M-PARIS", "/v1/documents"), data=form(meta, files), headers=net.auth("M-PARIS")
+        ) as r:
+            assert r.status == 202, await r.text()
+            mid = (await r.json())["id"]
+        item = await wait_inbox(s, net, "M-HANOI", mid)
+        assert item["kind"] is None and item["edxml_header"] is None
+        async with s.get(
+            net.url("M-HANOI", f"/v1/inbox/{mid}?format=edxml"), headers=net.auth("M-HANOI")
+        ) as r:
+            back = await r.read()
+    root = check_layout(back)
+    doc = edxml.parse_edxml(back, max_bytes=len(back))
+    assert doc.sender.organ_id == "000.00.00.G22"  # M-PARIS's first organ
+    assert [p.organ_id for p in doc.recipients] == ["000.00.00.H41"]  # M-HANOI's first
+    assert doc.document_type == "2" and (doc.code_number, doc.code_notation) == ("45", "BNG")
+    assert doc.promulgation_date is not None and doc.due_date is not None
+    assert doc.document_id.startswith("000.00.00.G22,") and doc.kind is edxml.Kind.NEW
+    texts = {etree.QName(e).localname: (e.text or "") for e in root.iter() if len(e) == 0}
+    assert "/" in texts["PromulgationDate"] and "-" not in texts["PromulgationDate"]
+    for name in ("SteeringType", "Timestamp", "FullName", "BussinessDocType"):
+        assert name in texts, name
+    assert mid in back.decode()  # the Valise message id is findable (TraceHeaderList)
+    assert [a.data for a in doc.attachments] == [files[0][2]]
+
+
+async def test_a_12_mib_attachment_streams_through_the_api(net: Net, tmp_path: Path) -> None:
+    big = os.urandom(12 * 1024 * 1024)
+    template = (net.samples / "vnpt-edxml102__gen_edoc_new.edxml").read_bytes()
+    root = etree.fromstring(template)
+    first = next(root.iter(f"{{{edxml.NS}}}ContentTransferEncoded"))
+    first.text = b64encode(big).decode()
+    data = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    assert len(data) > 16 * 1024 * 1024
+    async with aiohttp.ClientSession() as s:
+        status, body = await post_edxml(s, net, "M-PARIS", data)
+        assert status == 202, body
+        item = await wait_inbox(s, net, "M-HANOI", body["id"])
+        async with s.get(
+            net.url("M-HANOI", item["parts"][0]["href"]), headers=net.auth("M-HANOI")
+        ) as r:
+            got = await r.read()
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(big).hexdigest()
