@@ -46,6 +46,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_STR = {"type": ["string", "null"]}
+PART_N = {"name": "n", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+_BINARY = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 _KIND = {
     "description": "the edXML kind from the kept header (new, revocation, update,"
     " replacement, status); null for a document that came without edXML",
@@ -644,19 +646,11 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "inboxPart",
             "summary": "One part, streamed with its media type and file name",
-            "parameters": [
-                ID,
-                {
-                    "name": "n",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer", "minimum": 0},
-                },
-            ],
+            "parameters": [ID, PART_N],
             "responses": {
                 "200": {
                     "description": "The part's bytes, with its sealed Content-Type and file name",
-                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                    "content": _BINARY,
                 },
                 **_errors(404),
             },
@@ -667,19 +661,11 @@ PATHS: dict[str, Any] = {
             "operationId": "inboxPartUnzipped",
             "summary": "The file inside an edXML part that is the SDK's ZIP of it, unzipped"
             " (bounded as at submission)",
-            "parameters": [
-                ID,
-                {
-                    "name": "n",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer", "minimum": 0},
-                },
-            ],
+            "parameters": [ID, PART_N],
             "responses": {
                 "200": {
                     "description": "The file, its media type guessed from its name",
-                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                    "content": _BINARY,
                 },
                 **_errors(404, 422),
             },
