@@ -7,6 +7,10 @@ Rules:
   such, never used to route or to decide anything here.
 - A header part that does not parse makes the item a plain document (no kind, no
   unzipped view); the export then makes a header, as for a multipart submission.
+  Whatever goes wrong reading it (any exception) is logged and treated so: one
+  hostile document never breaks the inbox listing.
+- The kept header is the last part, and the only one with its media type (the
+  gateway refuses that type on every other part, edXML attachments included).
 - Exported headers name organs as the national systems do: the origin's and each
   destination's first organ from the directory in force (the site id where a site
   serves none).
@@ -16,6 +20,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,8 @@ from envelope.model import RoutingHeader
 from gateway.bridges import edxml
 from routing.directory import Directory
 from routing.organs import primary_organ
+
+log = logging.getLogger("valise.http")
 
 
 @dataclass(frozen=True)
@@ -49,11 +56,15 @@ class EdxmlInfo:
 
 
 def header_number(meta: dict[str, Any]) -> int | None:
-    """The number of the kept header part, None for a document without one."""
-    return next(
-        (n for n, p in enumerate(meta["parts"]) if p["media_type"] == edxml.HEADER_MEDIA_TYPE),
-        None,
-    )
+    """The number of the kept header part, None for a document without one. The
+    gateway seals it last and refuses its media type on any other part, so only the
+    last part counts (a document that breaks this rule has no kept header here)."""
+    parts = meta["parts"]
+    if not parts or parts[-1]["media_type"] != edxml.HEADER_MEDIA_TYPE:
+        return None
+    if any(p["media_type"] == edxml.HEADER_MEDIA_TYPE for p in parts[:-1]):
+        return None
+    return len(parts) - 1
 
 
 def attachment_numbers(meta: dict[str, Any]) -> list[int]:
@@ -86,6 +97,9 @@ def read_info(folder: Path, meta: dict[str, Any]) -> EdxmlInfo | None:
             else ()
         )
     except (OSError, edxml.EdxmlError):
+        return None
+    except Exception:  # a view of what a peer's integrator wrote: never break a listing
+        log.warning("edxml_header_unreadable", extra={"folder": folder.name}, exc_info=True)
         return None
     r = doc.response_for
     return EdxmlInfo(
@@ -143,7 +157,9 @@ def write_export(
     kept = header.read_bytes() if header is not None else None
     try:
         edxml.write_edxml(out, kept, facts, attachments)
-    except edxml.EdxmlError:  # a kept header that does not fit the parts: make one
+    except Exception as exc:  # a kept header that does not fit the parts: make one
+        if not isinstance(exc, edxml.EdxmlError):
+            log.warning("edxml_header_unexportable", extra={"id": message_id}, exc_info=True)
         out.seek(0)
         out.truncate()
         edxml.write_edxml(out, None, facts, attachments)

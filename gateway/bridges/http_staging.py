@@ -370,9 +370,9 @@ async def stage_edxml(request: web.Request, stager: Stager) -> Staged:
     staged = Staged(meta, originator=edxml.originator(doc))
     for a in doc.attachments:
         assert a.path is not None  # parse_edxml_file leaves each in a file
-        staged.parts.append(
-            stager.adopt(a.name, _media_type(a.media_type, a.name), a.path, a.sha256, a.size)
-        )
+        media = _media_type(a.media_type, a.name)
+        _refuse_reserved(media)  # an attachment may not pass for the kept header
+        staged.parts.append(stager.adopt(a.name, media, a.path, a.sha256, a.size))
     staged.parts.append(
         await stager.write_bytes(edxml.HEADER_PART_NAME, edxml.HEADER_MEDIA_TYPE, doc.header_xml)
     )
