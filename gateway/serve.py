@@ -25,6 +25,7 @@ from gateway.channel import make_app
 from gateway.delivery import Workers
 from gateway.directory_age import directory_age, stale_reason
 from gateway.events import EventBus
+from gateway.kept_receipts import recheck_kept_receipts
 from gateway.keystore import require_encrypted
 from gateway.logjson import JsonFormatter
 from gateway.metrics import Metrics
@@ -103,6 +104,14 @@ async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
     events = EventBus()
     workers = Workers(ctx, wake, inbound, stats, events)
     bridges = make_bridges(ctx, events)
+    # The receipts kept before v11 whose rows the migration left waiting, re-checked with
+    # this site's key before anything listens or expires (gateway/kept_receipts.py); the
+    # bridges' webhook subscribers are in place, so their events are queued durably.
+    try:
+        await recheck_kept_receipts(ctx, events, stats)
+    except BaseException:
+        await ctx.store.close()
+        raise
     host, port = split_hostport(ctx.config.site.listen, "[site] listen")
     ops_host, ops_port = split_hostport(ctx.config.ops.listen, "[ops] listen")
     channel = web.AppRunner(

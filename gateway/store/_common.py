@@ -76,6 +76,12 @@ RECEIPT_REASON = "receipt"
 # History reasons of destination rows (docs/AUDIT.md: peer = the destination site).
 RELAYED_RECEIPT_REASON = "receipt relayed"  # the hub: a receipt from it passed here
 LATE_RECEIPT_REASON = "receipt after failure"  # recorded all the same (proof of delivery)
+# A destination row the v11 migration left open because a receipt envelope verified and
+# kept before v11 answers it in its plain head, which v10 never checked against the signed
+# receipt inside (review 11c): the first start re-checks that receipt with the site's key
+# (gateway/kept_receipts.py) and settles the row. Until then nothing fails the row
+# (expiry, a refusal: close_open skips it); spelt out in both v11_destinations.sql files.
+RECHECK_REASON = "receipt kept before v11: re-checking"
 # An inbound receipt whose destination has one already (the store sets the item's reason).
 DUPLICATE_RECEIPT = "second receipt from {site}: refused, the first stands"
 

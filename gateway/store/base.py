@@ -56,6 +56,8 @@ from gateway.store.records import (
     InboxItem,
     InState,
     Integrator,
+    KeptReceipt,
+    KeptReceipts,
     MessageRoute,
     OutState,
     PendingStamp,
@@ -210,6 +212,30 @@ class Store(Protocol):
         ``receipt after failure``) without completing the message again. When no
         destination through a hop row is left without a receipt, that row is marked
         delivered. Unknown message or destination: ``unknown``, nothing changed."""
+        ...
+
+    async def kept_receipts_to_recheck(self) -> KeptReceipts:
+        """The rows the v11 migration left open to re-check the receipt kept for them
+        before v11 (reason RECHECK_REASON; gateway/store/migrate_v11.py), and those
+        receipts (chosen as the migration chose them, by their plain heads). Nothing
+        past one read of the open rows when there are none."""
+        ...
+
+    async def settle_kept_receipts(
+        self,
+        verified: Sequence[tuple[ReceiptRecord, datetime]],
+        refused: Sequence[tuple[str, str]],
+        unconfirmed: Sequence[tuple[str, str, str]],
+        *,
+        now: datetime,
+    ) -> list[ReceiptOutcome]:
+        """In ONE transaction: record each ``verified`` receipt as :meth:`record_receipts`
+        does (one outcome per item, in order), its row's ``receipt_at`` then the time
+        given (when the old gateway acknowledged it); append to each ``refused``
+        (receipt id, reason) receipt envelope's history an ``acked`` row with that
+        reason; give each waiting row of ``unconfirmed`` (message_id, site, reason) that
+        reason, leaving it open, so that it no longer waits. Rows not waiting are left
+        as they are."""
         ...
 
     async def destination_depths(self) -> dict[tuple[str, str], int]:
@@ -546,6 +572,8 @@ __all__ = [
     "InboundOutcome",
     "InboxItem",
     "Integrator",
+    "KeptReceipt",
+    "KeptReceipts",
     "MessageRoute",
     "OutState",
     "PendingStamp",

@@ -1,28 +1,38 @@
-"""The Python step of the store's v11 migration: the origin's kept receipts, attributed.
+"""The Python step of the store's v11 migration: the rows the origin's kept receipts answer.
 
-Before v11 the origin verified every receipt envelope it received (signed by the site
-the receipt names, a destination of the message, naming the digest of an envelope sent
-as it), acknowledged it with the reason ``receipt`` and kept it (class ``receipt``,
-``in-reply-to`` the message in its plain head). Only the first one's bytes went into
-``envelopes.receipt``, which v11_destinations.sql attributes by those bytes; the other
-destinations of a circular would stay open, and expiry would then fail a destination
-whose verified receipt is in the same database (review 11b, F2). This step, run inside
-the migration's transaction between the SQL file's two halves (its ``-- @step`` line),
-closes each such ``(message, signer)`` row from its kept receipt envelope.
+Before v11 the origin verified every receipt envelope it received against the signed
+receipt *document* inside it (the message it names, its site = the signer, a
+destination of that message, naming the digest of an envelope sent as it),
+acknowledged it with the reason ``receipt`` and kept it (class ``receipt``). It never
+compared the document with the envelope's plain routing header ``in-reply-to`` (that
+check came with v11: gateway/circular.py check_origin_receipt ``answers``). Only the
+first one's bytes went into ``envelopes.receipt``, which v11_destinations.sql
+attributes by those bytes (v10 recorded them for that message).
+
+The other destinations of a circular would stay open, and expiry would then fail a
+destination whose verified receipt is in the same database (review 11b, F2). Closing
+them from the plain head alone is not sound either: a destination could send a genuine
+receipt for message 8 whose plain head says it answers message 10, and message 10
+would read delivered (review 11c). The store holds no key to open a receipt, so this
+step, run inside the migration's transaction between the SQL file's two halves (its
+``-- @step`` line), only marks each such ``(message, signer)`` row: it stays open with
+the reason ``RECHECK_REASON``. The first gateway start opens the kept receipt with the
+site's key and puts it through the v11 receipt check (gateway/kept_receipts.py,
+gateway/store/sqlite_kept.py and postgres_kept.py), which closes the row or says why
+not.
 
 Rules:
 - A kept receipt counts only if it was received here (``received_from`` set), is of
   class ``receipt``, its inbound item is acked and the last ``acked`` history row says
   ``receipt`` (what the origin wrote for a verified receipt, and only for one); its head
-  parses, names the same origin as its row, and has the row's digest; it answers a
-  message sent from here (``received_from`` NULL, not a receipt) that has an open
-  destination row for its signer. Anything else is left as the SQL left it.
-- Receipts are applied in the order they were acknowledged: the first one stands.
-- The row takes the receipt's bytes, its digest and the time it was acknowledged;
-  ``receipt_for`` (the digest the receipt names, sealed inside it: the store holds no
-  key to open it) is the stored copy's digest when the message has no superseded copy
-  (v10 checked the named digest against the stored one and the superseded ones), else
-  NULL: not known here.
+  parses, names the same origin as its row, and has the row's digest; its plain head
+  answers a message sent from here (``received_from`` NULL, not a receipt) that has an
+  open destination row for its signer. Anything else is left as the SQL left it.
+- The step closes nothing: it marks the rows such receipts answer (reason
+  ``RECHECK_REASON``, outcome ``open``). Nothing fails a marked row until its re-check
+  settles it (gateway/store/_common.py RECHECK_REASON).
+- The same selection (``kept``) gives the first start its receipts to re-check, in the
+  order they were acknowledged: the first one stands.
 - Nothing is read twice: the open rows are read first, and if there are none the kept
   receipts are not read at all; receipts are read a page at a time.
 """
@@ -32,16 +42,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from envelope.errors import EnvelopeError
 from envelope.open import parse_framed_head
 from envelope.receipt import RECEIPT_CLASS
+from gateway.store._common import RECHECK_REASON
 
 STEP = "v11_kept_receipts"
 PAGE_ROWS = 500
-REASON = "receipt"
 
 # The origin's open destination rows: (message_id, site).
 _OPEN = """
@@ -63,15 +72,9 @@ WHERE r.doc_class = 'receipt' AND r.received_from IS NOT NULL AND h.reason = 're
 ORDER BY r.message_id LIMIT {p2}
 """
 
-# Close one open row from a kept receipt ({p} as above): the answered message's digest
-# is the named one only if it was never replaced here.
-_CLOSE = """
-UPDATE destinations SET outcome = 'delivered', reason = {p1}, receipt_digest = {p2},
-    receipt_for = (SELECT CASE WHEN e.superseded IS NULL OR e.superseded = '' THEN e.digest END
-                   FROM envelopes e WHERE e.message_id = {p3}),
-    receipt_at = {p4}, updated_at = {p4},
-    receipt = (SELECT r.data FROM envelopes r WHERE r.message_id = {p5})
-WHERE message_id = {p3} AND site = {p6} AND outcome = 'open'
+# Mark one open row a kept receipt answers ({p} as above): it waits for the re-check.
+_MARK = """
+UPDATE destinations SET reason = {p1} WHERE message_id = {p2} AND site = {p3} AND outcome = 'open'
 """
 
 
@@ -117,11 +120,11 @@ def _qmarks(sql: str) -> str:
     return sql.format(p1="?1", p2="?2", p3="?3", p4="?4", p5="?5", p6="?6")
 
 
-def sqlite_step(c: sqlite3.Connection) -> None:
-    """Run the step on a SQLite store, inside the caller's transaction."""
-    open_rows = {(m, s) for m, s in c.execute(_OPEN).fetchall()}
+def sqlite_kept(c: sqlite3.Connection, open_rows: set[tuple[str, str]]) -> list[Kept]:
+    """The kept receipts attributed to ``open_rows`` by their plain heads, acknowledged
+    first, first (none read when there are no rows)."""
     if not open_rows:
-        return
+        return []
     kept: list[Kept] = []
     after = ""
     sql = _qmarks(_KEPT)
@@ -131,21 +134,25 @@ def sqlite_step(c: sqlite3.Connection) -> None:
         if len(rows) < PAGE_ROWS:
             break
         after = rows[-1][0]
-    close = _qmarks(_CLOSE)
-    for k in in_order(kept):
-        c.execute(close, (REASON, k.digest, k.answers, k.at, k.receipt_id, k.site))
+    return in_order(kept)
+
+
+def sqlite_step(c: sqlite3.Connection) -> None:
+    """Run the step on a SQLite store, inside the caller's transaction."""
+    open_rows = {(m, s) for m, s in c.execute(_OPEN).fetchall()}
+    mark = _qmarks(_MARK)
+    for k in sqlite_kept(c, open_rows):
+        c.execute(mark, (RECHECK_REASON, k.answers, k.site))
 
 
 def _dollars(sql: str) -> str:
     return sql.format(p1="$1", p2="$2", p3="$3", p4="$4", p5="$5", p6="$6")
 
 
-async def postgres_step(conn: Any) -> None:
-    """Run the step on a PostgreSQL store (an asyncpg connection), inside the caller's
-    transaction."""
-    open_rows = {(r["message_id"], r["site"]) for r in await conn.fetch(_OPEN)}
+async def postgres_kept(conn: Any, open_rows: set[tuple[str, str]]) -> list[Kept]:
+    """sqlite_kept on a PostgreSQL store (an asyncpg connection)."""
     if not open_rows:
-        return
+        return []
     kept: list[Kept] = []
     after = ""
     sql = _dollars(_KEPT)
@@ -155,7 +162,13 @@ async def postgres_step(conn: Any) -> None:
         if len(rows) < PAGE_ROWS:
             break
         after = rows[-1]["message_id"]
-    close = _dollars(_CLOSE)
-    for k in in_order(kept):
-        at: datetime = k.at
-        await conn.execute(close, REASON, k.digest, k.answers, at, k.receipt_id, k.site)
+    return in_order(kept)
+
+
+async def postgres_step(conn: Any) -> None:
+    """Run the step on a PostgreSQL store (an asyncpg connection), inside the caller's
+    transaction."""
+    open_rows = {(r["message_id"], r["site"]) for r in await conn.fetch(_OPEN)}
+    mark = _dollars(_MARK)
+    for k in await postgres_kept(conn, open_rows):
+        await conn.execute(mark, RECHECK_REASON, k.answers, k.site)

@@ -32,6 +32,7 @@ from gateway.store._common import (
     EXPIRED_REASON,
     LATEST_VERSION,
     MIGRATIONS,
+    RECHECK_REASON,
     TOMBSTONE_GRACE,
     UNDELIVERED,
     aware,
@@ -70,6 +71,7 @@ from gateway.store.postgres_destinations import (
 from gateway.store.postgres_enroll import PostgresEnroll
 from gateway.store.postgres_inbound import PostgresInbound
 from gateway.store.postgres_integrators import PostgresIntegrators
+from gateway.store.postgres_kept import PostgresKeptReceipts
 from gateway.store.postgres_operator import PostgresOperator
 from gateway.store.postgres_trust import PostgresTrust
 
@@ -127,7 +129,7 @@ WITH moved AS (
       AND (d.state = ANY($3::text[])
            OR (d.state = 'forwarded' AND e.received_from IS NULL
                AND (EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = d.message_id
-                            AND t.hop = d.peer AND t.outcome = 'open')
+                            AND t.hop = d.peer AND t.outcome = 'open' AND t.reason <> $4)
                     OR (e.receipt IS NULL AND NOT EXISTS (
                         SELECT 1 FROM destinations t WHERE t.message_id = d.message_id)))))
     RETURNING d.message_id, d.peer
@@ -148,7 +150,7 @@ WHERE e.expires <= $1
                AND d.state = ANY($2::text[]))
        OR (e.received_from IS NULL AND e.completed_at IS NULL
            AND EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id
-                       AND t.outcome = 'open'))
+                       AND t.outcome = 'open' AND t.reason <> $3))
        OR (e.received_from IS NULL AND e.receipt IS NULL
            AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = e.message_id
                        AND d.state = 'forwarded')
@@ -174,6 +176,7 @@ class PostgresStore(
     PostgresAudit,
     PostgresEnroll,
     PostgresDestinations,
+    PostgresKeptReceipts,
 ):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""
 
@@ -480,21 +483,23 @@ class PostgresStore(
 
         async def tx(conn: Conn) -> list[Closed]:
             # The envelope rows first (postgres_destinations.py: lock order).
-            await conn.execute(_LOCK_EXPIRED, at, list(UNDELIVERED))
-            rows = await conn.fetch(_EXPIRE, at, EXPIRED_REASON, list(UNDELIVERED))
+            await conn.execute(_LOCK_EXPIRED, at, list(UNDELIVERED), RECHECK_REASON)
+            rows = await conn.fetch(_EXPIRE, at, EXPIRED_REASON, list(UNDELIVERED), RECHECK_REASON)
             failed: dict[str, list[str]] = {}
             for r in rows:
                 failed.setdefault(r["message_id"], []).append(r["peer"])
             # The origin closes every open destination of an expired message (forwarded
-            # ones too); a hub only those whose hop row failed now.
+            # ones too); a hub only those whose hop row failed now. A row waiting for its
+            # kept receipt's re-check (RECHECK_REASON) waits for it (close_open).
             origin = {
                 r["message_id"]
                 for r in await conn.fetch(
                     "SELECT e.message_id FROM envelopes e WHERE e.expires <= $1"
                     " AND e.received_from IS NULL AND e.completed_at IS NULL AND EXISTS"
                     " (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id"
-                    "  AND t.outcome = 'open')",
+                    "  AND t.outcome = 'open' AND t.reason <> $2)",
                     at,
+                    RECHECK_REASON,
                 )
             }
             closed = []

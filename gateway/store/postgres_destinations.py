@@ -30,6 +30,7 @@ from gateway.store._common import (
     DEST_STATE_SQL,
     LATE_RECEIPT_REASON,
     RECEIPT_REASON,
+    RECHECK_REASON,
     RELAYED_RECEIPT_REASON,
     aware,
 )
@@ -106,7 +107,7 @@ SELECT n FROM stored
 _CLOSE = """
 WITH closed AS (
     UPDATE destinations SET outcome = 'failed', reason = $2, updated_at = $3
-    WHERE message_id = $1 AND outcome = 'open'
+    WHERE message_id = $1 AND outcome = 'open' AND reason <> $6
       AND ($4::text[] IS NULL OR hop = ANY($4::text[]))
       AND ($5::text[] IS NULL OR site = ANY($5::text[]))
     RETURNING site
@@ -336,7 +337,8 @@ async def close_open(
     at: datetime,
 ) -> Closed:
     """Fail the message's open rows (only those through ``hops``, and only those of
-    ``sites``, when given); history per row; complete the message if none is left open."""
+    ``sites``, when given) but a row waiting for its kept receipt's re-check
+    (RECHECK_REASON); history per row; complete the message if none is left open."""
     await lock_messages(conn, [message_id])
     rows = await conn.fetch(
         _CLOSE,
@@ -345,6 +347,7 @@ async def close_open(
         at,
         None if hops is None else list(hops),
         None if sites is None else list(sites),
+        RECHECK_REASON,
     )
     closed = tuple(r["site"] for r in rows)
     completed = bool(closed) and await maybe_complete(conn, message_id, at)

@@ -127,6 +127,26 @@ class ReceiptOutcome:
 
 
 @dataclass(frozen=True)
+class KeptReceipt:
+    """A receipt envelope verified and kept before v11 whose plain head answers a
+    destination row waiting for its re-check (Store.kept_receipts_to_recheck)."""
+
+    answers: str  # the message its plain head answers
+    site: str  # its signer: the destination
+    receipt_id: str  # its own message id (Store.get_envelope reads it)
+    acked_at: datetime  # when the old gateway acknowledged it as verified
+
+
+@dataclass(frozen=True)
+class KeptReceipts:
+    """The destination rows the v11 migration left waiting for the re-check of a kept
+    receipt, and those receipts, acknowledged first, first."""
+
+    rows: tuple[tuple[str, str], ...]  # (message_id, site), by message and site
+    kept: tuple[KeptReceipt, ...]
+
+
+@dataclass(frozen=True)
 class Closed:
     """What fail() / expire() closed of one message: the destinations failed now
     (``sites``, possibly empty: a hop row without destination rows), and whether that

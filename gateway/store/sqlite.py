@@ -29,6 +29,7 @@ from gateway.store._common import (
     EXPIRED_REASON,
     LATEST_VERSION,
     MIGRATIONS,
+    RECHECK_REASON,
     TOMBSTONE_GRACE,
     aware,
     check_record,
@@ -66,6 +67,7 @@ from gateway.store.sqlite_destinations import (
 from gateway.store.sqlite_enroll import SqliteEnroll
 from gateway.store.sqlite_inbound import SqliteInbound
 from gateway.store.sqlite_integrators import SqliteIntegrators
+from gateway.store.sqlite_kept import SqliteKeptReceipts
 from gateway.store.sqlite_operator import SqliteOperator
 from gateway.store.sqlite_trust import SqliteTrust
 
@@ -168,6 +170,7 @@ class SqliteStore(
     SqliteAudit,
     SqliteEnroll,
     SqliteDestinations,
+    SqliteKeptReceipts,
 ):
     """:class:`~gateway.store.base.Store` on one SQLite file."""
 
@@ -437,29 +440,31 @@ class SqliteStore(
                 "      WHERE received_from IS NULL)"
                 "      AND (EXISTS (SELECT 1 FROM destinations t"
                 "           WHERE t.message_id = deliveries.message_id"
-                "           AND t.hop = deliveries.peer AND t.outcome = 'open')"
+                "           AND t.hop = deliveries.peer AND t.outcome = 'open'"
+                "           AND t.reason <> :recheck)"
                 "        OR (NOT EXISTS (SELECT 1 FROM destinations t"
                 "           WHERE t.message_id = deliveries.message_id)"
                 "          AND message_id IN (SELECT message_id FROM envelopes"
                 "           WHERE receipt IS NULL)))))"
                 " AND message_id IN (SELECT message_id FROM envelopes WHERE expires <= :now)"
                 " RETURNING message_id, peer",
-                {"reason": EXPIRED_REASON, "now": at},
+                {"reason": EXPIRED_REASON, "now": at, "recheck": RECHECK_REASON},
             ).fetchall()
             failed: dict[str, list[str]] = {}
             for message_id, peer in sorted(rows):
                 add_history(c, message_id, peer, OutState.FAILED.value, EXPIRED_REASON, at)
                 failed.setdefault(message_id, []).append(peer)
             # The origin closes every open destination of an expired message (forwarded
-            # ones too); a hub only those whose hop row failed now.
+            # ones too); a hub only those whose hop row failed now. A row waiting for its
+            # kept receipt's re-check (RECHECK_REASON) waits for it (close_open).
             origin = {
                 r[0]
                 for r in c.execute(
                     "SELECT e.message_id FROM envelopes e WHERE e.expires <= ?"
                     " AND e.received_from IS NULL AND e.completed_at IS NULL AND EXISTS"
                     " (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id"
-                    "  AND t.outcome = 'open')",
-                    (at,),
+                    "  AND t.outcome = 'open' AND t.reason <> ?)",
+                    (at, RECHECK_REASON),
                 ).fetchall()
             }
             closed = []

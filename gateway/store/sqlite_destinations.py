@@ -24,6 +24,7 @@ from gateway.store._common import (
     DEST_STATE_SQL,
     LATE_RECEIPT_REASON,
     RECEIPT_REASON,
+    RECHECK_REASON,
     RELAYED_RECEIPT_REASON,
 )
 from gateway.store.base import (
@@ -258,16 +259,18 @@ def close_open(
     at: str,
 ) -> Closed:
     """Fail the message's open rows (only those through ``hops``, and only those of
-    ``sites``, when given); history per row; complete the message if none is left open."""
+    ``sites``, when given) but a row waiting for its kept receipt's re-check
+    (RECHECK_REASON); history per row; complete the message if none is left open."""
     rows = c.execute(
         "UPDATE destinations SET outcome = 'failed', reason = ?, updated_at = ?"
-        " WHERE message_id = ? AND outcome = 'open'"
+        " WHERE message_id = ? AND outcome = 'open' AND reason <> ?"
         " AND (? IS NULL OR hop IN (SELECT value FROM json_each(?)))"
         " AND (? IS NULL OR site IN (SELECT value FROM json_each(?))) RETURNING site",
         (
             reason,
             at,
             message_id,
+            RECHECK_REASON,
             None if hops is None else 1,
             json.dumps(list(hops or ())),
             None if sites is None else 1,

@@ -10,6 +10,14 @@ both its destinations, both receipts verified and kept here, comes out "partiall
 delivered (1 of 2)", its hop goes back to ``forwarded``, and expiry then *fails* a
 destination whose verified receipt is in the store (failed webhook, DSN, completed with
 a failure).
+
+Review 11c: v10 never compared a kept receipt's plain ``in-reply-to`` with the signed
+receipt inside, and the store cannot open it; so the migration now closes nothing from
+a plain head. It leaves each row such a receipt answers open, waiting for the first
+start to re-check it with the site's key (reason ``receipt kept before v11:
+re-checking``), and nothing fails a waiting row. These tests check what the migration
+leaves (receipts sealed to throw-away keys); tests/integration/
+test_kept_receipts_recheck.py checks the first start, with the sites' real keys.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from envelope.open import parse_framed_head
 from envelope.receipt import RECEIPT_CLASS, RECEIPT_MEDIA_TYPE, RECEIPT_NAME, Receipt, write_receipt
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority
+from gateway.store._common import RECHECK_REASON
 from tests.integration.test_migration_v11 import (
     EXPIRES,
     HANOI,
@@ -120,18 +129,20 @@ def fully_receipted_circular(start: int = 10) -> OldStore:
 
 @pytest.mark.parametrize("start", [6, 10])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-async def test_a_v10_circular_with_every_receipt_verified_stays_delivered(
+async def test_a_v10_circular_with_every_receipt_verified_waits_and_is_not_failed(
     backend: str, start: int, tmp_path: Path
 ) -> None:
     async with upgraded(backend, fully_receipted_circular(start), tmp_path) as up:
         store = up.store
         dests = {d.site: d for d in await store.destinations(mid(8))}
         assert dests[HQ].state == "delivered"
-        # M-HANOI's verified receipt is in this store: it must not read open ...
-        assert dests[HANOI].state == "delivered", (dests[HANOI].state, dests[HANOI].reason)
-        # ... and expiry must not fail a destination that proved delivery.
+        # M-HANOI's verified receipt is in this store: its row waits for the re-check ...
+        row = "SELECT reason FROM destinations WHERE message_id = $1 AND site = $2"
+        assert await raw(up, row, mid(8), HANOI) == RECHECK_REASON
+        # ... and expiry must not fail a destination whose receipt waits to be re-checked.
         closed = await store.expire(now=EXPIRES + timedelta(seconds=1))
         assert [c for c in closed if c.message_id == mid(8)] == []
+        assert await raw(up, row, mid(8), HANOI) == RECHECK_REASON
 
 
 def odd_receipts(start: int) -> tuple[OldStore, bytes]:
@@ -170,31 +181,34 @@ def odd_receipts(start: int) -> tuple[OldStore, bytes]:
 
 @pytest.mark.parametrize("start", [6, 10])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-async def test_only_verified_kept_receipts_count_and_the_first_stands(
+async def test_only_verified_kept_receipts_mark_their_rows_to_recheck(
     backend: str, start: int, tmp_path: Path
 ) -> None:
-    old, first = odd_receipts(start)
+    old, _first = odd_receipts(start)
     async with upgraded(backend, old, tmp_path) as up:
         store = up.store
         dests = {d.site: d for d in await store.destinations(mid(8))}
         assert dests[HQ].state == "delivered"
+        # M-HANOI's two kept receipts: its row waits, none of them recorded yet (the first
+        # start takes the first acknowledged: test_kept_receipts_recheck.py).
         hanoi = dests[HANOI]
-        assert (hanoi.state, hanoi.reason, hanoi.receipt_for) == ("delivered", "receipt", digest(8))
-        # The first receipt stands: its digest, its bytes, the time it was acknowledged.
-        assert (hanoi.receipt_digest, hanoi.receipt_at) == (first, T0 + timedelta(minutes=5))
-        kept = await store.destination_receipt(mid(8), HANOI)
-        assert kept is not None and parse_framed_head(kept)[0].digest == first
-        # M-ROME's refused receipt counts nothing: its row stays open, its hop forwarded.
-        rome = ("forwarded", "v11: 2 of 3 destinations receipted")
-        assert (dests[ROME].state, dests[ROME].reason) == rome
+        assert (hanoi.state, hanoi.receipt_digest, hanoi.receipt_for) == ("forwarded", None, None)
+        assert await store.destination_receipt(mid(8), HANOI) is None
         row = "SELECT reason FROM destinations WHERE message_id = $1 AND site = $2"
+        assert await raw(up, row, mid(8), HANOI) == RECHECK_REASON
+        # M-ROME's refused receipt counts nothing: its row stays open, its hop forwarded.
+        rome = ("forwarded", "v11: 1 of 3 destinations receipted")
+        assert (dests[ROME].state, dests[ROME].reason) == rome
         assert await raw(up, row, mid(8), ROME) == NO_OWN
         assert await store.destinations(mid(9)) == []
         d12 = {d.site: d for d in await store.destinations(mid(12))}
-        assert d12[HANOI].state == "delivered"
-        # Re-sealed (v10 knows it): the digest M-HANOI's receipt names is not known here.
-        assert d12[HANOI].receipt_for == (None if start >= 10 else digest(12))
+        assert d12[HANOI].state == "forwarded"
+        assert await raw(up, row, mid(12), HANOI) == RECHECK_REASON
         done = await raw(up, "SELECT completed_at FROM envelopes WHERE message_id = $1", mid(12))
-        assert done is not None
-        history = [(h.peer, h.state, h.reason) for h in await store.history(mid(12))]
-        assert not [h for h in history if "v11:" in h[2]], history
+        assert done is None
+        # Expiry fails M-ROME (open, nothing kept for it) but not the waiting rows.
+        closed = await store.expire(now=EXPIRES + timedelta(seconds=1))
+        assert sorted((c.message_id, c.sites) for c in closed if c.message_id == mid(8)) == [
+            (mid(8), (ROME,))
+        ]
+        assert [c for c in closed if c.message_id == mid(12)] == []

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.store._common import STEP_MARK, load_sql, migration_parts
+from gateway.store._common import RECHECK_REASON, STEP_MARK, load_sql, migration_parts
 from gateway.store.migrate_v11 import STEP, attribute
 
 LINES = st.lists(
@@ -43,3 +43,11 @@ def test_the_v11_files_run_the_kept_receipts_step_once() -> None:
 def test_bytes_that_are_not_a_receipt_envelope_attribute_nothing(data: bytes) -> None:
     row = ("0190000a-0000-7000-8000-000000000001", "M-HANOI", b"\x00" * 32, data, "t")
     assert attribute(row, {("x", "M-HANOI")}) is None
+
+
+def test_the_v11_files_spell_the_recheck_reason_as_the_code_does() -> None:
+    """The SQL leaves a row marked by the step alone (review 11c): it must spell the
+    reason the step writes and the store's expiry and re-check read."""
+    for backend in ("sqlite", "postgres"):
+        sql = load_sql(backend, "v11_destinations.sql")
+        assert sql.count(f"t.reason <> '{RECHECK_REASON}'") == 2, backend

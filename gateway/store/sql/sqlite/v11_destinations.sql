@@ -148,15 +148,21 @@ WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.doc_class <>
   AND (SELECT count(*) FROM destinations x WHERE x.message_id = t.message_id) = 1;
 
 -- The other destinations' receipts, verified before v11 and kept here as received
--- (acknowledged 'receipt'), attributed to their signers by their plain heads: a step in
--- Python (gateway/store/migrate_v11.py), before anything below reads which rows are open.
+-- (acknowledged 'receipt'): v10 checked the signed receipt inside, never its plain head's
+-- in-reply-to, and the store cannot open it (review 11c). A step in Python
+-- (gateway/store/migrate_v11.py) marks each open row such a receipt's plain head
+-- answers: it stays open, reason 'receipt kept before v11: re-checking', until the first
+-- gateway start re-checks the receipt with the site's key (gateway/kept_receipts.py).
+-- Nothing below fails or relabels a marked row (its hop, if the v9 bug marked it
+-- delivered, goes back to forwarded as for any open row).
 -- @step v11_kept_receipts
 
 -- The other destinations of a receipted circular without a receipt kept here.
 UPDATE destinations AS t SET reason = 'no receipt of its own recorded before v11'
 FROM envelopes e
 WHERE e.message_id = t.message_id AND e.received_from IS NULL AND e.receipt IS NOT NULL
-  AND t.outcome = 'open';
+  AND t.outcome = 'open'
+  AND t.reason <> 'receipt kept before v11: re-checking';
 
 -- This site as a destination: delivered once its inbound item was opened here; failed
 -- when the item was acknowledged without being opened (undeliverable).
@@ -181,7 +187,8 @@ UPDATE destinations AS t
 SET outcome = 'failed', reason = d.last_reason, updated_at = d.updated_at
 FROM deliveries d
 WHERE d.message_id = t.message_id AND d.peer = t.hop AND d.state = 'failed'
-  AND t.outcome = 'open';
+  AND t.outcome = 'open'
+  AND t.reason <> 'receipt kept before v11: re-checking';
 
 -- The v9 bug: a hop marked delivered by one destination's receipt while others through
 -- it have none goes back to forwarded (with a history row, so the audit log has it).
