@@ -9,6 +9,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.bridges import edxml
 
@@ -161,3 +163,32 @@ def test_is_wrapped_zip(
     content: bytes, name: str, declared: tuple[str, ...], wrapped: bool
 ) -> None:
     assert edxml.is_wrapped_zip(content, name, declared) is wrapped
+
+
+def test_an_entry_without_a_name_is_a_typed_refusal_not_an_index_error(tmp_path: Path) -> None:
+    # ZipInfo.is_dir() raises IndexError on an empty name (review 12 F3): never called.
+    from tests.unit.test_review12_edxml import zip_with_empty_entry_name
+
+    archive = tmp_path / "a.pdf"
+    archive.write_bytes(zip_with_empty_entry_name())
+    # One entry declared a ZIP: wrapped, so the submission runs check_zip, which refuses it.
+    assert edxml.is_wrapped_zip(archive, "a.pdf", ["application/zip"]) is True
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(edxml.ZipBombError, match="no file name"):
+        edxml.unzip_bounded(archive, out, **BOUNDS)  # type: ignore[arg-type]
+    with pytest.raises(edxml.ZipBombError, match="no file name"):
+        edxml.check_zip(archive, **BOUNDS)  # type: ignore[arg-type]
+    assert list(out.iterdir()) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 400), st.binary(min_size=1, max_size=8))
+def test_is_wrapped_zip_never_raises_on_a_mutated_archive(at: int, junk: bytes) -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("7091b48b.pdf", b"%PDF-1.4 " * 20)
+    raw = out.getvalue()
+    at %= len(raw)
+    mutated = raw[:at] + junk + raw[at + len(junk) :]
+    assert edxml.is_wrapped_zip(mutated, "a.pdf", ["application/zip"]) in (True, False)

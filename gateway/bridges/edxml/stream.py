@@ -159,7 +159,7 @@ def split_stream(
     except EdxmlError:
         sink.discard()
         raise
-    except (etree.LxmlError, ValueError, TypeError, UnicodeError) as exc:
+    except (etree.LxmlError, ValueError, TypeError, UnicodeError, LookupError) as exc:
         sink.discard()
         raise EdxmlError(f"not acceptable edXML: {exc}") from None
     except BaseException:

@@ -11,6 +11,10 @@ Rules:
 - :func:`is_wrapped_zip`: the content starts with ``PK\\x03\\x04``, the name does not
   end in ``.zip``, the archive holds exactly one file, and either a declared
   ContentType is application/zip or that one file has the attachment's extension.
+  It reads untrusted archives: any error while probing one (an entry without a
+  name, a broken directory, ...) means "not a wrapped ZIP", never an exception.
+- An entry is a directory when its name ends in ``/`` (never ``ZipInfo.is_dir()``,
+  which raises IndexError on an entry without a name).
 - :func:`unzip_bounded` never trusts the sizes an archive declares: it counts the
   bytes it decompresses and stops before writing past ``max_total_bytes`` or
   ``max_ratio`` times the archive's size; more than ``max_entries`` entries, an
@@ -51,6 +55,10 @@ def _extension(name: str) -> str:
     return suffix.lower()
 
 
+def _is_dir(info: zipfile.ZipInfo) -> bool:
+    return info.filename.endswith("/")
+
+
 def is_wrapped_zip(content: Path | bytes, name: str, declared_types: Sequence[str]) -> bool:
     """``content`` is the SDK's ZIP of the file ``name`` (see the module rules)."""
     if name.lower().endswith(".zip"):
@@ -62,8 +70,8 @@ def is_wrapped_zip(content: Path | bytes, name: str, declared_types: Sequence[st
                 return False
             raw.seek(0)
             with zipfile.ZipFile(raw) as archive:
-                files = [i for i in archive.infolist() if not i.is_dir()]
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):
+                files = [i for i in archive.infolist() if not _is_dir(i)]
+    except Exception:  # untrusted bytes: whatever zipfile trips on, it is not the SDK's ZIP
         return False
     if len(files) != 1:
         return False
@@ -113,10 +121,10 @@ def _entries(
     budget = _Budget(archive_path, max_total_bytes, max_ratio)
     try:
         archive = zipfile.ZipFile(archive_path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except Exception as exc:  # zipfile's own errors and whatever a hostile directory trips
         raise ZipBombError(f"not a readable ZIP archive: {exc}") from None
     with archive:
-        infos = [i for i in archive.infolist() if not i.is_dir()]
+        infos = [i for i in archive.infolist() if not _is_dir(i)]
         if len(infos) > max_entries:
             raise ZipBombError(f"the ZIP holds {len(infos)} entries, more than {max_entries}")
         for info in infos:
