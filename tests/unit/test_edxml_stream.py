@@ -395,3 +395,34 @@ def test_export_of_a_streamed_document_has_the_real_layout(tmp_path: Path) -> No
         doc.header_xml, _facts(), [(a.name, a.media_type, a.data) for a in doc.attachments]
     )
     check_layout(out)
+
+
+def test_splitting_byte_by_byte_and_at_every_cut_is_the_same() -> None:
+    # The scan of an unfinished token resumes where it stopped (review 12 F7): feeding
+    # one byte at a time, or cutting once anywhere, must not change the split.
+    whole = _split(SAMPLE, [])
+    assert _split(SAMPLE, list(range(len(SAMPLE)))) == whole
+    for cut in range(len(SAMPLE)):
+        assert _split(SAMPLE, [cut]) == whole, cut
+
+
+def test_an_unfinished_comment_is_not_searched_from_its_start_again() -> None:
+    # Counted through the bytes each search is handed, not timed.
+    searched: list[int] = []
+
+    class Buf(bytes):
+        def find(self, sub: bytes, start: int = 0, *rest: int) -> int:  # type: ignore[override]
+            if sub == b"-->":
+                searched.append(len(self) - start)
+            return super().find(sub, start, *rest)
+
+    rec = Recorder()
+    splitter = Splitter(rec, max_pending=1 << 20)
+    splitter._buf = Buf(b"<!--")
+    chunk = b"-" * 1000
+    for _ in range(100):
+        splitter._buf = Buf(splitter._buf + chunk)  # what feed() does, with Buf kept
+        splitter._run(final=False)
+    assert sum(searched) < 3 * 100 * len(chunk), sum(searched)
+    splitter.feed(b">")
+    assert rec.out[-1][0] == "m" and rec.out[-1][1].endswith(b"--->")

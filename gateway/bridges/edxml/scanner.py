@@ -9,7 +9,9 @@ the sink as markup, unchanged, for one hardened lxml parser to build the header 
 Rules:
 - A token (tag, comment, processing instruction, CDATA section) is held until it is
   complete, and at most ``max_pending`` bytes are held; text and content pass through
-  as they come.
+  as they come. An unfinished token is not scanned again from its start when more
+  bytes come: the scan resumes where it stopped (inside or outside a quoted
+  attribute value), so scanning is linear in the input.
 - ``<!`` other than a comment or CDATA section (DOCTYPE, ENTITY, ELEMENT, ATTLIST) is
   refused here, before any parser sees it; so is an encoding other than UTF-8.
 - Inside ``ContentTransferEncoded`` only text is allowed, and of references only
@@ -22,6 +24,7 @@ Rules:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.bridges.edxml.errors import EdxmlError
@@ -45,6 +48,14 @@ class Sink(Protocol):
     def close_content(self) -> None: ...
 
 
+@dataclass
+class _Resume:
+    """Where the scan of the unfinished token at the buffer's start goes on."""
+
+    at: int = 0  # offset from the token's "<": everything before it is scanned
+    quote: bytes = b""  # inside an attribute value opened by this quote ("" outside)
+
+
 class Splitter:
     """Feed bytes in; the sink gets markup and content in document order."""
 
@@ -53,12 +64,12 @@ class Splitter:
         self._buf = b""
         self._end_tag: re.Pattern[bytes] | None = None
         self._first = True
+        self._resume = _Resume()
 
     def feed(self, chunk: bytes) -> None:
         if self._first and chunk:
             self._first = False
-            if chunk[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in chunk[:4]:
-                raise EdxmlError("edXML must be UTF-8 (the document is UTF-16 or UTF-32)")
+            check_utf8_start(chunk)
         self._buf += chunk
         self._run(final=False)
 
@@ -119,12 +130,13 @@ class Splitter:
         if lt > pos:
             self._sink.markup(buf[pos:lt])
             return lt
-        end = _token_end(buf, pos, final)
+        end = _token_end(buf, pos, final, self._resume)
         if end < 0:
             if final:  # an unfinished token: libxml2 says what is wrong with it
                 self._sink.markup(buf[pos:])
                 return len(buf)
             return -1
+        self._resume = _Resume()
         token = buf[pos:end]
         if token.startswith(b"<?xml") and token[5:6].isspace():
             _check_encoding(token)
@@ -139,15 +151,15 @@ class Splitter:
         return end
 
 
-def _token_end(buf: bytes, pos: int, final: bool) -> int:
-    """The end of the markup token at ``pos`` (a ``<``), or -1 if it is not all here."""
+def _token_end(buf: bytes, pos: int, final: bool, resume: _Resume) -> int:
+    """The end of the markup token at ``pos`` (a ``<``), or -1 if it is not all here;
+    then ``resume`` says where to go on when more bytes come (the token will start
+    the buffer: offsets are from its ``<``)."""
     head = buf[pos : pos + len(_CDATA)]
     if head.startswith(_COMMENT):
-        end = buf.find(b"-->", pos + len(_COMMENT))
-        return end + 3 if end >= 0 else -1
+        return _find_end(buf, pos, b"-->", len(_COMMENT), resume)
     if head.startswith(_CDATA):
-        end = buf.find(b"]]>", pos + len(_CDATA))
-        return end + 3 if end >= 0 else -1
+        return _find_end(buf, pos, b"]]>", len(_CDATA), resume)
     if head.startswith(b"<!"):
         partial = _CDATA.startswith(head) or _COMMENT.startswith(head[:4])
         if partial and not final:
@@ -157,21 +169,48 @@ def _token_end(buf: bytes, pos: int, final: bool) -> int:
             " in edXML"
         )
     if head.startswith(b"<?"):
-        end = buf.find(b"?>", pos + 2)
-        return end + 2 if end >= 0 else -1
+        return _find_end(buf, pos, b"?>", 2, resume)
     if len(head) < 2:
         return -1
-    i = pos + 1
+    i, quote = pos + max(1, resume.at), resume.quote
     while True:
+        if quote:
+            close = buf.find(quote, i)
+            if close < 0:
+                resume.at, resume.quote = len(buf) - pos, quote
+                return -1
+            i, quote = close + 1, b""
         stop = _TAG_STOP.search(buf, i)
         if stop is None:
+            resume.at, resume.quote = len(buf) - pos, b""
             return -1
         if buf[stop.start()] == ord(">"):
             return stop.end()
-        close = buf.find(buf[stop.start() : stop.end()], stop.end())
-        if close < 0:
-            return -1
-        i = close + 1
+        i, quote = stop.end(), buf[stop.start() : stop.end()]
+
+
+def _find_end(buf: bytes, pos: int, end: bytes, skip: int, resume: _Resume) -> int:
+    """The end of a token closed by ``end``, searched from ``skip`` bytes in or where
+    the last search stopped (less what could be the start of ``end``)."""
+    found = buf.find(end, pos + max(skip, resume.at))
+    if found < 0:
+        resume.at = max(skip, len(buf) - pos - (len(end) - 1))
+        return -1
+    return found + len(end)
+
+
+def check_utf8_start(start: bytes) -> None:
+    """Refuse a document whose first bytes say UTF-16 or UTF-32 (a BOM, or a NUL)."""
+    if start[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in start[:4]:
+        raise EdxmlError("edXML must be UTF-8 (the document is UTF-16 or UTF-32)")
+
+
+def check_declaration(data: bytes) -> None:
+    """Refuse a document whose XML declaration names an encoding other than UTF-8."""
+    start = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    if start.startswith(b"<?xml") and start[5:6].isspace():
+        end = start.find(b"?>")
+        _check_encoding(start[: end + 2] if end >= 0 else start[:200])
 
 
 def _check_encoding(declaration: bytes) -> None:
