@@ -59,6 +59,18 @@ class ReplacementInfo:
 
 
 @dataclass(frozen=True)
+class DeclaredPart:
+    """What the markup says of one attachment (reader.describe): the same at
+    submission (Attachment) and at the receiver (the kept header read back)."""
+
+    content_id: str
+    name: str
+    description: str
+    media_type: str
+    declared_types: tuple[str, ...]  # every ContentType written for it, lower case
+
+
+@dataclass(frozen=True)
 class Attachment:
     content_id: str  # as the Attachment (else the Reference) writes it, with or without cid:
     name: str

@@ -3,6 +3,10 @@
 Rules:
 - Both raise :class:`EdxmlError` (one line) for any input, and nothing else but
   ``OSError`` for local I/O trouble; property tests hold them to that.
+- What is accepted can be read back: the kept header (``header_xml``, the tree
+  written again, which escaping can make longer than the markup it came from) is
+  read as the receiver reads it (skeleton.declared_parts, with its MAX_HEADER_BYTES
+  and hardening) and must describe the same attachments, or the document is refused.
 - :func:`parse_edxml_file` leaves one new file per attachment in ``out_dir`` (named
   by it, 0600) and deletes them itself when it refuses the document; after success
   they are the caller's.
@@ -19,19 +23,37 @@ from typing import BinaryIO
 from lxml import etree
 
 from gateway.bridges.edxml.errors import EdxmlError
-from gateway.bridges.edxml.limits import MAX_ATTACHMENTS
-from gateway.bridges.edxml.model import EdxmlDocument
+from gateway.bridges.edxml.limits import MAX_ATTACHMENTS, MAX_HEADER_BYTES
+from gateway.bridges.edxml.model import DeclaredPart, EdxmlDocument
 from gateway.bridges.edxml.reader import read_document
+from gateway.bridges.edxml.skeleton import declared_parts
 from gateway.bridges.edxml.stream import ContentFile, split_stream
 
 
 def _read(root: etree._Element, files: Sequence[ContentFile], keep_data: bool) -> EdxmlDocument:
     try:
-        return read_document(root, files, keep_data=keep_data)
+        doc = read_document(root, files, keep_data=keep_data)
+        _check_read_back(doc)
+        return doc
     except EdxmlError:
         raise
-    except (etree.LxmlError, ValueError, TypeError, UnicodeError) as exc:
+    except (etree.LxmlError, ValueError, TypeError, UnicodeError, LookupError) as exc:
         raise EdxmlError(f"not acceptable edXML: {exc}") from None
+
+
+def _check_read_back(doc: EdxmlDocument) -> None:
+    """The receiver reads the kept header as the sender did (see the rules)."""
+    if len(doc.header_xml) > MAX_HEADER_BYTES:
+        raise EdxmlError(
+            f"the edXML header, written back with its escapes, is {len(doc.header_xml)} bytes,"
+            f" more than {MAX_HEADER_BYTES}"
+        )
+    sent = tuple(
+        DeclaredPart(a.content_id, a.name, a.description, a.media_type, a.declared_types)
+        for a in doc.attachments
+    )
+    if declared_parts(doc.header_xml) != sent:
+        raise EdxmlError("the kept edXML header would describe its attachments differently")
 
 
 def _parse(

@@ -13,14 +13,22 @@ Rules:
   without ``cid:`` (``cid:209`` matches ``209`` and back); the content is the
   Reference's own ContentTransferEncoded or an Attachment under an AttachmentEncoded.
   A Reference whose content is nowhere is refused; an Attachment no Reference names
-  is kept. Every ContentTransferEncoded must stand in an Attachment or a Reference.
+  is kept. Every ContentTransferEncoded must stand in an Attachment under an
+  AttachmentEncoded or in a manifest Reference. Two manifest References with one
+  ContentId (which would they describe?) or two Attachments with one are refused;
+  a Reference holding its own content describes that content only, whatever its
+  ContentId.
+- One pairing, both sides: :func:`pair_references` (which Reference describes which
+  placeholder) and :func:`describe` (what they say of it together) are what the
+  sender reads here and what the receiver reads from the kept header
+  (skeleton.declared_parts), so both see the same name and declared types, and
+  zipped means the same part on both sides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from pathlib import Path
 
 from lxml import etree
 
@@ -29,6 +37,7 @@ from gateway.bridges.edxml.errors import EdxmlError
 from gateway.bridges.edxml.model import (
     BUSINESS_DOC_TYPES,
     Attachment,
+    DeclaredPart,
     EdxmlDocument,
     Kind,
     Party,
@@ -174,12 +183,60 @@ def _datetime(value: str) -> datetime | None:
 
 def _holder_ok(el: etree._Element) -> bool:
     parent = el.getparent()
-    if parent is None:
+    grand = None if parent is None else parent.getparent()
+    if parent is None or grand is None:
         return False
     if is_named(parent, "Attachment"):
-        grand = parent.getparent()
-        return grand is not None and is_named(grand, "AttachmentEncoded")
-    return is_named(parent, "Reference")
+        return is_named(grand, "AttachmentEncoded")
+    return is_named(parent, "Reference") and is_named(grand, "edXMLManifest")
+
+
+def _holds_content(ref: etree._Element) -> bool:
+    return any(isinstance(c.tag, str) and etree.QName(c).localname == CONTENT for c in ref)
+
+
+def pair_references(
+    envelope: etree._Element, placeholders: Sequence[etree._Element]
+) -> list[etree._Element | None]:
+    """For each placeholder (a ContentTransferEncoded, document order) the manifest
+    Reference that describes it, None when none does: the Reference that holds it,
+    or for one in an Attachment the manifest Reference without content of its own
+    whose ContentId (cid_key) is the Attachment's (the last such, should a header
+    the reader refuses have two). Never raises: the receiver reads kept headers
+    with it as they are; the checks are the reader's (_attachments)."""
+    by_cid: dict[str, etree._Element] = {}
+    for ref in kids(kid(envelope, "edXMLBody", "edXMLManifest"), "Reference"):
+        key = cid_key(text(ref, "ContentId"))
+        if key and not _holds_content(ref):
+            by_cid[key] = ref
+    out: list[etree._Element | None] = []
+    for el in placeholders:
+        holder = el.getparent()
+        if holder is not None and is_named(holder, "Reference"):
+            out.append(holder)
+        elif holder is not None and is_named(holder, "Attachment"):
+            out.append(by_cid.get(cid_key(text(holder, "ContentId"))))
+        else:
+            out.append(None)
+    return out
+
+
+def describe(own: etree._Element | None, ref: etree._Element | None, n: int) -> DeclaredPart:
+    """What the holder ``own`` of the ``n``-th placeholder (1-based) and its
+    Reference ``ref`` say of that attachment: the holder's own value first, then
+    the Reference's, then ``attachment-<n>`` / ``cid:<n>``."""
+
+    def first(name: str) -> str:
+        return text(own, name) or text(ref, name)
+
+    types = (text(ref, "ContentType"), text(own, "ContentType"))
+    return DeclaredPart(
+        content_id=first("ContentId") or f"cid:{n}",
+        name=first("AttachmentName") or f"attachment-{n}",
+        description=first("Description"),
+        media_type=first("ContentType") or "application/octet-stream",
+        declared_types=tuple(t.lower() for t in dict.fromkeys(types) if t),
+    )
 
 
 def _attachments(
@@ -194,7 +251,21 @@ def _attachments(
         if not _holder_ok(el):
             raise EdxmlError("ContentTransferEncoded outside an Attachment or manifest Reference")
     file_of = dict(zip(contents, files, strict=True))
-    holders: dict[str, etree._Element] = {}
+    _check_content_ids(root, envelope, file_of)
+    refs = pair_references(envelope, contents)
+    out = []
+    for n, (el, ref) in enumerate(zip(contents, refs, strict=True), start=1):
+        out.append(_attachment(describe(el.getparent(), ref, n), file_of[el], keep_data))
+    return tuple(out)
+
+
+def _check_content_ids(
+    root: etree._Element, envelope: etree._Element, file_of: dict[etree._Element, ContentFile]
+) -> None:
+    """Each Attachment and Reference holds one content at most; no two References
+    and no two Attachments share a ContentId; a Reference without content of its
+    own names an Attachment."""
+    holders: set[str] = set()
     for att in root.iter(q("Attachment"), "Attachment"):
         parent = att.getparent()
         if parent is None or not is_named(parent, "AttachmentEncoded"):
@@ -206,55 +277,38 @@ def _attachments(
         key = cid_key(text(att, "ContentId"))
         if key in holders:
             raise EdxmlError(f"two Attachments have ContentId {text(att, 'ContentId')}")
-        holders[key] = att
-    reference_of: dict[etree._Element, etree._Element] = {}
+        holders.add(key)
+    named: set[str] = set()
     manifest = kid(envelope, "edXMLBody", "edXMLManifest")
     for n, ref in enumerate(kids(manifest, "Reference"), start=1):
-        own = [c for c in ref if c in file_of]
         cid = text(ref, "ContentId")
+        key = cid_key(cid)
+        if key and key in named:
+            raise EdxmlError(f"two manifest References have ContentId {cid}")
+        named.add(key)
+        own = [c for c in ref if c in file_of]
+        if len(own) > 1:
+            raise EdxmlError(f"manifest Reference {n} has {len(own)} ContentTransferEncoded")
         if own:
-            reference_of[own[0]] = ref
             continue
         if not cid:
             raise EdxmlError(f"manifest Reference {n} has no ContentId")
-        holder = holders.get(cid_key(cid))
-        if holder is None:
+        if key not in holders:
             raise EdxmlError(f"ContentId {cid} points to no attachment")
-        reference_of[next(c for c in holder if c in file_of)] = ref
-    out = []
-    for n, el in enumerate(contents, start=1):
-        out.append(_attachment(el, reference_of.get(el), file_of[el], n, keep_data))
-    return tuple(out)
 
 
-def _attachment(
-    el: etree._Element, ref: etree._Element | None, content: ContentFile, n: int, keep_data: bool
-) -> Attachment:
-    own = el.getparent()
-    assert own is not None
-
-    def first(name: str) -> str:
-        return text(own, name) or text(ref, name)
-
-    name = first("AttachmentName") or f"attachment-{n}"
-    declared = tuple(
-        t.lower() for t in dict.fromkeys((text(ref, "ContentType"), text(own, "ContentType"))) if t
-    )
-    path: Path | None = content.path
+def _attachment(declared: DeclaredPart, content: ContentFile, keep_data: bool) -> Attachment:
     data = content.path.read_bytes() if keep_data else None
+    name, types = declared.name, declared.declared_types
     return Attachment(
-        content_id=first("ContentId") or f"cid:{n}",
+        content_id=declared.content_id,
         name=name,
-        media_type=first_type(own, ref),
-        description=first("Description"),
+        media_type=declared.media_type,
+        description=declared.description,
         size=content.size,
         sha256=content.sha256,
-        zipped=is_wrapped_zip(data if data is not None else content.path, name, declared),
-        declared_types=declared,
-        path=None if keep_data else path,
+        zipped=is_wrapped_zip(data if data is not None else content.path, name, types),
+        declared_types=types,
+        path=None if keep_data else content.path,
         content=data,
     )
-
-
-def first_type(own: etree._Element, ref: etree._Element | None) -> str:
-    return text(own, "ContentType") or text(ref, "ContentType") or "application/octet-stream"

@@ -1,49 +1,50 @@
 """A kept header read back: the sealed part HEADER_PART_NAME at the destination.
 
 Rules:
-- A kept header is parsed with the same hardening as a document (no DTD, no entity
+- A kept header is parsed with the same hardening as a document (UTF-8 only, no DTD:
+  refused in the bytes and checked again in the parsed tree's docinfo, no entity
   expansion, no network, bounded size, elements and depth) and raises EdxmlError.
+  The reader refuses at submission a document whose kept header this would refuse
+  (parse.py), so a header the sender accepted is one the receiver reads.
 - Its attachments are its ContentTransferEncoded placeholders in document order; an
   old header (a bare edXMLEnvelope without AttachmentEncoded, as Valise wrote it
   before) has none, and its manifest References stand for them.
+- Each placeholder is paired with its Reference and described by the reader's own
+  functions (reader.pair_references, reader.describe): the receiver sees the names
+  and declared types the sender saw, and so the same zipped parts.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from lxml import etree
 
 from gateway.bridges.edxml.errors import EdxmlError
 from gateway.bridges.edxml.limits import MAX_DEPTH, MAX_ELEMENTS, MAX_HEADER_BYTES
-from gateway.bridges.edxml.names import is_named, kid, kids, text
-from gateway.bridges.edxml.reader import cid_key, content_elements, envelope_of
+from gateway.bridges.edxml.model import DeclaredPart
+from gateway.bridges.edxml.names import kid, kids
+from gateway.bridges.edxml.reader import content_elements, describe, envelope_of, pair_references
+from gateway.bridges.edxml.scanner import check_declaration, check_utf8_start
 from gateway.bridges.edxml.zips import is_wrapped_zip
 
+__all__ = ["DeclaredPart", "declared_parts", "load_header", "zipped_parts"]
+
 _DECLARATIONS = re.compile(rb"<!\s*(DOCTYPE|ENTITY|ELEMENT|ATTLIST)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class DeclaredPart:
-    """What a kept header says of one attachment."""
-
-    content_id: str
-    name: str
-    description: str
-    media_type: str
-    declared_types: tuple[str, ...]  # every ContentType written for it, lower case
 
 
 def load_header(header_xml: bytes) -> etree._Element:
     """The kept header's root element. Raises :class:`EdxmlError`."""
     if len(header_xml) > MAX_HEADER_BYTES:
         raise EdxmlError(f"the kept edXML header exceeds {MAX_HEADER_BYTES} bytes")
+    check_utf8_start(header_xml)
+    check_declaration(header_xml)
     if _DECLARATIONS.search(header_xml):
         raise EdxmlError("DTD and entity declarations are not allowed in edXML")
     parser = etree.XMLParser(
+        encoding="utf-8",
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -58,6 +59,9 @@ def load_header(header_xml: bytes) -> etree._Element:
         raise EdxmlError(f"the kept edXML header is not well-formed: {exc.msg}") from None
     if root is None or not isinstance(root.tag, str):
         raise EdxmlError("the kept edXML header has no root element")
+    info = root.getroottree().docinfo
+    if info.doctype or info.internalDTD is not None:
+        raise EdxmlError("DTDs are not allowed in edXML")
     for n, el in enumerate(root.iter(), start=1):
         if n > MAX_ELEMENTS:
             raise EdxmlError(f"the kept edXML header has more than {MAX_ELEMENTS} elements")
@@ -72,36 +76,12 @@ def declared_parts(header_xml: bytes) -> tuple[DeclaredPart, ...]:
     (for an old header: its manifest References). Raises :class:`EdxmlError`."""
     root = load_header(header_xml)
     envelope = envelope_of(root)
-    refs = kids(kid(envelope, "edXMLBody", "edXMLManifest"), "Reference")
     placeholders = content_elements(root)
     if not placeholders:
-        return tuple(_declared(ref, None) for ref in refs)
-    by_cid = {cid_key(text(r, "ContentId")): r for r in refs}
-    out = []
-    for el in placeholders:
-        holder = el.getparent()
-        assert holder is not None
-        ref = (
-            holder
-            if is_named(holder, "Reference")
-            else by_cid.get(cid_key(text(holder, "ContentId")))
-        )
-        out.append(_declared(holder, ref))
-    return tuple(out)
-
-
-def _declared(own: etree._Element, ref: etree._Element | None) -> DeclaredPart:
-    def first(name: str) -> str:
-        return text(own, name) or text(ref, name)
-
-    types = (text(ref, "ContentType"), text(own, "ContentType"))
-    return DeclaredPart(
-        content_id=first("ContentId"),
-        name=first("AttachmentName"),
-        description=first("Description"),
-        media_type=text(own, "ContentType") or text(ref, "ContentType"),
-        declared_types=tuple(t.lower() for t in dict.fromkeys(types) if t),
-    )
+        refs = kids(kid(envelope, "edXMLBody", "edXMLManifest"), "Reference")
+        return tuple(describe(ref, None, n) for n, ref in enumerate(refs, start=1))
+    pairs = zip(placeholders, pair_references(envelope, placeholders), strict=True)
+    return tuple(describe(el.getparent(), ref, n) for n, (el, ref) in enumerate(pairs, start=1))
 
 
 def zipped_parts(header_xml: bytes, parts: Sequence[Path | bytes]) -> tuple[int, ...]:
