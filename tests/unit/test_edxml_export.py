@@ -199,14 +199,26 @@ def test_an_old_envelope_only_header_is_rewrapped() -> None:
 
 
 def test_an_old_envelope_with_attachment_encoded_in_its_body_is_rewrapped() -> None:
+    # The content of "2" comes first: parts follow the placeholders' order, and each
+    # keeps its own ContentId (not the n-th manifest Reference's).
     inner = OLD_HEADER.replace(
         b"</edXML:edXMLManifest>",
-        b"</edXML:edXMLManifest><AttachmentEncoded><Attachment><ContentId>cid:1</ContentId>"
-        b"<ContentTransferEncoded/></Attachment></AttachmentEncoded>",
+        b"</edXML:edXMLManifest><AttachmentEncoded>"
+        b"<Attachment><ContentId>2</ContentId><ContentTransferEncoded/></Attachment>"
+        b"<Attachment><ContentId>cid:1</ContentId><ContentTransferEncoded/></Attachment>"
+        b"</AttachmentEncoded>",
     )
-    out = edxml.build_edxml(inner, facts(), FILES)
+    parts = FILES[::-1]
+    out = edxml.build_edxml(inner, facts(), parts)
     root = check_layout(out)
     assert len(list(root.iter("AttachmentEncoded", f"{{{NS}}}AttachmentEncoded"))) == 1
+    back = edxml.parse_edxml(out, max_bytes=1 << 20)
+    assert [(a.content_id, a.name, a.data) for a in back.attachments] == [
+        ("2", "phu-luc.txt", b"pl"),
+        ("cid:1", "cong-van.pdf", b"%PDF-1.4 x"),
+    ]
+    with pytest.raises(edxml.EdxmlError, match="has 2 attachments, 1 given"):
+        edxml.build_edxml(inner, facts(), parts[:1])
 
 
 def test_a_kept_header_must_match_the_parts() -> None:

@@ -10,7 +10,9 @@ Rules:
 - A kept header in that layout is written back as it is, each placeholder filled
   with the base64 of the part in the same position. An older kept header (a bare
   edXMLEnvelope, with or without an AttachmentEncoded in its body) is re-wrapped
-  into the real layout. Without one, a header is made (made.py).
+  into the real layout; each part keeps the ContentId of its own placeholder
+  (parts follow the content's document order, not the manifest's). Without one, a
+  header is made (made.py).
 - Base64 is written on one line, as the real files have it, streamed from each part:
   the output is the only whole copy (and :func:`write_edxml` holds none).
 """
@@ -30,7 +32,14 @@ from lxml import etree
 from gateway.bridges.edxml.errors import EdxmlError
 from gateway.bridges.edxml.made import Facts, made_root
 from gateway.bridges.edxml.names import CONTENT, NS, PREFIX, is_named, kid, kids, q, text
-from gateway.bridges.edxml.reader import cid_key, content_elements, envelope_of, serialize
+from gateway.bridges.edxml.reader import (
+    cid_key,
+    content_elements,
+    describe,
+    envelope_of,
+    pair_references,
+    serialize,
+)
 from gateway.bridges.edxml.skeleton import load_header
 
 _RAW_CHUNK = 3 * 16 * 1024  # a multiple of 3: base64 pieces join without padding
@@ -94,8 +103,47 @@ def _entries(
     return entries
 
 
+def _kept_entries(
+    envelope: etree._Element, manifest: etree._Element, parts: Sequence[tuple[str, str]]
+) -> list[tuple[str, str, str, str]] | None:
+    """For an old header that has placeholders: one Attachment entry per part, the
+    n-th part being the n-th placeholder (document order, not manifest order), with
+    the ContentId and Description its holder and Reference give it (the reader's
+    pairing). A part no Reference names gets one. None without placeholders."""
+    placeholders = content_elements(envelope)
+    if not placeholders:
+        return None
+    if len(placeholders) != len(parts):
+        raise EdxmlError(
+            f"the kept edXML header has {len(placeholders)} attachments, {len(parts)} given"
+        )
+    refs = pair_references(envelope, placeholders)
+    entries = []
+    for n, (el, ref, (name, media_type)) in enumerate(
+        zip(placeholders, refs, parts, strict=True), start=1
+    ):
+        declared = describe(el.getparent(), ref, n)
+        cid, description = declared.content_id, declared.description or name
+        if ref is None:
+            ref = _sub(manifest, "Reference")
+            _sub(ref, "ContentId", cid)
+            _sub(ref, "ContentType", media_type)
+            _sub(ref, "Description", description)
+            _sub(ref, "AttachmentName", name)
+        elif not text(ref, "ContentId"):
+            ref.insert(0, etree.Element(q("ContentId")))
+            ref[0].text = cid
+        entries.append((cid, name, description, media_type))
+    return entries
+
+
 def _rewrap(envelope: etree._Element, parts: Sequence[tuple[str, str]]) -> etree._Element:
-    """An older bare edXMLEnvelope in the real layout (the envelope is moved)."""
+    """An older bare edXMLEnvelope in the real layout (the envelope is moved). With
+    placeholders (an AttachmentEncoded in its body, or content in References), each
+    part keeps its own ContentId; without (as Valise wrote headers before), the
+    manifest References stand for the parts in order."""
+    manifest = _manifest(envelope)
+    kept = _kept_entries(envelope, manifest, parts)
     old: dict[str, etree._Element] = {}
     for encoded in [el for el in envelope.iter() if is_named(el, "AttachmentEncoded")]:
         for att in kids(encoded, "Attachment"):
@@ -117,7 +165,7 @@ def _rewrap(envelope: etree._Element, parts: Sequence[tuple[str, str]]) -> etree
     moved.text = envelope.text
     for child in list(envelope):
         moved.append(child)
-    _append_encoded(root, _entries(_manifest(moved), parts, old))
+    _append_encoded(root, kept if kept is not None else _entries(manifest, parts, old))
     return root
 
 
