@@ -20,6 +20,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from routing.directory import Directory
 from routing.organs import primary_organ
 
 log = logging.getLogger("valise.http")
+INFO_CACHE = 4096  # inbox items whose kept header's account is kept in memory
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,30 @@ def _path(folder: Path, part: dict[str, Any]) -> Path | None:
 
 
 def read_info(folder: Path, meta: dict[str, Any]) -> EdxmlInfo | None:
-    """The kept header's account of the item, None without a readable one."""
+    """The kept header's account of the item, None without a readable one. A
+    delivered folder is written once (renamed into place whole), so the answer is
+    kept per folder and header file (INFO_CACHE entries): a listing does not parse
+    every header again on every page."""
     h = header_number(meta)
     if h is None:
         return None
+    header = _path(folder, meta["parts"][h])
+    if header is None:
+        return None
+    try:
+        seen = header.stat()
+    except OSError:
+        return None
+    shape = tuple((p["name"], p["media_type"], p["size"]) for p in meta["parts"])
+    return _cached_info(str(folder), shape, h, seen.st_mtime_ns, seen.st_size)
+
+
+@functools.lru_cache(maxsize=INFO_CACHE)
+def _cached_info(
+    folder_name: str, shape: tuple[tuple[str, str, int], ...], h: int, _mtime: int, _size: int
+) -> EdxmlInfo | None:
+    folder = Path(folder_name)
+    meta = {"parts": [{"name": n, "media_type": m, "size": z} for n, m, z in shape]}
     header = _path(folder, meta["parts"][h])
     if header is None:
         return None
