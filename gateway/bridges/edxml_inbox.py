@@ -20,8 +20,9 @@ Rules:
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,9 @@ from routing.organs import primary_organ
 
 log = logging.getLogger("valise.http")
 INFO_CACHE = 4096  # inbox items whose kept header's account is kept in memory
+MAX_CACHED_CHARS = 4096  # an account with more text than this is not kept
+_CACHE: OrderedDict[tuple[Any, ...], EdxmlInfo | None] = OrderedDict()
+_LOCK = threading.Lock()  # read_info runs in worker threads
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ class EdxmlInfo:
     status_description: str
     replaces: tuple[str, ...]
     zipped: tuple[int, ...]  # part numbers (as in the item's "parts") holding a ZIP of the file
+
+    def weight(self) -> int:
+        """How much text the account holds (what the cache would keep)."""
+        texts = [self.kind, self.document_id, self.status_code, self.status_description]
+        texts += [*self.replaces, *(self.response_for or {}).values()]
+        return sum(len(t) for t in texts)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -81,10 +91,12 @@ def _path(folder: Path, part: dict[str, Any]) -> Path | None:
 
 
 def read_info(folder: Path, meta: dict[str, Any]) -> EdxmlInfo | None:
-    """The kept header's account of the item, None without a readable one. A
-    delivered folder is written once (renamed into place whole), so the answer is
-    kept per folder and header file (INFO_CACHE entries): a listing does not parse
-    every header again on every page."""
+    """The kept header's account of the item, None without a readable one.
+
+    A delivered folder is written once (renamed into place whole), so an answer the
+    header's content decided is kept (at most INFO_CACHE of them, each at most
+    MAX_CACHED_CHARS of text: a peer's long DocumentId is read again, not kept); a
+    read that failed for a local reason (OSError, anything unexpected) is not."""
     h = header_number(meta)
     if h is None:
         return None
@@ -96,20 +108,36 @@ def read_info(folder: Path, meta: dict[str, Any]) -> EdxmlInfo | None:
     except OSError:
         return None
     shape = tuple((p["name"], p["media_type"], p["size"]) for p in meta["parts"])
-    return _cached_info(str(folder), shape, h, seen.st_mtime_ns, seen.st_size)
-
-
-@functools.lru_cache(maxsize=INFO_CACHE)
-def _cached_info(
-    folder_name: str, shape: tuple[tuple[str, str, int], ...], h: int, _mtime: int, _size: int
-) -> EdxmlInfo | None:
-    folder = Path(folder_name)
-    meta = {"parts": [{"name": n, "media_type": m, "size": z} for n, m, z in shape]}
-    header = _path(folder, meta["parts"][h])
-    if header is None:
-        return None
+    key = (str(folder), shape, seen.st_ino, seen.st_mtime_ns, seen.st_size)
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
     try:
-        data = header.read_bytes()
+        info = _read_info(folder, meta, header)
+    except OSError:
+        return None
+    except Exception:  # a view of what a peer's integrator wrote: never break a listing
+        log.warning("edxml_header_unreadable", extra={"folder": folder.name}, exc_info=True)
+        return None
+    if info is None or info.weight() <= MAX_CACHED_CHARS:
+        with _LOCK:
+            _CACHE[key] = info
+            while len(_CACHE) > INFO_CACHE:
+                _CACHE.popitem(last=False)
+    return info
+
+
+def clear_cache() -> None:
+    """Forget every kept account (tests; an operator never needs it)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _read_info(folder: Path, meta: dict[str, Any], header: Path) -> EdxmlInfo | None:
+    """Raises OSError (and, for a bug, anything); None when the content is no header."""
+    data = header.read_bytes()
+    try:
         doc = edxml.parse_edxml(data, max_bytes=edxml.MAX_HEADER_BYTES)
         numbers = attachment_numbers(meta)
         paths = [_path(folder, meta["parts"][n]) for n in numbers]
@@ -118,10 +146,7 @@ def _cached_info(
             if all(paths)
             else ()
         )
-    except (OSError, edxml.EdxmlError):
-        return None
-    except Exception:  # a view of what a peer's integrator wrote: never break a listing
-        log.warning("edxml_header_unreadable", extra={"folder": folder.name}, exc_info=True)
+    except edxml.EdxmlError:
         return None
     r = doc.response_for
     return EdxmlInfo(

@@ -37,7 +37,9 @@ _NAME = re.compile(rb"[^\s/>]+")
 _ENCODING = re.compile(rb"""encoding\s*=\s*["']([^"']*)["']""")
 _CDATA = b"<![CDATA["
 _COMMENT = b"<!--"
-_LONGEST_REF = 12  # "&#x0000020;" and a little
+# What the rest of a read may be while a whitespace reference is still coming: any
+# prefix of one (zero padding included), so where a read ends never decides.
+_REF_PREFIX = re.compile(rb"&(?:#(?:x0*[0-9a-fA-F]{0,2}|0*[0-9]{0,2})?)?")
 _END_TAG_WAIT = 1024  # bytes to wait for the ">" of the closing tag before refusing
 
 
@@ -108,7 +110,7 @@ class Splitter:
             ref = _WHITESPACE_REF.match(buf, pos)
             if ref is not None:
                 return ref.end()
-            if not final and len(buf) - pos < _LONGEST_REF and b";" not in buf[pos:]:
+            if not final and _REF_PREFIX.fullmatch(buf, pos) is not None:
                 return -1
             raise EdxmlError("ContentTransferEncoded holds a reference; only base64 is allowed")
         assert self._end_tag is not None
