@@ -29,6 +29,7 @@ from tests.integration.test_relay import FAST
 MAX_SESSIONS = 6
 SQUATTERS = MAX_SESSIONS  # enough to fill the whole (old, shared) pool
 TRIES = 6
+RETRIES_421 = 3  # attempts per session when the bridge answers 421 before AUTH
 CLIENT = "alice"
 
 
@@ -71,6 +72,20 @@ async def _squatter(port: int, stop: asyncio.Event, greeted: list[int]) -> None:
             writer.close()
 
 
+def _retrying_session(bridge: Bridge) -> list[int]:
+    """An integrator's session as an SMTP client makes it: a 421 (temporary: "try
+    again later") before AUTH is retried, at most RETRIES_421 times. The flood here
+    churns (each squatter reconnects the moment it is closed), so on a loaded machine
+    it can make an integrator's fresh session the oldest pre-auth one and have it
+    evicted once; what must hold is that the integrator gets in, not that it never
+    sees a 421."""
+    for _ in range(RETRIES_421):
+        codes = _integrator_session(bridge)
+        if 421 not in codes[:2]:
+            return codes
+    return codes
+
+
 def _integrator_session(bridge: Bridge) -> list[int]:
     """Greeting, EHLO, STARTTLS, EHLO, AUTH, NOOP, QUIT: the reply codes."""
     codes: list[int] = []
@@ -103,7 +118,7 @@ async def test_an_integrator_authenticates_while_idle_connections_fill_the_bridg
             if len(greeted) >= SQUATTERS - 1:
                 break
             await asyncio.sleep(0.05)
-        sessions = [await asyncio.to_thread(_integrator_session, bridge) for _ in range(TRIES)]
+        sessions = [await asyncio.to_thread(_retrying_session, bridge) for _ in range(TRIES)]
         assert len(greeted) >= SQUATTERS - 1  # the flood ran
     finally:
         stop.set()
