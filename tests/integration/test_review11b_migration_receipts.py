@@ -53,7 +53,15 @@ from tests.integration.test_migration_v11 import (
 def real_receipt(signer: str, answers: str, envelope_digest: bytes) -> tuple[str, bytes, bytes]:
     """A genuine receipt envelope from ``signer`` for message ``answers``: (its id, its
     bytes, its digest)."""
-    body = write_receipt(Receipt(answers, envelope_digest, signer, T0 + timedelta(minutes=3)))
+    return receipt_envelope(signer, answers, envelope_digest, answers, T0 + timedelta(minutes=3))
+
+
+def receipt_envelope(
+    signer: str, names: str, named: bytes, head_answers: str, at: datetime
+) -> tuple[str, bytes, bytes]:
+    """A receipt envelope whose signed document (dated ``at``) receipts ``names``
+    (digest ``named``) while its plain routing header answers ``head_answers``."""
+    body = write_receipt(Receipt(names, named, signer, at))
     routing = new_routing(
         origin=signer,
         destinations=[PARIS],
@@ -61,7 +69,7 @@ def real_receipt(signer: str, answers: str, envelope_digest: bytes) -> tuple[str
         expires=EXPIRES,
         priority=Priority.IMMEDIATE,
         doc_class=RECEIPT_CLASS,
-        in_reply_to=answers,
+        in_reply_to=head_answers,
     )
     data = seal_bytes(
         Sealing(

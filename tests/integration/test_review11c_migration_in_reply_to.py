@@ -20,14 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto.keys import DecryptionKey, SigningKey
-from envelope.model import PartInfo, SealedHeader
-from envelope.open import parse_framed_head
-from envelope.receipt import RECEIPT_CLASS, RECEIPT_MEDIA_TYPE, RECEIPT_NAME, Receipt, write_receipt
-from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
-from envelope.values import Priority
 from tests.integration.test_migration_v11 import (
-    EXPIRES,
     HANOI,
     PARIS,
     T0,
@@ -36,7 +29,10 @@ from tests.integration.test_migration_v11 import (
     mid,
     upgraded,
 )
-from tests.integration.test_review11b_migration_receipts import add_received_receipt
+from tests.integration.test_review11b_migration_receipts import (
+    add_received_receipt,
+    receipt_envelope,
+)
 
 
 def lying_receipt(
@@ -44,26 +40,7 @@ def lying_receipt(
 ) -> tuple[str, bytes, bytes]:
     """A receipt envelope whose signed document receipts ``names`` (digest of it) while
     its plain routing header answers ``head_answers``."""
-    body = write_receipt(Receipt(names, named, signer, T0))
-    routing = new_routing(
-        origin=signer,
-        destinations=[PARIS],
-        now=T0 + timedelta(minutes=3),
-        expires=EXPIRES,
-        priority=Priority.IMMEDIATE,
-        doc_class=RECEIPT_CLASS,
-        in_reply_to=head_answers,
-    )
-    data = seal_bytes(
-        Sealing(
-            routing=routing,
-            sender=SigningKey.generate(),
-            recipients=[Recipient(PARIS, DecryptionKey.generate().public)],
-            sealed=SealedHeader(parts=(PartInfo(RECEIPT_NAME, RECEIPT_MEDIA_TYPE, len(body)),)),
-        ),
-        [body],
-    )
-    return routing.message_id, data, parse_framed_head(data)[0].digest
+    return receipt_envelope(signer, names, named, head_answers, T0)
 
 
 @pytest.mark.parametrize("start", [6, 10])
