@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,11 +29,46 @@ from gateway.enroll import add_site, init_hub, join
 READY_TIMEOUT_S = 20.0
 
 
+_HANDED_OUT: set[int] = set()
+_LOW_PORT = 20000
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands to `bind(port=0)` (Linux: ip_local_port_range)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port free now, chosen *below* the kernel's ephemeral range.
+
+    A site's listen port is written into the signed directory before the site starts,
+    so it is picked early; a port from the ephemeral range could meanwhile be handed
+    by the kernel to another site's ops, HTTP or SMTP listener (they bind port 0),
+    and the site would then fail to start with EADDRINUSE (seen once in CI). Ports
+    below that range are never handed out by the kernel; this process never hands
+    one out twice, and each is checked bindable before it is returned."""
+    floor = _ephemeral_floor()
+    rng = random.SystemRandom()
+    if floor - _LOW_PORT >= 1000:
+        for _ in range(200):
+            port = rng.randrange(_LOW_PORT, floor)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
+    with socket.socket() as s:  # no room below the ephemeral range: the kernel's pick
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        picked: int = s.getsockname()[1]
+        return picked
 
 
 @dataclass
@@ -70,7 +106,8 @@ class SiteProcess:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not ready.exists():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.site} exited: see {self.log}")
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.site} exited: see {self.log}; it ends:\n{tail}")
             if time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"{self.site} did not become ready: see {self.log}")
