@@ -49,6 +49,9 @@ from gateway.store.base import (
     ReceiptRecord,
     StoreError,
 )
+from gateway.store.driver_postgres import ERRORS as _ERRORS
+from gateway.store.driver_postgres import PostgresDriver
+from gateway.store.integrators import Integrators
 from gateway.store.postgres_audit import PostgresAudit
 from gateway.store.postgres_common import (
     CLAIM,
@@ -70,7 +73,6 @@ from gateway.store.postgres_destinations import (
 )
 from gateway.store.postgres_enroll import PostgresEnroll
 from gateway.store.postgres_inbound import PostgresInbound
-from gateway.store.postgres_integrators import PostgresIntegrators
 from gateway.store.postgres_kept import PostgresKeptReceipts
 from gateway.store.postgres_operator import PostgresOperator
 from gateway.store.postgres_trust import PostgresTrust
@@ -83,17 +85,6 @@ T = TypeVar("T")
 
 SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CONNECT_TIMEOUT = 10.0
-_TX_ATTEMPTS = 3
-_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    OSError,
-    TimeoutError,
-)
-_RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.SerializationError,
-)
 
 
 def notify_channel(schema: str | None) -> str:
@@ -171,7 +162,7 @@ def _step(name: str) -> Callable[[Conn], Awaitable[None]]:
 class PostgresStore(
     PostgresInbound,
     PostgresOperator,
-    PostgresIntegrators,
+    Integrators,
     PostgresTrust,
     PostgresAudit,
     PostgresEnroll,
@@ -180,10 +171,12 @@ class PostgresStore(
 ):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""
 
+    _db: PostgresDriver
+
     def __init__(
         self, pool: Any, schema: str | None, dsn: str = "", settings: dict[str, str] | None = None
     ):
-        self._pool: Any = pool
+        self._db = PostgresDriver(pool)
         self.schema = schema
         self._dsn = dsn
         self._settings = dict(settings or {})
@@ -257,38 +250,24 @@ class PostgresStore(
             )
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await self._db.close()
 
-    # -- plumbing ---------------------------------------------------------------
+    @property
+    def _pool(self) -> Any:
+        """The asyncpg pool (None once closed)."""
+        return self._db.pool
+
+    # -- plumbing (the mixins not yet on the shared driver code) ----------------
     def _live(self) -> Any:
-        if self._pool is None:
-            raise StoreError("the store is closed")
-        return self._pool
+        return self._db.live()
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        pool = self._live()
-        try:
-            async with pool.acquire() as conn:
-                return await fn(conn)
-        except _ERRORS as exc:
-            raise StoreError(f"PostgreSQL store: {exc}") from exc
+        return await self._db.call(fn)
 
     async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run ``fn`` in one transaction; rerun it if PostgreSQL aborted it as a deadlock
         or serialization victim (nothing of it was committed then)."""
-        pool = self._live()
-        for attempt in range(1, _TX_ATTEMPTS + 1):
-            try:
-                async with pool.acquire() as conn, conn.transaction():
-                    return await fn(conn)
-            except _RETRYABLE_ERRORS as exc:
-                if attempt == _TX_ATTEMPTS:
-                    raise StoreError(f"PostgreSQL store: {exc}") from exc
-            except _ERRORS as exc:
-                raise StoreError(f"PostgreSQL store: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._db.call_write(fn)
 
     # -- accepting --------------------------------------------------------------
     async def accept(

@@ -19,7 +19,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -46,6 +45,8 @@ from gateway.store.base import (
     ReceiptRecord,
     StoreError,
 )
+from gateway.store.driver_sqlite import SqliteDriver
+from gateway.store.integrators import Integrators
 from gateway.store.sqlite_audit import SqliteAudit, register_audit_functions
 from gateway.store.sqlite_common import (
     DUE,
@@ -66,7 +67,6 @@ from gateway.store.sqlite_destinations import (
 )
 from gateway.store.sqlite_enroll import SqliteEnroll
 from gateway.store.sqlite_inbound import SqliteInbound
-from gateway.store.sqlite_integrators import SqliteIntegrators
 from gateway.store.sqlite_kept import SqliteKeptReceipts
 from gateway.store.sqlite_operator import SqliteOperator
 from gateway.store.sqlite_trust import SqliteTrust
@@ -165,7 +165,7 @@ def _step(name: str) -> Callable[[sqlite3.Connection], None]:
 class SqliteStore(
     SqliteInbound,
     SqliteOperator,
-    SqliteIntegrators,
+    Integrators,
     SqliteTrust,
     SqliteAudit,
     SqliteEnroll,
@@ -174,79 +174,27 @@ class SqliteStore(
 ):
     """:class:`~gateway.store.base.Store` on one SQLite file."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, executor: ThreadPoolExecutor):
-        self.path = path
-        self._conn: sqlite3.Connection | None = conn
-        self._executor = executor
-        # While watched: PRAGMA data_version as read after the last call, and when.
-        self._watched = False
-        self._version = 0
-        self._version_at = 0.0
+    _db: SqliteDriver
+
+    def __init__(self, db: SqliteDriver):
+        self.path = db.path
+        self._db = db
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
         """Open (creating and migrating if need be) the store at ``path``."""
-        path = Path(path)
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valise-sqlite")
-        try:
-            conn = await asyncio.get_running_loop().run_in_executor(executor, _connect, path)
-        except sqlite3.Error as exc:
-            executor.shutdown(wait=False)
-            raise StoreError(f"cannot open SQLite store {path}: {exc}") from exc
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
-        return cls(path, conn, executor)
+        return cls(await SqliteDriver.open(Path(path), _connect))
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, conn.close)
-        finally:
-            self._executor.shutdown(wait=False)
+        await self._db.close()
 
-    # -- plumbing ---------------------------------------------------------------
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
-            raise StoreError("the store is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            if self._watched:
-                return await loop.run_in_executor(self._executor, self._versioned, fn, conn)
-            return await loop.run_in_executor(self._executor, fn, conn)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
-
-    def _versioned(self, fn: Callable[[sqlite3.Connection], T], c: sqlite3.Connection) -> T:
-        """``fn``, then note the data version (a few microseconds): watch() reads it from
-        here instead of making calls of its own while the store is busy anyway."""
-        result = fn(c)
-        self._version = int(c.execute("PRAGMA data_version").fetchone()[0])
-        self._version_at = time.monotonic()
-        return result
-
+    # -- plumbing (the mixins not yet on the shared driver code) ----------------
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._call(fn)
+        return await self._db.call(fn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE … COMMIT`` transaction."""
-
-        def tx(c: sqlite3.Connection) -> T:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(c)
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:  # SQLite may have rolled back on its own already
-                    c.execute("ROLLBACK")
-                raise
-            return result
-
-        return await self._call(tx)
+        return await self._db.call_write(fn)
 
     # -- accepting --------------------------------------------------------------
     async def accept(
@@ -543,32 +491,33 @@ class SqliteStore(
         connection commits. Every call notes it on the way (see _versioned), so a busy
         store costs no extra calls; an idle one is asked every WATCH_SLOW_SECONDS, and
         every WATCH_FAST_SECONDS for a while after another process wrote."""
-        self._watched = True
+        db = self._db
+        db.watched = True
 
         async def poll() -> None:
             await self._read(lambda c: None)
-            last = self._version
+            last = db.version
             active_until = 0.0
             while True:
                 now = time.monotonic()
                 interval = WATCH_FAST_SECONDS if now < active_until else WATCH_SLOW_SECONDS
                 await asyncio.sleep(interval)
                 try:
-                    if time.monotonic() - self._version_at >= interval:
+                    if time.monotonic() - db.version_at >= interval:
                         await self._read(lambda c: None)  # nothing noted it lately
                 except StoreError:
-                    if self._conn is None:
+                    if db.conn is None:
                         return
                     continue
-                if self._version != last:
-                    last = self._version
+                if db.version != last:
+                    last = db.version
                     active_until = time.monotonic() + WATCH_ACTIVE_SECONDS
                     on_change()
 
         task = asyncio.create_task(poll(), name="store-watch")
 
         async def stop() -> None:
-            self._watched = False
+            db.watched = False
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, StoreError):
                 await task

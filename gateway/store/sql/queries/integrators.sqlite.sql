@@ -1,0 +1,2 @@
+-- name: _skip_locked
+-- (nothing: the store's single writer holds what it read until it commits)
