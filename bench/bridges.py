@@ -14,7 +14,7 @@ peer.postfix.smtp.4k
     delivering to ``discard:``, in the clear and without AUTH (as it is configured);
     skipped, with the reason, where it cannot run.
 
-Each Valise row gets a fresh network (gateway.testnet: HQ, M-PARIS, M-HANOI, as in the
+Each Valise row gets a fresh network (gateway.demo.network: HQ, M-PARIS, M-HANOI, as in the
 relay rows, bridges on): the relay forwards what was accepted while the load runs, as in
 production. The clients start together, the first WARMUP seconds are left out, then
 completions are counted for SECONDS. Where the time went goes to stderr: latency
@@ -60,8 +60,8 @@ from bench.relay_stages import (
     process_cpu,
     quantile,
 )
-from gateway.site import load_site
-from gateway.testnet import Network
+from gateway.demo.network import Network
+from gateway.site.context import load_site
 
 HTTP_ROW, SMTP_ROW, POSTFIX_ROW = (
     "bridge.http.submit.4k",

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from gateway.testnet import free_port
+from gateway.demo.network import free_port
 
 DOMAIN = "bench.test"
 RECIPIENT = f"user@{DOMAIN}"

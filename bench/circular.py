@@ -8,7 +8,7 @@ circular.r97.e2e
 circular.r97.p50ms, circular.r97.p99ms
     ms per destination from submission to its receipt recorded at HQ, over all runs.
 
-HQ runs as its own process (gateway/testnet.py); the missions run in one farm process
+HQ runs as its own process (gateway/demo/network.py); the missions run in one farm process
 (bench/farm.py): each its own keys, TLS certificate, SQLite store and listener, and the
 real workers and channel app, but sharing one core and GIL (pessimistic for the
 missions; loopback links are optimistic for the network). Nothing is mocked: HQ posts
@@ -40,8 +40,8 @@ from pathlib import Path
 from bench import envelope4k
 from bench.common import QUICK, Row
 from bench.relay_stages import process_cpu, quantile
-from gateway.enroll import add_site, join
-from gateway.testnet import Network, free_port
+from gateway.demo.network import Network, free_port
+from gateway.trust.enroll import add_site, join
 
 HUB = "HQ"
 PAYLOAD_BYTES = 4096

@@ -50,7 +50,7 @@ def seal_one(
     escrow_to: DecryptionKey | None = None,
 ) -> bytes:
     """A whole new envelope: fresh routing header, content key, wraps and signature (and,
-    with ``escrow_to``, the content key wrapped to the origin's own key: gateway/submit.py)."""
+    with ``escrow_to``, the content key wrapped to the origin key: gateway/relay/submit.py)."""
     sealing = Sealing(
         routing=new_routing(origin=ORIGIN, destinations=sites, now=datetime.now(UTC)),
         sender=sender,

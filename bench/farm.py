@@ -2,7 +2,7 @@
 
 For the circular bench (bench/circular.py): each folder is a site joined to HQ with its
 own keys, TLS certificate, SQLite store (its own file and thread) and channel listener.
-Every site runs the same composition as ``valise serve`` (gateway/serve.py): the real
+Every site runs the same composition as ``valise serve`` (gateway/service/serve.py): the real
 background workers (couriers, local delivery, key watcher, directory poll, stamper,
 audit checkpointer) and the real channel app behind mutual TLS; only the operations
 listener, the integrators' bridges and the signal handling per site are left out. They
@@ -27,14 +27,14 @@ from pathlib import Path
 from aiohttp import web
 
 from config.site import split_hostport
-from gateway.channel import make_app
-from gateway.delivery import Workers
-from gateway.events import EventBus
-from gateway.logjson import JsonFormatter
-from gateway.metrics import Metrics
-from gateway.site import SiteContext, load_site
-from gateway.site_modes import SITE_UMASK
-from gateway.tls import server_context
+from gateway.relay.channel import make_app
+from gateway.runtime.events import EventBus
+from gateway.runtime.logjson import JsonFormatter
+from gateway.runtime.metrics import Metrics
+from gateway.service.workers import Workers
+from gateway.site.context import SiteContext, load_site
+from gateway.site.modes import SITE_UMASK
+from gateway.site.tls import server_context
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Hosted:
 
 
 async def host(directory: Path) -> Hosted:
-    """Start one site as gateway/serve.py does, minus ops listener and bridges."""
+    """Start one site as gateway/service/serve.py does, minus ops listener and bridges."""
     ctx = await load_site(directory)
     wake, inbound = asyncio.Event(), asyncio.Event()
     stats = Metrics()

@@ -1,4 +1,4 @@
-"""The relay rows: whole networks on loopback (gateway.testnet), driven from this process.
+"""The relay rows: whole networks on loopback (gateway.demo.network), driven from this process.
 
 relay.e2e.4k.sqlite, relay.e2e.4k.pg
     envelopes/s delivered with verified receipts, M-PARIS -> HQ -> M-HANOI: M-PARIS's
@@ -49,9 +49,9 @@ from bench.relay_stages import (
     stage_table,
     timelines,
 )
-from gateway.outbox import Document, send_documents
-from gateway.site import SiteContext, load_site
-from gateway.testnet import Network
+from gateway.demo.network import Network
+from gateway.relay.outbox import Document, send_documents
+from gateway.site.context import SiteContext, load_site
 
 PG_DSN = os.environ.get("VALISE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 PAYLOAD_BYTES = 4096

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from envelope.open import parse_framed_head
-from gateway.site import SiteContext
+from gateway.site.context import SiteContext
 
 ORIGIN, HUB, DEST = "M-PARIS", "HQ", "M-HANOI"
 

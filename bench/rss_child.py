@@ -22,7 +22,7 @@ from pathlib import Path
 
 from crypto.keys import DecryptionKey, SigningKey
 from envelope.seal import Recipient, new_routing
-from gateway.envelope_io import InputPart, open_to_dir, seal_to_file
+from gateway.relay.envelope_io import InputPart, open_to_dir, seal_to_file
 
 ORIGIN = "HQ-BENCH"
 SITE = "M-001"

@@ -19,7 +19,7 @@ from bench.peers import age_bench
 from crypto.keys import DecryptionKey, SigningKey
 from crypto.recipes import CHUNK_BYTES, StreamSealer, new_content_key
 from envelope.seal import Recipient, new_routing
-from gateway.envelope_io import InputPart, open_to_dir, seal_to_file
+from gateway.relay.envelope_io import InputPart, open_to_dir, seal_to_file
 
 PAYLOAD_BYTES = 64 * MIB
 ORIGIN = "HQ-BENCH"

@@ -33,13 +33,13 @@
     retry_max_seconds = 300.0
     warn_deferred_seconds = 3600        # doctor warns past this (deferred, receipt deferred)
 
-    [tsa]                               # RFC 3161 time-stamps (gateway/timestamping.py)
+    [tsa]                               # RFC 3161 time-stamps (gateway/proof/timestamping.py)
     policy = "1.3.6.1.4.1.57264.1.1"    # HQ: the TSA policy OID its tokens carry
     checkpoint_policy = "1.3.6.1.4.1.57264.1.2"  # every site: the witness's checkpoint tokens
     batch_max = 64                      # requests per batch (at most 256)
     batch_wait_ms = 20                  # how long a batch waits to fill
 
-    [keys]                              # key lifecycle (gateway/keys_lifecycle.py)
+    [keys]                              # key lifecycle (gateway/trust/lifecycle.py)
     overlap_seconds = 604800            # a replaced key stays retiring this long
     announce_seconds = 3600             # a rotated key waits as next at most this long
     check_seconds = 60                  # how often a running site looks at its keys
@@ -104,20 +104,20 @@ class RelaySection:
     # fails doctor and warns on every CLI command; it still sends (directory_age.py).
     directory_max_age_seconds: float = 7 * 86400.0
     # The furthest ahead a document sealed here may expire (HTTP, SMTP, valise send):
-    # stores keep an envelope and its dedupe row until then (gateway/submit.py).
+    # stores keep an envelope and its dedupe row until then (gateway/relay/submit.py).
     max_expires_days: int = 90
     # valise doctor warns about a delivery deferred, a message forwarded without its
     # receipt, or a document received here and not delivered (a receipt deferred for
-    # want of the origin's key), for longer than this (gateway/doctor_queue.py).
+    # want of the origin's key), for longer than this (gateway/service/doctor_queue.py).
     warn_deferred_seconds: float = 3600.0
     # Fault injection for the durability tests: the process SIGKILLs itself the
-    # first time it reaches this point (see gateway/faults.py). Empty in production.
+    # first time it reaches this point (see gateway/runtime/faults.py). Empty in production.
     crash_at: str = ""
 
 
 @dataclass(frozen=True)
 class HttpSection:
-    """The integrators' HTTP API (gateway/bridges/http_api.py), loopback by default."""
+    """The integrators' HTTP API (gateway/bridges/http/api.py), loopback by default."""
 
     enabled: str = "yes"
     listen: str = "127.0.0.1:0"
@@ -137,7 +137,7 @@ class HttpSection:
 
 @dataclass(frozen=True)
 class SmtpSection:
-    """The SMTP bridge (gateway/bridges/smtp.py), loopback by default."""
+    """The SMTP bridge (gateway/bridges/smtp/bridge.py), loopback by default."""
 
     enabled: str = "yes"
     listen: str = "127.0.0.1:0"
@@ -173,7 +173,7 @@ class DeliverySection:
 
 @dataclass(frozen=True)
 class KeysSection:
-    """Key lifecycle (gateway/keys_lifecycle.py): overlap windows and TLS renewal."""
+    """Key lifecycle (gateway/trust/lifecycle.py): overlap windows and TLS renewal."""
 
     overlap_seconds: float = 7 * 86400.0  # how long a replaced key stays retiring
     tls_days: int = 365  # validity of a TLS certificate HQ issues on rotation
@@ -194,12 +194,12 @@ class KeysSection:
 # time-stamping policy document defines.
 DEFAULT_TSA_POLICY = "1.3.6.1.4.1.57264.1.1"
 # The policy OID of the tokens HQ's audit witness issues over the checkpoints it has
-# witnessed (gateway/audit_witness.py), and the only one ``audit verify`` takes to time
+# witnessed (gateway/proof/witness.py), and the only one ``audit verify`` takes to time
 # a checkpoint: /v1/timestamp stamps any digest under ``policy``, so its tokens must
 # not pass for the witness's. Every site must name the same one (a PLACEHOLDER too).
 DEFAULT_CHECKPOINT_POLICY = "1.3.6.1.4.1.57264.1.2"
 # The most time-stamp requests one batch may carry (HQ's /v1/timestamp refuses more:
-# gateway/timestamp_batch.py MAX_BATCH_REQUESTS).
+# gateway/proof/timestamp_batch.py MAX_BATCH_REQUESTS).
 MAX_TSA_BATCH = 256
 # Bounds of [relay] max_expires_days: at least envelope.seal.DEFAULT_TTL (30 days,
 # the lifetime of a document that names none), at most ten years.
@@ -209,7 +209,7 @@ MAX_EXPIRES_DAYS = 3650
 MAX_WARN_DEFERRED_SECONDS = MAX_EXPIRES_DAYS * 86400
 # The longest [keys] announce_seconds: a new key waits at most this long as next.
 MAX_ANNOUNCE_SECONDS = 30 * 86400.0
-# The longest [keys] overlap_seconds (gateway/keyring.py MAX_OVERLAP_SECONDS: ten years).
+# The longest [keys] overlap_seconds (gateway/site/keyring.py MAX_OVERLAP_SECONDS: ten years).
 MAX_OVERLAP_SECONDS = 3650 * 86400.0
 _OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]{0,17})){1,31}")
 
@@ -247,7 +247,7 @@ def _check_keys(k: KeysSection) -> None:
 
 @dataclass(frozen=True)
 class TsaSection:
-    """RFC 3161 time-stamping (gateway/timestamping.py): HQ's policy, and batching."""
+    """RFC 3161 time-stamping (gateway/proof/timestamping.py): HQ's policy, and batching."""
 
     policy: str = DEFAULT_TSA_POLICY  # HQ: the policy OID of the tokens it issues
     # Every site: the policy OID of the witness's checkpoint tokens (see its default).
@@ -258,7 +258,7 @@ class TsaSection:
 
 @dataclass(frozen=True)
 class AuditSection:
-    """The audit log (gateway/audit.py): how often a running site signs a checkpoint."""
+    """The audit log (gateway/proof/audit.py): how often a running site signs a checkpoint."""
 
     checkpoint_every: int = 1000  # entries not yet covered that call for a checkpoint
     checkpoint_seconds: float = 300.0  # or this long after the last one, if any are new

@@ -17,7 +17,7 @@ Rules:
 - What a re-seal legitimately changes, and is therefore not compared: the recipient
   stanzas' keys and wrapped keys, the origin's signature and its key id, the trace.
 - This module does no I/O and checks no signature: the caller verifies the arriving
-  envelope's origin signature under a key of the origin usable now (gateway/hop.py)
+  envelope's origin signature under a key of the origin usable now (gateway/relay/hop.py)
   before it asks.
 """
 

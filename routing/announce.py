@@ -14,7 +14,7 @@ Rules:
   deadline alone applies.
 
 HQ tells its missions the version fetched by all in a small JSON answer
-(``GET /v1/directory/fetched``, gateway/key_announce.py); :func:`parse_answer` is the
+(``GET /v1/directory/fetched``, gateway/trust/announce.py); :func:`parse_answer` is the
 one strict reader of it.
 """
 

@@ -187,7 +187,7 @@ def apply_changes(d: Directory, changes: Sequence[KeyChange], *, now: datetime) 
 def apply_site_update(d: Directory, changes: Sequence[KeyChange], *, now: datetime) -> Directory:
     """:func:`apply_changes` for a site's own key update (``/v1/keys``, review 10 F2):
     also refused if it leaves a site that had an active encryption key with none. Mail
-    to a site with no active encryption key waits (gateway/key_wait.py), so a mission
+    to a site with no active encryption key waits (gateway/relay/key_wait.py), so a mission
     revoking its own key without a replacement would hold what is sent to it; ``valise
     keys revoke`` always activates the replacement in the same update. HQ's own
     revocation of a site's key (a compromise) is not a site update and still may."""

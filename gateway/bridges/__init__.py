@@ -2,9 +2,9 @@
 
 A bridge is started by ``valise serve`` beside the channel. Each implements
 :class:`Bridge`; :func:`make_bridges` builds the enabled ones from the config.
-Bridges hand documents to :func:`gateway.outbox.send_documents` (sealed and
+Bridges hand documents to :func:`gateway.relay.outbox.send_documents` (sealed and
 durably queued before the bridge answers) and learn what happens to them through
-:class:`gateway.events.EventBus`.
+:class:`gateway.runtime.events.EventBus`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from config.site import enabled
-from gateway.events import EventBus
-from gateway.site import SiteContext
+from gateway.runtime.events import EventBus
+from gateway.site.context import SiteContext
 
 
 class Bridge(Protocol):
@@ -34,11 +34,11 @@ def make_bridges(ctx: SiteContext, events: EventBus) -> list[Bridge]:
     are loaded only when it is switched on)."""
     bridges: list[Bridge] = []
     if enabled(ctx.config.http.enabled):
-        from gateway.bridges.http_api import HttpBridge
+        from gateway.bridges.http.api import HttpBridge
 
         bridges.append(HttpBridge(ctx, events))
     if enabled(ctx.config.smtp.enabled):
-        from gateway.bridges.smtp import SmtpBridge
+        from gateway.bridges.smtp.bridge import SmtpBridge
 
         bridges.append(SmtpBridge(ctx, events))
     return bridges

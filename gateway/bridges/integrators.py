@@ -31,7 +31,7 @@ SECRET_BYTES = 24
 IDEMPOTENCY_TTL = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 # A dot-atom of 1-64 characters: an integrator's name is also its mailbox, the local
-# part of the only address it may send as over SMTP (gateway/bridges/smtp_address.py).
+# part of the only address it may send as over SMTP (gateway/bridges/mail/address.py).
 NAME_RE = re.compile(r"(?=[a-z0-9._-]{1,64}\Z)[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*")
 # Printable ASCII, no space; also the pattern the OpenAPI document states.
 IDEMPOTENCY_KEY_PATTERN = rf"^[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}$"

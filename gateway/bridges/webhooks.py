@@ -1,7 +1,7 @@
 """Signed webhooks for integrators, from a durable outbox in the store.
 
 Rules:
-- Events (gateway/events.py) become webhooks: ``received`` goes to every active
+- Events (gateway/runtime/events.py) become webhooks: ``received`` goes to every active
   integrator with a webhook URL (the inbox is the site's); ``delivered`` (one per
   destination, naming it in ``data.site``), ``failed`` and ``completed`` (once, when
   no destination is open, with ``delivered`` k ``of`` n and the ``failed`` sites) go
@@ -37,9 +37,9 @@ from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from envelope.values import format_time
 from gateway.bridges.integrators import secret_key
-from gateway.delivery import jittered
-from gateway.events import Event
-from gateway.site import SiteContext
+from gateway.runtime.events import Event
+from gateway.service.workers import jittered
+from gateway.site.context import SiteContext
 from gateway.store.base import ClaimedWebhook, StoreError, WebhookEvent
 
 log = logging.getLogger("valise.webhooks")

@@ -16,11 +16,11 @@ from pathlib import Path
 from config.site import SiteConfig, load_site_config
 from envelope.errors import EnvelopeError
 from envelope.open import parse_framed_head
-from gateway.keyring import load_ring
-from gateway.keys_lifecycle import describe
-from gateway.keystore import KeyStoreError
-from gateway.site import open_store, read_trust
-from gateway.testnet import SiteProcess
+from gateway.demo.network import SiteProcess
+from gateway.site.context import open_store, read_trust
+from gateway.site.keyring import load_ring
+from gateway.site.keystore import KeyStoreError
+from gateway.trust.lifecycle import describe
 from routing.directory import KeyState, parse_directory
 
 SITES = ("HQ", "M-PARIS", "M-HANOI")

@@ -13,10 +13,10 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from crypto.keys import DecryptionKey, SigningKey
-from gateway.cli import main
-from gateway.enroll import init_hub
-from gateway.publish import publish
-from gateway.site import create_store
+from gateway.cli.app import main
+from gateway.site.context import create_store
+from gateway.trust.enroll import init_hub
+from gateway.trust.publish import publish
 from routing.directory import Directory, KeyState, SiteEntry
 from routing.key_changes import enrol_site
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.bridges.integrators import new_token, token_sha256
-from gateway.site import load_site
+from gateway.site.context import load_site
 
 ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
 QUEUED = re.compile(r"Ok: queued as ((?:[0-9a-f-]{36} ?)+)$")

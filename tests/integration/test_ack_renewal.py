@@ -1,4 +1,4 @@
-"""gateway/ack_renewal.py ack_for_repeat over a real store (both backends): a repeated
+"""gateway/relay/ack_renewal.py ack_for_repeat over a real store (both backends): a repeated
 message is answered with its stored first hop acknowledgement unless that one was
 signed with a key of ours the directory no longer accepts; then the fresh one is
 stored in its place and returned (issue 10, loss 1).
@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from gateway.ack_renewal import ack_for_repeat
+from gateway.relay.ack_renewal import ack_for_repeat
 from gateway.store.base import Acceptance, Store
 from routing.directory import KeyState
-from tests.integration.test_store import HANOI, HQ, T0, mid, record
+from tests.contract.helpers import HANOI, HQ, T0, mid, record
 
 OLD, NEW = "a" * 32, "b" * 32
 

@@ -22,8 +22,8 @@ from crypto.random import FixedRandom
 from crypto.tsa import TimeStampAuthority
 from crypto.tsa_verify import verify_token
 from crypto.x509 import SiteCA, issue_tsa_certificate
-from gateway.audit import AuditError, checkpoint_now, pending, record, verify_store
-from gateway.audit_verify import Report
+from gateway.proof.audit import AuditError, checkpoint_now, pending, record, verify_store
+from gateway.proof.audit_verify import Report
 from gateway.store.audit_chain import AuditCheckpoint
 from gateway.store.base import EnvelopeRecord, Store
 from gateway.store.postgres import PostgresStore

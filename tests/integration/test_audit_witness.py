@@ -25,11 +25,11 @@ from crypto.random import FixedRandom
 from crypto.tsa import TimeStampAuthority
 from crypto.tsa_verify import verify_token
 from crypto.x509 import SiteCA, issue_tsa_certificate
-from gateway.audit import checkpoint_now, verify_store
-from gateway.audit_verify import KeyHistory
+from gateway.demo.network import Network
+from gateway.proof.audit import checkpoint_now, verify_store
+from gateway.proof.audit_verify import KeyHistory
 from gateway.store.audit_chain import AuditCheckpoint, Witness
 from gateway.store.base import Store
-from gateway.testnet import Network
 from routing.directory import Directory, KeyState, SiteEntry
 from tests.integration.test_audit import HERE, KEY, KEYS, T0, traffic
 from tests.integration.test_relay import FAST

@@ -16,9 +16,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from gateway.bridges.maildir import delivered_keys
-from gateway.site import load_site
-from gateway.testnet import Network
+from gateway.bridges.mail.maildir import delivered_keys
+from gateway.demo.network import Network
+from gateway.site.context import load_site
 from tests.integration.bridge_load import Outcome, SmtpSender, in_background
 from tests.integration.smtp_support import add_integrator
 from tests.integration.test_relay import FAST

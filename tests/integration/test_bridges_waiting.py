@@ -1,6 +1,6 @@
 """The HTTP and SMTP bridges in a revocation window behave as `valise send` does
 (issue 10): a destination in force with no active encryption key yet is taken and
-its document queued, held, waiting for the key (gateway/key_wait.py); a site not in
+its document queued, held, waiting for the key (gateway/relay/key_wait.py); a site not in
 the directory is still refused.
 
 The HTTP API's own app (make_app) runs in this process on a free loopback port,
@@ -18,14 +18,14 @@ import pytest
 from aiohttp import web
 
 from envelope.open import parse_framed_head
-from gateway.bridges.http_api import make_app, reachable_sites
-from gateway.bridges.http_common import ApiState
+from gateway.bridges.http.api import make_app, reachable_sites
+from gateway.bridges.http.common import ApiState
 from gateway.bridges.integrators import new_token, token_sha256
-from gateway.bridges.smtp_handler import SmtpHandler
-from gateway.bridges.smtp_replies import RECIPIENT_OK
-from gateway.bridges.smtp_server import MailEnvelope
-from gateway.key_wait import WAITING_FOR_KEY
-from gateway.site import load_site
+from gateway.bridges.smtp.handler import SmtpHandler
+from gateway.bridges.smtp.replies import RECIPIENT_OK
+from gateway.bridges.smtp.server import MailEnvelope
+from gateway.relay.key_wait import WAITING_FOR_KEY
+from gateway.site.context import load_site
 from routing.directory import KeyState
 from tests.integration.offline_hq import add_mission, make_hq, set_encryption_keys
 

@@ -26,14 +26,14 @@ from crypto.keys import SigningKey
 from crypto.recipes import sign
 from crypto.tsa import parse_response
 from crypto.tsa import request as tsa_request
-from gateway.audit import token_checker
-from gateway.audit_verify import KeyHistory, Report, check_checkpoints
-from gateway.keystore import load_site_keys
-from gateway.site import load_site
+from gateway.demo.network import Network
+from gateway.proof.audit import token_checker
+from gateway.proof.audit_verify import KeyHistory, Report, check_checkpoints
+from gateway.proof.timestamp_batch import REQUEST_MEDIA_TYPE, frame, unframe_responses
+from gateway.site.context import load_site
+from gateway.site.keystore import load_site_keys
+from gateway.site.tls import client_context
 from gateway.store.audit_chain import AuditCheckpoint, checkpoint_message
-from gateway.testnet import Network
-from gateway.timestamp_batch import REQUEST_MEDIA_TYPE, frame, unframe_responses
-from gateway.tls import client_context
 from routing.directory import Directory, KeyState, SiteEntry
 from tests.integration.test_relay import FAST
 

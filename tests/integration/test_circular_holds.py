@@ -1,5 +1,5 @@
 """Holds per destination (issue 11): the key watcher's hold of mail sealed to a revoked
-key (gateway/key_watch.py hold_sealed_to) stops only the destinations sealed to it.
+key (gateway/relay/key_watch.py hold_sealed_to) stops only the destinations sealed to it.
 
 At HQ, where the next hop is the destination, a circular to M-HANOI and M-LIMA with
 M-LIMA's key revoked is held for M-LIMA only; M-HANOI's copy goes on. At a mission
@@ -17,12 +17,12 @@ from typing import cast
 
 from envelope.model import PartInfo, SealedHeader
 from envelope.seal import Sealing, new_routing, seal_bytes
-from gateway.key_watch import hold_sealed_to
-from gateway.site import SiteContext
+from gateway.relay.key_watch import hold_sealed_to
+from gateway.relay.submit import record_for
+from gateway.site.context import SiteContext
 from gateway.store.base import Store
-from gateway.submit import record_for
 from tests.conftest import Site, make_site
-from tests.integration.test_store import T0
+from tests.contract.helpers import T0
 
 PARIS, HANOI, LIMA = make_site("M-PARIS", 2), make_site("M-HANOI", 3), make_site("M-LIMA", 4)
 

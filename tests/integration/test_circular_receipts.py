@@ -34,13 +34,13 @@ from envelope.open import parse_framed_head
 from envelope.receipt import RECEIPT_CLASS, RECEIPT_MEDIA_TYPE, RECEIPT_NAME, Receipt, write_receipt
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority
-from gateway.events import Event, EventBus
-from gateway.keystore import load_site_keys
-from gateway.local_delivery import LocalDelivery
-from gateway.metrics import Metrics
-from gateway.site import SiteContext, load_site
-from gateway.submit import record_for
-from gateway.testnet import Network
+from gateway.demo.network import Network
+from gateway.relay.local_delivery import LocalDelivery
+from gateway.relay.submit import record_for
+from gateway.runtime.events import Event, EventBus
+from gateway.runtime.metrics import Metrics
+from gateway.site.context import SiteContext, load_site
+from gateway.site.keystore import load_site_keys
 from tests.integration.conftest import PG_DSN
 from tests.integration.test_circulars import _pg_up
 from tests.integration.test_receipt_relay import ENV, World, on_site, post, send, wait_until

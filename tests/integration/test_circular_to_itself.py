@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.test_receipt_relay import ENV, World, on_site, send
 
 
@@ -53,7 +53,7 @@ def test_a_circular_to_its_own_origin_completes(world: World, origin: str) -> No
 def test_expiry_does_not_fail_the_origins_own_delivered_copy(world: World) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from gateway.outbox import Document, send_documents
+    from gateway.relay.outbox import Document, send_documents
 
     doc = Document("short.txt", "text/plain", b"short-lived\n")
     expires = datetime.now(UTC) + timedelta(seconds=12)

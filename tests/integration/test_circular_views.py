@@ -34,13 +34,13 @@ from crypto.tsa import TimeStampAuthority
 from crypto.x509 import SiteCA, issue_tsa_certificate
 from envelope.digested import digested_bytes
 from envelope.open import parse_framed_head
-from gateway.cli import main
-from gateway.doctor_checks import Status
-from gateway.doctor_queue import queue_checks
-from gateway.evidence import FORMAT, FORMAT_V1, MANIFEST, _open_receipt
-from gateway.evidence_verify import FAILED, OK, SKIPPED, Verification, verify_bundle
+from gateway.cli.app import main
+from gateway.demo.network import Network
+from gateway.evidence.bundle import FORMAT, FORMAT_V1, MANIFEST, _open_receipt
+from gateway.evidence.verify import FAILED, OK, SKIPPED, Verification, verify_bundle
+from gateway.service.doctor_checks import Status
+from gateway.service.doctor_queue import queue_checks
 from gateway.store.base import TimestampRecord
-from gateway.testnet import Network
 from tests.conftest import require_tool
 from tests.integration.test_evidence import POLICY
 from tests.integration.test_receipt_relay import ENV, World, forged_receipt, on_site, send

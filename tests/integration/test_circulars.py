@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import main
-from gateway.evidence_verify import verify_bundle
-from gateway.outbox import Document, send_documents
-from gateway.testnet import Network
+from gateway.cli.app import main
+from gateway.demo.network import Network
+from gateway.evidence.verify import verify_bundle
+from gateway.relay.outbox import Document, send_documents
 from tests.integration.conftest import PG_DSN, pg_admin
 from tests.integration.test_key_rotation import ENV as KEYS_ENV
 from tests.integration.test_key_rotation import _active_enc_elsewhere, active, valise
@@ -190,7 +190,7 @@ def test_a_revoked_key_of_one_destination_holds_and_reseals_only_for_it(tmp_path
         assert "sealed to revoked encryption key" in at_hq["M-HANOI"]["reason"]
         # M-PARIS is stopped before it sees the replacement, so that the operator's
         # command does the re-seal (a running gateway does it by itself, issue 10:
-        # gateway/reseal.py reseal_revoked, which the same per-destination rules bound).
+        # gateway/relay/reseal.py reseal_revoked, which the same per-destination rules bound).
         paris.stop()
         hanoi.start()  # it sees its key revoked and publishes a replacement
         wait_until(

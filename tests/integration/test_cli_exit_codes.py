@@ -28,13 +28,13 @@ import pytest
 from click.testing import CliRunner
 
 from config.site import load_site_config, render_site_config
-from gateway.cli import main
-from gateway.enroll import init_hub
-from gateway.events import EventBus
-from gateway.local_delivery import LocalDelivery
-from gateway.metrics import Metrics
-from gateway.site import load_site
-from gateway.testnet import SiteProcess, free_port
+from gateway.cli.app import main
+from gateway.demo.network import SiteProcess, free_port
+from gateway.relay.local_delivery import LocalDelivery
+from gateway.runtime.events import EventBus
+from gateway.runtime.metrics import Metrics
+from gateway.site.context import load_site
+from gateway.trust.enroll import init_hub
 from routing.directory import KeyState
 from tests.integration.offline_hq import add_mission, make_hq, set_encryption_keys
 
@@ -49,7 +49,7 @@ PASSPHRASE = "correct horse battery staple"
 # (command, code) pairs that need a running network or a history no offline site has;
 # the test named covers them.
 ELSEWHERE = {
-    ("join", 0): "needs HQ serving /v1/enroll: every Network test joins (gateway/testnet.py)",
+    ("join", 0): "needs HQ serving /v1/enroll: every Network test joins (gateway/demo/network.py)",
     ("serve", 0): "test_serve_stops_with_0_on_sigterm below (a process on a free port)",
     ("audit witness", 0): "needs a mission's checkpoint: tests/integration/test_audit_witness.py",
     ("audit witness", 1): "a forked chain: tests/integration/test_audit_witness.py",

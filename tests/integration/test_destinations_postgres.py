@@ -14,8 +14,8 @@ from datetime import timedelta
 
 from gateway.store.base import EnvelopeRecord, OutState, ReceiptRecord
 from gateway.store.postgres import PostgresStore
+from tests.contract.helpers import HANOI, HQ, PARIS, T0, record
 from tests.integration.conftest import PG_DSN
-from tests.integration.test_store import HANOI, HQ, PARIS, T0, record
 
 ROUNDS = 12
 

@@ -19,8 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from gateway.site import load_site
-from gateway.testnet import Network
+from gateway.demo.network import Network
+from gateway.site.context import load_site
 from tests.integration.test_relay import FAST, _send
 
 MAX_AGE = "2"

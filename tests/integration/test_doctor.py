@@ -22,7 +22,8 @@ from crypto.x509 import (
     issue_site_certificate,
     site_public_key,
 )
-from gateway.doctor_checks import (
+from gateway.demo.network import Network, free_port
+from gateway.service.doctor_checks import (
     CLOCK_SKEW_FAIL_S,
     CLOCK_SKEW_WARN_S,
     DISK_FAIL_BYTES,
@@ -38,9 +39,8 @@ from gateway.doctor_checks import (
     key_mode_check,
     store_durability_checks,
 )
-from gateway.keyring import generate_key, load_ring, save_ring
+from gateway.site.keyring import generate_key, load_ring, save_ring
 from gateway.store.sqlite import SqliteStore
-from gateway.testnet import Network, free_port
 from tests.integration.test_relay import FAST
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

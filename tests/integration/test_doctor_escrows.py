@@ -17,12 +17,12 @@ from config.site import load_site_config
 from crypto.keys import DecryptionKey, EncryptionKey
 from crypto.recipes import wrap
 from envelope.seal import escrow_info
-from gateway.doctor_checks import Status
-from gateway.doctor_escrow import escrow_check
-from gateway.doctor_queue import queue_checks
-from gateway.keyring import decryption_key, load_ring
+from gateway.service.doctor_checks import Status
+from gateway.service.doctor_escrow import escrow_check
+from gateway.service.doctor_queue import queue_checks
+from gateway.site.keyring import decryption_key, load_ring
 from gateway.store.base import Store
-from tests.integration.test_store import HQ, T0, mid, record
+from tests.contract.helpers import HQ, T0, mid, record
 
 WAITING = "waiting for an encryption key of M-HANOI"
 LISTEN = ("--listen", "127.0.0.1:1")

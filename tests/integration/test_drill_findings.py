@@ -3,18 +3,18 @@ before its fix):
 
 - Mail sealed to a mission's encryption key that HQ revoked waited, held, for an
   operator's ``queue reseal`` although the mission had published its new key: its
-  origin now seals it again by itself (gateway/reseal.py reseal_revoked).
+  origin now seals it again by itself (gateway/relay/reseal.py reseal_revoked).
 - A document its origin signed again (its signing key revoked) after the first copy
   had already reached the relay and its destination was never receipted: the relay
   answered the new copy with its stored acknowledgement of the old one, which the
   origin could not verify (the delivery failed), and the destination's receipt named
   the old copy's digest, which the origin refused. The relay now acknowledges the copy
-  it received (gateway/ack_renewal.py), and the origin accepts a receipt for any copy
+  it received (gateway/relay/ack_renewal.py), and the origin accepts a receipt for any copy
   it replaced (the store keeps their digests, migration v10).
 - A receipt sealed to the origin's encryption key that HQ revoked while the receipt was
   on its way stayed held at HQ for ever: receipts kept no escrow, and their sender
   counts them done once HQ took them. They now keep one, and their sender seals them
-  again when it sees the key revoked (gateway/receipt_reseal.py).
+  again when it sees the key revoked (gateway/relay/receipt_reseal.py).
 - The key watcher signed again a message whose one delivery was being sent: the store
   replaced the copy though no delivery was queued again, the try in flight (old copy)
   was refused, and the message stayed failed. Now nothing is replaced then.
@@ -35,9 +35,10 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.demo.network import Network
 from gateway.store._common import split_digests
 from gateway.store.base import EnvelopeRecord, Store, StoreError
-from gateway.testnet import Network
+from tests.contract.helpers import T0, mid, record
 from tests.integration.drill_support import (
     MISSIONS,
     delivery_states,
@@ -57,7 +58,6 @@ from tests.integration.test_relay_integrity import (
     seal,
     stored,
 )
-from tests.integration.test_store import T0, mid, record
 
 
 def _receipted(net: Network, origin: str, *ids: str) -> bool:
@@ -272,7 +272,7 @@ def test_mail_whose_origin_key_was_revoked_too_is_resealed(tmp_path: Path) -> No
     document waits at HQ for M-HANOI; HQ revokes M-PARIS's encryption key, then
     M-HANOI's. M-PARIS could not re-seal it to M-HANOI's new key: its escrow opened
     only with M-PARIS's revoked key, deleted meanwhile. The escrow is now wrapped again
-    to the new key first (gateway/escrow_rewrap.py)."""
+    to the new key first (gateway/trust/escrow_rewrap.py)."""
     with Network(tmp_path, MISSIONS, configure=drill_config) as net:
         hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
         (paris_enc,) = own_keys(paris.directory, "encryption")

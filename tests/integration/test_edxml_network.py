@@ -29,7 +29,7 @@ import pytest
 from lxml import etree
 
 from gateway.bridges import edxml
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.test_http_api import ENV as HTTP_ENV
 from tests.integration.test_http_api import form, valise
 from tests.unit.edxml_support import c14n, check_layout, emptied, samples_dir

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.test_key_rotation import (
     ENV,
     active,

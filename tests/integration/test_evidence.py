@@ -27,12 +27,12 @@ from hypothesis import strategies as st
 from crypto.tsa import TimeStampAuthority
 from crypto.x509 import SiteCA, issue_tsa_certificate
 from envelope.open import parse_framed_head
-from gateway.evidence import MANIFEST
-from gateway.evidence_verify import FAILED, OK, SKIPPED, Verification, verify_bundle
-from gateway.outbox import Document, send_documents
-from gateway.site import load_site
+from gateway.demo.network import Network
+from gateway.evidence.bundle import MANIFEST
+from gateway.evidence.verify import FAILED, OK, SKIPPED, Verification, verify_bundle
+from gateway.relay.outbox import Document, send_documents
+from gateway.site.context import load_site
 from gateway.store.base import TimestampRecord
-from gateway.testnet import Network
 from tests.conftest import require_tool
 from tests.integration.test_relay import FAST
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from crypto.tsa import TimeStampAuthority
 from crypto.x509 import SiteCA, issue_tsa_certificate
 from envelope.open import parse_framed_head
-from gateway.evidence import (
+from gateway.evidence.bundle import (
     CA,
     DIRECTORIES,
     ENVELOPE,
@@ -27,8 +27,8 @@ from gateway.evidence import (
     involved_sites,
     public_keys,
 )
-from gateway.evidence_verify import FAILED, OK, verify_bundle
-from gateway.site import load_site, read_trust
+from gateway.evidence.verify import FAILED, OK, verify_bundle
+from gateway.site.context import load_site, read_trust
 from routing.directory import KeyState, parse_directory, write_directory
 from tests.integration.test_evidence import POLICY, _copy, _rehash, _status, bundles
 

@@ -1,6 +1,6 @@
 """The hop endpoint under attack, against one real network on loopback.
 
-HQ, M-PARIS and M-HANOI run as separate processes (gateway.testnet.Network); every
+HQ, M-PARIS and M-HANOI run as separate processes (gateway.demo.network.Network); every
 case posts to HQ's ``/v1/hop`` with a client built here, from the site folders'
 certificates and keys or from a foreign CA, and checks both that HQ refuses with a
 clear reason and that HQ's store holds nothing of what was refused (or, for a
@@ -31,11 +31,11 @@ from envelope.model import PartInfo, SealedHeader
 from envelope.open import parse_framed_head
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.trace import append_hop
-from gateway.hop import MEDIA_TYPE, HopRefused, verify_ack
-from gateway.keystore import SiteKeys, load_site_keys
-from gateway.site import load_site, read_trust
-from gateway.testnet import Network
-from gateway.tls import client_context
+from gateway.demo.network import Network
+from gateway.relay.hop import MEDIA_TYPE, HopRefused, verify_ack
+from gateway.site.context import load_site, read_trust
+from gateway.site.keystore import SiteKeys, load_site_keys
+from gateway.site.tls import client_context
 from routing.directory import Directory, DirectoryError, parse_directory, write_directory
 
 MAX_REQUEST_BYTES = 200_000

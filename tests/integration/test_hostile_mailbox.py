@@ -31,12 +31,12 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from envelope.model import PartInfo, SealedHeader
-from gateway.bridges.local import deliver_locally
-from gateway.bridges.maildir import delivered_keys
-from gateway.enroll import init_hub
-from gateway.outbox import Document, send_documents
-from gateway.site import SiteContext, load_site
-from gateway.testnet import Network, free_port
+from gateway.bridges.mail.local import deliver_locally
+from gateway.bridges.mail.maildir import delivered_keys
+from gateway.demo.network import Network, free_port
+from gateway.relay.outbox import Document, send_documents
+from gateway.site.context import SiteContext, load_site
+from gateway.trust.enroll import init_hub
 from tests.integration.smtp_support import wait_for
 from tests.integration.test_relay import FAST
 

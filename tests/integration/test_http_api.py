@@ -29,7 +29,7 @@ from aiohttp import web
 from envelope.open import parse_framed_head
 from gateway.bridges import edxml
 from gateway.bridges.webhooks import verify
-from gateway.testnet import Network, free_port
+from gateway.demo.network import Network, free_port
 from tests.conftest import require_tool
 from tests.integration.test_relay import FAST
 

@@ -5,7 +5,7 @@ answer restarted it, a 401 too; a client holding ``max_connections`` connections
 sending one tokenless ``GET /v1/inbox`` on each now and then kept every integrator at
 503. Now a refusal closes its connection, a connection without a valid token yet
 lives at most header_timeout_seconds, and a new connection makes room by closing a
-tokenless one (gateway/bridges/http_listener.py): 503 only when every open
+tokenless one (gateway/bridges/http/listener.py): 503 only when every open
 connection has a valid token.
 
 Bounded: a fixed number of attacker sockets (each reconnects when closed), a fixed
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.test_http_api import ENV, valise
 
 MAX_CONNECTIONS = 6

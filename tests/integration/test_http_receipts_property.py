@@ -26,15 +26,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from envelope.values import SITE_ID_RE
-from gateway.bridges.http_api import make_app
-from gateway.bridges.http_common import ApiState
+from gateway.bridges.http.api import make_app
+from gateway.bridges.http.common import ApiState
 from gateway.bridges.integrators import new_token, token_sha256
 from gateway.bridges.webhooks import Webhooks
-from gateway.enroll import init_hub
-from gateway.site import SiteContext, load_site
+from gateway.demo.network import free_port
+from gateway.site.context import SiteContext, load_site
 from gateway.store.base import ReceiptRecord, Submission
-from gateway.testnet import free_port
-from tests.integration.test_store import record
+from gateway.trust.enroll import init_hub
+from tests.contract.helpers import record
 
 HANOI, ROME = "M-HANOI", "M-ROME"
 RECEIPT = b"receipt-envelope-of-M-HANOI"

@@ -21,7 +21,7 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.test_http_api import ENV, valise
 
 WAIT_S = 40.0

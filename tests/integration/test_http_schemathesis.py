@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.test_http_api import ENV, valise
 from tests.integration.test_http_refusals import _deliver_one
 

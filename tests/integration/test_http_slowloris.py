@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.test_http_api import ENV, valise
 
 MAX_CONNECTIONS = 4

@@ -25,8 +25,8 @@ import pytest
 from aiohttp import web
 
 from envelope.limits import MAX_PARTS
-from gateway.bridges.http_api import make_app
-from gateway.bridges.http_common import ApiState
+from gateway.bridges.http.api import make_app
+from gateway.bridges.http.common import ApiState
 from gateway.bridges.integrators import new_token
 from gateway.store.base import Integrator
 

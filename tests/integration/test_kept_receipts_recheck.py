@@ -1,5 +1,5 @@
 """The first start after the v11 migration re-checks the receipts the old store kept
-(gateway/kept_receipts.py; review 11c), on both backends, from a v6 and a v10 store.
+(gateway/relay/kept_receipts.py; review 11c), on both backends, from a v6 and a v10 store.
 
 The receipts here are sealed with the real keys of a test network's sites (signed by
 the destination, sealed to M-PARIS), so that M-PARIS's first start can open them and
@@ -35,12 +35,12 @@ from envelope.open import parse_framed_head
 from envelope.receipt import RECEIPT_CLASS, RECEIPT_MEDIA_TYPE, RECEIPT_NAME, Receipt, write_receipt
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority
-from gateway.events import Event, EventBus
-from gateway.kept_receipts import recheck_kept_receipts
-from gateway.keystore import load_site_keys
-from gateway.site import SiteContext, load_site
+from gateway.demo.network import Network
+from gateway.relay.kept_receipts import recheck_kept_receipts
+from gateway.runtime.events import Event, EventBus
+from gateway.site.context import SiteContext, load_site
+from gateway.site.keystore import load_site_keys
 from gateway.store._common import RECHECK_REASON
-from gateway.testnet import Network
 from tests.integration.test_migration_v11 import (
     EXPIRES,
     HANOI,

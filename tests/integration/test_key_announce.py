@@ -35,11 +35,11 @@ from pathlib import Path
 from aiohttp import ClientError, ClientSession, TCPConnector
 
 from crypto.x509 import SiteCA, certificate_pin, issue_site_certificate
-from gateway.enroll import add_site, init_hub
-from gateway.key_announce import FETCHED_PATH
-from gateway.keyring import load_ring, tls_files
-from gateway.testnet import Network, SiteProcess, free_port
-from gateway.tls import client_context
+from gateway.demo.network import Network, SiteProcess, free_port
+from gateway.site.keyring import load_ring, tls_files
+from gateway.site.tls import client_context
+from gateway.trust.announce import FETCHED_PATH
+from gateway.trust.enroll import add_site, init_hub
 from routing.announce import parse_answer
 from tests.integration.test_key_rotation import (
     ENV,
@@ -53,7 +53,7 @@ from tests.integration.test_key_rotation import (
 )
 from tests.integration.test_relay import _wait_receipts
 
-# What a site says when it meets a key its directory does not list (gateway/hop.py).
+# What a site says when it meets a key its directory does not list (gateway/relay/hop.py).
 UNKNOWN_KEY = re.compile(r"not in our directory|which our directory does not accept")
 ANNOUNCED = re.compile(
     r"announced as next in directory (\d+): activates when every site has fetched"

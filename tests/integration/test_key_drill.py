@@ -35,7 +35,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout
 
-from gateway.testnet import Network, SiteProcess
+from gateway.demo.network import Network, SiteProcess
 from routing.directory import KeyState
 from tests.integration.drill_support import (
     MISSIONS,

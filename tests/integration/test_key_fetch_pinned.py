@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from crypto.x509 import certificate_pin
-from gateway.keyring import load_ring, tls_files
-from gateway.testnet import Network
+from gateway.demo.network import Network
+from gateway.site.keyring import load_ring, tls_files
 from tests.integration.test_key_announce import (
     _as,
     _get,

@@ -18,10 +18,10 @@ import pytest
 
 from config.site import ConfigError, load_site_config, read_key_passphrase
 from crypto.keyfile import is_encrypted
-from gateway.enroll import init_hub
-from gateway.keyring import load_ring, ring_site_keys
-from gateway.site import load_site
-from gateway.testnet import Network, free_port
+from gateway.demo.network import Network, free_port
+from gateway.site.context import load_site
+from gateway.site.keyring import load_ring, ring_site_keys
+from gateway.trust.enroll import init_hub
 from tests.integration.test_relay import FAST, _send, _wait_receipts
 
 PASS = "a long passphrase, not on any command line"

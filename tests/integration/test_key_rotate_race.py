@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from config.site import load_site_config
-from gateway.keyring import generate_key, load_ring, ring_lock, save_ring
-from gateway.keys_lifecycle import KeyOps, Outcome
+from gateway.site.keyring import generate_key, load_ring, ring_lock, save_ring
+from gateway.trust.lifecycle import KeyOps, Outcome
 from routing.directory import KeyState
 
 

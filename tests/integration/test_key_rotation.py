@@ -25,11 +25,11 @@ from pathlib import Path
 
 from aiohttp import ClientSession, TCPConnector
 
-from gateway.keystore import KeyStoreError
-from gateway.outbox import Document, send_documents
-from gateway.site import load_site, read_trust
-from gateway.testnet import Network
-from gateway.tls import client_context
+from gateway.demo.network import Network
+from gateway.relay.outbox import Document, send_documents
+from gateway.site.context import load_site, read_trust
+from gateway.site.keystore import KeyStoreError
+from gateway.site.tls import client_context
 from routing.directory import KeyState, parse_directory
 from tests.integration.test_queue_todo import changed_only_by_its_audit_record, store_tables
 from tests.integration.test_relay import FAST, _check_exactly_once, _wait_receipts

@@ -5,12 +5,12 @@ Found by an adversarial review of issue 9 (holes F1 and F2):
   proof of possession, no uniqueness across sites), then revoked them there: all mail
   to M-PARIS was held everywhere, and HQ's ``valise keys revoke ID`` hit M-EVIL's copy.
   Now key ids and TLS pins are unique across the directory (routing/directory.py), and
-  a new signing key comes with a signature by that key (gateway/key_updates.py).
+  a new signing key comes with a signature by that key (gateway/trust/key_updates.py).
 - F2: 16 new keys per request and no caps grew the directory past its 1 MiB limit in
   seconds; HQ wrote it to disk and could then neither publish nor restart. Now at most
   one new key per kind and update, a few usable keys per kind (routing/key_changes.py),
   a per-site rate of key updates (429), and a publish that checks the new version
-  before it writes anything (gateway/publish.py).
+  before it writes anything (gateway/trust/publish.py).
 Every refusal has a reason and leaves HQ's directory as it was.
 """
 
@@ -26,10 +26,10 @@ import pytest
 
 from crypto.keys import DecryptionKey, SigningKey
 from crypto.x509 import site_public_key
-from gateway.key_updates import MAX_UPDATES_PER_MINUTE, KeyUpdate, encode_update
-from gateway.publish import publish
-from gateway.site import archived_directories
-from gateway.testnet import Network
+from gateway.demo.network import Network
+from gateway.site.context import archived_directories
+from gateway.trust.key_updates import MAX_UPDATES_PER_MINUTE, KeyUpdate, encode_update
+from gateway.trust.publish import publish
 from routing.directory import MAX_DIRECTORY_BYTES, Directory, DirectoryError, KeyState, SiteEntry
 from routing.key_changes import MAX_LISTED_RETIRED, KeyChange
 from tests.integration.test_key_rotation import ENV

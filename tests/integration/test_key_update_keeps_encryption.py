@@ -1,6 +1,6 @@
 """Review 10, F2 (the deliberate half): a mission may not revoke its own active
 encryption key in a /v1/keys update without activating a replacement. Mail to a site
-with no active encryption key waits (gateway/key_wait.py), so a hostile mission could
+with no active encryption key waits (gateway/relay/key_wait.py), so a hostile mission could
 otherwise hold what HQ sends to it (and, in one envelope, to other missions too). HQ's
 own revocation of a mission's key (a compromise) stays possible."""
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from config.site import load_site_config
-from gateway.key_updates import KeyUpdate, KeyUpdateError, encode_update, post_update
-from gateway.keys_lifecycle import KeyOps
-from gateway.testnet import Network
+from gateway.demo.network import Network
+from gateway.trust.key_updates import KeyUpdate, KeyUpdateError, encode_update, post_update
+from gateway.trust.lifecycle import KeyOps
 from routing.directory import KeyState
 from routing.key_changes import KeyChange
 from tests.integration.test_key_rotation import ENV, active, directory_state

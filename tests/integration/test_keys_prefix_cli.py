@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import EXIT_USAGE
+from gateway.cli.app import EXIT_USAGE
 from routing.key_prefix import LIST_PREFIX_CHARS, MIN_PREFIX_CHARS
 from tests.integration.offline_hq import add_mission, make_hq, valise
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.cli import main
-from gateway.publish import publish
-from gateway.testnet import Network
+from gateway.cli.app import main
+from gateway.demo.network import Network
+from gateway.trust.publish import publish
 from routing.directory import MAX_DIRECTORY_BYTES, Directory
 from routing.organs import MAX_ORGAN_NAME_CHARS, MAX_ORGANS_PER_SITE, Organ
 from tests.integration.drill_support import drill_config, poll

@@ -13,13 +13,13 @@ from typing import cast
 
 from config.site import OpsSection, RelaySection, SiteConfig, SiteSection, StoreSection
 from crypto.keys import DecryptionKey
-from gateway.doctor_checks import Status
-from gateway.doctor_queue import queue_checks
-from gateway.site import SiteContext
-from gateway.site_views import inbox_rows, queue_rows, received_summary
+from gateway.cli.views import inbox_rows, queue_rows, received_summary
+from gateway.service.doctor_checks import Status
+from gateway.service.doctor_queue import queue_checks
+from gateway.site.context import SiteContext
 from gateway.store.base import Store
 from routing.directory import Directory, KeyState, SiteEntry
-from tests.integration.test_store import PARIS, T0, mid, put, record
+from tests.contract.helpers import PARIS, T0, mid, put, record
 
 OWNER = "test"
 MINUTE = timedelta(minutes=1)
@@ -204,7 +204,7 @@ def changed_only_by_its_audit_record(
     action: str,
 ) -> None:
     """Assert ``after`` is ``before`` but for the audit entries recording the command
-    itself (every valise command is audited: gateway/cli_record.py)."""
+    itself (every valise command is audited: gateway/cli/record.py)."""
     assert set(after) == set(before)
     for table in before:
         if table != "audit":

@@ -29,15 +29,15 @@ from envelope.open import parse_framed_head
 from envelope.receipt import RECEIPT_CLASS, RECEIPT_MEDIA_TYPE, RECEIPT_NAME, Receipt, write_receipt
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority, new_message_id
-from gateway.hop import MEDIA_TYPE
-from gateway.keystore import load_site_keys
-from gateway.outbox import Document, send_documents
-from gateway.site import load_site, read_trust
+from gateway.demo.network import Network
+from gateway.relay.hop import MEDIA_TYPE
+from gateway.relay.outbox import Document, send_documents
+from gateway.site.context import load_site, read_trust
+from gateway.site.keystore import load_site_keys
+from gateway.site.tls import client_context
 from gateway.store.base import MessageRoute, Store
-from gateway.testnet import Network
-from gateway.tls import client_context
 from routing.directory import Directory, parse_directory
-from tests.integration.test_store import HANOI, HQ, PARIS, T0, mid, put, record
+from tests.contract.helpers import HANOI, HQ, PARIS, T0, mid, put, record
 
 ENV = {
     "VALISE_RELAY_LEASE_SECONDS": "2",

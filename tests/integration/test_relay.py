@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox import Document, send_documents
-from gateway.site import SiteContext, load_site
-from gateway.testnet import Network
+from gateway.demo.network import Network
+from gateway.relay.outbox import Document, send_documents
+from gateway.site.context import SiteContext, load_site
 
 FAST = {
     "VALISE_RELAY_LEASE_SECONDS": "2",
@@ -159,7 +159,7 @@ def test_expired_message_fails_with_a_reason(tmp_path: Path) -> None:
             try:
                 from envelope.model import PartInfo, SealedHeader
                 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
-                from gateway.delivery import submit
+                from gateway.service.workers import submit
 
                 now = datetime.now(UTC)
                 routing = new_routing(

@@ -1,6 +1,6 @@
 """Relay integrity under attack (issue 9), on one real network on loopback.
 
-HQ, M-PARIS, M-EVIL and M-HANOI run as separate processes (gateway.testnet.Network).
+HQ, M-PARIS, M-EVIL and M-HANOI run as separate processes (gateway.demo.network.Network).
 M-EVIL is a enrolled, pinned mission turned hostile: it holds its own keys and TLS
 certificate, and whatever it was sent as a co-recipient. Each case is the attack as
 M-EVIL (or a replaying attacker) would run it, and checks that it is refused with a
@@ -31,12 +31,12 @@ from envelope.model import PartInfo, SealedHeader
 from envelope.open import parse_framed_head
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.trace import append_hop
-from gateway.hop import MEDIA_TYPE
-from gateway.keystore import SiteKeys, load_site_keys
-from gateway.outbox import Document, send_documents
-from gateway.site import load_site, read_trust
-from gateway.testnet import Network
-from gateway.tls import client_context
+from gateway.demo.network import Network
+from gateway.relay.hop import MEDIA_TYPE
+from gateway.relay.outbox import Document, send_documents
+from gateway.site.context import load_site, read_trust
+from gateway.site.keystore import SiteKeys, load_site_keys
+from gateway.site.tls import client_context
 from routing.directory import Directory, KeyState, parse_directory
 
 ENV = {
@@ -325,7 +325,7 @@ def test_a_co_recipient_cannot_replace_mail_held_for_a_revoked_key(net: Network)
         "HQ to hold it (sealed to a revoked key)",
         lambda: stored(net, "HQ", mid)["deliveries"].get("M-HANOI") == "held",
     )
-    # M-PARIS would re-seal by itself once it sees the new key (gateway/reseal.py
+    # M-PARIS would re-seal by itself once it sees the new key (gateway/relay/reseal.py
     # reseal_revoked): stopped, it leaves HQ's held copy as it is until it is re-sealed
     # below, so that only M-EVIL's forgery could change it meanwhile.
     net.sites["M-PARIS"].stop()

@@ -4,8 +4,8 @@ Before: an integrator at a destination posted ``{"class": "receipt", "in_reply_t
 its gateway sealed and sent it, and HQ — which cannot open a receipt — took it as that
 destination's receipt of X, closed its delivery of X and then refused the genuine
 receipt as a second one. Receipts are sealed only by the gateway itself
-(gateway/local_delivery.py seal_reply); every submission path (HTTP, SMTP, `valise
-send`) goes through gateway/outbox.py, which now refuses the class, queueing nothing."""
+(gateway/relay/local_delivery.py seal_reply); every submission path (HTTP, SMTP, `valise
+send`) goes through gateway/relay/outbox.py, which now refuses the class, queueing nothing."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from aiohttp import web
 from click.testing import CliRunner
 
 from envelope.errors import UsageError
-from gateway.bridges.http_api import make_app
-from gateway.bridges.http_common import ApiState
+from gateway.bridges.http.api import make_app
+from gateway.bridges.http.common import ApiState
 from gateway.bridges.integrators import new_token, token_sha256
-from gateway.cli import main
-from gateway.outbox import Document, send_documents
-from gateway.site import load_site
+from gateway.cli.app import main
+from gateway.relay.outbox import Document, send_documents
+from gateway.site.context import load_site
 from tests.integration.offline_hq import add_mission, make_hq
 
 X = "01a24e0f-660a-76cd-be02-c0b7af5d9d3e"

@@ -27,16 +27,16 @@ from click.testing import CliRunner
 
 from envelope.framing import MAGIC
 from envelope.open import parse_framed_head
-from gateway.cli import main
-from gateway.evidence import FORMAT, MANIFEST
-from gateway.evidence_verify import FAILED, OK, SKIPPED, Verification, verify_bundle
+from gateway.cli.app import main
+from gateway.demo.network import Network
+from gateway.evidence.bundle import FORMAT, MANIFEST
+from gateway.evidence.verify import FAILED, OK, SKIPPED, Verification, verify_bundle
 from gateway.store.base import Store
-from gateway.testnet import Network
+from tests.contract.helpers import T0, mid, record
 from tests.integration.test_circulars import by_site, status
 from tests.integration.test_key_rotation import ENV as KEYS_ENV
 from tests.integration.test_key_rotation import _active_enc_elsewhere, active, valise
 from tests.integration.test_receipt_relay import World, send, wait_until
-from tests.integration.test_store import T0, mid, record
 
 V2_BUNDLE = Path(__file__).parents[1] / "vectors" / "evidence-v2" / "bundle"
 

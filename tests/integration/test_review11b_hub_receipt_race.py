@@ -1,8 +1,8 @@
 """Review 11b: two different receipts from one destination, racing at the hub.
 
 HQ refuses a second, different receipt envelope from a destination already receipted
-there (gateway/hop.py check_receipt, gateway/circular.py hub_second_receipt) — but that
-check reads the store *before* the accepting transaction (gateway/channel.py
+there (gateway/relay/hop.py check_receipt, gateway/relay/circular.py hub_second_receipt) — but that
+check reads the store *before* the accepting transaction (gateway/relay/channel.py
 _fitting_receipts reads message_routes, then accept_many commits). Two hop requests
 from M-HANOI, each checked before either committed, both pass; the store then takes
 the second envelope as new and queues it to be relayed to the origin, although its
@@ -19,7 +19,7 @@ snapshot). The store, the only place the two meet, must not queue the second for
 from __future__ import annotations
 
 from gateway.store.base import Store
-from tests.integration.test_store import HANOI, PARIS, T0
+from tests.contract.helpers import HANOI, PARIS, T0
 from tests.integration.test_store_destinations import MINUTE, hub_circular, relayed_receipt
 
 

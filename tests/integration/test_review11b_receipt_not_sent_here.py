@@ -1,7 +1,7 @@
 """Review 11b: the origin records a "receipt" for a message it never sent.
 
-The origin's receipt check (gateway/local_delivery.py _check_receipts,
-gateway/circular.py check_origin_receipt) looks the answered message up with
+The origin's receipt check (gateway/relay/local_delivery.py _check_receipts,
+gateway/relay/circular.py check_origin_receipt) looks the answered message up with
 ``Store.sent_digests``, which returns *any* envelope stored under that id: also a
 document this site *received*, and a receipt envelope it sealed itself. A receipt
 answering such a message passes every check when it comes from one of that message's
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.test_circular_receipts import _deliver_at_origin, sealed_receipt
 from tests.integration.test_receipt_relay import ENV, World, on_site, send, wait_until
 

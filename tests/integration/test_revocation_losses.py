@@ -30,9 +30,10 @@ from pathlib import Path
 
 from envelope.open import parse_framed_head
 from envelope.receipt import RECEIPT_CLASS
-from gateway.site import load_site
+from gateway.demo.network import Network
+from gateway.site.context import load_site
 from gateway.store.base import Store
-from gateway.testnet import Network
+from tests.contract.helpers import HQ, T0, mid, record
 from tests.integration.test_key_rotation import (
     ENV,
     active,
@@ -43,7 +44,6 @@ from tests.integration.test_key_rotation import (
     wait_for,
 )
 from tests.integration.test_relay import _wait_receipts
-from tests.integration.test_store import HQ, T0, mid, record
 
 # A mission that does not learn of HQ's revocation until it is restarted with ENV.
 SLOW = {

@@ -1,6 +1,6 @@
 """`valise send` in a revocation window (issue 10): a destination with no active
 encryption key yet gets its document queued, held, and sealed to its new key by the
-running site once the signed directory publishes one (gateway/key_wait.py).
+running site once the signed directory publishes one (gateway/relay/key_wait.py).
 
 No network: an HQ site folder whose missions exist only in its directory, the test
 holding their private keys (tests/integration/offline_hq.py)."""
@@ -19,10 +19,10 @@ import pytest
 from crypto.keys import DecryptionKey, SigningKey, VerifyKey
 from envelope.errors import EnvelopeError
 from envelope.open import open_bytes, parse_framed_head
-from gateway.cli import EX_TEMPFAIL, EXIT_USAGE
-from gateway.key_wait import WAITING_FOR_KEY, seal_waiting
-from gateway.key_watch import KeyWatcher
-from gateway.site import SiteContext, load_site
+from gateway.cli.app import EX_TEMPFAIL, EXIT_USAGE
+from gateway.relay.key_wait import WAITING_FOR_KEY, seal_waiting
+from gateway.relay.key_watch import KeyWatcher
+from gateway.site.context import SiteContext, load_site
 from routing.directory import Directory, KeyState, SiteEntry, write_directory
 from tests.integration.offline_hq import (
     PaperMission,
@@ -224,7 +224,7 @@ def test_unknown_and_disabled_sites_are_still_usage_errors(hq: Path, note: Path)
 def test_a_store_that_cannot_be_reached_is_a_temporary_failure(hq: Path, note: Path) -> None:
     from click.testing import CliRunner
 
-    from gateway.cli import main
+    from gateway.cli.app import main
 
     env = {
         "VALISE_STORE_BACKEND": "postgres",

@@ -5,7 +5,7 @@ held, and once M-HANOI is back, has replaced its key and HQ has published the ne
 one, M-PARIS's running gateway seals it to that key by itself: delivered once, with
 a receipt, and never sealed to the revoked key anywhere.
 
-HQ + two missions as processes on loopback (gateway/testnet.py), short timings."""
+HQ + two missions as processes on loopback (gateway/demo/network.py), short timings."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import asyncio
 from pathlib import Path
 
 from envelope.open import parse_framed_head
-from gateway.key_wait import WAITING_FOR_KEY
-from gateway.site import load_site
-from gateway.testnet import Network
+from gateway.demo.network import Network
+from gateway.relay.key_wait import WAITING_FOR_KEY
+from gateway.site.context import load_site
 from tests.integration.test_key_rotation import (
     ENV,
     active,

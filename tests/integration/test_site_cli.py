@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.test_relay import FAST
 
 

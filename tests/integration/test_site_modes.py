@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.test_relay import FAST, _send, _wait_receipts
 
 OTHERS = stat.S_IRWXG | stat.S_IRWXO
@@ -88,8 +88,8 @@ def _serve(directory: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _hq(tmp_path: Path) -> Path:
-    from gateway.enroll import init_hub
-    from gateway.testnet import free_port
+    from gateway.demo.network import free_port
+    from gateway.trust.enroll import init_hub
 
     hq = tmp_path / "HQ"
     init_hub(hq, site="HQ", listen=f"127.0.0.1:{free_port()}")

@@ -27,7 +27,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.testnet import Network, free_port
+from gateway.demo.network import Network, free_port
 from tests.conftest import require_tool
 from tests.integration.smtp_support import (
     ENHANCED,

@@ -20,15 +20,15 @@ from typing import Any
 
 import pytest
 
-from gateway.bridges.smtp import SmtpBridge
-from gateway.bridges.smtp_sent import SentRecord
-from gateway.circular_status import emit_closed, emit_completed
-from gateway.enroll import init_hub
-from gateway.events import Event, EventBus
-from gateway.site import SiteContext, load_site
+from gateway.bridges.smtp.bridge import SmtpBridge
+from gateway.bridges.smtp.sent import SentRecord
+from gateway.demo.network import free_port
+from gateway.relay.circular_status import emit_closed, emit_completed
+from gateway.runtime.events import Event, EventBus
+from gateway.site.context import SiteContext, load_site
 from gateway.store.base import EnvelopeRecord, ReceiptRecord
-from gateway.testnet import free_port
-from tests.integration.test_store import record
+from gateway.trust.enroll import init_hub
+from tests.contract.helpers import record
 
 HANOI, ROME = "M-HANOI", "M-ROME"
 SENDER = "alice@hq.valise.local"

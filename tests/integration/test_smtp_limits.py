@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.smtp_support import RawSmtp, add_integrator, close_all, wait_for
 from tests.integration.test_relay import FAST
 

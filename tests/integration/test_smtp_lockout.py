@@ -4,7 +4,7 @@ Before: ``[smtp] max_sessions`` was one pool; a client holding it full with sile
 connections, reconnecting the instant the pre-auth deadline ended one, won every
 freed place (an integrator was greeted in 0 of 59 tries). Now pre-auth sessions have
 their own cap, and a new connection makes room by ending a silent (else the oldest)
-pre-auth session (gateway/bridges/smtp_sessions.py): only when every session is
+pre-auth session (gateway/bridges/smtp/sessions.py): only when every session is
 authenticated is a newcomer told 421.
 
 Bounded: a fixed number of attacker sockets (each reconnects when closed), a fixed
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.smtp_support import RawSmtp, add_integrator, close_all
 from tests.integration.test_relay import FAST
 

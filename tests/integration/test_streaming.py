@@ -13,7 +13,7 @@ import pytest
 
 from crypto.recipes import CHUNK_BYTES
 from envelope.seal import new_routing
-from gateway.envelope_io import InputPart, open_to_dir, seal_to_file
+from gateway.relay.envelope_io import InputPart, open_to_dir, seal_to_file
 from tests.conftest import NOW, make_site
 
 GIB = 1 << 30
@@ -23,7 +23,7 @@ CHILD = r"""
 import json, sys
 from pathlib import Path
 from envelope.seal import new_routing
-from gateway.envelope_io import InputPart, open_to_dir, seal_to_file
+from gateway.relay.envelope_io import InputPart, open_to_dir, seal_to_file
 from tests.conftest import NOW, make_site
 hq, paris = make_site("HQ", 1), make_site("M-PARIS", 2)
 mode, src, env, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])

@@ -24,16 +24,16 @@ from aiohttp import ClientSession, TCPConnector
 from crypto.tsa import TimestampError, parse_response
 from crypto.tsa import request as tsa_request
 from crypto.tsa_verify import verify_token
-from gateway.outbox import Document, send_documents
-from gateway.site import load_site
-from gateway.testnet import Network
-from gateway.timestamp_batch import (
+from gateway.demo.network import Network
+from gateway.proof.timestamp_batch import (
     MAX_BATCH_REQUESTS,
     REQUEST_MEDIA_TYPE,
     frame,
     unframe_responses,
 )
-from gateway.tls import client_context
+from gateway.relay.outbox import Document, send_documents
+from gateway.site.context import load_site
+from gateway.site.tls import client_context
 from tests.conftest import require_tool
 from tests.integration.conftest import PG_DSN, pg_admin
 

@@ -1,4 +1,4 @@
-"""gateway.tls over real sockets: an aiohttp server and clients on 127.0.0.1, mutual TLS 1.3."""
+"""gateway.site.tls over real sockets: aiohttp server and clients on 127.0.0.1, mutual TLS 1.3."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-import gateway.tls as tls
+import gateway.site.tls as tls
 from crypto.x509 import CertificateError, SiteCA, certificate_pin, issue_site_certificate
-from gateway.tls import (
+from gateway.site.tls import (
     TLSConfigError,
     client_context,
     peer_pin,

@@ -23,11 +23,11 @@ from aiohttp import ClientSession, TCPConnector
 from config.site import load_site_config
 from crypto.keys import SigningKey
 from crypto.x509 import generate_site_key, public_key_pin, site_public_key
-from gateway.enroll import EnrollError, add_site, join
-from gateway.key_updates import KeyUpdate, encode_update
-from gateway.site import load_keys, read_trust
-from gateway.testnet import Network, free_port
-from gateway.tls import client_context
+from gateway.demo.network import Network, free_port
+from gateway.site.context import load_keys, read_trust
+from gateway.site.tls import client_context
+from gateway.trust.enroll import EnrollError, add_site, join
+from gateway.trust.key_updates import KeyUpdate, encode_update
 from routing.directory import Directory, KeyState, parse_directory
 from routing.key_changes import KeyChange
 from tests.integration.test_key_rotation import ENV, active, valise, wait_for

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from gateway.store._common import TOMBSTONE_GRACE
 from gateway.store.base import Store
-from tests.integration.test_store import HQ, PARIS, T0, mid, record
+from tests.contract.helpers import HQ, PARIS, T0, mid, record
 
 HELD = "sealed to revoked encryption key"
 

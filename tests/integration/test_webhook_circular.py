@@ -15,15 +15,15 @@ from typing import Any
 import jsonschema
 import pytest
 
-from gateway.bridges.openapi import document
+from gateway.bridges.http.openapi import document
 from gateway.bridges.webhooks import Webhooks, event_body
-from gateway.circular_status import emit_closed, emit_completed
-from gateway.enroll import init_hub
-from gateway.events import Event, EventBus
-from gateway.site import SiteContext, load_site
+from gateway.demo.network import free_port
+from gateway.relay.circular_status import emit_closed, emit_completed
+from gateway.runtime.events import Event, EventBus
+from gateway.site.context import SiteContext, load_site
 from gateway.store.base import ReceiptRecord, Submission
-from gateway.testnet import free_port
-from tests.integration.test_store import record
+from gateway.trust.enroll import init_hub
+from tests.contract.helpers import record
 
 HANOI, ROME, LIMA = "M-HANOI", "M-ROME", "M-LIMA"
 

@@ -2,7 +2,7 @@
 
 Each file of ``attacks/MANIFEST.json`` must be rejected by :func:`envelope.open.open_bytes`
 with exactly its ``expected_error`` class (a one-line message), and by the streaming
-:func:`gateway.envelope_io.open_to_dir` with ``expected_error_streaming`` when the entry
+:func:`gateway.relay.envelope_io.open_to_dir` with ``expected_error_streaming`` when the entry
 has one (the one-pass reader meets a bad AEAD tag before it has a whole part's digest),
 else the same class, leaving nothing in the output folder. The untouched base envelopes
 must open, in memory and to a folder.
@@ -28,7 +28,7 @@ import pytest
 from envelope import errors
 from envelope.errors import EnvelopeError
 from envelope.open import open_bytes
-from gateway.envelope_io import open_to_dir
+from gateway.relay.envelope_io import open_to_dir
 from tests.vectors import make_attacks as gen
 
 HERE = gen.HERE

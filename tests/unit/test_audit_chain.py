@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from crypto.keys import SigningKey
 from crypto.recipes import sign
-from gateway.audit_verify import verify_entries
-from gateway.cli_record import REDACTED, redact
+from gateway.cli.record import REDACTED, redact
+from gateway.proof.audit_verify import verify_entries
 from gateway.store.audit_chain import (
     ZERO_HASH,
     AuditCheckpoint,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from crypto.keys import SigningKey
-from gateway.audit_verify import KeyHistory
-from gateway.audit_witness import SAME, WITNESS_BASE, WITNESSED, judge
+from gateway.proof.audit_verify import KeyHistory
+from gateway.proof.witness import SAME, WITNESS_BASE, WITNESSED, judge
 from gateway.store.audit_chain import FORK, ROLLBACK, Witness
 from routing.directory import Directory, KeyState, SiteEntry
 

@@ -1,5 +1,5 @@
 """The witness's checkpoint policy (review F5): configured apart from the policy of
-/v1/timestamp, and the only one whose tokens time a checkpoint (gateway/audit.py
+/v1/timestamp, and the only one whose tokens time a checkpoint (gateway/proof/audit.py
 token_checker)."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from config.site import (
 from crypto.random import FixedRandom
 from crypto.tsa import TimeStampAuthority
 from crypto.x509 import SiteCA, issue_tsa_certificate
-from gateway.audit import token_checker
-from gateway.audit_verify import NotWitnessToken
+from gateway.proof.audit import token_checker
+from gateway.proof.audit_verify import NotWitnessToken
 from tests.conftest import NOW
 
 

@@ -1,4 +1,4 @@
-"""A message's state across its destinations (gateway/circular.py summarise), and the
+"""A message's state across its destinations (gateway/relay/circular.py summarise), and the
 origin's and the hub's checks of a receipt: every refusal with its exact reason."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from envelope.receipt import RECEIPT_CLASS, Receipt
 from envelope.seal import new_routing
-from gateway.circular import (
+from gateway.relay.circular import (
     ReceiptRefused,
     check_origin_receipt,
     hops_to_hold,
@@ -29,7 +29,7 @@ STATES = ("queued", "forwarded", "deferred", "held", "delivered", "failed")
 
 @dataclass(frozen=True)
 class Dest:
-    """A destination row as gateway/circular.py reads it."""
+    """A destination row as gateway/relay/circular.py reads it."""
 
     site: str
     state: str

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import EXIT_FILES, EXIT_REJECTED, EXIT_USAGE, main
+from gateway.cli.app import EXIT_FILES, EXIT_REJECTED, EXIT_USAGE, main
 
 
 @pytest.fixture()
@@ -207,7 +207,7 @@ def test_inspect_rejects_garbage_in_one_line(tmp_path: Path) -> None:
 
 
 def test_sealed_names_cannot_escape_the_output_folder(tmp_path: Path) -> None:
-    from gateway.envelope_io import safe_name
+    from gateway.relay.envelope_io import safe_name
 
     for hostile in ("../../etc/passwd", "/abs/path", "..\\..\\win.ini", "..", ".hidden", "a\x00b"):
         name = safe_name(hostile)
@@ -216,7 +216,7 @@ def test_sealed_names_cannot_escape_the_output_folder(tmp_path: Path) -> None:
 
 
 def test_sealed_names_cannot_display_as_another_name() -> None:
-    from gateway.envelope_io import safe_name
+    from gateway.relay.envelope_io import safe_name
 
     for hostile in (
         "invoice\u202efdp.exe",

@@ -8,8 +8,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from gateway import logjson
-from gateway.hop import HeadCache
+from gateway.relay.hop import HeadCache
+from gateway.runtime import logjson
 from gateway.store.base import EnvelopeRecord
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)

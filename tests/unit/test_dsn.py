@@ -11,7 +11,7 @@ from email.policy import default
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.bridges.dsn import (
+from gateway.bridges.mail.dsn import (
     EXPIRED_STATUS,
     MAX_HEADER_BYTES,
     REFUSED_STATUS,
@@ -20,7 +20,7 @@ from gateway.bridges.dsn import (
     header_section,
     status_for,
 )
-from gateway.bridges.smtp_message import has_bare_line_ending
+from gateway.bridges.smtp.message import has_bare_line_ending
 
 ORIGINAL = (
     b"From: alice@m-paris.valise.local\r\n"

@@ -8,8 +8,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.cli_queue import shape_count
-from gateway.evidence import (
+from gateway.cli.queue import shape_count
+from gateway.evidence.bundle import (
     ENVELOPE_DIGESTED,
     RECEIPT_DIGESTED,
     SITE_RE,

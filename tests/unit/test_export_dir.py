@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.export_dir import ExportDir, ExportRefused
+from gateway.site.export_dir import ExportDir, ExportRefused
 
 MID = "01a24e0f-660a-76cd-be02-c0b7af5d9d3e"
 
@@ -111,7 +111,7 @@ def test_a_failed_export_removes_what_it_wrote(tmp_path: Path) -> None:
 def test_an_evidence_bundle_ignores_a_planted_staging_name(tmp_path: Path) -> None:
     """The bundle is staged under a fresh private name, not a guessable sibling that
     another user can plant first (a link there blocked the export, or worse)."""
-    from gateway.evidence import _write
+    from gateway.evidence.bundle import _write
 
     victim = tmp_path / "victim"
     victim.mkdir()

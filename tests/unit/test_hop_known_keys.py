@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.hop import HopRefused, HopUnknownKey, check_known
+from gateway.relay.hop import HopRefused, HopUnknownKey, check_known
 from routing.directory import Directory, SiteEntry
 
 PRUNED = "ab" * 16

@@ -1,4 +1,4 @@
-"""The hub's check of a receipt against the message it answers (gateway/hop.py
+"""The hub's check of a receipt against the message it answers (gateway/relay/hop.py
 check_receipt): the pure predicate, every refusal with its reason."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from envelope.model import RoutingHeader
 from envelope.receipt import RECEIPT_CLASS
 from envelope.seal import new_routing
-from gateway.hop import HopRefused, check_receipt
+from gateway.relay.hop import HopRefused, check_receipt
 from gateway.store.base import MessageRoute
 
 NOW = datetime(2026, 12, 1, 9, 0, 0, tzinfo=UTC)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.bridges.http_api import add_routes
-from gateway.bridges.http_common import ERROR_CODES
-from gateway.bridges.openapi import document
+from gateway.bridges.http.api import add_routes
+from gateway.bridges.http.common import ERROR_CODES
+from gateway.bridges.http.openapi import document
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 

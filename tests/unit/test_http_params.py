@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.bridges.http_params import (
+from gateway.bridges.http.openapi import document
+from gateway.bridges.http.params import (
     MAX_COUNT_DIGITS,
     ParamError,
     cursor_of,
@@ -20,8 +21,7 @@ from gateway.bridges.http_params import (
     parse_time,
 )
 from gateway.bridges.integrators import IntegratorError, check_idempotency_key
-from gateway.bridges.openapi import document
-from gateway.submit import ExpiresRefused, check_expires
+from gateway.relay.submit import ExpiresRefused, check_expires
 
 MID = "01a24e0f-660a-76cd-be02-c0b7af5d9d3e"
 

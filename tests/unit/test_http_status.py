@@ -1,5 +1,5 @@
-"""The HTTP API's status document per destination (gateway/bridges/http_status.py),
-held to the OpenAPI schema the API publishes (gateway/bridges/openapi.py)."""
+"""The HTTP API's status document per destination (gateway/bridges/http/status.py),
+held to the OpenAPI schema the API publishes (gateway/bridges/http/openapi.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import jsonschema
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.bridges.http_status import hop_states, status_document
-from gateway.bridges.openapi import document
-from gateway.circular import summarise
+from gateway.bridges.http.openapi import document
+from gateway.bridges.http.status import hop_states, status_document
+from gateway.relay.circular import summarise
 from gateway.store.base import Destination
 
 NOW = datetime(2026, 12, 7, 5, 0, 0, tzinfo=UTC)

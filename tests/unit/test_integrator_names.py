@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.bridges.integrators import IntegratorError, check_name
-from gateway.bridges.smtp_address import local_mailbox
+from gateway.bridges.mail.address import local_mailbox
 
 
 @pytest.mark.parametrize("name", ["alice", "dms.v2", "a", "x_y-z.q", "a" * 64])

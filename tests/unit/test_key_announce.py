@@ -1,5 +1,5 @@
 """The announce gate of a rotation (routing/announce.py) and its record in the key ring
-(gateway/keyring.py announce, announced_in, activate_by): who counts, when a key may
+(gateway/site/keyring.py announce, announced_in, activate_by): who counts, when a key may
 become active, the one reader of HQ's answer, and rings written before the fields."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.site import MAX_ANNOUNCE_SECONDS, ConfigError, load_site_config
-from gateway.keyring import (
+from gateway.site.keyring import (
     RING,
     announce,
     announced,
@@ -23,7 +23,7 @@ from gateway.keyring import (
     publish_lock,
     save_ring,
 )
-from gateway.keystore import KeyStoreError
+from gateway.site.keystore import KeyStoreError
 from routing.announce import (
     MAX_ANSWER_BYTES,
     AnnounceAnswerError,

@@ -16,8 +16,8 @@ import pytest
 
 from crypto.keys import DecryptionKey
 from crypto.recipes import sign
-from gateway.key_watch import revoked_encryption_keys
-from gateway.reseal import stale_stanzas
+from gateway.relay.key_watch import revoked_encryption_keys
+from gateway.relay.reseal import stale_stanzas
 from routing.directory import (
     DIRECTORY_LABEL,
     Directory,

@@ -1,4 +1,4 @@
-"""The key ring on disk (gateway/keyring.py): a legacy folder read as one generation,
+"""The key ring on disk (gateway/site/keyring.py): a legacy folder read as one generation,
 the migration into ring/, the state changes, pruning, and the keys a site loads."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from crypto.x509 import (
     site_public_key,
 )
 from envelope.keydoc import parse_public_key_doc
-from gateway.keyring import (
+from gateway.site.context import write_private
+from gateway.site.keyring import (
     RING,
     KeyRing,
     RingKey,
@@ -34,8 +35,7 @@ from gateway.keyring import (
     save_ring,
     tls_files,
 )
-from gateway.keystore import KeyNotHeld, KeyStoreError, generate_site_keys
-from gateway.site import write_private
+from gateway.site.keystore import KeyNotHeld, KeyStoreError, generate_site_keys
 from routing.directory import Directory, KeyState, SiteEntry
 from tests.conftest import NOW
 
@@ -55,7 +55,7 @@ def ca() -> SiteCA:
 
 @pytest.fixture()
 def folder(tmp_path: Path, ca: SiteCA) -> Path:
-    """A key folder as sites made it before the ring (gateway/enroll.py init_hub)."""
+    """A key folder as sites made it before the ring (gateway/trust/enroll.py init_hub)."""
     keys = tmp_path / "keys"
     generate_site_keys(SITE, keys, now=NOW)
     cert, key = issue_site_certificate(ca, SITE, now=NOW)
@@ -67,7 +67,7 @@ def folder(tmp_path: Path, ca: SiteCA) -> Path:
 def directory_of(ring: KeyRing, **shown: KeyState) -> Directory:
     """A directory listing the ring's signing, encryption and TLS keys; ``shown``
     overrides the state published for a key id (default: the ring's own state)."""
-    from gateway.keyring import decryption_key, signing_key
+    from gateway.site.keyring import decryption_key, signing_key
 
     def state(k: RingKey) -> KeyState:
         return shown.get(k.id, k.key_state)

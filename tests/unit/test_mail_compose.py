@@ -8,8 +8,8 @@ from email.policy import default
 from typing import Any
 
 from envelope.model import SealedHeader
-from gateway.bridges.mail_delivery import compose
-from gateway.bridges.smtp_message import has_bare_line_ending
+from gateway.bridges.mail.delivery import compose
+from gateway.bridges.smtp.message import has_bare_line_ending
 
 SEALED = SealedHeader(parts=(), subject="Note verbale café", originator="dms")
 WHEN = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

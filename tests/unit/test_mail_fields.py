@@ -18,9 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envelope.model import SealedHeader
-from gateway.bridges.mail_delivery import compose
-from gateway.bridges.mail_headers import clean_text, safe_filename
-from gateway.bridges.smtp_address import (
+from gateway.bridges.mail.address import (
     FieldCheck,
     bounce_recipient,
     delivery_mailbox,
@@ -28,8 +26,10 @@ from gateway.bridges.smtp_address import (
     parse_recipient,
     site_address,
 )
-from gateway.bridges.smtp_message import has_bare_line_ending
-from gateway.envelope_io import safe_name
+from gateway.bridges.mail.delivery import compose
+from gateway.bridges.mail.headers import clean_text, safe_filename
+from gateway.bridges.smtp.message import has_bare_line_ending
+from gateway.relay.envelope_io import safe_name
 
 DOMAIN = "valise.local"
 STRICT_MAILBOX = re.compile(r"[a-z0-9_+\-]+(?:\.[a-z0-9_+\-]+)*")
@@ -300,7 +300,7 @@ def test_a_bidi_mark_cannot_steer_a_subject_or_file_name(mark: str) -> None:
 
 
 def test_mail_fields_and_inbox_file_names_lose_the_same_characters() -> None:
-    # One definition (gateway/envelope_io.py), so the two cannot drift apart again.
+    # One definition (gateway/relay/envelope_io.py), so the two cannot drift apart again.
     path_chars = set('/\\:*?"<>|')
     for code in [*range(0x3000), *range(0xD800, 0xE000), *range(0xFE00, 0x10000)]:
         char = chr(code)

@@ -1,5 +1,5 @@
 """A remote site's mail message reaches the local mail system as it is only if its
-headers speak for the origin alone (gateway/bridges/mail_passthrough.py): otherwise
+headers speak for the origin alone (gateway/bridges/mail/passthrough.py): otherwise
 it is wrapped as an attachment, and this site's X-Valise fields are always on top."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from envelope.model import SealedHeader
-from gateway.bridges.mail_delivery import compose
-from gateway.bridges.mail_passthrough import MAX_LINE_BYTES, longest_line, refusal
-from gateway.bridges.smtp_message import has_bare_line_ending
+from gateway.bridges.mail.delivery import compose
+from gateway.bridges.mail.passthrough import MAX_LINE_BYTES, longest_line, refusal
+from gateway.bridges.smtp.message import has_bare_line_ending
 
 MID = "01a230d0-11bd-72b2-b27e-d26f981d5fd7"
 WHEN = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

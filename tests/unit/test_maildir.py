@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bridges import maildir
+from gateway.bridges.mail import maildir
 
 
 def test_delivery_goes_through_tmp_to_new(tmp_path: Path) -> None:

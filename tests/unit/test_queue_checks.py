@@ -1,5 +1,5 @@
-"""The doctor's queue checks (gateway/doctor_checks.py) at their thresholds, why a
-received document waits (gateway/waiting.py), and [relay] warn_deferred_seconds."""
+"""The doctor's queue checks (gateway/service/doctor_checks.py) at their thresholds, why a
+received document waits (gateway/relay/waiting.py), and [relay] warn_deferred_seconds."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from config.site import MAX_WARN_DEFERRED_SECONDS, ConfigError, load_site_config
 from crypto.keys import DecryptionKey
 from envelope.receipt import RECEIPT_CLASS
-from gateway.doctor_checks import (
+from gateway.relay.waiting import receipt_blocker, waiting_reason
+from gateway.service.doctor_checks import (
     FAILED_WINDOW,
     Status,
     Waiting,
@@ -26,7 +27,6 @@ from gateway.doctor_checks import (
 )
 from gateway.store import sqlite_operator
 from gateway.store.base import TODO_STATES
-from gateway.waiting import receipt_blocker, waiting_reason
 from routing.directory import Directory, KeyState, SiteEntry
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -198,7 +198,7 @@ def test_warn_deferred_seconds_is_a_positive_finite_bounded_number(
 
 
 def test_held_under_the_threshold_is_ok_over_it_warns_with_the_oldest_and_why() -> None:
-    from gateway.doctor_checks import held_check
+    from gateway.service.doctor_checks import held_check
 
     waiting = "waiting for an encryption key of M-HANOI"
     assert held_check([_w(1, HOUR / 2, "HQ", waiting)], NOW, HOUR).status is Status.OK

@@ -1,5 +1,5 @@
 """When a site seals again the receipts it relayed to a destination whose encryption key
-was revoked (gateway/receipt_reseal.py): once per revoked key, once the destination has
+was revoked (gateway/relay/receipt_reseal.py): once per revoked key, once the destination has
 an active key, at most once per EVERY for one destination, none dropped."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from gateway.receipt_reseal import EVERY, WINDOW, ReceiptSweep
+from gateway.relay.receipt_reseal import EVERY, WINDOW, ReceiptSweep
 from routing.directory import DirectoryError, KeyState
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from gateway.bridges import edxml, edxml_inbox
+from gateway.bridges import edxml
+from gateway.bridges.edxml import inbox as edxml_inbox
 from tests.unit.test_edxml_readback import attachment, document
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.bridges.smtp_address import (
+from gateway.bridges.mail.address import (
     AddressError,
     AddressSyntaxError,
     ForeignDomainError,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from config.site import CONFIG_NAME, ConfigError, SmtpSection, enabled, load_site_config
-from gateway.doctor_checks import Status, smtp_auth_check
+from gateway.service.doctor_checks import Status, smtp_auth_check
 
 SITE = (
     '[site]\nid = "HQ"\nrole = "hub"\nlisten = "127.0.0.1:1"\n'

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.bridges.smtp_message import MessageError, has_bare_line_ending, message_facts
+from gateway.bridges.smtp.message import MessageError, has_bare_line_ending, message_facts
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.bridges.smtp_replies import enhance, queued
+from gateway.bridges.smtp.replies import enhance, queued
 
 
 @pytest.mark.parametrize(

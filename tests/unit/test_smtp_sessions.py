@@ -1,9 +1,9 @@
-"""The SMTP session pool (gateway/bridges/smtp_sessions.py): who gives way under a
+"""The SMTP session pool (gateway/bridges/smtp/sessions.py): who gives way under a
 flood of connections that never authenticate (review 2, F3). No sockets."""
 
 from __future__ import annotations
 
-from gateway.bridges.smtp_sessions import SessionSlots, preauth_limit
+from gateway.bridges.smtp.sessions import SessionSlots, preauth_limit
 
 
 class FakeSession:

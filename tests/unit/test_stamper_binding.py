@@ -1,4 +1,4 @@
-"""The mission's per-token binding check (gateway/timestamping.py ``_bound``): a token
+"""The mission's per-token binding check (gateway/proof/timestamping.py ``_bound``): a token
 HQ issued for our imprint and nonce passes; one for another imprint or nonce does not."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from config.site import DEFAULT_TSA_POLICY
 from crypto.random import FixedRandom
 from crypto.tsa import TimeStampAuthority, parse_response, response
 from crypto.x509 import SiteCA, issue_tsa_certificate
-from gateway.timestamping import _bound
+from gateway.proof.timestamping import _bound
 from tests.conftest import NOW
 
 _CA = SiteCA.create(now=NOW, rng=FixedRandom(b"binding-ca"))

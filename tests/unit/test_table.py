@@ -1,4 +1,4 @@
-"""gateway/table.py: the operator's tables. Whatever the cells hold, columns line up and
+"""gateway/cli/table.py: the operator's tables. Whatever the cells hold, columns line up and
 never touch, only limited columns are cut (with "…"), and nothing a peer wrote can
 break a line or move the cursor."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.table import ELLIPSIS, GAP, Column, cells, cut, printable, render
+from gateway.cli.table import ELLIPSIS, GAP, Column, cells, cut, printable, render
 
 # Any text at all: control characters, line breaks, escapes, wide and combining
 # characters, bidirectional overrides.

@@ -38,7 +38,7 @@ from crypto.tsa_verify import verify_token
 from crypto.x509 import SiteCA, issue_tsa_certificate
 from envelope.digested import digested, digested_slice
 from envelope.errors import EnvelopeError, FramingError
-from gateway.timestamp_batch import (
+from gateway.proof.timestamp_batch import (
     MAX_BATCH_REQUESTS,
     BatchError,
     BatchMalformed,
@@ -48,7 +48,7 @@ from gateway.timestamp_batch import (
     unframe,
     unframe_responses,
 )
-from gateway.timestamping import issue_batch
+from gateway.proof.timestamping import issue_batch
 from tests.conftest import NOW
 
 POLICY = DEFAULT_TSA_POLICY

@@ -1484,7 +1484,7 @@ def provenance(keys: Keys, bases: Mapping[str, bytes]) -> dict[str, object]:
         "now": NOW.isoformat(),
         "open_with": {
             "call": "envelope.open.open_bytes(data, sender=<HQ verify key>, site='M-PARIS',"
-            " key=<M-PARIS decryption key>); streaming: gateway.envelope_io.open_to_dir",
+            " key=<M-PARIS decryption key>); streaming: gateway.relay.envelope_io.open_to_dir",
             "expected_error": "the exact class in envelope/errors.py open_bytes must raise",
             "expected_error_streaming": "present only where the one-pass streaming reader"
             " legitimately detects the fault by another check first; else the same class",

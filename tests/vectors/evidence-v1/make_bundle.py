@@ -4,7 +4,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from gateway.testnet import Network
+from gateway.demo.network import Network
 from tests.integration.test_evidence import _send, _stamp, _wait_receipt, valise
 from tests.integration.test_relay import FAST
 

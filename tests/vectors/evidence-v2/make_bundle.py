@@ -11,10 +11,10 @@ from pathlib import Path
 from crypto.tsa import TimeStampAuthority
 from crypto.x509 import SiteCA, issue_tsa_certificate
 from envelope.open import parse_framed_head
-from gateway.outbox import Document, send_documents
-from gateway.site import load_site
+from gateway.demo.network import Network
+from gateway.relay.outbox import Document, send_documents
+from gateway.site.context import load_site
 from gateway.store.base import TimestampRecord
-from gateway.testnet import Network
 from tests.integration.test_evidence import POLICY, valise
 from tests.integration.test_relay import FAST
 

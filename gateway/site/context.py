@@ -1,0 +1,204 @@
+"""A site on disk and its runtime context.
+
+DIR/valise.toml          configuration (config/site.py)
+DIR/directory.xml        the last good signed directory
+DIR/directories/N.xml    every directory version this site has held (evidence)
+DIR/keys/SITE.*          envelope keys (gateway/site/keystore.py), until the first rotation
+DIR/keys/tls.crt|.key    this site's TLS certificate and key (key 0600), likewise
+DIR/keys/ring.json, ring/   every generation of those keys (gateway/site/keyring.py)
+DIR/keys/ca.crt          the HQ site CA
+DIR/keys/directory.pub   the directory key this site trusts (base64, raw Ed25519)
+DIR/keys/ca.key, directory.key     HQ only (0600)
+DIR/inbox/ID/...                   opened documents at the destination
+
+Everything in a site folder is owner-only (0700 folders, 0600 files): gateway/site/modes.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import os
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config.site import SiteConfig, load_site_config
+from crypto.armor import load_signing_key
+from crypto.keys import SigningKey, VerifyKey
+from crypto.x509 import SiteCA
+from gateway.site.keystore import PRIVATE_MODE, SiteKeys, _read_private, seal_private
+from gateway.site.modes import PRIVATE_DIR_MODE, create_private_file
+from gateway.store.base import Store
+from routing.directory import Directory, DirectoryError, accept_update, parse_directory
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+
+@dataclass
+class SiteContext:
+    """Everything a running site needs; the directory is replaced as new versions arrive."""
+
+    config: SiteConfig
+    keys: SiteKeys
+    tls: TlsMaterial
+    trust: VerifyKey
+    directory: Directory
+    store: Store
+    directory_key: SigningKey | None = None  # HQ only
+    # HQ: site -> (directory serial, monotonic time) last written to the store's
+    # directory_fetches, so that a poll of an unchanged version costs no write each time.
+    fetched: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # Called with the next hops once work is durably queued (gateway.relay.submit): a running
+    # site's workers set it to start those couriers (and local delivery) at once.
+    notify: Callable[[Sequence[str]], None] = field(
+        default=lambda peers: None, repr=False, compare=False
+    )
+
+    @property
+    def here(self) -> str:
+        return self.config.site.id
+
+    def install_directory(self, data: bytes) -> bool:
+        """Verify and adopt ``data`` if newer; persist it. Raises DirectoryError."""
+        new = install_directory_file(self.config.directory, self.trust, self.directory, data)
+        if new is None:
+            return False
+        self.directory = new
+        return True
+
+
+def install_directory_file(
+    site_dir: Path, trust: VerifyKey, held: Directory | None, data: bytes
+) -> Directory | None:
+    """Verify ``data``; if it is newer than ``held``, archive it and make it the site's
+    DIR/directory.xml. Returns it, or None when it is ``held`` again. Raises
+    DirectoryError (a forgery or a rollback) with nothing written."""
+    new = parse_directory(data, trust)
+    if not accept_update(held, new):
+        return None
+    archive_directory(site_dir, new.serial, data)
+    write_private(site_dir / "directory.xml", data)
+    return new
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created 0600) for a read-modify-write shared
+    by the running gateway and the admin CLI. Blocks until it is free."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def load_site_ca(keys_dir: Path, passphrase: bytes | None = None) -> SiteCA:
+    """HQ's site CA (keys/ca.crt and the 0600 keys/ca.key, encrypted under
+    ``passphrase`` if it was written so). Raises KeyStoreError, CertificateError."""
+    key = _read_private(keys_dir / "ca.key", passphrase)
+    return SiteCA.from_pem((keys_dir / "ca.crt").read_bytes(), key)
+
+
+def write_private_key(path: Path, data: bytes, passphrase: bytes | None) -> None:
+    """Write a private key file (0600, atomically), encrypted under ``passphrase`` if any."""
+    write_private(path, seal_private(data, passphrase))
+
+
+def archive_directory(site_dir: Path, serial: int, data: bytes) -> None:
+    """Keep directory version ``serial`` as DIR/directories/SERIAL.xml (evidence needs
+    the keys that were in force when a message was sent)."""
+    folder = site_dir / "directories"
+    folder.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+    path = folder / f"{serial}.xml"
+    if not path.exists():
+        write_private(path, data)
+
+
+def archived_directories(site_dir: Path) -> list[tuple[int, Path]]:
+    """(serial, path) of every archived directory version, oldest first."""
+    folder = site_dir / "directories"
+    found = [(int(p.stem), p) for p in folder.glob("*.xml") if p.stem.isdigit()]
+    return sorted(found)
+
+
+def write_private(path: Path, data: bytes, *, mode: int = PRIVATE_MODE) -> None:
+    """Write atomically (temp file, fsync, rename) with ``mode``."""
+    # A temp name of our own: another process may be writing the same file (the admin
+    # CLI and the running gateway both install directories); the last rename wins.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+
+
+def read_trust(keys_dir: Path) -> VerifyKey:
+    return VerifyKey.from_bytes(base64.b64decode((keys_dir / "directory.pub").read_text().strip()))
+
+
+def load_directory(config: SiteConfig, trust: VerifyKey) -> Directory:
+    path = config.directory / "directory.xml"
+    try:
+        return parse_directory(path.read_bytes(), trust)
+    except FileNotFoundError:
+        raise DirectoryError(f"{path} is missing") from None
+
+
+async def open_store(config: SiteConfig) -> Store:
+    if config.store.backend == "postgres":
+        from gateway.store.postgres import PostgresStore
+
+        return await PostgresStore.open(config.store.dsn, schema=config.store.schema or None)
+    from gateway.store.sqlite import SqliteStore
+
+    create_private_file(config.store_path)  # 0600 whatever the umask; -wal/-shm follow it
+    return await SqliteStore.open(config.store_path)
+
+
+async def create_store(directory: Path) -> None:
+    """Create (and migrate) a new site's store, so that its log starts with its creation."""
+    store = await open_store(load_site_config(directory))
+    await store.close()
+
+
+def load_keys(config: SiteConfig) -> tuple[SiteKeys, TlsMaterial]:
+    """The site's envelope keys and TLS material from its key ring (gateway/site/keyring.py)."""
+    from gateway.site.keyring import load_ring, ring_site_keys, tls_files
+
+    ring = load_ring(config.keys_dir, config.key_passphrase)
+    cert, key = tls_files(ring)
+    return ring_site_keys(ring), TlsMaterial(cert, key, (config.keys_dir / "ca.crt").read_bytes())
+
+
+async def load_site(directory: Path) -> SiteContext:
+    """Load a site folder. Raises ConfigError, KeyStoreError, DirectoryError, OSError."""
+    config = load_site_config(directory)
+    keys, tls = load_keys(config)
+    k = config.keys_dir
+    trust = read_trust(k)
+    directory_key = None
+    if config.is_hub:
+        directory_key = load_signing_key(_read_private(k / "directory.key", config.key_passphrase))
+    store = await open_store(config)
+    return SiteContext(
+        config=config,
+        keys=keys,
+        tls=tls,
+        trust=trust,
+        directory=load_directory(config, trust),
+        store=store,
+        directory_key=directory_key,
+    )
