@@ -51,6 +51,7 @@ from gateway.store.base import (
 )
 from gateway.store.driver_postgres import ERRORS as _ERRORS
 from gateway.store.driver_postgres import PostgresDriver
+from gateway.store.enroll import Enroll
 from gateway.store.integrators import Integrators
 from gateway.store.postgres_audit import PostgresAudit
 from gateway.store.postgres_common import (
@@ -71,7 +72,6 @@ from gateway.store.postgres_destinations import (
     record_acks,
     record_receipt_rows,
 )
-from gateway.store.postgres_enroll import PostgresEnroll
 from gateway.store.postgres_inbound import PostgresInbound
 from gateway.store.postgres_kept import PostgresKeptReceipts
 from gateway.store.postgres_operator import PostgresOperator
@@ -165,7 +165,7 @@ class PostgresStore(
     Integrators,
     PostgresTrust,
     PostgresAudit,
-    PostgresEnroll,
+    Enroll,
     PostgresDestinations,
     PostgresKeptReceipts,
 ):

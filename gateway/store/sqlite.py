@@ -46,6 +46,7 @@ from gateway.store.base import (
     StoreError,
 )
 from gateway.store.driver_sqlite import SqliteDriver
+from gateway.store.enroll import Enroll
 from gateway.store.integrators import Integrators
 from gateway.store.sqlite_audit import SqliteAudit, register_audit_functions
 from gateway.store.sqlite_common import (
@@ -65,7 +66,6 @@ from gateway.store.sqlite_destinations import (
     record_ack,
     record_receipt_rows,
 )
-from gateway.store.sqlite_enroll import SqliteEnroll
 from gateway.store.sqlite_inbound import SqliteInbound
 from gateway.store.sqlite_kept import SqliteKeptReceipts
 from gateway.store.sqlite_operator import SqliteOperator
@@ -168,7 +168,7 @@ class SqliteStore(
     Integrators,
     SqliteTrust,
     SqliteAudit,
-    SqliteEnroll,
+    Enroll,
     SqliteDestinations,
     SqliteKeptReceipts,
 ):
