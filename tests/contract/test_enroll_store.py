@@ -1,4 +1,4 @@
-"""HQ's enrolment tables on both backends (gateway/store/enrollments.py): a token is
+"""HQ's enrolment tables on every backend (gateway/store/enrollments.py): a token is
 consumed once, atomically, even by concurrent joins in several processes."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.store.base import Store
 from gateway.store.enrollments import CertificatePurpose, Enrollment, IssuedCertificate
+from gateway.store.memory import MemoryStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from tests.integration.conftest import PG_DSN
@@ -86,9 +87,12 @@ async def test_concurrent_takes_of_one_token_in_two_processes_exactly_one_wins(
     store: Store, sqlite_path: Path
 ) -> None:
     await store.enrollment_add(PENDING, BOOTSTRAP)
-    # A second store on the same database: another gateway process (or connection).
-    if isinstance(store, SqliteStore):
-        other: Store = await SqliteStore.open(sqlite_path)
+    # A second store on the same database: another gateway process (or connection). The
+    # in-memory store has no other process: its concurrent takes all go to the one store.
+    if isinstance(store, MemoryStore):
+        other: Store = store
+    elif isinstance(store, SqliteStore):
+        other = await SqliteStore.open(sqlite_path)
     else:
         assert isinstance(store, PostgresStore)
         other = await PostgresStore.open(PG_DSN, schema=store.schema, max_size=4)
@@ -96,6 +100,7 @@ async def test_concurrent_takes_of_one_token_in_two_processes_exactly_one_wins(
         takes = [_take(s) for s in (store, other) * 4]
         won = [r for r in await asyncio.gather(*takes) if r is not None]
     finally:
-        await other.close()
+        if other is not store:
+            await other.close()
     assert won == [PENDING]
     assert await store.enrollments() == []

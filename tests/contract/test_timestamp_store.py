@@ -1,4 +1,4 @@
-"""The store's pending time-stamps, on both backends: every accepted envelope is pending
+"""The store's pending time-stamps, on every backend: every accepted envelope is pending
 in the accepting transaction, and settling stores the tokens and ends it in one."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from envelope.framing import MAGIC
 from gateway.store.base import Store, TimestampRecord
-from tests.integration.test_store import PARIS, T0, mid, record
+from tests.contract.helpers import PARIS, T0, mid, record
 
 
 async def test_accepted_envelopes_are_pending_until_settled(store: Store) -> None:

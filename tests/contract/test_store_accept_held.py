@@ -1,4 +1,4 @@
-"""Store.accept(held=...) on both backends: a new message's deliveries start held, for
+"""Store.accept(held=...) on every backend: a new message's deliveries start held, for
 that reason, in the accepting transaction (never claimable meanwhile); a repeated id
 changes nothing; release and re-seal take them back as for any hold."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from gateway.store.base import Store
-from tests.integration.test_store import HANOI, HQ, PARIS, T0, mid, record
+from tests.contract.helpers import HANOI, HQ, PARIS, T0, mid, record
 
 WAITING = "waiting for an encryption key of M-HANOI"
 

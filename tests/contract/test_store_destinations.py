@@ -1,11 +1,11 @@
-"""Delivery state and receipts per final destination (issue 11), against both backends.
+"""Delivery state and receipts per final destination (issue 11), against every backend.
 
 The scene: M-PARIS sends a circular to [HQ, M-HANOI] (and M-ROME where a third is
 needed). At M-PARIS (the origin) every destination goes through one hop, HQ. At HQ (the
 hub) the relayed copy has a row for HQ itself (hop None: delivered here) and one per
 mission it forwards to (hop = the mission).
 
-Fixtures and helpers are those of test_store.py.
+Fixtures: tests/contract/conftest.py; helpers: tests/contract/helpers.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from gateway.store.base import (
     Store,
     StoreError,
 )
-from tests.integration.test_store import HANOI, HQ, PARIS, T0, mid, record, steps
+from tests.contract.helpers import HANOI, HQ, PARIS, T0, mid, record, steps
 
 ROME = "M-ROME"
 EVIL = "M-EVIL"

@@ -5,7 +5,7 @@ destination a list of receipt events is drawn (its genuine receipt, another rece
 envelope of it, the first one again, one over a wrong digest, one signed by another
 site), plus hop events (the hub acknowledges, the hub is unreachable) and receipts from
 a site that is not a destination; one permutation interleaves them all. Each event runs
-the production path: the origin's check (gateway/circular.py check_origin_receipt), then
+the production path: the origin's check (gateway/relay/circular.py check_origin_receipt), then
 Store.record_receipts, on a fresh store per example.
 
 After every step: the message reads delivered iff every destination has had a good
@@ -29,12 +29,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from envelope.receipt import Receipt
-from gateway.circular import ReceiptRefused, check_origin_receipt, summarise
+from gateway.relay.circular import ReceiptRefused, check_origin_receipt, summarise
 from gateway.store.base import ReceiptRecord, Store
+from gateway.store.memory import MemoryStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
+from tests.contract.helpers import HQ, PARIS, T0, mid, record
 from tests.integration.conftest import PG_DSN, pg_test_schema
-from tests.integration.test_store import HQ, PARIS, T0, mid, record
 
 EVIL = "M-EVIL"
 KINDS = ("receipt", "dup", "same", "wrong_digest", "forged")
@@ -74,6 +75,9 @@ async def _completed_at_set(store: Store, message_id: str) -> bool | None:
             ).fetchone()
         )
         return row[0] is not None
+    if isinstance(store, MemoryStore):
+        env = store._t.envelopes.get(message_id)
+        return env is not None and env.completed_at is not None
     if isinstance(store, PostgresStore):
         async with store._pool.acquire() as conn:
             at = await conn.fetchval(
@@ -148,6 +152,14 @@ async def _run(store: Store, sites: tuple[str, ...], events: list[Event]) -> Non
         assert (hop[HQ] == "delivered") == everyone
 
 
+async def _on_memory(sites: tuple[str, ...], events: list[Event]) -> None:
+    store = await MemoryStore.open()
+    try:
+        await _run(store, sites, events)
+    finally:
+        await store.close()
+
+
 async def _on_sqlite(sites: tuple[str, ...], events: list[Event]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = await SqliteStore.open(Path(tmp) / "store.db")
@@ -166,11 +178,13 @@ async def _on_postgres(sites: tuple[str, ...], events: list[Event]) -> None:
             await store.close()
 
 
-@pytest.mark.parametrize(("backend", "examples"), [("sqlite", 60), ("postgres", 15)])
+@pytest.mark.parametrize(
+    ("backend_name", "examples"), [("memory", 60), ("sqlite", 60), ("postgres", 15)]
+)
 def test_any_ordering_of_receipts_keeps_one_receipt_per_destination(
-    backend: str, examples: int
+    backend_name: str, examples: int
 ) -> None:
-    run = _on_sqlite if backend == "sqlite" else _on_postgres
+    run = {"memory": _on_memory, "sqlite": _on_sqlite, "postgres": _on_postgres}[backend_name]
 
     @settings(
         max_examples=examples,

@@ -1,4 +1,4 @@
-"""The store's side of re-sealing, on both backends: the escrow is kept with the
+"""The store's side of re-sealing, on every backend: the escrow is kept with the
 envelope; a re-sealed copy replaces the stored one and requeues its deliveries, and a
 relay takes it only in place of a copy held for a revoked key."""
 
@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from gateway.store.base import Store
-from tests.integration.test_store import HANOI, HQ, T0, mid, record
+from tests.contract.helpers import HANOI, HQ, T0, mid, record
 
 HELD = "sealed to revoked encryption key"
 
