@@ -40,6 +40,7 @@ from gateway.store._common import (
     load_sql,
     migration_parts,
 )
+from gateway.store.audit import Audit
 from gateway.store.base import (
     Acceptance,
     Claimed,
@@ -53,7 +54,6 @@ from gateway.store.driver_postgres import ERRORS as _ERRORS
 from gateway.store.driver_postgres import PostgresDriver
 from gateway.store.enroll import Enroll
 from gateway.store.integrators import Integrators
-from gateway.store.postgres_audit import PostgresAudit
 from gateway.store.postgres_common import (
     CLAIM,
     FORWARDED,
@@ -164,7 +164,7 @@ class PostgresStore(
     PostgresOperator,
     Integrators,
     PostgresTrust,
-    PostgresAudit,
+    Audit,
     Enroll,
     PostgresDestinations,
     PostgresKeptReceipts,

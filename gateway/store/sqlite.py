@@ -36,6 +36,7 @@ from gateway.store._common import (
     migration_parts,
     reclaim_reason,
 )
+from gateway.store.audit import Audit
 from gateway.store.base import (
     Acceptance,
     Claimed,
@@ -48,7 +49,7 @@ from gateway.store.base import (
 from gateway.store.driver_sqlite import SqliteDriver
 from gateway.store.enroll import Enroll
 from gateway.store.integrators import Integrators
-from gateway.store.sqlite_audit import SqliteAudit, register_audit_functions
+from gateway.store.sqlite_audit import register_audit_functions
 from gateway.store.sqlite_common import (
     DUE,
     PEERS,
@@ -167,7 +168,7 @@ class SqliteStore(
     SqliteOperator,
     Integrators,
     SqliteTrust,
-    SqliteAudit,
+    Audit,
     Enroll,
     SqliteDestinations,
     SqliteKeptReceipts,
