@@ -391,7 +391,7 @@ async def test_hold_release_retry_delete_counts(store: Store) -> None:
     assert await store.delete(mid(1), now=t1, reason="again") == 0
     assert len(await store.history(mid(1))) == n_history + 1
     # The id stays dead until it expires: a replayed copy is not stored again (a
-    # tombstone; tests/integration/test_tombstones.py).
+    # tombstone; tests/contract/test_tombstones.py).
     again = await store.accept(
         record(1), next_hops=[PARIS], deliver_here=False, hop_ack=None, now=t1
     )

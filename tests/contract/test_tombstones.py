@@ -1,4 +1,4 @@
-"""Stored envelopes are never silently overwritten or resurrected, on both backends.
+"""Stored envelopes are never silently overwritten or resurrected, on every backend.
 
 - ``delete`` leaves a tombstone until the message's expiry: accepting the id again
   (a replayed copy) is answered ``deleted`` and stores nothing, in accept() and in
