@@ -50,6 +50,7 @@ Environment overrides use the upper-case dotted path: ``VALISE_STORE_DSN``,
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -57,6 +58,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 CONFIG_NAME = "valise.toml"
@@ -169,6 +171,30 @@ class DeliverySection:
     smarthost: str = ""  # HOST:PORT for mode = smtp
     smarthost_starttls: str = "yes"
     mailboxes: str = ""  # per-mailbox overrides: "alice=maildir, registry=smtp"
+
+    @functools.cached_property
+    def modes(self) -> Mapping[str, str]:
+        """``mailboxes`` parsed: lower-case mailbox -> mode (parsed once, at load, by
+        the config's check; raises ConfigError)."""
+        return MappingProxyType(parse_mailboxes(self.mailboxes))
+
+    def mode_for(self, mailbox: str | None) -> str:
+        """The delivery mode of ``mailbox`` (its override, else ``mode``)."""
+        return self.modes.get((mailbox or "").lower(), self.mode)
+
+
+DELIVERY_MODES = ("inbox", "maildir", "smtp")
+
+
+def parse_mailboxes(text: str) -> dict[str, str]:
+    """``"alice=maildir, registry=smtp"`` as {mailbox: mode}. Raises ConfigError."""
+    overrides: dict[str, str] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, mode = item.partition("=")
+        if not sep or not name.strip() or mode.strip() not in DELIVERY_MODES:
+            raise ConfigError(f"[delivery] mailboxes: {item!r} is not MAILBOX=inbox|maildir|smtp")
+        overrides[name.strip().lower()] = mode.strip()
+    return overrides
 
 
 @dataclass(frozen=True)
@@ -464,8 +490,10 @@ def _check(c: SiteConfig) -> SiteConfig:
         raise ConfigError("[smtp] max_sessions and preauth_timeout_seconds must be positive")
     if c.smtp.max_preauth_sessions < 0:
         raise ConfigError("[smtp] max_preauth_sessions must be 0 (half) or more")
-    if c.delivery.mode not in ("inbox", "maildir", "smtp"):
+    if c.delivery.mode not in DELIVERY_MODES:
         raise ConfigError("[delivery] mode must be inbox, maildir or smtp")
+    if "smtp" in c.delivery.modes.values() and not c.delivery.smarthost:
+        raise ConfigError("[delivery] smarthost is required for a mailbox with mode smtp")
     if c.delivery.mode == "smtp" and not c.delivery.smarthost:
         raise ConfigError("[delivery] smarthost is required for mode = smtp")
     _check_keys(c.keys)

@@ -37,8 +37,8 @@ from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from envelope.values import format_time
 from gateway.bridges.integrators import secret_key
+from gateway.runtime.backoff import jittered
 from gateway.runtime.events import Event
-from gateway.service.workers import jittered
 from gateway.site.context import SiteContext
 from gateway.store.base import ClaimedWebhook, StoreError, WebhookEvent
 

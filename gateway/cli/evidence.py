@@ -26,7 +26,8 @@ from crypto.errors import KeyFormatError
 from crypto.keys import VerifyKey
 from gateway.cli.app import EXIT_FILES, EXIT_REJECTED, EXIT_USAGE, _fail, main, one_line_errors
 from gateway.cli.site import DIR_OPTION, with_site
-from gateway.evidence.bundle import EvidenceError, OutputNotEmpty, UnknownMessage, export_evidence
+from gateway.evidence.export import export_evidence
+from gateway.evidence.layout import EvidenceError, OutputNotEmpty, UnknownMessage
 from gateway.evidence.verify import FAILED, NotABundle, verify_bundle
 from gateway.site.context import SiteContext
 

@@ -29,7 +29,7 @@ from envelope.receipt import RECEIPT_CLASS, RECEIPT_MEDIA_TYPE, RECEIPT_NAME, pa
 from envelope.sealed import parse_sealed
 from envelope.trace import TraceSpliced, check_path, hop_message
 from envelope.values import format_time, parse_time
-from gateway.evidence.bundle import (
+from gateway.evidence.layout import (
     CA,
     COPIES,
     DIRECTORIES,

@@ -36,8 +36,8 @@ from envelope.open import parse_framed_head, verify_origin
 from envelope.receipt import Receipt
 from envelope.replacement import check_replacement
 from envelope.values import format_time
-from gateway.evidence.bundle import COPIES, FORMAT_V1, FORMAT_V2, ReceiptFiles, copy_files
 from gateway.evidence.checks import BundleState, Failed, Skipped, _key_at
+from gateway.evidence.layout import COPIES, FORMAT_V1, FORMAT_V2, ReceiptFiles, copy_files
 from gateway.site.context import SiteContext
 
 DIGEST_HEX = 64

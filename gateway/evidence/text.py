@@ -19,7 +19,7 @@ from crypto.tsa_verify import TokenInfo
 from envelope.head import ParsedHead
 from envelope.receipt import Receipt
 from envelope.values import format_time
-from gateway.evidence.bundle import (
+from gateway.evidence.layout import (
     CA,
     ENVELOPE,
     ENVELOPE_DIGESTED,

@@ -40,7 +40,6 @@ from typing import Any
 from crypto.errors import CryptoError
 from crypto.keys import VerifyKey
 from envelope.errors import EnvelopeError
-from gateway.evidence.bundle import TIMESTAMPS, EvidenceError
 from gateway.evidence.checks import (
     BundleState,
     Failed,
@@ -60,6 +59,7 @@ from gateway.evidence.checks import (
     token_check,
 )
 from gateway.evidence.copies import check_copies
+from gateway.evidence.layout import TIMESTAMPS, EvidenceError
 from gateway.evidence.times import check_signing_times
 from gateway.relay.hop import HopRefused
 from routing.directory import DirectoryError

@@ -91,9 +91,10 @@ from gateway.proof.timestamp_batch import (
 )
 from gateway.proof.witness import Handler as WitnessHandler
 from gateway.proof.witness import WitnessError, send_checkpoint, witness_handlers
-from gateway.relay.courier import jittered
 from gateway.runtime import logjson
-from gateway.site.context import SiteContext, load_site_ca, write_private, write_private_key
+from gateway.runtime.backoff import jittered
+from gateway.site.context import SiteContext, load_site_ca, write_private_key
+from gateway.site.files import write_private
 from gateway.site.keystore import KeyStoreError, _read_private
 from gateway.store.audit_chain import AuditCheckpoint
 from gateway.store.base import PendingStamp, StoreError, TimestampRecord

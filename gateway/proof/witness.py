@@ -48,8 +48,8 @@ from crypto.keys import VerifyKey
 from crypto.recipes import sign, verify
 from crypto.tsa_verify import verify_token
 from gateway.proof.audit_verify import ChainWalker, Report
-from gateway.relay.channel import PinnedConnector
 from gateway.runtime import logjson
+from gateway.site.connector import PinnedConnector
 from gateway.site.context import SiteContext
 from gateway.site.tls import client_context
 from gateway.store.audit_chain import (

@@ -30,9 +30,9 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+from aiohttp import web
 
 from crypto.x509 import certificate_pin, certificate_serial, site_id_from_certificate
 from envelope.errors import EnvelopeError
@@ -55,19 +55,27 @@ from gateway.relay.reseal import stale_for_here, take_resealed_copy
 from gateway.runtime import logjson
 from gateway.runtime.faults import crash_point
 from gateway.runtime.metrics import Metrics
+from gateway.site.appkeys import CONTEXT, METRICS
 from gateway.site.context import SiteContext
-from gateway.site.tls import TLSConfigError, peer_certificate, peer_pin, peer_site_id
+from gateway.site.tls import TLSConfigError, peer_certificate
 from gateway.store.base import Acceptance, StoreError
 from gateway.trust import tls_identity
 
 log = logging.getLogger("valise.channel")
-CONTEXT = web.AppKey("context", SiteContext)
+
+
+class CourierWake(Protocol):
+    """Start the couriers of these peers now (the hop handler calls it when a batch it
+    accepted has work for them): how the channel's server half wakes the outbound side
+    without knowing it."""
+
+    def __call__(self, peers: Iterable[str]) -> None: ...
+
+
 WAKE = web.AppKey("wake", asyncio.Event)
 INBOUND = web.AppKey("inbound", asyncio.Event)
-METRICS = web.AppKey("metrics", Metrics)
 HEADS = web.AppKey("heads", HeadCache)
-POKE = web.AppKey("poke", object)  # Callable[[Iterable[str]], None]: start these couriers
-ENROLL = web.AppKey("enroll", object)
+POKE = web.AppKey("poke", CourierWake)
 # The TLS connections whose peer key was logged (their SSL objects, gone with them).
 CONNECTIONS = web.AppKey("connections", weakref.WeakSet)
 
@@ -415,7 +423,7 @@ def make_app(
     inbound: asyncio.Event,
     metrics: Metrics,
     heads: HeadCache | None = None,
-    poke: Callable[[Iterable[str]], None] | None = None,
+    poke: CourierWake | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[identify_peer],
@@ -433,138 +441,4 @@ def make_app(
         app[POKE] = poke
     app.router.add_post("/v1/hop", hop)
     app.router.add_get("/v1/directory", directory)
-    if ctx.config.is_hub:
-        from gateway.trust.enroll import enroll_handler
-
-        app.router.add_post("/v1/enroll", enroll_handler)
-        from gateway.trust.key_updates import keys_route
-
-        app.router.add_post("/v1/keys", keys_route())
-        from gateway.trust.announce import FETCHED_PATH, fetched_handler
-
-        app.router.add_get(FETCHED_PATH, fetched_handler)
-        from gateway.proof.timestamping import timestamp_handler, witness_routes
-
-        app.router.add_post("/v1/timestamp", timestamp_handler(ctx))
-        witness_post, witness_get = witness_routes(ctx)
-        app.router.add_post("/v1/witness", witness_post)
-        app.router.add_get("/v1/witness", witness_get)
     return app
-
-
-# -- client ---------------------------------------------------------------------------
-
-
-class PeerError(Exception):
-    """The peer could not be reached or answered nonsense; the batch is deferred."""
-
-
-Expectation = Callable[[str], tuple[str, tuple[str, ...]] | None]
-
-
-class PinnedConnector(TCPConnector):
-    """A connector that checks, on every new TLS connection, that the server is the
-    site we meant to reach and that its key is pinned in the directory.
-
-    ``expect(origin)`` maps ``https://host:port`` to (site id, pins); pins may be
-    empty where the content is signed anyway (the directory fetch). aiohttp offers
-    no public hook with the TLS object, hence the override of ``_create_connection``.
-
-    :meth:`renew_tls` is called when the client certificate changed (the key watcher
-    reloaded the SSL context): pooled connections would present the old one for as
-    long as traffic keeps them alive.
-    """
-
-    def __init__(self, *, expect: Expectation, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._expect = expect
-        self._made: weakref.WeakSet[Any] = weakref.WeakSet()  # our connections (protocols)
-        self._renewals = 0  # how many times renew_tls was called
-
-    def renew_tls(self) -> int:
-        """Make every later request handshake with the context's current certificate:
-        close the idle pooled connections now, and mark the others (a request in
-        flight) to close when their response is done instead of going back to the
-        pool. Returns how many idle connections were closed.
-
-        aiohttp has no public call for "drop the idle connections" (``close()`` ends
-        in-flight requests too), so this reads the pool, ``_conns``: key -> deque of
-        (protocol, time). A closed protocol is no longer ``is_connected()``, and the
-        pool discards such a connection when it next looks for one. Marking uses the
-        protocol's own ``force_close()``, which the pool honours on release."""
-        self._renewals += 1
-        for proto in list(self._made):
-            proto.force_close()
-        closed = 0
-        for idle in list(self._conns.values()):
-            for proto, _ in list(idle):
-                if proto.is_connected():
-                    proto.close()
-                    closed += 1
-        return closed
-
-    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
-        renewals = self._renewals
-        proto = await super()._create_connection(req, traces, timeout)
-        self._made.add(proto)
-        if renewals != self._renewals:  # its handshake may have used the old certificate
-            proto.force_close()
-        origin = f"{req.url.scheme}://{req.url.host}:{req.url.port}"
-        expected = self._expect(origin)
-        try:
-            ssl_object = proto.transport.get_extra_info("ssl_object") if proto.transport else None
-            if expected is None:
-                raise PeerError(f"{origin} is not a site endpoint in the directory")
-            site, pins = expected
-            actual = peer_site_id(ssl_object)
-            if actual != site:
-                raise PeerError(f"{origin} presented a certificate of {actual}, not {site}")
-            if pins and peer_pin(ssl_object) not in pins:
-                raise PeerError(f"the certificate of {site} is not pinned in the directory")
-        except Exception:
-            if proto.transport is not None:
-                proto.transport.close()
-            raise
-        return proto
-
-
-async def post_batch(
-    session: ClientSession,
-    endpoint: str,
-    peer: str,
-    envelopes: list[bytes],
-    timeout: float,
-) -> list[dict[str, Any]]:
-    """POST envelopes to ``peer``; return its per-envelope results. Raises PeerError."""
-    try:
-        async with session.post(
-            f"{endpoint}/v1/hop",
-            data=b"".join(envelopes),
-            headers={"Content-Type": MEDIA_TYPE},
-            timeout=ClientTimeout(total=timeout),
-        ) as resp:
-            if resp.status != 200:
-                raise PeerError(f"{peer} answered {resp.status}: {(await resp.text())[:200]}")
-            answer = await resp.json()
-    except (OSError, TimeoutError) as exc:
-        raise PeerError(f"{peer} unreachable: {exc}") from None
-    except Exception as exc:
-        if isinstance(exc, PeerError):
-            raise
-        raise PeerError(f"{peer}: {type(exc).__name__}: {exc}") from None
-    results = answer.get("results") if isinstance(answer, dict) else None
-    if not isinstance(results, list) or len(results) != len(envelopes):
-        raise PeerError(f"{peer} answered a malformed result list")
-    return results
-
-
-async def fetch_directory(session: ClientSession, endpoint: str, hub: str, timeout: float) -> bytes:
-    try:
-        async with session.get(
-            f"{endpoint}/v1/directory", timeout=ClientTimeout(total=timeout)
-        ) as resp:
-            if resp.status != 200:
-                raise PeerError(f"{hub} answered {resp.status}")
-            return await resp.read()
-    except (OSError, TimeoutError) as exc:
-        raise PeerError(f"{hub} unreachable: {exc}") from None

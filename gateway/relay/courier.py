@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -34,11 +33,13 @@ from aiohttp import ClientSession
 from crypto.keys import VerifyKey
 from envelope.open import parse_framed_head
 from envelope.receipt import RECEIPT_CLASS
-from gateway.relay.channel import PeerError, post_batch
+from gateway.relay.channel_client import post_batch
 from gateway.relay.circular_status import emit_closed
 from gateway.relay.hop import HopRefused, HopUnknownKey, verify_ack, verify_hop_ack
 from gateway.relay.reseal import HOLD_REASON
 from gateway.runtime import logjson
+from gateway.runtime.backoff import jittered
+from gateway.runtime.errors import PeerError
 from gateway.runtime.events import EventBus
 from gateway.runtime.metrics import Metrics
 from gateway.site.context import SiteContext
@@ -48,12 +49,6 @@ from routing.directory import DirectoryError
 log = logging.getLogger("valise.delivery")
 IDLE_POLL_SECONDS = 0.5
 COURIERS_PER_PEER = 2
-
-
-def jittered(base: float, attempts: int, cap: float) -> float:
-    """Exponential backoff with full jitter (AWS style), at least base/2."""
-    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
-    return max(base / 2, random.uniform(0, ceiling))  # noqa: S311 - jitter, not crypto
 
 
 def _check_ack(c: Claimed, ack: object, keys: dict[str, VerifyKey]) -> tuple[str, str]:

@@ -38,7 +38,6 @@ from envelope.errors import EnvelopeError
 from envelope.model import RecipientStanza
 from envelope.open import parse_framed_head
 from gateway.proof.audit import AuditError, record
-from gateway.relay.channel import PinnedConnector
 from gateway.relay.circular import hops_to_hold
 from gateway.relay.key_wait import seal_waiting
 from gateway.relay.receipt_reseal import ReceiptSweep
@@ -51,13 +50,15 @@ from gateway.relay.reseal import (
     stored_head,
 )
 from gateway.runtime import logjson
+from gateway.site.connector import PinnedConnector
 from gateway.site.context import SiteContext, load_keys
 from gateway.site.keyring import prunable
 from gateway.site.keystore import KeyStoreError
 from gateway.site.tls import TLSConfigError, reload_chain
 from gateway.store.base import StoreError
 from gateway.trust.announce import activate_announced
-from gateway.trust.lifecycle import KeyOpError, KeyOps, Outcome, audit_key_event
+from gateway.trust.lifecycle import KeyOpError, KeyOps, audit_key_event
+from gateway.trust.outcome import Outcome
 from routing.directory import Directory, DirectoryError, KeyState, parse_directory
 
 log = logging.getLogger("valise.keys")

@@ -28,7 +28,7 @@ Rules:
   from here: if the origin's key it is sealed to is revoked while it is on its way,
   it is re-sealed to the replacement (gateway/relay/reseal.py reseal_revoked).
 - An envelope that cannot be opened or delivered is failed and acked with the
-  reason; one whose local hand-off failed for now (DeliveryDeferred) stays
+  reason; one whose local hand-off failed for now (a Retry: DeliveryDeferred) stays
   ``received`` and is retried with backoff.
 - A document whose receipt cannot be sealed yet (its origin has no usable encryption
   key in our directory: revoked, the replacement not yet published) stays
@@ -63,13 +63,14 @@ from envelope.receipt import (
 )
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority
-from gateway.bridges.mail.local import DeliveryDeferred, deliver_locally
 from gateway.relay.circular import ReceiptRefused, check_origin_receipt
 from gateway.relay.circular_status import emit_completed
-from gateway.relay.courier import jittered
+from gateway.relay.handoff import HandOff
 from gateway.relay.hop import HeadCache
 from gateway.relay.submit import route_here, sealed_record
 from gateway.runtime import logjson
+from gateway.runtime.backoff import jittered
+from gateway.runtime.errors import Retry
 from gateway.runtime.events import Event, EventBus
 from gateway.runtime.metrics import Metrics
 from gateway.site.context import SiteContext, load_keys
@@ -261,8 +262,10 @@ class LocalDelivery:
         metrics: Metrics,
         events: EventBus,
         crash: Callable[[str], None],
+        hand_off: HandOff,
     ) -> None:
         self.ctx = ctx
+        self.hand_off = hand_off
         self.poke = poke
         self.inbound = inbound
         self.metrics = metrics
@@ -361,8 +364,8 @@ class LocalDelivery:
         mid = o.record.message_id
         assert o.sealed is not None and o.folder is not None
         try:
-            await deliver_locally(self.ctx, mid, o.sealed, o.folder)
-        except DeliveryDeferred as exc:
+            await self.hand_off(self.ctx, mid, o.sealed, o.folder)
+        except Retry as exc:
             relay = self.ctx.config.relay
             n = self.failures.get(mid, 0) + 1
             self.failures[mid] = n

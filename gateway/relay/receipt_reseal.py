@@ -34,9 +34,9 @@ from envelope.receipt import RECEIPT_CLASS
 from gateway.relay.reseal import NOT_YET, ResealResult, has_active_key, reseal_message, stored_head
 from gateway.site.context import SiteContext
 from gateway.store.base import OutState
+from gateway.trust.escrow_rewrap import WINDOW
 from routing.directory import Directory, KeyState
 
-WINDOW = timedelta(days=1)
 EVERY = timedelta(hours=6)
 _NEVER = datetime.min.replace(tzinfo=UTC)
 

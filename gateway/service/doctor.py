@@ -38,7 +38,6 @@ from envelope.errors import EnvelopeError
 from envelope.values import format_time
 from gateway.proof.audit import untimed_tail
 from gateway.proof.timestamping import TSA_KEY
-from gateway.relay.channel import PinnedConnector
 from gateway.service.doctor_checks import (
     Check,
     Status,
@@ -56,6 +55,7 @@ from gateway.service.doctor_checks import (
     store_durability_checks,
 )
 from gateway.service.doctor_queue import queue_checks
+from gateway.site.connector import PinnedConnector
 from gateway.site.context import TlsMaterial, load_directory, open_store, read_trust
 from gateway.site.keyring import RING, load_ring
 from gateway.site.keystore import (

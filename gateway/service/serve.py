@@ -26,6 +26,7 @@ from gateway.relay.kept_receipts import recheck_kept_receipts
 from gateway.runtime.events import EventBus
 from gateway.runtime.logjson import JsonFormatter
 from gateway.runtime.metrics import Metrics
+from gateway.service.hub_routes import add_hub_routes
 from gateway.service.workers import Workers
 from gateway.site.context import SiteContext, load_site
 from gateway.site.keystore import require_encrypted
@@ -114,11 +115,9 @@ async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
         raise
     host, port = split_hostport(ctx.config.site.listen, "[site] listen")
     ops_host, ops_port = split_hostport(ctx.config.ops.listen, "[ops] listen")
-    channel = web.AppRunner(
-        make_app(ctx, wake, inbound, stats, workers.local.heads, workers.couriers.poke),
-        access_log=None,
-        handle_signals=False,
-    )
+    channel_app = make_app(ctx, wake, inbound, stats, workers.local.heads, workers.couriers.poke)
+    add_hub_routes(channel_app, ctx)
+    channel = web.AppRunner(channel_app, access_log=None, handle_signals=False)
     ops = web.AppRunner(ops_app(ctx, stats), access_log=None, handle_signals=False)
     await channel.setup()
     await ops.setup()

@@ -21,18 +21,22 @@ from datetime import UTC, datetime
 
 from aiohttp import ClientSession
 
+from gateway.bridges.mail.delivery import deliver_locally
 from gateway.proof.audit import AuditCheckpointer
 from gateway.proof.timestamping import Stamper
-from gateway.relay.channel import PeerError, PinnedConnector, fetch_directory
+from gateway.relay.channel_client import fetch_directory
 from gateway.relay.circular_status import emit_closed
-from gateway.relay.courier import Couriers, jittered
+from gateway.relay.courier import Couriers
 from gateway.relay.key_watch import KeyWatcher, audit_directory
 from gateway.relay.local_delivery import LocalDelivery
 from gateway.relay.submit import record_for, submit, submit_sealed
 from gateway.runtime import logjson
+from gateway.runtime.backoff import jittered
+from gateway.runtime.errors import PeerError
 from gateway.runtime.events import EventBus
 from gateway.runtime.faults import crash_point
 from gateway.runtime.metrics import Metrics
+from gateway.site.connector import PinnedConnector
 from gateway.site.context import SiteContext
 from gateway.site.tls import client_context
 from gateway.trust.directory_age import mark_fetched
@@ -75,6 +79,7 @@ class Workers:
             metrics=metrics,
             events=self.events,
             crash=self._crash,
+            hand_off=deliver_locally,
         )
         self.session: ClientSession | None = None
         # The channel server's TLS context (set by gateway/service/serve.py before start): key

@@ -17,11 +17,7 @@ Everything in a site folder is owner-only (0700 folders, 0600 files): gateway/si
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
-import os
-import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +25,8 @@ from config.site import SiteConfig, load_site_config
 from crypto.armor import load_signing_key
 from crypto.keys import SigningKey, VerifyKey
 from crypto.x509 import SiteCA
-from gateway.site.keystore import PRIVATE_MODE, SiteKeys, _read_private, seal_private
+from gateway.site.files import write_private
+from gateway.site.keystore import SiteKeys, _read_private, seal_private
 from gateway.site.modes import PRIVATE_DIR_MODE, create_private_file
 from gateway.store.base import Store
 from routing.directory import Directory, DirectoryError, accept_update, parse_directory
@@ -89,18 +86,6 @@ def install_directory_file(
     return new
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created 0600) for a read-modify-write shared
-    by the running gateway and the admin CLI. Blocks until it is free."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def load_site_ca(keys_dir: Path, passphrase: bytes | None = None) -> SiteCA:
     """HQ's site CA (keys/ca.crt and the 0600 keys/ca.key, encrypted under
     ``passphrase`` if it was written so). Raises KeyStoreError, CertificateError."""
@@ -128,21 +113,6 @@ def archived_directories(site_dir: Path) -> list[tuple[int, Path]]:
     folder = site_dir / "directories"
     found = [(int(p.stem), p) for p in folder.glob("*.xml") if p.stem.isdigit()]
     return sorted(found)
-
-
-def write_private(path: Path, data: bytes, *, mode: int = PRIVATE_MODE) -> None:
-    """Write atomically (temp file, fsync, rename) with ``mode``."""
-    # A temp name of our own: another process may be writing the same file (the admin
-    # CLI and the running gateway both install directories); the last rename wins.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
 
 
 def read_trust(keys_dir: Path) -> VerifyKey:

@@ -53,7 +53,7 @@ from crypto.x509 import certificate_not_after, certificate_pin
 from envelope.errors import EnvelopeError
 from envelope.keydoc import PublicKeyDoc, parse_public_key_doc, write_public_key_doc
 from envelope.values import truncate_to_second
-from gateway.site.context import file_lock, write_private
+from gateway.site.files import file_lock, write_private
 from gateway.site.keystore import (
     DEFAULT_KEY_VALIDITY,
     PRIVATE_MODE,

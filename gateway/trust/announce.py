@@ -24,16 +24,21 @@ Rules:
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-from gateway.relay.channel import CONTEXT, PeerError
+from config.site import SiteConfig
 from gateway.runtime import logjson
+from gateway.runtime.errors import PeerError
+from gateway.site.appkeys import CONTEXT
 from gateway.site.context import open_store
-from gateway.site.keyring import RingKey, announce, announced, ring_lock, save_ring
+from gateway.site.keyring import KeyRing, RingKey, announce, announced, ring_lock, save_ring
 from gateway.store.base import Store, StoreError
+from gateway.trust.outcome import Outcome
 from routing.announce import (
     MAX_ANSWER_BYTES,
     AnnounceAnswerError,
@@ -45,8 +50,28 @@ from routing.announce import (
 )
 from routing.directory import Directory, DirectoryError, KeyState
 
-if TYPE_CHECKING:
-    from gateway.trust.lifecycle import KeyOps, Outcome
+
+class KeyOps(Protocol):
+    """What announcing and activating a key need of the key operations
+    (gateway/trust/lifecycle.py KeyOps, which calls this module)."""
+
+    config: SiteConfig
+    site: str
+    keys_dir: Path
+    store: Store | None
+
+    def ring(self) -> KeyRing: ...
+
+    def directory(self) -> Directory: ...
+
+    async def sync(self, out: Outcome) -> None: ...
+
+    async def activate(
+        self, key_id: str, overlap: timedelta, *, dry_run: bool = False, out: Outcome | None = None
+    ) -> Outcome: ...
+
+    def hub_session(self) -> AbstractAsyncContextManager[ClientSession]: ...
+
 
 log = logging.getLogger("valise.keys")
 FETCHED_PATH = "/v1/directory/fetched"
@@ -179,8 +204,6 @@ async def activate_announced(ops: KeyOps, now: datetime, overlap: timedelta) -> 
     did not reach HQ (its sync failed). Asks who has fetched what only when a
     deadline alone does not decide. Raises KeyOpError, KeyStoreError, DirectoryError
     (the caller logs and retries)."""
-    from gateway.trust.lifecycle import Outcome
-
     out = Outcome()
     ring = ops.ring()
     states = ops.directory().site(ops.site).states()

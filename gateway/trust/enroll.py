@@ -64,9 +64,9 @@ from gateway.site.context import (
     load_site_ca,
     open_store,
     read_trust,
-    write_private,
     write_private_key,
 )
+from gateway.site.files import write_private
 from gateway.site.keystore import generate_site_keys
 from gateway.site.modes import make_private_dir
 from gateway.site.tls import client_context
@@ -261,7 +261,7 @@ def _refused(reason: object, status: int = 403) -> web.Response:
 async def enroll_handler(request: web.Request) -> web.Response:
     """HQ's /v1/enroll: the join request of a pending mission, over its bootstrap
     certificate (gateway/trust/tls_identity.py admits nothing else here)."""
-    from gateway.relay.channel import CONTEXT
+    from gateway.site.appkeys import CONTEXT
 
     ctx: SiteContext = request.app[CONTEXT]
     peer: str = request["peer"]

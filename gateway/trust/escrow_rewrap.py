@@ -24,9 +24,11 @@ from datetime import datetime, timedelta
 from crypto.keys import DecryptionKey, EncryptionKey
 from envelope.errors import DecryptionFailed
 from envelope.reseal import rewrap_escrow
-from gateway.relay.receipt_reseal import WINDOW
 from gateway.store.base import Store
 
+# How far back a receipt of ours is sealed again to an origin whose key was revoked
+# (gateway/relay/receipt_reseal.py reads it from here: the escrow must outlive it).
+WINDOW = timedelta(days=1)
 # Receipts sealed again after a revocation are at most WINDOW older than its first
 # sight, which may come up to the replacement's publication later: a margin on top.
 RECEIPTS_FOR = WINDOW + timedelta(days=1)

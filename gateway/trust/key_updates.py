@@ -335,7 +335,7 @@ async def keys_handler(request: web.Request, rate: UpdateRate) -> web.Response:
     """HQ's POST /v1/keys. Only updates signed by one of the site's keys count against
     its rate: a holder of the site's certificate alone (the recovery case: a thief of a
     revoked TLS key) must not be able to spend the site's budget and stop its recovery."""
-    from gateway.relay.channel import CONTEXT
+    from gateway.site.appkeys import CONTEXT
 
     ctx = request.app[CONTEXT]
     standing = request["standing"]  # gateway/trust/tls_identity.py: pinned or recovery

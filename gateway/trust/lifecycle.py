@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -51,8 +50,8 @@ from gateway.site.context import (
     load_keys,
     open_store,
     read_trust,
-    write_private,
 )
+from gateway.site.files import write_private
 from gateway.site.keyring import (
     MAX_OVERLAP_SECONDS,
     KeyRing,
@@ -76,6 +75,7 @@ from gateway.site.keyring import (
 from gateway.site.keystore import KeyStoreError, _read_private
 from gateway.site.tls import client_context
 from gateway.store.base import Store, StoreError
+from gateway.trust.announce import announce_key
 from gateway.trust.escrow_rewrap import rewrap_escrows
 from gateway.trust.key_updates import (
     KeyUpdate,
@@ -85,6 +85,7 @@ from gateway.trust.key_updates import (
     issue_tls_certificate,
     post_update,
 )
+from gateway.trust.outcome import Outcome
 from gateway.trust.publish import publish
 from gateway.trust.ring_repair import drop_extra_next
 from routing.directory import (
@@ -106,17 +107,6 @@ def _rank(state: str | KeyState) -> int:
 class KeyOpError(Exception):
     """A key operation could not be done; one line says why. Nothing was half-done
     that a re-run would not finish."""
-
-
-@dataclass
-class Outcome:
-    """What a key command did (or, with --dry-run, would do)."""
-
-    steps: list[str] = field(default_factory=list)
-    serial: int | None = None  # the directory version in force afterwards
-
-    def add(self, step: str) -> None:
-        self.steps.append(step)
 
 
 def parse_duration(text: str, limit: float = MAX_OVERLAP_SECONDS) -> timedelta:
@@ -179,8 +169,6 @@ class KeyOps:
         """Generate and publish a new ``kind`` key as next; activate it at once with
         ``at_once`` (or ``[keys] announce_seconds = 0``), else when its announcement
         is due (gateway/trust/announce.py)."""
-        from gateway.trust.announce import announce_key
-
         check_overlap(overlap)  # before a key is generated and published
         out = Outcome()
         announce = timedelta(seconds=self.config.keys.announce_seconds)

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from crypto.armor import load_signing_key
-from gateway.site.context import archive_directory, file_lock, read_trust, write_private
+from gateway.site.context import archive_directory, read_trust
+from gateway.site.files import file_lock, write_private
 from gateway.site.keystore import _read_private
 from routing.directory import (
     MAX_DIRECTORY_BYTES,

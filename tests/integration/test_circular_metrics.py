@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.runtime.metrics import Metrics
 from gateway.store.base import Store
 from tests.contract.helpers import HANOI, HQ, T0
-from tests.integration.test_store_destinations import ROME, origin_circular, receipt
+from tests.contract.test_store_destinations import ROME, origin_circular, receipt
 
 LIMA = "M-LIMA"
 

@@ -34,6 +34,7 @@ from envelope.open import parse_framed_head
 from envelope.receipt import RECEIPT_CLASS, RECEIPT_MEDIA_TYPE, RECEIPT_NAME, Receipt, write_receipt
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority
+from gateway.bridges.mail.delivery import deliver_locally
 from gateway.demo.network import Network
 from gateway.relay.local_delivery import LocalDelivery
 from gateway.relay.submit import record_for
@@ -141,6 +142,7 @@ async def _deliver_at_origin(world: World, data: bytes) -> tuple[str, list[Event
             metrics=Metrics(),
             events=bus,
             crash=lambda point: None,
+            hand_off=deliver_locally,
         )
         assert await delivery.once()
         (item,) = [i for i in await ctx.store.inbox() if i.message_id == record.message_id]

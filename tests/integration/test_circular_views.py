@@ -36,7 +36,8 @@ from envelope.digested import digested_bytes
 from envelope.open import parse_framed_head
 from gateway.cli.app import main
 from gateway.demo.network import Network
-from gateway.evidence.bundle import FORMAT, FORMAT_V1, MANIFEST, _open_receipt
+from gateway.evidence.export import _open_receipt
+from gateway.evidence.layout import FORMAT, FORMAT_V1, MANIFEST
 from gateway.evidence.verify import FAILED, OK, SKIPPED, Verification, verify_bundle
 from gateway.service.doctor_checks import Status
 from gateway.service.doctor_queue import queue_checks

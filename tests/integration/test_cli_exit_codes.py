@@ -28,6 +28,7 @@ import pytest
 from click.testing import CliRunner
 
 from config.site import load_site_config, render_site_config
+from gateway.bridges.mail.delivery import deliver_locally
 from gateway.cli.app import main
 from gateway.demo.network import SiteProcess, free_port
 from gateway.relay.local_delivery import LocalDelivery
@@ -122,6 +123,7 @@ async def _deliver_here(hq: Path) -> None:
             metrics=Metrics(),
             events=EventBus(),
             crash=lambda point: None,
+            hand_off=deliver_locally,
         )
         assert await delivery.once()
     finally:

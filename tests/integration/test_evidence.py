@@ -28,7 +28,7 @@ from crypto.tsa import TimeStampAuthority
 from crypto.x509 import SiteCA, issue_tsa_certificate
 from envelope.open import parse_framed_head
 from gateway.demo.network import Network
-from gateway.evidence.bundle import MANIFEST
+from gateway.evidence.layout import MANIFEST
 from gateway.evidence.verify import FAILED, OK, SKIPPED, Verification, verify_bundle
 from gateway.relay.outbox import Document, send_documents
 from gateway.site.context import load_site

@@ -15,7 +15,7 @@ from pathlib import Path
 from crypto.tsa import TimeStampAuthority
 from crypto.x509 import SiteCA, issue_tsa_certificate
 from envelope.open import parse_framed_head
-from gateway.evidence.bundle import (
+from gateway.evidence.layout import (
     CA,
     DIRECTORIES,
     ENVELOPE,

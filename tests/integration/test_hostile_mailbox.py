@@ -31,7 +31,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from envelope.model import PartInfo, SealedHeader
-from gateway.bridges.mail.local import deliver_locally
+from gateway.bridges.mail.delivery import deliver_locally
 from gateway.bridges.mail.maildir import delivered_keys
 from gateway.demo.network import Network, free_port
 from gateway.relay.outbox import Document, send_documents

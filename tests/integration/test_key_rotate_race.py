@@ -18,7 +18,8 @@ from pathlib import Path
 
 from config.site import load_site_config
 from gateway.site.keyring import generate_key, load_ring, ring_lock, save_ring
-from gateway.trust.lifecycle import KeyOps, Outcome
+from gateway.trust.lifecycle import KeyOps
+from gateway.trust.outcome import Outcome
 from routing.directory import KeyState
 
 

@@ -29,7 +29,7 @@ from envelope.framing import MAGIC
 from envelope.open import parse_framed_head
 from gateway.cli.app import main
 from gateway.demo.network import Network
-from gateway.evidence.bundle import FORMAT, MANIFEST
+from gateway.evidence.layout import FORMAT, MANIFEST
 from gateway.evidence.verify import FAILED, OK, SKIPPED, Verification, verify_bundle
 from gateway.store.base import Store
 from tests.contract.helpers import T0, mid, record

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from gateway.store.base import Store
 from tests.contract.helpers import HANOI, PARIS, T0
-from tests.integration.test_store_destinations import MINUTE, hub_circular, relayed_receipt
+from tests.contract.test_store_destinations import MINUTE, hub_circular, relayed_receipt
 
 
 async def test_a_second_receipt_racing_the_first_is_not_relayed(store: Store) -> None:

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from envelope.errors import EnvelopeError
 from envelope.framing import MAGIC
-from gateway.evidence.bundle import COPIES, copy_files
 from gateway.evidence.copies import _earlier_copy
+from gateway.evidence.layout import COPIES, copy_files
 
 
 @given(st.binary(min_size=32, max_size=32))

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.cli.queue import shape_count
-from gateway.evidence.bundle import (
+from gateway.evidence.layout import (
     ENVELOPE_DIGESTED,
     RECEIPT_DIGESTED,
     SITE_RE,

@@ -111,7 +111,7 @@ def test_a_failed_export_removes_what_it_wrote(tmp_path: Path) -> None:
 def test_an_evidence_bundle_ignores_a_planted_staging_name(tmp_path: Path) -> None:
     """The bundle is staged under a fresh private name, not a guessable sibling that
     another user can plant first (a link there blocked the export, or worse)."""
-    from gateway.evidence.bundle import _write
+    from gateway.evidence.export import _write
 
     victim = tmp_path / "victim"
     victim.mkdir()

@@ -18,7 +18,7 @@ from crypto.x509 import (
     site_public_key,
 )
 from envelope.keydoc import parse_public_key_doc
-from gateway.site.context import write_private
+from gateway.site.files import write_private
 from gateway.site.keyring import (
     RING,
     KeyRing,

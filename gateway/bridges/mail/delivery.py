@@ -1,6 +1,6 @@
 """Mail delivery at a site: documents received here, and DSNs back to local senders.
 
-Called by :func:`gateway.bridges.mail.local.deliver_locally` for a mailbox whose mode is
+Called by :func:`deliver_locally` for a mailbox whose mode is
 ``maildir`` or ``smtp`` (the document is already in the HTTP inbox, DIR/inbox/ID/),
 and by the SMTP bridge for the DSN of a message that failed.
 
@@ -65,7 +65,6 @@ from gateway.bridges.mail.address import (
     site_address,
 )
 from gateway.bridges.mail.headers import safe_filename, subject_header
-from gateway.bridges.mail.local import DeliveryDeferred, mode_for
 from gateway.bridges.mail.passthrough import refusal, stamp, stamp_lines
 from gateway.bridges.mail.smarthost import (
     SmarthostRefused,
@@ -73,6 +72,8 @@ from gateway.bridges.mail.smarthost import (
     send_via_smarthost,
 )
 from gateway.proof import audit
+from gateway.relay.handoff import DeliveryDeferred
+from gateway.runtime.errors import Refused
 from gateway.site.context import SiteContext
 
 log = logging.getLogger("valise.mail")
@@ -82,7 +83,7 @@ MAX_SHOWN_CHARS = 320  # of a refused field, in the log and the audit log
 _MEDIA_TYPE = re.compile(r"([a-z0-9][a-z0-9!#$&^_.+-]*)/([a-z0-9][a-z0-9!#$&^_.+-]*)")
 
 
-class MailRefused(Exception):
+class MailRefused(Refused):
     """The local mail server refused the message for good."""
 
 
@@ -285,7 +286,7 @@ async def deliver_dsn(ctx: SiteContext, message_id: str, to: str, dsn: bytes) ->
     except AddressError as exc:
         raise MailRefused(f"DSN {message_id}: {to!r} is not a local address: {exc}") from None
     mailbox = rcpt.mailbox
-    mode = mode_for(ctx, mailbox)
+    mode = ctx.config.delivery.mode_for(mailbox)
     if mode == "maildir":
         root = ctx.config.directory / ctx.config.delivery.maildir
         box = maildir.mailbox_folder(root, mailbox)
@@ -301,3 +302,16 @@ async def deliver_dsn(ctx: SiteContext, message_id: str, to: str, dsn: bytes) ->
         await _to_smarthost(ctx, mail_from="", to=address, data=dsn, what=f"DSN {message_id}")
         return True
     return False
+
+
+async def deliver_locally(
+    ctx: SiteContext, message_id: str, sealed: SealedHeader, folder: Path
+) -> None:
+    """The site's hand-off (gateway/relay/handoff.py): the opened document in ``folder``
+    goes on by its mailbox's mode (``[delivery] mode``, or the mailbox's override in
+    ``[delivery] mailboxes``); a mailbox that is not one plain local dot-atom is the
+    default mailbox. ``inbox`` does nothing more: the document stays in DIR/inbox/ID/."""
+    mode = ctx.config.delivery.mode_for(delivery_mailbox(sealed.mailbox).value)
+    if mode == "inbox":
+        return
+    await deliver_mail(ctx, mode, message_id, sealed, folder)

@@ -59,7 +59,6 @@ from config.site import enabled, split_hostport
 from gateway.bridges.mail.address import bounce_recipient
 from gateway.bridges.mail.delivery import MailRefused, deliver_dsn, gateway_name
 from gateway.bridges.mail.dsn import Bounce, build_dsn
-from gateway.bridges.mail.local import DeliveryDeferred
 from gateway.bridges.smtp.auth import authenticate
 from gateway.bridges.smtp.handler import SmtpHandler
 from gateway.bridges.smtp.sent import SentRecord, SentRecords
@@ -67,6 +66,7 @@ from gateway.bridges.smtp.server import CALL_LIMITS, ValiseSMTP
 from gateway.bridges.smtp.sessions import SessionSlots, preauth_limit
 from gateway.relay.circular import DELIVERED, MessageStatus
 from gateway.relay.circular_status import message_status
+from gateway.relay.handoff import DeliveryDeferred
 from gateway.runtime.events import Event, EventBus
 from gateway.site.context import SiteContext
 from gateway.site.tls import _load_chain

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gateway.site.context import write_private
+from gateway.site.files import write_private
 
 FOLDER = "smtp-sent"
 
