@@ -142,6 +142,13 @@ def aware(moment: datetime, what: str = "time") -> datetime:
     return moment.astimezone(UTC)
 
 
+def check_limit(limit: int) -> int:
+    """A listing's ``limit``: a negative one is refused (it is no "no limit")."""
+    if limit < 0:
+        raise StoreError(f"limit must not be negative, got {limit}")
+    return limit
+
+
 def check_record(record: EnvelopeRecord) -> None:
     aware(record.created, "created")
     aware(record.expires, "expires")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from gateway.store._common import aware
+from gateway.store._common import aware, check_limit
 from gateway.store.audit_chain import (
     CHECKPOINT_ACTION,
     ZERO_HASH,
@@ -133,6 +133,7 @@ class Audit(OnDriver):
 
     async def audit_entries(self, *, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
         q = self._sql("audit")
+        check_limit(limit)
 
         async def read(c: Conn) -> list[AuditEntry]:
             return [_entry(r) for r in await c.fetch(q.entries, after=after, limit=limit)]
@@ -167,6 +168,7 @@ class Audit(OnDriver):
         self, *, after: int = 0, limit: int = 1000
     ) -> list[AuditCheckpoint]:
         q = self._sql("audit")
+        check_limit(limit)
 
         async def read(c: Conn) -> list[AuditCheckpoint]:
             return [_checkpoint(r) for r in await c.fetch(q.checkpoints, after=after, limit=limit)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from gateway.store._common import check_limit
 from gateway.store.audit_chain import (
     CHECKPOINT_ACTION,
     AuditCheckpoint,
@@ -58,10 +59,12 @@ class MemoryAudit(MemoryTables):
         return await self._read(q)
 
     async def audit_entries(self, *, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        check_limit(limit)
+
         def q(t: Tables) -> list[AuditEntry]:
             # seq n is at index n - 1 (seq starts at 1 and has no gaps).
             rows = t.audit[max(after, 0) :]
-            return [replace(e) for e in (rows[:limit] if limit >= 0 else rows)]
+            return [replace(e) for e in rows[:limit]]
 
         return await self._read(q)
 
@@ -89,9 +92,11 @@ class MemoryAudit(MemoryTables):
     async def audit_checkpoints(
         self, *, after: int = 0, limit: int = 1000
     ) -> list[AuditCheckpoint]:
+        check_limit(limit)
+
         def q(t: Tables) -> list[AuditCheckpoint]:
             rows = [t.checkpoints[s] for s in sorted(t.checkpoints) if s > after]
-            return [replace(c) for c in (rows[:limit] if limit >= 0 else rows)]
+            return [replace(c) for c in rows[:limit]]
 
         return await self._read(q)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from gateway.store._common import DUPLICATE_RECEIPT, check_record
+from gateway.store._common import DUPLICATE_RECEIPT, check_limit, check_record
 from gateway.store.memory_common import accept_one, fail_undelivered
 from gateway.store.memory_destinations import close_open, receipted, record_receipt_rows
 from gateway.store.memory_tables import MemoryTables, Tables, add_history, utc
@@ -92,6 +92,7 @@ class MemoryInbound(MemoryTables):
         limit: int = 100,
         after: tuple[datetime, str] | None = None,
     ) -> list[InboxItem]:
+        check_limit(limit)
         wanted = None if state is None else InState(state).value
         cursor = None if after is None else (utc(after[0]), after[1])
 
@@ -103,8 +104,7 @@ class MemoryInbound(MemoryTables):
             )
             if cursor is not None:
                 rows = [r for r in rows if (r[0], r[1]) > cursor]
-            if limit >= 0:
-                rows = rows[:limit]
+            rows = rows[:limit]
             out = []
             for received, mid, item_state in rows:
                 env = t.envelopes[mid]

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from envelope.framing import PREFIX_BYTES
 from envelope.limits import MAX_HEAD_XML_BYTES
+from gateway.store._common import check_limit
 from gateway.store.enrollments import CertificatePurpose, Enrollment, IssuedCertificate
 from gateway.store.memory_destinations import requeue as requeue_deliveries
 from gateway.store.memory_tables import MemoryTables, Tables, utc
@@ -74,12 +75,14 @@ class MemoryTrust(MemoryTables):
             await self._write(tx)
 
     async def timestamp_pending(self, *, limit: int) -> list[PendingStamp]:
+        check_limit(limit)
+
         def q(t: Tables) -> list[PendingStamp]:
             pending = sorted(
                 (env.accepted_at, mid) for mid, env in t.envelopes.items() if env.stamp_pending
             )
             out = []
-            for _, mid in pending[:limit] if limit >= 0 else pending:
+            for _, mid in pending[:limit]:
                 env = t.envelopes[mid]
                 out.append(
                     PendingStamp(

@@ -14,7 +14,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from gateway.store._common import DUPLICATE_RECEIPT, aware, check_record, split_digests
+from gateway.store._common import (
+    DUPLICATE_RECEIPT,
+    aware,
+    check_limit,
+    check_record,
+    split_digests,
+)
 from gateway.store.base import (
     Closed,
     EnvelopeRecord,
@@ -117,6 +123,7 @@ class PostgresInbound:
         limit: int = 100,
         after: tuple[datetime, str] | None = None,
     ) -> list[InboxItem]:
+        check_limit(limit)
         wanted = None if state is None else InState(state).value
         after_at = None if after is None else aware(after[0])
         after_id = None if after is None else after[1]

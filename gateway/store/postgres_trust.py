@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from envelope.limits import MAX_HEAD_XML_BYTES
-from gateway.store._common import aware
+from gateway.store._common import aware, check_limit
 from gateway.store.base import DirectoryFetch, PendingStamp, TimestampRecord
 from gateway.store.postgres_destinations import requeue as requeue_deliveries
 
@@ -66,6 +66,8 @@ class PostgresTrust:
             await self._write(tx)
 
     async def timestamp_pending(self, *, limit: int) -> list[PendingStamp]:
+        check_limit(limit)
+
         async def q(conn: Conn) -> list[PendingStamp]:
             # The head's length is in the prefix (envelope/framing.py): read just it.
             rows = await conn.fetch(

@@ -142,8 +142,8 @@ def record_ack(c: sqlite3.Connection, message_id: str, proof: bytes, at: str) ->
     """Store the proof of delivery of a message without destination rows (a receipt
     envelope sealed here: its next hop's signed acknowledgement) in envelopes.receipt and
     mark every hop row of it delivered; False if one was recorded already, or if the
-    message has destination rows (their receipts are per destination). Raises StoreError
-    for an unknown message."""
+    message has destination rows (their receipts are per destination), and for a message
+    not stored here (deleted meanwhile: nothing to record)."""
     if has_rows(c, message_id):
         return False
     cur = c.execute(
@@ -151,9 +151,7 @@ def record_ack(c: sqlite3.Connection, message_id: str, proof: bytes, at: str) ->
         (proof, message_id),
     )
     if cur.rowcount == 0:
-        if c.execute("SELECT 1 FROM envelopes WHERE message_id = ?", (message_id,)).fetchone():
-            return False
-        raise StoreError(f"unknown message {message_id}")
+        return False
     moved = set_state(
         c,
         message_id,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from gateway.store._common import DUPLICATE_RECEIPT, check_record, split_digests
+from gateway.store._common import DUPLICATE_RECEIPT, check_limit, check_record, split_digests
 from gateway.store.base import (
     EnvelopeRecord,
     InboundOutcome,
@@ -140,6 +140,7 @@ class SqliteInbound:
         limit: int = 100,
         after: tuple[datetime, str] | None = None,
     ) -> list[InboxItem]:
+        check_limit(limit)
         wanted = None if state is None else InState(state).value
         after_at = None if after is None else ts(after[0])
         after_id = None if after is None else after[1]

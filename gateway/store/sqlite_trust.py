@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from envelope.framing import PREFIX_BYTES
 from envelope.limits import MAX_HEAD_XML_BYTES
-from gateway.store._common import aware
+from gateway.store._common import aware, check_limit
 from gateway.store.base import DirectoryFetch, PendingStamp, TimestampRecord
 from gateway.store.sqlite_destinations import requeue as requeue_deliveries
 
@@ -73,6 +73,8 @@ class SqliteTrust:
             await self._write(tx)
 
     async def timestamp_pending(self, *, limit: int) -> list[PendingStamp]:
+        check_limit(limit)
+
         def q(c: sqlite3.Connection) -> list[PendingStamp]:
             rows = c.execute(
                 "SELECT message_id, origin, received_from, doc_class, digest,"

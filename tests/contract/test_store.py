@@ -648,3 +648,18 @@ async def test_a_closed_store_refuses_calls(backend: str, sqlite_path: Path) -> 
         await s.close()  # idempotent
         with pytest.raises(StoreError):
             await s.ping()
+
+
+async def test_a_negative_limit_is_refused(store: Store) -> None:
+    """A listing's limit below 0 is an error on every backend, not "no limit"."""
+    await put(store, 1, here=True)
+    for listing in (
+        lambda: store.inbox(limit=-1),
+        lambda: store.audit_entries(limit=-1),
+        lambda: store.audit_checkpoints(limit=-1),
+        lambda: store.timestamp_pending(limit=-1),
+    ):
+        with pytest.raises(StoreError, match="limit must not be negative"):
+            await listing()
+    assert len(await store.inbox(limit=0)) == 0
+    assert len(await store.inbox(limit=1)) == 1

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from gateway.store.base import (
     Closed,
     InboundOutcome,
@@ -158,15 +156,10 @@ async def test_forwarded_records_acknowledged_receipts_in_the_same_call(store: S
 
 
 async def test_forwarded_skips_a_receipt_proof_for_a_message_not_stored_here(
-    store: Store, backend: str, request: pytest.FixtureRequest
+    store: Store,
 ) -> None:
     """A proof for a message gone meanwhile (deleted by the operator) records nothing;
-    the call's other changes stand (PostgreSQL and memory; SQLite raises StoreError and
-    rolls the whole call back: a difference between the backends, to be settled)."""
-    if backend == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="SQLite raises for an unknown message")
-        )
+    the call's other changes stand (on every backend)."""
     await put(store, 1)
     await store.claim(peer=PARIS, owner="a", limit=5, lease_seconds=60, now=T0)
     await store.forwarded([(mid(1), PARIS)], owner="a", now=T0, receipts=[(mid(9), b"ack")])
