@@ -41,6 +41,8 @@ class Row(Protocol):
 class Conn(Protocol):
     """The database inside one read or one transaction."""
 
+    backend: str  # "sqlite" or "postgres": whose queries it runs (queries.load)
+
     async def fetch(self, query: Query, **params: Any) -> list[Row]: ...
     async def fetchrow(self, query: Query, **params: Any) -> Row | None: ...
     async def fetchval(self, query: Query, **params: Any) -> Any: ...
@@ -96,3 +98,8 @@ class OnDriver:
     def _sql(self, concern: str) -> Queries:
         """The concern's named queries for this store's backend (loaded once)."""
         return load(self._db.backend, concern)
+
+
+def sql(c: Conn, concern: str) -> Queries:
+    """The concern's named queries for ``c``'s backend (for helpers taking a Conn)."""
+    return load(c.backend, concern)

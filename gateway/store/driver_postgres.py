@@ -46,6 +46,8 @@ def _count(status: str) -> int:
 class PostgresConn:
     """A pooled asyncpg connection inside one call."""
 
+    backend = "postgres"
+
     def __init__(self, raw: PgConn):
         self.raw = raw
 

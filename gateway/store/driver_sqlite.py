@@ -57,6 +57,8 @@ def _params(query: Query, values: Mapping[str, Any]) -> dict[str, Any]:
 class SqliteConn:
     """The store's connection inside one call, on the store's thread."""
 
+    backend = "sqlite"
+
     def __init__(self, raw: sqlite3.Connection):
         self.raw = raw
 

@@ -50,6 +50,7 @@ from gateway.store.base import (
     ReceiptRecord,
     StoreError,
 )
+from gateway.store.destinations import Destinations
 from gateway.store.driver_postgres import ERRORS as _ERRORS
 from gateway.store.driver_postgres import PostgresDriver
 from gateway.store.enroll import Enroll
@@ -67,7 +68,6 @@ from gateway.store.postgres_common import (
     utc,
 )
 from gateway.store.postgres_destinations import (
-    PostgresDestinations,
     close_open,
     record_acks,
     record_receipt_rows,
@@ -166,7 +166,7 @@ class PostgresStore(
     PostgresTrust,
     Audit,
     Enroll,
-    PostgresDestinations,
+    Destinations,
     PostgresKeptReceipts,
 ):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""

@@ -20,8 +20,7 @@ methods run through the store's ``_read`` / ``_write``.
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -32,18 +31,15 @@ from gateway.store._common import (
     RECEIPT_REASON,
     RECHECK_REASON,
     RELAYED_RECEIPT_REASON,
-    aware,
 )
 from gateway.store.base import (
     Closed,
-    Destination,
     EnvelopeRecord,
     OutState,
     ReceiptOutcome,
     ReceiptRecord,
-    StoreError,
 )
-from gateway.store.postgres_rows import Conn, opt_utc, set_state, utc
+from gateway.store.postgres_rows import Conn, set_state
 
 T = TypeVar("T")
 
@@ -406,71 +402,3 @@ async def receipted(conn: Conn, message_ids: Sequence[str]) -> dict[str, dict[st
     for r in rows:
         out.setdefault(r["message_id"], {})[r["site"]] = bytes(r["receipt_digest"] or b"")
     return out
-
-
-class PostgresDestinations:
-    """The per-destination methods of the Store protocol."""
-
-    @abstractmethod
-    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...  # provided by PostgresStore
-
-    @abstractmethod
-    async def _write(
-        self, fn: Callable[[Conn], Awaitable[T]]
-    ) -> T: ...  # provided by PostgresStore
-
-    async def destinations(self, message_id: str) -> list[Destination]:
-        async def q(conn: Conn) -> list[Destination]:
-            rows = await conn.fetch(_DESTINATIONS, message_id)
-            return [
-                Destination(
-                    message_id=r["message_id"],
-                    site=r["site"],
-                    hop=r["hop"],
-                    state=r["state"],
-                    reason=r["reason"] or "",
-                    attempts=int(r["attempts"]),
-                    next_attempt=opt_utc(r["next_attempt"]),
-                    updated=utc(r["updated"]),
-                    receipt_at=opt_utc(r["receipt_at"]),
-                    receipt_digest=_bytes(r["receipt_digest"]),
-                    receipt_for=_bytes(r["receipt_for"]),
-                    receipt_size=int(r["receipt_size"]),
-                )
-                for r in rows
-            ]
-
-        return await self._read(q)
-
-    async def destination_receipt(self, message_id: str, site: str) -> bytes | None:
-        async def q(conn: Conn) -> bytes | None:
-            value = await conn.fetchval(
-                "SELECT receipt FROM destinations WHERE message_id = $1 AND site = $2",
-                message_id,
-                site,
-            )
-            return _bytes(value)
-
-        return await self._read(q)
-
-    async def record_receipts(
-        self, items: Sequence[ReceiptRecord], *, now: datetime
-    ) -> list[ReceiptOutcome]:
-        batch = list(items)
-        for item in batch:
-            if not isinstance(item, ReceiptRecord):
-                raise StoreError(f"not a ReceiptRecord: {item!r}")
-        if not batch:
-            return []
-        at = aware(now)
-
-        async def tx(conn: Conn) -> list[ReceiptOutcome]:
-            return await record_receipt_rows(conn, batch, at)
-
-        return await self._write(tx)
-
-    async def destination_depths(self) -> dict[tuple[str, str], int]:
-        async def q(conn: Conn) -> dict[tuple[str, str], int]:
-            return {(r["site"], r["state"]): int(r["n"]) for r in await conn.fetch(_DEPTHS)}
-
-        return await self._read(q)

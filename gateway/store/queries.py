@@ -8,13 +8,16 @@ A concern's queries are the ``-- name: xyz`` blocks of
 
 (All in one folder: the package data pattern ships ``sql/*/*.sql``.) A block whose name
 starts with ``_`` is a fragment: no query of its own, it may be empty, and a shared query
-takes its text where it says ``/*_name*/`` (on a line of its own); so one query can differ
-per backend by a clause, e.g. PostgreSQL's ``FOR UPDATE SKIP LOCKED``.
+takes its text where it says ``/*_name*/``; so one query can differ per backend by a
+clause, e.g. PostgreSQL's ``FOR UPDATE SKIP LOCKED``. A fragment in the shared file is
+text several shared queries repeat (an expression, say).
 
 A block is everything from its ``-- name:`` line to the next one (comments included).
 Parameters are written ``:name`` (a ``::type`` cast is not one, nor anything inside a
 quoted literal or a comment); for PostgreSQL they become ``$1``, ``$2`` … in order of
-first use, for SQLite they stay named. No name is defined twice.
+first use, for SQLite they stay named. No name is defined twice. A list parameter is
+tested with ``x = ANY(:name)``: PostgreSQL runs it as written (the list an array), SQLite
+as ``x IN (SELECT value FROM json_each(:name))`` (its driver passes a list as JSON text).
 """
 
 from __future__ import annotations
@@ -30,7 +33,11 @@ from gateway.store.records import StoreError
 BACKENDS = ("sqlite", "postgres")
 _NAME_LINE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$")
 # A quoted literal, a quoted identifier, a line comment, a cast, or a parameter.
-_TOKEN = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|--[^\n]*|::|:([A-Za-z_][A-Za-z0-9_]*)")
+# ``= ANY(:name)``: membership in a list parameter (group 2).
+_TOKEN = re.compile(
+    r"'(?:[^']|'')*'|\"[^\"]*\"|--[^\n]*|::|:([A-Za-z_][A-Za-z0-9_]*)"
+    r"|=\s*ANY\s*\(\s*:([A-Za-z_][A-Za-z0-9_]*)\s*\)"
+)
 
 
 @dataclass(frozen=True)
@@ -55,12 +62,16 @@ def translate(sql: str, backend: str) -> tuple[str, tuple[str, ...]]:
     order: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
-        name = m.group(1)
+        name = m.group(1) or m.group(2)
         if name is None:
             return m.group(0)
         if name not in order:
             order.append(name)
-        return f":{name}" if backend == "sqlite" else f"${order.index(name) + 1}"
+        if m.group(2) is None:
+            return f":{name}" if backend == "sqlite" else f"${order.index(name) + 1}"
+        if backend == "sqlite":
+            return f" IN (SELECT value FROM json_each(:{name}))"  # noqa: S608 - a name
+        return f"= ANY(${order.index(name) + 1})"
 
     return _TOKEN.sub(sub, sql), tuple(order)
 
@@ -137,7 +148,9 @@ def load(backend: str, concern: str) -> Queries:
     if own[backend] is not None and own[other] is not None and set(mine) != set(own[other] or {}):
         odd = sorted(set(mine) ^ set(own[other] or {}))
         raise StoreError(f"{concern}: the backends' queries differ: {', '.join(odd)}")
-    fragments = {f"/*{n}*/": _code(sql.splitlines()) for n, sql in mine.items() if n[0] == "_"}
+    fragments = {
+        f"/*{n}*/": _code(sql.splitlines()) for n, sql in {**shared, **mine}.items() if n[0] == "_"
+    }
     out: dict[str, Query] = {}
     for name, sql in {**shared, **mine}.items():
         if name.startswith("_"):

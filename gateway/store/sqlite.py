@@ -46,6 +46,7 @@ from gateway.store.base import (
     ReceiptRecord,
     StoreError,
 )
+from gateway.store.destinations import Destinations
 from gateway.store.driver_sqlite import SqliteDriver
 from gateway.store.enroll import Enroll
 from gateway.store.integrators import Integrators
@@ -62,7 +63,6 @@ from gateway.store.sqlite_common import (
     ts,
 )
 from gateway.store.sqlite_destinations import (
-    SqliteDestinations,
     close_open,
     record_ack,
     record_receipt_rows,
@@ -170,7 +170,7 @@ class SqliteStore(
     SqliteTrust,
     Audit,
     Enroll,
-    SqliteDestinations,
+    Destinations,
     SqliteKeptReceipts,
 ):
     """:class:`~gateway.store.base.Store` on one SQLite file."""

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from abc import abstractmethod
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import TypeVar
 
 from gateway.store._common import (
@@ -29,14 +27,12 @@ from gateway.store._common import (
 )
 from gateway.store.base import (
     Closed,
-    Destination,
     EnvelopeRecord,
     OutState,
     ReceiptOutcome,
     ReceiptRecord,
-    StoreError,
 )
-from gateway.store.sqlite_rows import add_history, dt, opt_dt, set_state, ts
+from gateway.store.sqlite_rows import add_history, set_state
 
 T = TypeVar("T")
 
@@ -343,68 +339,3 @@ def receipted(c: sqlite3.Connection, message_id: str) -> dict[str, bytes]:
         (message_id,),
     ).fetchall()
     return {r[0]: bytes(r[1] or b"") for r in rows}
-
-
-class SqliteDestinations:
-    """The per-destination methods of the Store protocol."""
-
-    @abstractmethod
-    async def _read(
-        self, fn: Callable[[sqlite3.Connection], T]
-    ) -> T: ...  # provided by SqliteStore
-
-    @abstractmethod
-    async def _write(
-        self, fn: Callable[[sqlite3.Connection], T]
-    ) -> T: ...  # provided by SqliteStore
-
-    async def destinations(self, message_id: str) -> list[Destination]:
-        def q(c: sqlite3.Connection) -> list[Destination]:
-            rows = c.execute(_DESTINATIONS, (message_id,)).fetchall()
-            return [
-                Destination(
-                    message_id=r[0],
-                    site=r[1],
-                    hop=r[2],
-                    state=r[3],
-                    reason=r[4] or "",
-                    attempts=int(r[5]),
-                    next_attempt=opt_dt(r[6]),
-                    updated=dt(r[7]),
-                    receipt_at=opt_dt(r[8]),
-                    receipt_digest=_blob(r[9]),
-                    receipt_for=_blob(r[10]),
-                    receipt_size=int(r[11]),
-                )
-                for r in rows
-            ]
-
-        return await self._read(q)
-
-    async def destination_receipt(self, message_id: str, site: str) -> bytes | None:
-        def q(c: sqlite3.Connection) -> bytes | None:
-            row = c.execute(
-                "SELECT receipt FROM destinations WHERE message_id = ? AND site = ?",
-                (message_id, site),
-            ).fetchone()
-            return None if row is None else _blob(row[0])
-
-        return await self._read(q)
-
-    async def record_receipts(
-        self, items: Sequence[ReceiptRecord], *, now: datetime
-    ) -> list[ReceiptOutcome]:
-        batch = list(items)
-        for item in batch:
-            if not isinstance(item, ReceiptRecord):
-                raise StoreError(f"not a ReceiptRecord: {item!r}")
-        if not batch:
-            return []
-        at = ts(now)
-        return await self._write(lambda c: record_receipt_rows(c, batch, at))
-
-    async def destination_depths(self) -> dict[tuple[str, str], int]:
-        def q(c: sqlite3.Connection) -> dict[tuple[str, str], int]:
-            return {(r[0], r[1]): int(r[2]) for r in c.execute(_DEPTHS).fetchall()}
-
-        return await self._read(q)

@@ -1,0 +1,2 @@
+-- name: _lock
+-- (nothing: the store's single writer holds every row it reads until it commits)
