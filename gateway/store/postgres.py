@@ -75,7 +75,7 @@ from gateway.store.postgres_destinations import (
 from gateway.store.postgres_inbound import PostgresInbound
 from gateway.store.postgres_kept import PostgresKeptReceipts
 from gateway.store.postgres_operator import PostgresOperator
-from gateway.store.postgres_trust import PostgresTrust
+from gateway.store.trust import Trust
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
@@ -163,7 +163,7 @@ class PostgresStore(
     PostgresInbound,
     PostgresOperator,
     Integrators,
-    PostgresTrust,
+    Trust,
     Audit,
     Enroll,
     Destinations,

@@ -70,7 +70,7 @@ from gateway.store.sqlite_destinations import (
 from gateway.store.sqlite_inbound import SqliteInbound
 from gateway.store.sqlite_kept import SqliteKeptReceipts
 from gateway.store.sqlite_operator import SqliteOperator
-from gateway.store.sqlite_trust import SqliteTrust
+from gateway.store.trust import Trust
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
@@ -167,7 +167,7 @@ class SqliteStore(
     SqliteInbound,
     SqliteOperator,
     Integrators,
-    SqliteTrust,
+    Trust,
     Audit,
     Enroll,
     Destinations,
