@@ -27,50 +27,37 @@ from pathlib import Path
 from aiohttp import web
 
 from config.site import split_hostport
-from gateway.relay.channel import make_app
-from gateway.runtime.events import EventBus
 from gateway.runtime.logjson import JsonFormatter
-from gateway.runtime.metrics import Metrics
-from gateway.service.workers import Workers
+from gateway.service.serve import SERVER_TLS, site_app
 from gateway.site.context import SiteContext, load_site
 from gateway.site.modes import SITE_UMASK
-from gateway.site.tls import server_context
 
 
 @dataclass
 class Hosted:
     ctx: SiteContext
-    workers: Workers
     runner: web.AppRunner
-    site: web.TCPSite
 
 
 async def host(directory: Path) -> Hosted:
-    """Start one site as gateway/service/serve.py does, minus ops listener and bridges."""
+    """Start one site as gateway/service/serve.py does (its site_app: store, re-check,
+    workers under cleanup_ctx), minus the ops listener and the bridges."""
     ctx = await load_site(directory)
-    wake, inbound = asyncio.Event(), asyncio.Event()
-    stats = Metrics()
-    workers = Workers(ctx, wake, inbound, stats, EventBus())
-    runner = web.AppRunner(
-        make_app(ctx, wake, inbound, stats, workers.local.heads, workers.couriers.poke),
-        access_log=None,
-        handle_signals=False,
-    )
-    await runner.setup()
-    tls = server_context(ctx.tls.cert_pem, ctx.tls.key_pem, ctx.tls.ca_pem)
-    h, port = split_hostport(ctx.config.site.listen, "[site] listen")
-    site = web.TCPSite(runner, h, port, ssl_context=tls, shutdown_timeout=5)
-    await site.start()
-    workers.server_tls = tls
-    await workers.start()
-    return Hosted(ctx, workers, runner, site)
+    app = site_app(ctx, bridges=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+        h, port = split_hostport(ctx.config.site.listen, "[site] listen")
+        site = web.TCPSite(runner, h, port, ssl_context=app[SERVER_TLS], shutdown_timeout=5)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return Hosted(ctx, runner)
 
 
 async def stop(hosted: Hosted) -> None:
-    await hosted.site.stop()
-    await hosted.workers.stop()
-    await hosted.runner.cleanup()
-    await hosted.ctx.store.close()
+    await hosted.runner.cleanup()  # the listener, then the workers, then the store
 
 
 async def farm(directories: list[Path], ready: Path) -> None:

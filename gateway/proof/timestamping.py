@@ -348,14 +348,8 @@ class Stamper:
             self.tsa = load_authority(ctx.config, now=now)
             policy = ctx.config.tsa.checkpoint_policy
             self.checkpoint_tsa = load_authority(ctx.config, now=now, policy=policy)
-        # Work queued in this process wakes the stamper too (after the couriers).
-        before = ctx.notify
-
-        def notify(peers: Sequence[str]) -> None:
-            before(peers)
-            self.wake.set()
-
-        ctx.notify = notify
+        # Work queued in this process wakes the stamper too: the workers set ``wake``
+        # after starting the couriers (gateway/service/workers.py).
 
     async def loop(self) -> None:
         cfg = self.ctx.config

@@ -188,7 +188,7 @@ class KeyWatcher:
             logjson.event(log, logging.ERROR, "keys_reload_failed", reason=str(exc))
             return
         tls_changed = tls.cert_pem != self.ctx.tls.cert_pem
-        self.ctx.keys, self.ctx.tls = keys, tls
+        self.ctx.adopt_keys(keys, tls)
         self._ring_seen = stamp
         connector = self.session.connector if self.session is not None else None
         dropped = 0

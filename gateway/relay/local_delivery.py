@@ -74,7 +74,7 @@ from gateway.runtime.errors import Retry
 from gateway.runtime.events import Event, EventBus
 from gateway.runtime.metrics import Metrics
 from gateway.site.context import SiteContext, load_keys
-from gateway.site.keystore import KeyNotHeld
+from gateway.site.keystore import KeyNotHeld, SiteKeys
 from gateway.store.base import (
     EnvelopeRecord,
     InboundOutcome,
@@ -105,6 +105,9 @@ class Opened:
     receipt: Receipt | None = None  # a receipt for a message sent from here
     error: Exception | None = None
     waiting: str | None = None  # why its receipt cannot be sealed yet (it stays received)
+    # The key ring loaded again to open it (a key rotated in by another process): the
+    # loop adopts it (SiteContext.adopt_keys); a worker thread never replaces the keys.
+    loaded_keys: SiteKeys | None = None
 
 
 def seal_reply(
@@ -140,7 +143,21 @@ def open_one(
     now: datetime,
 ) -> Opened:
     """Open one envelope (``head``: its head, parsed already, if known); write a document
-    to the inbox and seal its receipt. Blocking."""
+    to the inbox and seal its receipt. Blocking; reads ``ctx`` and changes nothing in it
+    (it may run on a worker thread)."""
+    loaded: list[SiteKeys] = []
+    opened = _open_one(ctx, directory, record, head, now, loaded)
+    return replace(opened, loaded_keys=loaded[-1]) if loaded else opened
+
+
+def _open_one(
+    ctx: SiteContext,
+    directory: Directory,
+    record: EnvelopeRecord,
+    head: tuple[ParsedHead, int] | None,
+    now: datetime,
+    loaded: list[SiteKeys],
+) -> Opened:
     try:
         parsed, offset = head if head is not None else parse_framed_head(record.data)
         origin = directory.site(record.origin)
@@ -158,8 +175,8 @@ def open_one(
             # passphrase-protected ring, once per envelope).
             if not _usable_encryption_key(directory, ctx.here, key_id):
                 raise
-            ctx.keys = load_keys(ctx.config)[0]
-            key = ctx.keys.decryption_for(key_id)
+            loaded.append(load_keys(ctx.config)[0])
+            key = loaded[-1].decryption_for(key_id)
         sealed, parts = open_parsed(
             record.data, parsed, offset, sender=signer, site=ctx.here, key=key
         )
@@ -322,6 +339,9 @@ class LocalDelivery:
             else:
                 opened.append(open_one(ctx, directory, record, head, now))
                 await asyncio.sleep(0)  # let the loop serve what came in meanwhile
+        for o in opened:
+            if o.loaded_keys is not None:
+                ctx.adopt_keys(o.loaded_keys)
         if any(o.reply is not None for o in opened):
             self.crash("deliver-after-inbox")
         outcomes: list[InboundOutcome] = []

@@ -301,7 +301,7 @@ async def _replace(
     )
     if not count:
         return ResealResult(message_id, False, NOTHING_LEFT)
-    ctx.notify([d.peer for d in await ctx.store.queue() if d.message_id == message_id])
+    ctx.queued.ring([d.peer for d in await ctx.store.queue() if d.message_id == message_id])
     return ResealResult(message_id, True, f"{reason}; {count} deliveries queued again")
 
 

@@ -130,7 +130,7 @@ async def _queue(
         held=held,
     )
     if held is None:
-        ctx.notify(next_hops)
+        ctx.queued.ring(next_hops)
 
 
 async def submit(ctx: SiteContext, data: bytes, now: datetime) -> None:

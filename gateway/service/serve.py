@@ -13,14 +13,16 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
 
 from config.site import load_site_config, split_hostport
-from gateway.bridges import make_bridges
+from gateway.bridges import Bridge, make_bridges
 from gateway.relay.channel import make_app
 from gateway.relay.kept_receipts import recheck_kept_receipts
 from gateway.runtime.events import EventBus
@@ -28,6 +30,7 @@ from gateway.runtime.logjson import JsonFormatter
 from gateway.runtime.metrics import Metrics
 from gateway.service.hub_routes import add_hub_routes
 from gateway.service.workers import Workers
+from gateway.site.appkeys import CONTEXT, METRICS
 from gateway.site.context import SiteContext, load_site
 from gateway.site.keystore import require_encrypted
 from gateway.site.modes import SITE_UMASK, require_private
@@ -90,6 +93,67 @@ def ops_app(ctx: SiteContext, metrics_: Metrics) -> web.Application:
     return app
 
 
+WORKERS = web.AppKey("workers", Workers)
+EVENTS = web.AppKey("events", EventBus)
+BRIDGES = web.AppKey("bridges", list[Bridge])
+SERVER_TLS = web.AppKey("server_tls", ssl.SSLContext)
+
+
+def site_app(ctx: SiteContext, *, bridges: bool = True) -> web.Application:
+    """The channel application of a running site, owning its resources.
+
+    Under ``cleanup_ctx``, set up in this order when the runner is set up (before
+    anything listens) and torn down in the reverse order after the listeners stop:
+    the store (closed last), the re-check of receipts kept before v11 (before any
+    worker, so before expiry: gateway/relay/kept_receipts.py), the workers, and the
+    bridges enabled in the config (``bridges=False``: none, as the relay benchmark
+    runs it). HQ's own routes are registered by the service (hub_routes.py)."""
+    wake, inbound = asyncio.Event(), asyncio.Event()
+    stats = Metrics()
+    events = EventBus()
+    workers = Workers(ctx, wake, inbound, stats, events)
+    app = make_app(ctx, wake, inbound, stats, workers.local.heads, workers.couriers.poke)
+    add_hub_routes(app, ctx)
+    app[WORKERS] = workers
+    app[EVENTS] = events
+    app[SERVER_TLS] = server_context(ctx.tls.cert_pem, ctx.tls.key_pem, ctx.tls.ca_pem)
+    # The bridges' webhook subscribers are in place before the re-check, so the events
+    # it emits are queued durably.
+    app[BRIDGES] = make_bridges(ctx, events) if bridges else []
+    app.cleanup_ctx.extend([_store, _recheck, _workers, _bridges])
+    return app
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[CONTEXT].store.close()
+
+
+async def _recheck(app: web.Application) -> AsyncIterator[None]:
+    await recheck_kept_receipts(app[CONTEXT], app[EVENTS], app[METRICS])
+    yield
+
+
+async def _workers(app: web.Application) -> AsyncIterator[None]:
+    workers = app[WORKERS]
+    workers.server_tls = app[SERVER_TLS]
+    await workers.start()
+    yield
+    await workers.stop()
+
+
+async def _bridges(app: web.Application) -> AsyncIterator[None]:
+    started: list[Bridge] = []
+    try:
+        for bridge in app[BRIDGES]:
+            await bridge.start()
+            started.append(bridge)
+        yield
+    finally:
+        for bridge in started:
+            await bridge.stop()
+
+
 async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
     """Run the site in ``directory`` until SIGTERM. Raises SiteModeError (the folder or
     store is open to others), ConfigError, KeyStoreError, DirectoryError, OSError."""
@@ -99,41 +163,46 @@ async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
     config = load_site_config(directory)
     require_private(config)
     require_encrypted(config.keys_dir, config.key_passphrase)
-    ctx = await load_site(directory)
-    wake, inbound = asyncio.Event(), asyncio.Event()
-    stats = Metrics()
-    events = EventBus()
-    workers = Workers(ctx, wake, inbound, stats, events)
-    bridges = make_bridges(ctx, events)
-    # The receipts kept before v11 whose rows the migration left waiting, re-checked with
-    # this site's key before anything listens or expires (gateway/relay/kept_receipts.py); the
-    # bridges' webhook subscribers are in place, so their events are queued durably.
-    try:
-        await recheck_kept_receipts(ctx, events, stats)
-    except BaseException:
-        await ctx.store.close()
-        raise
-    host, port = split_hostport(ctx.config.site.listen, "[site] listen")
-    ops_host, ops_port = split_hostport(ctx.config.ops.listen, "[ops] listen")
-    channel_app = make_app(ctx, wake, inbound, stats, workers.local.heads, workers.couriers.poke)
-    add_hub_routes(channel_app, ctx)
-    channel = web.AppRunner(channel_app, access_log=None, handle_signals=False)
-    ops = web.AppRunner(ops_app(ctx, stats), access_log=None, handle_signals=False)
-    await channel.setup()
-    await ops.setup()
-    tls = server_context(ctx.tls.cert_pem, ctx.tls.key_pem, ctx.tls.ca_pem)
-    site = web.TCPSite(channel, host, port, ssl_context=tls, shutdown_timeout=5)
-    ops_site = web.TCPSite(ops, ops_host, ops_port)
-    await site.start()
-    await ops_site.start()
-    workers.server_tls = tls
-    await workers.start()
-    for bridge in bridges:
-        await bridge.start()
+    # A stop asked for while the site starts (the re-check can be long) is kept, and
+    # honoured once it is up: the start is never cut between a commit and its events.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    ctx = await load_site(directory)
+    try:
+        app = site_app(ctx)
+    except BaseException:
+        await ctx.store.close()
+        raise
+    channel = web.AppRunner(app, access_log=None, handle_signals=False)
+    ops = web.AppRunner(ops_app(ctx, app[METRICS]), access_log=None, handle_signals=False)
+    try:
+        await channel.setup()
+        await ops.setup()
+        await _listen(ctx, channel, ops, app[BRIDGES], app[SERVER_TLS], ready_file)
+        await stop.wait()
+        log.info(json.dumps({"event": "stopping", "site": ctx.here}))
+    finally:
+        await ops.cleanup()
+        await channel.cleanup()  # stops the listener, then the bridges, workers, store
+
+
+async def _listen(
+    ctx: SiteContext,
+    channel: web.AppRunner,
+    ops: web.AppRunner,
+    bridges: list[Bridge],
+    tls: ssl.SSLContext,
+    ready_file: Path | None,
+) -> None:
+    """Bind the channel (mutual TLS) and the ops listener; say so, and write the ready
+    file (its ports) when asked."""
+    host, port = split_hostport(ctx.config.site.listen, "[site] listen")
+    ops_host, ops_port = split_hostport(ctx.config.ops.listen, "[ops] listen")
+    await web.TCPSite(channel, host, port, ssl_context=tls, shutdown_timeout=5).start()
+    ops_site = web.TCPSite(ops, ops_host, ops_port)
+    await ops_site.start()
     ops_bound = ops_site._server.sockets[0].getsockname()[1] if ops_site._server else ops_port  # type: ignore[attr-defined]
     log.info(
         json.dumps(
@@ -153,15 +222,6 @@ async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
         staged = ready_file.with_name(ready_file.name + ".tmp")
         staged.write_text(json.dumps(ports))
         staged.replace(ready_file)
-    await stop.wait()
-    log.info(json.dumps({"event": "stopping", "site": ctx.here}))
-    await site.stop()
-    for bridge in bridges:
-        await bridge.stop()
-    await workers.stop()
-    await channel.cleanup()
-    await ops.cleanup()
-    await ctx.store.close()
 
 
 def run(directory: Path, ready_file: Path | None = None) -> None:

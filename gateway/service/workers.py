@@ -88,11 +88,14 @@ class Workers:
         self.keys: KeyWatcher | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self._unwatch: Callable[[], Awaitable[None]] | None = None
+        self.stamper: Stamper | None = None
 
     def _queued(self, peers: Sequence[str]) -> None:
         """Work for ``peers`` was queued in this process: start on it now."""
         self.couriers.poke(peers)
         self.inbound.set()
+        if self.stamper is not None:
+            self.stamper.wake.set()  # after the couriers: a stamp waits for its batch
 
     def _noticed(self) -> None:
         """The store says another process queued work: look for it now."""
@@ -105,14 +108,14 @@ class Workers:
             connector=PinnedConnector(expect=self._expect, ssl=ssl_ctx, limit=32)
         )
         self.couriers.session = self.session
-        self.ctx.notify = self._queued
+        self.ctx.queued.listen(self._queued)
         self._unwatch = await self.ctx.store.watch(self._noticed)
         self.tasks = [
             asyncio.create_task(self.couriers.dispatch(), name="dispatch"),
             asyncio.create_task(self.local.loop(), name="deliver"),
             asyncio.create_task(self._expire_loop(), name="expire"),
         ]
-        stamper = Stamper(self.ctx, self.session)
+        stamper = self.stamper = Stamper(self.ctx, self.session)
         self.tasks.append(asyncio.create_task(stamper.loop(), name="timestamp"))
         if not self.ctx.config.is_hub:
             self.tasks.append(asyncio.create_task(self._directory_loop(), name="directory"))
@@ -136,7 +139,7 @@ class Workers:
         return None
 
     async def stop(self) -> None:
-        self.ctx.notify = lambda peers: None
+        self.ctx.queued.forget(self._queued)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

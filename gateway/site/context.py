@@ -17,7 +17,7 @@ Everything in a site folder is owner-only (0700 folders, 0600 files): gateway/si
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,9 @@ from config.site import SiteConfig, load_site_config
 from crypto.armor import load_signing_key
 from crypto.keys import SigningKey, VerifyKey
 from crypto.x509 import SiteCA
+from gateway.runtime.doorbell import Doorbell
 from gateway.site.files import write_private
+from gateway.site.keyring import load_ring, ring_site_keys, tls_files
 from gateway.site.keystore import SiteKeys, _read_private, seal_private
 from gateway.site.modes import PRIVATE_DIR_MODE, create_private_file
 from gateway.store.base import Store
@@ -39,37 +41,77 @@ class TlsMaterial:
     ca_pem: bytes
 
 
-@dataclass
-class SiteContext:
-    """Everything a running site needs; the directory is replaced as new versions arrive."""
+class ContextChangedOffThread(RuntimeError):
+    """A running site's directory or keys were replaced from another thread than the
+    event loop's that loaded it (a worker thread must read, never replace)."""
 
-    config: SiteConfig
+
+@dataclass
+class _Current:
+    """What a running site replaces while it runs: the directory in force and the keys
+    loaded. Each is replaced whole, on the loading thread only."""
+
+    directory: Directory
     keys: SiteKeys
     tls: TlsMaterial
+    owner: int = field(default_factory=threading.get_ident)
+
+    def check_thread(self) -> None:
+        if threading.get_ident() != self.owner:
+            raise ContextChangedOffThread("the site context is replaced on its event loop only")
+
+
+@dataclass(frozen=True)
+class SiteContext:
+    """Everything a running site needs. Frozen: nothing rebinds its fields. The directory
+    in force and the keys loaded change as new versions arrive, through
+    :meth:`install_directory` and :meth:`adopt_keys` only, on the event loop that loaded
+    the site (a worker thread that needs newer keys loads them for itself)."""
+
+    config: SiteConfig
     trust: VerifyKey
-    directory: Directory
     store: Store
+    _current: _Current = field(repr=False, compare=False)
     directory_key: SigningKey | None = None  # HQ only
     # HQ: site -> (directory serial, monotonic time) last written to the store's
     # directory_fetches, so that a poll of an unchanged version costs no write each time.
     fetched: dict[str, tuple[int, float]] = field(default_factory=dict)
-    # Called with the next hops once work is durably queued (gateway.relay.submit): a running
-    # site's workers set it to start those couriers (and local delivery) at once.
-    notify: Callable[[Sequence[str]], None] = field(
-        default=lambda peers: None, repr=False, compare=False
-    )
+    # Rung with the next hops once work is durably queued (gateway/relay/submit.py,
+    # reseal): a running site's couriers and stamper listen (gateway/runtime/doorbell.py).
+    queued: Doorbell = field(default_factory=Doorbell, repr=False, compare=False)
 
     @property
     def here(self) -> str:
         return self.config.site.id
 
+    @property
+    def directory(self) -> Directory:
+        return self._current.directory
+
+    @property
+    def keys(self) -> SiteKeys:
+        return self._current.keys
+
+    @property
+    def tls(self) -> TlsMaterial:
+        return self._current.tls
+
     def install_directory(self, data: bytes) -> bool:
-        """Verify and adopt ``data`` if newer; persist it. Raises DirectoryError."""
+        """Verify and adopt ``data`` if newer; persist it. Raises DirectoryError,
+        ContextChangedOffThread."""
+        self._current.check_thread()
         new = install_directory_file(self.config.directory, self.trust, self.directory, data)
         if new is None:
             return False
-        self.directory = new
+        self._current.directory = new
         return True
+
+    def adopt_keys(self, keys: SiteKeys, tls: TlsMaterial | None = None) -> None:
+        """Make ``keys`` (and ``tls``) the ones in use. Raises ContextChangedOffThread."""
+        self._current.check_thread()
+        self._current.keys = keys
+        if tls is not None:
+            self._current.tls = tls
 
 
 def install_directory_file(
@@ -146,8 +188,6 @@ async def create_store(directory: Path) -> None:
 
 def load_keys(config: SiteConfig) -> tuple[SiteKeys, TlsMaterial]:
     """The site's envelope keys and TLS material from its key ring (gateway/site/keyring.py)."""
-    from gateway.site.keyring import load_ring, ring_site_keys, tls_files
-
     ring = load_ring(config.keys_dir, config.key_passphrase)
     cert, key = tls_files(ring)
     return ring_site_keys(ring), TlsMaterial(cert, key, (config.keys_dir / "ca.crt").read_bytes())
@@ -165,10 +205,8 @@ async def load_site(directory: Path) -> SiteContext:
     store = await open_store(config)
     return SiteContext(
         config=config,
-        keys=keys,
-        tls=tls,
         trust=trust,
-        directory=load_directory(config, trust),
         store=store,
+        _current=_Current(load_directory(config, trust), keys, tls),
         directory_key=directory_key,
     )
