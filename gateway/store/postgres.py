@@ -55,6 +55,7 @@ from gateway.store.driver_postgres import ERRORS as _ERRORS
 from gateway.store.driver_postgres import PostgresDriver
 from gateway.store.enroll import Enroll
 from gateway.store.integrators import Integrators
+from gateway.store.operator import Operator
 from gateway.store.postgres_common import (
     CLAIM,
     FORWARDED,
@@ -74,7 +75,6 @@ from gateway.store.postgres_destinations import (
 )
 from gateway.store.postgres_inbound import PostgresInbound
 from gateway.store.postgres_kept import PostgresKeptReceipts
-from gateway.store.postgres_operator import PostgresOperator
 from gateway.store.trust import Trust
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def _step(name: str) -> Callable[[Conn], Awaitable[None]]:
 
 class PostgresStore(
     PostgresInbound,
-    PostgresOperator,
+    Operator,
     Integrators,
     Trust,
     Audit,
@@ -552,6 +552,19 @@ class PostgresStore(
             if row["n"] == 1 and row["only"] is not None:
                 return bytes(row["only"])
             return None
+
+        return await self._read(q)
+
+    async def durability(self) -> dict[str, str]:
+        async def q(conn: Conn) -> dict[str, str]:
+            r = await conn.fetchrow(
+                "SELECT current_setting('synchronous_commit') AS synchronous_commit,"
+                " current_setting('fsync') AS fsync,"
+                " current_setting('full_page_writes') AS full_page_writes,"
+                " current_setting('server_version') AS server_version,"
+                " coalesce(current_schema(), '') AS schema"
+            )
+            return {"backend": "postgresql", **{k: str(v) for k, v in r.items()}}
 
         return await self._read(q)
 

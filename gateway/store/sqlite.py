@@ -50,6 +50,7 @@ from gateway.store.destinations import Destinations
 from gateway.store.driver_sqlite import SqliteDriver
 from gateway.store.enroll import Enroll
 from gateway.store.integrators import Integrators
+from gateway.store.operator import Operator
 from gateway.store.sqlite_audit import register_audit_functions
 from gateway.store.sqlite_common import (
     DUE,
@@ -69,7 +70,6 @@ from gateway.store.sqlite_destinations import (
 )
 from gateway.store.sqlite_inbound import SqliteInbound
 from gateway.store.sqlite_kept import SqliteKeptReceipts
-from gateway.store.sqlite_operator import SqliteOperator
 from gateway.store.trust import Trust
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
+_SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 # watch(): how often to look at PRAGMA data_version; quickly while other processes are
 # writing (seen within WATCH_ACTIVE_SECONDS), slowly otherwise.
 WATCH_FAST_SECONDS = 0.01
@@ -165,7 +166,7 @@ def _step(name: str) -> Callable[[sqlite3.Connection], None]:
 
 class SqliteStore(
     SqliteInbound,
-    SqliteOperator,
+    Operator,
     Integrators,
     Trust,
     Audit,
@@ -483,6 +484,25 @@ class SqliteStore(
                 "SELECT receipt FROM destinations WHERE message_id = ? LIMIT 2", (message_id,)
             ).fetchall()
             return bytes(rows[0][0]) if len(rows) == 1 and rows[0][0] is not None else None
+
+        return await self._read(q)
+
+    async def durability(self) -> dict[str, str]:
+        def q(c: sqlite3.Connection) -> dict[str, str]:
+            (mode,) = c.execute("PRAGMA journal_mode").fetchone()
+            (sync,) = c.execute("PRAGMA synchronous").fetchone()
+            (fks,) = c.execute("PRAGMA foreign_keys").fetchone()
+            (busy,) = c.execute("PRAGMA busy_timeout").fetchone()
+            return {
+                "backend": "sqlite",
+                "path": str(self.path),
+                "journal_mode": str(mode).lower(),
+                "synchronous": _SYNCHRONOUS_NAMES.get(int(sync), str(sync)),
+                "synchronous_level": str(sync),
+                "foreign_keys": "on" if fks else "off",
+                "busy_timeout_ms": str(busy),
+                "sqlite_version": sqlite3.sqlite_version,
+            }
 
         return await self._read(q)
 
