@@ -55,6 +55,7 @@ from gateway.store.driver_postgres import ERRORS as _ERRORS
 from gateway.store.driver_postgres import PostgresDriver
 from gateway.store.enroll import Enroll
 from gateway.store.integrators import Integrators
+from gateway.store.kept import KeptReceiptsRecheck
 from gateway.store.operator import Operator
 from gateway.store.postgres_common import (
     CLAIM,
@@ -74,7 +75,6 @@ from gateway.store.postgres_destinations import (
     record_receipt_rows,
 )
 from gateway.store.postgres_inbound import PostgresInbound
-from gateway.store.postgres_kept import PostgresKeptReceipts
 from gateway.store.trust import Trust
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class PostgresStore(
     Audit,
     Enroll,
     Destinations,
-    PostgresKeptReceipts,
+    KeptReceiptsRecheck,
 ):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""
 

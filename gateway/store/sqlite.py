@@ -50,6 +50,7 @@ from gateway.store.destinations import Destinations
 from gateway.store.driver_sqlite import SqliteDriver
 from gateway.store.enroll import Enroll
 from gateway.store.integrators import Integrators
+from gateway.store.kept import KeptReceiptsRecheck
 from gateway.store.operator import Operator
 from gateway.store.sqlite_audit import register_audit_functions
 from gateway.store.sqlite_common import (
@@ -69,7 +70,6 @@ from gateway.store.sqlite_destinations import (
     record_receipt_rows,
 )
 from gateway.store.sqlite_inbound import SqliteInbound
-from gateway.store.sqlite_kept import SqliteKeptReceipts
 from gateway.store.trust import Trust
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class SqliteStore(
     Audit,
     Enroll,
     Destinations,
-    SqliteKeptReceipts,
+    KeptReceiptsRecheck,
 ):
     """:class:`~gateway.store.base.Store` on one SQLite file."""
 
