@@ -1,5 +1,5 @@
 """``python -m gateway`` is the ``valise`` command."""
 
-from gateway.cli.app import main
+from gateway.cli.main import main
 
 main()

@@ -21,8 +21,8 @@ import click
 
 from crypto.errors import CryptoError
 from crypto.recipes import verify
-from gateway.cli.app import _fail, main, one_line_errors
-from gateway.cli.site import DIR_OPTION, emit, with_site
+from gateway.cli.app import ExitCode, fail, one_line_errors
+from gateway.cli.common import DIR_OPTION, JSON_MACHINE, emit, with_site
 from gateway.proof.audit import (
     checkpoint_now,
     held_directories,
@@ -45,11 +45,11 @@ from gateway.store.audit_chain import (
 )
 from routing.directory import DirectoryError
 
-EXIT_TAMPERED = 1
+EXIT_TAMPERED = int(ExitCode.REJECTED)  # the log, or a checkpoint of it, does not verify
 LIST_LIMIT = 100
 
 
-@main.group("audit")
+@click.group("audit")
 def audit_group() -> None:
     """The site's tamper-evident audit log."""
 
@@ -81,7 +81,7 @@ def _report_lines(r: Report) -> list[str]:
 
 @audit_group.command("verify")
 @DIR_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@JSON_MACHINE
 @one_line_errors
 def audit_verify(directory: Path | None, as_json: bool) -> None:
     """Walk the whole chain and every checkpoint; report the first entry that was
@@ -130,7 +130,7 @@ def _entry_json(e: AuditEntry) -> dict[str, object]:
 @DIR_OPTION
 @click.option("--since", type=click.IntRange(0), default=0, help="Entries after this seq.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=LIST_LIMIT, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@JSON_MACHINE
 @one_line_errors
 def audit_list(directory: Path | None, since: int, limit: int, as_json: bool) -> None:
     """The entries after SEQ, oldest first (who, what, when, result)."""
@@ -175,8 +175,7 @@ def audit_checkpoint(directory: Path | None) -> None:
 
     cp = with_site(directory, go)
     if cp is None:
-        _fail(0, "audit: nothing new to checkpoint")
-        return
+        fail(ExitCode.OK, "audit: nothing new to checkpoint")
     click.echo(f"{cp.seq}\t{cp.hash.hex()}")
     stamped = "time-stamped" if cp.token is not None else "NOT time-stamped (HQ unreachable?)"
     click.echo(
@@ -187,7 +186,7 @@ def audit_checkpoint(directory: Path | None) -> None:
 @audit_group.command("witness")
 @click.argument("site")
 @DIR_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@JSON_MACHINE
 @one_line_errors
 def audit_witness(site: str, directory: Path | None, as_json: bool) -> None:
     """(HQ) The latest checkpoint of SITE's audit log HQ witnessed, whether both
@@ -199,8 +198,7 @@ def audit_witness(site: str, directory: Path | None, as_json: bool) -> None:
 
     w, problems = with_site(directory, go)
     if w is None:
-        _fail(2, f"audit: HQ has witnessed no checkpoint of {site}")
-        return
+        fail(ExitCode.USAGE, f"audit: HQ has witnessed no checkpoint of {site}")
     doc = {**witness_json(w), "signature_ok": not problems, "problems": problems}
     if as_json:
         click.echo(json.dumps(doc, indent=2))

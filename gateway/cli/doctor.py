@@ -12,17 +12,17 @@ from pathlib import Path
 import click
 
 from config.site import ConfigError
-from gateway.cli.app import EXIT_FILES, _fail, main, one_line_errors
-from gateway.cli.site import DIR_OPTION, emit, site_dir
+from gateway.cli.app import ExitCode, fail, one_line_errors
+from gateway.cli.common import DIR_OPTION, JSON_MACHINE, emit, site_dir
 from gateway.service.doctor import run_checks
 from gateway.service.doctor_checks import Status
 
-EXIT_CHECK_FAILED = 1
+EXIT_CHECK_FAILED = int(ExitCode.REJECTED)  # a check failed
 
 
-@main.command("doctor")
+@click.command("doctor")
 @DIR_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@JSON_MACHINE
 @one_line_errors
 def doctor(directory: Path | None, as_json: bool) -> None:
     """Check key permissions and expiry, the clock against HQ, the directory, the
@@ -40,8 +40,7 @@ def doctor(directory: Path | None, as_json: bool) -> None:
     try:
         checks = asyncio.run(run_checks(site_dir(directory)))
     except ConfigError as exc:
-        _fail(EXIT_FILES, str(exc))
-        return
+        fail(ExitCode.FILES, str(exc))
     emit(
         [{"check": c.name, "status": c.status.value, "detail": c.detail} for c in checks],
         as_json,

@@ -24,8 +24,8 @@ import click
 
 from crypto.errors import KeyFormatError
 from crypto.keys import VerifyKey
-from gateway.cli.app import EXIT_FILES, EXIT_REJECTED, EXIT_USAGE, _fail, main, one_line_errors
-from gateway.cli.site import DIR_OPTION, with_site
+from gateway.cli.app import ExitCode, fail, one_line_errors
+from gateway.cli.common import DIR_OPTION, JSON_OPTION, json_option, with_site
 from gateway.evidence.export import export_evidence
 from gateway.evidence.layout import EvidenceError, OutputNotEmpty, UnknownMessage
 from gateway.evidence.verify import FAILED, NotABundle, verify_bundle
@@ -42,7 +42,7 @@ class _EvidenceGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@main.group("evidence", cls=_EvidenceGroup)
+@click.group("evidence", cls=_EvidenceGroup)
 def evidence_group() -> None:
     """Evidence bundles: `evidence ID --out DIR` exports one; `evidence verify DIR` checks it."""
 
@@ -56,7 +56,7 @@ def evidence_group() -> None:
     help="The bundle folder to create (must be new or empty).",
 )
 @DIR_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@json_option("Print what was written as JSON.")
 @one_line_errors
 def evidence_export(message_id: str, out: Path, directory: Path | None, as_json: bool) -> None:
     """Export the evidence bundle of MESSAGE_ID from this site's store."""
@@ -67,14 +67,11 @@ def evidence_export(message_id: str, out: Path, directory: Path | None, as_json:
     try:
         done = with_site(directory, go)
     except UnknownMessage as exc:
-        _fail(EXIT_USAGE, str(exc))
-        raise
+        fail(ExitCode.USAGE, str(exc))
     except OutputNotEmpty as exc:
-        _fail(EXIT_FILES, str(exc))
-        raise
+        fail(ExitCode.FILES, str(exc))
     except EvidenceError as exc:
-        _fail(EXIT_REJECTED, str(exc))
-        raise
+        fail(ExitCode.REJECTED, str(exc))
     if as_json:
         info = {"out": str(done.out), "id": done.message_id, "files": list(done.files)}
         click.echo(json.dumps({**info, "notes": list(done.notes)}, indent=2))
@@ -93,8 +90,7 @@ def _read_trust(path: Path) -> VerifyKey:
     try:
         return VerifyKey.from_bytes(base64.b64decode(path.read_bytes().strip(), validate=True))
     except (ValueError, KeyFormatError):
-        _fail(EXIT_USAGE, f"{path} is not a base64 Ed25519 key (a directory.pub)")
-        raise
+        fail(ExitCode.USAGE, f"{path} is not a base64 Ed25519 key (a directory.pub)")
 
 
 @evidence_group.command("verify")
@@ -111,7 +107,7 @@ def _read_trust(path: Path) -> VerifyKey:
     default=None,
     help="The HQ site CA certificate, known independently: the bundle's must be it.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 @one_line_errors
 def evidence_verify(bundle: Path, trust: Path | None, ca: Path | None, as_json: bool) -> None:
     """Check an evidence bundle offline (no store): exit 0 if no check failed, else 1."""
@@ -120,8 +116,7 @@ def evidence_verify(bundle: Path, trust: Path | None, ca: Path | None, as_json: 
     try:
         result = verify_bundle(bundle, trust=pin, ca_pem=ca_pem)
     except NotABundle as exc:
-        _fail(EXIT_FILES, str(exc))
-        raise
+        fail(ExitCode.FILES, str(exc))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -132,8 +127,8 @@ def evidence_verify(bundle: Path, trust: Path | None, ca: Path | None, as_json: 
     delivery = _delivery_line(result.destinations)
     if failed:
         first = failed[0]
-        _fail(
-            EXIT_REJECTED,
+        fail(
+            ExitCode.REJECTED,
             f"evidence for {result.message_id or '?'} does NOT verify: {len(failed)} check(s) "
             f"failed; first: {first.name}: {first.detail}" + (f"; {delivery}" if delivery else ""),
         )

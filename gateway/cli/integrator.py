@@ -24,13 +24,13 @@ from gateway.bridges.integrators import (
     new_webhook_secret,
     token_sha256,
 )
-from gateway.cli.app import main, one_line_errors
-from gateway.cli.site import DIR_OPTION, emit, with_site
+from gateway.cli.app import one_line_errors
+from gateway.cli.common import DIR_OPTION, JSON_OPTION, emit, json_option, with_site
 from gateway.site.context import SiteContext
 from gateway.store.base import StoreError
 
 
-@main.group("integrator")
+@click.group("integrator")
 def integrator_group() -> None:
     """Integrators of the HTTP API: bearer tokens and webhooks."""
 
@@ -39,7 +39,7 @@ def integrator_group() -> None:
 @click.argument("name")
 @click.option("--webhook", "webhook", default=None, help="URL to POST signed events to.")
 @DIR_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print name, token and secret as JSON.")
+@json_option("Print name, token and secret as JSON.")
 @one_line_errors
 def integrator_add(name: str, webhook: str | None, directory: Path | None, as_json: bool) -> None:
     """Create integrator NAME and print its bearer token (shown once)."""
@@ -79,7 +79,7 @@ def integrator_add(name: str, webhook: str | None, directory: Path | None, as_js
 
 @integrator_group.command("list")
 @DIR_OPTION
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 @one_line_errors
 def integrator_list(directory: Path | None, as_json: bool) -> None:
     """Integrators, active and revoked (tokens are never shown again)."""

@@ -1,4 +1,4 @@
-"""``valise keys`` lifecycle commands and ``valise directory status``.
+"""``valise keys``: a site's keys, generated offline and through their lifecycle.
 
 keys list [--json]                                   every key, its state and times
                                                      (ids as unique prefixes; --json: whole)
@@ -7,7 +7,7 @@ keys activate KEYID [--overlap DURATION] [--dry-run]  one step of a rotation
 keys retire KEYID [--dry-run]                         end a key's overlap now
 keys revoke KEYID --reason TEXT [--dry-run]           now, everywhere (HQ: any site's key)
 keys encrypt                                          encrypt the private key files in place
-directory status [--json]                             HQ: who has fetched which version
+keys generate --site SITE [--dir DIR] [--days N]      offline: new keys and SITE.pub.xml
 
 KEYID is a key id or TLS pin, or a unique prefix of one of at least 6 characters
 (routing/key_prefix.py). Each step is idempotent (run again, it does nothing) and
@@ -20,20 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
-from config.site import ConfigError, load_site_config
-from envelope.values import format_time
-from gateway.cli.app import EXIT_FILES, EXIT_USAGE, _fail, keys, one_line_errors
+from config.settings import CommandEnvironment
+from config.site import ConfigError, load_site_config, read_key_passphrase
+from envelope.errors import UsageError
+from gateway.cli.app import ExitCode, fail, one_line_errors
+from gateway.cli.common import DIR_OPTION, JSON_OPTION, emit, site_dir
 from gateway.cli.record import operator
-from gateway.cli.site import DIR_OPTION, directory_group, emit, site_dir, with_site
 from gateway.proof.audit import AuditError
-from gateway.site.context import SiteContext
-from gateway.site.keystore import KeyStoreError
+from gateway.site.keystore import KeyStoreError, generate_site_keys
 from gateway.store.base import StoreError
 from gateway.trust.lifecycle import (
     KeyOpError,
@@ -57,12 +57,55 @@ OVERLAP = click.option(
 )
 
 
+@click.group()
+def keys() -> None:
+    """Manage a site's keys."""
+
+
+@keys.command("generate")
+@click.option("--site", required=True, help="Site id, e.g. HQ or M-PARIS.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Key folder (default: $VALISE_DIR or the current folder).",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3650),
+    default=365,
+    show_default=True,
+    help="Validity of the public key document.",
+)
+@one_line_errors
+def keys_generate(site: str, directory: Path | None, days: int) -> None:
+    """Create SITE's signing and encryption keys and SITE.pub.xml (the private keys
+    encrypted under VALISE_KEY_PASSPHRASE when it is set)."""
+    from envelope.errors import SchemaError
+    from envelope.values import check_site_id
+
+    try:
+        check_site_id(site)
+    except SchemaError as exc:
+        raise UsageError(str(exc)) from None
+    target = directory or CommandEnvironment.from_environ().site_dir
+    made = generate_site_keys(
+        site, target, validity=timedelta(days=days), passphrase=read_key_passphrase(target)
+    )
+    click.echo(f"{target / (site + '.pub.xml')}")
+    click.echo(
+        f"valise: keys for {site}: signing {made.signing.key_id}, "
+        f"encryption {made.decryption.key_id}",
+        err=True,
+    )
+
+
 def _ops(directory: Path | None) -> KeyOps:
     try:
         return KeyOps(load_site_config(site_dir(directory)))
     except ConfigError as exc:
-        _fail(EXIT_FILES, str(exc))
-        raise
+        fail(ExitCode.FILES, str(exc))
 
 
 def _known(ops: KeyOps, *, every_site: bool) -> list[KnownKey]:
@@ -73,7 +116,7 @@ def _known(ops: KeyOps, *, every_site: bool) -> list[KnownKey]:
         try:
             known += directory_keys(ops.directory())
         except DirectoryError as exc:
-            _fail(EXIT_FILES, str(exc))
+            fail(ExitCode.FILES, str(exc))
     return known
 
 
@@ -82,11 +125,9 @@ def _key_id(ops: KeyOps, text: str, *, every_site: bool) -> str:
     try:
         return resolve_prefix(text, _known(ops, every_site=every_site))
     except KeyStoreError as exc:
-        _fail(EXIT_FILES, str(exc))
-        raise
+        fail(ExitCode.FILES, str(exc))
     except KeyPrefixError as exc:
-        _fail(EXIT_USAGE, str(exc))
-        raise
+        fail(ExitCode.USAGE, str(exc))
 
 
 def _overlap(ops: KeyOps, text: str | None) -> timedelta:
@@ -95,8 +136,7 @@ def _overlap(ops: KeyOps, text: str | None) -> timedelta:
     try:
         return parse_duration(text)
     except KeyOpError as exc:
-        _fail(EXIT_USAGE, str(exc))
-        raise
+        fail(ExitCode.USAGE, str(exc))
 
 
 def _run(
@@ -106,8 +146,7 @@ def _run(
         out = asyncio.run(step())
     except (KeyOpError, KeyStoreError, DirectoryError) as exc:
         _audit(ops, action, subject, Outcome([str(exc)]), "error")
-        _fail(EXIT_USAGE, str(exc))
-        return
+        fail(ExitCode.USAGE, str(exc))
     if not any(line.startswith("would ") for line in out.steps):
         _audit(ops, action, subject, out, "ok")
     for line in out.steps:
@@ -127,7 +166,7 @@ def _audit(ops: KeyOps, action: str, subject: str, out: Outcome, result: str) ->
 
 @keys.command("list")
 @DIR_OPTION
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 @one_line_errors
 def keys_list(directory: Path | None, as_json: bool) -> None:
     """Every key of the site: kind, id, state, created, activated, expiry."""
@@ -137,8 +176,7 @@ def keys_list(directory: Path | None, as_json: bool) -> None:
         if ops.config.is_hub:
             rows += hub_keys(ops.config.directory)
     except KeyStoreError as exc:
-        _fail(EXIT_FILES, str(exc))
-        return
+        fail(ExitCode.FILES, str(exc))
     columns = [
         ("kind", "KIND", 12),
         ("id", "ID", 20),
@@ -269,73 +307,10 @@ def keys_encrypt(directory: Path | None) -> None:
 
     ops = _ops(directory)
     if ops.config.key_passphrase is None:
-        _fail(EXIT_USAGE, "no key passphrase: set VALISE_KEY_PASSPHRASE or [keys] passphrase_file")
-        return
+        fail(
+            ExitCode.USAGE, "no key passphrase: set VALISE_KEY_PASSPHRASE or [keys] passphrase_file"
+        )
     done = encrypt_key_files(ops.keys_dir, ops.config.key_passphrase)
     for path in done:
         click.echo(str(path))
     click.echo(f"valise: {len(done)} key file(s) encrypted", err=True)
-
-
-@directory_group.command("status")
-@DIR_OPTION
-@click.option("--json", "as_json", is_flag=True)
-@one_line_errors
-def directory_status(directory: Path | None, as_json: bool) -> None:
-    """HQ: which directory version each site has fetched, and when."""
-
-    async def go(ctx: SiteContext) -> list[dict[str, Any]]:
-        if not ctx.config.is_hub:
-            _fail(EXIT_USAGE, "directory status runs at HQ")
-        fetched = {f.site: f for f in await ctx.store.directory_fetches()}
-        now = datetime.now(UTC)
-        rows = []
-        for entry in ctx.directory.sites:
-            f = fetched.get(entry.site)
-            if entry.site == ctx.here:
-                rows.append(
-                    _status_row(
-                        entry.site, ctx.directory.serial, ctx.directory.serial, now, "publisher"
-                    )
-                )
-                continue
-            rows.append(
-                _status_row(
-                    entry.site,
-                    ctx.directory.serial,
-                    f.serial if f else None,
-                    f.at if f else None,
-                    None,
-                )
-            )
-        return rows
-
-    rows = with_site(directory, go)
-    emit(
-        rows,
-        as_json,
-        [
-            ("site", "SITE", 14),
-            ("fetched", "FETCHED", 9),
-            ("current", "CURRENT", 9),
-            ("behind", "BEHIND", 8),
-            ("at", "AT", 22),
-            ("status", "STATUS", 10),
-        ],
-    )
-
-
-def _status_row(
-    site: str, current: int, fetched: int | None, at: datetime | None, status: str | None
-) -> dict[str, Any]:
-    behind = None if fetched is None else current - fetched
-    if status is None:
-        status = "never" if fetched is None else ("current" if behind == 0 else "behind")
-    return {
-        "site": site,
-        "fetched": fetched,
-        "current": current,
-        "behind": behind,
-        "at": format_time(at) if at else None,
-        "status": status,
-    }

@@ -30,9 +30,9 @@ from typing import Any
 import click
 
 from envelope.errors import SchemaError, UsageError
-from gateway.cli.app import EXIT_USAGE, _fail, main, one_line_errors
+from gateway.cli.app import ExitCode, fail, one_line_errors
+from gateway.cli.common import DIR_OPTION, JSON_OPTION, emit, with_site
 from gateway.cli.record import operator
-from gateway.cli.site import DIR_OPTION, emit, with_site
 from gateway.cli.table import Column
 from gateway.proof.audit import AuditError
 from gateway.site.context import SiteContext
@@ -49,7 +49,7 @@ ORGAN_COLUMNS = [
 ]
 
 
-@main.group("organ")
+@click.group("organ")
 def organ_group() -> None:
     """Organs (the organisations named in edXML headers) and the sites serving them."""
 
@@ -106,7 +106,7 @@ def _publish(
     """Publish ``change`` at HQ (exit 2 elsewhere). Returns (the directory in force, whether
     it is new). A refused change (DirectoryError, SchemaError) is a usage error."""
     if not ctx.config.is_hub:
-        _fail(EXIT_USAGE, f"organ {what} runs at HQ: HQ publishes the directory")
+        fail(ExitCode.USAGE, f"organ {what} runs at HQ: HQ publishes the directory")
     try:
         directory, new = publish(ctx.config.directory, change, passphrase=ctx.config.key_passphrase)
     except (DirectoryError, SchemaError) as exc:
@@ -200,7 +200,7 @@ def organ_rows(d: Directory, site: str | None = None) -> list[dict[str, Any]]:
 @organ_group.command("list")
 @click.option("--site", "site", default=None, help="Only the organs SITE serves.")
 @DIR_OPTION
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 @one_line_errors
 def organ_list(site: str | None, directory: Path | None, as_json: bool) -> None:
     """Organs in the directory this site holds, and the site serving each."""

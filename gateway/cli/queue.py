@@ -19,16 +19,16 @@ from typing import Any
 import click
 
 from envelope.values import format_time
-from gateway.cli.app import EXIT_USAGE, _fail, one_line_errors
-from gateway.cli.site import DIR_OPTION, emit, queue_group, with_site
+from gateway.cli.app import ExitCode, fail, one_line_errors
+from gateway.cli.common import DIR_OPTION, JSON_OPTION, emit, with_site
 from gateway.cli.table import Column, printable, render
 from gateway.relay.circular_status import message_status, status_json
 from gateway.relay.key_wait import waiting_messages
+from gateway.relay.queue_shape import BUCKETS, shape_rows
 from gateway.relay.reseal import ResealResult, candidates, reseal_message
 from gateway.site.context import SiteContext
+from gateway.store.base import OutState
 
-# qshape's buckets, in minutes.
-AGE_BUCKETS_MIN = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 # The lines of ``queue show``.
 SHOW_DELIVERY = [
     Column("to", ""),
@@ -69,6 +69,47 @@ def _destination_lines(dests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+@click.group("queue")
+def queue_group() -> None:
+    """The outbound queue, like mailq."""
+
+
+@queue_group.command("list")
+@DIR_OPTION
+@JSON_OPTION
+@click.option("--all", "every", is_flag=True, help="Every delivery, done ones included.")
+@click.option("--peer", default=None, help="Only deliveries to this next hop.")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in OutState]),
+    default=None,
+    help="Only deliveries in this state, done or not.",
+)
+@one_line_errors
+def queue_list(
+    directory: Path | None, as_json: bool, every: bool, peer: str | None, state: str | None
+) -> None:
+    """What is still to do, one delivery a line (like mailq): every delivery not yet
+    delivered (queued, sending, deferred, held, failed: held and failed ones wait for
+    the operator), and each message sent from here that is forwarded but still
+    awaiting its receipt. Done here, and shown only with --all: delivered ones, and
+    a message relayed for another site once forwarded on. --json gives the same rows
+    with reasons whole (the table cuts them with "…"). Documents received here and not
+    delivered yet (a receipt deferred) are named on stderr: valise inbox list."""
+    from gateway.cli.views import QUEUE_COLUMNS, queue_rows, received_summary
+
+    async def go(ctx: SiteContext) -> tuple[list[dict[str, Any]], str | None]:
+        rows = await queue_rows(ctx, every=every, peer=peer, state=state)
+        return rows, await received_summary(ctx)
+
+    rows, waiting = with_site(directory, go)
+    emit(rows, as_json, QUEUE_COLUMNS)
+    if not rows and not every and state is None and not as_json:
+        click.echo("valise: nothing to do (--all shows what is done)", err=True)
+    if waiting is not None:
+        click.echo(f"valise: {printable(waiting)}", err=True)
+
+
 def _operator(action: str, ids: tuple[str, ...], directory: Path | None, reason: str) -> None:
     async def go(ctx: SiteContext) -> dict[str, int]:
         fn = getattr(ctx.store, action)
@@ -87,13 +128,13 @@ def _operator(action: str, ids: tuple[str, ...], directory: Path | None, reason:
     for mid, n in counts.items():
         click.echo(f"{mid}\t{action}\t{n} deliver{'y' if n == 1 else 'ies'}")
     if not any(counts.values()):
-        _fail(EXIT_USAGE, f"nothing to {action}: no matching deliveries")
+        fail(ExitCode.USAGE, f"nothing to {action}: no matching deliveries")
 
 
 @queue_group.command("show")
 @click.argument("message_id")
 @DIR_OPTION
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 @one_line_errors
 def queue_show(message_id: str, directory: Path | None, as_json: bool) -> None:
     """One message: its deliveries (one per next hop), its final destinations (state,
@@ -129,7 +170,7 @@ def queue_show(message_id: str, directory: Path | None, as_json: bool) -> None:
 
     info = with_site(directory, go)
     if not info["history"]:
-        _fail(EXIT_USAGE, f"no message {message_id} at this site")
+        fail(ExitCode.USAGE, f"no message {message_id} at this site")
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -191,7 +232,7 @@ def queue_retry(ids: tuple[str, ...], reason: str, directory: Path | None) -> No
 def queue_delete(ids: tuple[str, ...], yes: bool, reason: str, directory: Path | None) -> None:
     """Delete messages from the queue (postsuper -d). Needs --yes."""
     if not yes:
-        _fail(EXIT_USAGE, "queue delete removes envelopes for good: add --yes")
+        fail(ExitCode.USAGE, "queue delete removes envelopes for good: add --yes")
     _operator("delete", ids, directory, reason)
 
 
@@ -213,7 +254,7 @@ def queue_reseal(
     signed here with one since revoked or retired, even those a peer refused for it
     (gateway/relay/reseal.py); they are then sent again."""
     if bool(message_ids) == every:
-        _fail(EXIT_USAGE, "give message ids or --all")
+        fail(ExitCode.USAGE, "give message ids or --all")
 
     async def go(ctx: SiteContext) -> list[ResealResult]:
         ids = list(message_ids) or await candidates(ctx)
@@ -229,7 +270,7 @@ def queue_reseal(
     if not results:
         click.echo("nothing to re-seal: no message sent from here waits on a stale key")
     if message_ids and not any(r.done for r in results):
-        _fail(EXIT_USAGE, "nothing re-sealed")
+        fail(ExitCode.USAGE, "nothing re-sealed")
 
 
 def _dry_run_report(results: list[ResealResult], named: bool) -> None:
@@ -243,7 +284,7 @@ def _dry_run_report(results: list[ResealResult], named: bool) -> None:
     if not results:
         click.echo("nothing to re-seal: no message sent from here waits on a stale key")
     if named and not would:
-        _fail(EXIT_USAGE, "nothing would be re-sealed")
+        fail(ExitCode.USAGE, "nothing would be re-sealed")
 
 
 @queue_group.command("shape")
@@ -253,7 +294,7 @@ def _dry_run_report(results: list[ResealResult], named: bool) -> None:
     is_flag=True,
     help="Count undelivered deliveries (one per message and next hop), as before circulars.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 @one_line_errors
 def queue_shape(directory: Path | None, messages: bool, as_json: bool) -> None:
     """Outstanding destinations by next hop and age in minutes (like qshape): each final
@@ -264,25 +305,10 @@ def queue_shape(directory: Path | None, messages: bool, as_json: bool) -> None:
     destinations."""
 
     async def go(ctx: SiteContext) -> list[dict[str, Any]]:
-        now = datetime.now(UTC)
-        table: dict[str, Counter[str]] = {}
-        for q in await ctx.store.queue():
-            n = shape_count(q.state, q.dest_open, q.dest_total, messages=messages)
-            if not n:
-                continue
-            age = (now - q.created).total_seconds() / 60
-            bucket = next((f"{b}" for b in AGE_BUCKETS_MIN if age < b), f"{AGE_BUCKETS_MIN[-1]}+")
-            row = table.setdefault(q.peer, Counter())
-            row[bucket] += n
-            row["T"] += n
-        return [{"peer": peer, **dict(c)} for peer, c in sorted(table.items())]
+        return shape_rows(await ctx.store.queue(), datetime.now(UTC), messages=messages)
 
     rows = with_site(directory, go)
-    columns = (
-        [("peer", "NEXT HOP", 12), ("T", "T", 6)]
-        + [(str(b), str(b), 6) for b in AGE_BUCKETS_MIN]
-        + [(f"{AGE_BUCKETS_MIN[-1]}+", f"{AGE_BUCKETS_MIN[-1]}+", 6)]
-    )
+    columns = [("peer", "NEXT HOP", 12), ("T", "T", 6)] + [(b, b, 6) for b in BUCKETS]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -290,13 +316,3 @@ def queue_shape(directory: Path | None, messages: bool, as_json: bool) -> None:
     for r in rows:
         total.update({k: v for k, v in r.items() if k != "peer"})
     emit([{"peer": "TOTAL", **dict(total)}, *rows], False, columns)
-
-
-def shape_count(state: str, dest_open: int, dest_total: int, *, messages: bool = False) -> int:
-    """What one delivery row adds to ``queue shape``: its open destinations when it has
-    destination rows (forwarded or not: they still await a receipt), else 1 while it is
-    not forwarded or delivered. With ``messages``: 1 while not forwarded or delivered."""
-    done = state in ("forwarded", "delivered")
-    if messages or not dest_total:
-        return 0 if done else 1
-    return dest_open

@@ -23,8 +23,8 @@ import click
 from envelope.digested import digested
 from envelope.errors import EnvelopeError
 from envelope.values import format_time
-from gateway.cli.app import EXIT_FILES, EXIT_USAGE, _fail, main, one_line_errors
-from gateway.cli.site import DIR_OPTION, emit, with_site
+from gateway.cli.app import ExitCode, fail, one_line_errors
+from gateway.cli.common import DIR_OPTION, JSON_OPTION, emit, with_site
 from gateway.site.context import SiteContext
 from gateway.site.export_dir import ExportDir
 from gateway.store.base import TimestampRecord
@@ -34,7 +34,7 @@ CA = "ca.crt"
 README = "README"
 
 
-@main.group("timestamp")
+@click.group("timestamp")
 def timestamp_group() -> None:
     """RFC 3161 time-stamp tokens kept with messages."""
 
@@ -68,7 +68,7 @@ def _command(data: str, token: str) -> str:
 @timestamp_group.command("list")
 @click.argument("message_id")
 @DIR_OPTION
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 @one_line_errors
 def timestamp_list(message_id: str, directory: Path | None, as_json: bool) -> None:
     """The tokens stored here for MESSAGE_ID."""
@@ -98,7 +98,7 @@ def timestamp_export(message_id: str, out: Path, directory: Path | None) -> None
     ``openssl ts -verify`` (the commands are in --out/README)."""
     held = with_site(directory, lambda ctx: _held(ctx, message_id))
     if not held.records:
-        _fail(EXIT_USAGE, f"no time-stamp tokens are stored here for {message_id}")
+        fail(ExitCode.USAGE, f"no time-stamp tokens are stored here for {message_id}")
     files: dict[str, bytes] = {CA: held.ca_pem}
     commands: list[str] = []
     if held.envelope is not None:
@@ -114,7 +114,7 @@ def timestamp_export(message_id: str, out: Path, directory: Path | None) -> None
         if data_name is not None:
             commands.append(_command(data_name, f"{name}.tsr"))
     if not commands:
-        _fail(EXIT_FILES, f"the bytes {message_id}'s tokens stamp are not stored here")
+        fail(ExitCode.FILES, f"the bytes {message_id}'s tokens stamp are not stored here")
     files[README] = (
         f"Time-stamp tokens (RFC 3161) of message {message_id}.\n"
         'Verify each ("Verification: OK") in this folder with:\n\n'

@@ -1,5 +1,6 @@
-"""What ``valise queue list``, ``inbox list`` and ``status`` show, read from a site's
-store, inbox folder and directory (the click commands are in gateway/cli/site.py).
+"""What ``valise queue list`` and ``inbox list`` show, read from a site's store, inbox
+folder and directory (the click commands are in gateway/cli/queue.py and inbox.py;
+where a message received here stands, for ``status``, is gateway/relay/inbound_status.py).
 
 Rules:
 - ``queue list`` shows what is still to do by default (Store.queue ``todo``): every
@@ -26,14 +27,13 @@ from typing import Any
 from envelope.receipt import RECEIPT_CLASS
 from envelope.values import format_time
 from gateway.cli.table import Column
+from gateway.relay.inbound_status import inbox_folder
 from gateway.relay.waiting import RECEIPT_DEFERRED, waiting_reason
 from gateway.site.context import SiteContext
 from gateway.store.base import InState
 
 # The most inbound items ``inbox list`` reads (oldest first).
 INBOX_LIMIT = 1000
-# Inbound states in a message's history (a 'deleted' one removes the item).
-_INBOUND_EVENTS = (*(s.value for s in InState), "deleted")
 
 QUEUE_COLUMNS = [
     Column("id", "ID"),
@@ -80,16 +80,12 @@ async def queue_rows(
     ]
 
 
-def _inbox_folder(ctx: SiteContext, message_id: str) -> Path:
-    return ctx.config.directory / "inbox" / message_id
-
-
 async def inbox_rows(ctx: SiteContext) -> list[dict[str, Any]]:
     """Documents delivered here, and those received and not delivered yet with why
     (``note``); receipts for mail sent from here are not listed."""
     rows = []
     for item in await ctx.store.inbox(limit=INBOX_LIMIT):
-        folder = _inbox_folder(ctx, item.message_id)
+        folder = inbox_folder(ctx, item.message_id)
         received = item.state == InState.RECEIVED.value
         opened = folder.exists()
         if not received and not opened:
@@ -130,23 +126,6 @@ def _meta(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) and isinstance(meta.get("parts"), list) else None
-
-
-async def inbound_status(ctx: SiteContext, message_id: str) -> dict[str, str] | None:
-    """The message's state here as a destination ({"state", "note"}), None if it was
-    not received here (or was deleted)."""
-    events = [t for t in await ctx.store.history(message_id) if t.peer is None]
-    last = next((t for t in reversed(events) if t.state in _INBOUND_EVENTS), None)
-    if last is None or last.state == "deleted":
-        return None
-    if last.state != InState.RECEIVED.value:
-        return {"state": last.state, "note": ""}
-    route = (await ctx.store.message_routes([message_id])).get(message_id)
-    if route is None:
-        return None
-    opened = _inbox_folder(ctx, message_id).exists()
-    note = waiting_reason(route.origin, route.doc_class, ctx.directory, opened=opened)
-    return {"state": last.state, "note": note}
 
 
 async def received_summary(ctx: SiteContext) -> str | None:

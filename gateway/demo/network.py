@@ -1,7 +1,7 @@
 """A whole Valise network on loopback, as separate processes: for the demo, the
 end-to-end and kill -9 tests, and the relay benchmark.
 
-Each site runs ``python -m gateway.cli.app serve`` in its own process group, on free
+Each site runs ``python -m gateway serve`` in its own process group, on free
 127.0.0.1 ports, with the embedded SQLite store (or PostgreSQL when a DSN is
 given). Sites stop by themselves when the Network is closed (SIGTERM, then
 SIGKILL), and ``kill()`` sends SIGKILL to test durability.

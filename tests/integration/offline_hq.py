@@ -13,7 +13,7 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from crypto.keys import DecryptionKey, SigningKey
-from gateway.cli.app import main
+from gateway.cli.main import main
 from gateway.site.context import create_store
 from gateway.trust.enroll import init_hub
 from gateway.trust.publish import publish

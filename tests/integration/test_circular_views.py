@@ -34,7 +34,7 @@ from crypto.tsa import TimeStampAuthority
 from crypto.x509 import SiteCA, issue_tsa_certificate
 from envelope.digested import digested_bytes
 from envelope.open import parse_framed_head
-from gateway.cli.app import main
+from gateway.cli.main import main
 from gateway.demo.network import Network
 from gateway.evidence.export import _open_receipt
 from gateway.evidence.layout import FORMAT, FORMAT_V1, MANIFEST

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli.app import main
+from gateway.cli.main import main
 from gateway.demo.network import Network
 from gateway.evidence.verify import verify_bundle
 from gateway.relay.outbox import Document, send_documents

@@ -29,7 +29,7 @@ from click.testing import CliRunner
 
 from config.site import load_site_config, render_site_config
 from gateway.bridges.mail.delivery import deliver_locally
-from gateway.cli.app import main
+from gateway.cli.main import main
 from gateway.demo.network import SiteProcess, free_port
 from gateway.relay.local_delivery import LocalDelivery
 from gateway.runtime.events import EventBus

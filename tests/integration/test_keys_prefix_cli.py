@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli.app import EXIT_USAGE
+from gateway.cli.app import ExitCode
 from routing.key_prefix import LIST_PREFIX_CHARS, MIN_PREFIX_CHARS
 from tests.integration.offline_hq import add_mission, make_hq, valise
 
@@ -90,7 +90,7 @@ def test_a_prefix_that_also_matches_another_sites_key_at_hq_is_refused(hq: Path)
     before = _directory(hq)
     for prefix in (own[:MIN_PREFIX_CHARS], own[:20], own[:-1]):
         out = valise("keys", "revoke", prefix, "--reason", "stolen", "--dir", str(hq))
-        assert out.exit_code == EXIT_USAGE, out.output
+        assert out.exit_code == ExitCode.USAGE, out.output
         assert "ambiguous" in out.stderr and own in out.stderr and pin in out.stderr
         assert "M-HANOI tls" in out.stderr and "HQ signing" in out.stderr
     assert _directory(hq) == before
@@ -108,7 +108,7 @@ def test_a_short_prefix_is_refused_even_if_unique(hq: Path, n: int) -> None:
     for command in (["revoke", "--reason", "x"], ["retire"], ["activate"]):
         verb, *rest = command
         out = valise("keys", verb, hanoi.decryption.key_id[:n], *rest, "--dir", str(hq))
-        assert out.exit_code == EXIT_USAGE, out.output
+        assert out.exit_code == ExitCode.USAGE, out.output
         assert f"at least {MIN_PREFIX_CHARS}" in out.stderr
     assert _directory(hq) == before
 
@@ -125,7 +125,7 @@ def test_unknown_or_malformed_ids_and_other_sites_keys_for_ring_commands(hq: Pat
     ]
     for args, message in cases:
         out = valise("keys", *args, "--dir", str(hq))
-        assert out.exit_code == EXIT_USAGE, out.output
+        assert out.exit_code == ExitCode.USAGE, out.output
         assert message in out.stderr and out.stderr.count("\n") == 1
     assert _directory(hq) == before
 
@@ -149,4 +149,4 @@ def test_directory_show_json_has_every_site_and_key(hq: Path) -> None:
     text = valise("directory", "show", "--dir", str(hq)).stdout
     assert text.startswith("serial 2") and hanoi.decryption.key_id in text
     both = valise("directory", "show", "--json", "--xml", "--dir", str(hq))
-    assert both.exit_code == EXIT_USAGE
+    assert both.exit_code == ExitCode.USAGE

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.cli.app import main
+from gateway.cli.main import main
 from gateway.demo.network import Network
 from gateway.trust.publish import publish
 from routing.directory import MAX_DIRECTORY_BYTES, Directory

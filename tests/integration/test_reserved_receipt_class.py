@@ -22,7 +22,7 @@ from envelope.errors import UsageError
 from gateway.bridges.http.api import make_app
 from gateway.bridges.http.common import ApiState
 from gateway.bridges.integrators import new_token, token_sha256
-from gateway.cli.app import main
+from gateway.cli.main import main
 from gateway.relay.outbox import Document, send_documents
 from gateway.site.context import load_site
 from tests.integration.offline_hq import add_mission, make_hq

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from envelope.framing import MAGIC
 from envelope.open import parse_framed_head
-from gateway.cli.app import main
+from gateway.cli.main import main
 from gateway.demo.network import Network
 from gateway.evidence.layout import FORMAT, MANIFEST
 from gateway.evidence.verify import FAILED, OK, SKIPPED, Verification, verify_bundle

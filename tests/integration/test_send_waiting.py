@@ -19,7 +19,7 @@ import pytest
 from crypto.keys import DecryptionKey, SigningKey, VerifyKey
 from envelope.errors import EnvelopeError
 from envelope.open import open_bytes, parse_framed_head
-from gateway.cli.app import EX_TEMPFAIL, EXIT_USAGE
+from gateway.cli.app import ExitCode
 from gateway.relay.key_wait import WAITING_FOR_KEY, seal_waiting
 from gateway.relay.key_watch import KeyWatcher
 from gateway.site.context import SiteContext, load_site
@@ -217,14 +217,14 @@ async def _in_memory(hq: Path, fn: Callable[[SiteContext], Awaitable[T]]) -> T:
 
 def test_unknown_and_disabled_sites_are_still_usage_errors(hq: Path, note: Path) -> None:
     unknown = valise("send", "--dir", str(hq), "--to", "M-NOWHERE", str(note))
-    assert unknown.exit_code == EXIT_USAGE and "not in directory" in unknown.stderr
+    assert unknown.exit_code == ExitCode.USAGE and "not in directory" in unknown.stderr
     assert unknown.stdout == ""
 
 
 def test_a_store_that_cannot_be_reached_is_a_temporary_failure(hq: Path, note: Path) -> None:
     from click.testing import CliRunner
 
-    from gateway.cli.app import main
+    from gateway.cli.main import main
 
     env = {
         "VALISE_STORE_BACKEND": "postgres",
@@ -232,7 +232,7 @@ def test_a_store_that_cannot_be_reached_is_a_temporary_failure(hq: Path, note: P
     }
     add_mission(hq, "M-HANOI")
     out = CliRunner(env=env).invoke(main, ["send", "--dir", str(hq), "--to", "M-HANOI", str(note)])
-    assert out.exit_code == EX_TEMPFAIL, out.output
+    assert out.exit_code == ExitCode.TEMPFAIL, out.output
     assert "nothing queued, try again" in out.stderr and out.stdout == ""
 
 
@@ -242,9 +242,8 @@ def test_queue_release_keeps_a_message_waiting_for_its_key(hq: Path, note: Path)
     _revoke_encryption(hq, hanoi)
     mid = valise("send", "--dir", str(hq), "--to", "M-HANOI", str(note)).stdout.strip()
     out = valise("queue", "release", mid, "--dir", str(hq))
-    assert (
-        out.exit_code == EXIT_USAGE and "waiting for a destination's encryption key" in out.stderr
-    )
+    assert out.exit_code == ExitCode.USAGE
+    assert "waiting for a destination's encryption key" in out.stderr
     assert _with(hq, lambda ctx: _deliveries(ctx, mid)) == [
         ("M-HANOI", "held", f"{WAITING_FOR_KEY} M-HANOI")
     ]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli.app import EXIT_FILES, EXIT_REJECTED, EXIT_USAGE, main
+from gateway.cli.app import ExitCode
+from gateway.cli.main import main
 
 
 @pytest.fixture()
@@ -69,7 +70,7 @@ def test_keys_generate_refuses_to_overwrite(net: Path) -> None:
     result = CliRunner().invoke(
         main, ["keys", "generate", "--site", "HQ", "--dir", str(net / "HQ")]
     )
-    assert result.exit_code == EXIT_FILES
+    assert result.exit_code == ExitCode.FILES
     assert "refusing to overwrite" in result.output
 
 
@@ -77,7 +78,7 @@ def test_keys_generate_rejects_bad_site_id(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main, ["keys", "generate", "--site", "paris", "--dir", str(tmp_path)]
     )
-    assert result.exit_code == EXIT_USAGE
+    assert result.exit_code == ExitCode.USAGE
     assert "site id" in result.output
 
 
@@ -132,7 +133,7 @@ def test_open_by_a_non_recipient_fails_and_leaves_nothing(net: Path) -> None:
         "--out-dir",
         str(out),
     )
-    assert result.returncode == EXIT_REJECTED
+    assert result.returncode == ExitCode.REJECTED
     assert result.stderr.count("\n") == 1 and "no recipient stanza" in result.stderr
     assert not out.exists()
 
@@ -152,7 +153,7 @@ def test_open_with_wrong_from_is_rejected(net: Path) -> None:
         "--out-dir",
         str(out),
     )
-    assert result.returncode == EXIT_REJECTED
+    assert result.returncode == ExitCode.REJECTED
     assert "not from M-HANOI" in result.stderr
     assert list(out.iterdir()) == []
 
@@ -176,7 +177,7 @@ def test_open_of_a_tampered_part_leaves_nothing(net: Path) -> None:
         "--out-dir",
         str(out),
     )
-    assert result.returncode == EXIT_REJECTED
+    assert result.returncode == ExitCode.REJECTED
     assert "rejected" in result.stderr
     assert list(out.iterdir()) == []
 
@@ -184,25 +185,25 @@ def test_open_of_a_tampered_part_leaves_nothing(net: Path) -> None:
 def test_seal_refuses_to_overwrite_and_bad_values(net: Path) -> None:
     assert seal(net).returncode == 0
     again = seal(net)
-    assert again.returncode == EXIT_FILES and "refusing to overwrite" in again.stderr
+    assert again.returncode == ExitCode.FILES and "refusing to overwrite" in again.stderr
     bad = seal(net, "f.valise", "--expires", "yesterday")
-    assert bad.returncode == EXIT_USAGE and "ISO 8601" in bad.stderr
+    assert bad.returncode == ExitCode.USAGE and "ISO 8601" in bad.stderr
     past = seal(net, "g.valise", "--expires", "2020-01-01T00:00:00Z")
-    assert past.returncode == EXIT_USAGE and "expires" in past.stderr
+    assert past.returncode == ExitCode.USAGE and "expires" in past.stderr
     assert not (net / "f.valise").exists() and not (net / "g.valise").exists()
 
 
 def test_gateway_refuses_keys_readable_by_others(net: Path) -> None:
     (net / "HQ" / "HQ.signing.key").chmod(0o644)
     result = seal(net)
-    assert result.returncode == EXIT_FILES
+    assert result.returncode == ExitCode.FILES
     assert "readable by others" in result.stderr
 
 
 def test_inspect_rejects_garbage_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "x.valise").write_bytes(b"not an envelope at all")
     result = run("inspect", str(tmp_path / "x.valise"))
-    assert result.returncode == EXIT_REJECTED
+    assert result.returncode == ExitCode.REJECTED
     assert result.stderr.strip().count("\n") == 0 and "bad magic" in result.stderr
 
 

@@ -8,7 +8,6 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.cli.queue import shape_count
 from gateway.evidence.layout import (
     ENVELOPE_DIGESTED,
     RECEIPT_DIGESTED,
@@ -16,6 +15,7 @@ from gateway.evidence.layout import (
     receipt_files,
     token_data,
 )
+from gateway.relay.queue_shape import shape_count
 
 SITES = st.from_regex(SITE_RE, fullmatch=True)
 
