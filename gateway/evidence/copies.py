@@ -36,8 +36,8 @@ from envelope.open import parse_framed_head, verify_origin
 from envelope.receipt import Receipt
 from envelope.replacement import check_replacement
 from envelope.values import format_time
-from gateway.evidence.checks import BundleState, Failed, Skipped, _key_at
 from gateway.evidence.layout import COPIES, FORMAT_V1, FORMAT_V2, ReceiptFiles, copy_files
+from gateway.evidence.state import BundleState, Failed, Skipped, key_at
 from gateway.site.context import SiteContext
 
 DIGEST_HEX = 64
@@ -123,7 +123,7 @@ def check_copies(s: BundleState) -> str:
             if s.read(digested_name) != digested_bytes(parsed):
                 raise Failed(f"{digested_name} is not the digested range of its head")
             r = parsed.head.routing
-            key, d = _key_at(s, r.origin, parsed.head.signature_key_id, r.created, "signature")
+            key, d = key_at(s, r.origin, parsed.head.signature_key_id, r.created, "signature")
             verify_origin(parsed, key)
         except (Failed, EnvelopeError) as exc:
             problems.append(f"{head_name}: {exc}")

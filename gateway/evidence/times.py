@@ -15,8 +15,8 @@ from pathlib import PurePosixPath
 
 from envelope.head import ParsedHead
 from envelope.values import format_time
-from gateway.evidence.checks import BundleState, Failed
 from gateway.evidence.layout import ENVELOPE_DIGESTED, copy_files, in_force, token_data
+from gateway.evidence.state import BundleState, Failed
 from routing.directory import USABLE, Directory, DirectoryError, KeyState
 
 

@@ -41,11 +41,7 @@ from crypto.errors import CryptoError
 from crypto.keys import VerifyKey
 from envelope.errors import EnvelopeError
 from gateway.evidence.checks import (
-    BundleState,
-    Failed,
-    Skipped,
     check_certificates,
-    check_delivery,
     check_directories,
     check_envelope,
     check_hops,
@@ -54,12 +50,12 @@ from gateway.evidence.checks import (
     check_openssl,
     check_origin,
     check_trust,
-    destination_verdicts,
-    receipt_checks,
     token_check,
 )
 from gateway.evidence.copies import check_copies
 from gateway.evidence.layout import TIMESTAMPS, EvidenceError
+from gateway.evidence.receipt_checks import check_delivery, destination_verdicts, receipt_checks
+from gateway.evidence.state import BundleState, Failed, Skipped
 from gateway.evidence.times import check_signing_times
 from gateway.relay.hop import HopRefused
 from routing.directory import DirectoryError
