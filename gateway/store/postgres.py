@@ -29,12 +29,8 @@ import asyncpg  # type: ignore[import-untyped]
 
 from gateway.store import migrate_v11
 from gateway.store._common import (
-    EXPIRED_REASON,
     LATEST_VERSION,
     MIGRATIONS,
-    RECHECK_REASON,
-    TOMBSTONE_GRACE,
-    UNDELIVERED,
     aware,
     check_record,
     load_sql,
@@ -44,10 +40,8 @@ from gateway.store.audit import Audit
 from gateway.store.base import (
     Acceptance,
     Claimed,
-    Closed,
     EnvelopeRecord,
     OutState,
-    ReceiptRecord,
     StoreError,
 )
 from gateway.store.destinations import Destinations
@@ -57,22 +51,14 @@ from gateway.store.enroll import Enroll
 from gateway.store.integrators import Integrators
 from gateway.store.kept import KeptReceiptsRecheck
 from gateway.store.operator import Operator
+from gateway.store.outbound import Outbound
 from gateway.store.postgres_common import (
     CLAIM,
-    FORWARDED,
-    PEERS,
     AcceptItem,
     Conn,
     accept_rows,
-    fail_undelivered,
-    opt_utc,
     set_state,
     utc,
-)
-from gateway.store.postgres_destinations import (
-    close_open,
-    record_acks,
-    record_receipt_rows,
 )
 from gateway.store.postgres_inbound import PostgresInbound
 from gateway.store.trust import Trust
@@ -108,49 +94,6 @@ async def _create_pool(dsn: str, settings: dict[str, str], min_size: int, max_si
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
 
-# Expiry's hop rows: every undelivered one of an expired message; at the origin, also a
-# forwarded one with a destination through it still open (for a message without
-# destination rows: never receipted).
-_EXPIRE = """
-WITH moved AS (
-    UPDATE deliveries d SET state = 'failed', lease_owner = NULL,
-        lease_until = NULL, last_reason = $2, updated_at = $1
-    FROM envelopes e
-    WHERE e.message_id = d.message_id AND e.expires <= $1
-      AND (d.state = ANY($3::text[])
-           OR (d.state = 'forwarded' AND e.received_from IS NULL
-               AND (EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = d.message_id
-                            AND t.hop = d.peer AND t.outcome = 'open' AND t.reason <> $4)
-                    OR (e.receipt IS NULL AND NOT EXISTS (
-                        SELECT 1 FROM destinations t WHERE t.message_id = d.message_id)))))
-    RETURNING d.message_id, d.peer
-), logged AS (
-    INSERT INTO history (message_id, peer, state, reason, at)
-    SELECT message_id, peer, 'failed', $2, $1 FROM moved ORDER BY message_id, peer
-)
-SELECT message_id, peer FROM moved ORDER BY message_id, peer
-"""
-
-# The envelope rows expire() changes something of (locked first: see
-# postgres_destinations.py), and no other: a hub's relays forwarded long ago stay
-# unlocked.
-_LOCK_EXPIRED = """
-SELECT e.message_id FROM envelopes e
-WHERE e.expires <= $1
-  AND (EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = e.message_id
-               AND d.state = ANY($2::text[]))
-       OR (e.received_from IS NULL AND e.completed_at IS NULL
-           AND EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id
-                       AND t.outcome = 'open' AND t.reason <> $3))
-       OR (e.received_from IS NULL AND e.receipt IS NULL
-           AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = e.message_id
-                       AND d.state = 'forwarded')
-           AND NOT EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id)))
-ORDER BY e.message_id
-FOR NO KEY UPDATE OF e
-"""
-
-
 def _step(name: str) -> Callable[[Conn], Awaitable[None]]:
     """The Python step of a migration file (``-- @step NAME``). Raises StoreError."""
     steps = {migrate_v11.STEP: migrate_v11.postgres_step}
@@ -167,6 +110,7 @@ class PostgresStore(
     Audit,
     Enroll,
     Destinations,
+    Outbound,
     KeptReceiptsRecheck,
 ):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""
@@ -319,31 +263,6 @@ class PostgresStore(
 
         return await self._write(tx)
 
-    async def get_envelope(self, message_id: str) -> EnvelopeRecord | None:
-        async def q(conn: Conn) -> EnvelopeRecord | None:
-            r = await conn.fetchrow(
-                "SELECT message_id, origin, destinations, digest, created, expires, priority,"
-                " received_from, data, doc_class, chain FROM envelopes WHERE message_id = $1",
-                message_id,
-            )
-            if r is None:
-                return None
-            return EnvelopeRecord(
-                message_id=r["message_id"],
-                origin=r["origin"],
-                destinations=tuple(r["destinations"]),
-                digest=r["digest"],
-                created=utc(r["created"]),
-                expires=utc(r["expires"]),
-                priority=r["priority"],
-                received_from=r["received_from"],
-                data=r["data"],
-                doc_class=r["doc_class"],
-                chain=r["chain"],
-            )
-
-        return await self._read(q)
-
     # -- outbound work ----------------------------------------------------------
     async def claim(
         self, *, peer: str, owner: str, limit: int, lease_seconds: float, now: datetime
@@ -372,189 +291,7 @@ class PostgresStore(
 
         return await self._write(tx)
 
-    async def peers_with_work(self, *, now: datetime) -> list[str]:
-        at = aware(now)
-
-        async def q(conn: Conn) -> list[str]:
-            return [r["peer"] for r in await conn.fetch(PEERS, at)]
-
-        return await self._read(q)
-
-    async def next_due(self, *, now: datetime) -> datetime | None:
-        aware(now)
-
-        async def q(conn: Conn) -> datetime | None:
-            first = await conn.fetchval(
-                "SELECT min(next_attempt) FROM deliveries WHERE state = 'deferred'"
-            )
-            return opt_utc(first)
-
-        return await self._read(q)
-
-    async def forwarded(
-        self,
-        items: Sequence[tuple[str, str]],
-        *,
-        owner: str,
-        now: datetime,
-        reason: str = "",
-        receipts: Sequence[tuple[str, bytes]] = (),
-    ) -> None:
-        at = aware(now)
-        pairs = list(items)
-        proofs = list(receipts)
-        if not pairs and not proofs:
-            return
-
-        async def tx(conn: Conn) -> None:
-            if pairs:
-                await conn.execute(
-                    FORWARDED, [m for m, _ in pairs], [p for _, p in pairs], owner, reason, at
-                )
-            await record_acks(conn, proofs, at)
-
-        await self._write(tx)
-
-    async def defer(
-        self,
-        message_id: str,
-        peer: str,
-        *,
-        owner: str,
-        reason: str,
-        next_attempt: datetime,
-        now: datetime,
-    ) -> None:
-        at = aware(now)
-        when = aware(next_attempt)
-
-        async def tx(conn: Conn) -> None:
-            await conn.execute(
-                "WITH moved AS ("
-                "  UPDATE deliveries SET state = 'deferred', next_attempt = $4, lease_owner = NULL,"
-                "   lease_until = NULL, last_reason = $5, updated_at = $6"
-                "  WHERE message_id = $1 AND peer = $2 AND state = 'sending' AND lease_owner = $3"
-                "  RETURNING message_id, peer"
-                ") INSERT INTO history (message_id, peer, state, reason, at)"
-                " SELECT message_id, peer, 'deferred', $5, $6 FROM moved",
-                message_id,
-                peer,
-                owner,
-                when,
-                reason,
-                at,
-            )
-
-        await self._write(tx)
-
-    async def fail(
-        self, message_id: str, peer: str | None, *, reason: str, now: datetime
-    ) -> Closed | None:
-        at = aware(now)
-
-        async def tx(conn: Conn) -> Closed | None:
-            return await fail_undelivered(conn, message_id, peer, reason, at)
-
-        return await self._write(tx)
-
-    async def expire(self, *, now: datetime) -> list[Closed]:
-        at = aware(now)
-
-        async def tx(conn: Conn) -> list[Closed]:
-            # The envelope rows first (postgres_destinations.py: lock order).
-            await conn.execute(_LOCK_EXPIRED, at, list(UNDELIVERED), RECHECK_REASON)
-            rows = await conn.fetch(_EXPIRE, at, EXPIRED_REASON, list(UNDELIVERED), RECHECK_REASON)
-            failed: dict[str, list[str]] = {}
-            for r in rows:
-                failed.setdefault(r["message_id"], []).append(r["peer"])
-            # The origin closes every open destination of an expired message (forwarded
-            # ones too); a hub only those whose hop row failed now. A row waiting for its
-            # kept receipt's re-check (RECHECK_REASON) waits for it (close_open).
-            origin = {
-                r["message_id"]
-                for r in await conn.fetch(
-                    "SELECT e.message_id FROM envelopes e WHERE e.expires <= $1"
-                    " AND e.received_from IS NULL AND e.completed_at IS NULL AND EXISTS"
-                    " (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id"
-                    "  AND t.outcome = 'open' AND t.reason <> $2)",
-                    at,
-                    RECHECK_REASON,
-                )
-            }
-            closed = []
-            for message_id in sorted(origin | set(failed)):
-                hops = None if message_id in origin else failed[message_id]
-                closed.append(
-                    await close_open(conn, message_id, hops=hops, reason=EXPIRED_REASON, at=at)
-                )
-            # Tombstones of deleted messages are kept until their expiry (and a grace).
-            await conn.execute("DELETE FROM tombstones WHERE expires <= $1", at - TOMBSTONE_GRACE)
-            return closed
-
-        return await self._write(tx)
-
-    # -- receipts ---------------------------------------------------------------
-    async def delivered(
-        self,
-        message_id: str,
-        *,
-        receipt: bytes,
-        now: datetime,
-        site: str | None = None,
-        receipt_digest: bytes | None = None,
-        receipt_for: bytes | None = None,
-    ) -> bool:
-        at = aware(now)
-
-        async def tx(conn: Conn) -> bool:
-            if not await conn.fetchval(
-                "SELECT true FROM envelopes WHERE message_id = $1", message_id
-            ):
-                raise StoreError(f"unknown message {message_id}")
-            sites = [
-                r["site"]
-                for r in await conn.fetch(
-                    "SELECT site FROM destinations WHERE message_id = $1 ORDER BY site",
-                    message_id,
-                )
-            ]
-            which = site
-            if which is None and len(sites) > 1:
-                raise StoreError(
-                    f"{message_id} has {len(sites)} destinations: name the one that receipted it"
-                )
-            if which is None and sites:
-                which = sites[0]
-            item = ReceiptRecord(
-                message_id, which or "", receipt_digest or b"", receipt_for, receipt
-            )
-            (done,) = await record_receipt_rows(conn, [item], at, legacy=which is None)
-            if done.status == "unknown":
-                raise StoreError(f"{which} is not a destination of {message_id} here")
-            return done.status == "recorded"
-
-        return await self._write(tx)
-
-    async def receipt(self, message_id: str) -> bytes | None:
-        async def q(conn: Conn) -> bytes | None:
-            row = await conn.fetchrow(
-                "SELECT e.receipt,"
-                " (SELECT count(*) FROM destinations t WHERE t.message_id = e.message_id) AS n,"
-                " (SELECT t.receipt FROM destinations t WHERE t.message_id = e.message_id"
-                "  LIMIT 1) AS only"
-                " FROM envelopes e WHERE e.message_id = $1",
-                message_id,
-            )
-            if row is None:
-                return None
-            if row["receipt"] is not None:
-                return bytes(row["receipt"])
-            if row["n"] == 1 and row["only"] is not None:
-                return bytes(row["only"])
-            return None
-
-        return await self._read(q)
-
+    # -- what this backend reports of itself ------------------------------------
     async def durability(self) -> dict[str, str]:
         async def q(conn: Conn) -> dict[str, str]:
             r = await conn.fetchrow(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,11 +24,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from gateway.store import migrate_v11
 from gateway.store._common import (
-    EXPIRED_REASON,
     LATEST_VERSION,
     MIGRATIONS,
-    RECHECK_REASON,
-    TOMBSTONE_GRACE,
     aware,
     check_record,
     load_sql,
@@ -40,10 +36,8 @@ from gateway.store.audit import Audit
 from gateway.store.base import (
     Acceptance,
     Claimed,
-    Closed,
     EnvelopeRecord,
     OutState,
-    ReceiptRecord,
     StoreError,
 )
 from gateway.store.destinations import Destinations
@@ -52,22 +46,14 @@ from gateway.store.enroll import Enroll
 from gateway.store.integrators import Integrators
 from gateway.store.kept import KeptReceiptsRecheck
 from gateway.store.operator import Operator
+from gateway.store.outbound import Outbound
 from gateway.store.sqlite_audit import register_audit_functions
 from gateway.store.sqlite_common import (
     DUE,
-    PEERS,
     accept_one,
-    add_history,
     dt,
-    fail_undelivered,
-    opt_dt,
     set_state,
     ts,
-)
-from gateway.store.sqlite_destinations import (
-    close_open,
-    record_ack,
-    record_receipt_rows,
 )
 from gateway.store.sqlite_inbound import SqliteInbound
 from gateway.store.trust import Trust
@@ -172,6 +158,7 @@ class SqliteStore(
     Audit,
     Enroll,
     Destinations,
+    Outbound,
     KeptReceiptsRecheck,
 ):
     """:class:`~gateway.store.base.Store` on one SQLite file."""
@@ -242,31 +229,6 @@ class SqliteStore(
             return []
         return await self._write(lambda c: [accept_one(c, r, h, d, a, at) for r, h, d, a in batch])
 
-    async def get_envelope(self, message_id: str) -> EnvelopeRecord | None:
-        def q(c: sqlite3.Connection) -> EnvelopeRecord | None:
-            row = c.execute(
-                "SELECT message_id, origin, destinations, digest, created, expires, priority,"
-                " received_from, data, doc_class, chain FROM envelopes WHERE message_id = ?",
-                (message_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            return EnvelopeRecord(
-                message_id=row[0],
-                origin=row[1],
-                destinations=tuple(json.loads(row[2])),
-                digest=row[3],
-                created=dt(row[4]),
-                expires=dt(row[5]),
-                priority=row[6],
-                received_from=row[7],
-                data=row[8],
-                doc_class=row[9],
-                chain=row[10],
-            )
-
-        return await self._read(q)
-
     # -- outbound work ----------------------------------------------------------
     async def claim(
         self, *, peer: str, owner: str, limit: int, lease_seconds: float, now: datetime
@@ -296,197 +258,7 @@ class SqliteStore(
 
         return await self._write(tx)
 
-    async def peers_with_work(self, *, now: datetime) -> list[str]:
-        at = ts(now)
-
-        def q(c: sqlite3.Connection) -> list[str]:
-            return [r[0] for r in c.execute(PEERS, {"now": at}).fetchall()]
-
-        return await self._read(q)
-
-    async def next_due(self, *, now: datetime) -> datetime | None:
-        aware(now)
-
-        def q(c: sqlite3.Connection) -> datetime | None:
-            (first,) = c.execute(
-                "SELECT min(next_attempt) FROM deliveries WHERE state = 'deferred'"
-            ).fetchone()
-            return opt_dt(first)
-
-        return await self._read(q)
-
-    async def forwarded(
-        self,
-        items: Sequence[tuple[str, str]],
-        *,
-        owner: str,
-        now: datetime,
-        reason: str = "",
-        receipts: Sequence[tuple[str, bytes]] = (),
-    ) -> None:
-        at = ts(now)
-        pairs = list(items)
-        proofs = list(receipts)
-
-        def tx(c: sqlite3.Connection) -> None:
-            for message_id, peer in pairs:
-                cur = c.execute(
-                    "UPDATE deliveries SET state = 'forwarded', lease_owner = NULL,"
-                    " lease_until = NULL, next_attempt = NULL, last_reason = ?, updated_at = ?"
-                    " WHERE message_id = ? AND peer = ? AND state = 'sending'"
-                    " AND lease_owner = ?",
-                    (reason, at, message_id, peer, owner),
-                )
-                if cur.rowcount:
-                    add_history(c, message_id, peer, OutState.FORWARDED.value, reason, at)
-            for message_id, proof in proofs:
-                record_ack(c, message_id, proof, at)
-
-        if pairs or proofs:
-            await self._write(tx)
-
-    async def defer(
-        self,
-        message_id: str,
-        peer: str,
-        *,
-        owner: str,
-        reason: str,
-        next_attempt: datetime,
-        now: datetime,
-    ) -> None:
-        at = ts(now)
-        when = ts(next_attempt)
-
-        def tx(c: sqlite3.Connection) -> None:
-            cur = c.execute(
-                "UPDATE deliveries SET state = 'deferred', next_attempt = ?, lease_owner = NULL,"
-                " lease_until = NULL, last_reason = ?, updated_at = ?"
-                " WHERE message_id = ? AND peer = ? AND state = 'sending' AND lease_owner = ?",
-                (when, reason, at, message_id, peer, owner),
-            )
-            if cur.rowcount:
-                add_history(c, message_id, peer, OutState.DEFERRED.value, reason, at)
-
-        await self._write(tx)
-
-    async def fail(
-        self, message_id: str, peer: str | None, *, reason: str, now: datetime
-    ) -> Closed | None:
-        at = ts(now)
-        return await self._write(lambda c: fail_undelivered(c, message_id, peer, reason, at))
-
-    async def expire(self, *, now: datetime) -> list[Closed]:
-        at = ts(now)
-
-        def tx(c: sqlite3.Connection) -> list[Closed]:
-            rows = c.execute(
-                "UPDATE deliveries SET state = 'failed', lease_owner = NULL, lease_until = NULL,"
-                " last_reason = :reason, updated_at = :now"
-                " WHERE (state IN ('queued', 'deferred', 'sending', 'held')"
-                # At the origin, a hop forwarded with a destination through it still open
-                # (or, for a message without destination rows, never receipted) fails too.
-                "  OR (state = 'forwarded' AND message_id IN (SELECT message_id FROM envelopes"
-                "      WHERE received_from IS NULL)"
-                "      AND (EXISTS (SELECT 1 FROM destinations t"
-                "           WHERE t.message_id = deliveries.message_id"
-                "           AND t.hop = deliveries.peer AND t.outcome = 'open'"
-                "           AND t.reason <> :recheck)"
-                "        OR (NOT EXISTS (SELECT 1 FROM destinations t"
-                "           WHERE t.message_id = deliveries.message_id)"
-                "          AND message_id IN (SELECT message_id FROM envelopes"
-                "           WHERE receipt IS NULL)))))"
-                " AND message_id IN (SELECT message_id FROM envelopes WHERE expires <= :now)"
-                " RETURNING message_id, peer",
-                {"reason": EXPIRED_REASON, "now": at, "recheck": RECHECK_REASON},
-            ).fetchall()
-            failed: dict[str, list[str]] = {}
-            for message_id, peer in sorted(rows):
-                add_history(c, message_id, peer, OutState.FAILED.value, EXPIRED_REASON, at)
-                failed.setdefault(message_id, []).append(peer)
-            # The origin closes every open destination of an expired message (forwarded
-            # ones too); a hub only those whose hop row failed now. A row waiting for its
-            # kept receipt's re-check (RECHECK_REASON) waits for it (close_open).
-            origin = {
-                r[0]
-                for r in c.execute(
-                    "SELECT e.message_id FROM envelopes e WHERE e.expires <= ?"
-                    " AND e.received_from IS NULL AND e.completed_at IS NULL AND EXISTS"
-                    " (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id"
-                    "  AND t.outcome = 'open' AND t.reason <> ?)",
-                    (at, RECHECK_REASON),
-                ).fetchall()
-            }
-            closed = []
-            for message_id in sorted(origin | set(failed)):
-                hops = None if message_id in origin else failed[message_id]
-                closed.append(close_open(c, message_id, hops=hops, reason=EXPIRED_REASON, at=at))
-            # Tombstones of deleted messages are kept until their expiry (and a grace).
-            c.execute(
-                "DELETE FROM tombstones WHERE expires <= ?", (ts(aware(now) - TOMBSTONE_GRACE),)
-            )
-            return closed
-
-        return await self._write(tx)
-
-    # -- receipts ---------------------------------------------------------------
-    async def delivered(
-        self,
-        message_id: str,
-        *,
-        receipt: bytes,
-        now: datetime,
-        site: str | None = None,
-        receipt_digest: bytes | None = None,
-        receipt_for: bytes | None = None,
-    ) -> bool:
-        at = ts(now)
-
-        def tx(c: sqlite3.Connection) -> bool:
-            if not c.execute(
-                "SELECT 1 FROM envelopes WHERE message_id = ?", (message_id,)
-            ).fetchone():
-                raise StoreError(f"unknown message {message_id}")
-            sites = [
-                r[0]
-                for r in c.execute(
-                    "SELECT site FROM destinations WHERE message_id = ? ORDER BY site",
-                    (message_id,),
-                ).fetchall()
-            ]
-            which = site
-            if which is None and len(sites) > 1:
-                raise StoreError(
-                    f"{message_id} has {len(sites)} destinations: name the one that receipted it"
-                )
-            if which is None and sites:
-                which = sites[0]
-            item = ReceiptRecord(
-                message_id, which or "", receipt_digest or b"", receipt_for, receipt
-            )
-            (done,) = record_receipt_rows(c, [item], at, legacy=which is None)
-            if done.status == "unknown":
-                raise StoreError(f"{which} is not a destination of {message_id} here")
-            return done.status == "recorded"
-
-        return await self._write(tx)
-
-    async def receipt(self, message_id: str) -> bytes | None:
-        def q(c: sqlite3.Connection) -> bytes | None:
-            row = c.execute(
-                "SELECT receipt FROM envelopes WHERE message_id = ?", (message_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            if row[0] is not None:
-                return bytes(row[0])
-            rows = c.execute(
-                "SELECT receipt FROM destinations WHERE message_id = ? LIMIT 2", (message_id,)
-            ).fetchall()
-            return bytes(rows[0][0]) if len(rows) == 1 and rows[0][0] is not None else None
-
-        return await self._read(q)
-
+    # -- what this backend reports of itself ------------------------------------
     async def durability(self) -> dict[str, str]:
         def q(c: sqlite3.Connection) -> dict[str, str]:
             (mode,) = c.execute("PRAGMA journal_mode").fetchone()

@@ -1,0 +1,31 @@
+-- name: lock_expired
+-- The envelope rows expire() changes something of, locked first (rows.py: lock order),
+-- and no other: a hub's relays forwarded long ago stay unlocked.
+SELECT e.message_id FROM envelopes e
+WHERE e.expires <= :now
+  AND (EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = e.message_id
+               AND d.state = ANY(:undelivered))
+       OR (e.received_from IS NULL AND e.completed_at IS NULL
+           AND EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id
+                       AND t.outcome = 'open' AND t.reason <> :recheck))
+       OR (e.received_from IS NULL AND e.receipt IS NULL
+           AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = e.message_id
+                       AND d.state = 'forwarded')
+           AND NOT EXISTS (SELECT 1 FROM destinations t WHERE t.message_id = e.message_id)))
+ORDER BY e.message_id
+FOR NO KEY UPDATE OF e
+
+-- name: forwarded_batch
+-- The courier's batch in one statement (unnest of parallel arrays), history in order.
+WITH items AS (
+    SELECT * FROM unnest(CAST(:mids AS text[]), CAST(:peers AS text[]))
+    WITH ORDINALITY AS t(mid, peer, n)
+), moved AS (
+    UPDATE deliveries d SET state = 'forwarded', lease_owner = NULL,
+        lease_until = NULL, next_attempt = NULL, last_reason = :reason, updated_at = :at
+    FROM items i WHERE d.message_id = i.mid AND d.peer = i.peer
+      AND d.state = 'sending' AND d.lease_owner = :owner
+    RETURNING d.message_id, d.peer, i.n
+)
+INSERT INTO history (message_id, peer, state, reason, at)
+SELECT message_id, peer, 'forwarded', :reason, :at FROM moved ORDER BY n
