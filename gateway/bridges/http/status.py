@@ -1,7 +1,7 @@
 """The HTTP API's status document of a submitted message, per destination. Pure.
 
 ``GET /v1/documents/{id}`` answers it (gateway/bridges/http/documents.py); its
-schema is ``DocumentStatus`` in gateway/bridges/http/openapi.py.
+schema is ``DocumentStatus`` in gateway/bridges/http/openapi_schemas.py.
 
 Rules:
 - The message's state is computed in one place, gateway/relay/circular.py summarise:
