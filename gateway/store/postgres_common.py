@@ -31,7 +31,7 @@ from gateway.store.postgres_rows import (
     utc,
 )
 
-__all__ = ["CLAIM", "FORWARDED", "PEERS", "SET_STATE", "AcceptItem", "Conn", "accept_rows"]
+__all__ = ["CLAIM", "SET_STATE", "AcceptItem", "Conn", "accept_rows"]
 __all__ += ["add_history", "fail_undelivered", "opt_utc", "set_state", "utc"]
 
 AcceptItem = tuple[EnvelopeRecord, Sequence[str], bool, bytes | None]
@@ -129,38 +129,6 @@ SELECT c.message_id, c.peer, c.attempts, e.data, e.expires, e.origin, e.digest, 
 FROM claimed c JOIN envelopes e ON e.message_id = c.message_id
 ORDER BY c.rank, c.created, c.message_id
 """
-
-# Peers with due work: the distinct peers by a skip scan of deliveries_claim (a few
-# index seeks per peer, whatever the table holds), then one seek each for queued work;
-# deferred-and-due and expired leases by the (state, next_attempt) index.
-PEERS = """
-WITH RECURSIVE peers(peer) AS (
-    SELECT min(peer) FROM deliveries
-    UNION ALL
-    SELECT (SELECT min(d.peer) FROM deliveries d WHERE d.peer > peers.peer)
-    FROM peers WHERE peers.peer IS NOT NULL
-)
-SELECT peer FROM peers WHERE peer IS NOT NULL AND EXISTS (
-    SELECT 1 FROM deliveries d WHERE d.peer = peers.peer AND d.state = 'queued')
-UNION
-SELECT peer FROM deliveries WHERE state = 'deferred' AND next_attempt <= $1
-UNION
-SELECT peer FROM deliveries WHERE state = 'sending' AND lease_until < $1
-ORDER BY 1
-"""
-
-FORWARDED = (
-    "WITH items AS ("
-    "  SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(mid, peer, n)"
-    "), moved AS ("
-    "  UPDATE deliveries d SET state = 'forwarded', lease_owner = NULL,"
-    "   lease_until = NULL, next_attempt = NULL, last_reason = $4, updated_at = $5"
-    "  FROM items i WHERE d.message_id = i.mid AND d.peer = i.peer"
-    "   AND d.state = 'sending' AND d.lease_owner = $3"
-    "  RETURNING d.message_id, d.peer, i.n"
-    ") INSERT INTO history (message_id, peer, state, reason, at)"
-    " SELECT message_id, peer, 'forwarded', $4, $5 FROM moved ORDER BY n"
-)
 
 
 async def accept_rows(conn: Conn, items: Sequence[AcceptItem], at: datetime) -> list[Acceptance]:

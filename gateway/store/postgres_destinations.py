@@ -35,11 +35,10 @@ from gateway.store._common import (
 from gateway.store.base import (
     Closed,
     EnvelopeRecord,
-    OutState,
     ReceiptOutcome,
     ReceiptRecord,
 )
-from gateway.store.postgres_rows import Conn, set_state
+from gateway.store.postgres_rows import Conn
 
 T = TypeVar("T")
 
@@ -348,46 +347,6 @@ async def close_open(
     closed = tuple(r["site"] for r in rows)
     completed = bool(closed) and await maybe_complete(conn, message_id, at)
     return Closed(message_id, closed, reason, completed)
-
-
-async def reopen_failed(
-    conn: Conn, message_id: str, hops: Sequence[str], reason: str, at: datetime
-) -> list[str]:
-    """Reopen the failed rows routed through ``hops`` (their hop rows were requeued);
-    the message is no longer complete."""
-    if not hops:
-        return []
-    await lock_messages(conn, [message_id])
-    rows = await conn.fetch(_REOPEN, message_id, list(hops), at, reason)
-    return [r["site"] for r in rows]
-
-
-async def requeue(
-    conn: Conn, message_id: str, *, from_states: Sequence[str], reason: str, at: datetime
-) -> int:
-    """Move the message's deliveries in ``from_states`` back to queued (due now); a
-    failed one reopens the failed destinations routed through it."""
-    await lock_messages(conn, [message_id])
-    failed: list[str] = []
-    if OutState.FAILED.value in [str(s) for s in from_states]:
-        failed = [
-            r["peer"]
-            for r in await conn.fetch(
-                "SELECT peer FROM deliveries WHERE message_id = $1 AND state = 'failed'",
-                message_id,
-            )
-        ]
-    moved = await set_state(
-        conn,
-        message_id,
-        to=OutState.QUEUED.value,
-        from_states=from_states,
-        reason=reason,
-        at=at,
-        next_attempt=at,
-    )
-    await reopen_failed(conn, message_id, failed, reason, at)
-    return moved
 
 
 async def receipted(conn: Conn, message_ids: Sequence[str]) -> dict[str, dict[str, bytes]]:

@@ -21,7 +21,7 @@ from gateway.store.sqlite_destinations import (
 )
 from gateway.store.sqlite_rows import add_history, dt, opt_dt, set_state, ts
 
-__all__ = ["DUE", "PEERS", "accept_one", "add_history", "dt", "fail_undelivered", "opt_dt"]
+__all__ = ["DUE", "accept_one", "add_history", "dt", "fail_undelivered", "opt_dt"]
 __all__ += ["set_state", "ts"]
 
 # Due work of one peer, in claim order: each branch reads the deliveries_claim index
@@ -43,25 +43,6 @@ FROM (
         ORDER BY rank, created, message_id LIMIT :limit)
 ) u JOIN envelopes e ON e.message_id = u.message_id
 ORDER BY u.rank, u.created, u.message_id LIMIT :limit
-"""
-
-# Peers with due work: the distinct peers by a skip scan of deliveries_claim (a few
-# index seeks per peer, whatever the table holds), then one seek each for queued work;
-# deferred-and-due and expired leases by the (state, next_attempt) index.
-PEERS = """
-WITH RECURSIVE peers(peer) AS (
-    SELECT min(peer) FROM deliveries
-    UNION ALL
-    SELECT (SELECT min(d.peer) FROM deliveries d WHERE d.peer > peers.peer)
-    FROM peers WHERE peers.peer IS NOT NULL
-)
-SELECT peer FROM peers WHERE peer IS NOT NULL AND EXISTS (
-    SELECT 1 FROM deliveries d WHERE d.peer = peers.peer AND d.state = 'queued')
-UNION
-SELECT peer FROM deliveries WHERE state = 'deferred' AND next_attempt <= :now
-UNION
-SELECT peer FROM deliveries WHERE state = 'sending' AND lease_until < :now
-ORDER BY 1
 """
 
 

@@ -278,59 +278,6 @@ def close_open(
     return Closed(message_id, tuple(closed), reason, completed)
 
 
-def reopen_failed(
-    c: sqlite3.Connection, message_id: str, hops: Sequence[str], reason: str, at: str
-) -> list[str]:
-    """Reopen the failed rows routed through ``hops`` (their hop rows were requeued);
-    the message is no longer complete."""
-    if not hops:
-        return []
-    rows = c.execute(
-        "UPDATE destinations SET outcome = 'open', reason = '', updated_at = ?"
-        " WHERE message_id = ? AND outcome = 'failed'"
-        " AND hop IN (SELECT value FROM json_each(?)) RETURNING site",
-        (at, message_id, json.dumps(list(hops))),
-    ).fetchall()
-    sites = sorted(r[0] for r in rows)
-    for site in sites:
-        add_history(c, message_id, site, OutState.QUEUED.value, reason, at)
-    if sites:
-        c.execute("UPDATE envelopes SET completed_at = NULL WHERE message_id = ?", (message_id,))
-    return sites
-
-
-def requeue(
-    c: sqlite3.Connection,
-    message_id: str,
-    *,
-    from_states: Sequence[str],
-    reason: str,
-    at: str,
-) -> int:
-    """Move the message's deliveries in ``from_states`` back to queued (due now); a
-    failed one reopens the failed destinations routed through it."""
-    failed = []
-    if OutState.FAILED.value in [str(s) for s in from_states]:
-        failed = [
-            r[0]
-            for r in c.execute(
-                "SELECT peer FROM deliveries WHERE message_id = ? AND state = 'failed'",
-                (message_id,),
-            ).fetchall()
-        ]
-    moved = set_state(
-        c,
-        message_id,
-        to=OutState.QUEUED.value,
-        from_states=from_states,
-        reason=reason,
-        at=at,
-        next_attempt=at,
-    )
-    reopen_failed(c, message_id, failed, reason, at)
-    return moved
-
-
 def receipted(c: sqlite3.Connection, message_id: str) -> dict[str, bytes]:
     """site -> receipt digest of the rows with a receipt (b"": digest not known)."""
     rows = c.execute(
