@@ -80,7 +80,7 @@ from crypto.tsa_asn1 import (
     _str,
     _tlv,
 )
-from crypto.x509 import _PARSE_ERRORS, CertificateError, _load_certificate, _load_private_key
+from crypto.x509_read import PARSE_ERRORS, CertificateError, load_certificate, load_private_key
 
 __all__ = [
     "MAX_REQUEST_BYTES",
@@ -191,7 +191,7 @@ def _key_matches(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> boo
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     try:
         return cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt)
-    except _PARSE_ERRORS:
+    except PARSE_ERRORS:
         return False
 
 
@@ -242,8 +242,8 @@ class TimeStampAuthority:
 
     def __post_init__(self) -> None:
         try:
-            cert = _load_certificate(self.certificate)
-            key = _load_private_key(self.private_key, self.passphrase)
+            cert = load_certificate(self.certificate)
+            key = load_private_key(self.private_key, self.passphrase)
         except CertificateError as exc:
             raise TimestampError(f"TSA: {exc}", failure="systemFailure") from exc
         if not _key_matches(cert, key):

@@ -29,7 +29,7 @@ from pyasn1.type import univ, useful  # type: ignore[import-untyped]
 from pyasn1_modules import rfc5280  # type: ignore[import-untyped]
 
 from crypto.errors import CryptoError
-from crypto.x509 import _PARSE_ERRORS
+from crypto.x509_read import PARSE_ERRORS
 
 MAX_TOKEN_BYTES = 64 * 1024
 MAX_REQUEST_BYTES = 16 * 1024
@@ -230,7 +230,7 @@ def _check_tsa_extensions(cert: x509.Certificate) -> None:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
     except x509.ExtensionNotFound:
         raise TimestampError("the TSA certificate has no extendedKeyUsage") from None
-    except _PARSE_ERRORS as exc:
+    except PARSE_ERRORS as exc:
         raise TimestampError("the TSA certificate's extensions are malformed") from exc
     if not eku.critical:
         raise TimestampError("the TSA certificate's extendedKeyUsage is not critical")

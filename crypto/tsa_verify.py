@@ -63,7 +63,7 @@ from crypto.tsa_asn1 import (
     _is_sha256,
     _str,
 )
-from crypto.x509 import _PARSE_ERRORS, CertificateError, _load_certificate
+from crypto.x509_read import PARSE_ERRORS, CertificateError, load_certificate
 
 __all__ = ["TimestampError", "TokenInfo", "verify_token"]
 
@@ -130,19 +130,19 @@ def verify_token(
     if not isinstance(data_digest_sha256, bytes | bytearray) or len(data_digest_sha256) != 32:
         raise TimestampError("the data digest is a SHA-256 digest (32 bytes)")
     try:
-        ca = _load_certificate(ca_cert_pem)
-        extra = None if tsa_certificate is None else _load_certificate(tsa_certificate)
+        ca = load_certificate(ca_cert_pem)
+        extra = None if tsa_certificate is None else load_certificate(tsa_certificate)
     except CertificateError as exc:
         raise TimestampError(f"verifying a token: {exc}") from exc
     try:
         is_ca = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except (x509.ExtensionNotFound, *_PARSE_ERRORS):
+    except (x509.ExtensionNotFound, *PARSE_ERRORS):
         is_ca = False
     if not is_ca:
         raise TimestampError("the trust anchor given is not a CA certificate")
     try:
         return _verify(token, bytes(data_digest_sha256), ca, extra, nonce, policy)
-    except (*_ASN1_ERRORS, *_PARSE_ERRORS) as exc:
+    except (*_ASN1_ERRORS, *PARSE_ERRORS) as exc:
         raise TimestampError("the token is malformed") from exc
 
 
@@ -199,7 +199,7 @@ def _verify(
     # The signer's certificate: the one signingCertificateV2 names.
     cert_der, cert_asn1 = _find_certificate(signed_data, extra, _bytes(cert_id["certHash"]))
     try:
-        cert = _load_certificate(cert_der)
+        cert = load_certificate(cert_der)
     except CertificateError as exc:
         raise TimestampError(f"the TSA certificate: {exc}") from exc
     _check_issuer_serial(cert_id, cert_asn1)

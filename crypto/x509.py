@@ -13,29 +13,36 @@ Rules:
 - HQ's time-stamp authority (RFC 3161, :mod:`crypto.tsa`) has its own certificate under
   the same CA: CN = its name, no SAN, and only the critical EKU id-kp-timeStamping.
 - Pure: no files, no sockets. Inputs are bytes (PEM or DER); every failure is a
-  :class:`CertificateError`.
+  :class:`CertificateError`. Reading certificates and keys back (PEM/DER, the strict
+  checks before pyca parses) is crypto/x509_read.py.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import overload
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from crypto.errors import CryptoError
 from crypto.random import SYSTEM_RANDOM, RandomSource
+from crypto.x509_read import (
+    PARSE_ERRORS,
+    CertificateError,
+    load_certificate,
+    load_private_key,
+    load_public_key,
+    spki_der,
+    spki_from_tbs,
+)
 
 __all__ = [
     "CA_DAYS",
@@ -62,29 +69,8 @@ SITE_DAYS = 90
 # A TSA certificate outlives the site certificates: its tokens are checked against it for
 # as long as the messages they stamp are kept (RFC 3161 verifiers check it at genTime).
 TSA_DAYS = 1095
-MAX_CERTIFICATE_BYTES = 64 * 1024
 SERIAL_BYTES = 20
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-_PEM_BEGIN = b"-----BEGIN"
-_PEM_CERTIFICATE_RE = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\r?\n(.*?)-----END CERTIFICATE-----", re.DOTALL
-)
-
-
-class CertificateError(CryptoError):
-    """A certificate, a certificate key or a request to issue one is not acceptable."""
-
-
-# Everything pyca/cryptography may raise on hostile input while parsing (certificates
-# are parsed lazily, so reading an extension can fail long after loading succeeded).
-_PARSE_ERRORS = (
-    ValueError,
-    TypeError,
-    UnsupportedAlgorithm,
-    x509.InvalidVersion,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
 
 
 def _check_site_id(site_id: str) -> str:
@@ -118,18 +104,6 @@ def _serial(rng: RandomSource) -> int:
     return (int.from_bytes(rng.random_bytes(SERIAL_BYTES), "big") >> 1) or 1
 
 
-def _is_p256(key: object) -> bool:
-    return isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and isinstance(
-        key.curve, ec.SECP256R1
-    )
-
-
-def _spki_der(key: ec.EllipticCurvePublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def _pkcs8_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> bytes:
     encryption: serialization.KeySerializationEncryption = (
         serialization.NoEncryption()
@@ -139,105 +113,6 @@ def _pkcs8_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None)
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-
-
-def _load_private_key(key_pem: bytes, passphrase: bytes | None) -> ec.EllipticCurvePrivateKey:
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=passphrase)
-    except _PARSE_ERRORS as exc:
-        raise CertificateError("not a readable PEM private key (or the wrong passphrase)") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not _is_p256(key):
-        raise CertificateError("the key is not an ECDSA P-256 key")
-    return key
-
-
-def _load_public_key(data: bytes) -> ec.EllipticCurvePublicKey:
-    try:
-        if data.lstrip().startswith(_PEM_BEGIN):
-            key = serialization.load_pem_public_key(data)
-        else:
-            key = serialization.load_der_public_key(data)
-    except _PARSE_ERRORS as exc:
-        raise CertificateError("not a readable public key (SubjectPublicKeyInfo)") from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not _is_p256(key):
-        raise CertificateError("the key is not an ECDSA P-256 key")
-    return key
-
-
-def _load_certificate(data: bytes) -> x509.Certificate:
-    """Load one certificate from PEM (the first CERTIFICATE block) or DER."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise CertificateError("a certificate is given as bytes")
-    data = bytes(data)
-    if len(data) > MAX_CERTIFICATE_BYTES:
-        raise CertificateError("certificate too large")
-    der = _pem_to_der(data) if data.lstrip().startswith(_PEM_BEGIN) else data
-    _check_serial(der)
-    try:
-        return x509.load_der_x509_certificate(der)
-    except _PARSE_ERRORS as exc:
-        raise CertificateError("not a readable X.509 certificate") from exc
-
-
-def _pem_to_der(data: bytes) -> bytes:
-    match = _PEM_CERTIFICATE_RE.search(data)
-    if match is None:
-        raise CertificateError("no PEM CERTIFICATE block")
-    try:
-        return base64.b64decode(b"".join(match.group(1).split()), validate=True)
-    except binascii.Error:
-        raise CertificateError("the PEM CERTIFICATE block is not base64") from None
-
-
-def _check_serial(der: bytes) -> None:
-    """Refuse serial numbers that are not positive (RFC 5280 4.1.2.2) before pyca sees them.
-
-    pyca/cryptography still loads a certificate with a zero or negative serial number
-    (its own, or the authorityCertSerialNumber of its authorityKeyIdentifier) but warns
-    that a future release will refuse it; a warning is no answer to hostile input (and
-    is an error under pytest). Anything else malformed is left to pyca.
-    """
-    _tag, start, end = _der_header(der, 0)  # Certificate
-    _tag, start, end = _der_header(der, start, end)  # TBSCertificate
-    fields = list(_der_children(der, start, end))
-    if fields and fields[0][0] == _VERSION_TAG:
-        fields = fields[1:]
-    if not fields:
-        raise CertificateError("the certificate has no serial number")
-    _check_positive(der, fields[0])
-    for tag, start, end in fields[6:]:
-        if tag == _EXTENSIONS_TAG:
-            for seq_tag, seq_start, seq_end in _der_children(der, start, end):
-                if seq_tag == _SEQUENCE:
-                    _check_extension_serials(der, seq_start, seq_end)
-
-
-def _check_extension_serials(der: bytes, start: int, end: int) -> None:
-    for ext_tag, ext_start, ext_end in _der_children(der, start, end):
-        if ext_tag != _SEQUENCE:
-            continue
-        parts = list(_der_children(der, ext_start, ext_end))
-        if not parts or parts[-1][0] != _OCTET_STRING:
-            continue
-        oid = parts[0]
-        if der[oid[1] : oid[2]] != _AKI_OID or parts[0][0] != _OID:
-            continue
-        for aki_tag, aki_start, aki_end in _der_children(der, parts[-1][1], parts[-1][2]):
-            if aki_tag == _SEQUENCE:
-                for element in _der_children(der, aki_start, aki_end):
-                    if element[0] == _AKI_SERIAL_TAG:
-                        _check_positive(der, element)
-
-
-def _check_positive(der: bytes, element: tuple[int, int, int]) -> None:
-    tag, start, end = element
-    if (
-        tag not in (_INTEGER, _AKI_SERIAL_TAG)
-        or end == start
-        or der[start] & 0x80
-        or not any(der[start:end])
-    ):
-        raise CertificateError("a serial number is not a positive INTEGER")
 
 
 def _sign(builder: x509.CertificateBuilder, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
@@ -313,8 +188,8 @@ class SiteCA:
         keyUsage keyCertSign, a subjectKeyIdentifier, as strict X.509 verification wants)
         and that the key is its key.
         """
-        cert = _load_certificate(cert_pem)
-        key = _load_private_key(key_pem, passphrase)
+        cert = load_certificate(cert_pem)
+        key = load_private_key(key_pem, passphrase)
         try:
             extensions = cert.extensions
             constraints = extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -322,13 +197,13 @@ class SiteCA:
             extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
             cert.verify_directly_issued_by(cert)
             cert_public = cert.public_key()
-        except (x509.ExtensionNotFound, InvalidSignature, *_PARSE_ERRORS) as exc:
+        except (x509.ExtensionNotFound, InvalidSignature, *PARSE_ERRORS) as exc:
             raise CertificateError(f"not a self-signed site CA certificate: {exc}") from exc
         if not constraints.ca or not usage.key_cert_sign:
             raise CertificateError("the certificate is not a CA certificate")
-        if not isinstance(cert_public, ec.EllipticCurvePublicKey) or _spki_der(
+        if not isinstance(cert_public, ec.EllipticCurvePublicKey) or spki_der(
             cert_public
-        ) != _spki_der(key.public_key()):
+        ) != spki_der(key.public_key()):
             raise CertificateError("the key does not belong to the CA certificate")
         return cls(cert, key)
 
@@ -359,7 +234,7 @@ def generate_site_key(rng: RandomSource = SYSTEM_RANDOM) -> bytes:
 
 def site_public_key(key_pem: bytes) -> bytes:
     """The SubjectPublicKeyInfo PEM of a site key, to send to HQ for issuing."""
-    public = _load_private_key(key_pem, None).public_key()
+    public = load_private_key(key_pem, None).public_key()
     return public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -437,7 +312,7 @@ def issue_site_certificate(
         private = _new_p256_key(rng)
         subject_key = private.public_key()
     else:
-        subject_key = _load_public_key(public_key)
+        subject_key = load_public_key(public_key)
 
     ca_ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
@@ -552,13 +427,13 @@ def site_id_from_certificate(cert: bytes) -> str:
     TLS handshake did. Raises :class:`CertificateError` when the SAN is missing, names
     no site or several, or the site id is not valid.
     """
-    certificate = _load_certificate(cert)
+    certificate = load_certificate(cert)
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     except x509.ExtensionNotFound:
         raise CertificateError("the certificate has no subjectAltName") from None
-    except _PARSE_ERRORS as exc:
+    except PARSE_ERRORS as exc:
         raise CertificateError("the certificate's extensions are malformed") from exc
     # Compare the scheme and namespace without case, so that a look-alike such as
     # "URN:valise:site:X" makes the certificate ambiguous instead of being skipped.
@@ -579,99 +454,42 @@ def certificate_pin(cert: bytes) -> str:
 
     ``cert`` is PEM or DER. Raises :class:`CertificateError`.
     """
-    return _pin(_load_certificate(cert))
+    return _pin(load_certificate(cert))
 
 
 def certificate_serial(cert: bytes) -> str:
     """The certificate's serial number as lowercase hex without leading zeros (how the
     gateway records the certificates HQ issued). ``cert`` is PEM or DER. Raises
     :class:`CertificateError`."""
-    certificate = _load_certificate(cert)
+    certificate = load_certificate(cert)
     try:
         return format(certificate.serial_number, "x")
-    except _PARSE_ERRORS as exc:
+    except PARSE_ERRORS as exc:
         raise CertificateError("the certificate's serial number is malformed") from exc
 
 
 def certificate_not_after(cert: bytes) -> datetime:
     """The end of the certificate's validity (aware, UTC). Raises :class:`CertificateError`."""
-    certificate = _load_certificate(cert)
+    certificate = load_certificate(cert)
     try:
         return certificate.not_valid_after_utc
-    except _PARSE_ERRORS as exc:
+    except PARSE_ERRORS as exc:
         raise CertificateError("the certificate's validity is malformed") from exc
 
 
 def _pin(certificate: x509.Certificate) -> str:
     try:
         tbs = certificate.tbs_certificate_bytes
-    except _PARSE_ERRORS as exc:
+    except PARSE_ERRORS as exc:
         raise CertificateError("not a readable X.509 certificate") from exc
-    return hashlib.sha256(_spki_from_tbs(tbs)).hexdigest()
-
-
-_SEQUENCE = 0x30
-_INTEGER = 0x02
-_OCTET_STRING = 0x04
-_OID = 0x06
-_VERSION_TAG = 0xA0  # [0] EXPLICIT Version
-_EXTENSIONS_TAG = 0xA3  # [3] EXPLICIT Extensions
-_AKI_SERIAL_TAG = 0x82  # [2] IMPLICIT CertificateSerialNumber
-_AKI_OID = bytes.fromhex("551d23")  # 2.5.29.35 authorityKeyIdentifier
-
-
-def _der_header(data: bytes, pos: int, limit: int | None = None) -> tuple[int, int, int]:
-    """The tag, content start and end of the DER element at ``pos`` (ending by ``limit``)."""
-    limit = len(data) if limit is None else limit
-    if pos + 2 > limit:
-        raise CertificateError("truncated DER")
-    tag, length = data[pos], data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or pos + count > limit:
-            raise CertificateError("bad DER length")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    if tag & 0x1F == 0x1F:
-        raise CertificateError("multi-byte DER tags do not occur in certificates")
-    if pos + length > limit:
-        raise CertificateError("truncated DER")
-    return tag, pos, pos + length
-
-
-def _der_children(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """The elements inside a constructed element's content ``data[start:end]``."""
-    while start < end:
-        tag, content, after = _der_header(data, start, end)
-        yield tag, content, after
-        start = after
-
-
-def _spki_from_tbs(tbs: bytes) -> bytes:
-    """The SubjectPublicKeyInfo element of a TBSCertificate, byte for byte (RFC 5280 4.1).
-
-    Re-encoding the parsed key would change, for instance, a compressed EC point, and
-    so the pin; the bytes as signed by the CA are the ones to hash.
-    """
-    tag, start, end = _der_header(tbs, 0)
-    if tag != _SEQUENCE:
-        raise CertificateError("TBSCertificate is not a SEQUENCE")
-    fields = list(_der_children(tbs, start, end))
-    if fields and fields[0][0] == _VERSION_TAG:
-        fields = fields[1:]
-    # serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, ...
-    if len(fields) < 6 or fields[5][0] != _SEQUENCE:
-        raise CertificateError("the certificate has no SubjectPublicKeyInfo")
-    # Elements are contiguous: the key info starts where the subject ends.
-    return tbs[fields[4][2] : fields[5][2]]
+    return hashlib.sha256(spki_from_tbs(tbs)).hexdigest()
 
 
 def public_key_pin(public_key: bytes) -> str:
     """The pin (as :func:`certificate_pin`) of a P-256 public key, PEM or DER SPKI, or of
     the public half of a private key PEM: the pin its certificates will have."""
     try:
-        key = _load_private_key(public_key, None).public_key()
+        key = load_private_key(public_key, None).public_key()
     except CertificateError:
-        key = _load_public_key(public_key)
-    return hashlib.sha256(_spki_der(key)).hexdigest()
+        key = load_public_key(public_key)
+    return hashlib.sha256(spki_der(key)).hexdigest()
