@@ -25,7 +25,7 @@ from gateway.service.doctor_checks import (
     receipts_awaited_check,
     received_check,
 )
-from gateway.store import sqlite_operator
+from gateway.store.queries import _read
 from gateway.store.base import TODO_STATES
 from routing.directory import Directory, KeyState, SiteEntry
 
@@ -143,10 +143,13 @@ def test_a_receipt_waits_while_the_origin_has_no_active_encryption_key() -> None
 # -- the store's "still to do" --------------------------------------------------------------
 
 
-def test_the_sqlite_todo_states_are_base_todo_states() -> None:
-    found = re.search(r"d\.state IN \(([^)]*)\)", sqlite_operator._QUEUE)
-    assert found is not None
-    assert tuple(s.strip(" '") for s in found.group(1).split(",")) == TODO_STATES
+def test_the_store_todo_states_are_base_todo_states() -> None:
+    """The queue query names no state list of its own: "still to do" is TODO_STATES,
+    passed as :todo_states (gateway/store/operator.py), on every backend."""
+    queue = (_read("queries", "operator.sql") or {})["queue"]
+    assert "d.state = ANY(:todo_states)" in queue
+    assert re.search(r"d\.state IN \(", queue) is None
+    assert {"queued", "sending"} <= set(TODO_STATES)
 
 
 # -- [relay] warn_deferred_seconds ---------------------------------------------------------
