@@ -193,8 +193,10 @@ def load_keys(config: SiteConfig) -> tuple[SiteKeys, TlsMaterial]:
     return ring_site_keys(ring), TlsMaterial(cert, key, (config.keys_dir / "ca.crt").read_bytes())
 
 
-async def load_site(directory: Path) -> SiteContext:
-    """Load a site folder. Raises ConfigError, KeyStoreError, DirectoryError, OSError."""
+async def load_site(directory: Path, *, store: Store | None = None) -> SiteContext:
+    """Load a site folder, over the store its config names or, when given, ``store``
+    (the in-memory store of the component tests). Raises ConfigError, KeyStoreError,
+    DirectoryError, OSError."""
     config = load_site_config(directory)
     keys, tls = load_keys(config)
     k = config.keys_dir
@@ -202,7 +204,7 @@ async def load_site(directory: Path) -> SiteContext:
     directory_key = None
     if config.is_hub:
         directory_key = load_signing_key(_read_private(k / "directory.key", config.key_passphrase))
-    store = await open_store(config)
+    store = store if store is not None else await open_store(config)
     return SiteContext(
         config=config,
         trust=trust,

@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestServer
 
-from config.site import SiteConfig, load_site_config, split_hostport
+from config.site import load_site_config, split_hostport
 from crypto.keys import SigningKey
 from envelope.model import PartInfo, SealedHeader
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
@@ -40,7 +40,6 @@ from gateway.relay.outbox import Document, send_documents
 from gateway.runtime.events import Event, EventBus
 from gateway.runtime.metrics import Metrics
 from gateway.service.hub_routes import add_hub_routes
-from gateway.site import context as site_context
 from gateway.site.connector import PinnedConnector
 from gateway.site.context import (
     SiteContext,
@@ -106,16 +105,7 @@ async def _join_all(root: Path, ports: dict[str, int]) -> None:
 
 async def load_memory_site(directory: Path) -> SiteContext:
     """The real ``load_site`` of ``directory``, over a fresh in-memory store."""
-
-    async def memory_store(config: SiteConfig) -> Store:
-        return await MemoryStore.open()
-
-    real = site_context.open_store
-    site_context.open_store = memory_store
-    try:
-        return await load_site(directory)
-    finally:
-        site_context.open_store = real
+    return await load_site(directory, store=await MemoryStore.open())
 
 
 @dataclass
