@@ -57,7 +57,7 @@ from gateway.evidence.layout import TIMESTAMPS, EvidenceError
 from gateway.evidence.receipt_checks import check_delivery, destination_verdicts, receipt_checks
 from gateway.evidence.state import BundleState, Failed, Skipped
 from gateway.evidence.times import check_signing_times
-from gateway.relay.hop import HopRefused
+from gateway.relay.hop import HopError
 from routing.directory import DirectoryError
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
@@ -66,7 +66,7 @@ _INPUT_ERRORS = (
     EnvelopeError,
     DirectoryError,
     CryptoError,
-    HopRefused,
+    HopError,
     EvidenceError,
     ValueError,
     LookupError,

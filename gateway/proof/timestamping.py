@@ -39,7 +39,10 @@ Rules:
   systemFailure, addInfoNotAvailable) leaves the envelopes pending and backs off
   (jittered, ``[relay] retry_base_seconds`` to ``retry_max_seconds``). A request HQ
   refuses for good (badAlg, badRequest, badDataFormat, unacceptedPolicy,
-  unacceptedExtension) is dropped with a warning: asking again cannot help.
+  unacceptedExtension) is dropped with a warning: asking again cannot help. The two are
+  :class:`StampDeferred` (a Retry) and :class:`StampRefused` (a Refused;
+  gateway/runtime/errors.py), and a TSA's rejection is sorted by
+  :func:`rejection_kind`.
 - ``POST /v1/timestamp`` (HQ; the channel's middleware has already refused anything
   but a pinned site): a batch as gateway/proof/timestamp_batch.py frames it. 415 for another
   media type, 413 for too many or too large items, 400 for a malformed frame; else 200
@@ -93,6 +96,7 @@ from gateway.proof.witness import Handler as WitnessHandler
 from gateway.proof.witness import WitnessError, send_checkpoint, witness_handlers
 from gateway.runtime import logjson
 from gateway.runtime.backoff import jittered
+from gateway.runtime.errors import Refused, Retry
 from gateway.site.context import SiteContext, load_site_ca, write_private_key
 from gateway.site.files import write_private
 from gateway.site.keystore import KeyStoreError, _read_private
@@ -128,8 +132,21 @@ class TimestampingError(Exception):
     """HQ's time-stamp authority cannot be set up (one line says why)."""
 
 
-class StampDeferred(Exception):
+class StampDeferred(Retry):
     """Stamping could not be done now; the envelopes stay pending (one line says why)."""
+
+
+class StampRefused(Refused):
+    """The TSA refused a request for good (:data:`PERMANENT_FAILURES`): asking again
+    cannot help, so its envelope is dropped from the pending ones with a warning."""
+
+
+def rejection_kind(exc: TimestampError, tsa: str) -> StampDeferred | StampRefused:
+    """What ``tsa``'s rejection of one request means: refused for good if another try
+    would get it again, else deferred."""
+    if exc.failure in PERMANENT_FAILURES:
+        return StampRefused(str(exc))
+    return StampDeferred(f"{tsa}: {exc}")
 
 
 # -- the authority's files (HQ) ----------------------------------------------------------
@@ -363,7 +380,7 @@ class Stamper:
                 while await self.once():
                     pass
                 self.attempts = 0
-            except StampDeferred as exc:
+            except Retry as exc:  # StampDeferred
                 self.attempts += 1
                 delay = jittered(
                     cfg.relay.retry_base_seconds, self.attempts, cfg.relay.retry_max_seconds
@@ -466,13 +483,14 @@ class Stamper:
             try:
                 token = parse_response(der)
             except TimestampError as exc:
-                if exc.failure in PERMANENT_FAILURES:
+                kind = rejection_kind(exc, hub)
+                if isinstance(kind, Refused):
                     logjson.event(
-                        log, logging.WARNING, "timestamp_refused", id=w.message_id, reason=str(exc)
+                        log, logging.WARNING, "timestamp_refused", id=w.message_id, reason=str(kind)
                     )
                     settled.append(w.pending)
                 else:
-                    deferred = f"{hub}: {exc}"
+                    deferred = str(kind)
                 continue
             try:
                 if time.monotonic() >= self.whole_check_due:

@@ -16,7 +16,9 @@ Rules:
 - Bodies are bounded (``max_request_bytes``) and must arrive within
   ``request_timeout_seconds``: aiohttp has no slow-body timeout of its own.
 - A batch is validated envelope by envelope, then every accepted envelope is
-  committed in one transaction before any acknowledgement is sent.
+  committed in one transaction before any acknowledgement is sent. A check that fails
+  is answered by its kind (gateway/runtime/errors.py): a Retry (HopUnknownKey) as
+  ``retry``, a Refused (HopRefused) or a malformed envelope as ``refused``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ from gateway.relay.hop import (
     Checked,
     HeadCache,
     HopRefused,
-    HopUnknownKey,
     check_envelope,
     check_receipt,
     receipts_to_check,
@@ -53,6 +54,7 @@ from gateway.relay.hop import (
 )
 from gateway.relay.reseal import stale_for_here, take_resealed_copy
 from gateway.runtime import logjson
+from gateway.runtime.errors import Refused, Retry
 from gateway.runtime.faults import crash_point
 from gateway.runtime.metrics import Metrics
 from gateway.site.appkeys import CONTEXT, METRICS
@@ -197,11 +199,11 @@ async def hop(request: web.Request) -> web.Response:
                 parsed=parsed,
                 longest=timedelta(days=ctx.config.relay.max_expires_days),
             )
-        except HopUnknownKey as exc:
+        except Retry as exc:
             results.append({"status": "retry", "reason": str(exc)})
             logjson.event(log, logging.INFO, "hop_retry", peer=peer, reason=str(exc))
             continue
-        except (HopRefused, EnvelopeError) as exc:
+        except (Refused, EnvelopeError) as exc:
             results.append({"status": "refused", "reason": str(exc)})
             request.app[METRICS].refused.labels(peer).inc()
             logjson.event(log, logging.WARNING, "hop_refused", peer=peer, reason=str(exc))

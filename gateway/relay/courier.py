@@ -8,6 +8,11 @@ Rules:
 - A failure defers the whole batch with exponential backoff and jitter, and the
   courier for that peer sleeps through the same delay (a per-peer circuit: a dead
   mission is tried once per backoff step, not once per message).
+- Each envelope's answer is decided by its kind (gateway/runtime/errors.py): a Retry
+  (``retry``, or an ack signed by a key our directory does not list yet:
+  HopUnknownKey) defers it until the next directory poll; a Refused (``refused``, or an
+  ack that does not verify: HopRefused) fails it towards that peer, or holds it for its
+  origin's re-seal.
 - Up to ``COURIERS_PER_PEER`` couriers run for one peer at once, each with its own
   claimed batch: one batch can be on the wire while the next is claimed and posted
   (the claim's lease keeps them apart).
@@ -39,7 +44,7 @@ from gateway.relay.hop import HopRefused, HopUnknownKey, verify_ack, verify_hop_
 from gateway.relay.reseal import HOLD_REASON
 from gateway.runtime import logjson
 from gateway.runtime.backoff import jittered
-from gateway.runtime.errors import PeerError
+from gateway.runtime.errors import Refused, Retry
 from gateway.runtime.events import EventBus
 from gateway.runtime.metrics import Metrics
 from gateway.site.context import SiteContext
@@ -53,7 +58,7 @@ COURIERS_PER_PEER = 2
 
 def _check_ack(c: Claimed, ack: object, keys: dict[str, VerifyKey]) -> tuple[str, str]:
     """Verify the peer's hop acknowledgement of ``c``; return the envelope's (origin,
-    document class). Raises HopRefused."""
+    document class). Raises HopRefused or HopUnknownKey."""
     if c.chain is not None and c.digest:
         verify_hop_ack(ack, c.digest, c.chain, keys)
         return c.origin, c.doc_class
@@ -171,7 +176,7 @@ class Couriers:
                 [c.data for c in claimed],
                 relay.request_timeout_seconds,
             )
-        except (PeerError, DirectoryError) as exc:
+        except (Retry, DirectoryError) as exc:  # PeerError: the whole batch waits
             self.metrics.retries.labels(peer).inc()
             await self._back_off(peer, claimed, str(exc))
             return False
@@ -193,12 +198,12 @@ class Couriers:
                     )
                     raise HopRefused(reason)
                 origin, doc_class = _check_ack(c, result.get("ack"), keys)
-            except HopUnknownKey as exc:
+            except Retry as exc:
                 # A key newer than one of the two directories: try again after a poll.
                 later.append(c)
                 reason = str(exc)
                 continue
-            except HopRefused as exc:
+            except Refused as exc:
                 await self._refused(c, peer, str(exc))
                 continue
             done.append((c.message_id, peer))

@@ -50,6 +50,7 @@ from envelope.receipt import RECEIPT_CLASS
 from envelope.trace import append_hop, hop_message_of, verify_trace
 from envelope.values import format_time, parse_time
 from gateway.relay.circular import hub_second_receipt
+from gateway.runtime.errors import Refused, Retry
 from gateway.store.base import EnvelopeRecord, MessageRoute
 from routing.decision import Action, route
 from routing.directory import Directory, DirectoryError
@@ -63,11 +64,16 @@ CLOCK_SKEW = timedelta(hours=1)
 LONGEST_EXPIRY = timedelta(days=3650)
 
 
-class HopRefused(Exception):
-    """This envelope is refused; the reason goes back to the sender."""
+class HopError(Exception):
+    """An envelope (or a hop acknowledgement) that does not pass: HopRefused or
+    HopUnknownKey (gateway/runtime/errors.py)."""
 
 
-class HopUnknownKey(HopRefused):
+class HopRefused(HopError, Refused):
+    """This envelope is refused for good; the reason goes back to the sender."""
+
+
+class HopUnknownKey(HopError, Retry):
     """Signed with a key our directory does not list at all: most likely a key newer
     than our copy of the directory. Not a refusal for good: the sender tries again
     later (status ``retry``), by when we have fetched the directory announcing it."""
@@ -173,8 +179,8 @@ def check_envelope(
     """Validate one envelope received from ``peer`` (``parsed``: its head, if the caller
     parsed it already, as split_batch does). ``longest``: how far ahead of ``now`` its
     ``expires`` may be (this site's [relay] max_expires_days; an envelope that would
-    sit in our store for years is refused, whoever sealed it). Raises HopRefused or
-    EnvelopeError."""
+    sit in our store for years is refused, whoever sealed it). Raises HopRefused,
+    HopUnknownKey or EnvelopeError."""
     length = read_prefix(data[:PREFIX_BYTES])
     offset = PREFIX_BYTES + length
     if parsed is None:
@@ -306,7 +312,8 @@ def encode_ack(message_id: str, hop: HopRecord) -> bytes:
 
 
 def verify_ack(ack: dict[str, object], parsed: ParsedHead, peer_keys: dict[str, VerifyKey]) -> None:
-    """The sender's check of a hop acknowledgement. Raises HopRefused."""
+    """The sender's check of a hop acknowledgement. Raises HopRefused, or HopUnknownKey
+    when it is signed by a key of the peer that our directory does not list."""
     previous = parsed.head.trace[-1].signature if parsed.head.trace else parsed.head.signature
     verify_hop_ack(ack, parsed.digest, previous, peer_keys)
 
@@ -316,7 +323,7 @@ def verify_hop_ack(
 ) -> None:
     """verify_ack of the envelope of this ``digest`` whose last signature (the last hop
     record's, else the origin's) is ``previous``: what the store keeps (Claimed), so the
-    sender need not parse the head again. Raises HopRefused."""
+    sender need not parse the head again. Raises HopRefused or HopUnknownKey."""
     if not isinstance(ack, dict):
         raise HopRefused("malformed hop acknowledgement: not an object")
     try:

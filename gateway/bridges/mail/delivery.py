@@ -36,9 +36,9 @@ Where it goes:
   that a retry after a crash does not send it again (a crash between the 250 and
   the marker can still duplicate: SMTP has no way to ask the server).
 
-Temporary failures raise :class:`DeliveryDeferred` (retried with backoff); a
-smarthost's permanent refusal raises :class:`MailRefused`, which the delivery loop
-records as undeliverable (the document stays in the HTTP inbox).
+Temporary failures raise :class:`DeliveryDeferred` (a Retry: retried with backoff); a
+smarthost's permanent refusal raises :class:`MailRefused` (a Refused), which the
+delivery loop records as undeliverable (the document stays in the HTTP inbox).
 """
 
 from __future__ import annotations
@@ -66,14 +66,10 @@ from gateway.bridges.mail.address import (
 )
 from gateway.bridges.mail.headers import safe_filename, subject_header
 from gateway.bridges.mail.passthrough import refusal, stamp, stamp_lines
-from gateway.bridges.mail.smarthost import (
-    SmarthostRefused,
-    SmarthostUnavailable,
-    send_via_smarthost,
-)
+from gateway.bridges.mail.smarthost import send_via_smarthost
 from gateway.proof import audit
 from gateway.relay.handoff import DeliveryDeferred
-from gateway.runtime.errors import Refused
+from gateway.runtime.errors import Refused, Retry
 from gateway.site.context import SiteContext
 
 log = logging.getLogger("valise.mail")
@@ -263,9 +259,9 @@ async def _to_smarthost(
             recipients=[to],
             data=data,
         )
-    except SmarthostUnavailable as exc:
+    except Retry as exc:  # SmarthostUnavailable
         raise DeliveryDeferred(str(exc)) from exc
-    except SmarthostRefused as exc:
+    except Refused as exc:  # SmarthostRefused
         raise MailRefused(f"{what}: {exc}") from exc
 
 

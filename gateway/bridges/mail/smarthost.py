@@ -9,8 +9,9 @@ downgrade. The message bytes are sent as they are (smtplib only dot-stuffs them)
 ``BODY=8BITMIME`` is declared when they are 8-bit and the server supports it.
 
 Failures: a 5xx answer is :class:`SmarthostRefused` (permanent: retrying cannot
-help), anything else (connection refused, timeout, 4xx, TLS) is
-:class:`SmarthostUnavailable` (try again later).
+help; a :class:`~gateway.runtime.errors.Refused`), anything else (connection refused,
+timeout, 4xx, TLS) is :class:`SmarthostUnavailable` (try again later; a
+:class:`~gateway.runtime.errors.Retry`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import ssl
 from collections.abc import Sequence
 
 from config.site import ConfigError, split_hostport
+from gateway.runtime.errors import Refused, Retry
 
 TIMEOUT_SECONDS = 30.0
 
@@ -29,11 +31,11 @@ class SmarthostError(Exception):
     """Delivery to the smarthost failed."""
 
 
-class SmarthostUnavailable(SmarthostError):
+class SmarthostUnavailable(SmarthostError, Retry):
     """Temporary: try again later."""
 
 
-class SmarthostRefused(SmarthostError):
+class SmarthostRefused(SmarthostError, Refused):
     """Permanent: the server refused the message (5xx)."""
 
 

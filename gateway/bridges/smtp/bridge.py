@@ -30,7 +30,8 @@ failed with those destinations, each with its own reason, and a DSN naming only
 their recipients (one RFC 3464 block each) goes through this site's outbound
 delivery (the mailbox's ``[delivery]`` mode: smarthost or Maildir); while a
 destination is open nothing is done (``completed`` follows). A DSN that cannot be
-delivered yet is retried. A DSN never leaves the site
+delivered yet (a Retry: gateway/runtime/errors.py) is retried; one refused for good (a
+Refused) is given up, logged ``dsn_refused``. A DSN never leaves the site
 (smtp_address.bounce_recipient): it goes to the ``MAIL FROM`` only if that is a
 local address (``mailbox@<this site>.<domain>``), else to the mailbox of the
 integrator that authenticated the submission (its name at this site), else nowhere
@@ -57,7 +58,7 @@ from datetime import UTC, datetime, timedelta
 
 from config.site import enabled, split_hostport
 from gateway.bridges.mail.address import bounce_recipient
-from gateway.bridges.mail.delivery import MailRefused, deliver_dsn, gateway_name
+from gateway.bridges.mail.delivery import deliver_dsn, gateway_name
 from gateway.bridges.mail.dsn import Bounce, build_dsn
 from gateway.bridges.smtp.auth import authenticate
 from gateway.bridges.smtp.handler import SmtpHandler
@@ -66,7 +67,7 @@ from gateway.bridges.smtp.server import CALL_LIMITS, ValiseSMTP
 from gateway.bridges.smtp.sessions import SessionSlots, preauth_limit
 from gateway.relay.circular import DELIVERED, MessageStatus
 from gateway.relay.circular_status import message_status
-from gateway.relay.handoff import DeliveryDeferred
+from gateway.runtime.errors import Refused, Retry
 from gateway.runtime.events import Event, EventBus
 from gateway.site.context import SiteContext
 from gateway.site.tls import _load_chain
@@ -263,10 +264,10 @@ class SmtpBridge:
         )
         try:
             delivered = await deliver_dsn(self.ctx, message_id, to.value, dsn)
-        except DeliveryDeferred as exc:
+        except Retry as exc:  # DeliveryDeferred: still pending, tried again
             log.warning(json.dumps({"event": "dsn_deferred", "id": message_id, "reason": str(exc)}))
             return
-        except MailRefused as exc:
+        except Refused as exc:  # MailRefused: dropped
             await self._done(message_id, "dsn_refused", str(exc))
             return
         if delivered:
