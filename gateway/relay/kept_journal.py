@@ -35,11 +35,14 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import json
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -66,6 +69,26 @@ class JournalRefused(Exception):
 
 def path_of(site_folder: Path) -> Path:
     return site_folder / NAME
+
+
+@asynccontextmanager
+async def held(path: Path) -> AsyncIterator[None]:
+    """The journal's lock (``NAME.lock`` beside it, flock), held exclusively by one
+    start of the site at a time across replay, re-check and emission (review 11e: two
+    starts of one site folder must not replace or remove each other's journal). A
+    process that dies releases it."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path.with_name(path.name + ".lock"), flags, PRIVATE_FILE_MODE)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
 
 
 class Pending:
@@ -270,9 +293,15 @@ def parse(data: bytes, here: str) -> tuple[list[tuple[str, str]], set[int]]:
 
 def _reopen(path: Path) -> Pending:
     """The journal being replayed, for its marks (none if it cannot be opened)."""
+    # O_NONBLOCK: a journal swapped for a FIFO meanwhile must not hang the start.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd: int | None = os.open(path, flags)
     except OSError:
+        return Pending(path, None)
+    assert fd is not None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         fd = None
     return Pending(path, fd)
 

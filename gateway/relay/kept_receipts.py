@@ -59,8 +59,9 @@ import hashlib
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
-from crypto.keys import VerifyKey
+from crypto.keys import DecryptionKey, VerifyKey
 from envelope.errors import EnvelopeError, FramingError, SchemaError
 from envelope.head import ParsedHead
 from envelope.model import RoutingHeader
@@ -122,8 +123,18 @@ async def recheck_kept_receipts(
     """Emit the events an earlier start's journal holds, then re-check the kept receipts
     of the rows the v11 migration left waiting and settle them (see the module rules).
     Raises StoreError, or OSError if the journal cannot be written."""
-    now = now or datetime.now(UTC)
     journal = kept_journal.path_of(ctx.config.directory)
+    async with kept_journal.held(journal):
+        return await _recheck(ctx, events, metrics, journal, now or datetime.now(UTC))
+
+
+async def _recheck(
+    ctx: SiteContext,
+    events: EventBus,
+    metrics: Metrics | None,
+    journal: Path,
+    now: datetime,
+) -> Rechecked:
     replayed = await kept_journal.replay(journal, ctx.here, ctx.store, events, now)
     waiting = await ctx.store.kept_receipts_to_recheck()
     if not waiting.rows:
@@ -189,23 +200,21 @@ def _open_kept(
     if r.doc_class != RECEIPT_CLASS:
         return "not a receipt"
     signer = _signing_key(ctx.directory.site(record.origin), parsed.head.signature_key_id)
-    key_id = _stanza_key(parsed, ctx.here)
-    try:
-        key = keys[-1].decryption_for(key_id)
-    except KeyNotHeld:
-        # A key rotated in by another process (as open_one): load the ring again, but
-        # only for a key the directory lists as ours and usable.
-        kind, state = ctx.directory.site(ctx.here).states().get(key_id, ("", None))
-        if kind != "encryption" or state not in USABLE:
-            if not _retired_here(ctx, keys[-1], key_id):
-                raise
-            return _unopened(record, parsed, offset, signer, key_id)
-        keys.append(load_keys(ctx.config)[0])
-        key = keys[-1].decryption_for(key_id)
-    except KeyStoreError:  # sealed to a key of this site retired or revoked
-        if not _retired_here(ctx, keys[-1], key_id):
-            raise
-        return _unopened(record, parsed, offset, signer, key_id)
+    stanzas = _stanza_keys(parsed, ctx.here)
+    key = None
+    first: KeyStoreError | None = None
+    for key_id in stanzas:  # any stanza a key held and usable now opens (review 11e)
+        try:
+            key = _held(ctx, keys, key_id)
+            break
+        except KeyStoreError as exc:
+            first = first or exc
+    if key is None:
+        states = [_retired_here(ctx, keys[-1], k) for k in stanzas]
+        if not any(states):
+            assert first is not None
+            raise first
+        return _unopened(record, parsed, offset, signer, stanzas[states.index(True)])
     sealed, parts = open_parsed(record.data, parsed, offset, sender=signer, site=ctx.here, key=key)
     if len(parts) != 1:
         raise SchemaError(f"a receipt envelope has one part, not {len(parts)}")
@@ -224,12 +233,26 @@ def _signing_key(origin: SiteEntry, key_id: str) -> VerifyKey:
     raise EnvelopeError(f"origin signature refused: {origin.refusal(key_id)}")
 
 
-def _stanza_key(parsed: ParsedHead, site: str) -> str:
-    """The key id of the (first) recipient stanza for ``site``."""
-    for stanza in parsed.head.recipients:
-        if stanza.site == site:
-            return stanza.key_id
-    raise EnvelopeError(f"no recipient stanza for {site}")
+def _stanza_keys(parsed: ParsedHead, site: str) -> list[str]:
+    """The key ids of the recipient stanzas for ``site``, in order."""
+    found = [s.key_id for s in parsed.head.recipients if s.site == site]
+    if not found:
+        raise EnvelopeError(f"no recipient stanza for {site}")
+    return found
+
+
+def _held(ctx: SiteContext, keys: list[SiteKeys], key_id: str) -> DecryptionKey:
+    """This site's private key for ``key_id`` if held and usable now (the ring loaded
+    again, appended, for a key the directory lists as ours and usable). Raises
+    KeyStoreError."""
+    try:
+        return keys[-1].decryption_for(key_id)
+    except KeyNotHeld:
+        kind, state = ctx.directory.site(ctx.here).states().get(key_id, ("", None))
+        if kind != "encryption" or state not in USABLE:
+            raise
+        keys.append(load_keys(ctx.config)[0])
+        return keys[-1].decryption_for(key_id)
 
 
 def _retired_here(ctx: SiteContext, keys: SiteKeys, key_id: str) -> bool:
