@@ -21,46 +21,28 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
 from gateway.store import migrate_v11
-from gateway.store._common import (
-    LATEST_VERSION,
-    MIGRATIONS,
-    aware,
-    check_record,
-    load_sql,
-    migration_parts,
-)
+from gateway.store._common import LATEST_VERSION, MIGRATIONS, load_sql, migration_parts
+from gateway.store.accept import Accepting
 from gateway.store.audit import Audit
-from gateway.store.base import (
-    Acceptance,
-    Claimed,
-    EnvelopeRecord,
-    OutState,
-    StoreError,
-)
+from gateway.store.base import StoreError
+from gateway.store.claim import Claiming
 from gateway.store.destinations import Destinations
+from gateway.store.driver import Conn
 from gateway.store.driver_postgres import ERRORS as _ERRORS
-from gateway.store.driver_postgres import PostgresDriver
+from gateway.store.driver_postgres import PgConn, PostgresDriver
 from gateway.store.enroll import Enroll
+from gateway.store.inbound import Inbound
 from gateway.store.integrators import Integrators
 from gateway.store.kept import KeptReceiptsRecheck
 from gateway.store.operator import Operator
 from gateway.store.outbound import Outbound
-from gateway.store.postgres_common import (
-    CLAIM,
-    AcceptItem,
-    Conn,
-    accept_rows,
-    set_state,
-    utc,
-)
-from gateway.store.postgres_inbound import PostgresInbound
+from gateway.store.queries import load
 from gateway.store.trust import Trust
 
 if TYPE_CHECKING:
@@ -94,7 +76,7 @@ async def _create_pool(dsn: str, settings: dict[str, str], min_size: int, max_si
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
 
-def _step(name: str) -> Callable[[Conn], Awaitable[None]]:
+def _step(name: str) -> Callable[[PgConn], Awaitable[None]]:
     """The Python step of a migration file (``-- @step NAME``). Raises StoreError."""
     steps = {migrate_v11.STEP: migrate_v11.postgres_step}
     if name not in steps:
@@ -103,7 +85,9 @@ def _step(name: str) -> Callable[[Conn], Awaitable[None]]:
 
 
 class PostgresStore(
-    PostgresInbound,
+    Accepting,
+    Claiming,
+    Inbound,
     Operator,
     Integrators,
     Trust,
@@ -155,13 +139,13 @@ class PostgresStore(
             pool = await _create_pool(dsn, settings, min_size, max_size)
         store = cls(pool, schema, dsn, settings)
         try:
-            await store._write(store._migrate)
+            await store._db.call_write(store._migrate)
         except BaseException:
             await pool.close()
             raise
         return store
 
-    async def _migrate(self, conn: Conn) -> None:
+    async def _migrate(self, conn: PgConn) -> None:
         """Apply the schema if there is no version table; then any later migrations."""
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext('valise.store.migrate:' || $1::text))",
@@ -201,99 +185,15 @@ class PostgresStore(
         """The asyncpg pool (None once closed)."""
         return self._db.pool
 
-    # -- plumbing (the mixins not yet on the shared driver code) ----------------
-    def _live(self) -> Any:
-        return self._db.live()
-
-    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        return await self._db.call(fn)
-
-    async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run ``fn`` in one transaction; rerun it if PostgreSQL aborted it as a deadlock
-        or serialization victim (nothing of it was committed then)."""
-        return await self._db.call_write(fn)
-
-    # -- accepting --------------------------------------------------------------
-    async def accept(
-        self,
-        record: EnvelopeRecord,
-        *,
-        next_hops: Sequence[str],
-        deliver_here: bool,
-        hop_ack: bytes | None,
-        now: datetime,
-        held: str | None = None,
-    ) -> Acceptance:
-        check_record(record)
-        at = aware(now)
-        item: AcceptItem = (record, list(next_hops), deliver_here, hop_ack)
-
-        async def tx(conn: Conn) -> Acceptance:
-            (result,) = await accept_rows(conn, [item], at)
-            if result.new and held is not None:
-                await set_state(
-                    conn,
-                    record.message_id,
-                    to=OutState.HELD.value,
-                    from_states=[OutState.QUEUED.value],
-                    reason=held,
-                    at=at,
-                )
-            elif result.new and next_hops:  # wake the site's dispatcher (see watch)
-                await conn.execute("SELECT pg_notify($1, '')", self.channel)
-            return result
-
-        return await self._write(tx)
-
-    async def accept_many(
-        self,
-        items: Sequence[tuple[EnvelopeRecord, Sequence[str], bool, bytes | None]],
-        *,
-        now: datetime,
-    ) -> list[Acceptance]:
-        batch: list[AcceptItem] = [(r, list(h), d, a) for r, h, d, a in items]
-        for record, _, _, _ in batch:
-            check_record(record)
-        at = aware(now)
-        if not batch:
-            return []
-
-        async def tx(conn: Conn) -> list[Acceptance]:
-            return await accept_rows(conn, batch, at)
-
-        return await self._write(tx)
-
-    # -- outbound work ----------------------------------------------------------
-    async def claim(
-        self, *, peer: str, owner: str, limit: int, lease_seconds: float, now: datetime
-    ) -> list[Claimed]:
-        at = aware(now)
-        until = at + timedelta(seconds=lease_seconds)
-        if limit <= 0:
-            return []
-
-        async def tx(conn: Conn) -> list[Claimed]:
-            rows = await conn.fetch(CLAIM, peer, at, limit, owner, until)
-            return [
-                Claimed(
-                    r["message_id"],
-                    r["peer"],
-                    r["attempts"],
-                    r["data"],
-                    utc(r["expires"]),
-                    r["origin"],
-                    r["digest"],
-                    r["doc_class"],
-                    r["chain"],
-                )
-                for r in rows
-            ]
-
-        return await self._write(tx)
+    # -- accepting: a notice to the watchers ------------------------------------
+    async def _accepted(self, c: Conn) -> None:
+        """Wake the site's dispatchers (see watch): NOTIFY in the accepting transaction,
+        so that a notice means committed work."""
+        await c.execute(load("postgres", "watch").notify, channel=self.channel)
 
     # -- what this backend reports of itself ------------------------------------
     async def durability(self) -> dict[str, str]:
-        async def q(conn: Conn) -> dict[str, str]:
+        async def q(conn: PgConn) -> dict[str, str]:
             r = await conn.fetchrow(
                 "SELECT current_setting('synchronous_commit') AS synchronous_commit,"
                 " current_setting('fsync') AS fsync,"
@@ -303,13 +203,13 @@ class PostgresStore(
             )
             return {"backend": "postgresql", **{k: str(v) for k, v in r.items()}}
 
-        return await self._read(q)
+        return await self._db.call(q)
 
     # -- change notices -----------------------------------------------------------
     async def watch(self, on_change: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         """LISTEN on the store's channel, on a connection of its own: accept() notifies
         it in the accepting transaction, so a notice means committed work."""
-        self._live()
+        self._db.live()
         try:
             conn = await asyncpg.connect(
                 self._dsn, timeout=CONNECT_TIMEOUT, server_settings=self._settings

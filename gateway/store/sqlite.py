@@ -17,45 +17,26 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from gateway.store import migrate_v11
-from gateway.store._common import (
-    LATEST_VERSION,
-    MIGRATIONS,
-    aware,
-    check_record,
-    load_sql,
-    migration_parts,
-    reclaim_reason,
-)
+from gateway.store._common import LATEST_VERSION, MIGRATIONS, load_sql, migration_parts
+from gateway.store.accept import Accepting
 from gateway.store.audit import Audit
-from gateway.store.base import (
-    Acceptance,
-    Claimed,
-    EnvelopeRecord,
-    OutState,
-    StoreError,
-)
+from gateway.store.base import StoreError
+from gateway.store.claim import Claiming
 from gateway.store.destinations import Destinations
-from gateway.store.driver_sqlite import SqliteDriver
+from gateway.store.driver_sqlite import SqliteDriver, encode
 from gateway.store.enroll import Enroll
+from gateway.store.inbound import Inbound
 from gateway.store.integrators import Integrators
 from gateway.store.kept import KeptReceiptsRecheck
 from gateway.store.operator import Operator
 from gateway.store.outbound import Outbound
 from gateway.store.sqlite_audit import register_audit_functions
-from gateway.store.sqlite_common import (
-    DUE,
-    accept_one,
-    dt,
-    set_state,
-    ts,
-)
-from gateway.store.sqlite_inbound import SqliteInbound
 from gateway.store.trust import Trust
 
 if TYPE_CHECKING:
@@ -123,7 +104,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise StoreError(
                 f"store schema version {current} is newer than this software ({LATEST_VERSION})"
             )
-        now = ts(datetime.now(UTC))
+        now = encode(datetime.now(UTC))
         for version, name in MIGRATIONS:
             if version <= current:
                 continue
@@ -151,7 +132,9 @@ def _step(name: str) -> Callable[[sqlite3.Connection], None]:
 
 
 class SqliteStore(
-    SqliteInbound,
+    Accepting,
+    Claiming,
+    Inbound,
     Operator,
     Integrators,
     Trust,
@@ -177,87 +160,6 @@ class SqliteStore(
     async def close(self) -> None:
         await self._db.close()
 
-    # -- plumbing (the mixins not yet on the shared driver code) ----------------
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._db.call(fn)
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one ``BEGIN IMMEDIATE … COMMIT`` transaction."""
-        return await self._db.call_write(fn)
-
-    # -- accepting --------------------------------------------------------------
-    async def accept(
-        self,
-        record: EnvelopeRecord,
-        *,
-        next_hops: Sequence[str],
-        deliver_here: bool,
-        hop_ack: bytes | None,
-        now: datetime,
-        held: str | None = None,
-    ) -> Acceptance:
-        check_record(record)
-        at = ts(now)
-        hops = list(next_hops)
-
-        def tx(c: sqlite3.Connection) -> Acceptance:
-            result = accept_one(c, record, hops, deliver_here, hop_ack, at)
-            if result.new and held is not None:
-                set_state(
-                    c,
-                    record.message_id,
-                    to=OutState.HELD.value,
-                    from_states=[OutState.QUEUED.value],
-                    reason=held,
-                    at=at,
-                )
-            return result
-
-        return await self._write(tx)
-
-    async def accept_many(
-        self,
-        items: Sequence[tuple[EnvelopeRecord, Sequence[str], bool, bytes | None]],
-        *,
-        now: datetime,
-    ) -> list[Acceptance]:
-        batch = [(r, list(h), d, a) for r, h, d, a in items]
-        for record, _, _, _ in batch:
-            check_record(record)
-        at = ts(now)
-        if not batch:
-            return []
-        return await self._write(lambda c: [accept_one(c, r, h, d, a, at) for r, h, d, a in batch])
-
-    # -- outbound work ----------------------------------------------------------
-    async def claim(
-        self, *, peer: str, owner: str, limit: int, lease_seconds: float, now: datetime
-    ) -> list[Claimed]:
-        at = ts(now)
-        until = ts(aware(now) + timedelta(seconds=lease_seconds))
-        if limit <= 0:
-            return []
-
-        def tx(c: sqlite3.Connection) -> list[Claimed]:
-            rows = c.execute(DUE, {"peer": peer, "now": at, "limit": limit}).fetchall()
-            c.executemany(
-                "UPDATE deliveries SET state = 'sending', lease_owner = ?, lease_until = ?,"
-                " attempts = attempts + 1, updated_at = ? WHERE message_id = ? AND peer = ?",
-                [(owner, until, at, r[0], peer) for r in rows],
-            )
-            c.executemany(
-                "INSERT INTO history (message_id, peer, state, reason, at) VALUES (?, ?, ?, ?, ?)",
-                [
-                    (r[0], peer, OutState.SENDING.value, reclaim_reason(r[1], r[2]), at)
-                    for r in rows
-                ],
-            )
-            return [
-                Claimed(r[0], peer, r[3] + 1, r[4], dt(r[5]), r[6], r[7], r[8], r[9]) for r in rows
-            ]
-
-        return await self._write(tx)
-
     # -- what this backend reports of itself ------------------------------------
     async def durability(self) -> dict[str, str]:
         def q(c: sqlite3.Connection) -> dict[str, str]:
@@ -276,7 +178,7 @@ class SqliteStore(
                 "sqlite_version": sqlite3.sqlite_version,
             }
 
-        return await self._read(q)
+        return await self._db.call(q)
 
     # -- change notices -----------------------------------------------------------
     async def watch(self, on_change: Callable[[], None]) -> Callable[[], Awaitable[None]]:
@@ -288,7 +190,7 @@ class SqliteStore(
         db.watched = True
 
         async def poll() -> None:
-            await self._read(lambda c: None)
+            await self._db.call(lambda c: None)
             last = db.version
             active_until = 0.0
             while True:
@@ -297,7 +199,7 @@ class SqliteStore(
                 await asyncio.sleep(interval)
                 try:
                     if time.monotonic() - db.version_at >= interval:
-                        await self._read(lambda c: None)  # nothing noted it lately
+                        await self._db.call(lambda c: None)  # nothing noted it lately
                 except StoreError:
                     if db.conn is None:
                         return

@@ -69,7 +69,7 @@ def scenarios(draw: st.DrawFn) -> tuple[tuple[str, ...], list[Event]]:
 async def _completed_at_set(store: Store, message_id: str) -> bool | None:
     """Whether envelopes.completed_at is set (None: not readable on this backend here)."""
     if isinstance(store, SqliteStore):
-        row = await store._read(
+        row = await store._db.call(
             lambda c: c.execute(
                 "SELECT completed_at FROM envelopes WHERE message_id = ?", (message_id,)
             ).fetchone()

@@ -15,8 +15,8 @@ import pytest
 from gateway.store._common import LATEST_VERSION, load_sql
 from gateway.store.base import Acceptance, Store
 from gateway.store.postgres import PostgresStore
+from gateway.store.queries import load
 from gateway.store.sqlite import SqliteStore, _statements
-from gateway.store.sqlite_common import DUE
 from tests.contract.helpers import PARIS, T0, mid, put, record
 from tests.integration.conftest import PG_DSN, pg_test_schema
 
@@ -26,8 +26,9 @@ def test_sqlite_claim_reads_the_claim_index(sqlite_path: Path) -> None:
     for name in ("schema.sql", "v2_claim_order.sql"):
         for statement in _statements(load_sql("sqlite", name)):
             conn.execute(statement)
+    due = load("sqlite", "claim").claim.sql  # SQLite's claim reads the due rows
     plan = conn.execute(
-        "EXPLAIN QUERY PLAN " + DUE, {"peer": PARIS, "now": "x", "limit": 64}
+        "EXPLAIN QUERY PLAN " + due, {"peer": PARIS, "now": "x", "limit": 64}
     ).fetchall()
     details = " ".join(str(r[-1]) for r in plan)
     assert "deliveries_claim" in details and "TEMP B-TREE" not in details.split("UNION")[0]

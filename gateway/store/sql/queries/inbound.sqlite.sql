@@ -1,0 +1,2 @@
+-- name: _for_update
+-- (nothing: the store's single writer holds every row it reads until it commits)
