@@ -57,8 +57,9 @@ from gateway.site.keystore import KeyStoreError
 from gateway.site.tls import TLSConfigError, reload_chain
 from gateway.store.base import StoreError
 from gateway.trust.announce import activate_announced
-from gateway.trust.lifecycle import KeyOpError, KeyOps, audit_key_event
-from gateway.trust.outcome import Outcome
+from gateway.trust.key_report import audit_key_event
+from gateway.trust.lifecycle import KeyOps
+from gateway.trust.outcome import KeyOpError, Outcome
 from routing.directory import Directory, DirectoryError, KeyState, parse_directory
 
 log = logging.getLogger("valise.keys")

@@ -1,4 +1,5 @@
-"""What a key command did (or, with --dry-run, would do): the steps an operator reads."""
+"""What a key command did (or, with --dry-run, would do): the steps an operator reads;
+or, raised instead, why it could not (:class:`KeyOpError`)."""
 
 from __future__ import annotations
 
@@ -14,3 +15,8 @@ class Outcome:
 
     def add(self, step: str) -> None:
         self.steps.append(step)
+
+
+class KeyOpError(Exception):
+    """A key operation could not be done; one line says why. Nothing was half-done
+    that a re-run would not finish."""

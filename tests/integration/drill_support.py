@@ -20,7 +20,7 @@ from gateway.demo.network import SiteProcess
 from gateway.site.context import open_store, read_trust
 from gateway.site.keyring import load_ring
 from gateway.site.keystore import KeyStoreError
-from gateway.trust.lifecycle import describe
+from gateway.trust.key_report import describe
 from routing.directory import KeyState, parse_directory
 
 SITES = ("HQ", "M-PARIS", "M-HANOI")

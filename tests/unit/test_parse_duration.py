@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.site.keyring import MAX_OVERLAP_SECONDS
-from gateway.trust.lifecycle import KeyOpError, check_overlap, parse_duration
+from gateway.trust.lifecycle import check_overlap, parse_duration
+from gateway.trust.outcome import KeyOpError
 
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
