@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
-from config.site import SiteConfig, StoreSection, load_site_config, render_site_config
+from config.sections import StoreSection
+from config.site import SiteConfig, load_site_config, render_site_config
 from gateway.trust.enroll import add_site, init_hub, join
 
 READY_TIMEOUT_S = 20.0

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from config.site import DEFAULT_CHECKPOINT_POLICY
+from config.sections import DEFAULT_CHECKPOINT_POLICY
 from crypto.keys import SigningKey, VerifyKey
 from crypto.recipes import sign
 from crypto.tsa_verify import verify_token

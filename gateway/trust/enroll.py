@@ -34,16 +34,8 @@ from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
-from config.site import (
-    KeysSection,
-    OpsSection,
-    RelaySection,
-    SiteConfig,
-    SiteSection,
-    StoreSection,
-    read_key_passphrase,
-    render_site_config,
-)
+from config.sections import KeysSection, OpsSection, RelaySection, SiteSection, StoreSection
+from config.site import SiteConfig, read_key_passphrase, render_site_config
 from crypto.armor import armor, load_signing_key
 from crypto.keys import SigningKey
 from crypto.x509 import (

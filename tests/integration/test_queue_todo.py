@@ -11,7 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
-from config.site import OpsSection, RelaySection, SiteConfig, SiteSection, StoreSection
+from config.sections import OpsSection, RelaySection, SiteSection, StoreSection
+from config.site import SiteConfig
 from crypto.keys import DecryptionKey
 from gateway.cli.views import inbox_rows, queue_rows, received_summary
 from gateway.service.doctor_checks import Status

@@ -10,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from config.site import (
-    DEFAULT_CHECKPOINT_POLICY,
-    DEFAULT_TSA_POLICY,
-    ConfigError,
-    SiteConfig,
-    load_site_config,
-)
+from config.sections import DEFAULT_CHECKPOINT_POLICY, DEFAULT_TSA_POLICY
+from config.site import ConfigError, SiteConfig, load_site_config
 from crypto.random import FixedRandom
 from crypto.tsa import TimeStampAuthority
 from crypto.x509 import SiteCA, issue_tsa_certificate

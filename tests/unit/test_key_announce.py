@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config.site import MAX_ANNOUNCE_SECONDS, ConfigError, load_site_config
+from config.sections import MAX_ANNOUNCE_SECONDS
+from config.site import ConfigError, load_site_config
 from gateway.site.keyring import (
     RING,
     announce,

@@ -11,12 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from config.site import (
-    MAX_ANNOUNCE_SECONDS,
-    MAX_OVERLAP_SECONDS,
-    ConfigError,
-    load_site_config,
-)
+from config.sections import MAX_ANNOUNCE_SECONDS, MAX_OVERLAP_SECONDS
+from config.site import ConfigError, load_site_config
 
 HUB_TOML = (
     '[site]\nid = "HQ"\nrole = "hub"\nlisten = "127.0.0.1:1"\n'

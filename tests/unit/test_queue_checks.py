@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from config.site import MAX_WARN_DEFERRED_SECONDS, ConfigError, load_site_config
+from config.sections import MAX_WARN_DEFERRED_SECONDS
+from config.site import ConfigError, load_site_config
 from crypto.keys import DecryptionKey
 from envelope.receipt import RECEIPT_CLASS
 from gateway.relay.waiting import receipt_blocker, waiting_reason
@@ -25,8 +26,8 @@ from gateway.service.doctor_checks import (
     receipts_awaited_check,
     received_check,
 )
-from gateway.store.queries import _read
 from gateway.store.base import TODO_STATES
+from gateway.store.queries import _read
 from routing.directory import Directory, KeyState, SiteEntry
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from config.site import CONFIG_NAME, ConfigError, SmtpSection, enabled, load_site_config
+from config.sections import SmtpSection
+from config.site import CONFIG_NAME, ConfigError, enabled, load_site_config
 from gateway.service.doctor_checks import Status, smtp_auth_check
 
 SITE = (

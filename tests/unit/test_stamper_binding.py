@@ -8,7 +8,7 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config.site import DEFAULT_TSA_POLICY
+from config.sections import DEFAULT_TSA_POLICY
 from crypto.random import FixedRandom
 from crypto.tsa import TimeStampAuthority, parse_response, response
 from crypto.x509 import SiteCA, issue_tsa_certificate

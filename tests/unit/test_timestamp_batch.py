@@ -16,14 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config.site import (
-    DEFAULT_TSA_POLICY,
-    MAX_TSA_BATCH,
-    ConfigError,
-    SiteConfig,
-    load_site_config,
-    render_site_config,
-)
+from config.sections import DEFAULT_TSA_POLICY, MAX_TSA_BATCH
+from config.site import ConfigError, SiteConfig, load_site_config, render_site_config
 from crypto.random import FixedRandom
 from crypto.tsa import (
     MAX_REQUEST_BYTES,
