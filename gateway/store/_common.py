@@ -79,7 +79,7 @@ LATE_RECEIPT_REASON = "receipt after failure"  # recorded all the same (proof of
 # A destination row the v11 migration left open because a receipt envelope verified and
 # kept before v11 answers it in its plain head, which v10 never checked against the signed
 # receipt inside (review 11c): the first start re-checks that receipt with the site's key
-# (gateway/kept_receipts.py) and settles the row. Until then nothing fails the row
+# (gateway/relay/kept_receipts.py) and settles the row. Until then nothing fails the row
 # (expiry, a refusal: close_open skips it); spelt out in both v11_destinations.sql files.
 RECHECK_REASON = "receipt kept before v11: re-checking"
 # An inbound receipt whose destination has one already (the store sets the item's reason).
@@ -89,36 +89,17 @@ DUPLICATE_RECEIPT = "second receipt from {site}: refused, the first stands"
 def second_relayed_receipt(site: str, message_id: str, first: bytes | None) -> str:
     """Why a hub refuses a new receipt envelope from ``site`` for ``message_id`` whose
     destination row took another one already (``first``: its digest; empty or None:
-    recorded before schema v11). The wording is gateway/circular.py's, whose check
+    recorded before schema v11). The wording is gateway/relay/circular.py's, whose check
     runs before the accepting transaction; this one runs inside it (review 11b, F3)."""
     held = f"sha256 {first.hex()[:16]}…" if first else "recorded before schema v11"
     return f"a second receipt from {site} for {message_id}: the first ({held}) stands"
 
 
-# A destination's shown state (base.DestState), derived from its row ``t`` (destinations)
-# and its hop row ``d`` (deliveries LEFT JOINed on message_id and peer = t.hop); standard
-# SQL, the same in both backends. DEST_REASON_SQL is the reason shown with it.
-DEST_STATE_SQL = """CASE WHEN t.outcome = 'delivered' THEN 'delivered'
-     WHEN t.outcome = 'failed' THEN 'failed'
-     WHEN t.hop IS NULL THEN 'queued'
-     WHEN d.state IS NULL OR d.state IN ('queued', 'sending') THEN 'queued'
-     WHEN d.state = 'delivered' THEN 'forwarded'
-     ELSE d.state END"""
-DEST_REASON_SQL = """CASE WHEN t.outcome <> 'open' OR t.hop IS NULL OR d.state IS NULL
-     THEN t.reason ELSE d.last_reason END"""
-DEST_OUTCOMES: tuple[str, ...] = ("open", "delivered", "failed")
 EXPIRED_REASON = "expired"
 # A deleted message's tombstone outlives its expiry by this much, so that a copy
 # checked as unexpired by a hop handler whose clock is a little behind is still
 # refused (gateway/store tombstones, migration v7).
 TOMBSTONE_GRACE = timedelta(hours=1)
-
-
-def receipt_reason(receipt_digest: bytes | None) -> str:
-    """The history reason of a destination's receipt: ``receipt sha256:<16 hex>``."""
-    if not receipt_digest:
-        return RECEIPT_REASON
-    return f"{RECEIPT_REASON} sha256:{bytes(receipt_digest).hex()[:16]}"
 
 
 def split_digests(text: str) -> tuple[bytes, ...]:

@@ -57,7 +57,7 @@ class Conn(Protocol):
 class Driver(Protocol):
     """One backend's way to run store calls (one SQLite file, or a PostgreSQL pool)."""
 
-    backend: str  # "sqlite" or "postgres": which sql/<backend>/queries it reads
+    backend: str  # "sqlite" or "postgres": whose queries it runs (queries.load)
 
     async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """``fn`` outside a transaction (one consistent statement at a time)."""

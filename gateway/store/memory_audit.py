@@ -1,4 +1,4 @@
-"""The audit log part of the in-memory store (as sqlite_audit.py for SQLite).
+"""The audit log part of the in-memory store (as audit.py for the SQL backends).
 
 Every history row gets its entry as it is written (memory_tables.add_history, the SQL
 backends' ``history_audit`` trigger), hashed by gateway/store/audit_chain.py as the

@@ -1,5 +1,5 @@
 """What the in-memory store's modules share: the call bodies that more than one call runs
-(accepting, failing), as sqlite_common.py has them for SQLite."""
+(accepting, failing), as accept.py and outbound.py have them for the SQL backends."""
 
 from __future__ import annotations
 

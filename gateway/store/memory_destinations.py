@@ -1,11 +1,12 @@
 """Delivery state and receipts per final destination, in the in-memory store (issue 11).
 
-The same rules as sqlite_destinations.py, on the tables of memory_tables.py: one row
-per final destination (``outcome`` open / delivered / failed), the state it shows
-derived from its hop row when read (_common.DEST_STATE_SQL, spelt in Python in
-:func:`dest_state`), a history row per change whose peer is the destination site. Also
-the first start's re-check of receipts kept before v11 (sqlite_kept.py): an in-memory
-store is never migrated, so it has rows waiting for one only if a caller made them.
+The same rules as destinations.py, on the tables of memory_tables.py: one row per final
+destination (``outcome`` open / delivered / failed), the state it shows derived from its
+hop row when read (the ``_state`` fragment of sql/queries/destinations.sql, spelt in
+Python in :func:`dest_state`), a history row per change whose peer is the destination
+site. Also the first start's re-check of receipts kept before v11 (kept.py): an
+in-memory store is never migrated, so it has rows waiting for one only if a caller made
+them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ _NOT_DELIVERED = [s.value for s in OutState if s != OutState.DELIVERED]
 
 
 def dest_state(row: Dest, d: Delivery | None) -> str:
-    """What a destination row shows (DEST_STATE_SQL)."""
+    """What a destination row shows (destinations.sql ``_state``)."""
     if row.outcome in ("delivered", "failed"):
         return row.outcome
     if row.hop is None or d is None or d.state in ("queued", "sending"):
@@ -58,7 +59,7 @@ def dest_state(row: Dest, d: Delivery | None) -> str:
 
 
 def dest_reason(row: Dest, d: Delivery | None) -> str:
-    """The reason shown with it (DEST_REASON_SQL)."""
+    """The reason shown with it (destinations.sql ``destinations``)."""
     if row.outcome != "open" or row.hop is None or d is None:
         return row.reason
     return d.last_reason
@@ -161,7 +162,7 @@ def record_receipt_rows(
     relayed: bool = False,
 ) -> list[ReceiptOutcome]:
     """Record each receipt for its destination row, once (the first one stands); see
-    sqlite_destinations.record_receipt_rows for ``legacy`` and ``relayed``."""
+    destinations.record_receipt_rows for ``legacy`` and ``relayed``."""
     out: list[ReceiptOutcome] = []
     for item in items:
         row = t.destinations.get((item.message_id, item.site))

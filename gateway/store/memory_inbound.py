@@ -1,5 +1,5 @@
 """The destination's part of the in-memory store: inbound items and their settlement, and
-what a receipt is checked against (as sqlite_inbound.py for SQLite)."""
+what a receipt is checked against (as inbound.py for the SQL backends)."""
 
 from __future__ import annotations
 

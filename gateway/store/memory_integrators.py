@@ -1,5 +1,5 @@
 """The HTTP API's part of the in-memory store: integrators, submissions, the webhook
-outbox (as sqlite_integrators.py for SQLite, with the schema's constraints: unique
+outbox (as integrators.py for the SQL backends, with the schema's constraints: unique
 names and token hashes, submissions and webhooks only of a known integrator)."""
 
 from __future__ import annotations

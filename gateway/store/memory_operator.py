@@ -1,6 +1,6 @@
 """The operator's part of the in-memory store: hold, release, retry, delete (with its
 tombstone), and the read-only views (queue, history, depths, ping, durability), as
-sqlite_operator.py has them for SQLite."""
+operator.py has them for the SQL backends."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from gateway.store.records import TODO_STATES, OutState, QueueEntry, Transition
 
 
 def _todo(t: Tables, mid: str, peer: str, d: Delivery, env: Envelope) -> bool:
-    """Still to do here (see Store.queue ``todo``; sqlite_operator._QUEUE)."""
+    """Still to do here (see Store.queue ``todo``; sql/queries/operator.sql ``queue``)."""
     if d.state in TODO_STATES:
         return True
     if d.state != OutState.FORWARDED.value:

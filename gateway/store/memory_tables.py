@@ -7,7 +7,7 @@ changes in place). Every value in a row is immutable (str, bytes, datetime, tupl
 is rolled back by putting the snapshot back (memory.py ``_write``).
 
 The helpers take the tables inside a call the store serialises; they are the memory
-counterparts of sqlite_rows.py (history, state moves) and of the ``history_audit``
+counterparts of rows.py (history, state moves) and of the ``history_audit``
 trigger (every history row gets its audit entry, chained as the SQL backends chain it).
 """
 

@@ -1,6 +1,6 @@
 """The trust part of the in-memory store: time-stamp tokens, directory fetches, escrows and
-re-sealing (as sqlite_trust.py), and HQ's enrolments and issued certificates (as
-sqlite_enroll.py)."""
+re-sealing (as trust.py for the SQL backends), and HQ's enrolments and issued
+certificates (as enroll.py)."""
 
 from __future__ import annotations
 

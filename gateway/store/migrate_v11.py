@@ -5,7 +5,7 @@ receipt *document* inside it (the message it names, its site = the signer, a
 destination of that message, naming the digest of an envelope sent as it),
 acknowledged it with the reason ``receipt`` and kept it (class ``receipt``). It never
 compared the document with the envelope's plain routing header ``in-reply-to`` (that
-check came with v11: gateway/circular.py check_origin_receipt ``answers``). Only the
+check came with v11: gateway/relay/circular.py check_origin_receipt ``answers``). Only the
 first one's bytes went into ``envelopes.receipt``, which v11_destinations.sql
 attributes by those bytes (v10 recorded them for that message).
 
@@ -17,9 +17,8 @@ would read delivered (review 11c). The store holds no key to open a receipt, so 
 step, run inside the migration's transaction between the SQL file's two halves (its
 ``-- @step`` line), only marks each such ``(message, signer)`` row: it stays open with
 the reason ``RECHECK_REASON``. The first gateway start opens the kept receipt with the
-site's key and puts it through the v11 receipt check (gateway/kept_receipts.py,
-gateway/store/sqlite_kept.py and postgres_kept.py), which closes the row or says why
-not.
+site's key and puts it through the v11 receipt check (gateway/relay/kept_receipts.py,
+gateway/store/kept.py), which closes the row or says why not.
 
 Rules:
 - A kept receipt counts only if it was received here (``received_from`` set), is of

@@ -2,9 +2,9 @@
 driver (sql/queries/outbound*.sql): the envelope, due peers, forwarded, defer, fail,
 expire, delivered, receipt.
 
-What stays each backend's own (sqlite.py, postgres.py): claiming (PostgreSQL
-``FOR UPDATE SKIP LOCKED``, SQLite's index walk under its single writer) and accepting
-(PostgreSQL's unnest batches). Here, by strategy: PostgreSQL marks a courier's
+Claiming is in claim.py and accepting in accept.py, each keeping its backend's strategy
+(PostgreSQL ``FOR UPDATE SKIP LOCKED`` and unnest batches; SQLite's index walk and item
+by item under its single writer). Here, by strategy: PostgreSQL marks a courier's
 forwarded batch in one statement (``forwarded_batch``), SQLite row by row; and
 PostgreSQL locks the expired messages' envelope rows first (``lock_expired``, rows.py).
 """

@@ -213,7 +213,7 @@ class ReceiptStore(Protocol):
 
     async def message_routes(self, message_ids: Sequence[str]) -> dict[str, MessageRoute]:
         """The origin and destinations of each of these messages stored here, whatever
-        its origin (a relay's check of a receipt: gateway/hop.py check_receipt)."""
+        its origin (a relay's check of a receipt: gateway/relay/hop.py check_receipt)."""
         ...
 
 

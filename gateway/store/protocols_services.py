@@ -89,7 +89,7 @@ class IntegratorStore(Protocol):
 class TrustStore(Protocol):
     """Time-stamp tokens, re-sealing and escrows, hop acks, directory fetches."""
 
-    # -- time-stamp tokens (gateway/timestamping.py) ------------------------------
+    # -- time-stamp tokens (gateway/proof/timestamping.py) ------------------------
     async def timestamp_add(self, records: Sequence[TimestampRecord]) -> None:
         """Store tokens; a (message_id, kind, digest) already stored is left as it is."""
         ...
@@ -110,7 +110,7 @@ class TrustStore(Protocol):
         the envelopes ``done`` (message ids) no longer pending; unknown ids are skipped."""
         ...
 
-    # -- re-sealing (gateway/reseal.py) ------------------------------------------------
+    # -- re-sealing (gateway/relay/reseal.py) ------------------------------------------
     async def escrow(self, message_id: str) -> bytes | None:
         """The escrowed content key of an envelope this site sealed (None: none kept)."""
         ...
@@ -118,7 +118,7 @@ class TrustStore(Protocol):
     async def open_escrows(self, *, receipts_since: datetime) -> list[tuple[str, bytes]]:
         """(message id, escrow) of each envelope sealed here not yet delivered (no
         receipt), and of each receipt of ours created since ``receipts_since`` (its hop
-        ack is its receipt, but the hub may still hold it: gateway/receipt_reseal.py)."""
+        ack is its receipt, but the hub may still hold it: gateway/relay/receipt_reseal.py)."""
         ...
 
     async def replace_escrow(self, message_id: str, *, old: bytes, new: bytes) -> bool:
@@ -149,7 +149,7 @@ class TrustStore(Protocol):
         delivery in ``requeue`` states (one being tried, say), nothing changes: that try
         sends the stored copy, which must stay the one stored.
         Only if the stored copy is still the one of ``expected_digest`` (the one the
-        caller checked the replacement against: gateway/reseal.py). With ``held_for``,
+        caller checked the replacement against: gateway/relay/reseal.py). With ``held_for``,
         only if a delivery is held with a reason starting so (a relay taking a re-sealed
         copy in place of the one it held). The replaced copy's digest is kept
         (``superseded_digests``). Returns the deliveries requeued; 0 and nothing
@@ -160,7 +160,7 @@ class TrustStore(Protocol):
         self, message_id: str, *, digest: bytes, old: bytes, new: bytes
     ) -> bool:
         """Store ``new`` as the first hop acknowledgement of the envelope in place of
-        ``old`` (one signed with a key of ours no longer usable: gateway/ack_renewal.py),
+        ``old`` (one signed with a key of ours no longer usable: gateway/relay/ack_renewal.py),
         only if the stored envelope is still the one of ``digest`` and its ack still
         ``old``. True if it was replaced."""
         ...
@@ -176,7 +176,7 @@ class TrustStore(Protocol):
 class EnrollStore(Protocol):
     """HQ's pending enrolments and the TLS certificates it issued."""
 
-    # -- enrolments and the TLS certificates HQ issued (gateway/enroll.py) -------------
+    # -- enrolments and the TLS certificates HQ issued (gateway/trust/enroll.py) -------
     async def enrollment_add(self, enrollment: Enrollment, bootstrap: IssuedCertificate) -> None:
         """Record a pending enrolment (replacing one pending for the same site) and its
         bootstrap certificate, in one transaction."""
@@ -206,7 +206,7 @@ class EnrollStore(Protocol):
 class AuditStore(Protocol):
     """The audit log, its checkpoints and HQ's witness records."""
 
-    # -- audit log (gateway/audit.py; the chain: gateway/store/audit_chain.py) ----------
+    # -- audit log (gateway/proof/audit.py; the chain: gateway/store/audit_chain.py) ----
     # Every history row gets its entry in the same transaction (a database trigger).
     async def audit_identify(self, site: str) -> None:
         """Name the actor of automatic entries from now on: this store's site id."""

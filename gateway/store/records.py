@@ -33,9 +33,10 @@ TODO_STATES = (
 
 
 class DestState(StrEnum):
-    """What one destination of a message shows (derived: gateway/store/_common.py
-    DEST_STATE_SQL). ``sending`` shows as queued; a delivered hop row whose destination
-    has no receipt yet shows as forwarded."""
+    """What one destination of a message shows (derived when read: the ``_state``
+    fragment of gateway/store/sql/queries/destinations.sql). ``sending`` shows as
+    queued; a delivered hop row whose destination has no receipt yet shows as
+    forwarded."""
 
     QUEUED = "queued"
     FORWARDED = "forwarded"
@@ -345,7 +346,7 @@ class WebhookEntry:
 
 @dataclass(frozen=True)
 class TimestampRecord:
-    """An RFC 3161 TimeStampToken kept with a message (gateway/timestamping.py).
+    """An RFC 3161 TimeStampToken kept with a message (gateway/proof/timestamping.py).
 
     kind: ``sent`` (the origin asked HQ's TSA for its outgoing envelope), ``relayed``
     (HQ stamped it as it passed), ``delivered`` (HQ stamped the delivery receipt it
@@ -368,7 +369,7 @@ class PendingStamp:
     """An envelope stored here whose time-stamp is still to be settled.
 
     Every envelope is stored pending (in the accepting transaction, so a crash never
-    loses one); gateway/timestamping.py decides from ``received_from`` and
+    loses one); gateway/proof/timestamping.py decides from ``received_from`` and
     ``doc_class`` which token, if any, it gets here.
     """
 
