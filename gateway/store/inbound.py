@@ -20,7 +20,7 @@ from gateway.store._common import DUPLICATE_RECEIPT, aware, check_limit, check_r
 from gateway.store.accept import AcceptItem, accept_rows
 from gateway.store.destinations import close_open, has_rows, receipted, record_receipt_rows
 from gateway.store.driver import Conn, OnDriver, sql, strs, when
-from gateway.store.outbound import fail_undelivered
+from gateway.store.outbound import envelope_record, fail_undelivered
 from gateway.store.records import (
     Closed,
     EnvelopeRecord,
@@ -159,22 +159,7 @@ class Inbound(OnDriver):
 
         async def read(c: Conn) -> list[EnvelopeRecord]:
             rows = await c.fetch(q.received, limit=limit, max_bytes=max_bytes)
-            return [
-                EnvelopeRecord(
-                    message_id=r[0],
-                    origin=r[1],
-                    destinations=strs(r[2]),
-                    digest=r[3],
-                    created=when(r[4]),
-                    expires=when(r[5]),
-                    priority=r[6],
-                    received_from=r[7],
-                    data=r[8],
-                    doc_class=r[9],
-                    chain=r[10],
-                )
-                for r in rows
-            ]
+            return [envelope_record(r) for r in rows]
 
         return await self._db.read(read)
 

@@ -22,7 +22,7 @@ from gateway.store._common import (
     aware,
 )
 from gateway.store.destinations import close_open, record_ack, record_receipt_rows
-from gateway.store.driver import Conn, OnDriver, opt_when, sql, strs, when
+from gateway.store.driver import Conn, OnDriver, Row, opt_when, sql, strs, when
 from gateway.store.records import Closed, EnvelopeRecord, OutState, ReceiptRecord, StoreError
 from gateway.store.rows import add_histories, add_history, exists, lock_messages
 
@@ -54,6 +54,24 @@ async def fail_undelivered(
     return closed
 
 
+def envelope_record(r: Row) -> EnvelopeRecord:
+    """An envelope as read by the ``get_envelope`` columns (outbound.sql; inbound.sql's
+    ``received`` reads the same)."""
+    return EnvelopeRecord(
+        message_id=r[0],
+        origin=r[1],
+        destinations=strs(r[2]),
+        digest=r[3],
+        created=when(r[4]),
+        expires=when(r[5]),
+        priority=r[6],
+        received_from=r[7],
+        data=r[8],
+        doc_class=r[9],
+        chain=r[10],
+    )
+
+
 class Outbound(OnDriver):
     """The outbound and receipt methods of the Store protocol, but claim and accept."""
 
@@ -64,19 +82,7 @@ class Outbound(OnDriver):
             r = await c.fetchrow(q.get_envelope, message_id=message_id)
             if r is None:
                 return None
-            return EnvelopeRecord(
-                message_id=r[0],
-                origin=r[1],
-                destinations=strs(r[2]),
-                digest=r[3],
-                created=when(r[4]),
-                expires=when(r[5]),
-                priority=r[6],
-                received_from=r[7],
-                data=r[8],
-                doc_class=r[9],
-                chain=r[10],
-            )
+            return envelope_record(r)
 
         return await self._db.read(read)
 

@@ -22,34 +22,22 @@ import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from gateway.store import migrate_v11
 from gateway.store._common import LATEST_VERSION, MIGRATIONS, load_sql, migration_parts
-from gateway.store.accept import Accepting
-from gateway.store.audit import Audit
 from gateway.store.base import StoreError
-from gateway.store.claim import Claiming
-from gateway.store.destinations import Destinations
 from gateway.store.driver import Conn
 from gateway.store.driver_postgres import ERRORS as _ERRORS
 from gateway.store.driver_postgres import PgConn, PostgresDriver
-from gateway.store.enroll import Enroll
-from gateway.store.inbound import Inbound
-from gateway.store.integrators import Integrators
-from gateway.store.kept import KeptReceiptsRecheck
-from gateway.store.operator import Operator
-from gateway.store.outbound import Outbound
 from gateway.store.queries import load
-from gateway.store.trust import Trust
+from gateway.store.sql_store import SqlStore, migration_step
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
 
 log = logging.getLogger("valise.store")
-T = TypeVar("T")
 
 SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CONNECT_TIMEOUT = 10.0
@@ -76,27 +64,7 @@ async def _create_pool(dsn: str, settings: dict[str, str], min_size: int, max_si
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
 
-def _step(name: str) -> Callable[[PgConn], Awaitable[None]]:
-    """The Python step of a migration file (``-- @step NAME``). Raises StoreError."""
-    steps = {migrate_v11.STEP: migrate_v11.postgres_step}
-    if name not in steps:
-        raise StoreError(f"unknown migration step {name!r}")
-    return steps[name]
-
-
-class PostgresStore(
-    Accepting,
-    Claiming,
-    Inbound,
-    Operator,
-    Integrators,
-    Trust,
-    Audit,
-    Enroll,
-    Destinations,
-    Outbound,
-    KeptReceiptsRecheck,
-):
+class PostgresStore(SqlStore):
     """:class:`~gateway.store.base.Store` on a PostgreSQL database (one schema)."""
 
     _db: PostgresDriver
@@ -172,7 +140,7 @@ class PostgresStore(
             for part, step in migration_parts(load_sql("postgres", name)):
                 await conn.execute(part)
                 if step is not None:
-                    await _step(step)(conn)
+                    await migration_step(step)[1](conn)
             await conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES ($1, now())", version
             )

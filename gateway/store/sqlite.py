@@ -20,29 +20,17 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from gateway.store import migrate_v11
 from gateway.store._common import LATEST_VERSION, MIGRATIONS, load_sql, migration_parts
-from gateway.store.accept import Accepting
-from gateway.store.audit import Audit
 from gateway.store.base import StoreError
-from gateway.store.claim import Claiming
-from gateway.store.destinations import Destinations
 from gateway.store.driver_sqlite import SqliteDriver, encode
-from gateway.store.enroll import Enroll
-from gateway.store.inbound import Inbound
-from gateway.store.integrators import Integrators
-from gateway.store.kept import KeptReceiptsRecheck
-from gateway.store.operator import Operator
-from gateway.store.outbound import Outbound
+from gateway.store.sql_store import SqlStore, migration_step
 from gateway.store.sqlite_audit import register_audit_functions
-from gateway.store.trust import Trust
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
 
-T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
 _SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
@@ -112,7 +100,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 for statement in _statements(part):
                     conn.execute(statement)
                 if step is not None:
-                    _step(step)(conn)
+                    migration_step(step)[0](conn)
             conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, now)
             )
@@ -123,27 +111,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _step(name: str) -> Callable[[sqlite3.Connection], None]:
-    """The Python step of a migration file (``-- @step NAME``). Raises StoreError."""
-    steps = {migrate_v11.STEP: migrate_v11.sqlite_step}
-    if name not in steps:
-        raise StoreError(f"unknown migration step {name!r}")
-    return steps[name]
-
-
-class SqliteStore(
-    Accepting,
-    Claiming,
-    Inbound,
-    Operator,
-    Integrators,
-    Trust,
-    Audit,
-    Enroll,
-    Destinations,
-    Outbound,
-    KeptReceiptsRecheck,
-):
+class SqliteStore(SqlStore):
     """:class:`~gateway.store.base.Store` on one SQLite file."""
 
     _db: SqliteDriver
