@@ -14,9 +14,10 @@ Rules:
   (SITE.signing.key, SITE.encryption.key, tls.key, tls.crt); they are read as the
   active keys, and the first change moves them into ring/.
 - States go next -> active -> retiring -> retired, and any -> revoked; nothing comes
-  back. One key per kind is active. A retired or revoked key's private file is
-  deleted once the directory shows its new state (:func:`prune`): it can no longer
-  open or sign anything (its entry stays, for the reason).
+  back (the moves: gateway/site/ring_states.py). One key per kind is active. A
+  retired or revoked key's private file is deleted once the directory shows its new
+  state (:func:`prune`): it can no longer open or sign anything (its entry stays, for
+  the reason).
 - A next key announced by ``valise keys rotate`` records the directory version that
   announced it and when it becomes active at the latest (``announced_in``,
   ``activate_by``: gateway/trust/announce.py); a ring written before these fields
@@ -153,7 +154,7 @@ class KeyRing:
         return new
 
 
-def _now_text(now: datetime) -> str:
+def now_text(now: datetime) -> str:
     return truncate_to_second(now.astimezone(UTC)).isoformat()
 
 
@@ -322,7 +323,7 @@ def add_key(
     if ring.legacy:
         _migrate(ring)
     (ring.folder / "ring").mkdir(mode=0o700, exist_ok=True)
-    k = RingKey(kind, key_id, KeyState.NEXT.value, _now_text(now), _now_text(expires))
+    k = RingKey(kind, key_id, KeyState.NEXT.value, now_text(now), now_text(expires))
     write_private(ring.path(k, ".key"), seal_private(private, ring.passphrase))
     if cert is not None:
         write_private(ring.path(k, ".crt"), cert)
@@ -341,81 +342,6 @@ def generate_key(
         dk = DecryptionKey.generate()
         return add_key(ring, kind, armor(dk), dk.key_id, now=now, expires=now + validity)
     raise KeyStoreError(f"generate_key makes signing or encryption keys, not {kind}")
-
-
-def activate(ring: KeyRing, key_id: str, *, now: datetime, overlap: timedelta) -> list[RingKey]:
-    """Make ``key_id`` (next) active; the key it replaces becomes retiring until
-    ``now + overlap``. Returns the entries changed; [] if it is active already."""
-    k = ring.get(key_id)
-    if k.key_state is KeyState.ACTIVE:
-        return []
-    if k.key_state is not KeyState.NEXT:
-        raise KeyStoreError(f"{k.kind} key {key_id} is {k.state}; only a next key can be activated")
-    when = _now_text(now)
-    changed = [
-        ring.replace(old, state=KeyState.RETIRING.value, retire_after=_now_text(now + overlap))
-        for old in ring.of(k.kind, KeyState.ACTIVE)  # none when the active one was revoked
-    ]
-    changed.append(ring.replace(k, state=KeyState.ACTIVE.value, activated=when))
-    return changed
-
-
-def announce(
-    ring: KeyRing, key_id: str, *, serial: int, deadline: datetime, overlap: timedelta
-) -> list[RingKey]:
-    """Record that next key ``key_id`` was announced in directory ``serial``, becomes
-    active at ``deadline`` at the latest, and that the key it replaces then stays
-    retiring for ``overlap``. Returns the entries changed: [] if it was announced
-    already (the first announcement stands)."""
-    k = ring.get(key_id)
-    if k.key_state is not KeyState.NEXT:
-        raise KeyStoreError(f"{k.kind} key {key_id} is {k.state}; only a next key is announced")
-    if k.announced_in:
-        return []
-    if serial < 1:
-        raise KeyStoreError(f"directory serial {serial} cannot announce a key")
-    seconds = overlap.total_seconds()
-    if not 0 <= seconds <= MAX_OVERLAP_SECONDS:
-        raise KeyStoreError(f"an overlap must be 0 to {MAX_OVERLAP_SECONDS:.0f} seconds")
-    return [
-        ring.replace(
-            k, announced_in=serial, activate_by=_now_text(deadline), overlap_seconds=seconds
-        )
-    ]
-
-
-def announced(ring: KeyRing) -> list[RingKey]:
-    """The next keys waiting to become active (announced by ``keys rotate``)."""
-    return [k for k in ring.keys if k.key_state is KeyState.NEXT and k.announced_in]
-
-
-def retire(ring: KeyRing, key_id: str, *, now: datetime) -> list[RingKey]:
-    """Retire a retiring key (its overlap may be cut short); [] if retired already."""
-    k = ring.get(key_id)
-    if k.key_state is KeyState.RETIRED:
-        return []
-    if k.key_state is not KeyState.RETIRING:
-        raise KeyStoreError(f"{k.kind} key {key_id} is {k.state}; only a retiring key is retired")
-    return [ring.replace(k, state=KeyState.RETIRED.value, retired=_now_text(now))]
-
-
-def revoke(ring: KeyRing, key_id: str, *, now: datetime, reason: str) -> list[RingKey]:
-    """Revoke a key of any state; [] if revoked already."""
-    k = ring.get(key_id)
-    if k.key_state is KeyState.REVOKED:
-        return []
-    if k.key_state is KeyState.ACTIVE:
-        raise KeyStoreError(f"activate a replacement before revoking active key {key_id}")
-    return [ring.replace(k, state=KeyState.REVOKED.value, revoked=_now_text(now), reason=reason)]
-
-
-def due_for_retirement(ring: KeyRing, now: datetime) -> list[RingKey]:
-    return [
-        k
-        for kind in KINDS
-        for k in ring.of(kind, KeyState.RETIRING)
-        if k.retire_after and datetime.fromisoformat(k.retire_after) <= now
-    ]
 
 
 # -- loading the keys a running site uses -----------------------------------------------

@@ -36,7 +36,8 @@ from gateway.runtime import logjson
 from gateway.runtime.errors import PeerError
 from gateway.site.appkeys import CONTEXT
 from gateway.site.context import open_store
-from gateway.site.keyring import KeyRing, RingKey, announce, announced, ring_lock, save_ring
+from gateway.site.keyring import KeyRing, RingKey, ring_lock, save_ring
+from gateway.site.ring_states import announce, announced
 from gateway.store.base import Store, StoreError
 from gateway.trust.outcome import Outcome
 from routing.announce import (

@@ -34,16 +34,12 @@ from gateway.site.keyring import (
     MAX_OVERLAP_SECONDS,
     KeyRing,
     RingKey,
-    activate,
     add_key,
-    announced,
-    due_for_retirement,
     generate_key,
-    retire,
-    revoke,
     ring_lock,
     save_ring,
 )
+from gateway.site.ring_states import activate, announced, due_for_retirement, retire, revoke
 from gateway.trust.announce import announce_key
 
 # audit_key_event, describe, hub_keys, KeyOpError and Outcome are also imported from here

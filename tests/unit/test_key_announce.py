@@ -15,16 +15,9 @@ from hypothesis import strategies as st
 
 from config.sections import MAX_ANNOUNCE_SECONDS
 from config.site import ConfigError, load_site_config
-from gateway.site.keyring import (
-    RING,
-    announce,
-    announced,
-    generate_key,
-    load_ring,
-    publish_lock,
-    save_ring,
-)
+from gateway.site.keyring import RING, generate_key, load_ring, publish_lock, save_ring
 from gateway.site.keystore import KeyStoreError
+from gateway.site.ring_states import announce, announced
 from routing.announce import (
     MAX_ANSWER_BYTES,
     AnnounceAnswerError,

@@ -23,19 +23,16 @@ from gateway.site.keyring import (
     RING,
     KeyRing,
     RingKey,
-    activate,
     add_key,
-    due_for_retirement,
     generate_key,
     load_ring,
     prune,
-    retire,
-    revoke,
     ring_site_keys,
     save_ring,
     tls_files,
 )
 from gateway.site.keystore import KeyNotHeld, KeyStoreError, generate_site_keys
+from gateway.site.ring_states import activate, due_for_retirement, retire, revoke
 from routing.directory import Directory, KeyState, SiteEntry
 from tests.conftest import NOW
 
