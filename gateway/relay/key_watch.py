@@ -16,7 +16,7 @@ Every ``[keys] check_seconds`` (and at once after a directory change):
   peer presents the new certificate, not the old one until the overlap ends;
 - deliveries of envelopes sealed to an encryption key the directory now shows
   revoked are put on hold; the origin seals its own again to the replacement once
-  the directory lists it (gateway/relay/reseal.py reseal_revoked; its receipts relayed
+  the directory lists it (gateway/relay/reseal_sweeps.py reseal_revoked; its receipts relayed
   through the hub too: gateway/relay/receipt_reseal.py), and the relay takes the
   re-sealed copy in place of the held one;
 - mail sent here while a destination had no active encryption key (held, waiting
@@ -41,14 +41,8 @@ from gateway.proof.audit import AuditError, record
 from gateway.relay.circular import hops_to_hold
 from gateway.relay.key_wait import seal_waiting
 from gateway.relay.receipt_reseal import ReceiptSweep
-from gateway.relay.reseal import (
-    HOLD_REASON,
-    NOTHING_LEFT,
-    release_fresh,
-    reseal_revoked,
-    resign_refused,
-    stored_head,
-)
+from gateway.relay.reseal import HOLD_REASON, NOTHING_LEFT, stored_head
+from gateway.relay.reseal_sweeps import release_fresh, reseal_revoked, resign_refused
 from gateway.runtime import logjson
 from gateway.site.connector import PinnedConnector
 from gateway.site.context import SiteContext, load_keys

@@ -10,10 +10,10 @@ Rules:
   signature) over the same ciphertext, under the same message id, in place of the
   stored copy, and sends it again: its held, deferred or already-forwarded deliveries
   go back to queued. The key watcher does this by itself once every destination has
-  an active encryption key in the origin's directory (:func:`reseal_revoked`: the
-  replacement is published; nothing is sealed to a key that is not), except for a
-  message an operator holds (``OPERATOR_HOLD``); ``valise queue reseal`` does it on
-  demand.
+  an active encryption key in the origin's directory (reseal_revoked in
+  gateway/relay/reseal_sweeps.py: the replacement is published; nothing is sealed to a
+  key that is not), except for a message an operator holds (``OPERATOR_HOLD``);
+  ``valise queue reseal`` does it on demand.
 - A relay (HQ) that holds the old copy for that reason takes the re-sealed one in its
   place when it arrives (gateway/relay/channel.py), and sends it on; anywhere else a copy
   with a known id is a duplicate, as always.
@@ -54,7 +54,7 @@ from envelope.reseal import Resealed, reseal, resign
 from envelope.seal import Recipient
 from gateway.relay.circular import open_sites
 from gateway.site.context import SiteContext
-from gateway.store.base import Destination, DestState, EnvelopeRecord, OutState, QueueEntry
+from gateway.store.base import Destination, DestState, EnvelopeRecord, OutState
 from routing.directory import USABLE, Directory, DirectoryError
 
 HOLD_REASON = "sealed to revoked encryption key"
@@ -131,7 +131,7 @@ async def candidates(ctx: SiteContext) -> list[str]:
         parsed = await stored_head(ctx, entry.message_id)
         if parsed is None:
             continue
-        live = await _open_destinations(ctx, entry.message_id)
+        live = await open_destinations(ctx, entry.message_id)
         wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
         wraps = [w for w in wraps if live is None or w[0] in live]
         if stale_signature(ctx, parsed) or (not failed and stale_stanzas(ctx.directory, wraps)):
@@ -139,7 +139,7 @@ async def candidates(ctx: SiteContext) -> list[str]:
     return ids
 
 
-async def _open_destinations(ctx: SiteContext, message_id: str) -> set[str] | None:
+async def open_destinations(ctx: SiteContext, message_id: str) -> set[str] | None:
     """The destinations of a message sent from here still without a receipt (nor
     failed); None if it has no destination rows (stored before schema v11): then
     every destination unless a receipt is held."""
@@ -175,7 +175,7 @@ async def reseal_message(
             message_id, False, "delivered (every destination's receipt is held): nothing to do"
         )
     # A receipt of ours (no destination rows) whose hop ack is held is re-sealed whole.
-    live = None if sent_receipt else await _open_destinations(ctx, message_id)
+    live = None if sent_receipt else await open_destinations(ctx, message_id)
     if live is not None and not dests:
         return ResealResult(message_id, False, "delivered (a receipt is held): nothing to do")
     parsed, offset = parse_framed_head(record.data)
@@ -192,7 +192,7 @@ async def reseal_message(
     escrow = await ctx.store.escrow(message_id)
     if escrow is None:
         return ResealResult(message_id, False, "no escrowed content key: send it again")
-    if unsigned is not None and not _signing_key_published(ctx):
+    if unsigned is not None and not signing_key_published(ctx):
         return ResealResult(message_id, False, _UNPUBLISHED)
     try:
         recipients = [
@@ -235,7 +235,7 @@ NOTHING_LEFT = "nothing left to send (delivered meanwhile, or being sent now?)"
 NOT_YET = (_UNPUBLISHED, NOTHING_LEFT)
 
 
-def _signing_key_published(ctx: SiteContext) -> bool:
+def signing_key_published(ctx: SiteContext) -> bool:
     try:
         return ctx.keys.signing.key_id in ctx.directory.site(ctx.here).verify_keys()
     except DirectoryError:
@@ -253,7 +253,7 @@ async def _resign_message(
 ) -> ResealResult:
     """Sign again, with our current signing key, a message signed with ``unsigned``."""
     mid = record.message_id
-    if not _signing_key_published(ctx):
+    if not signing_key_published(ctx):
         return ResealResult(mid, False, _UNPUBLISHED)
     if dry_run:
         return ResealResult(
@@ -409,98 +409,6 @@ def stale_for_here(ctx: SiteContext, parsed: ParsedHead) -> str | None:
     except DirectoryError:
         why = "not in our directory"
     return f"{HOLD_REASON} {key} of {ctx.here}: {why}; its origin re-seals it"
-
-
-async def release_fresh(ctx: SiteContext, now: datetime) -> list[str]:
-    """Release what is held here for a revoked key although the copy stored now is
-    sealed to keys in force (a re-sealed copy taken in its place while a try of the
-    old one was refused). Returns the message ids released."""
-    released: list[str] = []
-    for entry in await ctx.store.queue(state=OutState.HELD.value):
-        if not entry.last_reason.startswith(HOLD_REASON) or entry.message_id in released:
-            continue
-        parsed = await stored_head(ctx, entry.message_id)
-        if parsed is None:
-            continue
-        wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
-        if stale_stanzas(ctx.directory, wraps):
-            continue
-        reason = "its copy here is sealed to keys in force"
-        if await ctx.store.release(entry.message_id, now=now, reason=reason):
-            released.append(entry.message_id)
-    return released
-
-
-# How a peer's refusal of an origin signature reads in a failed delivery's reason
-# (gateway/relay/hop.py check_envelope, as gateway/relay/courier.py records it).
-SIGNATURE_REFUSED = "origin signature refused"
-
-
-async def resign_refused(ctx: SiteContext, *, now: datetime, every: bool) -> list[ResealResult]:
-    """Sign again, with our current signing key once it is published, what this site
-    signed with a key of its own no longer accepted: the messages a peer refused for
-    that (failed), and with ``every`` each one still to send as well. Messages also
-    sealed to a revoked encryption key are :func:`reseal_revoked`'s. For the key
-    watcher (gateway/relay/key_watch.py)."""
-    if not _signing_key_published(ctx):
-        return []
-    pending = (*REQUEUE, OutState.QUEUED.value)
-    ids: list[str] = []
-    entries = await ctx.store.queue()
-    kept = operator_held(entries)
-    for entry in entries:
-        if entry.origin != ctx.here or entry.message_id in ids or entry.message_id in kept:
-            continue
-        refused = entry.state == OutState.FAILED.value and SIGNATURE_REFUSED in (
-            entry.last_reason or ""
-        )
-        if refused or (every and entry.state in pending):
-            ids.append(entry.message_id)
-    results: list[ResealResult] = []
-    for mid in ids:
-        parsed = await stored_head(ctx, mid)
-        if parsed is None:
-            continue
-        wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
-        if stale_signature(ctx, parsed) is None or stale_stanzas(ctx.directory, wraps):
-            continue
-        results.append(await reseal_message(ctx, mid, now=now))
-    return results
-
-
-async def reseal_revoked(ctx: SiteContext, *, now: datetime) -> list[ResealResult]:
-    """Seal again, to the keys in force, what this site sealed to an encryption key the
-    directory no longer accepts (revoked, retired) and is not yet delivered, once every
-    destination has an active encryption key in our directory (its replacement is
-    published): what ``valise queue reseal --all`` does, without waiting for the
-    operator. A message whose destination has no key yet waits for a later directory.
-    For the key watcher (gateway/relay/key_watch.py), whenever the directory changes. A
-    message an operator holds is left alone."""
-    results: list[ResealResult] = []
-    kept = operator_held(await ctx.store.queue(state=OutState.HELD.value))
-    for mid in await candidates(ctx):
-        if mid in kept:
-            continue
-        parsed = await stored_head(ctx, mid)
-        if parsed is None:
-            continue
-        live = await _open_destinations(ctx, mid)
-        wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
-        if not stale_stanzas(ctx.directory, [w for w in wraps if live is None or w[0] in live]):
-            continue  # only a stale signature of ours: resign_refused's
-        if not all(has_active_key(ctx.directory, d) for d in parsed.head.routing.destinations):
-            continue
-        results.append(await reseal_message(ctx, mid, now=now))
-    return results
-
-
-def operator_held(entries: Sequence[QueueEntry]) -> set[str]:
-    """The ids of messages with a delivery an operator put on hold."""
-    return {
-        q.message_id
-        for q in entries
-        if q.state == OutState.HELD.value and q.last_reason.startswith(OPERATOR_HOLD)
-    }
 
 
 def has_active_key(directory: Directory, site: str) -> bool:

@@ -190,7 +190,8 @@ def test_a_revoked_key_of_one_destination_holds_and_reseals_only_for_it(tmp_path
         assert "sealed to revoked encryption key" in at_hq["M-HANOI"]["reason"]
         # M-PARIS is stopped before it sees the replacement, so that the operator's
         # command does the re-seal (a running gateway does it by itself, issue 10:
-        # gateway/relay/reseal.py reseal_revoked, which the same per-destination rules bound).
+        # gateway/relay/reseal_sweeps.py reseal_revoked, which the same per-destination
+        # rules bound).
         paris.stop()
         hanoi.start()  # it sees its key revoked and publishes a replacement
         wait_until(

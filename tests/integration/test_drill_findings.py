@@ -3,7 +3,7 @@ before its fix):
 
 - Mail sealed to a mission's encryption key that HQ revoked waited, held, for an
   operator's ``queue reseal`` although the mission had published its new key: its
-  origin now seals it again by itself (gateway/relay/reseal.py reseal_revoked).
+  origin now seals it again by itself (gateway/relay/reseal_sweeps.py reseal_revoked).
 - A document its origin signed again (its signing key revoked) after the first copy
   had already reached the relay and its destination was never receipted: the relay
   answered the new copy with its stored acknowledgement of the old one, which the

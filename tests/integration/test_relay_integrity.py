@@ -325,9 +325,10 @@ def test_a_co_recipient_cannot_replace_mail_held_for_a_revoked_key(net: Network)
         "HQ to hold it (sealed to a revoked key)",
         lambda: stored(net, "HQ", mid)["deliveries"].get("M-HANOI") == "held",
     )
-    # M-PARIS would re-seal by itself once it sees the new key (gateway/relay/reseal.py
-    # reseal_revoked): stopped, it leaves HQ's held copy as it is until it is re-sealed
-    # below, so that only M-EVIL's forgery could change it meanwhile.
+    # M-PARIS would re-seal by itself once it sees the new key
+    # (gateway/relay/reseal_sweeps.py reseal_revoked): stopped, it leaves HQ's held copy
+    # as it is until it is re-sealed below, so that only M-EVIL's forgery could change it
+    # meanwhile.
     net.sites["M-PARIS"].stop()
     ensure_running(net, "M-HANOI")  # it publishes a new encryption key
 
