@@ -1,7 +1,8 @@
 """The envelope head: canonical XML out, hardened parse in.
 
 Rules:
-- :func:`serialize_head` is the only writer. :func:`parse_head` parses with the
+- :func:`assemble_head` (over :func:`serialize_signed`, :func:`serialize_signature`
+  and :func:`serialize_trace`) is the only writer. :func:`parse_head` parses with the
   hardened parser, which requires the exact canonical bytes (exc-c14n, no text
   between elements: :class:`NonCanonical` otherwise), then checks the format's
   rules. The application uses only values of the verified model.
@@ -142,15 +143,6 @@ def serialize_trace(trace: tuple[HopRecord, ...]) -> bytes:
 
 def assemble_head(signed_xml: bytes, signature_xml: bytes, trace_xml: bytes) -> bytes:
     return _ENVELOPE_OPEN.encode() + signed_xml + signature_xml + trace_xml + b"</envelope>"
-
-
-def serialize_head(head: Head) -> bytes:
-    """The canonical XML head. Raises :class:`SchemaError` or :class:`LimitExceeded`."""
-    return assemble_head(
-        serialize_signed(head.routing, head.recipients, head.manifest),
-        serialize_signature(head.signature_key_id, head.signature),
-        serialize_trace(head.trace),
-    )
 
 
 # -- the format's rules, beyond the schema -----------------------------------------

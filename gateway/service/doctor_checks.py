@@ -69,14 +69,6 @@ class Waiting:
     reason: str
 
 
-def worst(checks: list[Check]) -> Status:
-    statuses = {c.status for c in checks}
-    for status in (Status.FAIL, Status.WARN):
-        if status in statuses:
-            return status
-    return Status.OK
-
-
 def _span(delta: timedelta) -> str:
     """A duration for people: '10 days', '5 h', '12 min', '30 s'."""
     seconds = abs(delta.total_seconds())

@@ -36,7 +36,7 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 from config.sections import KeysSection, OpsSection, RelaySection, SiteSection, StoreSection
 from config.site import SiteConfig, read_key_passphrase, render_site_config
-from crypto.armor import armor, load_signing_key
+from crypto.armor import armor
 from crypto.keys import SigningKey
 from crypto.x509 import (
     CertificateError,
@@ -385,4 +385,4 @@ async def join(
     return config
 
 
-__all__ = ["EnrollError", "add_site", "init_hub", "join", "load_signing_key"]
+__all__ = ["EnrollError", "add_site", "init_hub", "join"]

@@ -159,7 +159,7 @@ def test_expired_message_fails_with_a_reason(tmp_path: Path) -> None:
             try:
                 from envelope.model import PartInfo, SealedHeader
                 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
-                from gateway.service.workers import submit
+                from gateway.relay.submit import submit
 
                 now = datetime.now(UTC)
                 routing = new_routing(
