@@ -23,7 +23,7 @@ Rules:
   means a second token after the restart, of which the store keeps the first.
 - Never in the way of delivery: the stamper is a task of its own, and its failures
   only delay tokens.
-- Batches: new work (``SiteContext.notify``, or a poll every ``POLL_SECONDS``) waits
+- Batches: new work (``ctx.queued``, the site's Doorbell, or a poll every ``POLL_SECONDS``) waits
   ``[tsa] batch_wait_ms`` for more, then up to ``[tsa] batch_max`` pending envelopes
   are stamped at once: one ``issue_many`` at HQ, one request from a mission.
 - A mission checks HQ's tokens before storing them: every one for its binding (its
@@ -97,6 +97,7 @@ from gateway.proof.witness import WitnessError, send_checkpoint, witness_handler
 from gateway.runtime import logjson
 from gateway.runtime.backoff import jittered
 from gateway.runtime.errors import Refused, Retry
+from gateway.site.appkeys import PEER
 from gateway.site.context import SiteContext, load_site_ca, write_private_key
 from gateway.site.files import write_private
 from gateway.site.keystore import KeyStoreError, _read_private
@@ -256,7 +257,7 @@ def timestamp_handler(ctx: SiteContext) -> Handler:
     limit = max_body_bytes()
 
     async def handle(request: web.Request) -> web.Response:
-        peer: str = request["peer"]
+        peer: str = request[PEER]
         if request.content_type != REQUEST_MEDIA_TYPE:
             return _refuse(415, f"expected {REQUEST_MEDIA_TYPE}")
         if request.content_length is not None and request.content_length > limit:

@@ -49,6 +49,7 @@ from crypto.recipes import sign, verify
 from crypto.tsa_verify import verify_token
 from gateway.proof.audit_verify import ChainWalker, Report
 from gateway.runtime import logjson
+from gateway.site.appkeys import PEER
 from gateway.site.connector import PinnedConnector
 from gateway.site.context import SiteContext
 from gateway.site.tls import client_context
@@ -272,7 +273,7 @@ def witness_handlers(ctx: SiteContext, issue: Issue) -> tuple[Handler, Handler]:
     (gateway/proof/timestamping.py wires it)."""
 
     async def post(request: web.Request) -> web.Response:
-        site: str = request["peer"]
+        site: str = request[PEER]
         if request.content_type != MEDIA_TYPE:
             return _answer(415, "media_type", f"expected {MEDIA_TYPE}")
         if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
@@ -291,7 +292,7 @@ def witness_handlers(ctx: SiteContext, issue: Issue) -> tuple[Handler, Handler]:
         return await witness_checkpoint(ctx, site, cp, base, issue)
 
     async def get(request: web.Request) -> web.Response:
-        site: str = request["peer"]
+        site: str = request[PEER]
         held = await ctx.store.audit_witness(site)
         if held is None:
             return _answer(404, "not_witnessed", f"no checkpoint of {site} witnessed yet")

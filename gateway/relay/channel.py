@@ -57,7 +57,7 @@ from gateway.runtime import logjson
 from gateway.runtime.errors import Refused, Retry
 from gateway.runtime.faults import crash_point
 from gateway.runtime.metrics import Metrics
-from gateway.site.appkeys import CONTEXT, METRICS
+from gateway.site.appkeys import CONTEXT, METRICS, PEER, PIN, SERIAL
 from gateway.site.context import SiteContext
 from gateway.site.tls import TLSConfigError, peer_certificate
 from gateway.store.base import Acceptance, StoreError
@@ -107,16 +107,16 @@ async def identify_peer(request: web.Request, handler: Handler) -> web.StreamRes
     except (TLSConfigError, Exception) as exc:  # no or unreadable certificate
         log.warning(json.dumps({"event": "refused", "reason": f"peer certificate: {exc}"}))
         return _refuse(403, "a site certificate is required")
-    request["peer"] = peer
+    request[PEER] = peer
     if request.path in UNPINNED_PATHS:
         # A bootstrap certificate serves its pending join only; a key update needs a
         # pinned key or the narrow recovery case; the directory is signed and public,
         # so a site whose keys HQ revoked still learns it (gateway/trust/tls_identity.py).
-        request["pin"] = pin
-        request["serial"] = serial
+        request[PIN] = pin
+        request[SERIAL] = serial
         cert = tls_identity.PeerCertificate(peer, pin, serial)
         try:
-            request["standing"] = await tls_identity.admit(
+            request[tls_identity.STANDING] = await tls_identity.admit(
                 request.path, cert, ctx.directory, ctx.store
             )
         except tls_identity.IdentityRefused as exc:
@@ -173,7 +173,7 @@ async def _read_body(request: web.Request) -> bytes:
 
 async def hop(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    peer: str = request["peer"]
+    peer: str = request[PEER]
     if request.content_type != MEDIA_TYPE:
         return _refuse(415, f"expected {MEDIA_TYPE}")
     try:
@@ -274,7 +274,7 @@ async def _opening_here(
     them until their origin re-seals them (gateway/relay/reseal.py stale_for_here). Taken,
     such a copy would be failed here, and its re-sealed copy then seen as a duplicate:
     the message lost. One stored here already is a duplicate as ever."""
-    ctx, peer = request.app[CONTEXT], request["peer"]
+    ctx, peer = request.app[CONTEXT], request[PEER]
     stale = {i: why for i, c in accepted if (why := stale_for_here(ctx, c.parsed)) is not None}
     if not stale:
         return accepted
@@ -295,7 +295,7 @@ async def _fitting_receipts(
 ) -> list[tuple[int, Checked]]:
     """``accepted`` less the receipts that do not fit the message they answer as this
     hub holds it (gateway/relay/hop.py check_receipt), each refused in ``results``."""
-    ctx, peer = request.app[CONTEXT], request["peer"]
+    ctx, peer = request.app[CONTEXT], request[PEER]
     answered = receipts_to_check((c for _, c in accepted), here=ctx.here, hub=ctx.directory.hub)
     if not answered:
         return accepted
@@ -335,7 +335,7 @@ async def _repeated(
     their reason: an id the operator deleted (its tombstone), a copy that is not a
     re-seal of the stored one by its origin (a forgery attempt: logged and audited),
     or a second receipt the store refused (Acceptance.refused)."""
-    ctx, peer = request.app[CONTEXT], request["peer"]
+    ctx, peer = request.app[CONTEXT], request[PEER]
     resealed: set[str] = set()
     refused: dict[int, str] = {}
     for (index, c), outcome in zip(accepted, outcomes, strict=True):
@@ -405,13 +405,13 @@ def _results_json(results: Sequence[dict[str, Any] | _Raw]) -> bytes:
 
 async def directory(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    peer, serial = request["peer"], ctx.directory.serial
+    peer, serial = request[PEER], ctx.directory.serial
     last = ctx.fetched.get(peer)
     # A fetch counts for key announcements (gateway/trust/announce.py) only if made with a
     # certificate whose key is pinned for the site now (next, active or retiring): the
     # directory is public, but a revoked (stolen) or replaced key must not make HQ
     # believe the site has learnt a new key (review 10, F3).
-    pinned = request.get("standing") is tls_identity.Standing.PINNED
+    pinned = request.get(tls_identity.STANDING) is tls_identity.Standing.PINNED
     due = last is None or last[0] != serial or time.monotonic() - last[1] > FETCH_RECORD_SECONDS
     if pinned and due:
         await ctx.store.directory_fetched(peer, serial, now=datetime.now(UTC))

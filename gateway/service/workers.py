@@ -32,7 +32,7 @@ from gateway.relay.local_delivery import LocalDelivery
 from gateway.relay.submit import record_for, submit, submit_sealed
 from gateway.runtime import logjson
 from gateway.runtime.backoff import jittered
-from gateway.runtime.errors import PeerError
+from gateway.runtime.errors import Retry
 from gateway.runtime.events import EventBus
 from gateway.runtime.faults import crash_point
 from gateway.runtime.metrics import Metrics
@@ -186,7 +186,7 @@ class Workers:
                     await audit_directory(self.ctx, self.ctx.directory.serial)
                     if self.keys is not None:
                         self.keys.kick.set()
-            except (PeerError, DirectoryError, OSError) as exc:
+            except (Retry, DirectoryError, OSError) as exc:
                 logjson.event(
                     log,
                     logging.WARNING,

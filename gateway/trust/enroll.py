@@ -50,6 +50,7 @@ from crypto.x509 import (
 from envelope.errors import EnvelopeError
 from envelope.keydoc import parse_public_key_doc
 from gateway.proof.timestamping import write_tsa_files
+from gateway.site.appkeys import CONTEXT, PEER, SERIAL
 from gateway.site.context import (
     SiteContext,
     archive_directory,
@@ -253,10 +254,9 @@ def _refused(reason: object, status: int = 403) -> web.Response:
 async def enroll_handler(request: web.Request) -> web.Response:
     """HQ's /v1/enroll: the join request of a pending mission, over its bootstrap
     certificate (gateway/trust/tls_identity.py admits nothing else here)."""
-    from gateway.site.appkeys import CONTEXT
 
     ctx: SiteContext = request.app[CONTEXT]
-    peer: str = request["peer"]
+    peer: str = request[PEER]
     # Check the request before consuming the token: a malformed join leaves it usable.
     try:
         body = await request.json()
@@ -272,7 +272,7 @@ async def enroll_handler(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     try:
         taken = await ctx.store.enrollment_take(
-            peer, token_sha256=_token_sha256(token), bootstrap_serial=request["serial"], now=now
+            peer, token_sha256=_token_sha256(token), bootstrap_serial=request[SERIAL], now=now
         )
     except StoreError as exc:
         return _refused(exc, 503)

@@ -52,11 +52,12 @@ from crypto.errors import KeyFormatError, SignatureError
 from crypto.keys import SigningKey, VerifyKey
 from crypto.recipes import sign, verify
 from crypto.x509 import issue_site_certificate, public_key_pin
+from gateway.site.appkeys import CONTEXT, PEER
 from gateway.site.context import load_site_ca
 from gateway.store.base import StoreError
 from gateway.store.enrollments import CertificatePurpose
 from gateway.trust.publish import publish
-from gateway.trust.tls_identity import Standing, issued
+from gateway.trust.tls_identity import STANDING, Standing, issued
 from routing.directory import Directory, DirectoryError, KeyState, SiteEntry
 from routing.key_changes import KeyChange, apply_site_update
 
@@ -335,13 +336,12 @@ async def keys_handler(request: web.Request, rate: UpdateRate) -> web.Response:
     """HQ's POST /v1/keys. Only updates signed by one of the site's keys count against
     its rate: a holder of the site's certificate alone (the recovery case: a thief of a
     revoked TLS key) must not be able to spend the site's budget and stop its recovery."""
-    from gateway.site.appkeys import CONTEXT
 
     ctx = request.app[CONTEXT]
-    standing = request["standing"]  # gateway/trust/tls_identity.py: pinned or recovery
+    standing = request[STANDING]  # gateway/trust/tls_identity.py: pinned or recovery
     if standing not in (Standing.PINNED, Standing.RECOVERY):  # admit() allows no other
         return web.json_response({"error": "key updates need a pinned certificate"}, status=403)
-    peer = request["peer"]
+    peer = request[PEER]
     refused: KeyUpdateRefused | None = None
     try:
         body = await request.content.read(MAX_BODY + 1)

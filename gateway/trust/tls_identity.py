@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from aiohttp import web
+
 from crypto.x509 import certificate_not_after, certificate_pin, certificate_serial
 from gateway.store.base import Store
 from gateway.store.enrollments import CertificatePurpose, IssuedCertificate
@@ -126,3 +128,8 @@ def _recovery(
             " again: recovery is over"
         )
     return Standing.RECOVERY
+
+
+# Set by the channel middleware on the unpinned paths: how the peer stands (read by
+# /v1/keys, gateway/trust/key_updates.py).
+STANDING = web.RequestKey("valise_standing", Standing)

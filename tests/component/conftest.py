@@ -15,20 +15,6 @@ import pytest
 
 from tests.component.support import Net, build_network, open_net
 
-_HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The channel's handlers keep the peer under plain string request keys
-    (``request["peer"]``: gateway/relay/channel.py identify_peer, gateway/trust/enroll.py),
-    which aiohttp 3.14 warns about (NotAppKeyWarning). The project turns warnings into
-    errors, and here the handlers run in the test's own process: that warning, and only
-    it, is let through (the subprocess-based tests never see it)."""
-    ignore = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
-    for item in items:
-        if _HERE in Path(str(item.path)).parents:
-            item.add_marker(ignore)
-
 
 @pytest.fixture(scope="session")
 def network_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
