@@ -25,6 +25,9 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/mypy $(PKGS)
 	$(BIN)/lint-imports
 
+# The tiers (tests/README.md): unit (no socket, process or database: enforced),
+# contract (the store suite on memory, SQLite and PostgreSQL), component (in-process
+# TLS/HTTP/SMTP on loopback), system (real processes, kill -9; marked slow).
 # Test files run in parallel on TEST_WORKERS processes (pytest-xdist, one file per
 # worker at a time: a file's tests share its fixtures and order). Every server a test
 # starts binds a free loopback port and every PostgreSQL test has its own schema, so
@@ -32,12 +35,11 @@ lint: $(BIN)/.installed-dev
 TEST_WORKERS ?= 2
 
 test: lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
-# The inner loop (under 2 minutes): lint, then the unit tests and vectors only; no
-# sockets, no processes, no database. `make test` runs everything.
+# The inner loop (under 2 minutes): lint, then the unit and contract tiers.
 test-fast: lint
-	$(BIN)/python -m pytest -q -x tests/unit
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests/unit tests/contract
 
 bench: $(BIN)/.installed-dev
 	$(BIN)/python -m bench

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.component.support import Net, build_network, open_net
+from tests.support.pg import pg_dsn, pg_schema, sqlite_path, store  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The store contract: one suite, every backend. Each test taking ``store`` runs on a
 fresh, empty store of each backend: ``memory`` (gateway/store/memory.py), ``sqlite`` (a
 new file) and ``postgres`` (a new schema in the live test database, dropped after the
-test). PostgreSQL is found and skipped as in tests/integration/conftest.py: when it
+test). PostgreSQL is found and skipped as in tests/support/pg.py: when it
 can't be reached its runs are skipped, except in CI (``CI=true``), where they fail.
 
 Every test collected here is marked ``contract`` (``pytest -m contract``).
@@ -19,7 +19,7 @@ from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
-from tests.integration.conftest import PG_DSN, pg_test_schema
+from tests.support.pg import PG_DSN, pg_test_schema
 
 BACKENDS = ("memory", "sqlite", "postgres")
 _HERE = Path(__file__).parent

@@ -35,7 +35,7 @@ from gateway.store.memory import MemoryStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from tests.contract.helpers import HQ, PARIS, T0, mid, record
-from tests.integration.conftest import PG_DSN, pg_test_schema
+from tests.support.pg import PG_DSN, pg_test_schema
 
 EVIL = "M-EVIL"
 KINDS = ("receipt", "dup", "same", "wrong_digest", "forged")

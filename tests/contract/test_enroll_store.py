@@ -13,7 +13,7 @@ from gateway.store.enrollments import CertificatePurpose, Enrollment, IssuedCert
 from gateway.store.memory import MemoryStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
-from tests.integration.conftest import PG_DSN
+from tests.support.pg import PG_DSN
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 PENDING = Enrollment(

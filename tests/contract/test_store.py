@@ -3,7 +3,7 @@
 Every test taking ``store`` runs once per backend; the PostgreSQL run is skipped when
 the server is unreachable (and fails instead with CI=true, see conftest). What only one
 backend has (files, schemas, migrations, several processes) is in
-tests/integration/test_store_backends.py.
+tests/component/test_store_backends.py.
 """
 
 from __future__ import annotations

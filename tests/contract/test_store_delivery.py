@@ -1,7 +1,7 @@
 """The Store calls of batched delivery, run against every backend: reading a batch of
 received envelopes, settling it in one transaction, receipts recorded with forwarding,
 the claim order. (The claim order index, change notices and the upgrade of a version 1
-store are backend-specific: tests/integration/test_store_delivery_backends.py.)
+store are backend-specific: tests/component/test_store_delivery_backends.py.)
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 from gateway.demo.network import Network
-from tests.integration.test_evidence import _send, _stamp, _wait_receipt, valise
-from tests.integration.test_relay import FAST
+from tests.system.test_evidence import _send, _stamp, _wait_receipt, valise
+from tests.system.test_relay import FAST
 
 root = Path(sys.argv[1])
 out = Path(sys.argv[2])

@@ -15,8 +15,8 @@ from gateway.demo.network import Network
 from gateway.relay.outbox import Document, send_documents
 from gateway.site.context import load_site
 from gateway.store.base import TimestampRecord
-from tests.integration.test_evidence import POLICY, valise
-from tests.integration.test_relay import FAST
+from tests.system.test_evidence import POLICY, valise
+from tests.system.test_relay import FAST
 
 
 async def send(origin: Path) -> str:

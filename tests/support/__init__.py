@@ -1,0 +1,1 @@
+"""What the test tiers share: networks, CLI runs, SMTP and PostgreSQL helpers."""

@@ -1,0 +1,1 @@
+"""System tests: real gateway processes on loopback, real PostgreSQL, kill -9 (marked slow)."""
