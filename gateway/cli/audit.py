@@ -33,7 +33,8 @@ from gateway.proof.audit import (
 )
 from gateway.proof.audit_verify import Report, witness_json
 from gateway.proof.timestamping import Stamper
-from gateway.proof.witness import WitnessError, check_statement, hub_session, latest_statement
+from gateway.proof.witness import hub_session, latest_statement
+from gateway.proof.witness_format import WitnessError, check_statement
 from gateway.site.context import SiteContext
 from gateway.store.audit_chain import (
     AuditCheckpoint,

@@ -35,16 +35,10 @@ from gateway.cli.record import operator
 from gateway.proof.audit import AuditError
 from gateway.site.keystore import KeyStoreError, generate_site_keys
 from gateway.store.base import StoreError
-from gateway.trust.lifecycle import (
-    KeyOpError,
-    KeyOps,
-    Outcome,
-    audit_key_event,
-    describe,
-    hub_keys,
-    parse_duration,
-)
+from gateway.trust.key_report import audit_key_event, describe, hub_keys
+from gateway.trust.lifecycle import KeyOps, parse_duration
 from gateway.trust.lookup import directory_keys, listed_prefixes, ring_keys
+from gateway.trust.outcome import KeyOpError, Outcome
 from routing.directory import DirectoryError
 from routing.key_prefix import KeyPrefixError, KnownKey, resolve_prefix
 

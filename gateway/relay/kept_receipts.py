@@ -10,7 +10,7 @@ worker (so before expiry: review 11c).
 
 Rules:
 - Each kept receipt chosen for a waiting row is opened as local delivery opens one
-  (gateway/relay/local_delivery.py open_one: the signer's key from the directory, this
+  (gateway/relay/opening.py open_one: the signer's key from the directory, this
   site's decryption key) and put through the v11 check
   (gateway/relay/circular.py check_origin_receipt): its signed document names the message its
   plain head answers, the site that signed it, a destination of that message, and the
@@ -70,7 +70,7 @@ from envelope.receipt import RECEIPT_CLASS, Receipt, parse_receipt
 from gateway.relay import kept_journal
 from gateway.relay.circular import ReceiptRefused, check_origin_receipt
 from gateway.relay.circular_status import emit_completed
-from gateway.relay.local_delivery import Opened
+from gateway.relay.opening import Opened
 from gateway.runtime import logjson
 from gateway.runtime.events import Event, EventBus
 from gateway.runtime.metrics import Metrics
@@ -192,7 +192,7 @@ async def _open(ctx: SiteContext, keys: list[SiteKeys], k: KeptReceipt) -> Opene
 def _open_kept(
     ctx: SiteContext, keys: list[SiteKeys], record: EnvelopeRecord
 ) -> Opened | Unopened | str:
-    """local_delivery.open_one for a receipt kept before v11, with the keys it may have
+    """opening.open_one for a receipt kept before v11, with the keys it may have
     been sealed under (see the module rules); ``keys[-1]``: this site's keys, loaded
     again (appended) for a key rotated in since. Raises what opening it raises."""
     parsed, offset = parse_framed_head(record.data)

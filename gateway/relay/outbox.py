@@ -59,7 +59,7 @@ def _address(
     no active encryption key yet (its stanza then opens for no one: key_wait.py).
 
     The class ``receipt`` is reserved to the receipts this gateway seals itself
-    (local_delivery.seal_reply): a submitted "receipt" would pass HQ, which cannot open
+    (gateway/relay/opening.py seal_reply): a submitted "receipt" would pass HQ, which cannot open
     it, as its sender's receipt of ``in_reply_to`` and close that delivery there."""
     if doc_class == RESERVED_CLASS:
         raise UsageError(

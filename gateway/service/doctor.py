@@ -37,7 +37,7 @@ from crypto.x509 import SiteCA, certificate_not_after
 from envelope.errors import EnvelopeError
 from envelope.values import format_time
 from gateway.proof.audit import untimed_tail
-from gateway.proof.timestamping import TSA_KEY
+from gateway.proof.tsa_service import TSA_KEY
 from gateway.service.doctor_checks import (
     Check,
     Status,

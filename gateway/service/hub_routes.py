@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.proof.timestamping import timestamp_handler, witness_routes
+from gateway.proof.tsa_service import timestamp_handler, witness_routes
 from gateway.site.context import SiteContext
 from gateway.trust.announce import FETCHED_PATH, fetched_handler
 from gateway.trust.enroll import enroll_handler

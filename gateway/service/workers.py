@@ -29,9 +29,7 @@ from gateway.relay.circular_status import emit_closed
 from gateway.relay.courier import Couriers
 from gateway.relay.key_watch import KeyWatcher, audit_directory
 from gateway.relay.local_delivery import LocalDelivery
-from gateway.relay.submit import record_for, submit, submit_sealed
 from gateway.runtime import logjson
-from gateway.runtime.backoff import jittered
 from gateway.runtime.errors import Retry
 from gateway.runtime.events import EventBus
 from gateway.runtime.faults import crash_point
@@ -41,8 +39,6 @@ from gateway.site.context import SiteContext
 from gateway.site.tls import client_context
 from gateway.trust.directory_age import mark_fetched
 from routing.directory import DirectoryError
-
-__all__ = ["Workers", "jittered", "record_for", "submit", "submit_sealed"]
 
 log = logging.getLogger("valise.delivery")
 

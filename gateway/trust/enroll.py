@@ -49,7 +49,7 @@ from crypto.x509 import (
 )
 from envelope.errors import EnvelopeError
 from envelope.keydoc import parse_public_key_doc
-from gateway.proof.timestamping import write_tsa_files
+from gateway.proof.tsa_service import write_tsa_files
 from gateway.site.appkeys import CONTEXT, PEER, SERIAL
 from gateway.site.context import (
     SiteContext,

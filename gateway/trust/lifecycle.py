@@ -41,16 +41,9 @@ from gateway.site.keyring import (
 )
 from gateway.site.ring_states import activate, announced, due_for_retirement, retire, revoke
 from gateway.trust.announce import announce_key
-
-# audit_key_event, describe, hub_keys, KeyOpError and Outcome are also imported from here
-# by gateway/cli/keys.py, until it imports them from where they are defined.
-from gateway.trust.key_report import audit_key_event as audit_key_event
-from gateway.trust.key_report import describe as describe
-from gateway.trust.key_report import hub_keys as hub_keys
 from gateway.trust.key_sync import KeySync
 from gateway.trust.key_updates import issue_tls_certificate
-from gateway.trust.outcome import KeyOpError as KeyOpError
-from gateway.trust.outcome import Outcome as Outcome
+from gateway.trust.outcome import KeyOpError, Outcome
 from gateway.trust.publish import publish
 from routing.directory import Directory, DirectoryError, KeyState
 from routing.key_changes import KeyChange, apply_changes, key_site

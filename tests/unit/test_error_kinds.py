@@ -22,15 +22,16 @@ from gateway.proof.timestamping import (
     PERMANENT_FAILURES,
     StampDeferred,
     StampRefused,
-    TimestampingError,
     rejection_kind,
 )
-from gateway.proof.witness import WitnessError
+from gateway.proof.tsa_service import TimestampingError
+from gateway.proof.witness_format import WitnessError
 from gateway.relay import courier
 from gateway.relay.courier import Couriers
 from gateway.relay.handoff import DeliveryDeferred
 from gateway.relay.hop import HopError, HopRefused, HopUnknownKey
-from gateway.relay.local_delivery import LocalDelivery, Opened
+from gateway.relay.local_delivery import LocalDelivery
+from gateway.relay.opening import Opened
 from gateway.runtime.errors import PeerError, Refused, Retry
 from gateway.runtime.events import EventBus
 from gateway.runtime.metrics import Metrics

@@ -42,7 +42,7 @@ from gateway.proof.timestamp_batch import (
     unframe,
     unframe_responses,
 )
-from gateway.proof.timestamping import issue_batch
+from gateway.proof.tsa_service import issue_batch
 from tests.conftest import NOW
 
 POLICY = DEFAULT_TSA_POLICY
