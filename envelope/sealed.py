@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from envelope import limits
 from envelope import xmlsafe as x
@@ -11,6 +12,21 @@ from envelope.model import PartInfo, SealedHeader
 
 MEDIA_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
+
+
+def sealed_header(
+    parts: Sequence[PartInfo],
+    subject: str | None = None,
+    originator: str | None = None,
+    mailbox: str | None = None,
+) -> SealedHeader:
+    """The one way a sealed header is made from what a sender gives: checked as
+    :func:`check_sealed` checks it (raises SchemaError / LimitExceeded), so a bridge can
+    refuse what could not be sealed before it stages anything, with the same header the
+    seal will carry."""
+    sealed = SealedHeader(tuple(parts), subject, originator, mailbox)
+    check_sealed(sealed)
+    return sealed
 
 
 def check_sealed(sealed: SealedHeader) -> None:

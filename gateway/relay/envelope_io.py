@@ -36,7 +36,7 @@ from envelope.head import ParsedHead, parse_head
 from envelope.model import PartInfo, RoutingHeader, SealedHeader
 from envelope.open import Opening, chunk_layout
 from envelope.seal import Recipient, Sealing
-from envelope.sealed import DEFAULT_MEDIA_TYPE
+from envelope.sealed import DEFAULT_MEDIA_TYPE, sealed_header
 
 BATCH_CHUNKS = 8
 PIPELINE_DEPTH = 3
@@ -106,7 +106,7 @@ def seal_to_file(
         routing=routing,
         sender=sender,
         recipients=recipients,
-        sealed=SealedHeader(parts=parts, subject=subject, originator=originator),
+        sealed=sealed_header(parts, subject, originator),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)

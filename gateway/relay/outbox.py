@@ -23,8 +23,9 @@ from datetime import datetime
 from pathlib import Path
 
 from envelope.errors import SchemaError, UsageError
-from envelope.model import PartInfo, RoutingHeader, SealedHeader
+from envelope.model import PartInfo, RoutingHeader
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
+from envelope.sealed import sealed_header
 from envelope.values import Priority, check_message_id
 from gateway.relay.envelope_io import InputPart, seal_to_file
 from gateway.relay.key_wait import hold_reason, keyless_destinations, throwaway_key
@@ -123,11 +124,11 @@ async def send_documents(
         routing=routing,
         sender=ctx.keys.signing,
         recipients=recipients,
-        sealed=SealedHeader(
-            parts=tuple(PartInfo(d.name, d.media_type, len(d.data)) for d in documents),
-            subject=subject,
-            originator=originator,
-            mailbox=mailbox,
+        sealed=sealed_header(
+            [PartInfo(d.name, d.media_type, len(d.data)) for d in documents],
+            subject,
+            originator,
+            mailbox,
         ),
     )
     data = seal_bytes(sealing, [d.data for d in documents])

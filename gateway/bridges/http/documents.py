@@ -39,9 +39,9 @@ from aiohttp import web
 
 from envelope.errors import EnvelopeError
 from envelope.limits import MAX_DESTINATIONS
-from envelope.model import PartInfo, SealedHeader
+from envelope.model import PartInfo
 from envelope.open import parse_framed_head
-from envelope.sealed import check_sealed
+from envelope.sealed import sealed_header
 from envelope.values import (
     MESSAGE_ID_RE,
     SITE_ID_RE,
@@ -171,7 +171,7 @@ def _expires(value: str | None, now: datetime, longest: timedelta) -> datetime |
 def _check_sealable(meta: Metadata, staged: Staged) -> None:
     parts = tuple(PartInfo(p.name, p.media_type, p.size) for p in staged.parts)
     try:
-        check_sealed(SealedHeader(parts, meta.subject, staged.originator))
+        sealed_header(parts, meta.subject, staged.originator)
     except EnvelopeError as exc:
         raise _invalid(str(exc)) from None
 
