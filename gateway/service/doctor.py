@@ -38,6 +38,7 @@ from envelope.errors import EnvelopeError
 from envelope.values import format_time
 from gateway.proof.audit import untimed_tail
 from gateway.proof.tsa_service import TSA_KEY
+from gateway.relay import kept_journal
 from gateway.service.doctor_checks import (
     Check,
     Status,
@@ -50,6 +51,7 @@ from gateway.service.doctor_checks import (
     expiry_check,
     hq_reachable_check,
     key_mode_check,
+    refused_journal_check,
     site_mode_check,
     smtp_auth_check,
     store_durability_checks,
@@ -364,4 +366,7 @@ async def run_checks(directory: Path, *, now: datetime | None = None) -> list[Ch
     checks.append(smtp_auth_check(enabled(config.smtp.require_auth), enabled(config.smtp.enabled)))
     usage = shutil.disk_usage(config.directory)
     checks.append(disk_check(config.directory, usage.free, usage.total))
+    refused = refused_journal_check(config.directory / f"{kept_journal.NAME}.refused")
+    if refused is not None:
+        checks.append(refused)
     return checks

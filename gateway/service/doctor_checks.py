@@ -286,6 +286,21 @@ def disk_check(path: Path, free: int, total: int) -> Check:
     return Check("disk", Status.OK, detail)
 
 
+def refused_journal_check(refused: Path) -> Check | None:
+    """A journal of the kept-receipts re-check that a start refused and set aside
+    (gateway/relay/kept_journal.py): the delivered/completed events it listed may never
+    have been sent. None when there is none."""
+    if not refused.exists() and not refused.is_symlink():
+        return None
+    return Check(
+        "kept receipts journal",
+        Status.WARN,
+        f"{refused} was refused at a start and set aside (the log says why): the "
+        "delivered/completed events it listed may not have been sent; check the webhooks, "
+        "then remove it",
+    )
+
+
 # -- gathering ---------------------------------------------------------------------
 
 

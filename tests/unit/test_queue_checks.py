@@ -210,3 +210,21 @@ def test_held_under_the_threshold_is_ok_over_it_warns_with_the_oldest_and_why() 
     assert check.status is Status.WARN
     assert mid(2) in check.detail and waiting in check.detail and mid(1) not in check.detail
     assert "1 message held longer than" in check.detail
+
+
+# -- a kept-receipts journal set aside (gateway/relay/kept_journal.py) -------------------
+
+
+def test_a_refused_kept_receipts_journal_is_reported_until_removed(tmp_path: Path) -> None:
+    from gateway.relay.kept_journal import NAME
+    from gateway.service.doctor_checks import Status, refused_journal_check
+
+    refused = tmp_path / f"{NAME}.refused"
+    assert refused_journal_check(refused) is None
+    refused.write_text("{}")
+    check = refused_journal_check(refused)
+    assert check is not None and check.status is Status.WARN
+    assert str(refused) in check.detail and "may not have been sent" in check.detail
+    refused.unlink()
+    refused.symlink_to(tmp_path / "elsewhere")  # a dangling link is reported too
+    assert refused_journal_check(refused) is not None
