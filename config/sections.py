@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -15,6 +16,25 @@ from types import MappingProxyType
 
 class ConfigError(Exception):
     """The configuration is missing, malformed or inconsistent. One line, names the key."""
+
+
+_HOSTPORT = re.compile(r"(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})")
+
+
+def split_hostport(value: str, what: str) -> tuple[str, int]:
+    m = _HOSTPORT.fullmatch(value)
+    if m is None or not 0 <= int(m["port"]) <= 65535:
+        raise ConfigError(f"{what} must be HOST:PORT, not {value!r}")
+    return m["host"].strip("[]"), int(m["port"])
+
+
+def enabled(value: str) -> bool:
+    """A yes/no setting. Raises :class:`ConfigError` for anything else."""
+    if value.lower() in ("yes", "true", "on", "1"):
+        return True
+    if value.lower() in ("no", "false", "off", "0"):
+        return False
+    raise ConfigError(f"expected yes or no, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +148,16 @@ class DeliverySection:
     def mode_for(self, mailbox: str | None) -> str:
         """The delivery mode of ``mailbox`` (its override, else ``mode``)."""
         return self.modes.get((mailbox or "").lower(), self.mode)
+
+    @functools.cached_property
+    def smarthost_address(self) -> tuple[str, int] | None:
+        """``smarthost`` as (host, port), None when unset (checked at load)."""
+        return split_hostport(self.smarthost, "[delivery] smarthost") if self.smarthost else None
+
+    @functools.cached_property
+    def starttls(self) -> bool:
+        """``smarthost_starttls`` (checked at load)."""
+        return enabled(self.smarthost_starttls)
 
 
 DELIVERY_MODES = ("inbox", "maildir", "smtp")

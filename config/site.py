@@ -80,10 +80,11 @@ from config.sections import (
     TsaSection,
     check_keys,
 )
+from config.sections import enabled as enabled
+from config.sections import split_hostport as split_hostport
 
 CONFIG_NAME = "valise.toml"
 _SITE_ID = re.compile(r"[A-Z][A-Z0-9-]{1,31}")
-_HOSTPORT = re.compile(r"(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})")
 _OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]{0,17})){1,31}")
 
 
@@ -116,13 +117,6 @@ class SiteConfig:
     @property
     def store_path(self) -> Path:
         return self.directory / self.store.path
-
-
-def split_hostport(value: str, what: str) -> tuple[str, int]:
-    m = _HOSTPORT.fullmatch(value)
-    if m is None or not 0 <= int(m["port"]) <= 65535:
-        raise ConfigError(f"{what} must be HOST:PORT, not {value!r}")
-    return m["host"].strip("[]"), int(m["port"])
 
 
 def _section(cls: type[Any], raw: Mapping[str, Any], name: str, env: Mapping[str, str]) -> Any:
@@ -235,15 +229,6 @@ SECTIONS: dict[str, type[Any]] = {
 }
 
 
-def enabled(value: str) -> bool:
-    """A yes/no setting. Raises :class:`ConfigError` for anything else."""
-    if value.lower() in ("yes", "true", "on", "1"):
-        return True
-    if value.lower() in ("no", "false", "off", "0"):
-        return False
-    raise ConfigError(f"expected yes or no, not {value!r}")
-
-
 def _check(c: SiteConfig) -> SiteConfig:
     if _SITE_ID.fullmatch(c.site.id) is None or _SITE_ID.fullmatch(c.site.hub) is None:
         raise ConfigError("[site] id and hub must be site ids like HQ or M-PARIS")
@@ -270,14 +255,6 @@ def _check(c: SiteConfig) -> SiteConfig:
             f"[relay] max_expires_days must be {MIN_EXPIRES_DAYS} to {MAX_EXPIRES_DAYS}"
             " (at least the default lifetime of a document)"
         )
-    for value in (
-        c.http.enabled,
-        c.smtp.enabled,
-        c.smtp.require_tls,
-        c.smtp.require_auth,
-        c.delivery.smarthost_starttls,
-    ):
-        enabled(value)
     split_hostport(c.http.listen, "[http] listen")
     if c.http.header_timeout_seconds <= 0 or c.http.max_connections < 1:
         raise ConfigError("[http] header_timeout_seconds and max_connections must be positive")
@@ -288,6 +265,18 @@ def _check(c: SiteConfig) -> SiteConfig:
         raise ConfigError("[smtp] max_sessions and preauth_timeout_seconds must be positive")
     if c.smtp.max_preauth_sessions < 0:
         raise ConfigError("[smtp] max_preauth_sessions must be 0 (half) or more")
+    for what, value in (
+        ("[http] enabled", c.http.enabled),
+        ("[smtp] enabled", c.smtp.enabled),
+        ("[smtp] require_tls", c.smtp.require_tls),
+        ("[smtp] require_auth", c.smtp.require_auth),
+        ("[delivery] smarthost_starttls", c.delivery.smarthost_starttls),
+    ):
+        try:
+            enabled(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+    c.delivery.smarthost_address  # noqa: B018 - parsed (and checked) once, at load
     if c.delivery.mode not in DELIVERY_MODES:
         raise ConfigError("[delivery] mode must be inbox, maildir or smtp")
     if "smtp" in c.delivery.modes.values() and not c.delivery.smarthost:

@@ -287,7 +287,7 @@ async def test_mail_delivery_keeps_the_smarthost_kind(
     ctx = SimpleNamespace(
         here="M-PARIS",
         config=SimpleNamespace(
-            delivery=SimpleNamespace(smarthost="127.0.0.1:25", smarthost_starttls="yes"),
+            delivery=SimpleNamespace(smarthost_address=("127.0.0.1", 25), starttls=True),
             smtp=SimpleNamespace(domain="valise.example"),
         ),
     )

@@ -53,7 +53,6 @@ from email.policy import SMTP
 from email.utils import format_datetime
 from pathlib import Path
 
-from config.site import enabled
 from envelope.model import SealedHeader
 from gateway.bridges.mail import maildir
 from gateway.bridges.mail.address import (
@@ -250,10 +249,12 @@ async def _to_smarthost(
     ctx: SiteContext, *, mail_from: str, to: str, data: bytes, what: str
 ) -> None:
     delivery = ctx.config.delivery
+    if delivery.smarthost_address is None:  # a mailbox's smtp mode needs one: checked at load
+        raise DeliveryDeferred("[delivery] smarthost is not set")
     try:
         await send_via_smarthost(
-            delivery.smarthost,
-            starttls=enabled(delivery.smarthost_starttls),
+            delivery.smarthost_address,
+            starttls=delivery.starttls,
             helo=gateway_name(ctx),
             mail_from=mail_from,
             recipients=[to],

@@ -21,7 +21,6 @@ import smtplib
 import ssl
 from collections.abc import Sequence
 
-from config.site import ConfigError, split_hostport
 from gateway.runtime.errors import Refused, Retry
 
 TIMEOUT_SECONDS = 30.0
@@ -44,7 +43,7 @@ def _is_8bit(data: bytes) -> bool:
 
 
 def _send_sync(
-    smarthost: str,
+    address: tuple[str, int],
     *,
     starttls: bool,
     helo: str,
@@ -53,10 +52,8 @@ def _send_sync(
     data: bytes,
     timeout: float,
 ) -> None:
-    try:
-        host, port = split_hostport(smarthost, "[delivery] smarthost")
-    except ConfigError as exc:  # the operator can fix it; keep the message till then
-        raise SmarthostUnavailable(str(exc)) from None
+    host, port = address
+    smarthost = f"{host}:{port}"
     try:
         with smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout) as client:
             client.ehlo()
@@ -84,7 +81,7 @@ def _send_sync(
 
 
 async def send_via_smarthost(
-    smarthost: str,
+    address: tuple[str, int],
     *,
     starttls: bool,
     helo: str,
@@ -99,7 +96,7 @@ async def send_via_smarthost(
     """
     await asyncio.to_thread(
         _send_sync,
-        smarthost,
+        address,
         starttls=starttls,
         helo=helo,
         mail_from=mail_from,
