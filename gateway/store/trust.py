@@ -71,7 +71,7 @@ class Trust(OnDriver):
         q = self._sql("trust")
 
         async def read(c: Conn) -> list[PendingStamp]:
-            rows = await c.fetch(q.stamp_pending, prefix=PREFIX_BYTES, yes=True, limit=limit)
+            rows = await c.fetch(q.stamp_pending, prefix=PREFIX_BYTES, limit=limit)
             out = []
             for r in rows:
                 n = head_bytes(bytes(r["prefix"]))

@@ -9,8 +9,10 @@ ON CONFLICT DO NOTHING
 UPDATE envelopes SET stamp_pending = :no WHERE message_id = :message_id AND stamp_pending = :yes
 
 -- name: stamp_pending
+-- By the partial index envelopes_stamp_pending: its predicate is written out (/*_pending*/),
+-- not bound (a bound :yes cannot use a partial index; the query would scan every envelope).
 SELECT message_id, origin, received_from, doc_class, digest, substr(data, 1, :prefix) AS prefix
-FROM envelopes WHERE stamp_pending = :yes ORDER BY accepted_at, message_id LIMIT :limit
+FROM envelopes WHERE /*_pending*/ ORDER BY accepted_at, message_id LIMIT :limit
 
 -- name: head
 -- The first :n bytes of the stored copy (its prefix and head, envelope/framing.py).
