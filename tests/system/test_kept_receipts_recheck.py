@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -105,9 +104,7 @@ def receipt(
 
 async def first_start(world: World, up: Upgraded) -> tuple[list[Event], SiteContext]:
     """M-PARIS's first start over the upgraded store: the re-check, and its events."""
-    loaded = await load_site(world.folder(PARIS))
-    await loaded.store.close()
-    ctx = replace(loaded, store=up.store)
+    ctx = await load_site(world.folder(PARIS), store=up.store)
     events: list[Event] = []
     bus = EventBus()
 

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -74,9 +73,7 @@ def test_events_of_rows_closed_by_a_start_that_stopped_are_emitted_at_the_next(
 
     async def run() -> None:
         async with upgraded(backend, s, tmp_path) as up:
-            ctx = await load_site(world.folder(PARIS))
-            await ctx.store.close()
-            ctx = replace(ctx, store=up.store)
+            ctx = await load_site(world.folder(PARIS), store=up.store)
             seen: list[Event] = []
 
             async def stopped(e: Event) -> None:
@@ -151,9 +148,7 @@ def test_a_start_stopped_before_its_commit_or_amid_its_events(
 ) -> None:
     async def run() -> None:
         async with upgraded(backend, build(world), tmp_path) as up:
-            ctx = await load_site(world.folder(PARIS))
-            await ctx.store.close()
-            ctx = replace(ctx, store=up.store)
+            ctx = await load_site(world.folder(PARIS), store=up.store)
             journal = kept_journal.path_of(ctx.config.directory)
             settle = up.store.settle_kept_receipts
 
@@ -248,9 +243,7 @@ def test_a_journal_not_written_by_the_re_check_is_refused_and_the_start_goes_on(
 
     async def run() -> None:
         async with upgraded("sqlite", build(world), tmp_path) as up:
-            ctx = await load_site(world.folder(PARIS))
-            await ctx.store.close()
-            ctx = replace(ctx, store=up.store)
+            ctx = await load_site(world.folder(PARIS), store=up.store)
             journal = kept_journal.path_of(ctx.config.directory)
             aside = journal.with_name(journal.name + ".refused")
             HOSTILE[kind](journal)
@@ -282,9 +275,7 @@ def test_a_journal_naming_rows_not_delivered_emits_nothing_for_them(
 ) -> None:
     async def run() -> None:
         async with upgraded(backend, build(world), tmp_path) as up:
-            ctx = await load_site(world.folder(PARIS))
-            await ctx.store.close()
-            ctx = replace(ctx, store=up.store)
+            ctx = await load_site(world.folder(PARIS), store=up.store)
             # 8 and 9 of M-HANOI: waiting (open); 8 of M-EVIL: no such row; 77: no such
             # message. 8 of HQ: delivered (by v10): at least once, its event again.
             rows = [[mid(8), HANOI], [mid(9), HANOI], [mid(8), "M-EVIL"], [mid(77), HANOI]]

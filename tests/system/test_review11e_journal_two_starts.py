@@ -66,9 +66,7 @@ def test_a_second_start_of_the_site_does_not_remove_the_first_ones_journal(
 ) -> None:
     async def run() -> None:
         async with upgraded(backend, build(world), tmp_path) as up:
-            ctx = await load_site(world.folder(PARIS_FOLDER))
-            await ctx.store.close()
-            ctx = replace(ctx, store=up.store)
+            ctx = await load_site(world.folder(PARIS_FOLDER), store=up.store)
             journal = kept_journal.path_of(ctx.config.directory)
             b_read, a_out, b_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
             ctx_b = replace(ctx, store=Paused(up.store, b_read, a_out))
