@@ -53,6 +53,7 @@ this module loads them, checks the whole, and renders it back.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -60,6 +61,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from config.sections import (
     DELIVERY_MODES,
@@ -130,20 +132,7 @@ def _section(cls: type[Any], raw: Mapping[str, Any], name: str, env: Mapping[str
         value = env_value if env_value is not None else raw.get(key)
         if value is None:
             continue
-        # Annotations are strings here (from __future__ import annotations).
-        if f.type == "int":
-            try:
-                value = int(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"[{name}] {key} must be an integer") from None
-        elif f.type == "float":
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"[{name}] {key} must be a number") from None
-        elif not isinstance(value, str):
-            raise ConfigError(f"[{name}] {key} must be a string")
-        values[key] = value
+        values[key] = _value(f.type, value, name, key)
     try:
         return cls(**values)
     except TypeError:
@@ -151,6 +140,59 @@ def _section(cls: type[Any], raw: Mapping[str, Any], name: str, env: Mapping[str
             k for k, f in known.items() if k not in values and f.default is f.default_factory
         ]
         raise ConfigError(f"[{name}] is missing {', '.join(missing) or 'settings'}") from None
+
+
+def _value(kind: Any, value: Any, name: str, key: str) -> Any:
+    """One setting as its field's type (annotations are strings here: ``from __future__
+    import annotations``). A number is refused as a boolean (TOML ``true`` is not 1), a
+    fraction for an integer, and NaN or infinity; a TOML boolean is taken as yes or no
+    only by a yes/no setting (YES_NO). Raises ConfigError naming the key."""
+    if kind == "int":
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"[{name}] {key} must be an integer, not {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"[{name}] {key} must be an integer, not {value!r}") from None
+    if kind == "float":
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"[{name}] {key} must be a number, not {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"[{name}] {key} must be a finite number, not {value!r}")
+        return number
+    if isinstance(value, bool) and (name, key) in YES_NO:
+        return "yes" if value else "no"
+    if not isinstance(value, str):
+        raise ConfigError(f"[{name}] {key} must be a string, not {value!r}")
+    return value
+
+
+# The yes/no settings: "yes"/"no" (or true/false, on/off, 1/0), or a TOML boolean.
+YES_NO = (
+    ("http", "enabled"),
+    ("smtp", "enabled"),
+    ("smtp", "require_tls"),
+    ("smtp", "require_auth"),
+    ("delivery", "smarthost_starttls"),
+)
+# Settings that must be above zero (a count, a size, a period); each section's own
+# bounds follow in _check and check_keys.
+POSITIVE = (
+    ("relay", "directory_poll_seconds"),
+    ("relay", "retry_base_seconds"),
+    ("relay", "retry_max_seconds"),
+    ("relay", "lease_seconds"),
+    ("relay", "request_timeout_seconds"),
+    ("http", "max_body_bytes"),
+    ("http", "webhook_timeout_seconds"),
+    ("smtp", "max_message_bytes"),
+    ("smtp", "max_recipients"),
+    ("smtp", "timeout_seconds"),
+)
 
 
 def load_site_config(directory: Path, environ: Mapping[str, str] | None = None) -> SiteConfig:
@@ -265,17 +307,18 @@ def _check(c: SiteConfig) -> SiteConfig:
         raise ConfigError("[smtp] max_sessions and preauth_timeout_seconds must be positive")
     if c.smtp.max_preauth_sessions < 0:
         raise ConfigError("[smtp] max_preauth_sessions must be 0 (half) or more")
-    for what, value in (
-        ("[http] enabled", c.http.enabled),
-        ("[smtp] enabled", c.smtp.enabled),
-        ("[smtp] require_tls", c.smtp.require_tls),
-        ("[smtp] require_auth", c.smtp.require_auth),
-        ("[delivery] smarthost_starttls", c.delivery.smarthost_starttls),
-    ):
+    for section, key in YES_NO:
         try:
-            enabled(value)
+            enabled(getattr(getattr(c, section), key))
         except ConfigError as exc:
-            raise ConfigError(f"{what}: {exc}") from None
+            raise ConfigError(f"[{section}] {key}: {exc}") from None
+    for section, key in POSITIVE:
+        if not getattr(getattr(c, section), key) > 0:
+            raise ConfigError(f"[{section}] {key} must be above 0")
+    if c.relay.retry_max_seconds < c.relay.retry_base_seconds:
+        raise ConfigError("[relay] retry_max_seconds must be at least retry_base_seconds")
+    for key in ("endpoint", "hub_endpoint"):
+        _check_endpoint(getattr(c.site, key), f"[site] {key}")
     c.delivery.smarthost_address  # noqa: B018 - parsed (and checked) once, at load
     if c.delivery.mode not in DELIVERY_MODES:
         raise ConfigError("[delivery] mode must be inbox, maildir or smtp")
@@ -305,6 +348,19 @@ def _check(c: SiteConfig) -> SiteConfig:
     if c.audit.checkpoint_every < 1 or c.audit.checkpoint_seconds <= 0:
         raise ConfigError("[audit] checkpoint_every and checkpoint_seconds must be positive")
     return c
+
+
+def _check_endpoint(value: str, what: str) -> None:
+    """An endpoint other sites reach: an https:// URL with a host (and maybe a port)."""
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError:
+        raise ConfigError(f"{what} must be an https:// URL, not {value!r}") from None
+    if url.scheme != "https" or not url.hostname or (port is not None and port == 0):
+        raise ConfigError(f"{what} must be an https:// URL like https://hq.example:8443")
+    if url.query or url.fragment or url.username or url.password:
+        raise ConfigError(f"{what} must be an https:// URL with no query, fragment or user")
 
 
 def render_site_config(config: SiteConfig) -> str:

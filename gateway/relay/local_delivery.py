@@ -170,6 +170,7 @@ class LocalDelivery:
     async def deliver(self, records: Sequence[EnvelopeRecord], now: datetime) -> None:
         ctx = self.ctx
         directory = ctx.directory
+        held = ctx.keys  # to adopt what the batch loaded only if nothing newer came since
         opened: list[Opened] = []
         for record in records:
             head = self.heads.take(record)
@@ -178,9 +179,13 @@ class LocalDelivery:
             else:
                 opened.append(open_one(ctx, directory, record, head, now))
                 await asyncio.sleep(0)  # let the loop serve what came in meanwhile
-        for o in opened:
-            if o.loaded_keys is not None:
-                ctx.adopt_keys(o.loaded_keys)
+        loaded = [o.loaded_keys for o in opened if o.loaded_keys is not None]
+        if loaded and ctx.keys is held:
+            # The batch loaded a newer ring from disk (a key rotated in). Adopted only if
+            # nobody else adopted keys while it ran: the key watcher may have adopted a
+            # ring newer than this one meanwhile (a revocation), and it would not look
+            # again (the ring unchanged since it did).
+            ctx.adopt_keys(loaded[-1])
         if any(o.reply is not None for o in opened):
             self.crash("deliver-after-inbox")
         outcomes: list[InboundOutcome] = []

@@ -8,13 +8,20 @@ destination's own hop checks (tests/component/support.py arrive)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from envelope.open import parse_framed_head
 from envelope.receipt import RECEIPT_CLASS
 from gateway.bridges.mail.delivery import MailRefused
+from gateway.relay import local_delivery as local_delivery_module
+from gateway.relay import opening
 from gateway.relay.handoff import DeliveryDeferred
+from gateway.relay.opening import Opened
 from gateway.store.base import InState
 from tests.component.support import (
     HANOI,
@@ -165,3 +172,44 @@ async def test_a_receipt_for_a_message_not_sent_from_here_is_refused(net: Net) -
     assert transition.reason.startswith("receipt refused: ")
     assert recorder.events == []
     assert await row(net.hanoi.store, receipt, HUB) == ("queued", "")
+
+
+async def test_keys_a_batch_loaded_do_not_replace_newer_ones_adopted_meanwhile(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 13 (adv13 a8): a batch loads the ring from disk for an envelope sealed to
+    a key rotated in; while it runs the key watcher adopts a newer ring (a revocation).
+    The batch must not put its older ring back at the end: the watcher would not look
+    again (the ring unchanged since it did) and the site would sign with a revoked key."""
+    mid = await arrive(net, await sealed(net.paris, await send(net.paris, [HANOI])), PARIS, HANOI)
+    ctx = net.hanoi
+    loaded_by_batch = dataclasses.replace(ctx.keys)  # the ring as the batch read it
+    adopted_meanwhile = dataclasses.replace(ctx.keys)  # the watcher's, newer
+
+    def open_then_watcher_adopts(*args: Any, **kwargs: Any) -> Opened:
+        result = opening.open_one(*args, **kwargs)
+        ctx.adopt_keys(adopted_meanwhile)  # the watcher's round, between two opens
+        return dataclasses.replace(result, loaded_keys=loaded_by_batch)
+
+    monkeypatch.setattr(local_delivery_module, "open_one", open_then_watcher_adopts)
+    worker, _ = local_delivery(ctx, RecordingHandOff())
+    assert await worker.once()
+    assert ctx.keys is adopted_meanwhile
+    [item] = await ctx.store.inbox(state=InState.AVAILABLE)
+    assert item.message_id == mid
+
+
+async def test_keys_a_batch_loaded_are_adopted_when_nothing_changed_meanwhile(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await arrive(net, await sealed(net.paris, await send(net.paris, [HANOI])), PARIS, HANOI)
+    ctx = net.hanoi
+    loaded_by_batch = dataclasses.replace(ctx.keys)
+
+    def open_loading(*args: Any, **kwargs: Any) -> Opened:
+        return dataclasses.replace(opening.open_one(*args, **kwargs), loaded_keys=loaded_by_batch)
+
+    monkeypatch.setattr(local_delivery_module, "open_one", open_loading)
+    worker, _ = local_delivery(ctx, RecordingHandOff())
+    assert await worker.once()
+    assert ctx.keys is loaded_by_batch

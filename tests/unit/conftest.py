@@ -5,12 +5,20 @@ a process or connecting to SQLite or PostgreSQL raises UnitTierViolation, so a t
 that needs one of them says so by living in tests/component (in-process servers on
 loopback, databases) or tests/system (real processes). AF_UNIX socket pairs stay
 allowed: the event loop wakes itself with one.
+
+It is a tripwire for the ways our code and its libraries reach out (socket methods,
+name lookups, subprocess, os.system/spawn/fork, sqlite3 and asyncpg connects), not a
+sandbox: C-level types (``_socket.socket``, ``sqlite3.Connection``) cannot be patched,
+and a test that calls them directly on purpose is not caught (review 13, adv13 a3).
 """
 
 from __future__ import annotations
 
+import _sqlite3  # type: ignore[import-not-found]
+import os
 import socket
 import sqlite3
+import sqlite3.dbapi2
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +41,7 @@ def _refuse(what: str) -> Any:
 
 @pytest.fixture(autouse=True)
 def _unit_tier_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("connect", "connect_ex", "bind"):
+    for name in ("connect", "connect_ex", "bind", "sendto", "sendmsg"):
         original = getattr(socket.socket, name)
 
         def guarded(self: socket.socket, *args: Any, _orig: Any = original, **kw: Any) -> Any:
@@ -45,8 +53,14 @@ def _unit_tier_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             return _orig(self, *args, **kw)
 
         monkeypatch.setattr(socket.socket, name, guarded)
+    monkeypatch.setattr(socket, "getaddrinfo", _refuse("look up a network name"))
+    monkeypatch.setattr(socket, "create_connection", _refuse("open a network socket"))
     monkeypatch.setattr(subprocess.Popen, "__init__", _refuse("start a process"))
-    monkeypatch.setattr(sqlite3, "connect", _refuse("open a SQLite database"))
+    for name in ("system", "posix_spawn", "posix_spawnp", "fork", "forkpty", "popen"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, _refuse("start a process"))
+    for module in (sqlite3, sqlite3.dbapi2, _sqlite3):
+        monkeypatch.setattr(module, "connect", _refuse("open a SQLite database"))
     try:
         import asyncpg  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - a dev dependency
