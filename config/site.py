@@ -354,10 +354,10 @@ def _check_endpoint(value: str, what: str) -> None:
     """An endpoint other sites reach: an https:// URL with a host (and maybe a port)."""
     try:
         url = urlsplit(value)
-        port = url.port
+        url.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
         raise ConfigError(f"{what} must be an https:// URL, not {value!r}") from None
-    if url.scheme != "https" or not url.hostname or (port is not None and port == 0):
+    if url.scheme != "https" or not url.hostname:
         raise ConfigError(f"{what} must be an https:// URL like https://hq.example:8443")
     if url.query or url.fragment or url.username or url.password:
         raise ConfigError(f"{what} must be an https:// URL with no query, fragment or user")

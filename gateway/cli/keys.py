@@ -35,7 +35,7 @@ from gateway.cli.record import operator
 from gateway.proof.audit import AuditError
 from gateway.site.keystore import KeyStoreError, generate_site_keys
 from gateway.store.base import StoreError
-from gateway.trust.key_report import audit_key_event, describe, hub_keys
+from gateway.trust.key_report import audit_key_event, key_rows
 from gateway.trust.lifecycle import KeyOps, parse_duration
 from gateway.trust.lookup import directory_keys, listed_prefixes, ring_keys
 from gateway.trust.outcome import KeyOpError, Outcome
@@ -166,9 +166,7 @@ def keys_list(directory: Path | None, as_json: bool) -> None:
     """Every key of the site: kind, id, state, created, activated, expiry."""
     ops = _ops(directory)
     try:
-        rows: list[dict[str, Any]] = describe(ops.ring())
-        if ops.config.is_hub:
-            rows += hub_keys(ops.config.directory)
+        rows: list[dict[str, Any]] = list(key_rows(ops.ring(), ops.config))
     except KeyStoreError as exc:
         fail(ExitCode.FILES, str(exc))
     columns = [

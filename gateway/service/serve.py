@@ -34,6 +34,7 @@ from gateway.site.appkeys import CONTEXT, METRICS
 from gateway.site.context import SiteContext, load_site
 from gateway.site.keystore import require_encrypted
 from gateway.site.modes import SITE_UMASK, require_private
+from gateway.site.running import serving
 from gateway.site.tls import server_context
 from gateway.trust.directory_age import directory_age, stale_reason
 
@@ -137,9 +138,11 @@ async def _recheck(app: web.Application) -> AsyncIterator[None]:
 async def _workers(app: web.Application) -> AsyncIterator[None]:
     workers = app[WORKERS]
     workers.server_tls = app[SERVER_TLS]
-    await workers.start()
-    yield
-    await workers.stop()
+    # While the workers run, the admin CLI leaves the pruning of key files to them.
+    with serving(app[CONTEXT].config.directory):
+        await workers.start()
+        yield
+        await workers.stop()
 
 
 async def _bridges(app: web.Application) -> AsyncIterator[None]:

@@ -62,6 +62,12 @@ def describe(ring: KeyRing) -> list[dict[str, str]]:
     return [{c: str(getattr(k, c)) for c in _COLUMNS} for k in ring.keys]
 
 
+def key_rows(ring: KeyRing, config: SiteConfig) -> list[dict[str, str]]:
+    """Every key of the site as ``valise keys list --json`` prints it: the ring's, and
+    at HQ its infrastructure keys. Raises KeyStoreError."""
+    return describe(ring) + (hub_keys(config.directory) if config.is_hub else [])
+
+
 def hub_keys(site_dir: Path) -> list[dict[str, str]]:
     """HQ's own infrastructure keys: the directory key, the site CA, the TSA."""
     k = site_dir / "keys"

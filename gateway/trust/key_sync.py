@@ -41,6 +41,7 @@ from gateway.site.keyring import (
     signing_key,
 )
 from gateway.site.keystore import KeyStoreError, _read_private
+from gateway.site.running import gateway_running
 from gateway.site.tls import client_context
 from gateway.store.base import Store, StoreError
 from gateway.trust.escrow_rewrap import rewrap_escrows
@@ -191,7 +192,13 @@ class KeySync:
         out.add(f"published: {described} (directory {new.serial})")
         out.serial = new.serial
         if self.prune_on_publish:
-            await self.prune(new, out)
+            if gateway_running(self.config.directory):
+                out.add(
+                    "the running gateway deletes the private files of keys no longer"
+                    " usable once it has loaded the new keys"
+                )
+            else:
+                await self.prune(new, out)
 
     async def prune(self, directory: Directory, out: Outcome) -> None:
         """Delete the private files :func:`gateway.site.keyring.prune` deletes, the escrows

@@ -32,6 +32,7 @@ from gateway.site.tls import client_context
 from routing.directory import KeyState, parse_directory
 from tests.component.test_queue_todo import changed_only_by_its_audit_record, store_tables
 from tests.support.cli import valise as run_valise
+from tests.support.keys import active, keys_of
 from tests.system.test_relay import FAST, _check_exactly_once, _wait_receipts
 
 POLL = 0.5
@@ -44,14 +45,6 @@ KINDS = ("signing", "encryption", "tls")
 
 
 valise = functools.partial(run_valise, check=True)
-
-
-def keys_of(site_dir: Path) -> list[dict[str, str]]:
-    return json.loads(valise("keys", "list", "--json", "--dir", str(site_dir)).stdout)
-
-
-def active(site_dir: Path, kind: str) -> str:
-    return next(k["id"] for k in keys_of(site_dir) if k["kind"] == kind and k["state"] == "active")
 
 
 def wait_for(what: str, test: Callable[[], bool], timeout: float = 30) -> None:

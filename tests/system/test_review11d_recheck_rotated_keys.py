@@ -71,6 +71,7 @@ from tests.component.test_migration_v11 import (
 )
 from tests.component.test_review11b_migration_receipts import add_received_receipt
 from tests.support.cli import valise as run_valise
+from tests.support.keys import active
 from tests.system.test_kept_receipts_recheck import receipt, world  # noqa: F401
 from tests.system.test_receipt_relay import ENV, World
 
@@ -82,16 +83,6 @@ ROWS = (
 
 def valise(*args: str) -> str:
     return run_valise(*args, check=True).stdout
-
-
-def keys_json(folder: Path) -> list[dict[str, str]]:
-    import json
-
-    return json.loads(valise("keys", "list", "--json", "--dir", str(folder)))
-
-
-def active(folder: Path, kind: str) -> str:
-    return next(k["id"] for k in keys_json(folder) if k["kind"] == kind and k["state"] == "active")
 
 
 def shown(folder: Path, site: str, key_id: str) -> str | None:
