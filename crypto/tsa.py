@@ -51,16 +51,8 @@ from pyasn1_modules import rfc3161, rfc5652  # type: ignore[import-untyped]
 
 from crypto.tsa_asn1 import (
     _ASN1_ERRORS,
-    _FAILURES,
     _OID_SHA256,
     _OID_SIGNED_DATA,
-    IMPRINT_BYTES,
-    MAX_FRACTION_DIGITS,
-    MAX_NONCE,
-    MAX_REQUEST_BYTES,
-    MAX_SERIAL,
-    MAX_TOKEN_BYTES,
-    TimestampError,
     _algorithm,
     _bytes,
     _check_tsa_extensions,
@@ -72,6 +64,17 @@ from crypto.tsa_asn1 import (
     _is_sha256,
     _str,
     _tlv,
+)
+from crypto.tsa_errors import (
+    _FAILURES,
+    IMPRINT_BYTES,
+    MAX_FRACTION_DIGITS,
+    MAX_NONCE,
+    MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES,
+    MAX_SERIAL,
+    MAX_TOKEN_BYTES,
+    TimestampError,
 )
 from crypto.tsa_sign import Signer
 from crypto.x509_read import PARSE_ERRORS, CertificateError, load_certificate, load_private_key
@@ -91,7 +94,6 @@ __all__ = [
 ]
 
 # A response is its status (at most 1024 characters of text) and a token.
-MAX_RESPONSE_BYTES = MAX_TOKEN_BYTES + 8 * 1024
 
 
 class TimeStampRequest(NamedTuple):

@@ -28,15 +28,10 @@ from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
 from pyasn1.type import univ, useful  # type: ignore[import-untyped]
 from pyasn1_modules import rfc5280  # type: ignore[import-untyped]
 
-from crypto.errors import CryptoError
+from crypto.tsa_errors import (
+    TimestampError,
+)
 from crypto.x509_read import PARSE_ERRORS
-
-MAX_TOKEN_BYTES = 64 * 1024
-MAX_REQUEST_BYTES = 16 * 1024
-IMPRINT_BYTES = 32
-MAX_SERIAL = 1 << 160
-MAX_NONCE = 1 << 256
-MAX_FRACTION_DIGITS = 6
 
 # pyasn1 is untyped: its objects are ``Any`` here, and reach typed code only through the
 # small converters below (``_str``, ``_int``, ``_bytes``, ``_encode``, ``_has``).
@@ -51,17 +46,6 @@ _OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 _OID_SIGNING_TIME = "1.2.840.113549.1.9.5"
 _OID_SIGNING_CERTIFICATE_V2 = "1.2.840.113549.1.9.16.2.47"
 
-_FAILURES = (
-    "badAlg",
-    "badRequest",
-    "badDataFormat",
-    "timeNotAvailable",
-    "unacceptedPolicy",
-    "unacceptedExtension",
-    "addInfoNotAvailable",
-    "systemFailure",
-)
-
 # What pyasn1 may raise on hostile input besides its own PyAsn1Error (its decoders are
 # plain Python: a malformed length or tag can surface as any of these).
 _ASN1_ERRORS = (
@@ -75,18 +59,6 @@ _ASN1_ERRORS = (
     RecursionError,
     UnicodeError,
 )
-
-
-class TimestampError(CryptoError):
-    """A time-stamp request, token or authority is not acceptable.
-
-    ``failure`` names the RFC 3161 PKIFailureInfo bit that a TSA answers with
-    (:func:`rejection`); it means little for a refused token.
-    """
-
-    def __init__(self, message: str, *, failure: str = "badRequest") -> None:
-        super().__init__(message)
-        self.failure = failure if failure in _FAILURES else "badRequest"
 
 
 # --- small typed helpers ----------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from crypto.tsa import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
+from crypto.tsa_errors import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 
 __all__ = [
     "MAX_BATCH_REQUESTS",

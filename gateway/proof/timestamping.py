@@ -67,12 +67,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from crypto.random import SYSTEM_RANDOM
-from crypto.tsa import TimeStampAuthority, TimestampError, parse_response
-from crypto.tsa import request as tsa_request
+from crypto.tsa_errors import TimestampError
 from crypto.tsa_verify import verify_token
 from envelope.digested import digested, digested_slice
 from envelope.errors import EnvelopeError
@@ -95,6 +95,9 @@ from gateway.runtime.errors import Refused, Retry
 from gateway.site.context import SiteContext
 from gateway.store.audit_chain import AuditCheckpoint
 from gateway.store.base import PendingStamp, StoreError, TimestampRecord
+
+if TYPE_CHECKING:
+    from crypto.tsa import TimeStampAuthority
 
 log = logging.getLogger("valise.timestamping")
 
@@ -270,6 +273,10 @@ class Stamper:
         hub = cfg.site.hub
         if self.session is None:
             return [], [], "no client session"
+        # pyasn1, which crypto.tsa encodes with, is loaded with the first batch (tsa_errors.py).
+        from crypto.tsa import parse_response
+        from crypto.tsa import request as tsa_request
+
         nonces = [int.from_bytes(SYSTEM_RANDOM.random_bytes(NONCE_BYTES), "big") for _ in work]
         body = frame([tsa_request(w.digest, nonce=n) for w, n in zip(work, nonces, strict=True)])
         try:

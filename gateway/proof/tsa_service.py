@@ -9,14 +9,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from config.site import SiteConfig
 from crypto.random import SYSTEM_RANDOM
-from crypto.tsa import TimeStampAuthority, TimestampError, parse_request
-from crypto.tsa import rejection as tsa_rejection
-from crypto.tsa import response as tsa_response
+from crypto.tsa_errors import TimestampError
 from crypto.x509 import TSA_DAYS, CertificateError, SiteCA, issue_tsa_certificate
 from gateway.proof.timestamp_batch import (
     REQUEST_MEDIA_TYPE,
@@ -34,6 +33,9 @@ from gateway.site.appkeys import PEER
 from gateway.site.context import SiteContext, load_site_ca, write_private_key
 from gateway.site.files import write_private
 from gateway.site.keystore import KeyStoreError, _read_private
+
+if TYPE_CHECKING:
+    from crypto.tsa import TimeStampAuthority
 
 log = logging.getLogger("valise.timestamping")
 TSA_CERT, TSA_KEY = "tsa.crt", "tsa.key"
@@ -82,6 +84,8 @@ def load_authority(
             raise TimestampingError(f"the site CA in {k}: {exc}") from exc
         write_tsa_files(k, ca, site=config.site.id, now=now, passphrase=config.key_passphrase)
         logjson.event(log, logging.INFO, "tsa_created", cert=str(k / TSA_CERT))
+    from crypto.tsa import TimeStampAuthority  # pyasn1, loaded when needed: tsa_errors.py
+
     try:
         return TimeStampAuthority(
             (k / TSA_CERT).read_bytes(),
@@ -109,6 +113,10 @@ def issue_batch(
     """One DER TimeStampResp per DER TimeStampReq, in order: a token for each acceptable
     request (those asking for the certificate and those not, one batch each), a
     rejection for each other one."""
+    from crypto.tsa import parse_request
+    from crypto.tsa import rejection as tsa_rejection
+    from crypto.tsa import response as tsa_response
+
     answers: list[bytes | None] = [None] * len(requests)
     groups: dict[bool, list[tuple[int, bytes, int | None]]] = {True: [], False: []}
     for i, der in enumerate(requests):
