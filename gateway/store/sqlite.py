@@ -27,6 +27,7 @@ from gateway.store.base import StoreError
 from gateway.store.driver_sqlite import SqliteDriver, encode
 from gateway.store.sql_store import SqlStore, migration_step
 from gateway.store.sqlite_audit import register_audit_functions
+from gateway.store.trust import head_bytes
 
 if TYPE_CHECKING:
     from gateway.store.base import Store
@@ -57,6 +58,10 @@ def _statements(script: str) -> list[str]:
     return out
 
 
+def _head_bytes(prefix: bytes | None, max_head: int) -> int:
+    return head_bytes(bytes(prefix or b""), max_head)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     if sqlite3.sqlite_version_info < (3, 35, 0):
         raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old (need 3.35+)")
@@ -69,6 +74,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         register_audit_functions(conn)  # the history trigger hashes with them
+        conn.create_function("valise_head_bytes", 2, _head_bytes, deterministic=True)
         _migrate(conn)
     except BaseException:
         conn.close()

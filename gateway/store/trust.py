@@ -23,11 +23,12 @@ from gateway.store.queries import Queries
 from gateway.store.records import DirectoryFetch, PendingStamp, TimestampRecord
 
 
-def head_bytes(prefix: bytes) -> int:
+def head_bytes(prefix: bytes, max_head: int = MAX_HEAD_XML_BYTES) -> int:
     """How many bytes of a stored copy its prefix and head take (the head's length is
-    in the prefix, envelope/framing.py; at most MAX_HEAD_XML_BYTES of it)."""
+    in the prefix, envelope/framing.py; at most ``max_head`` of it). SQLite's queries
+    call it as valise_head_bytes (sqlite.py); PostgreSQL's write it out (_head_bytes)."""
     length = int.from_bytes(prefix[-4:], "big") if len(prefix) == PREFIX_BYTES else 0
-    return PREFIX_BYTES + min(length, MAX_HEAD_XML_BYTES)
+    return PREFIX_BYTES + min(length, max_head)
 
 
 async def _head(c: Conn, q: Queries, message_id: str) -> int:
@@ -71,13 +72,8 @@ class Trust(OnDriver):
         q = self._sql("trust")
 
         async def read(c: Conn) -> list[PendingStamp]:
-            rows = await c.fetch(q.stamp_pending, prefix=PREFIX_BYTES, limit=limit)
-            out = []
-            for r in rows:
-                n = head_bytes(bytes(r["prefix"]))
-                head = await c.fetchval(q.head, message_id=r[0], n=n)
-                out.append(PendingStamp(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(head)))
-            return out
+            rows = await c.fetch(q.stamp_pending, max_head=MAX_HEAD_XML_BYTES, limit=limit)
+            return [PendingStamp(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5])) for r in rows]
 
         return await self._db.read(read)
 

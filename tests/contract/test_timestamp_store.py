@@ -7,7 +7,9 @@ from dataclasses import replace
 from datetime import timedelta
 
 from envelope.framing import MAGIC
+from envelope.limits import MAX_HEAD_XML_BYTES
 from gateway.store.base import Store, TimestampRecord
+from gateway.store.trust import head_bytes
 from tests.contract.helpers import PARIS, T0, mid, record
 
 
@@ -35,3 +37,25 @@ async def test_accepted_envelopes_are_pending_until_settled(store: Store) -> Non
     await store.timestamp_settle([replace(token, token=b"again")], done=[mid(3)])
     assert await store.timestamps(mid(1)) == [token]
     assert await store.timestamp_pending(limit=10) == []
+
+
+async def test_the_pending_head_is_cut_where_its_prefix_says_whatever_it_says(
+    store: Store,
+) -> None:
+    """The head comes with each pending row in one query, cut in SQL (PostgreSQL) or by
+    the registered function (SQLite) exactly as head_bytes() cuts it in Python: a copy
+    shorter than its prefix, a head length past the data, one over MAX_HEAD_XML_BYTES."""
+    huge = (MAX_HEAD_XML_BYTES + 5).to_bytes(4, "big")
+    datas = [
+        b"VALISE",  # shorter than a prefix: no head
+        MAGIC + (10_000).to_bytes(4, "big") + b"short",  # a length past the data
+        MAGIC + huge + b"x" * (MAX_HEAD_XML_BYTES + 100),  # over the bound
+        MAGIC + (0xFFFFFFFF).to_bytes(4, "big") + b"y" * 64,  # the largest length
+    ]
+    for n, data in enumerate(datas, 1):
+        rec = replace(record(n), data=data)
+        await store.accept(
+            rec, next_hops=[PARIS], deliver_here=False, hop_ack=None, now=T0 + timedelta(n)
+        )
+    pending = await store.timestamp_pending(limit=10)
+    assert [p.head for p in pending] == [d[: head_bytes(d[:12])] for d in datas]

@@ -11,7 +11,9 @@ UPDATE envelopes SET stamp_pending = :no WHERE message_id = :message_id AND stam
 -- name: stamp_pending
 -- By the partial index envelopes_stamp_pending: its predicate is written out (/*_pending*/),
 -- not bound (a bound :yes cannot use a partial index; the query would scan every envelope).
-SELECT message_id, origin, received_from, doc_class, digest, substr(data, 1, :prefix) AS prefix
+-- Each row's head comes with it, cut where its prefix says (_head_bytes): one query,
+-- not one more per envelope.
+SELECT message_id, origin, received_from, doc_class, digest, substr(data, 1, /*_head_bytes*/)
 FROM envelopes WHERE /*_pending*/ ORDER BY accepted_at, message_id LIMIT :limit
 
 -- name: head
