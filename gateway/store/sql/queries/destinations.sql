@@ -99,3 +99,14 @@ SELECT CASE WHEN t.outcome = 'open' THEN t.site ELSE '' END AS site,
 FROM destinations t
 LEFT JOIN deliveries d ON d.message_id = t.message_id AND d.peer = t.hop
 GROUP BY 1, 2
+
+-- name: rows_of
+-- The destination rows of these messages: record_receipt_rows reads a batch's in one go.
+SELECT message_id, site, outcome, hop, receipt_at FROM destinations
+WHERE message_id = ANY(:ids)
+
+-- name: hops_left
+-- (message, hop) of these messages with a destination through the hop still without its
+-- receipt (hop_left for a batch).
+SELECT DISTINCT message_id, hop FROM destinations
+WHERE message_id = ANY(:ids) AND hop IS NOT NULL AND outcome <> 'delivered'
