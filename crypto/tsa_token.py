@@ -1,21 +1,7 @@
-"""RFC 3161 time-stamping: reading and checking a token (the pyasn1 half of
-:mod:`crypto.tsa_verify`, imported when a token is first verified).
-
-:func:`verify_token` checks a TimeStampToken (from :mod:`crypto.tsa`, or any TSA of the
-same profile) against the SHA-256 digest it should stamp and the site CA, as
-``openssl ts -verify -data FILE -in TOKEN -token_in -CAfile ca.pem`` does, and says what
-the token holds (:class:`TokenInfo`).
-
-Rules:
-- The profile is :mod:`crypto.tsa`'s: SHA-256 imprint, ECDSA P-256 with ECDSA-SHA256,
-  signed attributes contentType, messageDigest and signingCertificateV2 (RFC 5816),
-  one SignerInfo, TSTInfo v1; a TSA certificate with the critical EKU timeStamping
-  alone, chaining directly to the CA and valid at genTime.
-- Every layer is decoded with pyasn1 and must re-encode to the very bytes given (DER),
-  so that the bytes checked are the bytes signed.
-- Revocation is not checked, nor genTime against a clock.
-- Pure: no files, no sockets, no clock. Every failure, on any input bytes, is a
-  :class:`~crypto.tsa_asn1.TimestampError`.
+"""RFC 3161 time-stamping: reading and checking a token, the pyasn1 half of
+:mod:`crypto.tsa_verify` (whose docstring states the profile and the rules), imported
+when a token is first verified: every layer decoded with pyasn1 and re-encoded to the
+very bytes given (DER), the signature, the certificate and its chain checked.
 """
 
 from __future__ import annotations

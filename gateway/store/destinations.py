@@ -85,11 +85,6 @@ def relayed_receipt(record: EnvelopeRecord) -> ReceiptRecord | None:
     )
 
 
-async def _counts(c: Conn, message_id: str) -> tuple[int, int]:
-    row = await c.fetchrow(sql(c, "destinations").counts, message_id=message_id)
-    return (0, 0) if row is None else (int(row[0]), int(row[1]))
-
-
 async def maybe_complete(c: Conn, message_id: str, at: datetime) -> bool:
     """Set ``completed_at`` if the message has rows, none open, and it is not set yet;
     True only for the call that set it (the caller holds the envelope's lock)."""
@@ -97,19 +92,17 @@ async def maybe_complete(c: Conn, message_id: str, at: datetime) -> bool:
     return await c.execute(q.maybe_complete, message_id=message_id, at=at) == 1
 
 
-async def _hop_done(c: Conn, message_id: str, hop: str, at: datetime) -> None:
-    """Mark the hop row delivered once no destination through it lacks a receipt."""
-    q = sql(c, "destinations")
-    if await c.fetchrow(q.hop_left, message_id=message_id, hop=hop) is None:
-        await set_state(
-            c,
-            message_id,
-            to=OutState.DELIVERED.value,
-            from_states=_NOT_DELIVERED,
-            reason=RECEIPT_REASON,
-            at=at,
-            peers=[hop],
-        )
+async def _hops_done(c: Conn, message_id: str, hops: Sequence[str], at: datetime) -> None:
+    """Mark these hop rows delivered (no destination through them lacks a receipt)."""
+    await set_state(
+        c,
+        message_id,
+        to=OutState.DELIVERED.value,
+        from_states=_NOT_DELIVERED,
+        reason=RECEIPT_REASON,
+        at=at,
+        peers=hops,
+    )
 
 
 async def record_ack(c: Conn, message_id: str, proof: bytes, at: datetime) -> bool:
@@ -242,15 +235,7 @@ async def record_receipt_rows(
         for message_id in sorted(hops):
             done = sorted(h for h in hops[message_id] if (message_id, h) not in left)
             if done:
-                await set_state(
-                    c,
-                    message_id,
-                    to=OutState.DELIVERED.value,
-                    from_states=_NOT_DELIVERED,
-                    reason=RECEIPT_REASON,
-                    at=at,
-                    peers=done,
-                )
+                await _hops_done(c, message_id, done, at)
     for message_id, index in closing.items():
         if await maybe_complete(c, message_id, at):
             out[index] = replace(out[index], completed=True)

@@ -7,11 +7,6 @@ SELECT 1 FROM destinations WHERE message_id = :message_id LIMIT 1
 INSERT INTO destinations (message_id, site, hop, updated_at)
 VALUES (:message_id, :site, :hop, :at)
 
--- name: counts
-SELECT coalesce(sum(CASE WHEN outcome = 'delivered' THEN 1 ELSE 0 END), 0) AS delivered,
-       count(*) AS total
-FROM destinations WHERE message_id = :message_id
-
 -- name: maybe_complete
 UPDATE envelopes SET completed_at = :at
 WHERE message_id = :message_id AND completed_at IS NULL
@@ -25,17 +20,8 @@ UPDATE envelopes SET completed_at = :at WHERE message_id = :message_id AND compl
 -- name: uncomplete
 UPDATE envelopes SET completed_at = NULL WHERE message_id = :message_id
 
--- name: hop_left
--- A destination through this hop still without its receipt.
-SELECT 1 FROM destinations
-WHERE message_id = :message_id AND hop = :hop AND outcome <> 'delivered' LIMIT 1
-
 -- name: store_ack
 UPDATE envelopes SET receipt = :proof WHERE message_id = :message_id AND receipt IS NULL
-
--- name: row
-SELECT outcome, hop, receipt_at, receipt_digest FROM destinations
-WHERE message_id = :message_id AND site = :site
 
 -- name: take_receipt
 UPDATE destinations SET outcome = 'delivered', reason = :reason, receipt_digest = :digest,
