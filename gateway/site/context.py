@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from crypto.keys import SigningKey, VerifyKey
 from crypto.x509 import SiteCA
 from gateway.runtime.doorbell import Doorbell
 from gateway.site.files import write_private
-from gateway.site.keyring import load_ring, ring_site_keys, tls_files
+from gateway.site.keyring import KeysChanging, load_ring, ring_site_keys, tls_files
 from gateway.site.keystore import SiteKeys, _read_private, seal_private
 from gateway.site.modes import PRIVATE_DIR_MODE, create_private_file
 from gateway.store.base import Store
@@ -187,10 +188,25 @@ async def create_store(directory: Path) -> None:
 
 
 def load_keys(config: SiteConfig) -> tuple[SiteKeys, TlsMaterial]:
-    """The site's envelope keys and TLS material from its key ring (gateway/site/keyring.py)."""
-    ring = load_ring(config.keys_dir, config.key_passphrase)
-    cert, key = tls_files(ring)
-    return ring_site_keys(ring), TlsMaterial(cert, key, (config.keys_dir / "ca.crt").read_bytes())
+    """The site's envelope keys and TLS material from its key ring (gateway/site/keyring.py).
+    A ring caught mid-change by another process (KeysChanging) is read again, a few times
+    (CI saw ``valise keys rotate`` start just as the running gateway activated a key)."""
+    for attempt in range(1, KEYS_CHANGING_ATTEMPTS + 1):
+        ring = load_ring(config.keys_dir, config.key_passphrase)
+        try:
+            cert, key = tls_files(ring)
+            keys = ring_site_keys(ring)
+        except KeysChanging:
+            if attempt == KEYS_CHANGING_ATTEMPTS:
+                raise
+            time.sleep(KEYS_CHANGING_PAUSE_SECONDS * attempt)
+            continue
+        return keys, TlsMaterial(cert, key, (config.keys_dir / "ca.crt").read_bytes())
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+KEYS_CHANGING_ATTEMPTS = 5
+KEYS_CHANGING_PAUSE_SECONDS = 0.05  # then 0.1, 0.15, 0.2: at most half a second in all
 
 
 async def load_site(directory: Path, *, store: Store | None = None) -> SiteContext:

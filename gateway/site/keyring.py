@@ -361,6 +361,12 @@ def decryption_key(ring: KeyRing, k: RingKey) -> DecryptionKey:
         raise KeyStoreError(f"{ring.path(k)}: {exc}") from None
 
 
+class KeysChanging(KeyStoreError):
+    """SITE.pub.xml and the ring disagree: another process is between writing one and the
+    other (an activation rewrites both), or the folder was edited by hand. Reading the
+    ring again a moment later settles the first case (gateway/site/context.py load_keys)."""
+
+
 def ring_site_keys(ring: KeyRing) -> SiteKeys:
     """The site's keys: the active ones, and every usable decryption key by id."""
     # SITE.pub.xml first, right after the ring was read: another process activating a
@@ -375,7 +381,7 @@ def ring_site_keys(ring: KeyRing) -> SiteKeys:
     }
     public = parse_public_key_doc(public_xml)
     if public.signing != signing.public or public.encryption != decryptions[active_enc.id].public:
-        raise KeyStoreError(f"{ring.site}.pub.xml does not match the active keys of the ring")
+        raise KeysChanging(f"{ring.site}.pub.xml does not match the active keys of the ring")
     unusable = {
         k.id: k.state for k in ring.keys if k.kind == "encryption" and k.key_state not in USABLE
     }
