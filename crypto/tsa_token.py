@@ -69,6 +69,11 @@ def _parse_generalized_time(text: str) -> datetime:
     return moment.replace(microsecond=int(fraction[:6].ljust(6, "0")))
 
 
+# What reading a hostile token may raise besides TimestampError: verify_token turns it
+# into "the token is malformed".
+MALFORMED = (*_ASN1_ERRORS, *PARSE_ERRORS)
+
+
 def verify(
     token: bytes,
     digest: bytes,
@@ -77,21 +82,8 @@ def verify(
     nonce: int | None,
     policy: str | None,
 ) -> TokenInfo:
-    """:func:`crypto.tsa_verify.verify_token` once its arguments are checked."""
-    try:
-        return _verify(token, digest, ca, extra, nonce, policy)
-    except (*_ASN1_ERRORS, *PARSE_ERRORS) as exc:
-        raise TimestampError("the token is malformed") from exc
-
-
-def _verify(
-    token: bytes,
-    digest: bytes,
-    ca: x509.Certificate,
-    extra: x509.Certificate | None,
-    nonce: int | None,
-    policy: str | None,
-) -> TokenInfo:
+    """:func:`crypto.tsa_verify.verify_token` once its arguments are checked. Raises
+    TimestampError, or one of MALFORMED."""
     content_info = _decode(token, rfc5652.ContentInfo(), "the token")
     if _str(content_info["contentType"]) != _OID_SIGNED_DATA:
         raise TimestampError("the token is not SignedData")

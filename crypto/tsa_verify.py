@@ -90,4 +90,7 @@ def verify_token(
         raise TimestampError("the trust anchor given is not a CA certificate")
     from crypto import tsa_token  # pyasn1: loaded with the first token (tsa_errors.py)
 
-    return tsa_token.verify(token, bytes(data_digest_sha256), ca, extra, nonce, policy)
+    try:
+        return tsa_token.verify(token, bytes(data_digest_sha256), ca, extra, nonce, policy)
+    except tsa_token.MALFORMED as exc:
+        raise TimestampError("the token is malformed") from exc
