@@ -138,11 +138,9 @@ async def _recheck(app: web.Application) -> AsyncIterator[None]:
 async def _workers(app: web.Application) -> AsyncIterator[None]:
     workers = app[WORKERS]
     workers.server_tls = app[SERVER_TLS]
-    # While the workers run, the admin CLI leaves the pruning of key files to them.
-    with serving(app[CONTEXT].config.directory):
-        await workers.start()
-        yield
-        await workers.stop()
+    await workers.start()
+    yield
+    await workers.stop()
 
 
 async def _bridges(app: web.Application) -> AsyncIterator[None]:
@@ -172,23 +170,26 @@ async def serve(directory: Path, *, ready_file: Path | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    ctx = await load_site(directory)
-    try:
-        app = site_app(ctx)
-    except BaseException:
-        await ctx.store.close()
-        raise
-    channel = web.AppRunner(app, access_log=None, handle_signals=False)
-    ops = web.AppRunner(ops_app(ctx, app[METRICS]), access_log=None, handle_signals=False)
-    try:
-        await channel.setup()
-        await ops.setup()
-        await _listen(ctx, channel, ops, app[BRIDGES], app[SERVER_TLS], ready_file)
-        await stop.wait()
-        log.info(json.dumps({"event": "stopping", "site": ctx.here}))
-    finally:
-        await ops.cleanup()
-        await channel.cleanup()  # stops the listener, then the bridges, workers, store
+    # From before the keys are loaded until the site has stopped, the admin CLI leaves
+    # the pruning of key files to this process (gateway/site/running.py).
+    with serving(directory):
+        ctx = await load_site(directory)
+        try:
+            app = site_app(ctx)
+        except BaseException:
+            await ctx.store.close()
+            raise
+        channel = web.AppRunner(app, access_log=None, handle_signals=False)
+        ops = web.AppRunner(ops_app(ctx, app[METRICS]), access_log=None, handle_signals=False)
+        try:
+            await channel.setup()
+            await ops.setup()
+            await _listen(ctx, channel, ops, app[BRIDGES], app[SERVER_TLS], ready_file)
+            await stop.wait()
+            log.info(json.dumps({"event": "stopping", "site": ctx.here}))
+        finally:
+            await ops.cleanup()
+            await channel.cleanup()  # stops the listener, then the bridges, workers, store
 
 
 async def _listen(

@@ -41,7 +41,7 @@ def gateway_running(directory: Path) -> bool:
     try:
         fd = os.open(directory / NAME, _FLAGS, PRIVATE_MODE)
     except OSError:
-        return False  # cannot tell: no gateway could have taken it either
+        return True  # cannot tell: leave the pruning to the gateway (it is only delayed)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
