@@ -16,6 +16,7 @@ from datetime import datetime
 
 from gateway.store._common import (
     EXPIRED_REASON,
+    RECEIPT_REASON,
     RECHECK_REASON,
     TOMBSTONE_GRACE,
     UNDELIVERED,
@@ -133,9 +134,22 @@ class Outbound(OnDriver):
                     key = {"message_id": message_id, "peer": peer}
                     if await c.execute(q.forwarded_one, owner=owner, reason=reason, at=at, **key):
                         await add_history(c, message_id, peer, OutState.FORWARDED.value, reason, at)
-            # A proof for a message not stored here (deleted meanwhile) records nothing.
-            for message_id, proof in proofs:
-                await record_ack(c, message_id, proof, at)
+            # A proof for a message not stored here (deleted meanwhile) records nothing;
+            # the first proof of a message stands.
+            if proofs and c.backend == "postgres":
+                first: dict[str, bytes] = {}
+                for message_id, proof in proofs:
+                    first.setdefault(message_id, proof)
+                await c.execute(
+                    q.record_acks,
+                    mids=list(first),
+                    proofs=list(first.values()),
+                    reason=RECEIPT_REASON,
+                    at=at,
+                )
+            else:
+                for message_id, proof in proofs:
+                    await record_ack(c, message_id, proof, at)
 
         await self._db.transaction(tx)
 

@@ -6,6 +6,7 @@ store are backend-specific: tests/component/test_store_delivery_backends.py.)
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from gateway.store.base import (
@@ -19,7 +20,7 @@ from gateway.store.base import (
     Store,
 )
 from gateway.store.postgres import PostgresStore
-from tests.contract.helpers import HANOI, HQ, PARIS, T0, mid, put, record, steps
+from tests.contract.helpers import HANOI, HQ, PARIS, T0, mid, put, record, states, steps
 
 
 async def test_accept_keeps_the_class_and_chain_and_claim_returns_them(store: Store) -> None:
@@ -165,6 +166,48 @@ async def test_forwarded_skips_a_receipt_proof_for_a_message_not_stored_here(
     await store.forwarded([(mid(1), PARIS)], owner="a", now=T0, receipts=[(mid(9), b"ack")])
     assert await store.depths() == {(PARIS, "forwarded"): 1}
     assert await store.history(mid(9)) == []
+
+
+async def test_forwarded_records_a_batch_of_proofs_the_first_of_a_message_standing(
+    store: Store,
+) -> None:
+    """Several proofs in one call (PostgreSQL takes them in one statement: issue 13's
+    bench): each message's first proof stands, also within the batch; a hop row not
+    claimed moves too; a message with destination rows takes none (its receipts are per
+    destination); a message without deliveries still logs its receipt."""
+    await put(store, 1)
+    await put(store, 2, hops=(PARIS, HANOI))
+    await put(store, 3, hops=())
+    routed = replace(record(4), routes=((PARIS, PARIS),))
+    await store.accept(routed, next_hops=(PARIS,), deliver_here=False, hop_ack=b"a4", now=T0)
+    await store.claim(peer=PARIS, owner="a", limit=5, lease_seconds=60, now=T0)
+    later = T0 + timedelta(seconds=1)
+    await store.forwarded(
+        [(mid(1), PARIS)],
+        owner="a",
+        now=later,
+        receipts=[
+            (mid(1), b"p1"),
+            (mid(2), b"p2"),
+            (mid(1), b"p1-again"),
+            (mid(3), b"p3"),
+            (mid(4), b"p4"),
+        ],
+    )
+    assert [await store.receipt(mid(n)) for n in (1, 2, 3, 4)] == [b"p1", b"p2", b"p3", None]
+    assert await states(store, mid(1)) == {PARIS: "delivered"}
+    assert await states(store, mid(2)) == {PARIS: "delivered", HANOI: "delivered"}
+    assert await states(store, mid(4)) == {PARIS: "sending"}
+    assert steps(await store.history(mid(1)))[-2:] == [
+        (PARIS, "forwarded", ""),
+        (PARIS, "delivered", "receipt"),
+    ]
+    assert steps(await store.history(mid(2)))[-2:] == [
+        (HANOI, "delivered", "receipt"),
+        (PARIS, "delivered", "receipt"),
+    ]
+    assert steps(await store.history(mid(3)))[-1] == (None, "delivered", "receipt")
+    assert all(h.at == later for h in (await store.history(mid(2)))[-2:])
 
 
 async def test_sent_digests(store: Store) -> None:
