@@ -37,9 +37,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import ClientSession
 
-from envelope.errors import EnvelopeError
 from envelope.model import RecipientStanza
-from envelope.open import parse_framed_head
 from gateway.proof.audit import AuditError, record
 from gateway.relay.circular import hops_to_hold
 from gateway.relay.key_wait import seal_waiting
@@ -57,6 +55,7 @@ from gateway.trust.announce import activate_announced
 from gateway.trust.key_report import audit_key_event
 from gateway.trust.lifecycle import KeyOps
 from gateway.trust.outcome import KeyOpError, Outcome
+from gateway.trust.unopened import sealed_to
 from routing.directory import Directory, DirectoryError, KeyState, parse_directory
 
 log = logging.getLogger("valise.keys")
@@ -84,6 +83,7 @@ class KeyWatcher:
         self._resign_seen: tuple[int, str] | None = None  # (serial, signing key) swept
         self._receipts = ReceiptSweep()  # receipts relayed to a site whose key is revoked
         self._reseal_again = False  # a re-seal found its delivery being sent: try again
+        self._prune_waiting = False  # a prune waits for envelopes to be opened first
 
     def _ring_stamp(self) -> tuple[int, int] | None:
         try:
@@ -125,6 +125,8 @@ class KeyWatcher:
                 return
             if self._files_stamp() != seen:
                 return
+            if self._prune_waiting:  # local delivery may have opened them meanwhile
+                await self._prune()
 
     async def round(self, now: datetime) -> None:
         ctx = self.ctx
@@ -159,13 +161,17 @@ class KeyWatcher:
         """Delete the private files of our retired and revoked keys the directory shows
         so, once the keys in use here are the ring's (an escrow sealed meanwhile to the
         old encryption key is wrapped again first: gateway/trust/escrow_rewrap.py)."""
+        self._prune_waiting = False
         if self._ring_stamp() != self._ring_seen:
             return  # not loaded yet: the next round
         out = Outcome([])
         try:
             going = {k.id for k in prunable(self.ops.ring(), self.ctx.directory)}
-            if going and await still_to_open(self.ctx, going):
-                return  # received here sealed to a key going: opened first
+            if await sealed_to(self.ctx.store, self.ctx.here, going):
+                # Received here sealed to a key going: opened first (local delivery opens
+                # it with the kept file: opening.py); looked at again every files poll.
+                self._prune_waiting = True
+                return
             await self.ops.prune(self.ctx.directory, out)
         except (KeyStoreError, DirectoryError, OSError) as exc:
             logjson.event(log, logging.WARNING, "keys_step_failed", reason=str(exc))
@@ -327,24 +333,6 @@ async def _hold_stale(
         reason = f"{HOLD_REASON} {hit.key_id} of {hit.site}"
         done += await ctx.store.hold(message_id, now=now, reason=reason, peers=[hop])
     return done > 0
-
-
-async def still_to_open(ctx: SiteContext, key_ids: set[str]) -> bool:
-    """Whether an envelope received here and not opened yet is wrapped to us under one
-    of ``key_ids`` (accepted before our directory showed the key revoked: it opens
-    only while its private file is there)."""
-    try:
-        waiting = await ctx.store.inbound_received(limit=10_000, max_bytes=1 << 62)
-    except StoreError:
-        return True
-    for item in waiting:
-        try:
-            parsed = parse_framed_head(item.data)[0]
-        except EnvelopeError:
-            continue
-        if any(s.site == ctx.here and s.key_id in key_ids for s in parsed.head.recipients):
-            return True
-    return False
 
 
 async def in_flight_to(ctx: SiteContext, revoked: set[tuple[str, str]]) -> bool:

@@ -27,8 +27,8 @@ from envelope.receipt import (
 from envelope.seal import Recipient, Sealing, new_routing, seal_bytes
 from envelope.values import Priority
 from gateway.relay.submit import route_here, sealed_record
-from gateway.site.context import SiteContext, load_keys
-from gateway.site.keystore import KeyNotHeld, SiteKeys
+from gateway.site.context import SiteContext, held_key, load_keys
+from gateway.site.keystore import KeyNotHeld, KeyStoreError, SiteKeys
 from gateway.store.base import (
     EnvelopeRecord,
 )
@@ -120,6 +120,16 @@ def _open_one(
                 raise
             loaded.append(load_keys(ctx.config)[0])
             key = loaded[-1].decryption_for(key_id)
+        except KeyStoreError as unusable:
+            # Ours, retired or revoked since this copy was taken here (a copy new here to
+            # such a key is refused at the hop: channel.py _opening_here, so the count is
+            # bounded): opened with the private file while it is kept, which it is until
+            # nothing received needs it (gateway/trust/unopened.py). Failing it would lose
+            # the message (its re-sealed copy would be a duplicate here).
+            try:
+                key = held_key(ctx.config, key_id)
+            except KeyStoreError:
+                raise unusable from None
         sealed, parts = open_parsed(
             record.data, parsed, offset, sender=signer, site=ctx.here, key=key
         )

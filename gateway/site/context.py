@@ -24,12 +24,18 @@ from pathlib import Path
 
 from config.site import SiteConfig, load_site_config
 from crypto.armor import load_signing_key
-from crypto.keys import SigningKey, VerifyKey
+from crypto.keys import DecryptionKey, SigningKey, VerifyKey
 from crypto.x509 import SiteCA
 from gateway.runtime.doorbell import Doorbell
 from gateway.site.files import write_private
-from gateway.site.keyring import KeysChanging, load_ring, ring_site_keys, tls_files
-from gateway.site.keystore import SiteKeys, _read_private, seal_private
+from gateway.site.keyring import (
+    KeysChanging,
+    decryption_key,
+    load_ring,
+    ring_site_keys,
+    tls_files,
+)
+from gateway.site.keystore import KeyStoreError, SiteKeys, _read_private, seal_private
 from gateway.site.modes import PRIVATE_DIR_MODE, create_private_file
 from gateway.store.base import Store
 from routing.directory import Directory, DirectoryError, accept_update, parse_directory
@@ -203,6 +209,18 @@ def load_keys(config: SiteConfig) -> tuple[SiteKeys, TlsMaterial]:
             continue
         return keys, TlsMaterial(cert, key, (config.keys_dir / "ca.crt").read_bytes())
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def held_key(config: SiteConfig, key_id: str) -> DecryptionKey:
+    """The private key of our encryption key ``key_id``, retired or revoked (no longer in
+    SiteKeys), while its file is still in the ring: an envelope taken here before the
+    change opens with it (gateway/relay/opening.py; the file is kept until nothing
+    received needs it, gateway/trust/unopened.py). KeyStoreError once it is gone."""
+    ring = load_ring(config.keys_dir, config.key_passphrase)
+    k = ring.find(key_id)
+    if k is None or k.kind != "encryption" or not ring.path(k).exists():
+        raise KeyStoreError(f"the private file of encryption key {key_id} is gone")
+    return decryption_key(ring, k)
 
 
 KEYS_CHANGING_ATTEMPTS = 5

@@ -130,6 +130,15 @@ class MemoryTrust(MemoryTables):
 
         return await self._read(q)
 
+    async def received_heads(self, *, after: str, limit: int) -> list[tuple[str, bytes]]:
+        check_limit(limit)
+
+        def q(t: Tables) -> list[tuple[str, bytes]]:
+            ids = sorted(m for m, i in t.inbound.items() if i.state == "received" and m > after)
+            return [(m, head_of(t.envelopes[m].data)) for m in ids[:limit]]
+
+        return await self._read(q)
+
     async def open_escrows(self, *, receipts_since: datetime) -> list[tuple[str, bytes]]:
         since = utc(receipts_since)
 

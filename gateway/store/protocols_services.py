@@ -115,6 +115,11 @@ class TrustStore(Protocol):
         """The escrowed content key of an envelope this site sealed (None: none kept)."""
         ...
 
+    async def received_heads(self, *, after: str, limit: int) -> list[tuple[str, bytes]]:
+        """(message id, framing prefix and head) of up to ``limit`` inbound items still
+        ``received`` (to open here), by message id after ``after`` ("" for the first page)."""
+        ...
+
     async def open_escrows(self, *, receipts_since: datetime) -> list[tuple[str, bytes]]:
         """(message id, escrow) of each envelope sealed here not yet delivered (no
         receipt), and of each receipt of ours created since ``receipts_since`` (its hop

@@ -77,6 +77,18 @@ class Trust(OnDriver):
 
         return await self._db.read(read)
 
+    async def received_heads(self, *, after: str, limit: int) -> list[tuple[str, bytes]]:
+        check_limit(limit)
+        q = self._sql("trust")
+
+        async def read(c: Conn) -> list[tuple[str, bytes]]:
+            rows = await c.fetch(
+                q.received_heads, after=after, limit=limit, max_head=MAX_HEAD_XML_BYTES
+            )
+            return [(r[0], bytes(r[1])) for r in rows]
+
+        return await self._db.read(read)
+
     async def timestamps(self, message_id: str) -> list[TimestampRecord]:
         q = self._sql("trust")
 

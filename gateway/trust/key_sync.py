@@ -54,6 +54,7 @@ from gateway.trust.key_updates import (
 )
 from gateway.trust.outcome import KeyOpError, Outcome
 from gateway.trust.ring_repair import drop_extra_next
+from gateway.trust.unopened import sealed_to
 from routing.directory import USABLE, Directory, KeyState
 from routing.key_changes import KeyChange
 
@@ -209,23 +210,32 @@ class KeySync:
 
     async def _keep_escrows(self, directory: Directory, out: Outcome) -> bool:
         """Wrap the escrows wrapped to an encryption key about to be pruned again to the
-        active one (gateway/trust/escrow_rewrap.py). False (prune later) if the store failed."""
+        active one (gateway/trust/escrow_rewrap.py). False (prune later) if the store failed
+        or an envelope received here and not opened yet is sealed to one of them (the
+        gateway opens it first, at its next start: gateway/trust/unopened.py)."""
         ring = self.ring()
         going = [k for k in prunable(ring, directory) if k.kind == "encryption"]
         if not going:
             return True
+        ids = ", ".join(k.id for k in going)
         old = [decryption_key(ring, k) for k in going]
         new = decryption_key(ring, ring.active("encryption")).public
         own = self.store is None
         try:
             store = await open_store(self.config) if self.store is None else self.store
             try:
+                if await sealed_to(store, self.site, {k.id for k in going}):
+                    out.add(
+                        f"kept the private file of {ids}: envelopes received sealed to it"
+                        " are not opened yet (the gateway opens them, then deletes it)"
+                    )
+                    return False
                 n = await rewrap_escrows(store, old, new, now=datetime.now(UTC))
             finally:
                 if own:
                     await store.close()
         except StoreError as exc:
-            out.add(f"kept the private file of {', '.join(k.id for k in going)}: {exc}")
+            out.add(f"kept the private file of {ids}: {exc}")
             return False
         if n:
             out.add(f"{n} escrows wrapped again to encryption key {new.key_id}")

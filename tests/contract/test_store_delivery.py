@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
+
 from gateway.store.base import (
     Closed,
     InboundOutcome,
@@ -18,6 +20,7 @@ from gateway.store.base import (
     SentMessage,
     Settled,
     Store,
+    StoreError,
 )
 from gateway.store.postgres import PostgresStore
 from tests.contract.helpers import HANOI, HQ, PARIS, T0, mid, put, record, states, steps
@@ -64,6 +67,33 @@ async def test_inbound_received_takes_the_oldest_within_a_byte_budget(store: Sto
     # The first always comes, even over the budget.
     assert [r.message_id for r in await store.inbound_received(limit=10, max_bytes=1)] == [mid(1)]
     assert await store.inbound_received(limit=0, max_bytes=100) == []
+
+
+def framed(head: bytes, rest: bytes) -> bytes:
+    """A stored copy: the 12-byte framing prefix ending with the head's length."""
+    return b"VALISE\x00\x01" + len(head).to_bytes(4, "big") + head + rest
+
+
+async def test_received_heads_pages_the_items_still_to_open_by_message_id(
+    store: Store,
+) -> None:
+    """The heads (prefix and head, not the segments) of what is still to open here, by
+    message id (trust/unopened.py scans them before a key is pruned)."""
+    for n in (3, 1, 2, 5):
+        await put(store, n, (), here=True, data=framed(b"<head %d/>" % n, b"segments" * 50))
+    await put(store, 4, (PARIS,), here=False)  # relayed only: not inbound
+    await put(store, 6, (), here=True, data=b"short")  # no whole prefix: the copy as it is
+    await store.inbound_set(mid(5), InState.AVAILABLE, reason="done", now=T0)
+    first = await store.received_heads(after="", limit=2)
+    assert first == [
+        (mid(1), framed(b"<head 1/>", b"")),
+        (mid(2), framed(b"<head 2/>", b"")),
+    ]
+    rest = await store.received_heads(after=first[-1][0], limit=2)
+    assert rest == [(mid(3), framed(b"<head 3/>", b"")), (mid(6), b"short")]
+    assert await store.received_heads(after=mid(6), limit=2) == []
+    with pytest.raises(StoreError, match="limit must not be negative"):
+        await store.received_heads(after="", limit=-1)
 
 
 def receipt(n: int, site: str) -> ReceiptRecord:

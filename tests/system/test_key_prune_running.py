@@ -7,11 +7,13 @@ running, the CLI prunes as before, escrows wrapped again first."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from gateway.demo.network import Network
 from gateway.site.running import gateway_running
-from tests.system.test_key_rotation import ENV, active, valise, wait_for
+from tests.system.test_key_rotation import ENV, active, send_one, valise, wait_for
+from tests.system.test_relay import _wait_receipts
 
 LEFT_TO_GATEWAY = "the running gateway deletes the private files"
 # check_seconds far longer than the test: the gateway takes the change up from its
@@ -55,3 +57,33 @@ def test_with_no_gateway_running_the_cli_prunes(tmp_path: Path) -> None:
         out = valise("keys", "revoke", old[:12], "--reason", "test", "--dir", str(paris))
         assert LEFT_TO_GATEWAY not in out.stdout, out.stdout
         assert not _private(paris, "encryption", old).exists()
+
+
+def test_with_no_gateway_running_the_cli_keeps_a_key_an_unopened_envelope_needs(
+    tmp_path: Path,
+) -> None:
+    """Review leftover (issue 10): M-PARIS took a document sealed to its encryption key
+    and was killed before opening it; ``keys revoke`` of that key with no gateway
+    running keeps the private file (else the document could never be opened), and the
+    gateway, started again, opens the document with it (the copy was taken before the
+    revocation: failing it would lose the message) and then deletes it."""
+    crash = {"M-PARIS": {"VALISE_RELAY_CRASH_AT": "hop-after-commit"}}
+    with Network(tmp_path, missions=("M-PARIS",), env=SLOW_CHECKS, site_env=crash) as net:
+        site = net.sites["M-PARIS"]
+        paris = site.directory
+        key = _rotated(paris)  # HQ's directory has it at once (--now, posted to HQ)
+        mid = asyncio.run(send_one(net.sites["HQ"].directory, "M-PARIS", "unopened"))
+        wait_for("M-PARIS to die after committing the hop", lambda: not site.running)
+        assert not (paris / "inbox" / mid).exists()
+        assert not gateway_running(paris)
+        out = valise("keys", "revoke", key[:12], "--reason", "test", "--dir", str(paris))
+        assert "are not opened yet" in out.stdout, out.stdout
+        assert _private(paris, "encryption", key).exists()
+        assert active(paris, "encryption") != key  # revoked and replaced all the same
+        site.start()  # the crash point fires once per folder
+        wait_for("the document opened", lambda: (paris / "inbox" / mid).is_dir())
+        assert not asyncio.run(_wait_receipts(net, "HQ", [mid], 30))  # and receipted
+        wait_for(
+            "the gateway to prune the revoked key's private file",
+            lambda: not _private(paris, "encryption", key).exists(),
+        )

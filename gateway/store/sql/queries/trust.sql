@@ -16,6 +16,14 @@ UPDATE envelopes SET stamp_pending = :no WHERE message_id = :message_id AND stam
 SELECT message_id, origin, received_from, doc_class, digest, substr(data, 1, /*_head_bytes*/)
 FROM envelopes WHERE /*_pending*/ ORDER BY accepted_at, message_id LIMIT :limit
 
+-- name: received_heads
+-- The heads of the inbound items still to open here, by message id after :after (a page
+-- of a scan: the key watcher and valise keys look for envelopes sealed to a key going).
+SELECT i.message_id, substr(data, 1, /*_head_bytes*/)
+FROM inbound i JOIN envelopes e ON e.message_id = i.message_id
+WHERE i.state = 'received' AND i.message_id > :after
+ORDER BY i.message_id LIMIT :limit
+
 -- name: head
 -- The first :n bytes of the stored copy (its prefix and head, envelope/framing.py).
 SELECT substr(data, 1, :n) FROM envelopes WHERE message_id = :message_id
