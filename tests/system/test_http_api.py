@@ -621,7 +621,7 @@ def edxml_doc(to: str, files: list[tuple[str, str, bytes]]) -> bytes:
     )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <e:edXMLEnvelope xmlns:e="{EDXML_NS}"><e:edXMLHeader><e:MessageHeader>
-<e:From><e:OrganId>000.00.00.G06</e:OrganId><e:OrganName>Bộ Ngoại giao</e:OrganName></e:From>
+<e:From><e:OrganId>M-PARIS</e:OrganId><e:OrganName>Bộ Ngoại giao</e:OrganName></e:From>
 <e:To><e:OrganId>{to}</e:OrganId><e:OrganName>Đại sứ quán</e:OrganName></e:To>
 <e:Code><e:CodeNumber>45</e:CodeNumber><e:CodeNotation>BNG-LS</e:CodeNotation></e:Code>
 <e:DocumentType><e:Type>1</e:Type></e:DocumentType>
@@ -663,7 +663,7 @@ async def test_edxml_round_trip_and_malformed_edxml(api: Api) -> None:
                 assert r.status == 200 and r.content_type == edxml.MEDIA_TYPE
                 back = edxml.parse_edxml(await r.read(), max_bytes=MAX_BODY * 2)
             assert [(a.name, a.media_type, a.data) for a in back.attachments] == files
-            assert back.sender == edxml.Party("000.00.00.G06", "Bộ Ngoại giao")
+            assert back.sender == edxml.Party("M-PARIS", "Bộ Ngoại giao")
             assert (back.code_number, back.code_notation, back.document_id) == (
                 "45",
                 "BNG-LS",

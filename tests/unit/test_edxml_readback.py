@@ -12,7 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.bridges import edxml
+from gateway.bridges.edxml.names import text
+from gateway.bridges.edxml.reader import cid_key
 from gateway.bridges.edxml.skeleton import load_header
+from tests.unit.edxml_support import check_layout
+from tests.unit.test_edxml_export import facts
 
 NS = edxml.NS
 
@@ -78,14 +82,20 @@ def test_two_references_with_one_content_id_are_refused() -> None:
 
 
 def test_a_reference_with_its_own_content_describes_that_content_only() -> None:
-    data = document(
+    same = document(
         reference("cid:1", "cover.txt", "application/zip", b"cover"),
         attachment("cid:1", "report.pdf", "application/pdf", b"%PDF-1.4"),
+    )
+    with pytest.raises(edxml.EdxmlError, match="two attachments have ContentId cid:1"):
+        edxml.parse_edxml(same, max_bytes=len(same))  # one ContentId, two contents (review 12c)
+    data = document(
+        reference("cid:1", "cover.txt", "application/zip", b"cover"),
+        attachment("cid:2", "report.pdf", "application/pdf", b"%PDF-1.4"),
     )
     doc = edxml.parse_edxml(data, max_bytes=len(data))
     assert sent_parts(doc) == [
         ("cid:1", "cover.txt", "application/zip", ("application/zip",)),
-        ("cid:1", "report.pdf", "application/pdf", ("application/pdf",)),
+        ("cid:2", "report.pdf", "application/pdf", ("application/pdf",)),
     ]
     assert read_parts(doc.header_xml) == sent_parts(doc)
 
@@ -138,6 +148,18 @@ def test_whatever_the_sender_accepts_the_receiver_reads_the_same(
     contents = [a.content or b"" for a in doc.attachments]
     zipped = tuple(i for i, a in enumerate(doc.attachments) if a.zipped)
     assert edxml.zipped_parts(doc.header_xml, contents) == zipped
+    # And its export has the real layout, every part named by a manifest Reference
+    # (review 12c F3), with the contents in order.
+    out = edxml.build_edxml(
+        doc.header_xml, facts(), [(a.name, a.media_type, a.content or b"") for a in doc.attachments]
+    )
+    root = check_layout(out)
+    named = {cid_key(text(r, "ContentId")) for r in root.iter(f"{{{edxml.NS}}}Reference")}
+    assert all(
+        cid_key(text(a, "ContentId")) in named for a in root.iter(f"{{{edxml.NS}}}Attachment")
+    )
+    back = edxml.parse_edxml(out, max_bytes=len(out))
+    assert [a.content for a in back.attachments] == [a.content for a in doc.attachments]
 
 
 # F5: the kept header is the tree written again; escapes can make it longer.

@@ -143,7 +143,15 @@ def test_sender_and_receiver_read_the_same_declared_parts(data: bytes) -> None:
 
 
 def test_a_part_not_zip_checked_at_submission_is_not_zipped_at_the_receiver() -> None:
-    doc = edxml.parse_edxml(UNCHECKED_ZIP, max_bytes=len(UNCHECKED_ZIP))
+    # Since review 12c the Reference's own content and the Attachment may not share a
+    # ContentId: refused at submission, nothing reaches a receiver.
+    with pytest.raises(edxml.EdxmlError, match="two attachments have ContentId"):
+        edxml.parse_edxml(UNCHECKED_ZIP, max_bytes=len(UNCHECKED_ZIP))
+    data = UNCHECKED_ZIP.replace(
+        b"<ContentId>cid:1</ContentId><AttachmentName>report",
+        b"<ContentId>cid:2</ContentId><AttachmentName>report",
+    )
+    doc = edxml.parse_edxml(data, max_bytes=len(data))
     sender = tuple(i for i, a in enumerate(doc.attachments) if a.zipped)
     receiver = edxml.zipped_parts(doc.header_xml, [a.content or b"" for a in doc.attachments])
     assert receiver == sender

@@ -7,12 +7,17 @@ Rules:
   AttachmentName, Description, ContentType and ``edXML:ContentTransferEncoded``
   (the prefix declared there again). No element declares a namespace twice, and no
   AttachmentEncoded stands in edXMLBody.
-- A kept header in that layout is written back as it is, each placeholder filled
-  with the base64 of the part in the same position. An older kept header (a bare
-  edXMLEnvelope, with or without an AttachmentEncoded in its body) is re-wrapped
-  into the real layout; each part keeps the ContentId of its own placeholder
-  (parts follow the content's document order, not the manifest's). Without one, a
-  header is made (made.py).
+- A kept header in that layout (:func:`in_real_layout`: the checks of the structural
+  test written from the real files, every Attachment named by a manifest Reference)
+  is written back as it is, each placeholder filled with the base64 of the part in
+  the same position. Any other kept header the reader accepted (an older bare
+  edXMLEnvelope; an edXML root with its AttachmentEncoded in the body, content in a
+  Reference, elements out of order or in other places, other prefixes or namespace
+  declarations: review 12c F3) is re-wrapped into the real layout: the envelope's
+  children moved into a new ``edXML:edXMLEnvelope``, every part in one
+  ``AttachmentEncoded`` beside it, keeping the ContentId and Description of its own
+  placeholder (parts follow the content's document order, not the manifest's), and
+  a manifest Reference for each. Without one, a header is made (made.py).
 - Base64 is written on one line, as the real files have it, streamed from each part:
   the output is the only whole copy (and :func:`write_edxml` holds none).
 """
@@ -31,7 +36,7 @@ from lxml import etree
 
 from gateway.bridges.edxml.errors import EdxmlError
 from gateway.bridges.edxml.made import Facts, made_root
-from gateway.bridges.edxml.names import CONTENT, NS, PREFIX, is_named, kid, kids, q, text
+from gateway.bridges.edxml.names import CONTENT, NS, PREFIX, is_named, kid, kids, local, q, text
 from gateway.bridges.edxml.reader import (
     cid_key,
     content_elements,
@@ -104,13 +109,17 @@ def _entries(
 
 
 def _kept_entries(
-    envelope: etree._Element, manifest: etree._Element, parts: Sequence[tuple[str, str]]
+    scope: etree._Element,
+    envelope: etree._Element,
+    manifest: etree._Element,
+    parts: Sequence[tuple[str, str]],
 ) -> list[tuple[str, str, str, str]] | None:
-    """For an old header that has placeholders: one Attachment entry per part, the
-    n-th part being the n-th placeholder (document order, not manifest order), with
-    the ContentId and Description its holder and Reference give it (the reader's
-    pairing). A part no Reference names gets one. None without placeholders."""
-    placeholders = content_elements(envelope)
+    """For a header re-wrapped that has placeholders (anywhere in ``scope``): one
+    Attachment entry per part, the n-th part being the n-th placeholder (document
+    order, not manifest order), with the ContentId and Description its holder and
+    Reference give it (the reader's pairing). A part no Reference names gets one.
+    None without placeholders."""
+    placeholders = content_elements(scope)
     if not placeholders:
         return None
     if len(placeholders) != len(parts):
@@ -137,20 +146,24 @@ def _kept_entries(
     return entries
 
 
-def _rewrap(envelope: etree._Element, parts: Sequence[tuple[str, str]]) -> etree._Element:
-    """An older bare edXMLEnvelope in the real layout (the envelope is moved). With
-    placeholders (an AttachmentEncoded in its body, or content in References), each
-    part keeps its own ContentId; without (as Valise wrote headers before), the
-    manifest References stand for the parts in order."""
+def _rewrap(
+    root: etree._Element, envelope: etree._Element, parts: Sequence[tuple[str, str]]
+) -> etree._Element:
+    """A kept header not in the real layout (``root``, an older bare edXMLEnvelope or an
+    edXML root holding ``envelope``) re-wrapped into it (the envelope's children are
+    moved; whatever else the old root held is left out). With placeholders (an
+    AttachmentEncoded anywhere, or content in References), each part keeps its own
+    ContentId; without (as Valise wrote headers before), the manifest References stand
+    for the parts in order."""
     manifest = _manifest(envelope)
-    kept = _kept_entries(envelope, manifest, parts)
+    kept = _kept_entries(root, envelope, manifest, parts)
     old: dict[str, etree._Element] = {}
-    for encoded in [el for el in envelope.iter() if is_named(el, "AttachmentEncoded")]:
+    for encoded in [el for el in root.iter() if is_named(el, "AttachmentEncoded")]:
         for att in kids(encoded, "Attachment"):
             old[cid_key(text(att, "ContentId"))] = att
         parent = encoded.getparent()
-        assert parent is not None
-        parent.remove(encoded)
+        if parent is not None:
+            parent.remove(encoded)
     for el in content_elements(envelope):
         parent = el.getparent()
         assert parent is not None
@@ -181,14 +194,62 @@ def layout(
         return root
     root = load_header(header_xml)
     envelope = envelope_of(root)
-    if root is envelope:
-        return _rewrap(envelope, parts)
+    if not in_real_layout(root, envelope):
+        return _rewrap(root, envelope, parts)
     placeholders = content_elements(root)
     if len(placeholders) != len(parts):
         raise EdxmlError(
             f"the kept edXML header has {len(placeholders)} attachments, {len(parts)} given"
         )
     return root
+
+
+ATTACHMENT_ORDER = ("ContentId", "AttachmentName", "Description", "ContentType", CONTENT)
+REFERENCE_ORDER = ("ContentId", "ContentType", "Description", "AttachmentName")
+
+
+def _in_order(names: Sequence[str], order: Sequence[str]) -> bool:
+    """``names`` appear in ``order``'s order (each at most once), none other."""
+    it = iter(order)
+    return all(any(n == o for o in it) for n in names)
+
+
+def _names(el: etree._Element) -> list[str]:
+    return [local(c) for c in el if isinstance(c.tag, str)]
+
+
+def in_real_layout(root: etree._Element, envelope: etree._Element) -> bool:
+    """Whether a kept header is in the real files' layout (module rules), as the
+    structural test written from them checks it, and names every attachment in its
+    manifest (the iOffice parser builds its list from the References)."""
+    if root.tag != q("edXML") or root.prefix is not None or dict(root.nsmap) != {None: NS}:
+        return False
+    children = [c for c in root if isinstance(c.tag, str)]
+    if children[:1] != [envelope] or envelope.prefix != PREFIX or len(children) > 2:
+        return False
+    if any(is_named(el, "AttachmentEncoded") for el in envelope.iter()):
+        return False
+    if content_elements(envelope):  # content in a Reference
+        return False
+    encoded = children[1] if len(children) == 2 else None
+    if encoded is not None and (encoded.tag != q("AttachmentEncoded") or encoded.prefix):
+        return False
+    placeholders = content_elements(root)
+    for att in [] if encoded is None else list(encoded):
+        if not isinstance(att.tag, str):
+            continue
+        names = _names(att)
+        if att.tag != q("Attachment") or att.prefix or not names or names[-1] != CONTENT:
+            return False
+        if not _in_order(names, ATTACHMENT_ORDER):
+            return False
+        content = att[-1]
+        if content.tag != q(CONTENT) or content.prefix != PREFIX or PREFIX in att.nsmap:
+            return False  # edXML:ContentTransferEncoded declares its prefix itself
+    if any(ref is None for ref in pair_references(envelope, placeholders)):
+        return False
+    manifest = kid(envelope, "edXMLBody", "edXMLManifest")
+    return all(_in_order(_names(ref), REFERENCE_ORDER) for ref in kids(manifest, "Reference"))
 
 
 def _write_base64(out: BinaryIO, source: Path | bytes) -> None:

@@ -253,10 +253,20 @@ def _attachments(
     file_of = dict(zip(contents, files, strict=True))
     _check_content_ids(root, envelope, file_of)
     refs = pair_references(envelope, contents)
-    out = []
-    for n, (el, ref) in enumerate(zip(contents, refs, strict=True), start=1):
-        out.append(_attachment(describe(el.getparent(), ref, n), file_of[el], keep_data))
-    return tuple(out)
+    declared = [
+        describe(el.getparent(), ref, n)
+        for n, (el, ref) in enumerate(zip(contents, refs, strict=True), start=1)
+    ]
+    # One ContentId per attachment, wherever its content stands (a Reference's own and
+    # an Attachment's could share one): the export names each by it (review 12c).
+    seen: set[str] = set()
+    for d in declared:
+        if cid_key(d.content_id) in seen:
+            raise EdxmlError(f"two attachments have ContentId {d.content_id}")
+        seen.add(cid_key(d.content_id))
+    return tuple(
+        _attachment(d, file_of[el], keep_data) for d, el in zip(declared, contents, strict=True)
+    )
 
 
 def _check_content_ids(

@@ -47,6 +47,7 @@ ERROR_CODES: dict[str, str] = {
     "unsupported_media_type": "the body's media type is not accepted here",
     "unknown_site": "a destination is not a site of the directory",
     "unknown_organ": "an edXML To/OrganId (or ResponseFor/OrganId) is served by no site",
+    "sender_organ": "an edXML From/OrganId is not an organ the submitting site serves",
     "unsafe_attachment": "an attachment's ZIP would unpack past the limits (a ZIP bomb)",
     "invalid_metadata": "a metadata value is not acceptable",
     "no_documents": "the submission has no document part",

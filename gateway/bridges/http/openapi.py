@@ -32,7 +32,7 @@ _STATUS_TEXT = {
     409: "Idempotency-Key reused for another request, or a circular's single receipt asked",
     413: "Body over [http] max_body_bytes",
     415: "Content-Encoding or media type not accepted",
-    422: "Metadata not acceptable (unknown_site, unknown_organ, unsafe_attachment,"
+    422: "Metadata not acceptable (unknown_site, unknown_organ, sender_organ, unsafe_attachment,"
     " invalid_metadata, no_documents)",
     503: "Store unavailable",
 }

@@ -353,9 +353,11 @@ async def stage_edxml(request: web.Request, stager: Stager) -> Staged:
                 await asyncio.to_thread(edxml.check_zip, a.path)
             except edxml.ZipBombError as exc:
                 raise ApiError(422, "unsafe_attachment", f"attachment {a.name}: {exc}") from None
+    to = _edxml_destinations(request, doc, ctx.directory)
+    _check_sender_organ(doc, ctx.directory, ctx.here)
     now = datetime.now(UTC)
     meta: dict[str, Any] = {
-        "to": _edxml_destinations(request, doc, ctx.directory),
+        "to": to,
         "class": edxml.doc_class(doc),
         "priority": edxml.priority(doc),
     }
@@ -377,6 +379,22 @@ async def stage_edxml(request: web.Request, stager: Stager) -> Staged:
         await stager.write_bytes(edxml.HEADER_PART_NAME, edxml.HEADER_MEDIA_TYPE, doc.header_xml)
     )
     return staged
+
+
+def _check_sender_organ(doc: edxml.EdxmlDocument, directory: Directory, here: str) -> None:
+    """The header's From/OrganId is an organ this site serves (or its site id): the
+    header is sealed and exported as sent, and the receiving system reads the sender
+    there, so an integrator may not speak for another site's organ or for none (review
+    12c F1). 422 naming it otherwise."""
+    organ = doc.sender.organ_id
+    if organ == here or directory.site_for_organ(organ) == here:
+        return
+    raise ApiError(
+        422,
+        "sender_organ",
+        f"From/OrganId {_printable(organ)} is not an organ this site ({here}) serves;"
+        " HQ lists a site's organs with 'valise organ add'",
+    )
 
 
 def _edxml_destinations(
