@@ -236,7 +236,12 @@ class Couriers:
             await self.ctx.store.hold(c.message_id, now=now, reason=f"{reason} ({peer})")
             return
         why = f"refused by {peer}: {reason}"
-        closed = await self.ctx.store.fail(c.message_id, peer, reason=why, now=now)
+        # Only while this try's lease holds: the origin's re-sealed copy may have taken
+        # the row's place meanwhile (review 10c F1: the refusal of the old copy failed
+        # the new one, which was then never sent).
+        closed = await self.ctx.store.fail(
+            c.message_id, peer, reason=why, now=now, owner=self.owner
+        )
         if closed is not None:
             await emit_closed(self.events, self.ctx.store, closed, now)
 

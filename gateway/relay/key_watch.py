@@ -84,6 +84,7 @@ class KeyWatcher:
         self._receipts = ReceiptSweep()  # receipts relayed to a site whose key is revoked
         self._reseal_again = False  # a re-seal found its delivery being sent: try again
         self._prune_waiting = False  # a prune waits for envelopes to be opened first
+        self._kept_said: set[str] = set()  # the keys key_files_kept was logged for
 
     def _ring_stamp(self) -> tuple[int, int] | None:
         try:
@@ -170,6 +171,16 @@ class KeyWatcher:
             if await sealed_to(self.ctx.store, self.ctx.here, going):
                 # Received here sealed to a key going: opened first (local delivery opens
                 # it with the kept file: opening.py); looked at again every files poll.
+                # Said once per set of keys (valise doctor shows it too: keys kept).
+                if going != self._kept_said:
+                    self._kept_said = going
+                    logjson.event(
+                        log,
+                        logging.WARNING,
+                        "key_files_kept",
+                        keys=sorted(going),
+                        reason="envelopes received sealed to them are not opened yet",
+                    )
                 self._prune_waiting = True
                 return
             await self.ops.prune(self.ctx.directory, out)

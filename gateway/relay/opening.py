@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from crypto.keys import VerifyKey
 from envelope.errors import EnvelopeError
 from envelope.head import ParsedHead
 from envelope.model import PartInfo, RoutingHeader, SealedHeader
@@ -32,7 +33,7 @@ from gateway.site.keystore import KeyNotHeld, KeyStoreError, SiteKeys
 from gateway.store.base import (
     EnvelopeRecord,
 )
-from routing.directory import USABLE, Directory, DirectoryError
+from routing.directory import USABLE, Directory, DirectoryError, SiteEntry
 
 
 @dataclass
@@ -106,6 +107,13 @@ def _open_one(
         origin = directory.site(record.origin)
         signer = origin.verify_keys().get(parsed.head.signature_key_id)
         if signer is None:
+            # Revoked or retired since this copy was taken: the hop verified it then with
+            # a key our directory accepted (relay/hop.py), so it is checked with that key
+            # while the directory still lists it. Failing it would lose the message: the
+            # origin's re-signed copy would be a duplicate here (review 10c F2; the same
+            # window as our own encryption key's below).
+            signer = _listed_signing_key(origin, parsed.head.signature_key_id)
+        if signer is None:
             refusal = origin.refusal(parsed.head.signature_key_id)
             raise EnvelopeError(f"origin signature refused: {refusal}")
         key_id = _stanza_key(parsed, ctx.here)
@@ -148,6 +156,12 @@ def _open_one(
         return Opened(record, r, sealed, folder, reply=reply)
     except Exception as exc:  # one bad envelope must not stop the batch
         return Opened(record, error=exc)
+
+
+def _listed_signing_key(origin: SiteEntry, key_id: str) -> VerifyKey | None:
+    """The origin's signing key ``key_id`` in any state the directory lists it with
+    (for a copy taken before it became unusable: _open_one)."""
+    return next((k for k, _ in origin.signing if k.key_id == key_id), None)
 
 
 def _usable_encryption_key(directory: Directory, here: str, key_id: str) -> bool:

@@ -62,9 +62,11 @@ SIGNATURE_REFUSED = "origin signature refused"
 async def resign_refused(ctx: SiteContext, *, now: datetime, every: bool) -> list[ResealResult]:
     """Sign again, with our current signing key once it is published, what this site
     signed with a key of its own no longer accepted: the messages a peer refused for
-    that (failed), and with ``every`` each one still to send as well. Messages also
-    sealed to a revoked encryption key are :func:`reseal_revoked`'s. For the key
-    watcher (gateway/relay/key_watch.py)."""
+    that (failed), and with ``every`` each one still to send as well. One also sealed
+    to a key no longer accepted is sealed again too (re-sealing signs anew), once every
+    destination has an active encryption key: failed for its signature, it is no
+    :func:`reseal_revoked` candidate (its destination is closed), and was left failed
+    (review 10c F3). For the key watcher (gateway/relay/key_watch.py)."""
     if not signing_key_published(ctx):
         return []
     pending = (*REQUEUE, OutState.QUEUED.value)
@@ -85,8 +87,12 @@ async def resign_refused(ctx: SiteContext, *, now: datetime, every: bool) -> lis
         if parsed is None:
             continue
         wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
-        if stale_signature(ctx, parsed) is None or stale_stanzas(ctx.directory, wraps):
+        if stale_signature(ctx, parsed) is None:
             continue
+        if stale_stanzas(ctx.directory, wraps) and not all(
+            has_active_key(ctx.directory, d) for d in parsed.head.routing.destinations
+        ):
+            continue  # a destination's new key is not published yet: a later round
         results.append(await reseal_message(ctx, mid, now=now))
     return results
 

@@ -56,6 +56,7 @@ from gateway.service.doctor_checks import (
     smtp_auth_check,
     store_durability_checks,
 )
+from gateway.service.doctor_kept_keys import kept_keys_check
 from gateway.service.doctor_queue import queue_checks
 from gateway.site.connector import PinnedConnector
 from gateway.site.context import TlsMaterial, load_directory, open_store, read_trust
@@ -294,6 +295,7 @@ async def store_checks(
         queue = await asyncio.wait_for(
             queue_checks(store, config, directory, now or datetime.now(UTC)), STORE_TIMEOUT_S
         )
+        kept = await asyncio.wait_for(kept_keys_check(store, config), STORE_TIMEOUT_S)
     except Exception as exc:
         return [Check("store reachable", Status.FAIL, f"{where}: {_describe(exc)}")]
     finally:
@@ -303,6 +305,7 @@ async def store_checks(
         *store_durability_checks(durability),
         audit_tokens_check(*untimed),
         *queue,
+        kept,
     ]
 
 

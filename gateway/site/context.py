@@ -215,12 +215,36 @@ def held_key(config: SiteConfig, key_id: str) -> DecryptionKey:
     """The private key of our encryption key ``key_id``, retired or revoked (no longer in
     SiteKeys), while its file is still in the ring: an envelope taken here before the
     change opens with it (gateway/relay/opening.py; the file is kept until nothing
-    received needs it, gateway/trust/unopened.py). KeyStoreError once it is gone."""
+    received needs it, gateway/trust/unopened.py). KeyStoreError once it is gone.
+
+    Kept in memory by the file's identity (a few keys): a passphrase-protected file
+    costs an scrypt run to read, and a document whose hand-off is deferred is opened
+    again at every retry (review 10c F4)."""
     ring = load_ring(config.keys_dir, config.key_passphrase)
     k = ring.find(key_id)
-    if k is None or k.kind != "encryption" or not ring.path(k).exists():
+    path = ring.path(k) if k is not None and k.kind == "encryption" else None
+    try:
+        st = path.stat() if path is not None else None
+    except FileNotFoundError:
+        st = None
+    if path is None or st is None:
         raise KeyStoreError(f"the private file of encryption key {key_id} is gone")
-    return decryption_key(ring, k)
+    assert k is not None
+    stamp = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+    with _HELD_LOCK:
+        if (cached := _HELD.get(stamp)) is not None:
+            return cached
+    key = decryption_key(ring, k)
+    with _HELD_LOCK:
+        _HELD[stamp] = key
+        while len(_HELD) > HELD_KEYS:
+            del _HELD[next(iter(_HELD))]
+    return key
+
+
+HELD_KEYS = 8
+_HELD: dict[tuple[str, int, int, int], DecryptionKey] = {}
+_HELD_LOCK = threading.Lock()  # held_key runs on local delivery's worker threads
 
 
 KEYS_CHANGING_ATTEMPTS = 5

@@ -290,10 +290,18 @@ class MemoryStore(
         await self._write(tx)
 
     async def fail(
-        self, message_id: str, peer: str | None, *, reason: str, now: datetime
+        self,
+        message_id: str,
+        peer: str | None,
+        *,
+        reason: str,
+        now: datetime,
+        owner: str | None = None,
     ) -> Closed | None:
         at = utc(now)
-        return await self._write(lambda t: fail_undelivered(t, message_id, peer, reason, at))
+        return await self._write(
+            lambda t: fail_undelivered(t, message_id, peer, reason, at, owner=owner)
+        )
 
     async def expire(self, *, now: datetime) -> list[Closed]:
         at = utc(now)

@@ -93,7 +93,13 @@ def accept_one(
 
 
 def fail_undelivered(
-    t: Tables, message_id: str, peer: str | None, reason: str, at: datetime
+    t: Tables,
+    message_id: str,
+    peer: str | None,
+    reason: str,
+    at: datetime,
+    *,
+    owner: str | None = None,
 ) -> Closed | None:
     """Fail the message's undelivered deliveries (to ``peer``, or all) and close its open
     destinations through ``peer`` (or all of them). None if nothing changed. Raises
@@ -103,9 +109,13 @@ def fail_undelivered(
     moved = []
     for p, d in t.deliveries_of(message_id):
         if d.state in UNDELIVERED and (peer is None or p == peer):
+            if owner is not None and (d.state != OutState.SENDING.value or d.lease_owner != owner):
+                continue
             d.state, d.lease_owner, d.lease_until = OutState.FAILED.value, None, None
             d.last_reason, d.updated_at = reason, at
             moved.append(p)
+    if owner is not None and not moved:
+        return None  # the try's answer came too late: the copy was replaced meanwhile
     for p in moved:
         add_history(t, message_id, p, OutState.FAILED.value, reason, at)
     closed = close_open(t, message_id, hops=None if peer is None else [peer], reason=reason, at=at)

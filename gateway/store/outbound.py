@@ -29,11 +29,18 @@ from gateway.store.rows import add_histories, add_history, exists, lock_messages
 
 
 async def fail_undelivered(
-    c: Conn, message_id: str, peer: str | None, reason: str, at: datetime
+    c: Conn,
+    message_id: str,
+    peer: str | None,
+    reason: str,
+    at: datetime,
+    *,
+    owner: str | None = None,
 ) -> Closed | None:
     """Fail the message's undelivered deliveries (to ``peer``, or all) and close its open
-    destinations through ``peer`` (or all of them). None if nothing changed. Raises
-    StoreError for an unknown message."""
+    destinations through ``peer`` (or all of them). With ``owner``, only a delivery still
+    ``sending`` under that lease, and nothing else if there is none. None if nothing
+    changed. Raises StoreError for an unknown message."""
     if not await lock_messages(c, [message_id]):  # the envelope row first (rows.py)
         raise StoreError(f"unknown message {message_id}")
     rows = await c.fetch(
@@ -44,8 +51,12 @@ async def fail_undelivered(
         undelivered=list(UNDELIVERED),
         all_peers=peer is None,
         peer=peer,
+        any_owner=owner is None,
+        owner=owner,
     )
     failed = sorted(r[0] for r in rows)
+    if owner is not None and not failed:
+        return None  # the try's answer came too late: the copy was replaced meanwhile
     await add_histories(c, message_id, failed, OutState.FAILED.value, reason, at)
     closed = await close_open(
         c, message_id, hops=None if peer is None else [peer], reason=reason, at=at
@@ -181,12 +192,18 @@ class Outbound(OnDriver):
         await self._db.transaction(tx)
 
     async def fail(
-        self, message_id: str, peer: str | None, *, reason: str, now: datetime
+        self,
+        message_id: str,
+        peer: str | None,
+        *,
+        reason: str,
+        now: datetime,
+        owner: str | None = None,
     ) -> Closed | None:
         at = aware(now)
 
         async def tx(c: Conn) -> Closed | None:
-            return await fail_undelivered(c, message_id, peer, reason, at)
+            return await fail_undelivered(c, message_id, peer, reason, at, owner=owner)
 
         return await self._db.transaction(tx)
 

@@ -110,11 +110,19 @@ class OutboundStore(Protocol):
     ) -> None: ...
 
     async def fail(
-        self, message_id: str, peer: str | None, *, reason: str, now: datetime
+        self,
+        message_id: str,
+        peer: str | None,
+        *,
+        reason: str,
+        now: datetime,
+        owner: str | None = None,
     ) -> Closed | None:
         """Mark the delivery (or, with peer None, every delivery of the message) failed,
         and close the open destinations routed through it (peer None: all of them).
-        None if nothing changed. Raises StoreError for an unknown message."""
+        ``owner``: a courier's answer for its try, which counts only while the delivery
+        is still ``sending`` under its lease (not after the copy was replaced meanwhile:
+        review 10c F1). None if nothing changed. Raises StoreError for an unknown message."""
         ...
 
     async def expire(self, *, now: datetime) -> list[Closed]:

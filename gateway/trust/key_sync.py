@@ -196,7 +196,8 @@ class KeySync:
             if gateway_running(self.config.directory):
                 out.add(
                     "the running gateway deletes the private files of keys no longer"
-                    " usable once it has loaded the new keys"
+                    " usable once it has loaded the new keys (and, for an encryption key,"
+                    " opened what it received sealed to it: valise doctor, keys kept)"
                 )
             else:
                 await self.prune(new, out)

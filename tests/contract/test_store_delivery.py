@@ -186,6 +186,27 @@ async def test_forwarded_records_acknowledged_receipts_in_the_same_call(store: S
     assert await store.receipt(mid(2)) == b"ack-json"
 
 
+async def test_a_courier_fails_only_its_own_try(store: Store) -> None:
+    """fail(owner=...) is a courier's answer for its try: it counts only while the
+    delivery is still sending under that lease (review 10c F1: the refusal of an old
+    copy failed the origin's re-sealed copy that had taken the row meanwhile)."""
+    await put(store, 1, (PARIS, HANOI))
+    await store.claim(peer=PARIS, owner="a", limit=5, lease_seconds=60, now=T0)
+    assert await store.fail(mid(1), PARIS, reason="x", now=T0, owner="b") is None
+    assert await states(store, mid(1)) == {PARIS: "sending", HANOI: "queued"}
+    # HANOI's row is not sending: not this courier's either.
+    assert await store.fail(mid(1), HANOI, reason="x", now=T0, owner="a") is None
+    await store.defer(
+        mid(1), PARIS, owner="a", reason="later", next_attempt=T0, now=T0
+    )  # the row moved on (as a re-sealed copy requeues it)
+    assert await store.fail(mid(1), PARIS, reason="x", now=T0, owner="a") is None
+    assert await states(store, mid(1)) == {PARIS: "deferred", HANOI: "queued"}
+    await store.claim(peer=PARIS, owner="a", limit=5, lease_seconds=60, now=T0)
+    assert await store.fail(mid(1), PARIS, reason="refused", now=T0, owner="a") is not None
+    assert await states(store, mid(1)) == {PARIS: "failed", HANOI: "queued"}
+    assert steps(await store.history(mid(1)))[-1] == (PARIS, "failed", "refused")
+
+
 async def test_forwarded_skips_a_receipt_proof_for_a_message_not_stored_here(
     store: Store,
 ) -> None:

@@ -97,7 +97,9 @@ def test_two_destinations_one_down(world: World) -> None:
     assert line == f"{x}  partially delivered (1 of 2); outstanding: M-HANOI (forwarded)"
 
     hq = by_site(status(world, "HQ", x))
-    assert hq["M-HANOI"]["state"] == "deferred"
+    # Still not delivered, and why: HQ's courier may be between two tries by now
+    # (deferred, queued again when its time comes, sending: CI saw 'queued' under load).
+    assert hq["M-HANOI"]["state"] in ("deferred", "queued", "sending")
     assert hq["M-HANOI"]["reason"], "HQ says why M-HANOI is deferred"
     assert hq["HQ"]["state"] == "delivered"
 

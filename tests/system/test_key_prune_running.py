@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gateway.demo.network import Network
 from gateway.site.running import gateway_running
+from tests.support.cli import valise as run_valise
 from tests.system.test_key_rotation import ENV, active, send_one, valise, wait_for
 from tests.system.test_relay import _wait_receipts
 
@@ -80,6 +81,9 @@ def test_with_no_gateway_running_the_cli_keeps_a_key_an_unopened_envelope_needs(
         assert "are not opened yet" in out.stdout, out.stdout
         assert _private(paris, "encryption", key).exists()
         assert active(paris, "encryption") != key  # revoked and replaced all the same
+        doctor = run_valise("doctor", "--dir", paris).stdout  # the operator sees why
+        assert "keys kept" in doctor and key in doctor, doctor
+        assert "not opened yet" in doctor, doctor
         site.start()  # the crash point fires once per folder
         wait_for("the document opened", lambda: (paris / "inbox" / mid).is_dir())
         assert not asyncio.run(_wait_receipts(net, "HQ", [mid], 30))  # and receipted
@@ -87,3 +91,5 @@ def test_with_no_gateway_running_the_cli_keeps_a_key_an_unopened_envelope_needs(
             "the gateway to prune the revoked key's private file",
             lambda: not _private(paris, "encryption", key).exists(),
         )
+        doctor = run_valise("doctor", "--dir", paris).stdout
+        assert "no private file of a revoked or retired key" in doctor, doctor

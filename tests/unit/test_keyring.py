@@ -24,6 +24,7 @@ from gateway.site.keyring import (
     KeyRing,
     RingKey,
     add_key,
+    decryption_key,
     generate_key,
     load_ring,
     prune,
@@ -356,3 +357,39 @@ def test_a_damaged_ring_is_refused(folder: Path, damage: str) -> None:
 def test_no_keys_at_all(tmp_path: Path) -> None:
     with pytest.raises(KeyStoreError, match="no key ring"):
         load_ring(tmp_path)
+
+
+def test_a_revoked_key_still_held_opens_and_is_read_once(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """held_key (review 10c F2/F4): the private key of an own encryption key revoked
+    since an envelope was taken, while its file is kept; read once, not at every
+    envelope (a passphrase-protected file costs an scrypt run); gone with its file."""
+    from types import SimpleNamespace
+
+    from gateway.site import context
+
+    ring = load_ring(folder)
+    old = ring.active("encryption")
+    nxt = generate_key(ring, "encryption", now=NOW)
+    activate(ring, nxt.id, now=NOW, overlap=OVERLAP)
+    revoke(ring, old.id, now=NOW, reason="test")
+    save_ring(ring)
+    config = SimpleNamespace(keys_dir=folder, key_passphrase=None)
+    reads: list[str] = []
+    real = decryption_key
+
+    def counting(r: KeyRing, k: object) -> object:
+        reads.append(getattr(k, "id", ""))
+        return real(r, k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(context, "decryption_key", counting)
+    first = context.held_key(config, old.id)  # type: ignore[arg-type]
+    assert first.key_id == old.id
+    assert context.held_key(config, old.id) is first  # type: ignore[arg-type]
+    assert reads == [old.id]
+    ring.path(ring.get(old.id)).unlink()
+    with pytest.raises(KeyStoreError, match="is gone"):
+        context.held_key(config, old.id)  # type: ignore[arg-type]
+    with pytest.raises(KeyStoreError, match="is gone"):
+        context.held_key(config, "ab" * 16)  # type: ignore[arg-type]

@@ -44,6 +44,7 @@ UPDATE deliveries SET state = 'failed', lease_owner = NULL, lease_until = NULL,
     last_reason = :reason, updated_at = :at
 WHERE message_id = :message_id AND state = ANY(:undelivered)
   AND (:all_peers OR peer = :peer)
+  AND (:any_owner OR (state = 'sending' AND lease_owner = :owner))
 RETURNING peer
 
 -- name: expire
