@@ -1,11 +1,13 @@
-"""adv10c finding: a document taken at its destination (hop committed) before its
+"""Review 10c (adversarial, live network), F1 and F2; both failed before 4a5af2a.
+
+F2: a document taken at its destination (hop committed) before its
 origin's signing key was revoked is failed there when it is opened ('origin signature
 refused: signing key ... is revoked') -- the same loss c035a1d fixed for the
 destination's own encryption key, on the other key. The origin re-signs it, but the
 re-signed copy is a duplicate at the destination: the document is lost, the origin
 shows it 'forwarded' for ever, no receipt.
 
-Seen first in a live drill (tests/adv10c/test_drill_b2b.py: both missions paused,
+Seen first in the reviewer's live drill (a variant of test_key_drill: both missions paused,
 both revoked at HQ; 3 documents M-HANOI -> M-PARIS and 1 receipt lost). Made
 deterministic here with the kill -9 point hop-after-commit at M-PARIS."""
 
@@ -31,17 +33,25 @@ def test_a_document_taken_before_its_origins_signing_key_was_revoked_is_delivere
         hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
         valise("keys", "rotate", "--kind", "signing", "--now", "--dir", str(hanoi.directory))
         signing = active(hanoi.directory, "signing")
-        wait_for("HQ to list M-HANOI's new signing key",
-                 lambda: signing in published(hq.directory, "M-HANOI", "signing"))
+        wait_for(
+            "HQ to list M-HANOI's new signing key",
+            lambda: signing in published(hq.directory, "M-HANOI", "signing"),
+        )
         mid = asyncio.run(send_one(hanoi.directory, "M-PARIS", "taken-then-revoked"))
         wait_for("M-PARIS to die after committing the hop", lambda: not paris.running)
         valise("keys", "revoke", signing, "--reason", "adv10c", "--dir", str(hq.directory))
-        wait_for("M-HANOI's signing key replaced",
-                 lambda: published(hq.directory, "M-HANOI", "signing") - {signing} != set()
-                 and signing in published(hq.directory, "M-HANOI", "signing", KeyState.REVOKED))
+        wait_for(
+            "M-HANOI's signing key replaced",
+            lambda: (
+                published(hq.directory, "M-HANOI", "signing") - {signing} != set()
+                and signing in published(hq.directory, "M-HANOI", "signing", KeyState.REVOKED)
+            ),
+        )
         paris.start()
         missing = asyncio.run(_wait_receipts(net, "M-HANOI", [mid], 60))
-        rows = {s: [r for r in queue_rows(net.sites[s].directory) if r["id"] == mid] for s in net.sites}
+        rows = {
+            s: [r for r in queue_rows(net.sites[s].directory) if r["id"] == mid] for s in net.sites
+        }
         history = valise("queue", "show", mid, "--dir", str(paris.directory)).stdout
         print(rows, history, sep="\n")
         assert "undeliverable" not in history, history
@@ -64,18 +74,24 @@ def test_paused_destination_resumed_after_its_peers_signing_key_was_revoked(
         hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
         valise("keys", "rotate", "--kind", "signing", "--now", "--dir", str(hanoi.directory))
         signing = active(hanoi.directory, "signing")
-        wait_for("HQ to list M-HANOI's new signing key",
-                 lambda: signing in published(hq.directory, "M-HANOI", "signing"))
+        wait_for(
+            "HQ to list M-HANOI's new signing key",
+            lambda: signing in published(hq.directory, "M-HANOI", "signing"),
+        )
         signal_site(paris, signal.SIGSTOP)
         try:
-            ids = [asyncio.run(send_one(hanoi.directory, "M-PARIS", f"paused-{i}")) for i in range(4)]
+            ids = [
+                asyncio.run(send_one(hanoi.directory, "M-PARIS", f"paused-{i}")) for i in range(4)
+            ]
             time.sleep(1.0)  # HQ takes them and posts them to the paused M-PARIS
             valise("keys", "revoke", signing, "--reason", "adv10c", "--dir", str(hq.directory))
             time.sleep(1.0)
         finally:
             signal_site(paris, signal.SIGCONT)
         missing = asyncio.run(_wait_receipts(net, "M-HANOI", ids, 60))
-        failed_hq = [r for r in queue_rows(hq.directory) if r["id"] in ids and r["state"] == "failed"]
+        failed_hq = [
+            r for r in queue_rows(hq.directory) if r["id"] in ids and r["state"] == "failed"
+        ]
         shown = valise("queue", "show", ids[0], "--dir", str(hq.directory)).stdout
         print(shown)
         assert not failed_hq, (
@@ -103,13 +119,17 @@ def test_taken_before_the_revocation_opened_after_the_directory_shows_it(
         hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
         valise("keys", "rotate", "--kind", "signing", "--now", "--dir", str(hanoi.directory))
         signing = active(hanoi.directory, "signing")
-        wait_for("HQ to list M-HANOI's new signing key",
-                 lambda: signing in published(hq.directory, "M-HANOI", "signing"))
+        wait_for(
+            "HQ to list M-HANOI's new signing key",
+            lambda: signing in published(hq.directory, "M-HANOI", "signing"),
+        )
         mid = asyncio.run(send_one(hanoi.directory, "M-PARIS", "taken-then-revoked"))
         wait_for("M-PARIS to die after committing the hop", lambda: not paris.running)
         valise("keys", "revoke", signing, "--reason", "adv10c", "--dir", str(hq.directory))
-        wait_for("M-HANOI's signing key replaced at HQ",
-                 lambda: published(hq.directory, "M-HANOI", "signing") - {signing} != set())
+        wait_for(
+            "M-HANOI's signing key replaced at HQ",
+            lambda: published(hq.directory, "M-HANOI", "signing") - {signing} != set(),
+        )
         time.sleep(2)
         shutil.copy(hq.directory / "directory.xml", paris.directory / "directory.xml")
         paris.start()
@@ -118,5 +138,7 @@ def test_taken_before_the_revocation_opened_after_the_directory_shows_it(
         at_hq = valise("queue", "show", mid, "--dir", str(hq.directory)).stdout
         at_origin = valise("queue", "show", mid, "--dir", str(hanoi.directory)).stdout
         print(history, at_hq, at_origin, sep="\n")
-        assert not missing, f"no receipt at M-HANOI\nM-PARIS: {history}\nHQ: {at_hq}\nM-HANOI: {at_origin}"
+        assert not missing, (
+            f"no receipt at M-HANOI\nM-PARIS: {history}\nHQ: {at_hq}\nM-HANOI: {at_origin}"
+        )
         asyncio.run(_check_exactly_once(net, "M-PARIS", [mid]))
