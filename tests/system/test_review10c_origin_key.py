@@ -14,7 +14,9 @@ deterministic here with the kill -9 point hop-after-commit at M-PARIS."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.demo.network import Network
@@ -25,9 +27,11 @@ from tests.system.test_relay import _check_exactly_once, _wait_receipts
 from tests.system.test_revocation_losses import queue_rows
 
 
-def test_a_document_taken_before_its_origins_signing_key_was_revoked_is_delivered(
-    tmp_path: Path,
-) -> None:
+@contextlib.contextmanager
+def _taken_then_revoked(tmp_path: Path) -> Iterator[tuple[Network, str, str]]:
+    """M-PARIS commits the hop of a document from M-HANOI and is killed right after
+    (hop-after-commit); then HQ revokes the signing key M-HANOI signed it with. Yields
+    the network, the message id and that key."""
     crash = {"M-PARIS": {"VALISE_RELAY_CRASH_AT": "hop-after-commit"}}
     with Network(tmp_path, missions=("M-PARIS", "M-HANOI"), env=ENV, site_env=crash) as net:
         hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
@@ -40,6 +44,14 @@ def test_a_document_taken_before_its_origins_signing_key_was_revoked_is_delivere
         mid = asyncio.run(send_one(hanoi.directory, "M-PARIS", "taken-then-revoked"))
         wait_for("M-PARIS to die after committing the hop", lambda: not paris.running)
         valise("keys", "revoke", signing, "--reason", "adv10c", "--dir", str(hq.directory))
+        yield net, mid, signing
+
+
+def test_a_document_taken_before_its_origins_signing_key_was_revoked_is_delivered(
+    tmp_path: Path,
+) -> None:
+    with _taken_then_revoked(tmp_path) as (net, mid, signing):
+        hq, paris = net.sites["HQ"], net.sites["M-PARIS"]
         wait_for(
             "M-HANOI's signing key replaced",
             lambda: (
@@ -114,18 +126,8 @@ def test_taken_before_the_revocation_opened_after_the_directory_shows_it(
     signature refused', no receipt, the origin shows 'forwarded' for ever."""
     import shutil
 
-    crash = {"M-PARIS": {"VALISE_RELAY_CRASH_AT": "hop-after-commit"}}
-    with Network(tmp_path, missions=("M-PARIS", "M-HANOI"), env=ENV, site_env=crash) as net:
+    with _taken_then_revoked(tmp_path) as (net, mid, signing):
         hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
-        valise("keys", "rotate", "--kind", "signing", "--now", "--dir", str(hanoi.directory))
-        signing = active(hanoi.directory, "signing")
-        wait_for(
-            "HQ to list M-HANOI's new signing key",
-            lambda: signing in published(hq.directory, "M-HANOI", "signing"),
-        )
-        mid = asyncio.run(send_one(hanoi.directory, "M-PARIS", "taken-then-revoked"))
-        wait_for("M-PARIS to die after committing the hop", lambda: not paris.running)
-        valise("keys", "revoke", signing, "--reason", "adv10c", "--dir", str(hq.directory))
         wait_for(
             "M-HANOI's signing key replaced at HQ",
             lambda: published(hq.directory, "M-HANOI", "signing") - {signing} != set(),
