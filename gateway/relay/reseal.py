@@ -181,8 +181,14 @@ async def reseal_message(
     parsed, offset = parse_framed_head(record.data)
     wraps = [(s.site, s.key_id) for s in parsed.head.recipients]
     every = stale_stanzas(ctx.directory, wraps)
-    stale = stale_stanzas(ctx.directory, [w for w in wraps if live is None or w[0] in live])
     unsigned = stale_signature(ctx, parsed)
+    if unsigned is not None and live is not None:
+        # Signed again, the copy also takes back what failed (_replace): those
+        # destinations reopen, so their stale wraps count too, or the copy would go out
+        # re-signed to a key no longer accepted and wait at HQ for a re-seal nobody
+        # starts (review 10d D1).
+        live = {d.site for d in dests if d.state != DestState.DELIVERED.value}
+    stale = stale_stanzas(ctx.directory, [w for w in wraps if live is None or w[0] in live])
     if not stale and unsigned is not None:
         return await _resign_message(ctx, record, parsed, offset, unsigned, now, dry_run)
     if not stale and every:

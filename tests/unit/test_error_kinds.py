@@ -101,7 +101,10 @@ class FakeStore:
     ) -> None:
         self.deferred.append((message_id, peer, reason, next_attempt))
 
-    async def fail(self, message_id: str, peer: str, *, reason: str, now: datetime) -> None:
+    async def fail(
+        self, message_id: str, peer: str, *, reason: str, now: datetime, owner: str | None = None
+    ) -> None:
+        assert owner is not None  # a courier fails only its own try (review 10c F1)
         self.failed.append((message_id, peer, reason))
 
     async def hold(self, message_id: str, *, now: datetime, reason: str) -> None:
