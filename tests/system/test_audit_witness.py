@@ -173,7 +173,14 @@ def test_a_cut_tail_is_found_against_what_hq_witnessed(tmp_path: Path) -> None:
         assert f"seq {witnessed}" in first["what"] or f"entry {witnessed}" in first["what"]
 
         # The running site's next checkpoint goes back or forks: HQ refuses and keeps it.
-        _wait("HQ to refuse", lambda: (_witnessed(hq, "M-PARIS") or {}).get("conflict") is not None)
+        # (It checkpoints once its chain has grown past what it checkpointed last: each
+        # command adds an entry, as above. Without them it waited for background entries,
+        # and CI once saw none come within the deadline.)
+        def refused() -> bool:
+            assert valise("queue", "list", "--dir", paris).returncode == 0
+            return (_witnessed(hq, "M-PARIS") or {}).get("conflict") is not None
+
+        _wait("HQ to refuse", refused)
         after = valise("audit", "witness", "M-PARIS", "--dir", hq)
         assert after.returncode == 1 and "CONFLICT" in after.stdout, after.stdout
         refused = _witnessed(hq, "M-PARIS")
