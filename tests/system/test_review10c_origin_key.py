@@ -27,6 +27,18 @@ from tests.system.test_relay import _check_exactly_once, _wait_receipts
 from tests.system.test_revocation_losses import queue_rows
 
 
+def _new_signing_key(net: Network) -> str:
+    """M-HANOI's signing key rotated now (a ring generation of its own), once HQ lists it."""
+    hq, hanoi = net.sites["HQ"].directory, net.sites["M-HANOI"].directory
+    valise("keys", "rotate", "--kind", "signing", "--now", "--dir", str(hanoi))
+    signing = active(hanoi, "signing")
+    wait_for(
+        "HQ to list M-HANOI's new signing key",
+        lambda: signing in published(hq, "M-HANOI", "signing"),
+    )
+    return signing
+
+
 @contextlib.contextmanager
 def _taken_then_revoked(tmp_path: Path) -> Iterator[tuple[Network, str, str]]:
     """M-PARIS commits the hop of a document from M-HANOI and is killed right after
@@ -35,12 +47,7 @@ def _taken_then_revoked(tmp_path: Path) -> Iterator[tuple[Network, str, str]]:
     crash = {"M-PARIS": {"VALISE_RELAY_CRASH_AT": "hop-after-commit"}}
     with Network(tmp_path, missions=("M-PARIS", "M-HANOI"), env=ENV, site_env=crash) as net:
         hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
-        valise("keys", "rotate", "--kind", "signing", "--now", "--dir", str(hanoi.directory))
-        signing = active(hanoi.directory, "signing")
-        wait_for(
-            "HQ to list M-HANOI's new signing key",
-            lambda: signing in published(hq.directory, "M-HANOI", "signing"),
-        )
+        signing = _new_signing_key(net)
         mid = asyncio.run(send_one(hanoi.directory, "M-PARIS", "taken-then-revoked"))
         wait_for("M-PARIS to die after committing the hop", lambda: not paris.running)
         valise("keys", "revoke", signing, "--reason", "adv10c", "--dir", str(hq.directory))
@@ -84,12 +91,7 @@ def test_paused_destination_resumed_after_its_peers_signing_key_was_revoked(
 
     with Network(tmp_path, missions=("M-PARIS", "M-HANOI"), env=ENV) as net:
         hq, paris, hanoi = net.sites["HQ"], net.sites["M-PARIS"], net.sites["M-HANOI"]
-        valise("keys", "rotate", "--kind", "signing", "--now", "--dir", str(hanoi.directory))
-        signing = active(hanoi.directory, "signing")
-        wait_for(
-            "HQ to list M-HANOI's new signing key",
-            lambda: signing in published(hq.directory, "M-HANOI", "signing"),
-        )
+        signing = _new_signing_key(net)
         signal_site(paris, signal.SIGSTOP)
         try:
             ids = [
