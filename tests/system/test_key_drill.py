@@ -231,6 +231,16 @@ def tabulate(views: dict[str, SiteView], traffic: Traffic) -> tuple[dict[str, Ro
             row.receipted += 1
         elif receipt is not None:
             problems.append(f"{d.message_id}: receipt from {receipt[0]}, not from {d.to}")
+        # Failed where it arrived (acked undeliverable) counts as failed too: the origin's
+        # rows may still read forwarded (review 10c saw the table miss it).
+        lost = [
+            h
+            for h in views[d.to].history.get(d.message_id, [])
+            if h.startswith("acked") and "undeliverable" in h
+        ]
+        if lost:
+            row.failed += 1
+            problems.append(f"{d.message_id}: failed at {d.to}: {lost[0]}")
         elsewhere = [s for s in SITES if s != d.to and d.message_id in views[s].inbox]
         if times > 1 or elsewhere:
             row.duplicated += 1
