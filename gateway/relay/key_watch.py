@@ -127,7 +127,10 @@ class KeyWatcher:
             if self._files_stamp() != seen:
                 return
             if self._prune_waiting:  # local delivery may have opened them meanwhile
-                await self._prune()
+                try:
+                    await self._prune()
+                except Exception as exc:  # as a failed round: logged, the loop goes on
+                    logjson.event(log, logging.WARNING, "keys_round_failed", reason=f"{exc}")
 
     async def round(self, now: datetime) -> None:
         ctx = self.ctx
