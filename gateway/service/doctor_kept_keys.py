@@ -15,7 +15,7 @@ from gateway.service.doctor_checks import Check, Status
 from gateway.site.keyring import load_ring
 from gateway.site.keystore import KeyStoreError
 from gateway.store.base import Store
-from gateway.trust.unopened import sealed_to
+from gateway.trust.unopened import needed
 from routing.directory import USABLE
 
 NAME = "keys kept"
@@ -35,12 +35,13 @@ async def kept_keys_check(store: Store, config: SiteConfig) -> Check:
     ]
     if not kept:
         return Check(NAME, Status.OK, "no private file of a revoked or retired key")
+    waiting = await needed(store, config.site.id, {k.id for k in kept})  # one scan
     said = []
     for k in kept:
         why = (
             "received envelopes sealed to it are not opened yet; the gateway deletes it"
             " once they are"
-            if await sealed_to(store, config.site.id, {k.id})
+            if k.id in waiting
             else "nothing received needs it; the running gateway deletes it"
         )
         said.append(f"{k.state} encryption key {k.id}: {why}")

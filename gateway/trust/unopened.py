@@ -18,24 +18,30 @@ from gateway.store.base import Store, StoreError
 PAGE = 1000
 
 
-async def sealed_to(store: Store, here: str, key_ids: Collection[str]) -> bool:
-    """Whether an envelope received here and not opened yet has a stanza for ``here``
-    under one of ``key_ids``; True also when the store cannot say (keep the file)."""
-    if not key_ids:
-        return False
+async def needed(store: Store, here: str, key_ids: Collection[str]) -> set[str]:
+    """Those of ``key_ids`` that an envelope received here and not opened yet has a
+    stanza for ``here`` under (one scan for them all); every one of them when the store
+    cannot say (keep the files)."""
+    wanted, found = set(key_ids), set[str]()
     after = ""
-    while True:
+    while wanted - found:
         try:
             page = await store.received_heads(after=after, limit=PAGE)
         except StoreError:
-            return True
+            return wanted
         for _, head in page:
             try:
                 parsed = parse_framed_head(head)[0]
             except EnvelopeError:
                 continue  # refused when it is opened, with its reason
-            if any(s.site == here and s.key_id in key_ids for s in parsed.head.recipients):
-                return True
+            found |= {s.key_id for s in parsed.head.recipients if s.site == here} & wanted
         if len(page) < PAGE:
-            return False
+            break
         after = page[-1][0]
+    return found
+
+
+async def sealed_to(store: Store, here: str, key_ids: Collection[str]) -> bool:
+    """Whether an envelope received here and not opened yet has a stanza for ``here``
+    under one of ``key_ids``; True also when the store cannot say (keep the file)."""
+    return bool(await needed(store, here, key_ids))
